@@ -1,0 +1,1 @@
+//! Roots: the root core and signed world definitions.
