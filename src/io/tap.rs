@@ -1,0 +1,283 @@
+//! The node's *inside*: a Linux TAP device carrying whole Ethernet frames, read and
+//! written asynchronously on tokio (via `tun-rs`).
+//!
+//! Contract:
+//! - [`Tap::create`] makes a non-persistent TAP in the **calling thread's** network
+//!   namespace, sets its MTU and MAC, and brings it up. Its name and index are read once
+//!   there and cached, because name↔index lookups depend on the namespace of the thread
+//!   asking. It must be called inside a tokio runtime (the fd is registered with it).
+//! - Frames are exactly `dst MAC | src MAC | ethertype | payload` (no packet-info header,
+//!   no virtio header, no offloads), at most MTU + 14 bytes (+4 with a VLAN tag).
+//! - Dropping the `Tap` closes the fd, which makes the kernel delete the device (with its
+//!   addresses and routes).
+//! - Addresses and routes are not set here: that is [`crate::io::netconf`]'s job (tun-rs'
+//!   address management is compiled out).
+//!
+//! Callers: the node driver (one owner; `recv`/`send` take `&self` so one task can read
+//! while another writes), and the namespace tests.
+
+use std::io;
+
+use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
+
+use crate::types::Mac;
+
+/// Linux interface names are at most 15 bytes (IFNAMSIZ - 1).
+pub const MAX_NAME_LEN: usize = 15;
+/// The smallest MTU Linux accepts on an Ethernet-like device that carries IPv4.
+pub const MIN_MTU: u16 = 68;
+
+/// Why a TAP device could not be created or configured.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    /// The interface name is not usable.
+    #[error("bad TAP interface name {name:?}: {reason}")]
+    BadName {
+        /// The rejected name.
+        name: String,
+        /// What a valid name looks like.
+        reason: &'static str,
+    },
+    /// The MAC is a multicast/broadcast or all-zero address, which an interface cannot own.
+    #[error("MAC {0} cannot be a TAP's own address: it must be unicast and not all zero")]
+    BadMac(Mac),
+    /// The MTU is below what IPv4 needs.
+    #[error("MTU {0} is too small for a TAP device (at least {MIN_MTU})")]
+    BadMtu(u16),
+    /// Not inside a tokio runtime.
+    #[error("Tap::create must be called from inside a tokio runtime")]
+    NoRuntime,
+    /// A step of creating or configuring the device failed.
+    #[error("{op} for TAP device {name}: {source}{hint}")]
+    Os {
+        /// What was being done.
+        op: &'static str,
+        /// The interface name.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+        /// What to check (may be empty).
+        hint: &'static str,
+    },
+}
+
+/// A TAP device: Ethernet frames in and out of the host's network stack.
+pub struct Tap {
+    dev: AsyncDevice,
+    /// Cached at creation (see module docs).
+    name: String,
+    /// Cached at creation (see module docs).
+    index: u32,
+    mac: Mac,
+    mtu: u16,
+}
+
+impl Tap {
+    /// Creates the TAP `name` in the calling thread's namespace with the given MTU and MAC,
+    /// and brings it up. Needs `CAP_NET_ADMIN` and `/dev/net/tun`.
+    pub fn create(name: &str, mtu: u16, mac: Mac) -> Result<Tap, TapError> {
+        check_name(name)?;
+        if mtu < MIN_MTU {
+            return Err(TapError::BadMtu(mtu));
+        }
+        if mac.0[0] & 1 == 1 || mac.0 == [0; 6] {
+            return Err(TapError::BadMac(mac));
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(TapError::NoRuntime);
+        }
+        let os = |op, hint| {
+            let name = name.to_string();
+            move |source| TapError::Os {
+                op,
+                name,
+                source,
+                hint,
+            }
+        };
+        let dev = DeviceBuilder::new()
+            .name(name)
+            .layer(Layer::L2)
+            .enable(false)
+            .build_sync()
+            .map_err(os(
+                "opening /dev/net/tun and creating the device",
+                "; needs root or CAP_NET_ADMIN, and the name must not belong to another device",
+            ))?;
+        dev.set_mtu(mtu).map_err(os("setting the MTU", ""))?;
+        dev.set_mac_address(mac.0)
+            .map_err(os("setting the MAC address", ""))?;
+        dev.enabled(true)
+            .map_err(os("bringing the device up", ""))?;
+        let actual = dev.name().map_err(os("reading the device name", ""))?;
+        let index = dev
+            .if_index()
+            .map_err(os("reading the interface index", ""))?;
+        let dev = AsyncDevice::new(dev).map_err(os("registering the fd with tokio", ""))?;
+        Ok(Tap {
+            dev,
+            name: actual,
+            index,
+            mac,
+            mtu,
+        })
+    }
+
+    /// Reads one Ethernet frame into `buf` and returns its length. `buf` should hold
+    /// MTU + 18 bytes; a longer frame is truncated by the kernel.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.dev.recv(buf).await
+    }
+
+    /// Writes one Ethernet frame (as if it arrived on the wire). Frames shorter than an
+    /// Ethernet header are refused with `InvalidInput`.
+    pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
+        if frame.len() < 14 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a {}-byte frame is shorter than an Ethernet header",
+                    frame.len()
+                ),
+            ));
+        }
+        let n = self.dev.send(frame).await?;
+        if n != frame.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("TAP {} took {n} of {} bytes", self.name, frame.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The interface name (as the kernel reports it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interface index in the namespace the TAP was created in (for netlink).
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    /// The MAC address set at creation.
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    /// The MTU set at creation.
+    pub fn mtu(&self) -> u16 {
+        self.mtu
+    }
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tap")
+            .field("name", &self.name)
+            .field("index", &self.index)
+            .field("mac", &self.mac)
+            .field("mtu", &self.mtu)
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_name(name: &str) -> Result<(), TapError> {
+    let reason = if name.is_empty() || name.len() > MAX_NAME_LEN {
+        "it must be 1 to 15 bytes long"
+    } else if name == "." || name == ".." {
+        "'.' and '..' are not interface names"
+    } else if name.contains(['/', ':', '%'])
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        "it must not contain '/', ':', '%', whitespace or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(TapError::BadName {
+        name: name.to_string(),
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::lab::{Lab, require_root, run_in};
+
+    const MAC: Mac = Mac([0x02, 0x5a, 0x00, 0x00, 0x00, 0x01]);
+
+    #[test]
+    fn bad_names_macs_and_mtus_are_refused_before_touching_the_kernel() {
+        for bad in ["", "sixteen-chars-xx", "a/b", "a b", "tap%d", "..", "a:1"] {
+            assert!(
+                matches!(check_name(bad), Err(TapError::BadName { .. })),
+                "{bad:?} accepted"
+            );
+        }
+        assert!(check_name("sky0").is_ok());
+        assert!(check_name("fifteen-chars-x").is_ok());
+        assert!(matches!(
+            Tap::create("sky0", 1400, Mac::BROADCAST),
+            Err(TapError::BadMac(_))
+        ));
+        assert!(matches!(
+            Tap::create("sky0", 1400, Mac([0; 6])),
+            Err(TapError::BadMac(_))
+        ));
+        assert!(matches!(
+            Tap::create("sky0", 40, MAC),
+            Err(TapError::BadMtu(40))
+        ));
+        // No runtime on this thread.
+        assert!(matches!(
+            Tap::create("sky0", 1400, MAC),
+            Err(TapError::NoRuntime)
+        ));
+    }
+
+    /// Creates a TAP inside a lab namespace, checks what the kernel sees, and that the
+    /// device disappears when dropped.
+    #[test]
+    fn tap_is_created_configured_and_removed_on_drop() {
+        if !require_root("io::tap::tap_is_created_configured_and_removed_on_drop") {
+            return;
+        }
+        let lab = Lab::new("tap").unwrap();
+        let host = lab
+            .add_public_host("a", "198.51.100.31".parse().unwrap())
+            .unwrap();
+        let shown = run_in(&host.netns, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let tap = Tap::create("sky0", 1380, MAC).unwrap();
+                assert_eq!(tap.name(), "sky0");
+                assert!(tap.index() > 0);
+                let out = std::process::Command::new("ip")
+                    .args(["-o", "link", "show", "dev", "sky0"])
+                    .output()
+                    .unwrap();
+                let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+                // A second device with the same name is refused with a clear error.
+                let err = Tap::create("sky0", 1380, MAC).unwrap_err();
+                assert!(err.to_string().contains("sky0"), "{err}");
+                drop(tap);
+                let gone = std::process::Command::new("ip")
+                    .args(["link", "show", "dev", "sky0"])
+                    .output()
+                    .unwrap();
+                assert!(!gone.status.success(), "sky0 still exists after drop");
+                shown
+            })
+        })
+        .unwrap();
+        assert!(shown.contains("mtu 1380"), "{shown}");
+        assert!(shown.contains("02:5a:00:00:00:01"), "{shown}");
+        assert!(shown.contains(",UP"), "{shown}");
+    }
+}
