@@ -1,1 +1,175 @@
-//! (placeholder)
+//! The wire layer: byte layouts of every skylan datagram and of the messages inside
+//! encrypted ones, fragmentation of large datagrams, and bounded reassembly.
+//!
+//! This module owns the bytes and nothing else: it knows no keys, no peers and no
+//! clock. It is called by the node core (`switch`), the root core (`moon`), `crypto`
+//! (for the Data AAD), the fuzzers and the benches. Parsing never panics and never
+//! allocates for the hot path (outer packets, `Frame` and `Echo` messages borrow from
+//! the input); errors are the small [`WireError`].
+//!
+//! # Outer packet
+//!
+//! Every UDP datagram starts with a 12-byte header sent in clear, so a root can relay
+//! a packet by looking only at the destination, without any key. All integers on the
+//! wire are big-endian.
+//!
+//! ```text
+//!  0        1        2                                      7                                      12
+//! +--------+--------+--------------------------------------+--------------------------------------+
+//! |  kind  | flags  |      destination node address (5)    |        source node address (5)       |
+//! +--------+--------+--------------------------------------+--------------------------------------+
+//!
+//! flags:   7   6   5   4   3   2   1   0
+//!        +---+---+---+---+---+---+---+---+
+//!        |     reserved      |   hops    |   hops: relays increment it (0..=7)
+//!        +---+---+---+---+---+---+---+---+   reserved: sent as 0, ignored on receipt
+//! ```
+//!
+//! What follows the header depends on `kind`:
+//!
+//! ```text
+//! 0x01 HandshakeInit   12 +----------------+------------------------------------+
+//!                         | sender_index 4 | Noise IK message 1 (opaque)        |
+//!                         +----------------+------------------------------------+
+//! 0x02 HandshakeResp   12 +----------------+------------------+-----------------+
+//!                         | sender_index 4 | receiver_index 4 | Noise IK msg 2  |
+//!                         +----------------+------------------+-----------------+
+//! 0x03 Data            12 +------------------+-----------+----------------------+--------+
+//!                         | receiver_index 4 | counter 8 | ciphertext (≥ 0)     | tag 16 |
+//!                         +------------------+-----------+----------------------+--------+
+//! 0x04 Fragment        12 +--------------+---------+---------+------------------+
+//!                         | packet_id 8  | index 1 | count 1 | chunk (≥ 1)      |
+//!                         +--------------+---------+---------+------------------+
+//! other                   the header parses as `Kind::Unknown(n)`; roots relay it,
+//!                         nodes drop and count it.
+//! ```
+//!
+//! # Which bytes are authenticated
+//!
+//! Only Data packets are authenticated by this layer's layout. The AEAD
+//! (ChaCha20-Poly1305) covers the ciphertext and, as associated data, the first
+//! [`DATA_PREFIX_LEN`] = 24 bytes (header, receiver index, counter) **with the flags
+//! byte replaced by zero** ([`data_aad`]). The flags byte is the one byte a relay
+//! changes (it increments `hops`), so it is left out; everything else a relay could
+//! tamper with — kind, both addresses, index, counter — is bound to the ciphertext.
+//! The nonce is 4 zero bytes followed by the counter as a little-endian u64
+//! (WireGuard's layout), although the counter field itself is big-endian.
+//!
+//! Handshake packets are protected by Noise itself (the header is not part of the
+//! Noise transcript; the responder checks the claimed addresses against the
+//! identities the handshake proves). Fragment headers are not authenticated at all:
+//! a forged fragment can at worst spoil a reassembly, and the reassembled Data
+//! packet is authenticated as a whole. The reassembler's memory is bounded so a
+//! flood of forged fragments cannot exhaust it ([`Reassembler`]).
+//!
+//! # Inner messages
+//!
+//! The plaintext of a Data packet is `verb u8 | payload` ([`Message`]):
+//!
+//! ```text
+//! verb  name                   payload
+//! 0x01  Hello                  proto_version 1 | major 1 | minor 1 | patch 2 |
+//!                              timestamp 8 (sender µs, echoed in OK) |
+//!                              world_id 8 | world_timestamp 8
+//! 0x02  Error                  in_re_verb 1 | in_re_counter 8 | code 1 | payload (rest)
+//! 0x03  Ok                     in_re_verb 1 | in_re_counter 8 | body by in_re_verb:
+//!                                Hello: timestamp 8 | proto 1 | major 1 | minor 1 |
+//!                                       patch 2 | observed endpoint
+//!                                Whois: count 1 | count × identity (69:
+//!                                       address 5 | ed25519 32 | x25519 32)
+//!                                Echo:  the echoed bytes (rest, ≤ 256)
+//!                                other: raw bytes (rest)
+//! 0x04  Whois                  count 1 | count × node address 5
+//! 0x05  Rendezvous             peer address 5 | count 1 | count × endpoint
+//! 0x06  Frame                  network id 8 | flags 1 | Ethernet frame (rest:
+//!                              dst mac 6 | src mac 6 | ethertype 2 | payload)
+//! 0x07  Echo                   bytes (rest, ≤ 256)
+//! 0x08  MulticastLike          reserved
+//! 0x09  NetworkConfigRequest   reserved
+//! 0x0a  NetworkConfig          reserved
+//! 0x0b  NetworkCredentials     reserved
+//! 0x0c  MulticastFrame         reserved
+//! other                        `Verb::Unknown(n)`, body kept raw
+//!
+//! endpoint = family 1 (4 or 6) | ip (4 or 16) | port 2
+//! error codes: 1 InvalidRequest  2 BadProtocolVersion  3 ObjNotFound
+//!              4 IdentityCollision  5 UnsupportedOperation
+//!              6 NeedMembershipCertificate  7 NetworkAccessDenied
+//! ```
+//!
+//! `in_re_counter` is the Data counter of the request being answered, which both
+//! sides know. Reserved and unknown verbs parse as [`Message::Unknown`] with the raw
+//! body, so an older node can count and skip what a newer one sends. Messages with a
+//! fixed layout or a counted list ignore bytes after their last field, so a later
+//! protocol version may append fields; this version never sends any.
+//!
+//! # Fragments
+//!
+//! A whole outer packet (of any kind except Fragment) longer than the path MTU is cut
+//! by [`fragment`] into 2..=16 chunks; each is sent as a Fragment packet with the
+//! original's destination, source and hops, so roots relay fragments like any other
+//! packet. The chunks concatenate to the original packet, header included.
+//! [`Reassembler`] puts them back together with bounded memory.
+
+mod fragment;
+mod message;
+mod packet;
+mod reader;
+
+pub use fragment::{
+    FRAGMENT_OVERHEAD, MAX_FRAGMENTS, Reassembler, ReassemblyLimits, ReassemblyStats, fragment,
+};
+pub use message::{
+    ECHO_MAX_LEN, ETHERNET_HEADER_LEN, ErrorCode, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,
+    IdentityBytes, MAX_LIST_LEN, Message, OkBody, SoftwareVersion, Verb, emit_endpoint,
+    emit_frame_header, endpoint_len, parse_endpoint,
+};
+pub use packet::{
+    DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAX_HOPS, Outer, Packet, TAG_LEN, data_aad,
+    emit_data_prefix, field, parse, parse_data_mut,
+};
+
+/// Why bytes could not be parsed (or a packet could not be fragmented).
+///
+/// Small and `Copy` because it is produced on the per-packet path; the receiver drops
+/// the packet and counts the variant. The `&'static str` names the field or layout
+/// that was wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The bytes end before a field the layout requires.
+    #[error("truncated: {0} is missing (the datagram or message is too short)")]
+    Truncated(&'static str),
+    /// A length is out of range (too long, or shorter than the layout allows).
+    #[error("bad length: {0}")]
+    BadLength(&'static str),
+    /// A node address field holds a reserved value (all zero or starting with `ff`).
+    #[error("reserved node address in {0} (0000000000 and ff........ are never sent)")]
+    ReservedAddress(&'static str),
+    /// A network ID whose controller part is a reserved node address.
+    #[error("network ID names a reserved controller address")]
+    BadNetworkId,
+    /// An endpoint whose family byte is neither 4 nor 6.
+    #[error("endpoint address family must be 4 or 6, got {0}")]
+    BadEndpointFamily(u8),
+    /// A packet of another kind where a specific kind was required.
+    #[error("expected a Data packet, got kind {0:#04x}")]
+    UnexpectedKind(u8),
+    /// A fragment header with `count` outside 2..=16, `index >= count`, or no chunk.
+    #[error("bad fragment header: {0}")]
+    BadFragment(&'static str),
+    /// [`fragment`] would need more than [`MAX_FRAGMENTS`] fragments at this MTU.
+    #[error(
+        "packet of {len} bytes needs more than 16 fragments at a maximum datagram size of {max_len}; lower the virtual MTU"
+    )]
+    TooManyFragments {
+        /// Length of the packet that was to be fragmented.
+        len: usize,
+        /// The maximum datagram size that was asked for.
+        max_len: usize,
+    },
+    /// [`fragment`] was given a maximum datagram size too small to carry any chunk.
+    #[error(
+        "maximum datagram size {0} leaves no room for a fragment chunk (it must exceed {FRAGMENT_OVERHEAD} bytes)"
+    )]
+    MtuTooSmall(usize),
+}
