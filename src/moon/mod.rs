@@ -1,1 +1,2 @@
 //! Roots: the root core and signed world definitions.
+pub mod world;
