@@ -26,17 +26,19 @@
 //!
 //! # Cost, and why the proof of work exists
 //! One evaluation of the hash costs about 2 ms of one core and 2 MiB of memory
-//! (measured: 1.9–2.4 ms per evaluation in release builds on the project's shared
-//! 2-vCPU Xeon build machine, see `benches/crypto.rs`). With `POW_THRESHOLD = 1`
-//! a random key pair passes with probability 1/256, so [`Identity::generate`] needs on
-//! average 256 evaluations (plus 1/256 for reserved addresses), about 0.5 s. Verifying
-//! a received identity is one evaluation, so hot paths go through [`IdentityCache`].
+//! (measured with `cargo bench --bench crypto`: 2.1 ms per `identity/verify` and
+//! 0.54 s per `identity/generate`, release build, on the project's shared 2-vCPU Xeon
+//! build machine while it was busy; expect somewhat less on an idle core). With
+//! `POW_THRESHOLD = 1` a random key pair passes with probability 1/256, so
+//! [`Identity::generate`] needs on average 256 evaluations (plus 1/256 for reserved
+//! addresses), about 0.5 s. Verifying a received identity is one evaluation, so hot
+//! paths go through [`IdentityCache`].
 //!
 //! Collision economics: to impersonate a *chosen* node an attacker needs a key pair
 //! that passes the threshold *and* hashes to that node's 40 address bits. Each
 //! evaluation succeeds with probability 1/256 × 2^-40, so the expected work is 2^48 ≈
-//! 2.8 × 10^14 evaluations ≈ 5.6 × 10^11 core-seconds ≈ 18,000 core-years at 2 ms per
-//! evaluation (ZeroTier quotes about 10,000 CPU-years for its own scheme). Colliding
+//! 2.8 × 10^14 evaluations × 2.1 ms ≈ 5.9 × 10^11 core-seconds ≈ 19,000 core-years
+//! (ZeroTier quotes about 10,000 CPU-years for its own scheme). Colliding
 //! with *any one* of N existing nodes divides that by N (10^4 nodes: about 2 core-years),
 //! which is why roots and controllers pin the full identity of an address the first
 //! time they see it and refuse a different key for it later. The 2 MiB of memory per

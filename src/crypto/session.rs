@@ -182,9 +182,15 @@ fn builder(seed: [u8; 32]) -> snow::Builder<'static> {
 }
 
 /// Supplies only the RNG (a seeded ChaCha20 stream); everything else falls back to
-/// snow's default resolver.
+/// snow's default resolver. The seed decides the ephemeral key, so it is wiped on drop.
 struct SeededResolver {
     seed: [u8; 32],
+}
+
+impl Drop for SeededResolver {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.seed);
+    }
 }
 
 impl CryptoResolver for SeededResolver {

@@ -391,7 +391,8 @@ impl World {
     }
 
     /// Reads and verifies a world file (JSON).
-    pub fn load(path: &Path) -> Result<World, WorldError> {
+    pub fn load(path: impl AsRef<Path>) -> Result<World, WorldError> {
+        let path = path.as_ref();
         let text = read(path)?;
         World::from_json(&text, &path.display().to_string())
     }
@@ -465,7 +466,8 @@ impl WorldTemplate {
     }
 
     /// Reads a template file.
-    pub fn load(path: &Path) -> Result<WorldTemplate, WorldError> {
+    pub fn load(path: impl AsRef<Path>) -> Result<WorldTemplate, WorldError> {
+        let path = path.as_ref();
         let text = read(path)?;
         WorldTemplate::from_json(&text, &path.display().to_string())
     }

@@ -1,0 +1,135 @@
+//! Crypto hot paths: the Noise IK handshake, AEAD seal+open on the data path (ring, and
+//! RustCrypto `chacha20poly1305` for comparison; same wire format), the replay window,
+//! and the identity proof of work (one verification, one generation).
+//!
+//! Run: `cargo bench --bench crypto` (add `-- --quick` for a rough pass). Numbers only;
+//! nothing here asserts speed.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use skylan::crypto::{Identity, PublicIdentity, ReplayWindow, SessionKeys, initiate, respond};
+
+fn identities() -> (Identity, Identity) {
+    (
+        Identity::generate(&mut ChaCha20Rng::from_seed([1; 32])),
+        Identity::generate(&mut ChaCha20Rng::from_seed([2; 32])),
+    )
+}
+
+fn session(a: &Identity, b: &Identity) -> (SessionKeys, SessionKeys) {
+    let (hs, msg1) = initiate(a, b.public(), [3; 32]).expect("initiate");
+    let responded = respond(b, &msg1, [4; 32]).expect("respond");
+    (hs.finish(&responded.reply).expect("finish"), responded.keys)
+}
+
+fn handshake(c: &mut Criterion) {
+    let (a, b) = identities();
+    let mut seed = 0u64;
+    c.bench_function("handshake/initiate+respond+finish", |bench| {
+        bench.iter(|| {
+            seed += 1;
+            let mut s1 = [0u8; 32];
+            s1[..8].copy_from_slice(&seed.to_le_bytes());
+            let mut s2 = s1;
+            s2[31] = 1;
+            let (hs, msg1) = initiate(&a, b.public(), s1).expect("initiate");
+            let responded = respond(&b, &msg1, s2).expect("respond");
+            black_box(hs.finish(&responded.reply).expect("finish"))
+        })
+    });
+}
+
+fn aead(c: &mut Criterion) {
+    let (a, b) = identities();
+    let (send, receive) = session(&a, &b);
+    let key = [0x42u8; 32];
+    let rustcrypto = chacha20poly1305::ChaCha20Poly1305::new((&key).into());
+    let aad = [0x11u8; 24];
+
+    for len in [1400usize, 64 * 1024] {
+        let mut group = c.benchmark_group(format!("seal+open/{len}B"));
+        group.throughput(Throughput::Bytes(len as u64));
+
+        let mut buf = Vec::with_capacity(len + 16);
+        let mut counter = 0u64;
+        group.bench_function("ring", |bench| {
+            bench.iter(|| {
+                counter += 1;
+                buf.clear();
+                buf.resize(len, 0xab);
+                send.seal(counter, &aad, &mut buf, 0);
+                let plain = receive.open(counter, &aad, &mut buf).expect("open");
+                black_box(plain.len())
+            })
+        });
+
+        let mut buf = Vec::with_capacity(len + 16);
+        let mut counter = 0u64;
+        group.bench_function("rustcrypto", |bench| {
+            bench.iter(|| {
+                counter += 1;
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&counter.to_le_bytes());
+                buf.clear();
+                buf.resize(len, 0xab);
+                rustcrypto
+                    .encrypt_in_place((&nonce).into(), &aad, &mut buf)
+                    .expect("seal");
+                rustcrypto
+                    .decrypt_in_place((&nonce).into(), &aad, &mut buf)
+                    .expect("open");
+                black_box(buf.len())
+            })
+        });
+        group.finish();
+    }
+}
+
+fn replay(c: &mut Criterion) {
+    let mut window = ReplayWindow::new();
+    let mut counter = 0u64;
+    c.bench_function("replay/check+update in order", |bench| {
+        bench.iter(|| {
+            counter += 1;
+            black_box(window.check(counter) && window.update(counter))
+        })
+    });
+}
+
+fn identity(c: &mut Criterion) {
+    let (a, _) = identities();
+    let bytes = a.public().to_bytes();
+    c.bench_function("identity/verify (one proof-of-work evaluation)", |bench| {
+        bench.iter(|| black_box(PublicIdentity::from_bytes(&bytes).expect("valid")))
+    });
+
+    let mut group = c.benchmark_group("identity");
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(20));
+    let mut seed = 0u8;
+    group.bench_function("generate", |bench| {
+        bench.iter_batched(
+            || {
+                seed = seed.wrapping_add(1);
+                ChaCha20Rng::from_seed([seed; 32])
+            },
+            |mut rng| black_box(Identity::generate(&mut rng)),
+            BatchSize::PerIteration,
+        )
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = handshake, aead, replay, identity
+}
+criterion_main!(benches);
