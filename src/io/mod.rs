@@ -4,4 +4,5 @@
 
 pub mod lab;
 pub mod netconf;
+pub mod netdev;
 pub mod tap;
