@@ -5,4 +5,5 @@
 pub mod idtool;
 pub mod lab;
 pub mod netconf;
+pub mod netdev;
 pub mod tap;
