@@ -22,6 +22,8 @@ pub mod identity;
 pub mod replay;
 pub mod session;
 pub mod sign;
+pub mod table;
+pub mod tunnel;
 
 pub use identity::{IDENTITY_LEN, Identity, IdentityCache, POW_THRESHOLD, PublicIdentity};
 pub use replay::ReplayWindow;

@@ -1,0 +1,334 @@
+//! The session table of one node or root: every [`Tunnel`] it has, the map from local
+//! session index to peer, the cache of verified identities, and whole-packet handling
+//! for the three authenticated packet kinds (HandshakeInit, HandshakeResp, Data).
+//!
+//! Contract: [`SessionTable::open`] is the only way to turn a Data datagram into
+//! plaintext, and it returns the peer address the *session* belongs to, which it has
+//! checked against the (unauthenticated) source address in the header. Everything a
+//! core does with a packet's contents starts from that. The table never reads a clock
+//! or OS randomness: `now` is an input and the RNG is seeded at construction.
+
+use std::collections::HashMap;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+
+use super::identity::{Identity, IdentityCache, PublicIdentity};
+use super::session;
+use super::tunnel::{Tunnel, TunnelError};
+use crate::types::{NodeAddress, Time};
+use crate::wire::{self, Header, Message, Outer};
+
+/// Why a packet was refused by the session table; each is a drop counter in the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TableError {
+    /// A session-level failure (replay, decryption, expiry, ...).
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+    /// We hold no identity for that address, so no handshake can start.
+    #[error("unknown peer")]
+    UnknownPeer,
+    /// The packet's index names no session of ours.
+    #[error("unknown session index")]
+    UnknownIndex,
+    /// The session's peer is not the header's source address.
+    #[error("source address does not match the session")]
+    SourceMismatch,
+    /// A handshake that failed cryptographically or carried an invalid identity.
+    #[error("handshake rejected")]
+    Handshake,
+    /// A packet too short for its kind.
+    #[error("malformed packet")]
+    Malformed,
+}
+
+/// An authenticated, decrypted Data packet.
+#[derive(Debug)]
+pub struct Opened<'a> {
+    /// The peer whose session opened it.
+    pub peer: NodeAddress,
+    /// The packet's counter.
+    pub counter: u64,
+    /// Verb and payload.
+    pub plaintext: &'a [u8],
+}
+
+/// See the module documentation.
+pub struct SessionTable {
+    local: Identity,
+    rng: ChaCha20Rng,
+    tunnels: HashMap<NodeAddress, Tunnel>,
+    indices: HashMap<u32, NodeAddress>,
+    identities: IdentityCache,
+}
+
+impl SessionTable {
+    /// A table for `local`, whose handshake randomness and session indices come from `seed`.
+    pub fn new(local: Identity, seed: [u8; 32]) -> Self {
+        Self {
+            local,
+            rng: ChaCha20Rng::from_seed(seed),
+            tunnels: HashMap::new(),
+            indices: HashMap::new(),
+            identities: IdentityCache::new(4096),
+        }
+    }
+
+    /// Our identity.
+    pub fn identity(&self) -> &Identity {
+        &self.local
+    }
+
+    /// Our address.
+    pub fn address(&self) -> NodeAddress {
+        self.local.public().address()
+    }
+
+    /// A random value from the table's seeded RNG, for callers that need one (ping IDs,
+    /// fragment packet IDs, jitter).
+    pub fn random_u64(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
+    /// Verifies a 69-byte identity (proof of work included), using the cache.
+    pub fn verify_identity(&mut self, bytes: &[u8]) -> Option<PublicIdentity> {
+        self.identities.verify(bytes).ok()
+    }
+
+    /// The tunnel to `peer`, if we know its identity.
+    pub fn tunnel(&self, peer: NodeAddress) -> Option<&Tunnel> {
+        self.tunnels.get(&peer)
+    }
+
+    /// Mutable access to the tunnel to `peer`.
+    pub fn tunnel_mut(&mut self, peer: NodeAddress) -> Option<&mut Tunnel> {
+        self.tunnels.get_mut(&peer)
+    }
+
+    /// Remembers a verified identity (no-op if known).
+    pub fn add_peer(&mut self, identity: PublicIdentity) {
+        self.tunnels
+            .entry(identity.address())
+            .or_insert_with(|| Tunnel::new(identity));
+    }
+
+    /// Forgets a peer and all its sessions.
+    pub fn remove_peer(&mut self, peer: NodeAddress) {
+        if let Some(t) = self.tunnels.remove(&peer) {
+            for i in t.indices() {
+                self.indices.remove(&i);
+            }
+        }
+    }
+
+    /// Number of peers with a tunnel.
+    pub fn len(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// True when the table has no peers.
+    pub fn is_empty(&self) -> bool {
+        self.tunnels.is_empty()
+    }
+
+    /// Builds a complete HandshakeInit datagram to `peer` (whose identity must be known).
+    pub fn handshake_packet(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+    ) -> Result<Vec<u8>, TableError> {
+        if !self.tunnels.contains_key(&peer) {
+            return Err(TableError::UnknownPeer);
+        }
+        let index = self.allocate_index(peer);
+        let seed = self.seed();
+        let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
+        let msg1 = tunnel
+            .initiate(&self.local, index, seed, now)
+            .map_err(|_| TableError::Handshake)?;
+        self.collect_freed(peer);
+        let mut out = Vec::with_capacity(wire::HEADER_LEN + 4 + msg1.len());
+        Outer::HandshakeInit {
+            sender_index: index,
+            noise: &msg1,
+        }
+        .emit(peer, self.address(), &mut out);
+        Ok(out)
+    }
+
+    /// Answers a HandshakeInit: verifies the initiator, records the responder session and
+    /// returns the initiator's address and the HandshakeResp datagram to send back.
+    pub fn on_handshake_init(
+        &mut self,
+        now: Time,
+        header: &Header,
+        sender_index: u32,
+        noise: &[u8],
+    ) -> Result<(NodeAddress, Vec<u8>), TableError> {
+        let seed = self.seed();
+        let responded =
+            session::respond(&self.local, noise, seed).map_err(|_| TableError::Handshake)?;
+        let initiator = self
+            .identities
+            .verify(&responded.initiator)
+            .map_err(|_| TableError::Handshake)?;
+        let peer = initiator.address();
+        if peer != header.src {
+            return Err(TableError::SourceMismatch);
+        }
+        self.add_peer(initiator);
+        let index = self.allocate_index(peer);
+        // Invariant: `add_peer` just inserted the tunnel if it was missing.
+        let tunnel = self.tunnels.get_mut(&peer).expect("tunnel added above");
+        tunnel.accept(responded.keys, index, sender_index, now);
+        self.collect_freed(peer);
+        let mut out = Vec::with_capacity(wire::HEADER_LEN + 8 + responded.reply.len());
+        Outer::HandshakeResp {
+            sender_index: index,
+            receiver_index: sender_index,
+            noise: &responded.reply,
+        }
+        .emit(peer, self.address(), &mut out);
+        Ok((peer, out))
+    }
+
+    /// Completes a handshake we started; returns the peer whose session is now current.
+    pub fn on_handshake_resp(
+        &mut self,
+        now: Time,
+        header: &Header,
+        sender_index: u32,
+        receiver_index: u32,
+        noise: &[u8],
+    ) -> Result<NodeAddress, TableError> {
+        let peer = *self
+            .indices
+            .get(&receiver_index)
+            .ok_or(TableError::UnknownIndex)?;
+        if peer != header.src {
+            return Err(TableError::SourceMismatch);
+        }
+        let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
+        let result = tunnel.complete(receiver_index, sender_index, noise, now);
+        self.collect_freed(peer);
+        result?;
+        Ok(peer)
+    }
+
+    /// Authenticates and decrypts a whole Data datagram in place. Returns the peer, the
+    /// packet's counter (requests are answered by it) and the plaintext (a verb and its
+    /// payload).
+    pub fn open<'a>(
+        &mut self,
+        now: Time,
+        datagram: &'a mut [u8],
+    ) -> Result<Opened<'a>, TableError> {
+        let data = wire::parse_data_mut(datagram).map_err(|_| TableError::Malformed)?;
+        let peer = *self
+            .indices
+            .get(&data.receiver_index)
+            .ok_or(TableError::UnknownIndex)?;
+        if peer != data.header.src {
+            return Err(TableError::SourceMismatch);
+        }
+        let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
+        let counter = data.counter;
+        let result = tunnel.open(
+            now,
+            data.receiver_index,
+            counter,
+            &data.aad,
+            data.ciphertext,
+        );
+        self.collect_freed(peer);
+        Ok(Opened {
+            peer,
+            counter,
+            plaintext: result?,
+        })
+    }
+
+    /// Seals `msg` for `peer` into a complete Data datagram appended to `out`.
+    pub fn seal(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        msg: &Message<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), TableError> {
+        self.seal_with(now, peer, out, |o| msg.emit(o))
+    }
+
+    /// Seals an already encoded message (verb and payload) for `peer`.
+    pub fn seal_raw(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        plaintext: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), TableError> {
+        self.seal_with(now, peer, out, |o| o.extend_from_slice(plaintext))
+    }
+
+    fn seal_with(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        out: &mut Vec<u8>,
+        plaintext: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<(), TableError> {
+        let src = self.address();
+        let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
+        let base = out.len();
+        let sealed = tunnel.seal(now, out, |info, buf| {
+            let aad = wire::emit_data_prefix(peer, src, info.receiver_index, info.counter, buf);
+            let start = buf.len();
+            plaintext(buf);
+            (aad, start)
+        });
+        if let Err(e) = sealed {
+            out.truncate(base);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Expires old sessions of every tunnel and forgets their indices.
+    pub fn expire(&mut self, now: Time) {
+        for tunnel in self.tunnels.values_mut() {
+            tunnel.expire(now);
+            for i in tunnel.take_freed() {
+                self.indices.remove(&i);
+            }
+        }
+    }
+
+    /// Every peer address with a tunnel.
+    pub fn peers(&self) -> impl Iterator<Item = NodeAddress> + '_ {
+        self.tunnels.keys().copied()
+    }
+
+    fn seed(&mut self) -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        self.rng.fill_bytes(&mut seed);
+        seed
+    }
+
+    fn allocate_index(&mut self, peer: NodeAddress) -> u32 {
+        loop {
+            let i = self.rng.next_u32();
+            if i != 0 && !self.indices.contains_key(&i) {
+                self.indices.insert(i, peer);
+                return i;
+            }
+        }
+    }
+
+    fn collect_freed(&mut self, peer: NodeAddress) {
+        if let Some(t) = self.tunnels.get_mut(&peer) {
+            for i in t.take_freed() {
+                self.indices.remove(&i);
+            }
+        }
+    }
+}

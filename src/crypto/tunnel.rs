@@ -1,0 +1,376 @@
+//! Per-peer encrypted sessions: the handshake state machine, the three session slots,
+//! rekey and expiry timers, and replay-checked opening. Shared by the node core
+//! (`switch`) and the root core (`moon`), which add paths and verbs on top.
+//!
+//! A [`Tunnel`] belongs to one remote identity. It holds up to three sessions, each
+//! named by the 32-bit *local index* the remote puts in Data packets it sends us:
+//!
+//! - `current`: the session we seal with;
+//! - `previous`: the one `current` replaced, still accepted for opening until it
+//!   expires, so packets in flight during a rekey are not lost;
+//! - `next`: a session we created as Noise *responder*, not used for sealing until the
+//!   initiator proves it holds the keys by sending a Data packet on it (WireGuard's rule).
+//!   A replayed handshake message therefore costs us a DH but never displaces a working
+//!   session.
+//!
+//! Timers (WireGuard's values): the initiator of the current session rekeys after
+//! [`REKEY_AFTER`]; the responder does so [`RESPONDER_REKEY_GRACE`] later if no new
+//! session arrived, so the two sides rarely both start; no session seals or opens after
+//! [`REJECT_AFTER`]; an unanswered handshake is retried after [`REKEY_TIMEOUT`].
+//!
+//! Index allocation is the caller's (the core owns the index → peer map); every index
+//! a tunnel stops using is reported by [`Tunnel::take_freed`] so the map stays exact.
+//! No clock or randomness in here: `now` and handshake seeds are inputs.
+
+use std::time::Duration;
+
+use super::CryptoError;
+use super::identity::Identity;
+use super::identity::PublicIdentity;
+use super::replay::ReplayWindow;
+use super::session::{self, InitiatorHandshake, SessionKeys};
+use crate::types::Time;
+
+/// The initiator of a session starts a new handshake once it is this old.
+pub const REKEY_AFTER: Duration = Duration::from_secs(120);
+/// The responder starts a rekey this much later than the initiator would.
+pub const RESPONDER_REKEY_GRACE: Duration = Duration::from_secs(10);
+/// No session seals or opens once it is this old.
+pub const REJECT_AFTER: Duration = Duration::from_secs(180);
+/// An unanswered handshake is retried after this long.
+pub const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A session seals at most this many packets before it must be replaced.
+pub const REJECT_AFTER_MESSAGES: u64 = u64::MAX - (1 << 13);
+
+/// Why a tunnel operation failed; each maps to a drop counter in the cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TunnelError {
+    /// No session can seal right now (none yet, or all expired).
+    #[error("no usable session")]
+    NoSession,
+    /// The index names no session of this tunnel.
+    #[error("unknown session index")]
+    UnknownIndex,
+    /// The session is older than [`REJECT_AFTER`] or used up.
+    #[error("session expired")]
+    Expired,
+    /// The counter was seen already or is behind the replay window.
+    #[error("replayed or too old")]
+    Replay,
+    /// Authentication failed.
+    #[error("authentication failed")]
+    Decrypt,
+    /// A handshake response that matches no handshake we started.
+    #[error("unexpected handshake response")]
+    UnexpectedResponse,
+}
+
+/// One established session.
+struct Session {
+    /// The index the remote puts in packets it sends us.
+    local_index: u32,
+    /// The index we put in packets we send.
+    remote_index: u32,
+    keys: SessionKeys,
+    created: Time,
+    /// Next counter to seal with; never reused.
+    next_counter: u64,
+    replay: ReplayWindow,
+    /// True when we were the Noise initiator (we drive the time-based rekey).
+    initiator: bool,
+}
+
+impl Session {
+    fn usable(&self, now: Time) -> bool {
+        now.since(self.created) < REJECT_AFTER && self.next_counter < REJECT_AFTER_MESSAGES
+    }
+}
+
+/// A handshake we started and whose response we are waiting for.
+struct Pending {
+    state: InitiatorHandshake,
+    local_index: u32,
+    sent_at: Time,
+}
+
+/// What a sealed packet needs from the tunnel: which index and counter to write in the
+/// Data header. See [`Tunnel::seal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SealInfo {
+    /// The receiver's index for the header.
+    pub receiver_index: u32,
+    /// The counter for the header and the nonce.
+    pub counter: u64,
+}
+
+/// The sessions with one remote identity.
+pub struct Tunnel {
+    remote: PublicIdentity,
+    pending: Option<Pending>,
+    current: Option<Session>,
+    previous: Option<Session>,
+    next: Option<Session>,
+    freed: Vec<u32>,
+}
+
+impl Tunnel {
+    /// A tunnel with no sessions yet.
+    pub fn new(remote: PublicIdentity) -> Self {
+        Self {
+            remote,
+            pending: None,
+            current: None,
+            previous: None,
+            next: None,
+            freed: Vec::new(),
+        }
+    }
+
+    /// The remote identity.
+    pub fn remote(&self) -> &PublicIdentity {
+        &self.remote
+    }
+
+    /// Starts (or restarts) a handshake as initiator: returns Noise message 1, to be sent
+    /// in a HandshakeInit packet with `local_index` as the sender index.
+    pub fn initiate(
+        &mut self,
+        local: &Identity,
+        local_index: u32,
+        seed: [u8; 32],
+        now: Time,
+    ) -> Result<Vec<u8>, CryptoError> {
+        let (state, msg1) = session::initiate(local, &self.remote, seed)?;
+        if let Some(old) = self.pending.replace(Pending {
+            state,
+            local_index,
+            sent_at: now,
+        }) {
+            self.freed.push(old.local_index);
+        }
+        Ok(msg1)
+    }
+
+    /// True while a handshake we started is waiting for its response.
+    pub fn handshake_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Completes our handshake with the responder's message 2. The new session becomes
+    /// `current` at once (the response proves the responder holds the keys).
+    pub fn complete(
+        &mut self,
+        receiver_index: u32,
+        sender_index: u32,
+        msg2: &[u8],
+        now: Time,
+    ) -> Result<(), TunnelError> {
+        match &self.pending {
+            Some(p) if p.local_index == receiver_index => {}
+            _ => return Err(TunnelError::UnexpectedResponse),
+        }
+        // Invariant: checked just above that `pending` is Some.
+        let pending = self
+            .pending
+            .take()
+            .expect("pending handshake checked above");
+        let keys = match pending.state.finish(msg2) {
+            Ok(keys) => keys,
+            Err(_) => {
+                self.freed.push(pending.local_index);
+                return Err(TunnelError::Decrypt);
+            }
+        };
+        self.install_current(Session {
+            local_index: pending.local_index,
+            remote_index: sender_index,
+            keys,
+            created: now,
+            next_counter: 0,
+            replay: ReplayWindow::new(),
+            initiator: true,
+        });
+        Ok(())
+    }
+
+    /// Records a session we created as responder (see [`session::respond`]); it waits in
+    /// the `next` slot until the initiator's first Data packet arrives on it.
+    pub fn accept(&mut self, keys: SessionKeys, local_index: u32, remote_index: u32, now: Time) {
+        let session = Session {
+            local_index,
+            remote_index,
+            keys,
+            created: now,
+            next_counter: 0,
+            replay: ReplayWindow::new(),
+            initiator: false,
+        };
+        if let Some(old) = self.next.replace(session) {
+            self.freed.push(old.local_index);
+        }
+    }
+
+    /// True when [`seal`](Self::seal) would succeed.
+    pub fn can_seal(&self, now: Time) -> bool {
+        self.current.as_ref().is_some_and(|s| s.usable(now))
+    }
+
+    /// Age of the current session, if any.
+    pub fn session_age(&self, now: Time) -> Option<Duration> {
+        self.current.as_ref().map(|s| now.since(s.created))
+    }
+
+    /// Seals one packet with the current session. `write` gets the index and counter
+    /// to put in the header, appends the packet prefix and the plaintext to `buf`, and
+    /// returns the additional data and where the plaintext starts; the plaintext is
+    /// then encrypted in place and the tag appended.
+    pub fn seal(
+        &mut self,
+        now: Time,
+        buf: &mut Vec<u8>,
+        write: impl FnOnce(SealInfo, &mut Vec<u8>) -> ([u8; 24], usize),
+    ) -> Result<SealInfo, TunnelError> {
+        let session = match self.current.as_mut() {
+            Some(s) if s.usable(now) => s,
+            Some(_) => return Err(TunnelError::Expired),
+            None => return Err(TunnelError::NoSession),
+        };
+        let info = SealInfo {
+            receiver_index: session.remote_index,
+            counter: session.next_counter,
+        };
+        session.next_counter += 1;
+        let (aad, start) = write(info, buf);
+        session.keys.seal(info.counter, &aad, buf, start);
+        Ok(info)
+    }
+
+    /// Opens a Data packet sent to `local_index`: cheap replay check, decryption, then the
+    /// window update, in that order. A first packet on the `next` session promotes it.
+    pub fn open<'a>(
+        &mut self,
+        now: Time,
+        local_index: u32,
+        counter: u64,
+        aad: &[u8],
+        ciphertext: &'a mut [u8],
+    ) -> Result<&'a [u8], TunnelError> {
+        let slot = self.slot_of(local_index).ok_or(TunnelError::UnknownIndex)?;
+        let session = self.slot_mut(slot).ok_or(TunnelError::UnknownIndex)?;
+        if now.since(session.created) >= REJECT_AFTER {
+            return Err(TunnelError::Expired);
+        }
+        if !session.replay.check(counter) {
+            return Err(TunnelError::Replay);
+        }
+        let plain_len = session
+            .keys
+            .open(counter, aad, ciphertext)
+            .map_err(|_| TunnelError::Decrypt)?
+            .len();
+        if !session.replay.update(counter) {
+            return Err(TunnelError::Replay);
+        }
+        if slot == Slot::Next {
+            // Invariant: `slot_of` found the index in `next`.
+            let promoted = self.next.take().expect("next slot checked above");
+            self.install_current(promoted);
+        }
+        Ok(&ciphertext[..plain_len])
+    }
+
+    /// True when it is time for us to start a handshake: no usable session, or the
+    /// current one is due for a rekey, and no handshake of ours is waiting (or the one
+    /// waiting has timed out).
+    pub fn wants_handshake(&self, now: Time) -> bool {
+        if let Some(p) = &self.pending {
+            return now.since(p.sent_at) >= REKEY_TIMEOUT;
+        }
+        match &self.current {
+            None => true,
+            Some(s) if !s.usable(now) => true,
+            Some(s) => {
+                let due = if s.initiator {
+                    REKEY_AFTER
+                } else {
+                    REKEY_AFTER + RESPONDER_REKEY_GRACE
+                };
+                now.since(s.created) >= due
+            }
+        }
+    }
+
+    /// Drops sessions past [`REJECT_AFTER`] (their indices are reported as freed).
+    pub fn expire(&mut self, now: Time) {
+        for slot in [Slot::Current, Slot::Previous, Slot::Next] {
+            let expired = self
+                .slot_mut(slot)
+                .is_some_and(|s| now.since(s.created) >= REJECT_AFTER);
+            if expired {
+                if let Some(s) = self.take_slot(slot) {
+                    self.freed.push(s.local_index);
+                }
+            }
+        }
+    }
+
+    /// Every local index this tunnel has stopped using since the last call.
+    pub fn take_freed(&mut self) -> std::vec::Drain<'_, u32> {
+        self.freed.drain(..)
+    }
+
+    /// Every local index this tunnel still uses (for tearing the tunnel down).
+    pub fn indices(&self) -> impl Iterator<Item = u32> + '_ {
+        self.pending
+            .iter()
+            .map(|p| p.local_index)
+            .chain(self.current.iter().map(|s| s.local_index))
+            .chain(self.previous.iter().map(|s| s.local_index))
+            .chain(self.next.iter().map(|s| s.local_index))
+    }
+
+    fn install_current(&mut self, session: Session) {
+        let old_previous = self.previous.take();
+        self.previous = self.current.replace(session);
+        if let Some(old) = old_previous {
+            self.freed.push(old.local_index);
+        }
+    }
+
+    fn slot_of(&self, index: u32) -> Option<Slot> {
+        [Slot::Current, Slot::Next, Slot::Previous]
+            .into_iter()
+            .find(|&slot| self.slot(slot).is_some_and(|s| s.local_index == index))
+    }
+
+    fn slot(&self, slot: Slot) -> Option<&Session> {
+        match slot {
+            Slot::Current => self.current.as_ref(),
+            Slot::Previous => self.previous.as_ref(),
+            Slot::Next => self.next.as_ref(),
+        }
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> Option<&mut Session> {
+        match slot {
+            Slot::Current => self.current.as_mut(),
+            Slot::Previous => self.previous.as_mut(),
+            Slot::Next => self.next.as_mut(),
+        }
+    }
+
+    fn take_slot(&mut self, slot: Slot) -> Option<Session> {
+        match slot {
+            Slot::Current => self.current.take(),
+            Slot::Previous => self.previous.take(),
+            Slot::Next => self.next.take(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Current,
+    Previous,
+    Next,
+}
