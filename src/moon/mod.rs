@@ -1,2 +1,3 @@
 //! Roots: the root core and signed world definitions.
+pub mod root;
 pub mod world;

@@ -1,2 +1,1179 @@
-//! (placeholder)
+//! The node core: a sans-IO state machine that turns datagrams, frames and time into
+//! datagrams, frames and events. It owns peers, paths, sessions (through
+//! [`SessionTable`]) and the choice between a direct path and a relay through a root.
+//!
+//! # Driving it
+//! Inputs: [`Node::handle_datagram`], [`Node::handle_timeout`], and the commands
+//! [`Node::ping`] and [`Node::send_frame`]. After any input the driver drains, in this
+//! order: [`Node::poll_transmit`] until `None` (datagrams to send), [`Node::poll_tap`]
+//! (frames for the TAP), [`Node::poll_event`] (events for logs and the API); then it
+//! sleeps until [`Node::poll_timeout`] or the next input. The node never reads a clock
+//! or OS randomness: `now` comes with every input and the RNG is seeded at construction.
+//!
+//! # Behaviour
+//! - At start the node handshakes with every root of its world and sends each a HELLO
+//!   every [`ROOT_HELLO_INTERVAL`]; the OK gives latency and our external endpoint.
+//!   Traffic that must be relayed goes through the alive root with the lowest latency;
+//!   when a root stops answering it is no longer alive after `PATH_ALIVE` and the
+//!   next one takes over.
+//! - To reach a peer whose identity it lacks, the node asks the roots (WHOIS), verifies
+//!   the answer (the address must match the keys), handshakes (relayed), then sends.
+//! - Roots send RENDEZVOUS when they relay between two nodes; both nodes then probe
+//!   each other's endpoints directly. The first authenticated packet that arrives on a
+//!   direct path makes it usable; traffic moves there. When it dies (no authenticated
+//!   packet for `PATH_ALIVE`, though keepalives go every [`KEEPALIVE`]), traffic
+//!   falls back to the relay.
+//! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
+//!   nothing unauthenticated changes a path, a session or reaches `poll_tap`.
+
+pub mod peer;
 pub mod vswitch;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use crate::crypto::identity::Identity;
+use crate::crypto::table::{SessionTable, TableError};
+use crate::crypto::tunnel::{REKEY_TIMEOUT, TunnelError};
+use crate::moon::world::{World, WorldKind};
+use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
+use crate::wire::{self, Header, Hello, Message, OkBody, Outer, Reassembler, SoftwareVersion};
+use peer::{PATH_ALIVE, Path, Peer, Role};
+
+/// Protocol version carried in HELLO.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// How often the node wakes up for housekeeping.
+pub const TICK: Duration = Duration::from_secs(1);
+/// HELLO to each root this often (also the NAT keepalive towards roots).
+pub const ROOT_HELLO_INTERVAL: Duration = Duration::from_secs(10);
+/// Keepalive on an idle direct path this often (short enough for common NAT timeouts).
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+/// If we sent and heard nothing back for this long, the session is presumed lost
+/// (e.g. the peer restarted) and a new handshake starts.
+pub const SILENCE_REHANDSHAKE: Duration = Duration::from_secs(20);
+/// WHOIS retry interval and how long to keep trying.
+pub const WHOIS_RETRY: Duration = Duration::from_millis(500);
+/// Give up a WHOIS (and drop what waited for it) after this long.
+pub const WHOIS_GIVE_UP: Duration = Duration::from_secs(10);
+/// An unconfirmed candidate path is probed at most this often.
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A ping with no reply is reported lost after this long.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default largest UDP payload we send; bigger packets are fragmented.
+pub const DEFAULT_PHYS_MTU: usize = 1432;
+/// At most this many events or TAP frames wait to be polled; older ones are dropped.
+pub const MAX_PENDING_OUTPUT: usize = 4096;
+/// Software version reported in HELLO.
+pub const SOFTWARE_VERSION: SoftwareVersion = SoftwareVersion {
+    major: 0,
+    minor: 1,
+    patch: 0,
+};
+/// Largest Ethernet frame carried (the largest network MTU plus an 802.1Q header).
+pub const MAX_FRAME_LEN: usize = 10_000 + 18;
+
+/// Construction parameters of a [`Node`].
+pub struct NodeConfig {
+    /// The node's identity.
+    pub identity: Identity,
+    /// The planet (and later moons) whose roots the node uses.
+    pub world: World,
+    /// Seed of every random choice the node makes.
+    pub seed: [u8; 32],
+    /// Largest UDP payload to send; larger packets are fragmented.
+    pub phys_mtu: usize,
+}
+
+/// How a packet reaches a peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Straight to the peer's endpoint.
+    Direct(Endpoint),
+    /// Through a root, which forwards without decrypting.
+    Relay(NodeAddress),
+}
+
+/// Something the driver may want to log or report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An answer to [`Node::ping`].
+    Pong {
+        /// Who answered.
+        peer: NodeAddress,
+        /// The ID `ping` returned.
+        id: u64,
+        /// Round-trip time.
+        rtt: Duration,
+        /// The way the answer came back.
+        link: Link,
+    },
+    /// A ping got no answer within [`PING_TIMEOUT`].
+    PingLost {
+        /// Who was pinged.
+        peer: NodeAddress,
+        /// The ID `ping` returned.
+        id: u64,
+    },
+    /// Traffic to a peer now goes over a different link.
+    LinkChanged {
+        /// The peer.
+        peer: NodeAddress,
+        /// The new link.
+        link: Link,
+    },
+    /// A WHOIS for an address got no answer in time.
+    Unreachable(NodeAddress),
+}
+
+/// A frame for the TAP of `network`, from an authenticated peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TapFrame {
+    /// The network it belongs to.
+    pub network: NetworkId,
+    /// The sending node (authenticated).
+    pub from: NodeAddress,
+    /// The Ethernet frame.
+    pub frame: Vec<u8>,
+}
+
+/// Why [`Node::ping`] or [`Node::send_frame`] could not be queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NodeError {
+    /// That is our own address.
+    #[error("cannot send to ourselves")]
+    SelfAddress,
+    /// The frame is larger than the node can carry.
+    #[error("frame too large")]
+    TooLarge,
+}
+
+/// Counters of everything dropped or refused, by reason, and of traffic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams sent.
+    pub tx_datagrams: u64,
+    /// Datagrams that did not parse.
+    pub drop_malformed: u64,
+    /// Datagrams addressed to another node (nodes do not relay).
+    pub drop_not_for_us: u64,
+    /// Datagrams of an unknown kind or with an unknown verb.
+    pub drop_unknown: u64,
+    /// Handshakes that failed (bad crypto, bad identity, wrong source).
+    pub drop_handshake: u64,
+    /// Data packets naming no session of ours.
+    pub drop_unknown_session: u64,
+    /// Packets whose header source does not own the session.
+    pub drop_source_mismatch: u64,
+    /// Replayed or too-old packets.
+    pub drop_replay: u64,
+    /// Packets that failed authentication.
+    pub drop_auth: u64,
+    /// Packets on expired sessions.
+    pub drop_expired: u64,
+    /// Control messages a leaf only accepts from roots, from someone else.
+    pub drop_not_from_root: u64,
+    /// Frames for networks we have not joined.
+    pub drop_not_joined: u64,
+    /// Messages dropped because the queue for a session-less peer was full.
+    pub drop_queue_full: u64,
+    /// Messages dropped because a WHOIS failed.
+    pub drop_unreachable: u64,
+    /// Frames delivered to `poll_tap`.
+    pub frames_in: u64,
+    /// Frames sent to peers.
+    pub frames_out: u64,
+    /// Handshakes completed (both roles).
+    pub handshakes: u64,
+}
+
+impl NodeStats {
+    /// Every counter with its metric name, for `/metrics`.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("rx_datagrams", self.rx_datagrams),
+            ("tx_datagrams", self.tx_datagrams),
+            ("drop_malformed", self.drop_malformed),
+            ("drop_not_for_us", self.drop_not_for_us),
+            ("drop_unknown", self.drop_unknown),
+            ("drop_handshake", self.drop_handshake),
+            ("drop_unknown_session", self.drop_unknown_session),
+            ("drop_source_mismatch", self.drop_source_mismatch),
+            ("drop_replay", self.drop_replay),
+            ("drop_auth", self.drop_auth),
+            ("drop_expired", self.drop_expired),
+            ("drop_not_from_root", self.drop_not_from_root),
+            ("drop_not_joined", self.drop_not_joined),
+            ("drop_queue_full", self.drop_queue_full),
+            ("drop_unreachable", self.drop_unreachable),
+            ("frames_in", self.frames_in),
+            ("frames_out", self.frames_out),
+            ("handshakes", self.handshakes),
+        ]
+        .into_iter()
+    }
+
+    /// Total of all drop counters.
+    pub fn dropped(&self) -> u64 {
+        self.iter()
+            .filter(|(name, _)| name.starts_with("drop_"))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    fn count(&mut self, e: TableError) {
+        match e {
+            TableError::Tunnel(TunnelError::Replay) => self.drop_replay += 1,
+            TableError::Tunnel(TunnelError::Decrypt) => self.drop_auth += 1,
+            TableError::Tunnel(TunnelError::Expired) => self.drop_expired += 1,
+            TableError::Tunnel(_) | TableError::UnknownIndex => self.drop_unknown_session += 1,
+            TableError::SourceMismatch => self.drop_source_mismatch += 1,
+            TableError::Handshake | TableError::UnknownPeer => self.drop_handshake += 1,
+            TableError::Malformed => self.drop_malformed += 1,
+        }
+    }
+}
+
+/// What `peers` shows about one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The peer's address.
+    pub address: NodeAddress,
+    /// LEAF, PLANET or MOON.
+    pub role: Role,
+    /// Version from its HELLO, if any.
+    pub version: Option<SoftwareVersion>,
+    /// Smoothed round-trip time.
+    pub latency: Option<Duration>,
+    /// The way traffic to it goes now (`None` when there is no way yet).
+    pub link: Option<Link>,
+    /// All known paths: endpoint and whether it is alive.
+    pub paths: Vec<(Endpoint, bool)>,
+    /// Time since we last sent to it.
+    pub last_tx: Option<Duration>,
+    /// Time since we last heard from it.
+    pub last_rx: Option<Duration>,
+    /// True while a session can carry traffic.
+    pub session: bool,
+}
+
+/// What `info` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Our address.
+    pub address: NodeAddress,
+    /// True when at least one root answers.
+    pub online: bool,
+    /// Our endpoint as the preferred root sees it.
+    pub surface: Option<Endpoint>,
+    /// The world in use: ID and revision.
+    pub world: (u64, u64),
+}
+
+struct Whois {
+    first: Time,
+    last_sent: Option<Time>,
+    queue: Vec<Vec<u8>>,
+}
+
+struct PendingPing {
+    peer: NodeAddress,
+    sent: Time,
+}
+
+/// The node core. See the module documentation.
+pub struct Node {
+    table: SessionTable,
+    world: World,
+    roots: Vec<NodeAddress>,
+    peers: HashMap<NodeAddress, Peer>,
+    whois: HashMap<NodeAddress, Whois>,
+    pings: HashMap<u64, PendingPing>,
+    links: HashMap<NodeAddress, Link>,
+    joined: HashSet<NetworkId>,
+    reassembler: Reassembler,
+    phys_mtu: usize,
+    surface: Option<Endpoint>,
+    next_tick: Time,
+    transmits: VecDeque<Transmit>,
+    tap: VecDeque<TapFrame>,
+    events: VecDeque<Event>,
+    stats: NodeStats,
+    scratch: Vec<u8>,
+}
+
+impl Node {
+    /// A node that will contact the roots of `config.world` at its first timeout.
+    pub fn new(config: NodeConfig, now: Time) -> Self {
+        let mut table = SessionTable::new(config.identity, config.seed);
+        let mut peers = HashMap::new();
+        let mut roots = Vec::new();
+        let me = table.address();
+        let role = match config.world.kind {
+            WorldKind::Planet => Role::Planet,
+            WorldKind::Moon => Role::Moon,
+        };
+        for root in &config.world.roots {
+            let address = root.identity.address();
+            if address == me {
+                continue;
+            }
+            table.add_peer(root.identity.clone());
+            let mut p = Peer::new(role);
+            for ep in &root.endpoints {
+                p.add_candidate(now, *ep);
+            }
+            peers.insert(address, p);
+            roots.push(address);
+        }
+        Self {
+            table,
+            world: config.world,
+            roots,
+            peers,
+            whois: HashMap::new(),
+            pings: HashMap::new(),
+            links: HashMap::new(),
+            joined: HashSet::new(),
+            reassembler: Reassembler::default(),
+            phys_mtu: config.phys_mtu,
+            surface: None,
+            next_tick: now,
+            transmits: VecDeque::new(),
+            tap: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+            scratch: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Our address.
+    pub fn address(&self) -> NodeAddress {
+        self.table.address()
+    }
+
+    /// Drop and traffic counters.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Fragment reassembly counters.
+    pub fn reassembly_stats(&self) -> wire::ReassemblyStats {
+        self.reassembler.stats()
+    }
+
+    /// Accept frames for `network` (membership checks come with network configs).
+    pub fn join(&mut self, network: NetworkId) {
+        self.joined.insert(network);
+    }
+
+    /// Stop accepting frames for `network`.
+    pub fn leave(&mut self, network: NetworkId) {
+        self.joined.remove(&network);
+    }
+
+    /// Sends an ECHO to `peer` (looking it up and handshaking first if needed). The
+    /// answer arrives as [`Event::Pong`] or [`Event::PingLost`] with the returned ID.
+    pub fn ping(&mut self, now: Time, peer: NodeAddress) -> Result<u64, NodeError> {
+        if peer == self.address() {
+            return Err(NodeError::SelfAddress);
+        }
+        let id = self.table.random_u64();
+        self.pings.insert(id, PendingPing { peer, sent: now });
+        self.touch_activity(now, peer);
+        let payload = id.to_be_bytes();
+        self.send_message(now, peer, &Message::Echo(&payload));
+        Ok(id)
+    }
+
+    /// Sends an Ethernet frame of `network` to `peer`.
+    pub fn send_frame(
+        &mut self,
+        now: Time,
+        network: NetworkId,
+        peer: NodeAddress,
+        frame: &[u8],
+    ) -> Result<(), NodeError> {
+        if peer == self.address() {
+            return Err(NodeError::SelfAddress);
+        }
+        if frame.len() > MAX_FRAME_LEN {
+            return Err(NodeError::TooLarge);
+        }
+        self.touch_activity(now, peer);
+        self.stats.frames_out += 1;
+        let msg = Message::Frame {
+            network,
+            flags: 0,
+            frame,
+        };
+        self.send_message(now, peer, &msg);
+        Ok(())
+    }
+
+    /// A datagram arrived on our socket `_local` from `from`.
+    pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
+        self.stats.rx_datagrams += 1;
+        self.process_datagram(now, from, data, true);
+    }
+
+    /// The time from [`poll_timeout`](Self::poll_timeout) has come.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        self.housekeeping(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next frame for a TAP device.
+    pub fn poll_tap(&mut self) -> Option<TapFrame> {
+        self.tap.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        Some(self.next_tick)
+    }
+
+    /// What `info` shows.
+    pub fn status(&self, now: Time) -> NodeStatus {
+        NodeStatus {
+            address: self.address(),
+            online: self.best_root(now).is_some(),
+            surface: self.surface,
+            world: (self.world.id, self.world.timestamp),
+        }
+    }
+
+    /// What `peers` shows, sorted by address.
+    pub fn peers(&self, now: Time) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(&address, p)| PeerInfo {
+                address,
+                role: p.role,
+                version: p.version,
+                latency: p.latency,
+                link: self.link_for(now, address),
+                paths: p.paths.iter().map(|x| (x.endpoint, x.alive(now))).collect(),
+                last_tx: p.last_tx.map(|t| now.since(t)),
+                last_rx: p.last_rx.map(|t| now.since(t)),
+                session: self.table.tunnel(address).is_some_and(|t| t.can_seal(now)),
+            })
+            .collect();
+        out.sort_by_key(|p| p.address);
+        out
+    }
+
+    // ----- input processing -------------------------------------------------------
+
+    fn process_datagram(&mut self, now: Time, from: Endpoint, data: &[u8], top: bool) {
+        let (header, outer) = match wire::parse(data) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return;
+            }
+        };
+        if header.dest != self.address() || header.src == self.address() {
+            self.stats.drop_not_for_us += 1;
+            return;
+        }
+        match outer {
+            Outer::Fragment {
+                packet_id,
+                index,
+                count,
+                chunk,
+            } if top => {
+                if let Some(whole) = self
+                    .reassembler
+                    .insert(now, header.src, packet_id, index, count, chunk)
+                {
+                    self.process_datagram(now, from, &whole, false);
+                }
+            }
+            Outer::HandshakeInit {
+                sender_index,
+                noise,
+            } => self.on_handshake_init(now, from, &header, sender_index, noise),
+            Outer::HandshakeResp {
+                sender_index,
+                receiver_index,
+                noise,
+            } => {
+                match self.table.on_handshake_resp(
+                    now,
+                    &header,
+                    sender_index,
+                    receiver_index,
+                    noise,
+                ) {
+                    Ok(peer) => {
+                        self.stats.handshakes += 1;
+                        self.on_session_ready(now, peer);
+                    }
+                    Err(e) => self.stats.count(e),
+                }
+            }
+            Outer::Data { .. } => self.on_data(now, from, header, data),
+            _ => self.stats.drop_unknown += 1,
+        }
+    }
+
+    fn on_handshake_init(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        header: &Header,
+        sender_index: u32,
+        noise: &[u8],
+    ) {
+        match self
+            .table
+            .on_handshake_init(now, header, sender_index, noise)
+        {
+            Ok((peer, reply)) => {
+                self.peers
+                    .entry(peer)
+                    .or_insert_with(|| Peer::new(Role::Leaf));
+                // Answer the way it came: directly, or through the relaying root.
+                self.push_datagram(now, peer, from, reply);
+            }
+            Err(e) => self.stats.count(e),
+        }
+    }
+
+    fn on_data(&mut self, now: Time, from: Endpoint, header: Header, data: &[u8]) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(data);
+        let (peer, counter, plaintext) = match self.table.open(now, &mut buf) {
+            Ok(o) => (o.peer, o.counter, o.plaintext.to_vec()),
+            Err(e) => {
+                self.stats.count(e);
+                self.scratch = buf;
+                return;
+            }
+        };
+        self.scratch = buf;
+        let direct = header.hops == 0;
+        {
+            let p = self
+                .peers
+                .entry(peer)
+                .or_insert_with(|| Peer::new(Role::Leaf));
+            p.last_rx = Some(now);
+            if direct {
+                p.learn_path(now, from);
+            }
+        }
+        self.note_link(now, peer);
+        self.flush_queue(now, peer);
+        let msg = match Message::parse(&plaintext) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return;
+            }
+        };
+        self.on_message(now, peer, from, direct, counter, msg);
+    }
+
+    fn on_message(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        from: Endpoint,
+        direct: bool,
+        counter: u64,
+        msg: Message<'_>,
+    ) {
+        let from_root = self.roots.contains(&peer);
+        match msg {
+            Message::Hello(hello) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.version = Some(hello.version);
+                }
+                let reply = hello_ok(counter, &hello, from);
+                self.reply(now, peer, from, direct, &reply);
+            }
+            Message::Ok {
+                body: OkBody::Hello(ok),
+                ..
+            } => {
+                let rtt = now.since(ok.timestamp);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.version = Some(ok.version);
+                    p.record_rtt(direct.then_some(from), rtt);
+                }
+                if from_root && self.best_root(now) == Some(peer) {
+                    self.surface = Some(ok.observed);
+                }
+            }
+            Message::Ok {
+                body: OkBody::Whois(identities),
+                ..
+            } => {
+                if !from_root {
+                    self.stats.drop_not_from_root += 1;
+                    return;
+                }
+                for bytes in identities {
+                    self.on_whois_answer(now, &bytes);
+                }
+            }
+            Message::Ok {
+                body: OkBody::Echo(data),
+                ..
+            } => self.on_echo_reply(now, peer, from, direct, data),
+            Message::Echo(data) => {
+                let reply = Message::Ok {
+                    in_re_counter: counter,
+                    body: OkBody::Echo(data),
+                };
+                self.reply(now, peer, from, direct, &reply);
+            }
+            Message::Rendezvous {
+                peer: other,
+                endpoints,
+            } => {
+                if !from_root {
+                    self.stats.drop_not_from_root += 1;
+                    return;
+                }
+                self.on_rendezvous(now, other, &endpoints);
+            }
+            Message::Frame { network, frame, .. } => {
+                if !self.joined.contains(&network) {
+                    self.stats.drop_not_joined += 1;
+                    return;
+                }
+                self.touch_activity(now, peer);
+                self.stats.frames_in += 1;
+                if self.tap.len() >= MAX_PENDING_OUTPUT {
+                    self.tap.pop_front();
+                    self.stats.drop_queue_full += 1;
+                }
+                self.tap.push_back(TapFrame {
+                    network,
+                    from: peer,
+                    frame: frame.to_vec(),
+                });
+            }
+            Message::Whois { .. } | Message::Error { .. } | Message::Ok { .. } => {}
+            Message::Unknown { .. } => self.stats.drop_unknown += 1,
+        }
+    }
+
+    fn on_whois_answer(&mut self, now: Time, bytes: &[u8]) {
+        let Some(identity) = self.table.verify_identity(bytes) else {
+            self.stats.drop_handshake += 1;
+            return;
+        };
+        let address = identity.address();
+        let Some(waiting) = self.whois.remove(&address) else {
+            return;
+        };
+        self.table.add_peer(identity);
+        let p = self
+            .peers
+            .entry(address)
+            .or_insert_with(|| Peer::new(Role::Leaf));
+        for msg in waiting.queue {
+            if !p.enqueue(msg) {
+                self.stats.drop_queue_full += 1;
+            }
+        }
+        self.start_handshake(now, address);
+    }
+
+    fn on_echo_reply(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        from: Endpoint,
+        direct: bool,
+        data: &[u8],
+    ) {
+        let Ok(id) = <[u8; 8]>::try_from(data).map(u64::from_be_bytes) else {
+            return; // a keepalive reply
+        };
+        let Some(ping) = self.pings.get(&id) else {
+            return;
+        };
+        if ping.peer != peer {
+            return;
+        }
+        // Invariant: looked up just above.
+        let ping = self.pings.remove(&id).expect("ping found above");
+        let rtt = now.since(ping.sent);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.record_rtt(direct.then_some(from), rtt);
+        }
+        let link = if direct {
+            Link::Direct(from)
+        } else {
+            Link::Relay(self.root_at(from).unwrap_or(peer))
+        };
+        self.event(Event::Pong {
+            peer,
+            id,
+            rtt,
+            link,
+        });
+    }
+
+    fn on_rendezvous(&mut self, now: Time, other: NodeAddress, endpoints: &[Endpoint]) {
+        if other == self.address() || self.roots.contains(&other) {
+            return;
+        }
+        let p = self
+            .peers
+            .entry(other)
+            .or_insert_with(|| Peer::new(Role::Leaf));
+        for ep in endpoints.iter().take(peer::MAX_PATHS) {
+            p.add_candidate(now, *ep);
+        }
+        self.probe_candidates(now, other);
+    }
+
+    /// Sends an authenticated probe straight to each unconfirmed candidate path of
+    /// `peer` (at most once per [`PROBE_INTERVAL`] each). Whichever side's probe gets
+    /// through first opens the NAT mappings for the other's answer. Needs a session:
+    /// until there is one, candidates wait and are probed from the next tick on.
+    fn probe_candidates(&mut self, now: Time, peer: NodeAddress) {
+        if !self.table.tunnel(peer).is_some_and(|t| t.can_seal(now)) {
+            return;
+        }
+        let due: Vec<Endpoint> = match self.peers.get(&peer) {
+            Some(p) => p
+                .paths
+                .iter()
+                .filter(|x| x.wants_probe(now))
+                .filter(|x| x.last_tx.is_none_or(|t| now.since(t) >= PROBE_INTERVAL))
+                .map(|x| x.endpoint)
+                .collect(),
+            None => return,
+        };
+        for ep in due {
+            let mut out = Vec::new();
+            if self
+                .table
+                .seal(now, peer, &Message::Echo(&[]), &mut out)
+                .is_ok()
+            {
+                self.push_datagram(now, peer, ep, out);
+            }
+        }
+    }
+
+    // ----- output -----------------------------------------------------------------
+
+    /// Seals `msg` for `peer` and sends it the best way; queues it (and starts a WHOIS
+    /// or handshake) when that is not possible yet.
+    fn send_message(&mut self, now: Time, peer: NodeAddress, msg: &Message<'_>) {
+        if self.table.tunnel(peer).is_none() {
+            let mut plain = Vec::with_capacity(msg.buffer_len());
+            msg.emit(&mut plain);
+            self.queue_for_whois(now, peer, plain);
+            return;
+        }
+        let mut out = Vec::with_capacity(wire::DATA_PREFIX_LEN + msg.buffer_len() + wire::TAG_LEN);
+        match self.table.seal(now, peer, msg, &mut out) {
+            Ok(()) => self.route(now, peer, out),
+            Err(_) => {
+                let mut plain = Vec::with_capacity(msg.buffer_len());
+                msg.emit(&mut plain);
+                let p = self
+                    .peers
+                    .entry(peer)
+                    .or_insert_with(|| Peer::new(Role::Leaf));
+                if !p.enqueue(plain) {
+                    self.stats.drop_queue_full += 1;
+                }
+                self.start_handshake(now, peer);
+            }
+        }
+    }
+
+    /// Replies on the path the request came in on (direct), or through the relay.
+    fn reply(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        from: Endpoint,
+        direct: bool,
+        msg: &Message<'_>,
+    ) {
+        let mut out = Vec::new();
+        if self.table.seal(now, peer, msg, &mut out).is_err() {
+            return;
+        }
+        if direct {
+            self.push_datagram(now, peer, from, out);
+        } else {
+            self.route(now, peer, out);
+        }
+    }
+
+    fn queue_for_whois(&mut self, now: Time, peer: NodeAddress, plain: Vec<u8>) {
+        let w = self.whois.entry(peer).or_insert(Whois {
+            first: now,
+            last_sent: None,
+            queue: Vec::new(),
+        });
+        if w.queue.len() >= peer::MAX_QUEUED {
+            self.stats.drop_queue_full += 1;
+            w.queue.remove(0);
+        }
+        w.queue.push(plain);
+        self.send_whois(now, peer);
+    }
+
+    fn send_whois(&mut self, now: Time, peer: NodeAddress) {
+        let Some(w) = self.whois.get_mut(&peer) else {
+            return;
+        };
+        if w.last_sent.is_some_and(|t| now.since(t) < WHOIS_RETRY) {
+            return;
+        }
+        w.last_sent = Some(now);
+        let Some(root) = self.best_root(now).or_else(|| self.roots.first().copied()) else {
+            return;
+        };
+        let msg = Message::Whois {
+            addresses: vec![peer],
+        };
+        self.send_message(now, root, &msg);
+    }
+
+    fn start_handshake(&mut self, now: Time, peer: NodeAddress) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.last_handshake
+            .is_some_and(|t| now.since(t) < REKEY_TIMEOUT)
+            && self
+                .table
+                .tunnel(peer)
+                .is_some_and(|t| t.handshake_pending())
+        {
+            return;
+        }
+        p.last_handshake = Some(now);
+        match self.table.handshake_packet(now, peer) {
+            Ok(packet) => self.route(now, peer, packet),
+            Err(e) => self.stats.count(e),
+        }
+    }
+
+    /// A handshake we started completed: confirm the session to the responder at once
+    /// (it keeps the session in reserve until our first Data packet arrives), with a
+    /// HELLO for a root, queued messages, or else an empty keepalive.
+    fn on_session_ready(&mut self, now: Time, peer: NodeAddress) {
+        let queued = self.peers.get(&peer).is_some_and(|p| !p.queue.is_empty());
+        if self.roots.contains(&peer) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.last_hello = None;
+            }
+            self.hello_root(now, peer);
+        }
+        if queued {
+            self.flush_queue(now, peer);
+        } else if !self.roots.contains(&peer) {
+            let mut out = Vec::new();
+            if self
+                .table
+                .seal(now, peer, &Message::Echo(&[]), &mut out)
+                .is_ok()
+            {
+                self.route(now, peer, out);
+            }
+            self.probe_candidates(now, peer);
+        }
+    }
+
+    fn flush_queue(&mut self, now: Time, peer: NodeAddress) {
+        let can = self.table.tunnel(peer).is_some_and(|t| t.can_seal(now));
+        if !can {
+            return;
+        }
+        self.probe_candidates(now, peer);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let queued: Vec<Vec<u8>> = p.queue.drain(..).collect();
+        for plain in queued {
+            let mut out = Vec::new();
+            if self.table.seal_raw(now, peer, &plain, &mut out).is_ok() {
+                self.route(now, peer, out);
+            }
+        }
+    }
+
+    /// Sends a finished packet to `peer` over its current link.
+    fn route(&mut self, now: Time, peer: NodeAddress, packet: Vec<u8>) {
+        match self.link_for(now, peer) {
+            Some(Link::Direct(ep)) => self.push_datagram(now, peer, ep, packet),
+            Some(Link::Relay(root)) => {
+                let ep = self.root_endpoint(now, root);
+                if let Some(ep) = ep {
+                    self.push_datagram(now, root, ep, packet);
+                }
+            }
+            None => {}
+        }
+        self.note_link(now, peer);
+    }
+
+    /// Queues a datagram to `to`, fragmenting it when larger than the path MTU.
+    fn push_datagram(&mut self, now: Time, via: NodeAddress, to: Endpoint, packet: Vec<u8>) {
+        if let Some(p) = self.peers.get_mut(&via) {
+            p.sent_on(now, to);
+        }
+        if packet.len() <= self.phys_mtu {
+            self.stats.tx_datagrams += 1;
+            self.transmits.push_back(Transmit {
+                destination: to,
+                contents: packet,
+            });
+            return;
+        }
+        let id = self.table.random_u64();
+        if let Ok(fragments) = wire::fragment(&packet, self.phys_mtu, id) {
+            for contents in fragments {
+                self.stats.tx_datagrams += 1;
+                self.transmits.push_back(Transmit {
+                    destination: to,
+                    contents,
+                });
+            }
+        }
+    }
+
+    // ----- path selection -----------------------------------------------------------
+
+    /// How traffic to `peer` goes now.
+    fn link_for(&self, now: Time, peer: NodeAddress) -> Option<Link> {
+        let p = self.peers.get(&peer);
+        if let Some(path) = p.and_then(|p| p.best_path(now)) {
+            return Some(Link::Direct(path.endpoint));
+        }
+        if self.roots.contains(&peer) {
+            return self.root_endpoint(now, peer).map(Link::Direct);
+        }
+        self.best_root(now)
+            .or_else(|| self.roots.first().copied())
+            .map(Link::Relay)
+    }
+
+    /// The endpoint to reach a root by: its best alive path, else the configured
+    /// endpoint tried least recently (so a dead endpoint does not hold us forever).
+    fn root_endpoint(&self, now: Time, root: NodeAddress) -> Option<Endpoint> {
+        let p = self.peers.get(&root)?;
+        if let Some(path) = p.best_path(now) {
+            return Some(path.endpoint);
+        }
+        p.paths
+            .iter()
+            .min_by_key(|x| x.last_tx)
+            .map(|x: &Path| x.endpoint)
+    }
+
+    /// The alive root with the lowest latency.
+    fn best_root(&self, now: Time) -> Option<NodeAddress> {
+        self.roots
+            .iter()
+            .filter_map(|r| self.peers.get(r).map(|p| (r, p)))
+            .filter(|(_, p)| p.last_rx.is_some_and(|t| now.since(t) < PATH_ALIVE))
+            .min_by_key(|(_, p)| p.latency.unwrap_or(Duration::MAX))
+            .map(|(r, _)| *r)
+    }
+
+    fn root_at(&self, endpoint: Endpoint) -> Option<NodeAddress> {
+        self.roots.iter().copied().find(|r| {
+            self.peers
+                .get(r)
+                .is_some_and(|p| p.paths.iter().any(|x| x.endpoint == endpoint))
+        })
+    }
+
+    fn note_link(&mut self, now: Time, peer: NodeAddress) {
+        if self.roots.contains(&peer) {
+            return;
+        }
+        let Some(link) = self.link_for(now, peer) else {
+            return;
+        };
+        if self.links.insert(peer, link) != Some(link) {
+            self.event(Event::LinkChanged { peer, link });
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        if self.events.len() >= MAX_PENDING_OUTPUT {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    fn touch_activity(&mut self, now: Time, peer: NodeAddress) {
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(Role::Leaf))
+            .last_activity = Some(now);
+    }
+
+    // ----- timers -------------------------------------------------------------------
+
+    fn housekeeping(&mut self, now: Time) {
+        self.table.expire(now);
+        self.reassembler.expire(now);
+        self.expire_pings(now);
+        self.retry_whois(now);
+        let roots = self.roots.clone();
+        for root in &roots {
+            self.hello_root(now, *root);
+        }
+        let addresses: Vec<NodeAddress> = self.peers.keys().copied().collect();
+        for peer in addresses {
+            self.maintain_peer(now, peer);
+        }
+    }
+
+    fn hello_root(&mut self, now: Time, root: NodeAddress) {
+        let due = self.peers.get(&root).is_some_and(|p| {
+            p.last_hello
+                .is_none_or(|t| now.since(t) >= ROOT_HELLO_INTERVAL)
+        });
+        if !due {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&root) {
+            p.last_hello = Some(now);
+        }
+        let hello = Message::Hello(Hello {
+            proto_version: PROTOCOL_VERSION,
+            version: SOFTWARE_VERSION,
+            timestamp: now,
+            world_id: self.world.id,
+            world_timestamp: self.world.timestamp,
+        });
+        self.send_message(now, root, &hello);
+    }
+
+    fn maintain_peer(&mut self, now: Time, peer: NodeAddress) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let active = p.active(now) || !p.queue.is_empty();
+        let silent = match (p.last_tx, p.last_rx) {
+            (Some(tx), Some(rx)) => tx > rx && now.since(rx) >= SILENCE_REHANDSHAKE,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let handshake_idle = p
+            .last_handshake
+            .is_none_or(|t| now.since(t) >= REKEY_TIMEOUT);
+        let wants = self
+            .table
+            .tunnel(peer)
+            .is_some_and(|t| t.wants_handshake(now));
+        if active && handshake_idle && (wants || silent) {
+            self.start_handshake(now, peer);
+        }
+        if !self.roots.contains(&peer) {
+            self.probe_candidates(now, peer);
+        }
+        // Keepalives on the direct path of active leaves.
+        let keepalive_to = self.peers.get(&peer).and_then(|p| {
+            let path = p.best_path(now)?;
+            let idle = path.last_tx.is_none_or(|t| now.since(t) >= KEEPALIVE);
+            (active && !p.role.is_root() && idle).then_some(path.endpoint)
+        });
+        if let Some(ep) = keepalive_to {
+            let mut out = Vec::new();
+            if self
+                .table
+                .seal(now, peer, &Message::Echo(&[]), &mut out)
+                .is_ok()
+            {
+                self.push_datagram(now, peer, ep, out);
+            }
+        }
+        let keep: Vec<Endpoint> = if self.roots.contains(&peer) {
+            self.world
+                .roots
+                .iter()
+                .filter(|r| r.identity.address() == peer)
+                .flat_map(|r| r.endpoints.iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.expire_paths(now, &keep);
+        }
+        self.note_link(now, peer);
+    }
+
+    fn retry_whois(&mut self, now: Time) {
+        let pending: Vec<NodeAddress> = self.whois.keys().copied().collect();
+        for peer in pending {
+            let gave_up = self
+                .whois
+                .get(&peer)
+                .is_some_and(|w| now.since(w.first) >= WHOIS_GIVE_UP);
+            if gave_up {
+                if let Some(w) = self.whois.remove(&peer) {
+                    self.stats.drop_unreachable += w.queue.len() as u64;
+                }
+                self.event(Event::Unreachable(peer));
+            } else {
+                self.send_whois(now, peer);
+            }
+        }
+    }
+
+    fn expire_pings(&mut self, now: Time) {
+        let lost: Vec<u64> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| now.since(p.sent) >= PING_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(p) = self.pings.remove(&id) {
+                self.event(Event::PingLost { peer: p.peer, id });
+            }
+        }
+    }
+}
+
+/// The OK answering a HELLO: echoes its timestamp and tells the sender the endpoint its
+/// packet came from. Shared by nodes and roots.
+pub fn hello_ok<'a>(in_re_counter: u64, hello: &Hello, observed: Endpoint) -> Message<'a> {
+    Message::Ok {
+        in_re_counter,
+        body: OkBody::Hello(wire::HelloOk {
+            timestamp: hello.timestamp,
+            proto_version: PROTOCOL_VERSION,
+            version: SOFTWARE_VERSION,
+            observed,
+        }),
+    }
+}

@@ -1,0 +1,363 @@
+//! The root core: a sans-IO state machine for `skylan root` (a planet or moon member).
+//!
+//! A root does four things:
+//! - **HELLO**: answers with OK carrying the endpoint it saw the node's packet come
+//!   from, which is how a node behind NAT learns its external endpoint;
+//! - **WHOIS**: answers with the public identities of nodes that handshaked with it
+//!   (and of the other roots of its world);
+//! - **relay**: forwards any packet whose destination is another node it knows, after
+//!   incrementing the hop count, without decrypting it (it cannot: sessions are
+//!   end-to-end). Packets with [`MAX_HOPS`] hops are dropped;
+//! - **RENDEZVOUS**: when it relays a packet that came straight from its source, it
+//!   sends both ends each other's endpoint (at most once per pair per
+//!   [`RENDEZVOUS_INTERVAL`]) so they can try a direct path.
+//!
+//! A node's endpoint is learned only from authenticated packets that arrived with zero
+//! hops, so nobody can redirect another node's traffic by forging a source address.
+//! State per node is bounded by [`MAX_NODES`] and expires after [`NODE_EXPIRE`] of silence.
+//! Driving order is the node core's: input, then drain `poll_transmit`, then sleep until
+//! `poll_timeout`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use crate::crypto::identity::{Identity, PublicIdentity};
+use crate::crypto::table::{SessionTable, TableError};
+use crate::crypto::tunnel::TunnelError;
+use crate::moon::world::World;
+use crate::switch::hello_ok;
+use crate::types::{Endpoint, NodeAddress, Time, Transmit};
+use crate::wire::{self, Message, OkBody, Outer, Packet};
+
+/// Packets that already crossed this many relays are dropped.
+pub const MAX_HOPS: u8 = 3;
+/// At most one RENDEZVOUS pair per this long for a given pair of nodes.
+pub const RENDEZVOUS_INTERVAL: Duration = Duration::from_secs(10);
+/// Nodes silent for this long are forgotten.
+pub const NODE_EXPIRE: Duration = Duration::from_secs(600);
+/// At most this many nodes are tracked.
+pub const MAX_NODES: usize = 1_000_000;
+/// Housekeeping period.
+pub const TICK: Duration = Duration::from_secs(5);
+
+/// Counters of the root core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RootStats {
+    /// Datagrams received.
+    pub rx_datagrams: u64,
+    /// Datagrams sent (answers, relayed packets, rendezvous).
+    pub tx_datagrams: u64,
+    /// Packets relayed between nodes.
+    pub relayed: u64,
+    /// RENDEZVOUS messages sent.
+    pub rendezvous: u64,
+    /// Packets that did not parse.
+    pub drop_malformed: u64,
+    /// Relay requests for nodes we do not know.
+    pub drop_unknown_dest: u64,
+    /// Relay requests over the hop limit.
+    pub drop_hops: u64,
+    /// Handshakes refused (bad crypto or identity).
+    pub drop_handshake: u64,
+    /// Data packets naming no session, or whose source does not own it.
+    pub drop_unknown_session: u64,
+    /// Replayed or too-old packets.
+    pub drop_replay: u64,
+    /// Packets that failed authentication or came on expired sessions.
+    pub drop_auth: u64,
+    /// Messages a root does not handle.
+    pub drop_unhandled: u64,
+}
+
+impl RootStats {
+    /// Every counter with its metric name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("rx_datagrams", self.rx_datagrams),
+            ("tx_datagrams", self.tx_datagrams),
+            ("relayed", self.relayed),
+            ("rendezvous", self.rendezvous),
+            ("drop_malformed", self.drop_malformed),
+            ("drop_unknown_dest", self.drop_unknown_dest),
+            ("drop_hops", self.drop_hops),
+            ("drop_handshake", self.drop_handshake),
+            ("drop_unknown_session", self.drop_unknown_session),
+            ("drop_replay", self.drop_replay),
+            ("drop_auth", self.drop_auth),
+            ("drop_unhandled", self.drop_unhandled),
+        ]
+        .into_iter()
+    }
+}
+
+struct Known {
+    /// Last endpoint an authenticated zero-hop packet came from.
+    endpoint: Option<Endpoint>,
+    last_rx: Time,
+}
+
+/// The root core. See the module documentation.
+pub struct Root {
+    table: SessionTable,
+    nodes: HashMap<NodeAddress, Known>,
+    /// Public identities of the other roots, served to WHOIS.
+    world_roots: Vec<PublicIdentity>,
+    rendezvous_sent: HashMap<(NodeAddress, NodeAddress), Time>,
+    next_tick: Time,
+    transmits: VecDeque<Transmit>,
+    stats: RootStats,
+    scratch: Vec<u8>,
+}
+
+impl Root {
+    /// A root with `identity`; `world`, if given, lists its fellow roots.
+    pub fn new(identity: Identity, world: Option<&World>, seed: [u8; 32], now: Time) -> Self {
+        let me = identity.public().address();
+        let world_roots = world
+            .map(|w| {
+                w.roots
+                    .iter()
+                    .map(|r| r.identity.clone())
+                    .filter(|i| i.address() != me)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            table: SessionTable::new(identity, seed),
+            nodes: HashMap::new(),
+            world_roots,
+            rendezvous_sent: HashMap::new(),
+            next_tick: now + TICK,
+            transmits: VecDeque::new(),
+            stats: RootStats::default(),
+            scratch: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Our address.
+    pub fn address(&self) -> NodeAddress {
+        self.table.address()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &RootStats {
+        &self.stats
+    }
+
+    /// Number of nodes currently known.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// A datagram arrived from `from`.
+    pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
+        self.stats.rx_datagrams += 1;
+        let (header, outer) = match wire::parse(data) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return;
+            }
+        };
+        if header.dest != self.address() {
+            self.relay(now, from, header.src, header.dest, header.hops, data);
+            return;
+        }
+        match outer {
+            Outer::HandshakeInit {
+                sender_index,
+                noise,
+            } => match self
+                .table
+                .on_handshake_init(now, &header, sender_index, noise)
+            {
+                Ok((_, reply)) => self.send(from, reply),
+                Err(_) => self.stats.drop_handshake += 1,
+            },
+            Outer::Data { .. } => self.on_data(now, from, header.hops, data),
+            _ => self.stats.drop_unhandled += 1,
+        }
+    }
+
+    /// Housekeeping time.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        self.table.expire(now);
+        let stale: Vec<NodeAddress> = self
+            .nodes
+            .iter()
+            .filter(|(_, k)| now.since(k.last_rx) >= NODE_EXPIRE)
+            .map(|(a, _)| *a)
+            .collect();
+        for a in stale {
+            self.nodes.remove(&a);
+            self.table.remove_peer(a);
+        }
+        self.rendezvous_sent
+            .retain(|_, t| now.since(*t) < RENDEZVOUS_INTERVAL);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When to call `handle_timeout` next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        Some(self.next_tick)
+    }
+
+    fn on_data(&mut self, now: Time, from: Endpoint, hops: u8, data: &[u8]) {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(data);
+        let (peer, counter, plaintext) = match self.table.open(now, &mut buf) {
+            Ok(o) => (o.peer, o.counter, o.plaintext.to_vec()),
+            Err(e) => {
+                self.count(e);
+                self.scratch = buf;
+                return;
+            }
+        };
+        self.scratch = buf;
+        if hops == 0 && (self.nodes.len() < MAX_NODES || self.nodes.contains_key(&peer)) {
+            self.nodes.insert(
+                peer,
+                Known {
+                    endpoint: Some(from),
+                    last_rx: now,
+                },
+            );
+        }
+        let reply = match Message::parse(&plaintext) {
+            Ok(Message::Hello(hello)) => Some(hello_ok(counter, &hello, from)),
+            Ok(Message::Whois { addresses }) => {
+                let identities: Vec<[u8; 69]> = addresses
+                    .iter()
+                    .filter_map(|a| self.identity_of(*a))
+                    .map(|i| i.to_bytes())
+                    .collect();
+                (!identities.is_empty()).then_some(Message::Ok {
+                    in_re_counter: counter,
+                    body: OkBody::Whois(identities),
+                })
+            }
+            Ok(Message::Echo(data)) => Some(Message::Ok {
+                in_re_counter: counter,
+                body: OkBody::Echo(data),
+            }),
+            Ok(_) => {
+                self.stats.drop_unhandled += 1;
+                None
+            }
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                None
+            }
+        };
+        if let Some(reply) = reply {
+            let mut out = Vec::new();
+            if self.table.seal(now, peer, &reply, &mut out).is_ok() {
+                self.send(from, out);
+            }
+        }
+    }
+
+    fn identity_of(&self, address: NodeAddress) -> Option<PublicIdentity> {
+        if let Some(t) = self.table.tunnel(address) {
+            return Some(t.remote().clone());
+        }
+        self.world_roots
+            .iter()
+            .find(|i| i.address() == address)
+            .cloned()
+    }
+
+    fn relay(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        src: NodeAddress,
+        dest: NodeAddress,
+        hops: u8,
+        data: &[u8],
+    ) {
+        if hops >= MAX_HOPS {
+            self.stats.drop_hops += 1;
+            return;
+        }
+        let Some(to) = self.nodes.get(&dest).and_then(|k| k.endpoint) else {
+            self.stats.drop_unknown_dest += 1;
+            return;
+        };
+        let mut packet = data.to_vec();
+        match Packet::new_checked(&mut packet[..]) {
+            Ok(mut p) => p.set_hops(hops + 1),
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return;
+            }
+        }
+        self.stats.relayed += 1;
+        self.send(to, packet);
+        // Introduce the two ends when the packet came straight from its source.
+        let src_ep = self.nodes.get(&src).and_then(|k| k.endpoint);
+        if hops == 0 && src_ep == Some(from) {
+            self.rendezvous(now, src, from, dest, to);
+        }
+    }
+
+    fn rendezvous(
+        &mut self,
+        now: Time,
+        a: NodeAddress,
+        a_ep: Endpoint,
+        b: NodeAddress,
+        b_ep: Endpoint,
+    ) {
+        let key = if a < b { (a, b) } else { (b, a) };
+        if self
+            .rendezvous_sent
+            .get(&key)
+            .is_some_and(|t| now.since(*t) < RENDEZVOUS_INTERVAL)
+        {
+            return;
+        }
+        self.rendezvous_sent.insert(key, now);
+        for (to, to_ep, other, other_ep) in [(a, a_ep, b, b_ep), (b, b_ep, a, a_ep)] {
+            let msg = Message::Rendezvous {
+                peer: other,
+                endpoints: vec![other_ep],
+            };
+            let mut out = Vec::new();
+            if self.table.seal(now, to, &msg, &mut out).is_ok() {
+                self.stats.rendezvous += 1;
+                self.send(to_ep, out);
+            }
+        }
+    }
+
+    fn send(&mut self, to: Endpoint, contents: Vec<u8>) {
+        self.stats.tx_datagrams += 1;
+        self.transmits.push_back(Transmit {
+            destination: to,
+            contents,
+        });
+    }
+
+    fn count(&mut self, e: TableError) {
+        let counter = match e {
+            TableError::Tunnel(TunnelError::Replay) => &mut self.stats.drop_replay,
+            TableError::Tunnel(TunnelError::Decrypt | TunnelError::Expired) => {
+                &mut self.stats.drop_auth
+            }
+            TableError::Malformed => &mut self.stats.drop_malformed,
+            TableError::Handshake => &mut self.stats.drop_handshake,
+            _ => &mut self.stats.drop_unknown_session,
+        };
+        *counter += 1;
+    }
+}

@@ -1,0 +1,288 @@
+//! What a node knows about each peer besides its sessions: physical paths, latency,
+//! the queue of messages waiting for a session, and activity timestamps.
+//!
+//! Path rules (the anti-spoofing contract): a path is *learned* only from an
+//! authenticated packet that arrived with zero hops from that endpoint; a candidate
+//! path from a RENDEZVOUS is only probed, never used for traffic, until an authenticated
+//! packet confirms it. A path is *alive* while something authenticated arrived on it
+//! within [`PATH_ALIVE`]; it is forgotten after [`PATH_EXPIRE`].
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::types::{Endpoint, Time};
+
+/// A path is used for traffic while it received something within this long.
+pub const PATH_ALIVE: Duration = Duration::from_secs(30);
+/// A path is forgotten after this long without receiving.
+pub const PATH_EXPIRE: Duration = Duration::from_secs(120);
+/// An unconfirmed candidate path is forgotten after this long.
+pub const CANDIDATE_EXPIRE: Duration = Duration::from_secs(30);
+/// At most this many paths per peer.
+pub const MAX_PATHS: usize = 4;
+/// At most this many messages wait for a session to a peer; older ones are dropped.
+pub const MAX_QUEUED: usize = 64;
+/// A peer that carried user traffic (frames, pings) within this long is *active*: it
+/// gets keepalives and rekeys. Idle peers let their sessions and paths lapse.
+pub const ACTIVE_FOR: Duration = Duration::from_secs(300);
+
+/// Role of a peer in the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An ordinary node.
+    Leaf,
+    /// A root of the planet.
+    Planet,
+    /// A root of a moon.
+    Moon,
+}
+
+impl Role {
+    /// True for planet and moon roots.
+    pub fn is_root(self) -> bool {
+        !matches!(self, Role::Leaf)
+    }
+
+    /// The name `peers` prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Leaf => "LEAF",
+            Role::Planet => "PLANET",
+            Role::Moon => "MOON",
+        }
+    }
+}
+
+/// One physical path to a peer.
+#[derive(Debug, Clone)]
+pub struct Path {
+    /// The peer's endpoint as we see it.
+    pub endpoint: Endpoint,
+    /// Last authenticated packet received on it; `None` for an unconfirmed candidate.
+    pub last_rx: Option<Time>,
+    /// Last packet sent on it.
+    pub last_tx: Option<Time>,
+    /// When the path was added or last nominated by a RENDEZVOUS; a path that is not
+    /// alive is probed for [`CANDIDATE_EXPIRE`] after that.
+    pub nominated: Time,
+    /// Smoothed round-trip time measured on it.
+    pub latency: Option<Duration>,
+}
+
+impl Path {
+    /// True when the path may carry traffic.
+    pub fn alive(&self, now: Time) -> bool {
+        self.last_rx.is_some_and(|t| now.since(t) < PATH_ALIVE)
+    }
+
+    /// True when the path should be probed: not alive, but nominated recently.
+    pub fn wants_probe(&self, now: Time) -> bool {
+        !self.alive(now) && now.since(self.nominated) < CANDIDATE_EXPIRE
+    }
+}
+
+/// Per-peer state of the node core.
+#[derive(Debug)]
+pub struct Peer {
+    /// Leaf or root.
+    pub role: Role,
+    /// Direct paths (for roots: their world endpoints, always kept).
+    pub paths: Vec<Path>,
+    /// Plaintext messages (verb + payload) waiting for a session.
+    pub queue: VecDeque<Vec<u8>>,
+    /// Last authenticated packet from the peer, on any path.
+    pub last_rx: Option<Time>,
+    /// Last packet we sent to the peer.
+    pub last_tx: Option<Time>,
+    /// Last user traffic (frames, pings) in either direction.
+    pub last_activity: Option<Time>,
+    /// Last handshake we started.
+    pub last_handshake: Option<Time>,
+    /// Last HELLO we sent (roots).
+    pub last_hello: Option<Time>,
+    /// Smoothed round-trip time, any path.
+    pub latency: Option<Duration>,
+    /// Software version the peer reported in HELLO.
+    pub version: Option<crate::wire::SoftwareVersion>,
+}
+
+impl Peer {
+    /// A peer with no paths yet.
+    pub fn new(role: Role) -> Self {
+        Self {
+            role,
+            paths: Vec::new(),
+            queue: VecDeque::new(),
+            last_rx: None,
+            last_tx: None,
+            last_activity: None,
+            last_handshake: None,
+            last_hello: None,
+            latency: None,
+            version: None,
+        }
+    }
+
+    /// True when user traffic flowed recently, or the peer is a root.
+    pub fn active(&self, now: Time) -> bool {
+        self.role.is_root()
+            || self
+                .last_activity
+                .is_some_and(|t| now.since(t) < ACTIVE_FOR)
+    }
+
+    /// The best alive path: for roots the one heard most recently, for leaves likewise
+    /// (the most recent authenticated source follows roaming and NAT rebinding).
+    pub fn best_path(&self, now: Time) -> Option<&Path> {
+        self.paths
+            .iter()
+            .filter(|p| p.alive(now))
+            .max_by_key(|p| p.last_rx)
+    }
+
+    /// Records an authenticated packet received directly from `endpoint`.
+    pub fn learn_path(&mut self, now: Time, endpoint: Endpoint) {
+        self.last_rx = Some(now);
+        if let Some(p) = self.paths.iter_mut().find(|p| p.endpoint == endpoint) {
+            p.last_rx = Some(now);
+            return;
+        }
+        self.insert_path(Path {
+            endpoint,
+            last_rx: Some(now),
+            last_tx: None,
+            nominated: now,
+            latency: None,
+        });
+    }
+
+    /// Adds a candidate path to probe (from RENDEZVOUS or the world file), or
+    /// nominates a known one again. Returns true if it is new.
+    pub fn add_candidate(&mut self, now: Time, endpoint: Endpoint) -> bool {
+        if let Some(p) = self.paths.iter_mut().find(|p| p.endpoint == endpoint) {
+            p.nominated = now;
+            return false;
+        }
+        self.insert_path(Path {
+            endpoint,
+            last_rx: None,
+            last_tx: None,
+            nominated: now,
+            latency: None,
+        });
+        true
+    }
+
+    /// Notes a round-trip measurement (on `endpoint` if it is a known path).
+    pub fn record_rtt(&mut self, endpoint: Option<Endpoint>, rtt: Duration) {
+        self.latency = Some(smooth(self.latency, rtt));
+        if let Some(ep) = endpoint {
+            if let Some(p) = self.paths.iter_mut().find(|p| p.endpoint == ep) {
+                p.latency = Some(smooth(p.latency, rtt));
+            }
+        }
+    }
+
+    /// Notes a packet sent on `endpoint`.
+    pub fn sent_on(&mut self, now: Time, endpoint: Endpoint) {
+        self.last_tx = Some(now);
+        if let Some(p) = self.paths.iter_mut().find(|p| p.endpoint == endpoint) {
+            p.last_tx = Some(now);
+        }
+    }
+
+    /// Queues a plaintext message for when a session exists; drops the oldest when full.
+    /// Returns false when something was dropped.
+    pub fn enqueue(&mut self, plaintext: Vec<u8>) -> bool {
+        let dropped = self.queue.len() >= MAX_QUEUED;
+        if dropped {
+            self.queue.pop_front();
+        }
+        self.queue.push_back(plaintext);
+        !dropped
+    }
+
+    /// Forgets dead paths (never a root's configured endpoints).
+    pub fn expire_paths(&mut self, now: Time, keep: &[Endpoint]) {
+        self.paths.retain(|p| {
+            keep.contains(&p.endpoint)
+                || match p.last_rx {
+                    Some(t) => now.since(t) < PATH_EXPIRE,
+                    None => now.since(p.nominated) < CANDIDATE_EXPIRE,
+                }
+        });
+    }
+
+    fn insert_path(&mut self, path: Path) {
+        if self.paths.len() >= MAX_PATHS {
+            // Evict the path heard from least recently (candidates first).
+            if let Some((i, _)) = self
+                .paths
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, p)| (p.last_rx, p.nominated))
+            {
+                self.paths.swap_remove(i);
+            }
+        }
+        self.paths.push(path);
+    }
+}
+
+/// Exponentially weighted moving average with weight 1/4 for the new sample.
+fn smooth(old: Option<Duration>, sample: Duration) -> Duration {
+    match old {
+        None => sample,
+        Some(old) => (old * 3 + sample) / 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(port: u16) -> Endpoint {
+        format!("198.51.100.1/{port}").parse().unwrap()
+    }
+
+    #[test]
+    fn candidates_are_not_alive_until_confirmed() {
+        let mut p = Peer::new(Role::Leaf);
+        let t = Time::from_millis(1000);
+        assert!(p.add_candidate(t, ep(1)));
+        assert!(p.best_path(t).is_none());
+        p.learn_path(t, ep(1));
+        assert_eq!(p.best_path(t).unwrap().endpoint, ep(1));
+        assert!(
+            p.best_path(t + PATH_ALIVE).is_none(),
+            "dies without traffic"
+        );
+    }
+
+    #[test]
+    fn most_recent_path_wins_and_paths_are_bounded() {
+        let mut p = Peer::new(Role::Leaf);
+        let t = Time::from_millis(1000);
+        for i in 0..10u16 {
+            p.learn_path(t + Duration::from_millis(i.into()), ep(i));
+        }
+        assert_eq!(p.paths.len(), MAX_PATHS);
+        assert_eq!(
+            p.best_path(t + Duration::from_secs(1)).unwrap().endpoint,
+            ep(9)
+        );
+        p.expire_paths(t + PATH_EXPIRE + Duration::from_secs(1), &[]);
+        assert!(p.paths.is_empty());
+    }
+
+    #[test]
+    fn queue_is_bounded() {
+        let mut p = Peer::new(Role::Leaf);
+        for i in 0..MAX_QUEUED {
+            assert!(p.enqueue(vec![i as u8]));
+        }
+        assert!(!p.enqueue(vec![0xff]));
+        assert_eq!(p.queue.len(), MAX_QUEUED);
+        assert_eq!(p.queue.front().unwrap()[0], 1);
+    }
+}
