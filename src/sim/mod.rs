@@ -126,6 +126,8 @@ use std::time::Duration;
 
 use crate::types::{Endpoint, Time, Transmit};
 
+pub mod cores;
+pub mod mesh;
 mod nat;
 mod queue;
 mod rng;
