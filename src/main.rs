@@ -1,1 +1,121 @@
-fn main() {}
+//! The `skylan` command line: parses arguments and hands over to the library's `io`
+//! layer. Exit status: 0 success, 1 the daemon said no or could not be reached (the
+//! message says what to check), 2 usage errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use skylan::io::{daemon, home};
+
+#[derive(Parser)]
+#[command(
+    name = "skylan",
+    version,
+    about = "An end-to-end encrypted virtual Ethernet overlay"
+)]
+struct Args {
+    /// Home directory: identity, API token, planet, cached networks.
+    #[arg(long, global = true, env = "SKYLAN_HOME", default_value = home::DEFAULT_HOME)]
+    home: PathBuf,
+    /// Print the API's JSON instead of text.
+    #[arg(short = 'j', long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node daemon.
+    Node {
+        /// UDP port; the local API listens on the same TCP port on 127.0.0.1.
+        #[arg(long, default_value_t = 9993)]
+        port: u16,
+        /// The planet file (default: <home>/planet).
+        #[arg(long)]
+        planet: Option<PathBuf>,
+        /// Local API TCP port, if not the UDP port.
+        #[arg(long)]
+        api_port: Option<u16>,
+    },
+    /// Run a root server (planet or moon member).
+    Root {
+        /// UDP port.
+        #[arg(long, default_value_t = 9993)]
+        port: u16,
+        /// The world this root belongs to, to answer WHOIS for its fellow roots.
+        #[arg(long)]
+        planet: Option<PathBuf>,
+    },
+    /// Identities and world files, offline.
+    Idtool {
+        #[command(subcommand)]
+        command: skylan::io::idtool::IdtoolCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKYLAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args) {
+        Ok(out) => {
+            if !out.is_empty() {
+                println!("{}", out.trim_end());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("skylan: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args.command {
+        Command::Node {
+            port,
+            planet,
+            api_port,
+        } => {
+            let options = daemon::NodeOptions {
+                home: args.home,
+                port,
+                planet,
+                api_port,
+            };
+            runtime.block_on(daemon::run_node(options, shutdown_signal()))?;
+            Ok(String::new())
+        }
+        Command::Root { port, planet } => {
+            let options = daemon::RootOptions {
+                home: args.home,
+                port,
+                world: planet,
+            };
+            runtime.block_on(daemon::run_root(options, shutdown_signal()))?;
+            Ok(String::new())
+        }
+        Command::Idtool { command } => Ok(skylan::io::idtool::run(command)?),
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -2,6 +2,8 @@
 //! clock and OS randomness. Each driver owns one protocol core and feeds it.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod daemon;
+pub mod home;
 pub mod idtool;
 pub mod lab;
 pub mod netconf;

@@ -1,0 +1,336 @@
+//! The UDP drivers of `skylan node` and `skylan root`: each owns its protocol core on
+//! one task, feeds it datagrams and timeouts from a tokio UDP socket and a monotonic
+//! clock, sends what it asks, and serves commands from the local API through a
+//! channel (no shared locks around the core).
+//!
+//! Drain order after every input (the cores' contract): transmits, TAP frames, events.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use rand_core::{OsRng, RngCore};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+
+use super::home::{Home, HomeError};
+use crate::moon::root::Root;
+use crate::moon::world::{World, WorldError};
+use crate::switch::{DEFAULT_PHYS_MTU, Event, Link, Node, NodeConfig, NodeStatus, PeerInfo};
+use crate::types::{Endpoint, NodeAddress, Time, Transmit};
+
+/// Errors that stop a daemon from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A file in the home directory.
+    #[error(transparent)]
+    Home(#[from] HomeError),
+    /// The planet file.
+    #[error(transparent)]
+    World(#[from] WorldError),
+    /// A socket could not be opened.
+    #[error(
+        "cannot bind {what} on {addr}: {source} (is another skylan using the port? pick another with --port)"
+    )]
+    Bind {
+        /// UDP or the API.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Anything else from the OS.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The monotonic clock of a driver: [`Time`] counts from the driver's start.
+#[derive(Clone, Copy)]
+pub struct Clock(Instant);
+
+impl Clock {
+    /// Starts the clock.
+    pub fn start() -> Self {
+        Clock(Instant::now())
+    }
+
+    /// Now, as a core sees it.
+    pub fn now(&self) -> Time {
+        Time::from_micros(self.0.elapsed().as_micros() as u64)
+    }
+
+    /// The instant a core time stands for.
+    pub fn instant(&self, t: Time) -> Instant {
+        self.0 + Duration::from_micros(t.as_micros())
+    }
+}
+
+/// Random seed for a core, from the OS.
+pub fn os_seed() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    seed
+}
+
+/// The answer to a ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingResult {
+    /// A reply came back.
+    Reply {
+        /// Round trip.
+        rtt: Duration,
+        /// The way it came back.
+        link: Link,
+    },
+    /// No reply in time.
+    Lost,
+    /// The node refused to send it.
+    Refused(String),
+}
+
+/// Commands the local API sends to the node driver.
+pub enum NodeCommand {
+    /// `info`.
+    Status(oneshot::Sender<NodeStatus>),
+    /// `peers`.
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// `ping`.
+    Ping(NodeAddress, oneshot::Sender<PingResult>),
+    /// Counters for `/metrics`, as (name, value).
+    Stats(oneshot::Sender<Vec<(&'static str, u64)>>),
+}
+
+/// A cloneable handle the API uses to talk to the node driver.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<NodeCommand>,
+    /// Our address (fixed for the daemon's life).
+    pub address: NodeAddress,
+    /// Our public identity text.
+    pub public_identity: String,
+    /// The UDP port.
+    pub udp_port: u16,
+}
+
+impl NodeHandle {
+    /// Asks the driver; `None` when it has stopped.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> NodeCommand) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Settings of `skylan node`.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Home directory.
+    pub home: PathBuf,
+    /// UDP port (and the local API's TCP port unless `api_port` says otherwise).
+    pub port: u16,
+    /// Planet file; defaults to `<home>/planet`.
+    pub planet: Option<PathBuf>,
+    /// Local API port override.
+    pub api_port: Option<u16>,
+}
+
+/// A node core bound to a UDP socket, ready to run.
+pub struct NodeDriver {
+    node: Node,
+    socket: UdpSocket,
+    clock: Clock,
+    commands: mpsc::Receiver<NodeCommand>,
+    pings: HashMap<u64, oneshot::Sender<PingResult>>,
+}
+
+impl NodeDriver {
+    /// Loads the identity and planet from the home directory and binds the UDP socket.
+    pub async fn bind(options: &NodeOptions) -> Result<(Self, NodeHandle), DaemonError> {
+        let home = Home::create(&options.home)?;
+        let identity = home.load_or_create_identity()?;
+        let planet = options
+            .planet
+            .clone()
+            .unwrap_or_else(|| home.path("planet"));
+        let world = World::load(&planet)?;
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, options.port));
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: "UDP",
+                addr,
+                source,
+            })?;
+        let udp_port = socket.local_addr()?.port();
+        let public_identity = identity.public().to_string();
+        let address = identity.public().address();
+        let clock = Clock::start();
+        let node = Node::new(
+            NodeConfig {
+                identity,
+                world,
+                seed: os_seed(),
+                phys_mtu: DEFAULT_PHYS_MTU,
+            },
+            clock.now(),
+        );
+        let (tx, commands) = mpsc::channel(64);
+        let handle = NodeHandle {
+            tx,
+            address,
+            public_identity,
+            udp_port,
+        };
+        Ok((
+            Self {
+                node,
+                socket,
+                clock,
+                commands,
+                pings: HashMap::new(),
+            },
+            handle,
+        ))
+    }
+
+    /// Runs until `shutdown` completes.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+        tokio::pin!(shutdown);
+        let local = Endpoint(self.socket.local_addr()?);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let deadline = self
+                .node
+                .poll_timeout()
+                .map(|t| self.clock.instant(t))
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => match r {
+                    Ok((n, from)) => self.node.handle_datagram(self.clock.now(), local, Endpoint(from), &buf[..n]),
+                    Err(e) => tracing::debug!("udp receive: {e}"),
+                },
+                _ = tokio::time::sleep_until(deadline.into()) => self.node.handle_timeout(self.clock.now()),
+                Some(cmd) = self.commands.recv() => self.command(cmd),
+                _ = &mut shutdown => return Ok(()),
+            }
+            self.drain().await;
+        }
+    }
+
+    fn command(&mut self, cmd: NodeCommand) {
+        let now = self.clock.now();
+        match cmd {
+            NodeCommand::Status(tx) => {
+                let _ = tx.send(self.node.status(now));
+            }
+            NodeCommand::Peers(tx) => {
+                let _ = tx.send(self.node.peers(now));
+            }
+            NodeCommand::Stats(tx) => {
+                let _ = tx.send(self.node.stats().iter().collect());
+            }
+            NodeCommand::Ping(peer, tx) => match self.node.ping(now, peer) {
+                Ok(id) => {
+                    self.pings.insert(id, tx);
+                }
+                Err(e) => {
+                    let _ = tx.send(PingResult::Refused(e.to_string()));
+                }
+            },
+        }
+    }
+
+    async fn drain(&mut self) {
+        while let Some(t) = self.node.poll_transmit() {
+            send(&self.socket, t).await;
+        }
+        while self.node.poll_tap().is_some() {}
+        while let Some(event) = self.node.poll_event() {
+            match event {
+                Event::Pong { id, rtt, link, .. } => {
+                    if let Some(tx) = self.pings.remove(&id) {
+                        let _ = tx.send(PingResult::Reply { rtt, link });
+                    }
+                }
+                Event::PingLost { id, .. } => {
+                    if let Some(tx) = self.pings.remove(&id) {
+                        let _ = tx.send(PingResult::Lost);
+                    }
+                }
+                Event::LinkChanged { peer, link } => tracing::info!(%peer, ?link, "link changed"),
+                Event::Unreachable(peer) => tracing::info!(%peer, "no root knows this address"),
+            }
+        }
+    }
+}
+
+/// Settings of `skylan root`.
+#[derive(Debug, Clone)]
+pub struct RootOptions {
+    /// Home directory (identity created there if missing).
+    pub home: PathBuf,
+    /// UDP port.
+    pub port: u16,
+    /// The world this root belongs to, so it can answer WHOIS for its fellow roots.
+    pub world: Option<PathBuf>,
+}
+
+/// Runs `skylan root` until `shutdown` completes.
+pub async fn run_root(
+    options: RootOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let home = Home::create(&options.home)?;
+    let identity = home.load_or_create_identity()?;
+    let world = options.world.as_deref().map(World::load).transpose()?;
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, options.port));
+    let socket = UdpSocket::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "UDP",
+            addr,
+            source,
+        })?;
+    let local = Endpoint(socket.local_addr()?);
+    tracing::info!(address = %identity.public().address(), %local, "root listening");
+    let clock = Clock::start();
+    let mut root = Root::new(identity, world.as_ref(), os_seed(), clock.now());
+    tokio::pin!(shutdown);
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let deadline = root
+            .poll_timeout()
+            .map(|t| clock.instant(t))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => match r {
+                Ok((n, from)) => root.handle_datagram(clock.now(), local, Endpoint(from), &buf[..n]),
+                Err(e) => tracing::debug!("udp receive: {e}"),
+            },
+            _ = tokio::time::sleep_until(deadline.into()) => root.handle_timeout(clock.now()),
+            _ = &mut shutdown => return Ok(()),
+        }
+        while let Some(t) = root.poll_transmit() {
+            send(&socket, t).await;
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, t: Transmit) {
+    if let Err(e) = socket.send_to(&t.contents, t.destination.0).await {
+        tracing::debug!(to = %t.destination, "udp send: {e}");
+    }
+}
+
+/// Runs `skylan node` until `shutdown` completes.
+pub async fn run_node(
+    options: NodeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DaemonError> {
+    let (driver, handle) = NodeDriver::bind(&options).await?;
+    tracing::info!(address = %handle.address, port = handle.udp_port, "node listening");
+    driver.run(shutdown).await
+}
