@@ -126,6 +126,7 @@ use std::time::Duration;
 
 use crate::types::{Endpoint, Time, Transmit};
 
+mod hash;
 mod nat;
 mod queue;
 mod rng;
