@@ -288,7 +288,8 @@ pub struct Captured {
     pub to: Endpoint,
     /// The receiver's socket (its private address behind a NAT).
     pub local: Endpoint,
-    /// True if it stayed inside one NAT's LAN.
+    /// True if it never crossed the public network: LAN traffic between hosts behind
+    /// one NAT, or [`Sim::inject_to_host`]. [`Sim::replay`] then delivers it directly.
     pub lan: bool,
     /// The UDP payload.
     pub bytes: Vec<u8>,
