@@ -193,6 +193,20 @@ fn rx(sim: &Sim, id: HostId) -> &[Rx] {
     &sim.host::<Probe>(id).rx
 }
 
+/// Every datagram sent or injected ended in exactly one outcome (call when none is in
+/// flight).
+fn assert_accounted(sim: &Sim) {
+    let s = sim.stats();
+    let outcomes = s.delivered
+        + s.lost
+        + s.mtu_dropped
+        + s.nat_filtered
+        + s.down_dropped
+        + s.unroutable
+        + s.partitioned;
+    assert_eq!(s.sent + s.injected, outcomes, "{s:?}");
+}
+
 const SERVER: &str = "198.51.100.1/9993";
 const SERVER_SAME_IP_OTHER_PORT: &str = "198.51.100.1/9994";
 const OTHER: &str = "198.51.100.2/9993";
@@ -311,6 +325,7 @@ fn loss_rate_matches_configuration() {
         assert_eq!(stats.sent, 10_000);
         assert_eq!(stats.delivered, delivered);
         assert_eq!(stats.lost, 10_000 - delivered);
+        assert_accounted(&sim);
     }
     // The extremes are exact.
     let mut sim = Sim::new(3);
@@ -344,6 +359,7 @@ fn oversized_datagrams_are_dropped_and_counted() {
     assert_eq!(rx(&sim, a).len(), 1);
     assert_eq!(sim.stats().mtu_dropped, 4);
     assert_eq!(sim.stats().delivered, 2);
+    assert_accounted(&sim);
 }
 
 // ----- NATs -----
@@ -568,6 +584,7 @@ fn nat_reset_and_renumbering_change_the_public_source() {
         "old public IP no longer routes"
     );
     assert_eq!(lab.sim.stats().unroutable, 1);
+    assert_accounted(&lab.sim);
 }
 
 #[test]
@@ -606,6 +623,7 @@ fn hosts_behind_one_nat_share_a_lan_and_there_is_no_hairpin() {
     send(&mut sim, server, ep("192.0.2.3/5000"), b"lost");
     sim.run_for(Duration::from_secs(1));
     assert_eq!(sim.stats().unroutable, 1);
+    assert_accounted(&sim);
 }
 
 #[test]
@@ -631,6 +649,7 @@ fn a_moved_host_appears_from_its_new_address() {
     send(&mut sim, server, ep("198.51.100.9/5000"), b"direct");
     sim.run_for(Duration::from_secs(1));
     assert_eq!(rx(&sim, laptop).len(), 1);
+    assert_accounted(&sim);
 }
 
 // ----- failures -----
@@ -711,6 +730,7 @@ fn datagrams_in_flight_to_a_host_that_dies_are_dropped() {
     sim.run_for(ms(100));
     assert!(rx(&sim, b).is_empty());
     assert_eq!(sim.stats().down_dropped, 2);
+    assert_accounted(&sim);
 }
 
 #[test]
@@ -732,6 +752,7 @@ fn a_partition_cuts_both_ways_and_heals() {
     send(&mut sim, a, ep(OTHER), b"4");
     sim.run_for(Duration::from_secs(1));
     assert_eq!(rx(&sim, b).len(), 1);
+    assert_accounted(&sim);
 }
 
 // ----- test hooks -----
@@ -784,6 +805,7 @@ fn injected_and_replayed_datagrams_take_the_normal_path() {
         4,
         "out, in, replayed in, forged to host"
     );
+    assert_accounted(&lab.sim);
 }
 
 #[test]
@@ -843,6 +865,60 @@ fn timers_fire_at_the_requested_times() {
         .collect();
     let expected: Vec<Time> = [20, 320, 620, 920].map(Time::from_millis).to_vec();
     assert_eq!(ping_times, expected);
+}
+
+/// Wakes at `wake`, then at `then` (if set), and records when.
+#[derive(Default)]
+struct Alarm {
+    wake: Option<Time>,
+    then: Option<Time>,
+    fired: Vec<Time>,
+}
+
+impl Host for Alarm {
+    fn handle_datagram(&mut self, _: Time, _: Endpoint, _: Endpoint, _: &[u8]) {}
+    fn handle_timeout(&mut self, now: Time) {
+        self.fired.push(now);
+        self.wake = self.then.take();
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        None
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        self.wake
+    }
+}
+
+#[test]
+fn a_rescheduled_timer_fires_once_at_its_new_time() {
+    let secs = |n: u64| Time::from_millis(n * 1000);
+    let mut sim = Sim::new(15);
+    let alarm = Alarm {
+        wake: Some(secs(10)),
+        then: Some(secs(12)),
+        fired: Vec::new(),
+    };
+    let a = sim.add_host(alarm, ip("198.51.100.1"), 1, Link::default(), None);
+    sim.run_for(Duration::from_secs(1));
+    // Earlier: the 10 s entry left in the queue must not count or fire.
+    sim.host_mut::<Alarm>(a).wake = Some(secs(2));
+    sim.run_until(secs(20));
+    assert_eq!(sim.host::<Alarm>(a).fired, [secs(2), secs(12)]);
+    assert_eq!(sim.stats().timeouts, 2);
+    assert_eq!(
+        sim.stats().events,
+        2,
+        "the superseded 10 s entry is not an event"
+    );
+
+    // Later: the 30 s entry finds the host not yet due and re-arms it for 35 s.
+    sim.host_mut::<Alarm>(a).wake = Some(secs(30));
+    sim.run_for(Duration::from_secs(1));
+    sim.host_mut::<Alarm>(a).wake = Some(secs(35));
+    sim.run_until(secs(40));
+    assert_eq!(sim.host::<Alarm>(a).fired, [secs(2), secs(12), secs(35)]);
+    assert_eq!(sim.stats().events, 4);
+    assert_eq!(sim.stats().timeouts, 3);
 }
 
 /// A mixed world with loss, jitter and every NAT kind; returns its capture and digest.

@@ -127,6 +127,7 @@ use std::time::Duration;
 use crate::types::{Endpoint, Time, Transmit};
 
 pub mod cores;
+mod hash;
 pub mod mesh;
 mod nat;
 mod queue;
@@ -289,7 +290,8 @@ pub struct Captured {
     pub to: Endpoint,
     /// The receiver's socket (its private address behind a NAT).
     pub local: Endpoint,
-    /// True if it stayed inside one NAT's LAN.
+    /// True if it never crossed the public network: LAN traffic between hosts behind
+    /// one NAT, or [`Sim::inject_to_host`]. [`Sim::replay`] then delivers it directly.
     pub lan: bool,
     /// The UDP payload.
     pub bytes: Vec<u8>,

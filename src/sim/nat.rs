@@ -25,10 +25,10 @@
 //!   avoiding ports held by live mappings.
 //! - No hairpinning and no port preservation.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::hash::FastMap;
 use super::rng::SimRng;
 use crate::types::Time;
 
@@ -76,7 +76,7 @@ struct Mapping {
     key: MapKey,
     last_outbound: Time,
     /// Port-restricted only: remote `ip:port` → last outbound datagram to it.
-    permits: HashMap<SocketAddr, Time>,
+    permits: FastMap<SocketAddr, Time>,
 }
 
 /// One NAT box's state.
@@ -85,8 +85,8 @@ pub(crate) struct Nat {
     kind: NatKind,
     public_ip: IpAddr,
     timeout: Duration,
-    by_key: HashMap<MapKey, u16>,
-    by_port: HashMap<u16, Mapping>,
+    by_key: FastMap<MapKey, u16>,
+    by_port: FastMap<u16, Mapping>,
     /// Lowest port of the pool; [`FIRST_PORT`] except in tests that exhaust the pool.
     first_port: u16,
 }
@@ -98,8 +98,8 @@ impl Nat {
             kind,
             public_ip,
             timeout: DEFAULT_NAT_TIMEOUT,
-            by_key: HashMap::new(),
-            by_port: HashMap::new(),
+            by_key: FastMap::default(),
+            by_port: FastMap::default(),
             first_port: FIRST_PORT,
         }
     }
@@ -164,7 +164,7 @@ impl Nat {
                     Mapping {
                         key,
                         last_outbound: now,
-                        permits: HashMap::new(),
+                        permits: FastMap::default(),
                     },
                 );
                 port

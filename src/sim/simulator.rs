@@ -9,16 +9,16 @@
 //! - `now` never goes backwards; every event is scheduled at or after `now`.
 //! - A host is called only through `call`-style paths that end in [`Sim::after_call`],
 //!   so its transmits are always drained and its timer re-read before the next event.
-//! - Each host has at most one valid timer event (`timer_gen` matches); older entries
-//!   in the heap are stale and skipped.
+//! - Each host has at most one valid timer event: the one at the host's `timer_at`.
+//!   Other timer entries in the heap are stale and skipped when they pop.
 //! - The socket registry holds exactly one entry per host, keyed by (realm, address).
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::hash::{FastMap, FastSet};
 use super::nat::{Nat, NatKind};
 use super::queue::{Datagram, Popped, Queue, Stage};
 use super::rng::SimRng;
@@ -36,13 +36,13 @@ pub struct Sim {
     hosts: Vec<Slot>,
     nats: Vec<Nat>,
     /// Who holds each socket address, per address space.
-    sockets: HashMap<(Realm, SocketAddr), HostId>,
+    sockets: FastMap<(Realm, SocketAddr), HostId>,
     /// Public IPs held by public hosts (with how many sockets), to keep NATs off them.
-    public_ips: HashMap<IpAddr, u32>,
+    public_ips: FastMap<IpAddr, u32>,
     /// NAT public IP → NAT.
-    nat_ips: HashMap<IpAddr, NatId>,
+    nat_ips: FastMap<IpAddr, NatId>,
     /// Cut host pairs, stored as (lower id, higher id).
-    partitions: HashSet<(HostId, HostId)>,
+    partitions: FastSet<(HostId, HostId)>,
     /// Hosts touched through `host_mut` or just added, to drain before the next event.
     dirty: Vec<HostId>,
     /// Reused buffer for draining transmits (no allocation per call).
@@ -71,10 +71,8 @@ struct Slot {
     up: bool,
     /// Already listed in `Sim::dirty`.
     dirty: bool,
-    /// The pending valid timer event, if any.
+    /// The time of the pending valid timer event, if any.
     timer_at: Option<Time>,
-    /// Generation of the pending valid timer event.
-    timer_gen: u32,
     /// Bumped when the host moves, so datagrams addressed to its old socket are dropped.
     epoch: u32,
     stats: HostStats,
@@ -104,10 +102,10 @@ impl Sim {
             queue: Queue::default(),
             hosts: Vec::new(),
             nats: Vec::new(),
-            sockets: HashMap::new(),
-            public_ips: HashMap::new(),
-            nat_ips: HashMap::new(),
-            partitions: HashSet::new(),
+            sockets: FastMap::default(),
+            public_ips: FastMap::default(),
+            nat_ips: FastMap::default(),
+            partitions: FastSet::default(),
             dirty: Vec::new(),
             scratch: Vec::new(),
             stats: SimStats::default(),
@@ -159,7 +157,6 @@ impl Sim {
             up: true,
             dirty: false,
             timer_at: None,
-            timer_gen: 0,
             epoch: 0,
             stats: HostStats::default(),
         });
@@ -504,7 +501,7 @@ impl Sim {
             self.same_instant = 0;
         }
         let real = match popped {
-            Popped::Timer { host, generation } => self.fire_timer(host, generation),
+            Popped::Timer(host) => self.fire_timer(host),
             Popped::Datagram(Stage::Transit, datagram) => {
                 self.transit(datagram);
                 true
@@ -529,10 +526,11 @@ impl Sim {
         real
     }
 
-    fn fire_timer(&mut self, id: HostId, generation: u32) -> bool {
+    fn fire_timer(&mut self, id: HostId) -> bool {
         let now = self.now;
         let slot = &mut self.hosts[id.index()];
-        if slot.timer_gen != generation || slot.timer_at.is_none() {
+        if slot.timer_at != Some(now) {
+            // Superseded by an earlier timer, or already fired.
             return false;
         }
         slot.timer_at = None;
@@ -758,9 +756,8 @@ impl Sim {
             // The pending event fires first and re-reads the timer then.
             return;
         }
-        slot.timer_gen = slot.timer_gen.wrapping_add(1);
         slot.timer_at = Some(due);
-        self.queue.push_timer(due, id, slot.timer_gen);
+        self.queue.push_timer(due, id);
     }
 
     fn mark_dirty(&mut self, id: HostId) {
