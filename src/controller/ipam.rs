@@ -303,6 +303,48 @@ mod tests {
         assert_eq!(ip, "fd00::1:0:7".parse::<IpAddr>().unwrap());
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the pools, routes and taken set, an allocated address is in a
+            /// pool, eligible and free; and `None` means no such address exists.
+            #[test]
+            fn allocation_is_sound_and_complete(
+                start in 0u32..64,
+                len in 0u32..64,
+                route_len in 24u8..=32,
+                route_base in 0u32..128,
+                taken_bits in any::<u128>(),
+                member in 1u64..1000,
+            ) {
+                let base = u32::from(Ipv4Addr::new(198, 18, 0, 0));
+                let pool = (Ipv4Addr::from(base + start), Ipv4Addr::from(base + start + len));
+                let route = ipnet::Ipv4Net::new(Ipv4Addr::from(base + route_base), route_len)
+                    .unwrap()
+                    .trunc();
+                let n = network(
+                    (&pool.0.to_string(), &pool.1.to_string()),
+                    &route.to_string(),
+                );
+                let taken: BTreeSet<IpAddr> = (0..128u32)
+                    .filter(|i| taken_bits & (1u128 << i) != 0)
+                    .map(|i| IpAddr::V4(Ipv4Addr::from(base + i)))
+                    .collect();
+                let got = alloc_with(&n, addr(member), &taken);
+                let candidates: Vec<IpAddr> = (start..=start + len)
+                    .map(|i| IpAddr::V4(Ipv4Addr::from(base + i)))
+                    .filter(|ip| eligible(&n, *ip) && !taken.contains(ip))
+                    .collect();
+                match got {
+                    Some(ip) => prop_assert!(candidates.contains(&ip), "{ip} is not a free eligible pool address"),
+                    None => prop_assert!(candidates.is_empty(), "missed {:?}", candidates),
+                }
+            }
+        }
+    }
+
     #[test]
     fn derived_v6_addresses_have_the_documented_layout() {
         let nwid: NetworkId = "8056c2e21c000001".parse().unwrap();

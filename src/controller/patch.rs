@@ -963,6 +963,111 @@ mod tests {
         assert_eq!(n.rules[0]["type"], "ACTION_ACCEPT");
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const KEYS: &[&str] = &[
+            "name",
+            "private",
+            "enableBroadcast",
+            "multicastLimit",
+            "mtu",
+            "v4AssignMode",
+            "v6AssignMode",
+            "ipAssignmentPools",
+            "routes",
+            "rules",
+            "rulesSource",
+            "tags",
+            "capabilities",
+            "dns",
+            "id",
+            "revision",
+            "authorized",
+            "activeBridge",
+            "noAutoAssignIps",
+            "ipAssignments",
+            "zt",
+            "6plane",
+            "target",
+            "via",
+            "ipRangeStart",
+            "ipRangeEnd",
+            "domain",
+            "servers",
+            "type",
+            "default",
+        ];
+
+        fn leaf() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::Bool),
+                any::<i64>().prop_map(|n| json!(n)),
+                (1200u64..10100).prop_map(|n| json!(n)),
+                any::<f64>().prop_map(|f| json!(f)),
+                prop_oneof![
+                    Just("198.18.0.1"),
+                    Just("198.18.0.254"),
+                    Just("198.18.0.0/24"),
+                    Just("fd00::1"),
+                    Just("fd00::/64"),
+                    Just("zt"),
+                    Just("rfc4193,6plane"),
+                    Just(""),
+                    Just("ACTION_ACCEPT"),
+                    Just("lab.example"),
+                    Just("x/y"),
+                ]
+                .prop_map(|s| Value::String(s.into())),
+                ".{0,12}".prop_map(Value::String),
+            ]
+        }
+
+        fn value() -> impl Strategy<Value = Value> {
+            leaf().prop_recursive(4, 48, 6, |inner| {
+                prop_oneof![
+                    prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                    prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(
+                        |kv| Value::Object(
+                            kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                        )
+                    ),
+                ]
+            })
+        }
+
+        fn body() -> impl Strategy<Value = Map<String, Value>> {
+            prop::collection::vec((prop::sample::select(KEYS), value()), 0..8)
+                .prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        }
+
+        proptest! {
+            /// Any body either fails with a field error or yields a valid record that
+            /// survives the trip through storage JSON unchanged.
+            #[test]
+            fn network_patch_never_panics_and_keeps_records_valid(b in body()) {
+                let mut n = net();
+                if patch_network(&mut n, &b, None).is_ok() {
+                    prop_assert!(validate_network(&n).is_ok());
+                    let back: Network = serde_json::from_value(n.to_api_json()).unwrap();
+                    prop_assert_eq!(back, n);
+                }
+            }
+
+            #[test]
+            fn member_patch_never_panics_and_round_trips(b in body()) {
+                let mut m = member();
+                if patch_member(&mut m, &b, Time::ZERO).is_ok() {
+                    prop_assert!(m.ip_assignments.len() <= MAX_MEMBER_ADDRESSES);
+                    let back: Member = serde_json::from_value(m.to_api_json()).unwrap();
+                    prop_assert_eq!(back, m);
+                }
+            }
+        }
+    }
+
     fn member() -> Member {
         Member::new(
             "89e92ceee5000001".parse().unwrap(),
