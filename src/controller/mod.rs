@@ -449,6 +449,13 @@ impl Controller {
         };
         let existing = self.store.member(req.nwid, req.member)?;
         let adm = request::admit(&net, existing.as_ref(), req, now);
+        if !adm.member.identity.is_empty() && adm.member.identity != req.identity {
+            tracing::warn!(
+                nwid = %req.nwid,
+                member = %req.member,
+                "config request presents another identity than the one on record; denied"
+            );
+        }
         let needs_ip = [true, false]
             .iter()
             .any(|v4| ipam::needs_auto_assign(&net, &adm.member, *v4, adm.admitted));
@@ -456,9 +463,6 @@ impl Controller {
             let bridges = self.store.active_bridges(req.nwid)?;
             let member = adm.admitted.then_some(&adm.member);
             return Ok(request::request(Some(&net), member, &bridges, now, signer));
-        }
-        if !adm.admitted && !adm.member.identity.is_empty() && adm.member.identity != req.identity {
-            tracing::warn!(nwid = %req.nwid, member = %req.member, "config request with an identity that differs from the one on record; denied");
         }
         let mut decision = Decision::NotFound;
         let actor = format!("node {}", req.member);
