@@ -400,6 +400,26 @@ mod tests {
         }
     }
 
+    #[test]
+    fn errors_say_what_was_wrong() {
+        assert_eq!(
+            WireError::MtuTooSmall(20).to_string(),
+            "maximum datagram size 20 leaves no room for a fragment chunk (it must exceed 22 bytes)"
+        );
+        assert_eq!(
+            parse(&[3, 0, 1]).unwrap_err().to_string(),
+            "truncated: outer header destination address is missing (the datagram or message is too short)"
+        );
+        assert_eq!(
+            WireError::UnexpectedKind(4).to_string(),
+            "expected a Data packet, got kind 0x04"
+        );
+        assert!(
+            std::mem::size_of::<WireError>() <= 24,
+            "stays small and cheap to return"
+        );
+    }
+
     /// The whole send and receive path through this layer, as the node core uses it.
     #[test]
     fn seal_in_place_shape_round_trips_a_frame() {
