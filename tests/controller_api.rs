@@ -7,9 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use skylan::io::controller_cli::{
-    self, ControllerCommand, MemberCommand, NetworkCommand, RawResponse, raw_request,
-};
+use skylan::io::client::{RawResponse, raw_request};
+use skylan::io::controller_cli::{self, ControllerCommand, MemberCommand, NetworkCommand};
 use skylan::io::http::{self, ApiConfig};
 use skylan::types::NodeAddress;
 
@@ -101,7 +100,11 @@ impl Server {
         json_of(&r)
     }
 
-    fn cli(&self, json: bool, cmd: ControllerCommand) -> Result<String, controller_cli::CliError> {
+    fn cli(
+        &self,
+        json: bool,
+        cmd: ControllerCommand,
+    ) -> Result<String, skylan::io::client::CliError> {
         controller_cli::run(self.home.path(), self.port, json, cmd)
     }
 }
