@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
@@ -16,6 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use super::home::{Home, HomeError};
+use super::http;
 use crate::moon::root::Root;
 use crate::moon::world::{World, WorldError};
 use crate::switch::{DEFAULT_PHYS_MTU, Event, Link, Node, NodeConfig, NodeStatus, PeerInfo};
@@ -42,6 +44,9 @@ pub enum DaemonError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The controller database could not be opened.
+    #[error("controller: {0}")]
+    Controller(String),
     /// Anything else from the OS.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -135,6 +140,8 @@ pub struct NodeOptions {
     pub planet: Option<PathBuf>,
     /// Local API port override.
     pub api_port: Option<u16>,
+    /// Also run the network controller (its endpoints join the local API).
+    pub controller: bool,
 }
 
 /// A node core bound to a UDP socket, ready to run.
@@ -260,7 +267,7 @@ impl NodeDriver {
                         let _ = tx.send(PingResult::Lost);
                     }
                 }
-                Event::LinkChanged { peer, link } => tracing::info!(%peer, ?link, "link changed"),
+                Event::LinkChanged { peer, link } => tracing::info!(%peer, %link, "link changed"),
                 Event::Unreachable(peer) => tracing::info!(%peer, "no root knows this address"),
             }
         }
@@ -325,12 +332,49 @@ async fn send(socket: &UdpSocket, t: Transmit) {
     }
 }
 
-/// Runs `skylan node` until `shutdown` completes.
+/// Runs `skylan node` until `shutdown` completes: the UDP driver, and the local API on
+/// 127.0.0.1 (with the controller's endpoints when `options.controller`).
 pub async fn run_node(
     options: NodeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let (driver, handle) = NodeDriver::bind(&options).await?;
-    tracing::info!(address = %handle.address, port = handle.udp_port, "node listening");
-    driver.run(shutdown).await
+    let home = Home::create(&options.home)?;
+    let token = http::load_or_create_token(home.dir()).map_err(|source| HomeError::Io {
+        path: home.path(http::TOKEN_FILE),
+        source,
+    })?;
+    let api_port = options.api_port.unwrap_or(handle.udp_port);
+    let api_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "the local API",
+            addr: api_addr,
+            source,
+        })?;
+    home.write_port(listener.local_addr()?.port())?;
+    let mut protected = http::node::routes(handle.clone());
+    if options.controller {
+        let controller = http::controller::open(home.dir(), handle.address)
+            .map_err(|e| DaemonError::Controller(e.to_string()))?;
+        protected = protected.merge(http::controller::routes(
+            Arc::new(controller),
+            Arc::new(http::controller::wall_clock),
+        ));
+    }
+    let router = http::router(http::ApiConfig::new(token), protected);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let api = tokio::spawn(http::serve(
+        listener,
+        async move {
+            let _ = stop_rx.changed().await;
+        },
+        router,
+    ));
+    tracing::info!(address = %handle.address, udp = handle.udp_port, api = api_port, "node running");
+    let result = driver.run(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = api.await;
+    result
 }

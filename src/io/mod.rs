@@ -2,6 +2,7 @@
 //! clock and OS randomness. Each driver owns one protocol core and feeds it.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod cli;
 pub mod client;
 pub mod controller_cli;
 pub mod daemon;

@@ -93,6 +93,15 @@ pub enum Link {
     Relay(NodeAddress),
 }
 
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Link::Direct(ep) => write!(f, "DIRECT {ep}"),
+            Link::Relay(root) => write!(f, "RELAY via {root}"),
+        }
+    }
+}
+
 /// Something the driver may want to log or report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {

@@ -25,6 +25,7 @@
 //! (for tokens).
 
 pub mod controller;
+pub mod node;
 
 use std::future::Future;
 use std::io;
