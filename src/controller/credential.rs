@@ -343,6 +343,19 @@ pub struct NetworkConfig {
     pub active_bridges: Vec<NodeAddress>,
     /// The member's signed membership credential.
     pub credential: MembershipCredential,
+    /// The network's members and their managed addresses (see `Controller::roster`).
+    #[serde(default)]
+    pub members: Vec<RosterEntry>,
+}
+
+/// One member as listed in a config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    /// The member.
+    #[serde(with = "hex_node_address")]
+    pub address: NodeAddress,
+    /// Its managed addresses.
+    pub ips: Vec<IpAddr>,
 }
 
 impl NetworkConfig {
@@ -619,6 +632,10 @@ mod tests {
                 CREDENTIAL_MAX_DELTA,
                 0,
             ),
+            members: vec![RosterEntry {
+                address: "0123456789".parse().unwrap(),
+                ips: vec!["198.18.0.5".parse().unwrap()],
+            }],
         }
     }
 

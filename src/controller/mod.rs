@@ -48,9 +48,11 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::{Map, Value};
 
+pub mod member;
+
 pub use credential::{
     CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, Ed25519Signer,
-    MembershipCredential, NetworkConfig, SignedNetworkConfig, Signer,
+    MembershipCredential, NetworkConfig, RosterEntry, SignedNetworkConfig, Signer,
 };
 pub use error::ControllerError;
 pub use model::{Member, Network};
@@ -439,6 +441,39 @@ impl Controller {
     /// record needs no change, so the periodic re-requests of every member cost no disk
     /// writes.
     pub fn request(
+        &self,
+        req: &ConfigRequest,
+        now: Time,
+        signer: &dyn Signer,
+    ) -> Result<Decision, ControllerError> {
+        let mut decision = self.decide(req, now, signer)?;
+        if let Decision::Config(cfg) = &mut decision {
+            cfg.members = self.roster(req.nwid)?;
+        }
+        Ok(decision)
+    }
+
+    /// The members a config lists: every authorized member (every member of a public
+    /// network) with its managed addresses. Peers admit frames only from listed members,
+    /// and a deauthorized member drops off the list in the next config pushed.
+    pub fn roster(&self, nwid: NetworkId) -> Result<Vec<RosterEntry>, ControllerError> {
+        let private = self.store.network(nwid)?.is_none_or(|n| n.private);
+        let mut out: Vec<RosterEntry> = self
+            .store
+            .members(nwid)?
+            .into_iter()
+            .filter(|m| m.authorized || !private)
+            .map(|m| RosterEntry {
+                address: m.address,
+                ips: m.ip_assignments.clone(),
+            })
+            .collect();
+        out.sort_by_key(|e| e.address);
+        Ok(out)
+    }
+
+    /// Internal: the decision without the roster. Answers a node's config request (see [`request`]): admits the member (creating or
+    fn decide(
         &self,
         req: &ConfigRequest,
         now: Time,

@@ -233,6 +233,8 @@ fn build_config(
             CREDENTIAL_MAX_DELTA,
             network.membership_revision,
         ),
+        // Filled in by `Controller::request`, which can read every member.
+        members: Vec::new(),
     }
 }
 

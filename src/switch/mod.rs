@@ -26,18 +26,21 @@
 //! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
 //!   nothing unauthenticated changes a path, a session or reaches `poll_tap`.
 
+pub mod network;
 pub mod peer;
 pub mod vswitch;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::crypto::identity::Identity;
+use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::{SessionTable, TableError};
 use crate::crypto::tunnel::{REKEY_TIMEOUT, TunnelError};
 use crate::moon::world::{World, WorldKind};
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
-use crate::wire::{self, Header, Hello, Message, OkBody, Outer, Reassembler, SoftwareVersion};
+use crate::wire::{
+    self, Header, Hello, Message, OkBody, Outer, Reassembler, SoftwareVersion, Verb,
+};
 use peer::{PATH_ALIVE, Path, Peer, Role};
 
 /// Protocol version carried in HELLO.
@@ -132,6 +135,35 @@ pub enum Event {
     },
     /// A WHOIS for an address got no answer in time.
     Unreachable(NodeAddress),
+    /// (Controller) a member asks for a network's config; answer with
+    /// [`Node::send_network_config`] or [`Node::send_network_error`].
+    ConfigRequested {
+        /// The network.
+        network: NetworkId,
+        /// The member (authenticated by its session).
+        member: NodeAddress,
+        /// Its public identity.
+        identity: PublicIdentity,
+        /// The config revision it holds.
+        revision: u64,
+    },
+    /// A config for a joined network arrived from its controller; verify it with
+    /// `controller_key` and apply it with [`Node::set_network`].
+    ConfigReceived {
+        /// The network.
+        network: NetworkId,
+        /// The controller's Ed25519 key (from its authenticated identity).
+        controller_key: [u8; 32],
+        /// The signed config bytes.
+        config: Vec<u8>,
+    },
+    /// A joined network's status changed.
+    NetworkStatus {
+        /// The network.
+        network: NetworkId,
+        /// The new status.
+        status: network::NetworkStatus,
+    },
 }
 
 /// A frame for the TAP of `network`, from an authenticated peer.
@@ -185,6 +217,11 @@ pub struct NodeStats {
     pub drop_not_from_root: u64,
     /// Frames for networks we have not joined.
     pub drop_not_joined: u64,
+    /// Frames refused by a network's switch (sender not on the roster, wrong MAC, ...),
+    /// or for a network that is not OK.
+    pub drop_not_member: u64,
+    /// Network configs or errors that did not come from the network's controller.
+    pub drop_not_from_controller: u64,
     /// Messages dropped because the queue for a session-less peer was full.
     pub drop_queue_full: u64,
     /// Messages dropped because a WHOIS failed.
@@ -214,6 +251,8 @@ impl NodeStats {
             ("drop_expired", self.drop_expired),
             ("drop_not_from_root", self.drop_not_from_root),
             ("drop_not_joined", self.drop_not_joined),
+            ("drop_not_member", self.drop_not_member),
+            ("drop_not_from_controller", self.drop_not_from_controller),
             ("drop_queue_full", self.drop_queue_full),
             ("drop_unreachable", self.drop_unreachable),
             ("frames_in", self.frames_in),
@@ -300,7 +339,7 @@ pub struct Node {
     whois: HashMap<NodeAddress, Whois>,
     pings: HashMap<u64, PendingPing>,
     links: HashMap<NodeAddress, Link>,
-    joined: HashSet<NetworkId>,
+    networks: HashMap<NetworkId, network::Joined>,
     reassembler: Reassembler,
     phys_mtu: usize,
     surface: Option<Endpoint>,
@@ -344,7 +383,7 @@ impl Node {
             whois: HashMap::new(),
             pings: HashMap::new(),
             links: HashMap::new(),
-            joined: HashSet::new(),
+            networks: HashMap::new(),
             reassembler: Reassembler::default(),
             phys_mtu: config.phys_mtu,
             surface: None,
@@ -362,6 +401,14 @@ impl Node {
         self.table.address()
     }
 
+    /// The verified identity of a peer we have a tunnel with (or our own).
+    pub fn peer_identity(&self, peer: NodeAddress) -> Option<PublicIdentity> {
+        if peer == self.address() {
+            return Some(self.table.identity().public().clone());
+        }
+        self.table.tunnel(peer).map(|t| t.remote().clone())
+    }
+
     /// Drop and traffic counters.
     pub fn stats(&self) -> &NodeStats {
         &self.stats
@@ -370,16 +417,6 @@ impl Node {
     /// Fragment reassembly counters.
     pub fn reassembly_stats(&self) -> wire::ReassemblyStats {
         self.reassembler.stats()
-    }
-
-    /// Accept frames for `network` (membership checks come with network configs).
-    pub fn join(&mut self, network: NetworkId) {
-        self.joined.insert(network);
-    }
-
-    /// Stop accepting frames for `network`.
-    pub fn leave(&mut self, network: NetworkId) {
-        self.joined.remove(&network);
     }
 
     /// Sends an ECHO to `peer` (looking it up and handshaking first if needed). The
@@ -666,23 +703,19 @@ impl Node {
                 }
                 self.on_rendezvous(now, other, &endpoints);
             }
-            Message::Frame { network, frame, .. } => {
-                if !self.joined.contains(&network) {
-                    self.stats.drop_not_joined += 1;
-                    return;
-                }
-                self.touch_activity(now, peer);
-                self.stats.frames_in += 1;
-                if self.tap.len() >= MAX_PENDING_OUTPUT {
-                    self.tap.pop_front();
-                    self.stats.drop_queue_full += 1;
-                }
-                self.tap.push_back(TapFrame {
-                    network,
-                    from: peer,
-                    frame: frame.to_vec(),
-                });
+            Message::Frame { network, frame, .. } => self.on_frame(now, peer, network, frame),
+            Message::NetworkConfigRequest { network, revision } => {
+                self.on_config_request(now, peer, network, revision)
             }
+            Message::NetworkConfig { network, config } => {
+                self.on_network_config(peer, network, config)
+            }
+            Message::Error {
+                in_re_verb: Verb::NetworkConfigRequest,
+                code,
+                payload,
+                ..
+            } => self.on_network_error(peer, code, payload),
             Message::Whois { .. } | Message::Error { .. } | Message::Ok { .. } => {}
             Message::Unknown { .. } => self.stats.drop_unknown += 1,
         }
@@ -1054,6 +1087,7 @@ impl Node {
         self.reassembler.expire(now);
         self.expire_pings(now);
         self.retry_whois(now);
+        self.refresh_networks(now);
         let roots = self.roots.clone();
         for root in &roots {
             self.hello_root(now, *root);
