@@ -64,6 +64,18 @@ enum Command {
         #[arg(short = 'c', long, default_value_t = 4)]
         count: u32,
     },
+    /// Join a network by its 16-digit ID.
+    Join {
+        /// The network ID.
+        network: String,
+    },
+    /// Leave a network.
+    Leave {
+        /// The network ID.
+        network: String,
+    },
+    /// List joined networks: status, MAC, device, managed addresses.
+    Networks,
     /// Administer the network controller of the local node (`skylan node --controller`).
     Controller {
         #[command(subcommand)]
@@ -132,6 +144,9 @@ fn run(args: Args) -> anyhow::Result<String> {
         Command::Info => Ok(cli::info(&args.home, args.json)?),
         Command::Peers => Ok(cli::peers(&args.home, args.json)?),
         Command::Ping { address, count } => Ok(cli::ping(&args.home, &address, count, args.json)?),
+        Command::Join { network } => Ok(cli::join(&args.home, &network, args.json)?),
+        Command::Leave { network } => Ok(cli::leave(&args.home, &network, args.json)?),
+        Command::Networks => Ok(cli::networks(&args.home, args.json)?),
         Command::Controller { command } => {
             let port = home::Home::existing(&args.home)
                 .read_port()

@@ -147,3 +147,62 @@ fn text(v: &Value) -> String {
 fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
+
+/// `skylan join NWID`: `200 join OK`.
+pub fn join(home: &Path, network: &str, json: bool) -> Result<String, CliError> {
+    let v = ApiClient::for_home(home, None)?.post(&format!("/network/{network}"), &Value::Null)?;
+    Ok(if json {
+        pretty(&v)
+    } else {
+        "200 join OK".into()
+    })
+}
+
+/// `skylan leave NWID`: `200 leave OK`.
+pub fn leave(home: &Path, network: &str, json: bool) -> Result<String, CliError> {
+    let v = ApiClient::for_home(home, None)?.delete(&format!("/network/{network}"))?;
+    Ok(if json {
+        pretty(&v)
+    } else {
+        "200 leave OK".into()
+    })
+}
+
+/// `skylan networks`: one line per joined network, `zerotier-cli listnetworks` style.
+pub fn networks(home: &Path, json: bool) -> Result<String, CliError> {
+    let list = ApiClient::for_home(home, None)?.get("/network")?;
+    if json {
+        return Ok(pretty(&list));
+    }
+    let mut out = vec![
+        "200 listnetworks <nwid> <name> <mac> <status> <type> <dev> <ZT assigned ips>".to_string(),
+    ];
+    for n in list.as_array().into_iter().flatten() {
+        let ips: Vec<String> = n["assignedAddresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(text)
+            .collect();
+        let name = text(&n["name"]);
+        out.push(format!(
+            "200 listnetworks {} {} {} {} {} {} {}",
+            text(&n["nwid"]),
+            if name.is_empty() { "-".into() } else { name },
+            text(&n["mac"]),
+            text(&n["status"]),
+            text(&n["type"]),
+            or_dash(text(&n["portDeviceName"])),
+            if ips.is_empty() {
+                "-".into()
+            } else {
+                ips.join(",")
+            },
+        ));
+    }
+    Ok(out.join("\n"))
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() { "-".into() } else { s }
+}

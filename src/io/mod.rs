@@ -12,4 +12,5 @@ pub mod idtool;
 pub mod lab;
 pub mod netconf;
 pub mod netdev;
+pub mod networks;
 pub mod tap;

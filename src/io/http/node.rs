@@ -16,9 +16,9 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::controller::wall_clock;
-use crate::io::daemon::{NodeCommand, NodeHandle, PingResult};
+use crate::io::daemon::{NetworkView, NodeCommand, NodeHandle, PingResult};
 use crate::switch::{Link, PeerInfo};
-use crate::types::NodeAddress;
+use crate::types::{NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;
 
 /// Bytes a frame loses to headers when it travels in one datagram: Data prefix, tag,
@@ -37,6 +37,11 @@ pub fn routes(handle: NodeHandle) -> Router {
         .route("/peer/{address}", get(peer))
         .route("/peer/{address}/ping", post(ping))
         .route("/metrics", get(metrics))
+        .route("/network", get(networks))
+        .route(
+            "/network/{nwid}",
+            get(network).post(join).put(join).delete(leave),
+        )
         .with_state(handle)
 }
 
@@ -135,6 +140,93 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Ap
         )],
         out,
     ))
+}
+
+async fn networks(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
+    let list = node.ask(NodeCommand::Networks).await.ok_or_else(stopped)?;
+    Ok(axum::Json(Value::Array(
+        list.iter().map(network_json).collect(),
+    )))
+}
+
+async fn network(
+    State(node): State<NodeHandle>,
+    Path(nwid): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let nwid = parse_network(&nwid)?;
+    let list = node.ask(NodeCommand::Networks).await.ok_or_else(stopped)?;
+    list.iter()
+        .find(|n| n.id == nwid)
+        .map(|n| axum::Json(network_json(n)))
+        .ok_or_else(|| ApiError::NotFound(format!("not a member of network {nwid}")))
+}
+
+async fn join(
+    State(node): State<NodeHandle>,
+    Path(nwid): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let nwid = parse_network(&nwid)?;
+    node.ask(|tx| NodeCommand::Join(nwid, tx))
+        .await
+        .ok_or_else(stopped)?;
+    let list = node.ask(NodeCommand::Networks).await.ok_or_else(stopped)?;
+    list.iter()
+        .find(|n| n.id == nwid)
+        .map(|n| axum::Json(network_json(n)))
+        .ok_or_else(|| ApiError::Internal("joined network vanished".into()))
+}
+
+async fn leave(
+    State(node): State<NodeHandle>,
+    Path(nwid): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let nwid = parse_network(&nwid)?;
+    let was = node
+        .ask(|tx| NodeCommand::Leave(nwid, tx))
+        .await
+        .ok_or_else(stopped)?;
+    if !was {
+        return Err(ApiError::NotFound(format!(
+            "not a member of network {nwid}"
+        )));
+    }
+    Ok(axum::Json(
+        json!({"id": nwid.to_string(), "result": "left"}),
+    ))
+}
+
+fn parse_network(text: &str) -> Result<NetworkId, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::BadRequest(format!("bad network ID: {e}")))
+}
+
+/// ZeroTier's network object shape (`id`, `nwid`, `status`, `mac`, `portDeviceName`,
+/// `assignedAddresses`, `routes`, ...).
+fn network_json(n: &NetworkView) -> Value {
+    let c = n.config.as_ref();
+    json!({
+        "id": n.id.to_string(),
+        "nwid": n.id.to_string(),
+        "name": c.map(|c| c.name.clone()).unwrap_or_default(),
+        "status": n.status.as_str(),
+        "type": match c { Some(c) if !c.private => "PUBLIC", Some(_) => "PRIVATE", None => "UNKNOWN" },
+        "mac": n.mac.to_string(),
+        "mtu": c.map(|c| c.mtu).unwrap_or(0),
+        "broadcastEnabled": c.map(|c| c.enable_broadcast).unwrap_or(false),
+        "multicastSubscriptions": [],
+        "portDeviceName": n.device.clone().unwrap_or_default(),
+        "netconfRevision": c.map(|c| c.revision).unwrap_or(0),
+        "assignedAddresses": c.map(|c| c.assigned_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "routes": c.map(|c| c.routes.iter().map(|r| json!({
+            "target": r.target.to_string(),
+            "via": r.via.map(|v| v.to_string()),
+            "flags": 0,
+            "metric": 0,
+        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "dns": c.map(|c| json!({"domain": c.dns.domain, "servers": c.dns.servers})).unwrap_or(json!({"domain": "", "servers": []})),
+        "allowManaged": true,
+        "bridge": false,
+    })
 }
 
 fn parse_address(text: &str) -> Result<NodeAddress, ApiError> {
