@@ -592,7 +592,6 @@ fn replayed_handshakes_do_not_break_an_established_session() {
 /// pending session, the initiator's confirmation then names a freed index, and the
 /// initiator believes it has a session the responder no longer holds.
 #[test]
-#[ignore = "bug: a duplicated HandshakeInit replaces the responder's unconfirmed session (first contact lost for ~5 s)"]
 fn a_duplicated_handshake_init_does_not_break_first_contact() {
     let (mut m, a, b, a_addr, b_addr) = public_pair(204);
     m.sim.enable_capture();
@@ -617,7 +616,6 @@ fn a_duplicated_handshake_init_does_not_break_first_contact() {
 /// old session keeps A from noticing; A's frames vanish until B starts its own rekey
 /// (`RESPONDER_REKEY_GRACE` later).
 #[test]
-#[ignore = "bug: a duplicated HandshakeInit during a rekey black-holes the initiator's frames until the responder rekeys (~10 s)"]
 fn a_duplicated_handshake_init_during_a_rekey_loses_no_frames() {
     let (mut m, a, b, a_addr, b_addr) = public_pair(205);
     join(&mut m, a);
@@ -656,7 +654,6 @@ fn a_duplicated_handshake_init_during_a_rekey_loses_no_frames() {
 /// Message 1 carries no timestamp or other freshness proof (WireGuard rejects such
 /// replays with a TAI64N timestamp), so two old packets are enough.
 #[test]
-#[ignore = "bug: replayed old HandshakeInits displace every new responder session (no msg1 freshness check); the pair is cut off from the first rekey"]
 fn replaying_old_handshake_inits_cannot_cut_a_pair_off() {
     let (mut m, a, b, a_addr, b_addr) = public_pair(206);
     join(&mut m, a);
@@ -712,7 +709,6 @@ fn replaying_old_handshake_inits_cannot_cut_a_pair_off() {
 /// so the real response is then refused, every retry can be killed the same way, and A
 /// never gets a session with B.
 #[test]
-#[ignore = "bug: one forged HandshakeResp with the right receiver index aborts the initiator's handshake"]
 fn a_forged_handshake_response_does_not_abort_the_handshake() {
     let (mut m, a, b, a_addr, b_addr) = public_pair(207);
     let a_ep = m.sim.endpoint(a);
@@ -1283,7 +1279,6 @@ fn a_lying_root_cannot_make_a_node_accept_a_false_identity() {
 /// answers the spoofed source with 255 identities: about 13 bytes out per byte in. (A
 /// plain one-address WHOIS already returns 2.5 times its size.)
 #[test]
-#[ignore = "bug: a WHOIS with repeated addresses makes the root send ~13x the request's bytes to an unverified source"]
 fn whois_answers_to_a_spoofed_source_do_not_amplify() {
     let world_root = test_identity(0);
     let known = test_identity(1);
@@ -1345,7 +1340,6 @@ fn whois_answers_to_a_spoofed_source_do_not_amplify() {
 /// paths) for each, and peer entries are never removed, so the memory an off-path
 /// attacker can make every node hold grows with the number of nodes the root knows.
 #[test]
-#[ignore = "bug: RENDEZVOUS about strangers, triggered by spoofed junk, creates peer entries that are never freed"]
 fn spoofed_junk_through_the_root_creates_no_state_at_nodes() {
     let mut m = Mesh::build(213, &[link()], &[Placement::Public; 6], link());
     m.settle();
@@ -1383,7 +1377,6 @@ fn spoofed_junk_through_the_root_creates_no_state_at_nodes() {
 /// session table must be bounded like its node table. Observable from outside: after
 /// `NODE_EXPIRE`, a WHOIS for such an identity goes unanswered.
 #[test]
-#[ignore = "bug: the root never frees tunnels of identities that handshake but send no Data (unbounded, outside MAX_NODES)"]
 fn the_root_forgets_identities_that_only_handshaked() {
     let mut m = Mesh::build(214, &[link()], &[Placement::Public], link());
     m.settle();
@@ -1424,7 +1417,6 @@ fn the_root_forgets_identities_that_only_handshaked() {
 /// A node forgets peers that handshaked with it once and went silent (40 pool
 /// identities: each cost a proof of work once and can be replayed against every node).
 #[test]
-#[ignore = "bug: the node never removes peers or tunnels, so precomputed identities grow its memory without bound"]
 fn a_node_forgets_idle_peers() {
     let mut m = Mesh::build(215, &[link()], &[Placement::Public], link());
     m.settle();
@@ -1557,7 +1549,6 @@ fn fragments_spoofing_a_peer_do_not_starve_its_large_frames() {
 /// only changed the fragments' headers), and the node takes the root's endpoint for a
 /// direct path to the peer: `peers` then shows a DIRECT link to the wrong address.
 #[test]
-#[ignore = "bug: reassembled relayed fragments count as direct (hops taken from the inner header), teaching the root's endpoint as a peer path"]
 fn relayed_fragments_are_not_taken_for_a_direct_path() {
     let mut m = Mesh::build(
         218,

@@ -60,6 +60,9 @@ pub const WHOIS_RETRY: Duration = Duration::from_millis(500);
 pub const WHOIS_GIVE_UP: Duration = Duration::from_secs(10);
 /// An unconfirmed candidate path is probed at most this often.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A leaf peer with no session, no traffic and nothing queued for this long is forgotten
+/// (its identity is fetched again by WHOIS if needed).
+pub const PEER_FORGET: Duration = Duration::from_secs(600);
 /// A ping with no reply is reported lost after this long.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest UDP payload we send; bigger packets are fragmented.
@@ -272,7 +275,7 @@ impl NodeStats {
 
     fn count(&mut self, e: TableError) {
         match e {
-            TableError::Tunnel(TunnelError::Replay) => self.drop_replay += 1,
+            TableError::Tunnel(TunnelError::Replay) | TableError::Replay => self.drop_replay += 1,
             TableError::Tunnel(TunnelError::Decrypt) => self.drop_auth += 1,
             TableError::Tunnel(TunnelError::Expired) => self.drop_expired += 1,
             TableError::Tunnel(_) | TableError::UnknownIndex => self.drop_unknown_session += 1,
@@ -461,7 +464,7 @@ impl Node {
     /// A datagram arrived on our socket `_local` from `from`.
     pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
         self.stats.rx_datagrams += 1;
-        self.process_datagram(now, from, data, true);
+        self.process_datagram(now, from, data, None);
     }
 
     /// The time from [`poll_timeout`](Self::poll_timeout) has come.
@@ -526,7 +529,9 @@ impl Node {
 
     // ----- input processing -------------------------------------------------------
 
-    fn process_datagram(&mut self, now: Time, from: Endpoint, data: &[u8], top: bool) {
+    /// `relayed` is set for a packet reassembled from fragments of which one came
+    /// through a relay: its inner header still says zero hops.
+    fn process_datagram(&mut self, now: Time, from: Endpoint, data: &[u8], relayed: Option<bool>) {
         let (header, outer) = match wire::parse(data) {
             Ok(x) => x,
             Err(_) => {
@@ -544,12 +549,12 @@ impl Node {
                 index,
                 count,
                 chunk,
-            } if top => {
+            } if relayed.is_none() => {
                 if let Some(whole) = self
                     .reassembler
                     .insert(now, header.src, packet_id, index, count, chunk)
                 {
-                    self.process_datagram(now, from, &whole, false);
+                    self.process_datagram(now, from, &whole, Some(header.hops > 0));
                 }
             }
             Outer::HandshakeInit {
@@ -575,7 +580,10 @@ impl Node {
                     Err(e) => self.stats.count(e),
                 }
             }
-            Outer::Data { .. } => self.on_data(now, from, header, data),
+            Outer::Data { .. } => {
+                let direct = header.hops == 0 && relayed != Some(true);
+                self.on_data(now, from, direct, data)
+            }
             _ => self.stats.drop_unknown += 1,
         }
     }
@@ -603,7 +611,7 @@ impl Node {
         }
     }
 
-    fn on_data(&mut self, now: Time, from: Endpoint, header: Header, data: &[u8]) {
+    fn on_data(&mut self, now: Time, from: Endpoint, direct: bool, data: &[u8]) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(data);
@@ -616,7 +624,6 @@ impl Node {
             }
         };
         self.scratch = buf;
-        let direct = header.hops == 0;
         {
             let p = self
                 .peers
@@ -780,7 +787,12 @@ impl Node {
     }
 
     fn on_rendezvous(&mut self, now: Time, other: NodeAddress, endpoints: &[Endpoint]) {
-        if other == self.address() || self.roots.contains(&other) {
+        // Only for peers we are talking to: a RENDEZVOUS about a stranger (a root
+        // introducing someone after spoofed traffic) must not create state.
+        if other == self.address()
+            || self.roots.contains(&other)
+            || self.table.tunnel(other).is_none()
+        {
             return;
         }
         let p = self
@@ -1096,6 +1108,7 @@ impl Node {
         for peer in addresses {
             self.maintain_peer(now, peer);
         }
+        self.forget_idle_peers(now);
     }
 
     fn hello_root(&mut self, now: Time, root: NodeAddress) {
@@ -1172,6 +1185,35 @@ impl Node {
             p.expire_paths(now, &keep);
         }
         self.note_link(now, peer);
+    }
+
+    /// Drops leaves that have been silent for [`PEER_FORGET`] with no session and no
+    /// work pending, so state does not grow with every address ever seen.
+    fn forget_idle_peers(&mut self, now: Time) {
+        let stale = |t: Option<Time>| t.is_none_or(|t| now.since(t) >= PEER_FORGET);
+        let pinged: Vec<NodeAddress> = self.pings.values().map(|p| p.peer).collect();
+        let forget: Vec<NodeAddress> = self
+            .peers
+            .iter()
+            .filter(|(a, p)| {
+                !p.role.is_root()
+                    && p.queue.is_empty()
+                    && !pinged.contains(a)
+                    && stale(p.last_rx)
+                    && stale(p.last_activity)
+                    && stale(p.last_handshake)
+                    && !self.table.tunnel(**a).is_some_and(|t| t.can_seal(now))
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in forget {
+            self.peers.remove(&a);
+            self.links.remove(&a);
+            self.table.remove_peer(a);
+        }
+        // Tunnels nobody tracks as a peer (e.g. refused handshakes) go too.
+        let peers = &self.peers;
+        self.table.forget_idle(|a| peers.contains_key(&a));
     }
 
     fn retry_whois(&mut self, now: Time) {
