@@ -83,66 +83,77 @@ pub fn action_type(a: &Action) -> &'static str {
 
 // ---- writing -------------------------------------------------------------------------
 
+/// An entry's JSON parts: `type`, `not`, `or` (both false for actions) and the other
+/// fields in ZeroTier's order.
+pub fn entry_fields(e: &Entry) -> (&'static str, bool, bool, Vec<(&'static str, Value)>) {
+    let mut f: Vec<(&'static str, Value)> = Vec::new();
+    match e {
+        Entry::Action(a) => {
+            match *a {
+                Action::Tee { to, length } | Action::Watch { to, length } => {
+                    f.push(("address", to.to_string().into()));
+                    f.push(("length", length.to_i64().into()));
+                }
+                Action::Redirect { to } => f.push(("address", to.to_string().into())),
+                _ => {}
+            }
+            (action_type(a), false, false, f)
+        }
+        Entry::Match(x) => {
+            match x.condition {
+                Condition::ZtSource(a) | Condition::ZtDest(a) => {
+                    f.push(("zt", a.to_string().into()))
+                }
+                Condition::VlanId(v) => f.push(("vlanId", v.into())),
+                Condition::VlanPcp(v) => f.push(("vlanPcp", v.into())),
+                Condition::VlanDei(v) => f.push(("vlanDei", v.into())),
+                Condition::EtherType(v) => f.push(("etherType", v.into())),
+                Condition::MacSource(a) | Condition::MacDest(a) => {
+                    f.push(("mac", a.to_string().into()))
+                }
+                Condition::Ipv4Source(n) | Condition::Ipv4Dest(n) => {
+                    f.push(("ip", n.to_string().into()))
+                }
+                Condition::Ipv6Source(n) | Condition::Ipv6Dest(n) => {
+                    f.push(("ip", n.to_string().into()))
+                }
+                Condition::IpTos { mask, range } => {
+                    f.push(("mask", mask.into()));
+                    f.push(("start", range.start().into()));
+                    f.push(("end", range.end().into()));
+                }
+                Condition::IpProtocol(p) => f.push(("ipProtocol", p.into())),
+                Condition::Icmp { icmp_type, code } => {
+                    f.push(("icmpType", icmp_type.into()));
+                    f.push(("icmpCode", code.map(Value::from).unwrap_or(Value::Null)));
+                }
+                Condition::SourcePort(r) | Condition::DestPort(r) | Condition::FrameSize(r) => {
+                    f.push(("start", r.start().into()));
+                    f.push(("end", r.end().into()));
+                }
+                Condition::Characteristics(mask) => f.push(("mask", format!("{mask:016x}").into())),
+                Condition::Random(p) => f.push(("probability", p.into())),
+                Condition::Tag { id, value, .. } => {
+                    f.push(("id", id.into()));
+                    f.push(("value", value.into()));
+                }
+            }
+            (condition_type(&x.condition), x.not, x.or, f)
+        }
+    }
+}
+
 impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (ty, not, or, fields) = entry_fields(self);
         let mut m = s.serialize_map(None)?;
-        match self {
-            Entry::Action(a) => {
-                m.serialize_entry("type", action_type(a))?;
-                match *a {
-                    Action::Tee { to, length } | Action::Watch { to, length } => {
-                        m.serialize_entry("address", &to.to_string())?;
-                        m.serialize_entry("length", &length.to_i64())?;
-                    }
-                    Action::Redirect { to } => m.serialize_entry("address", &to.to_string())?,
-                    _ => {}
-                }
-            }
-            Entry::Match(x) => {
-                m.serialize_entry("type", condition_type(&x.condition))?;
-                m.serialize_entry("not", &x.not)?;
-                m.serialize_entry("or", &x.or)?;
-                match x.condition {
-                    Condition::ZtSource(a) | Condition::ZtDest(a) => {
-                        m.serialize_entry("zt", &a.to_string())?
-                    }
-                    Condition::VlanId(v) => m.serialize_entry("vlanId", &v)?,
-                    Condition::VlanPcp(v) => m.serialize_entry("vlanPcp", &v)?,
-                    Condition::VlanDei(v) => m.serialize_entry("vlanDei", &v)?,
-                    Condition::EtherType(v) => m.serialize_entry("etherType", &v)?,
-                    Condition::MacSource(a) | Condition::MacDest(a) => {
-                        m.serialize_entry("mac", &a.to_string())?
-                    }
-                    Condition::Ipv4Source(n) | Condition::Ipv4Dest(n) => {
-                        m.serialize_entry("ip", &n.to_string())?
-                    }
-                    Condition::Ipv6Source(n) | Condition::Ipv6Dest(n) => {
-                        m.serialize_entry("ip", &n.to_string())?
-                    }
-                    Condition::IpTos { mask, range } => {
-                        m.serialize_entry("mask", &mask)?;
-                        m.serialize_entry("start", &range.start())?;
-                        m.serialize_entry("end", &range.end())?;
-                    }
-                    Condition::IpProtocol(p) => m.serialize_entry("ipProtocol", &p)?,
-                    Condition::Icmp { icmp_type, code } => {
-                        m.serialize_entry("icmpType", &icmp_type)?;
-                        m.serialize_entry("icmpCode", &code)?;
-                    }
-                    Condition::SourcePort(r) | Condition::DestPort(r) | Condition::FrameSize(r) => {
-                        m.serialize_entry("start", &r.start())?;
-                        m.serialize_entry("end", &r.end())?;
-                    }
-                    Condition::Characteristics(mask) => {
-                        m.serialize_entry("mask", &format!("{mask:016x}"))?
-                    }
-                    Condition::Random(p) => m.serialize_entry("probability", &p)?,
-                    Condition::Tag { id, value, .. } => {
-                        m.serialize_entry("id", &id)?;
-                        m.serialize_entry("value", &value)?;
-                    }
-                }
-            }
+        m.serialize_entry("type", ty)?;
+        if let Entry::Match(_) = self {
+            m.serialize_entry("not", &not)?;
+            m.serialize_entry("or", &or)?;
+        }
+        for (k, v) in &fields {
+            m.serialize_entry(k, v)?;
         }
         m.end()
     }
