@@ -526,6 +526,11 @@ fn arg_description(r: Rule) -> Option<(&'static str, &'static str)> {
 /// The last `n` tokens before byte `pos`, nearest first, as `(offset, text)`. Comments
 /// are skipped and `;` is a token of its own.
 fn previous_words(text: &str, pos: usize, n: usize) -> Vec<(usize, &str)> {
+    tokens_before(text, pos).into_iter().rev().take(n).collect()
+}
+
+/// All tokens before byte `pos`, in order.
+fn tokens_before(text: &str, pos: usize) -> Vec<(usize, &str)> {
     let before = text.get(..pos.min(text.len())).unwrap_or("");
     let mut toks: Vec<(usize, &str)> = Vec::new();
     let mut start: Option<usize> = None;
@@ -551,7 +556,19 @@ fn previous_words(text: &str, pos: usize, n: usize) -> Vec<(usize, &str)> {
     if let Some(s) = start {
         toks.push((s, &before[s..]));
     }
-    toks.into_iter().rev().take(n).collect()
+    toks
+}
+
+/// The last `cap` or `macro` keyword before `pos` (the block that is still open), with
+/// the name after it.
+fn open_block(text: &str, pos: usize, kw: &str) -> Option<(usize, String)> {
+    let toks = tokens_before(text, pos);
+    let i = toks.iter().rposition(|(_, t)| t.eq_ignore_ascii_case(kw))?;
+    let name = toks
+        .get(i + 1)
+        .map(|(_, n)| n.split('(').next().unwrap_or("").to_string())
+        .unwrap_or_default();
+    Some((toks[i].0, name))
 }
 
 /// The token at `pos`: the text up to the next whitespace, `;` or `#`.
@@ -653,23 +670,46 @@ fn syntax_error(e: &pest::error::Error<Rule>, sources: &Sources, file: u16) -> D
         } else {
             format!("before `{found}`")
         };
-        let (msg, span, hint) = if in_cap {
-            (
-                format!("missing `;` to close the `cap` block {before}"),
-                span_found,
-                "a `cap` block ends with a `;` of its own after its last rule: `cap name id 1 accept; ;`",
-            )
-        } else if in_tag {
+        // An unclosed `cap` or `macro`: point at where it starts.
+        let block = if in_cap {
+            Some("cap")
+        } else if in_macro {
+            Some("macro")
+        } else {
+            None
+        };
+        if let Some(kw) = block {
+            let hint = format!(
+                "a `{kw}` block ends with a `;` of its own after its last rule, e.g. `{kw} name{} accept; ;`",
+                if kw == "cap" { " id 1" } else { "" }
+            );
+            if let Some((at, name)) = open_block(text, pos, kw) {
+                let opener = Span {
+                    file,
+                    start: at as u32,
+                    end: (at + kw.len()) as u32,
+                };
+                let msg = format!("the `{kw}` block `{name}` is not closed {before}");
+                let mut d = sources.error(opener, msg).with_hint(hint);
+                if !at_eof {
+                    let (l, c) = sources.line_col(file, pos as u32);
+                    d.notes
+                        .push(format!("`{found}` at {l}:{c} cannot be part of the block"));
+                }
+                return d;
+            }
+            return sources
+                .error(
+                    span_found,
+                    format!("missing `;` to close the `{kw}` block {before}"),
+                )
+                .with_hint(hint);
+        }
+        let (msg, span, hint) = if in_tag {
             (
                 format!("missing `;` at the end of the tag definition {before}"),
                 after_prev,
                 "end a tag definition with `;`: `tag name id 1 default 0;`",
-            )
-        } else if in_macro {
-            (
-                format!("missing `;` to close the `macro` block {before}"),
-                span_found,
-                "a `macro` block ends with a `;` of its own after its last rule: `macro name accept; ;`",
             )
         } else if at_eof {
             (
@@ -919,7 +959,17 @@ mod tests {
             "{d}"
         );
         let d = err("cap x id 1 accept;\ntag y id 2;\n");
-        assert!(d.message.contains("close the `cap` block"), "{d}");
+        assert_eq!(d.message, "the `cap` block `x` is not closed before `tag`");
+        assert_eq!((d.line, d.col), (1, 1));
+        assert_eq!(
+            d.notes,
+            vec!["`tag` at 2:1 cannot be part of the block".to_string()]
+        );
+        let d = err("macro m\n  include a(1)\n");
+        assert_eq!(
+            d.message,
+            "the `macro` block `m` is not closed at the end of the file"
+        );
         let d = err("tag x id 1 enum 1 a\naccept;");
         assert!(d.message.contains("tag definition"), "{d}");
         let d = err("tag x idd 1;");
