@@ -35,8 +35,13 @@ use super::values::{self, IpNet, ValueError};
 pub const MAX_SOURCE_BYTES: usize = 1 << 20;
 /// Deepest chain of `include "file"`.
 pub const MAX_INCLUDE_DEPTH: usize = 8;
+/// Most files one compilation reads (the main file and every include, counted each time).
+pub const MAX_INCLUDED_FILES: usize = 256;
 /// Deepest chain of macro calls.
 pub const MAX_MACRO_DEPTH: usize = 16;
+/// Most macro calls expanded in one compilation (bounds macros that include each other
+/// many times without producing rules).
+pub const MAX_MACRO_EXPANSIONS: usize = 4096;
 
 /// Words ZeroTier reserves; they cannot name tags, capabilities or macros.
 pub const RESERVED_WORDS: &[&str] = &[
@@ -306,6 +311,8 @@ struct Compiler<'l> {
     /// For each file, the `include` statement that brought it in.
     included_from: Vec<Option<Span>>,
     warnings: Vec<Diagnostic>,
+    /// Macro calls expanded so far.
+    expansions: usize,
 }
 
 impl<'l> Compiler<'l> {
@@ -315,6 +322,7 @@ impl<'l> Compiler<'l> {
             sources: Sources::default(),
             included_from: Vec::new(),
             warnings: Vec::new(),
+            expansions: 0,
         }
     }
 
@@ -490,9 +498,15 @@ impl<'l> Compiler<'l> {
                 }
             }));
         }
-        if self.sources.len() >= u16::MAX as usize {
+        if self.sources.len() >= MAX_INCLUDED_FILES {
             let span = from.unwrap_or_default();
-            return Err(Box::new(self.err(span, "too many included files")));
+            return Err(Box::new(
+                self.err(
+                    span,
+                    format!("more than {MAX_INCLUDED_FILES} included files"),
+                )
+                .with_hint("include each file once"),
+            ));
         }
         let id = self.sources.add(name, text);
         self.included_from.push(from);
@@ -803,6 +817,17 @@ impl<'l> Compiler<'l> {
             self.add_frame_notes(&mut d, frames);
             return Err(Box::new(d));
         }
+        self.expansions += 1;
+        if self.expansions > MAX_MACRO_EXPANSIONS {
+            let mut d = self
+                .err(
+                    call.span,
+                    format!("more than {MAX_MACRO_EXPANSIONS} macro expansions"),
+                )
+                .with_hint("macros include each other too many times; simplify the macros");
+            self.add_frame_notes(&mut d, frames);
+            return Err(Box::new(d));
+        }
         if call.args.len() != m.params.len() {
             let list: Vec<&str> = m.params.iter().map(|p| p.text.as_str()).collect();
             let mut d = self
@@ -1023,10 +1048,13 @@ impl<'l> Compiler<'l> {
             .iter()
             .map(|a| self.substitute(a, frames))
             .collect::<CResult<_>>()?;
-        let arg = |i: usize| -> &Word {
-            // Invariant: the grammar gives each match its fixed number of arguments.
-            args.get(i).unwrap_or(&args[0])
+        // The grammar gives each match its fixed number of arguments; an empty word (which
+        // every value parser rejects) stands in should that ever not hold.
+        let missing = Word {
+            text: String::new(),
+            span: m.kw_span,
         };
+        let arg = |i: usize| -> &Word { args.get(i).unwrap_or(&missing) };
         let v = |w: &Word, r: Result<Condition, ValueError>| {
             r.map_err(|e| self.value_err(w.span, e, frames))
         };

@@ -486,6 +486,17 @@ fn macro_errors() {
     assert!(d.message.contains("takes 1 argument(s), got 0"));
     let d = error("accept dport $p;");
     assert!(d.message.contains("not inside a macro"));
+    // Fan-out without rules is bounded too.
+    let mut src = String::from("macro m0 ;\n");
+    for i in 1..16 {
+        src += &format!(
+            "macro m{i} {} ;\n",
+            format!("include m{} ", i - 1).repeat(8)
+        );
+    }
+    src += "include m15";
+    let d = error(&src);
+    assert!(d.message.contains("macro expansions"), "{}", d.message);
 }
 
 #[test]
@@ -555,6 +566,19 @@ fn file_includes_go_through_the_loader() {
     );
     let e = compile("net/main.rules", "include \"nope.rules\"", &mut loader).unwrap_err();
     assert!(e.to_string().contains("no such file"));
+    let mut fan = |_: &str, path: &str| -> Result<LoadedSource, String> {
+        let text = if path == "x" {
+            (0..300).map(|i| format!("include \"leaf{i}\"\n")).collect()
+        } else {
+            String::new()
+        };
+        Ok(LoadedSource {
+            name: path.to_string(),
+            text,
+        })
+    };
+    let e = compile("main", "include \"x\"", &mut fan).unwrap_err();
+    assert!(e.to_string().contains("included files"), "{e}");
     let e = compile_str("include \"x.rules\"").unwrap_err();
     assert!(
         e.to_string()
