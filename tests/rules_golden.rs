@@ -131,3 +131,79 @@ fn golden_sources_compile_to_their_expected_tables() {
         failures.join("\n\n")
     );
 }
+
+/// Counts allocations made by the current thread, so `evaluate` can be shown to make none.
+mod counting {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        pub static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    // SAFETY: forwards to the system allocator unchanged; only counts calls.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+            // SAFETY: same contract as the caller's.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: same contract as the caller's.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: counting::Counting = counting::Counting;
+
+#[test]
+fn evaluate_does_not_allocate() {
+    use skylan::rules::describe::frame_from_description;
+    use skylan::rules::{Direction, FrameContext, PeerTags, evaluate};
+    use skylan::types::NodeAddress;
+
+    // A rule set that exercises every condition, tags, capabilities and copies.
+    let src = read(&dir().join("every-match.rules")).expect("case exists")
+        + "cap c id 9 tee -1 3333333333; accept ipprotocol udp; ;\ntee 64 4444444444;\nbreak;\n";
+    let mut none = |_: &str, _: &str| Err::<LoadedSource, String>("no includes".into());
+    let c = compile("every-match.rules", &src, &mut none).expect("compiles");
+    let frames: Vec<Vec<u8>> = [
+        "tcp from 198.18.0.2:40000 to 198.18.0.3:22 syn",
+        "udp from [fd00::1]:53 to [fd00::2]:5353 vlan 42 pcp 5 dei",
+        "icmp echo-request",
+        "arp",
+        "ethertype 0x88cc size 100",
+    ]
+    .iter()
+    .map(|d| frame_from_description(d).expect("frame").frame)
+    .collect();
+    let a = NodeAddress::new(0x11_1111_1111).expect("address");
+    let b = NodeAddress::new(0x22_2222_2222).ok();
+    let mut decisions = 0;
+    for f in &frames {
+        for direction in [Direction::Outbound, Direction::Inbound] {
+            let ctx = FrameContext {
+                direction,
+                ztsrc: a,
+                ztdest: b,
+                frame: f,
+                sender_tags: PeerTags::Known(&[(10, 100), (11, 3)]),
+                receiver_tags: PeerTags::Unknown,
+                sender_capabilities: &[9],
+                ip_authenticated: true,
+                mac_authenticated: true,
+                random: 99,
+            };
+            let before = counting::ALLOCATIONS.with(|c| c.get());
+            let d = evaluate(&c.rules, &ctx);
+            let after = counting::ALLOCATIONS.with(|c| c.get());
+            assert_eq!(after, before, "evaluate allocated for {direction:?} {d:?}");
+            decisions += 1;
+        }
+    }
+    assert_eq!(decisions, 10);
+}
