@@ -346,6 +346,12 @@ impl<'l> Compiler<'l> {
                     if let Some(prev) = tags.iter().find(|e| e.info.id == entry.info.id) {
                         return Err(self.dup_id(t.name.span, "tag", entry.info.id, prev.name_span));
                     }
+                    if tags.len() == MAX_TAGS {
+                        return Err(Box::new(self.err(
+                            t.name.span,
+                            format!("too many tags: at most {MAX_TAGS} may be defined"),
+                        )));
+                    }
                     tags.push(entry);
                 }
                 Item::Cap(c) => {
@@ -356,6 +362,14 @@ impl<'l> Compiler<'l> {
                     let id = self.cap_id(c)?;
                     if let Some(prev) = caps.iter().find(|e| e.id == id) {
                         return Err(self.dup_id(c.name.span, "capability", id, prev.ast.name.span));
+                    }
+                    if caps.len() == MAX_CAPABILITIES {
+                        return Err(Box::new(self.err(
+                            c.name.span,
+                            format!(
+                                "too many capabilities: at most {MAX_CAPABILITIES} may be defined"
+                            ),
+                        )));
                     }
                     cap_names.insert(lc, c.name.span);
                     caps.push(CapEntry { ast: c, id });
@@ -371,21 +385,6 @@ impl<'l> Compiler<'l> {
                 _ => {}
             }
         }
-        if tags.len() > MAX_TAGS {
-            let span = tags[MAX_TAGS].name_span;
-            return Err(Box::new(self.err(
-                span,
-                format!("too many tags: at most {MAX_TAGS} may be defined"),
-            )));
-        }
-        if caps.len() > MAX_CAPABILITIES {
-            let span = caps[MAX_CAPABILITIES].ast.name.span;
-            return Err(Box::new(self.err(
-                span,
-                format!("too many capabilities: at most {MAX_CAPABILITIES} may be defined"),
-            )));
-        }
-
         let ctx = Ctx {
             tags: &tags,
             macros: &macros,
@@ -659,6 +658,9 @@ impl<'l> Compiler<'l> {
         let mut default: Option<&Word> = None;
         let mut enums: Vec<(String, u32)> = Vec::new();
         let mut flags: Vec<(String, u32)> = Vec::new();
+        // Name lookups, so tags with many enums or flags stay linear to compile.
+        let mut enum_names: std::collections::HashSet<String> = Default::default();
+        let mut flag_masks: HashMap<String, u32> = HashMap::new();
         for p in &t.props {
             match p {
                 TagProp::Id(w) => {
@@ -676,7 +678,7 @@ impl<'l> Compiler<'l> {
                 TagProp::Enum(v, n) => {
                     let value = self.u32_arg(v, "an enum value")?;
                     let lc = n.text.to_lowercase();
-                    if enums.iter().any(|(e, _)| *e == lc) {
+                    if !enum_names.insert(lc.clone()) {
                         return Err(Box::new(
                             self.err(n.span, format!("enum name `{lc}` is used twice")),
                         ));
@@ -687,7 +689,7 @@ impl<'l> Compiler<'l> {
                     let mut mask = 0u32;
                     for part in bits.text.split(',').filter(|p| !p.is_empty()) {
                         let lc = part.to_lowercase();
-                        if let Some((_, m)) = flags.iter().find(|(f, _)| *f == lc) {
+                        if let Some(m) = flag_masks.get(&lc) {
                             mask |= m;
                         } else {
                             let b = values::number(part, "a flag bit", 31).map_err(|e| {
@@ -704,7 +706,7 @@ impl<'l> Compiler<'l> {
                         }
                     }
                     let lc = n.text.to_lowercase();
-                    if flags.iter().any(|(f, _)| *f == lc) {
+                    if flag_masks.insert(lc.clone(), mask).is_some() {
                         return Err(Box::new(
                             self.err(n.span, format!("flag name `{lc}` is used twice")),
                         ));
