@@ -366,7 +366,7 @@ impl<'a> Sources<'a> {
 pub fn describe_decider(rules: &RuleSet, d: &Decision, src: Sources<'_>) -> String {
     let (table, rule) = match d.decided_by {
         DecidedBy::Default => {
-            return "no rule accepted the frame: the default is drop".into();
+            return "the default: no rule accepted the frame, so it is dropped".into();
         }
         DecidedBy::Rule(r) => (TableRef::Base, r),
         DecidedBy::Capability { capability, rule } => (TableRef::Capability(capability), rule),

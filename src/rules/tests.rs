@@ -618,3 +618,49 @@ fn explain_reports_the_deciding_line() {
     assert!(text.contains("[frame ethertype ipv4 (0x0800)]"), "{text}");
     assert!(text.contains("[sender role = 0]"), "{text}");
 }
+
+#[test]
+fn explain_names_the_default_and_capabilities() {
+    let c = compiled(
+        "cap ssh id 5 accept dport 22; ;\ncap web id 6 accept dport 80; ;\nbreak chr tcp_syn;\n",
+    );
+    let f = frame_from_description("tcp to 198.18.0.3:80 syn").unwrap();
+    let mut ctx = FrameContext {
+        direction: Direction::Outbound,
+        ztsrc: node(A),
+        ztdest: Some(node(B)),
+        frame: &f.frame,
+        sender_tags: PeerTags::Known(&[]),
+        receiver_tags: PeerTags::Known(&[]),
+        sender_capabilities: &[5, 6],
+        ip_authenticated: true,
+        mac_authenticated: true,
+        random: 0,
+    };
+    let src = explain::Sources {
+        origins: Some(&c.origins),
+        names: Some(&c.names),
+    };
+    let report = |ctx: &FrameContext<'_>| {
+        explain::render_report(&c.rules, ctx, &explain::explain(&c.rules, ctx), src)
+    };
+    let text = report(&ctx);
+    assert!(
+        text.contains("decided by rule 0 of capability `web` (id 6) at <rules>:2:14"),
+        "{text}"
+    );
+    assert!(
+        text.contains("trying capability `ssh` (id 5) (held by the sender)"),
+        "{text}"
+    );
+    ctx.sender_capabilities = &[5];
+    let text = report(&ctx);
+    assert!(text.contains("verdict: DROP\ndecided by rule 0 at <rules>:3:1 (break, and no capability of the sender accepted)"), "{text}");
+    let f = frame_from_description("udp").unwrap();
+    ctx.frame = &f.frame;
+    let text = report(&ctx);
+    assert!(
+        text.contains("decided by the default: no rule accepted the frame, so it is dropped"),
+        "{text}"
+    );
+}
