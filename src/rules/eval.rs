@@ -535,19 +535,19 @@ pub(crate) fn characteristics(ctx: &FrameContext<'_>, l2: Option<&L2<'_>>, tcp_f
 fn condition(env: &mut Env<'_, '_>, c: &Condition, salt: u32, entry: usize) -> Truth {
     let ctx = env.ctx;
     let b = Truth::from_bool;
-    let l2 = env.facts.l2().copied();
     match *c {
         Condition::ZtSource(a) => b(ctx.ztsrc == a),
         Condition::ZtDest(a) => b(ctx.ztdest == Some(a)),
-        Condition::VlanId(v) => b(l2.is_some_and(|l| l.vlan_id == v)),
-        Condition::VlanPcp(v) => b(l2.is_some_and(|l| l.vlan_pcp == v)),
-        Condition::VlanDei(v) => b(l2.is_some_and(|l| l.vlan_dei == v)),
-        Condition::EtherType(v) => b(l2.is_some_and(|l| l.ether_type == v)),
-        Condition::MacSource(m) => b(l2.is_some_and(|l| l.src == m.0)),
-        Condition::MacDest(m) => b(l2.is_some_and(|l| l.dst == m.0)),
-        Condition::FrameSize(r) => {
-            b(l2.is_some_and(|l| u16::try_from(l.payload.len()).is_ok_and(|n| r.contains(n))))
-        }
+        Condition::VlanId(v) => b(env.facts.l2().is_some_and(|l| l.vlan_id == v)),
+        Condition::VlanPcp(v) => b(env.facts.l2().is_some_and(|l| l.vlan_pcp == v)),
+        Condition::VlanDei(v) => b(env.facts.l2().is_some_and(|l| l.vlan_dei == v)),
+        Condition::EtherType(v) => b(env.facts.l2().is_some_and(|l| l.ether_type == v)),
+        Condition::MacSource(m) => b(env.facts.l2().is_some_and(|l| l.src == m.0)),
+        Condition::MacDest(m) => b(env.facts.l2().is_some_and(|l| l.dst == m.0)),
+        Condition::FrameSize(r) => b(env
+            .facts
+            .l2()
+            .is_some_and(|l| u16::try_from(l.payload.len()).is_ok_and(|n| r.contains(n)))),
         Condition::Ipv4Source(n) => {
             b(matches!(env.facts.l3().src, Some(std::net::IpAddr::V4(a)) if n.contains(a)))
         }
@@ -577,7 +577,7 @@ fn condition(env: &mut Env<'_, '_>, c: &Condition, salt: u32, entry: usize) -> T
             } else {
                 0
             };
-            b(characteristics(ctx, l2.as_ref(), tcp) & mask != 0)
+            b(characteristics(ctx, env.facts.l2(), tcp) & mask != 0)
         }
         Condition::Random(p) => b(random_passes(p, random_draw(ctx.random, salt, entry))),
         Condition::Tag { op, id, value } => {
