@@ -13,4 +13,5 @@ pub mod lab;
 pub mod netconf;
 pub mod netdev;
 pub mod networks;
+pub mod rules_cli;
 pub mod tap;
