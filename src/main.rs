@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: controller_cli::ControllerCommand,
     },
+    /// The flow-rules language, offline: check, compile, explain.
+    Rules {
+        #[command(subcommand)]
+        command: skylan::io::rules_cli::RulesCommand,
+    },
     /// Identities and world files, offline.
     Idtool {
         #[command(subcommand)]
@@ -154,6 +159,7 @@ fn run(args: Args) -> anyhow::Result<String> {
             Ok(controller_cli::run(&args.home, port, args.json, command)?)
         }
         Command::Idtool { command } => Ok(skylan::io::idtool::run(command)?),
+        Command::Rules { command } => Ok(skylan::io::rules_cli::run(command)?),
     }
 }
 
