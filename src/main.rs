@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("skylan: {e:#}");
+            eprintln!("skylan: {e}");
             ExitCode::from(1)
         }
     }

@@ -76,7 +76,8 @@ fn ping_ip(tb: &Testbed, from: &Daemon, ip: &str) -> Result<bool> {
 
 #[test]
 fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
-    let Some(tb) = Testbed::new("members_join_get_addresses_ping_and_are_revoked", "e2enet")? else {
+    let Some(tb) = Testbed::new("members_join_get_addresses_ping_and_are_revoked", "e2enet")?
+    else {
         return Ok(());
     };
     let root_host = tb.public_host("root", ROOT_IP)?;
@@ -95,11 +96,21 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
         &tb,
         &ctrl,
         &[
-            "network", "create", "--name", "lab", "--pool", "198.18.0.10-198.18.0.250",
-            "--route", "198.18.0.0/24", "--private",
+            "network",
+            "create",
+            "--name",
+            "lab",
+            "--pool",
+            "198.18.0.10-198.18.0.250",
+            "--route",
+            "198.18.0.0/24",
+            "--private",
         ],
     )?;
-    let nwid = created["id"].as_str().context("created network has an id")?.to_string();
+    let nwid = created["id"]
+        .as_str()
+        .context("created network has an id")?
+        .to_string();
     tb.note(format!("created network {nwid}"));
 
     let joined_at = Instant::now();
@@ -110,13 +121,22 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
         wait_status(&tb, d, &nwid, "ACCESS_DENIED")?;
     }
     for d in [&a, &b] {
-        controller(&tb, &ctrl, &["member", "authorize", &nwid, &d.address.to_string()])?;
+        controller(
+            &tb,
+            &ctrl,
+            &["member", "authorize", &nwid, &d.address.to_string()],
+        )?;
     }
     let na = wait_status(&tb, &a, &nwid, "OK")?;
     let nb = wait_status(&tb, &b, &nwid, "OK")?;
     let (ip_a, ip_b) = (managed_ip(&na)?, managed_ip(&nb)?);
     ensure!(ip_a != ip_b, "distinct managed addresses");
-    ensure!(na["portDeviceName"].as_str().is_some_and(|d| d.starts_with("sky")), "a TAP device: {na}");
+    ensure!(
+        na["portDeviceName"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sky")),
+        "a TAP device: {na}"
+    );
     let (_, first_ping) = wait_until("a pings b by managed IP", STEP, || {
         ensure!(ping_ip(&tb, &a, &ip_b)?, "no reply");
         Ok(())
@@ -130,7 +150,11 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
 
     // Revocation: b deauthorized; a's pings to b stop and b's status turns ACCESS_DENIED.
     let revoked_at = Instant::now();
-    controller(&tb, &ctrl, &["member", "deauthorize", &nwid, &b.address.to_string()])?;
+    controller(
+        &tb,
+        &ctrl,
+        &["member", "deauthorize", &nwid, &b.address.to_string()],
+    )?;
     let (_, stopped) = wait_until("pings to the revoked member stop", STEP, || {
         ensure!(!ping_ip(&tb, &a, &ip_b)?, "still answered");
         Ok(())
@@ -142,13 +166,19 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
     wait_status(&tb, &b, &nwid, "ACCESS_DENIED")?;
     let nb = network(&tb, &b, &nwid)?;
     ensure!(
-        nb["assignedAddresses"].as_array().is_none_or(|a| a.is_empty()),
+        nb["assignedAddresses"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
         "the revoked member's addresses are withdrawn: {nb}"
     );
     ensure!(revoked_at.elapsed() < STEP * 2);
 
     // a restarts while the controller is down: its cached config brings the network back.
-    controller(&tb, &ctrl, &["member", "authorize", &nwid, &b.address.to_string()])?;
+    controller(
+        &tb,
+        &ctrl,
+        &["member", "authorize", &nwid, &b.address.to_string()],
+    )?;
     wait_status(&tb, &b, &nwid, "OK")?;
     tb.stop(&ctrl)?;
     tb.restart(&mut a)?;
@@ -165,7 +195,10 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
 
 #[test]
 fn an_unauthorized_node_gets_access_denied_and_no_frames() -> Result<()> {
-    let Some(tb) = Testbed::new("an_unauthorized_node_gets_access_denied_and_no_frames", "e2edeny")?
+    let Some(tb) = Testbed::new(
+        "an_unauthorized_node_gets_access_denied_and_no_frames",
+        "e2edeny",
+    )?
     else {
         return Ok(());
     };
@@ -180,12 +213,23 @@ fn an_unauthorized_node_gets_access_denied_and_no_frames() -> Result<()> {
     let created = controller(
         &tb,
         &ctrl,
-        &["network", "create", "--name", "closed", "--pool", "198.18.1.10-198.18.1.20", "--private"],
+        &[
+            "network",
+            "create",
+            "--name",
+            "closed",
+            "--pool",
+            "198.18.1.10-198.18.1.20",
+            "--private",
+        ],
     )?;
     let nwid = created["id"].as_str().context("network id")?.to_string();
     tb.cli(&b, &["join", &nwid])?;
     let n = wait_status(&tb, &b, &nwid, "ACCESS_DENIED")?;
-    ensure!(n["portDeviceName"].as_str().is_none_or(str::is_empty), "no device: {n}");
+    ensure!(
+        n["portDeviceName"].as_str().is_none_or(str::is_empty),
+        "no device: {n}"
+    );
     let metrics = tb.metrics(&b)?;
     tb.note(format!("metrics: {metrics:?}"));
     tb.finish();

@@ -180,6 +180,7 @@ fn join(m: &mut Mesh, id: HostId) {
                 members,
                 bridges: Vec::new(),
             },
+            None,
         );
     });
 }

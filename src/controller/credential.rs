@@ -356,6 +356,12 @@ pub struct RosterEntry {
     pub address: NodeAddress,
     /// Its managed addresses.
     pub ips: Vec<IpAddr>,
+    /// Its tags (network defaults filled in), for the receiver's rule evaluation.
+    #[serde(default)]
+    pub tags: Vec<(u32, u32)>,
+    /// The capability IDs it holds.
+    #[serde(default)]
+    pub capabilities: Vec<u32>,
 }
 
 impl NetworkConfig {
@@ -635,6 +641,8 @@ mod tests {
             members: vec![RosterEntry {
                 address: "0123456789".parse().unwrap(),
                 ips: vec!["198.18.0.5".parse().unwrap()],
+                tags: vec![(1, 2)],
+                capabilities: vec![],
             }],
         }
     }

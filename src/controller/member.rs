@@ -15,13 +15,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use super::{
     ConfigRequest, Controller, ControllerError, CredentialError, Decision, NetworkConfig,
     SignedNetworkConfig, Signer,
 };
 use crate::crypto::identity::{Identity, PublicIdentity};
+use crate::rules::RuleSet;
 use crate::switch::Node;
-use crate::switch::network::NetworkStatus;
+use crate::switch::network::{MemberPolicy, NetworkStatus, Policy};
 use crate::switch::vswitch::{MemberInfo, SwitchSettings};
 use crate::types::{NetworkId, NodeAddress, Time};
 
@@ -64,8 +67,49 @@ pub fn apply_config(
             ),
         });
     }
-    node.set_network(network, config.revision_key(), switch_settings(&config));
+    let policy = policy(&config)?;
+    node.set_network(
+        network,
+        config.revision_key(),
+        switch_settings(&config),
+        Some(policy),
+    );
     Ok(config)
+}
+
+/// The flow-rules policy a config implies.
+pub fn policy(config: &NetworkConfig) -> Result<Policy, CredentialError> {
+    let capabilities = serde_json::to_value(&config.capabilities).unwrap_or(Value::Null);
+    let rules =
+        RuleSet::from_json_values(&config.rules, &capabilities, &Value::Null).map_err(|e| {
+            CredentialError::Malformed {
+                what: "network config rules",
+                why: e.to_string(),
+            }
+        })?;
+    let me = config.issued_to;
+    let capabilities_held = config
+        .members
+        .iter()
+        .find(|m| m.address == me)
+        .map(|m| m.capabilities.clone())
+        .unwrap_or_default();
+    Ok(Policy {
+        rules,
+        tags: config.tags.clone(),
+        capabilities: capabilities_held,
+        members: config
+            .members
+            .iter()
+            .map(|m| {
+                let policy = MemberPolicy {
+                    tags: m.tags.clone(),
+                    capabilities: m.capabilities.clone(),
+                };
+                (m.address, policy)
+            })
+            .collect(),
+    })
 }
 
 /// The switch settings a config implies.

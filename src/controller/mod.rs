@@ -49,6 +49,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::{Map, Value};
 
 pub mod member;
+pub mod rules;
 
 pub use credential::{
     CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, Ed25519Signer,
@@ -457,15 +458,29 @@ impl Controller {
     /// network) with its managed addresses. Peers admit frames only from listed members,
     /// and a deauthorized member drops off the list in the next config pushed.
     pub fn roster(&self, nwid: NetworkId) -> Result<Vec<RosterEntry>, ControllerError> {
-        let private = self.store.network(nwid)?.is_none_or(|n| n.private);
+        let network = self.store.network(nwid)?;
+        let private = network.as_ref().is_none_or(|n| n.private);
+        let tag_defs = network.map(|n| n.tags).unwrap_or_default();
         let mut out: Vec<RosterEntry> = self
             .store
             .members(nwid)?
             .into_iter()
             .filter(|m| m.authorized || !private)
-            .map(|m| RosterEntry {
-                address: m.address,
-                ips: m.ip_assignments.clone(),
+            .map(|m| {
+                let mut tags = m.tags.clone();
+                for def in &tag_defs {
+                    if let Some(default) = def.default {
+                        if !tags.iter().any(|(id, _)| *id == def.id) {
+                            tags.push((def.id, default));
+                        }
+                    }
+                }
+                RosterEntry {
+                    address: m.address,
+                    ips: m.ip_assignments.clone(),
+                    tags,
+                    capabilities: m.capabilities.clone(),
+                }
             })
             .collect();
         out.sort_by_key(|e| e.address);

@@ -24,7 +24,7 @@ use crate::controller::{Change, Controller, NetworkConfig};
 use crate::crypto::identity::PublicIdentity;
 use crate::moon::root::Root;
 use crate::moon::world::{World, WorldError};
-use crate::switch::network::NetworkStatus;
+use crate::switch::network::{NetworkStatus, RuleKey};
 use crate::switch::{DEFAULT_PHYS_MTU, Event, Link, Node, NodeConfig, NodeStatus, PeerInfo};
 use crate::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 
@@ -117,6 +117,8 @@ pub enum NodeCommand {
     Leave(NetworkId, oneshot::Sender<bool>),
     /// `networks`.
     Networks(oneshot::Sender<Vec<NetworkView>>),
+    /// Flow-rule hit counters per network and deciding rule.
+    RuleHits(oneshot::Sender<Vec<(NetworkId, RuleKey, u64)>>),
 }
 
 /// What `networks` shows about one network.
@@ -335,6 +337,20 @@ impl NodeDriver {
                     n.leave(network).await;
                 }
                 let _ = tx.send(was);
+            }
+            NodeCommand::RuleHits(tx) => {
+                let hits = self
+                    .node
+                    .networks()
+                    .into_iter()
+                    .flat_map(|n| {
+                        self.node
+                            .rule_hits(n.id)
+                            .into_iter()
+                            .map(move |(k, v)| (n.id, k, v))
+                    })
+                    .collect();
+                let _ = tx.send(hits);
             }
             NodeCommand::Networks(tx) => {
                 let me = self.node.address();

@@ -145,6 +145,7 @@ impl Mesh {
         // Invariant: an in-memory store opens.
         let store = RedbStore::open_in_memory().expect("in-memory controller store");
         let c = Controller::new(Box::new(store), address, seed_bytes(self.sim.fork_seed()));
+        c.set_rules_compiler(std::sync::Arc::new(crate::controller::rules::RulesLanguage));
         host.with_controller(c, IdentitySigner(test_identity(index)))
     }
 
@@ -271,6 +272,22 @@ impl Mesh {
         self.controller(ctrl)
             .post_member(network, address, &body, "test", now)
             .expect("member updated");
+        self.sim
+            .with_host::<NodeHost, _>(ctrl, |h, now| h.push(now, network));
+    }
+
+    /// Changes `network` on controller host `ctrl` (a partial ZeroTier network body, e.g.
+    /// `{"rulesSource": "accept;"}`), then pushes fresh configs to its members.
+    pub fn update_network(&mut self, ctrl: HostId, network: NetworkId, body: serde_json::Value) {
+        let now = self.sim.now();
+        // Invariant: test bodies are valid.
+        let body = body
+            .as_object()
+            .cloned()
+            .expect("network body is an object");
+        self.controller(ctrl)
+            .post_network(network, &body, "test", now)
+            .expect("network updated");
         self.sim
             .with_host::<NodeHost, _>(ctrl, |h, now| h.push(now, network));
     }

@@ -225,6 +225,8 @@ pub struct NodeStats {
     pub drop_not_member: u64,
     /// Network configs or errors that did not come from the network's controller.
     pub drop_not_from_controller: u64,
+    /// Frames the network's flow rules dropped (sending or receiving side).
+    pub drop_rules: u64,
     /// Messages dropped because the queue for a session-less peer was full.
     pub drop_queue_full: u64,
     /// Messages dropped because a WHOIS failed.
@@ -256,6 +258,7 @@ impl NodeStats {
             ("drop_not_joined", self.drop_not_joined),
             ("drop_not_member", self.drop_not_member),
             ("drop_not_from_controller", self.drop_not_from_controller),
+            ("drop_rules", self.drop_rules),
             ("drop_queue_full", self.drop_queue_full),
             ("drop_unreachable", self.drop_unreachable),
             ("frames_in", self.frames_in),

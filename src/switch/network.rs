@@ -24,8 +24,11 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use super::vswitch::{DropReason, NetworkSwitch, Outbound, SwitchSettings};
 use super::{Event, Node, TapFrame};
+use crate::rules::{DecidedBy, Direction, FrameContext, PeerTags, RuleSet, Verdict};
 use crate::types::{NetworkId, NodeAddress, Time};
 use crate::wire::{ErrorCode, Message, Verb};
 
@@ -59,12 +62,87 @@ impl NetworkStatus {
     }
 }
 
+/// A network's flow rules as this member applies them: the compiled rule set, our own
+/// tags and capabilities, and every member's (for the receiving side's evaluation).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The rule set.
+    pub rules: RuleSet,
+    /// Our tags.
+    pub tags: Vec<(u32, u32)>,
+    /// Our capability IDs.
+    pub capabilities: Vec<u32>,
+    /// Each member's tags and capability IDs.
+    pub members: HashMap<NodeAddress, MemberPolicy>,
+}
+
+/// What the rules need to know about one member.
+#[derive(Debug, Clone, Default)]
+pub struct MemberPolicy {
+    /// Its tags.
+    pub tags: Vec<(u32, u32)>,
+    /// Its capability IDs.
+    pub capabilities: Vec<u32>,
+}
+
+/// Identifies the rule that decided: (capability ID, or `u32::MAX` for the base table;
+/// rule index, or `u16::MAX` for the default action).
+pub type RuleKey = (u32, u16);
+
 /// A joined network.
 pub(super) struct Joined {
     pub(super) status: NetworkStatus,
     pub(super) revision: u64,
     pub(super) switch: NetworkSwitch,
     pub(super) last_request: Option<Time>,
+    /// Flow rules; `None` carries every frame the switch admits.
+    pub(super) policy: Option<Policy>,
+    /// Hits per deciding rule: (capability ID or `u32::MAX` for the base table, rule).
+    pub(super) hits: HashMap<RuleKey, u64>,
+}
+
+impl Joined {
+    /// Evaluates the rules for one frame; true when it may pass. Counts the hit.
+    fn permits(
+        &mut self,
+        direction: Direction,
+        src: NodeAddress,
+        dest: NodeAddress,
+        me: NodeAddress,
+        frame: &[u8],
+        random: u32,
+    ) -> bool {
+        let Some(p) = &self.policy else {
+            return true;
+        };
+        let none = MemberPolicy::default();
+        let (sender_tags, sender_caps, receiver_tags) = if src == me {
+            let receiver = p.members.get(&dest).unwrap_or(&none);
+            (&p.tags, &p.capabilities, &receiver.tags)
+        } else {
+            let sender = p.members.get(&src).unwrap_or(&none);
+            (&sender.tags, &sender.capabilities, &p.tags)
+        };
+        let decision = p.rules.evaluate(&FrameContext {
+            direction,
+            ztsrc: src,
+            ztdest: Some(dest),
+            frame,
+            sender_tags: PeerTags::Known(sender_tags),
+            receiver_tags: PeerTags::Known(receiver_tags),
+            sender_capabilities: sender_caps,
+            ip_authenticated: true,
+            mac_authenticated: true,
+            random,
+        });
+        let key = match decision.decided_by {
+            DecidedBy::Rule(r) => (u32::MAX, r),
+            DecidedBy::Capability { capability, rule } => (u32::from(capability), rule),
+            DecidedBy::Default => (u32::MAX, u16::MAX),
+        };
+        *self.hits.entry(key).or_insert(0) += 1;
+        matches!(decision.verdict, Verdict::Accept)
+    }
 }
 
 /// What `networks` shows about one network.
@@ -88,6 +166,8 @@ impl Node {
             revision: 0,
             switch: NetworkSwitch::new(network, me, empty_settings()),
             last_request: None,
+            policy: None,
+            hits: HashMap::new(),
         });
         self.request_config(now, network);
     }
@@ -120,6 +200,7 @@ impl Node {
         network: NetworkId,
         revision: u64,
         settings: SwitchSettings,
+        policy: Option<Policy>,
     ) -> bool {
         let Some(j) = self.networks.get_mut(&network) else {
             return false;
@@ -129,6 +210,7 @@ impl Node {
         }
         j.revision = revision;
         j.switch.update(settings);
+        j.policy = policy;
         self.set_status(network, NetworkStatus::Ok);
         true
     }
@@ -147,19 +229,24 @@ impl Node {
         if j.status != NetworkStatus::Ok {
             return Err(DropReason::NotAMember);
         }
-        match j.switch.outbound(frame) {
-            Outbound::Unicast(peer) => {
+        let targets = match j.switch.outbound(frame) {
+            Outbound::Unicast(peer) => vec![peer],
+            Outbound::Multicast(peers) => peers,
+            Outbound::Drop(reason) => return Err(reason),
+        };
+        let me = self.table.address();
+        for peer in targets {
+            let random = self.table.random_u64() as u32;
+            let Some(j) = self.networks.get_mut(&network) else {
+                break;
+            };
+            if j.permits(Direction::Outbound, me, peer, me, frame, random) {
                 let _ = self.send_frame(now, network, peer, frame);
-                Ok(())
+            } else {
+                self.stats.drop_rules += 1;
             }
-            Outbound::Multicast(peers) => {
-                for peer in peers {
-                    let _ = self.send_frame(now, network, peer, frame);
-                }
-                Ok(())
-            }
-            Outbound::Drop(reason) => Err(reason),
         }
+        Ok(())
     }
 
     /// Sends (or, for ourselves, applies) a signed config to `member` — the answer to
@@ -298,6 +385,7 @@ impl Node {
         if let Some(j) = self.networks.get_mut(&network) {
             // Forget the roster: nothing flows until a new config is applied.
             j.switch.update(empty_settings());
+            j.policy = None;
             j.revision = 0;
         }
         self.set_status(network, status);
@@ -318,6 +406,16 @@ impl Node {
         };
         if j.status != NetworkStatus::Ok || j.switch.inbound(peer, frame).is_err() {
             self.stats.drop_not_member += 1;
+            return;
+        }
+        let me = self.table.address();
+        let random = self.table.random_u64() as u32;
+        // The receiver's own copy of the rules: a modified sender cannot bypass them.
+        let Some(j) = self.networks.get_mut(&network) else {
+            return;
+        };
+        if !j.permits(Direction::Inbound, peer, me, me, frame, random) {
+            self.stats.drop_rules += 1;
             return;
         }
         self.touch_activity(now, peer);
@@ -349,6 +447,18 @@ impl Node {
         for network in due {
             self.request_config(now, network);
         }
+    }
+
+    /// Rule hit counters of a joined network: ((capability ID or `u32::MAX` for the base
+    /// table, rule index or `u16::MAX` for the default action), hits).
+    pub fn rule_hits(&self, network: NetworkId) -> Vec<(RuleKey, u64)> {
+        let mut out: Vec<(RuleKey, u64)> = self
+            .networks
+            .get(&network)
+            .map(|j| j.hits.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
     }
 
     /// The switch statistics of a joined network, for `/metrics`.

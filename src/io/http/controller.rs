@@ -66,7 +66,9 @@ pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerE
     let store = RedbStore::open(&home.join(CONTROLLER_DIR))?;
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
-    Ok(Controller::new(Box::new(store), address, seed))
+    let controller = Controller::new(Box::new(store), address, seed);
+    controller.set_rules_compiler(Arc::new(crate::controller::rules::RulesLanguage));
+    Ok(controller)
 }
 
 /// A [`ChangeListener`] that sends every change on a tokio broadcast channel (lagging

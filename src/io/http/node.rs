@@ -133,6 +133,25 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Ap
         "# TYPE skylan_node_peers gauge\nskylan_node_peers{{link=\"direct\"}} {direct}\nskylan_node_peers{{link=\"relay\"}} {}\n",
         peers.len() - direct
     ));
+    let hits = node.ask(NodeCommand::RuleHits).await.ok_or_else(stopped)?;
+    if !hits.is_empty() {
+        out.push_str("# TYPE skylan_rule_hits counter\n");
+    }
+    for (network, (table, rule), n) in hits {
+        let table = if table == u32::MAX {
+            "base".to_string()
+        } else {
+            format!("cap{table}")
+        };
+        let rule = if rule == u16::MAX {
+            "default".to_string()
+        } else {
+            rule.to_string()
+        };
+        out.push_str(&format!(
+            "skylan_rule_hits{{network=\"{network}\",table=\"{table}\",rule=\"{rule}\"}} {n}\n"
+        ));
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
