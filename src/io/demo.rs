@@ -792,6 +792,8 @@ impl Demo {
         let Demo {
             mut say, lab, dir, ..
         } = self;
+        // Always the last step, also when an earlier one failed.
+        say.step = STEPS - 1;
         say.begin("Tearing down: ending the daemons, deleting the namespaces");
         let id = format!("{}.", lab.id());
         let count = lab.namespaces().len();
