@@ -265,6 +265,7 @@ struct Facts {
     revocation: Option<Revocation>,
 }
 
+/// The lab, what runs in it, and what the steps found out.
 struct Demo {
     say: Narrator,
     exe: PathBuf,
@@ -706,8 +707,10 @@ impl Demo {
             CTL,
             &format!("controller member deauthorize {nwid} {}", carol.address),
         )?;
-        // The controller stamps the deauthorization (Unix ms) when it handles the API
-        // call: the start of the measurement, on the same clock as ping's -D stamps.
+        // The controller stamps the deauthorization (Unix ms, so up to 1 ms early) when it
+        // handles the API call: the start of the measurement, on the same clock as ping's
+        // -D stamps. Without the stamp, the time the CLI was started stands in (earlier,
+        // so the measurement can only come out longer, never shorter).
         let member_path = format!("/controller/network/{nwid}/member/{}", carol.address);
         let member = self
             .api(&self.sites[CTL], "GET", &member_path)
