@@ -91,6 +91,12 @@ enum Command {
         #[command(subcommand)]
         command: skylan::io::idtool::IdtoolCommand,
     },
+    /// Build a throw-away lab of network namespaces and show skylan at work (needs root).
+    Demo {
+        /// Keep the lab running after the script until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -160,6 +166,10 @@ fn run(args: Args) -> anyhow::Result<String> {
         }
         Command::Idtool { command } => Ok(skylan::io::idtool::run(command)?),
         Command::Rules { command } => Ok(skylan::io::rules_cli::run(command)?),
+        Command::Demo { keep } => Ok(skylan::io::demo::run(&skylan::io::demo::DemoOptions {
+            skylan: None,
+            keep,
+        })?),
     }
 }
 

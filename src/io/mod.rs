@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client;
 pub mod controller_cli;
 pub mod daemon;
+pub mod demo;
 pub mod home;
 pub mod http;
 pub mod idtool;
