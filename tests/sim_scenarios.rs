@@ -82,6 +82,19 @@ fn two_nodes_talk_via_the_root_then_go_direct() {
         relayed,
         "no more relaying once direct"
     );
+    m.sim.run_for(Duration::from_secs(15));
+    let b_addr = m.address(b);
+    let seen = m
+        .node(a)
+        .node
+        .peers(m.sim.now())
+        .into_iter()
+        .find(|p| p.address == b_addr)
+        .unwrap();
+    assert!(
+        seen.version.is_some() && seen.latency.is_some(),
+        "peers shows a leaf's version and latency: {seen:?}"
+    );
 }
 
 #[test]

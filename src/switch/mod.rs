@@ -827,14 +827,33 @@ impl Node {
             None => return,
         };
         for ep in due {
-            let mut out = Vec::new();
-            if self
-                .table
-                .seal(now, peer, &Message::Echo(&[]), &mut out)
-                .is_ok()
-            {
-                self.push_datagram(now, peer, ep, out);
-            }
+            self.hello_via(now, peer, Some(ep));
+        }
+    }
+
+    /// A HELLO built now: our version, a timestamp the answer echoes (latency), our world.
+    fn hello(&self, now: Time) -> Message<'static> {
+        Message::Hello(Hello {
+            proto_version: PROTOCOL_VERSION,
+            version: SOFTWARE_VERSION,
+            timestamp: now,
+            world_id: self.world.id,
+            world_timestamp: self.world.timestamp,
+        })
+    }
+
+    /// Sends a HELLO to a peer with a session: straight to `to`, or over its current link.
+    /// Used as probe, session confirmation and keepalive; the answer brings the peer's
+    /// version and a latency sample.
+    fn hello_via(&mut self, now: Time, peer: NodeAddress, to: Option<Endpoint>) {
+        let hello = self.hello(now);
+        let mut out = Vec::new();
+        if self.table.seal(now, peer, &hello, &mut out).is_err() {
+            return;
+        }
+        match to {
+            Some(ep) => self.push_datagram(now, peer, ep, out),
+            None => self.route(now, peer, out),
         }
     }
 
@@ -952,14 +971,7 @@ impl Node {
         if queued {
             self.flush_queue(now, peer);
         } else if !self.roots.contains(&peer) {
-            let mut out = Vec::new();
-            if self
-                .table
-                .seal(now, peer, &Message::Echo(&[]), &mut out)
-                .is_ok()
-            {
-                self.route(now, peer, out);
-            }
+            self.hello_via(now, peer, None);
             self.probe_candidates(now, peer);
         }
     }
@@ -1125,13 +1137,7 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&root) {
             p.last_hello = Some(now);
         }
-        let hello = Message::Hello(Hello {
-            proto_version: PROTOCOL_VERSION,
-            version: SOFTWARE_VERSION,
-            timestamp: now,
-            world_id: self.world.id,
-            world_timestamp: self.world.timestamp,
-        });
+        let hello = self.hello(now);
         self.send_message(now, root, &hello);
     }
 
@@ -1165,14 +1171,7 @@ impl Node {
             (active && !p.role.is_root() && idle).then_some(path.endpoint)
         });
         if let Some(ep) = keepalive_to {
-            let mut out = Vec::new();
-            if self
-                .table
-                .seal(now, peer, &Message::Echo(&[]), &mut out)
-                .is_ok()
-            {
-                self.push_datagram(now, peer, ep, out);
-            }
+            self.hello_via(now, peer, Some(ep));
         }
         let keep: Vec<Endpoint> = if self.roots.contains(&peer) {
             self.world
