@@ -48,6 +48,19 @@ fn lab(seed: u64) -> Lab {
     Lab { m, ctrl, a, b, nw }
 }
 
+/// Both members join the lab network and are authorized; waits until both are OK.
+fn authorized_pair(l: &mut Lab) {
+    let (a, b, nw, ctrl) = (l.a, l.b, l.nw, l.ctrl);
+    for h in [a, b] {
+        l.m.join(h, nw);
+        l.m.sim.run_for(SECOND);
+        l.m.set_member(ctrl, nw, h, json!({"authorized": true}));
+    }
+    for h in [a, b] {
+        assert!(l.m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
+    }
+}
+
 fn frames_between(l: &mut Lab, n: u8) -> usize {
     let before = l.m.node(l.b).tap.len();
     for i in 0..n {
@@ -97,13 +110,7 @@ fn a_private_network_needs_authorization_then_carries_frames() {
 fn deauthorizing_a_member_stops_its_frames_within_five_seconds() {
     let mut l = lab(22);
     let (a, b, nw, ctrl) = (l.a, l.b, l.nw, l.ctrl);
-    for h in [a, b] {
-        l.m.join(h, nw);
-        l.m.sim.run_for(SECOND);
-        l.m.set_member(ctrl, nw, h, json!({"authorized": true}));
-    }
-    assert!(l.m.wait_status(b, nw, NetworkStatus::Ok, 10 * SECOND));
-    assert!(l.m.wait_status(a, nw, NetworkStatus::Ok, 10 * SECOND));
+    authorized_pair(&mut l);
     assert_eq!(frames_between(&mut l, 3), 3);
     let start = l.m.sim.now();
     l.m.set_member(ctrl, nw, a, json!({"authorized": false}));
@@ -133,15 +140,8 @@ fn an_unknown_network_is_not_found() {
 #[test]
 fn members_keep_talking_while_the_controller_is_down() {
     let mut l = lab(24);
-    let (a, b, nw, ctrl) = (l.a, l.b, l.nw, l.ctrl);
-    for h in [a, b] {
-        l.m.join(h, nw);
-        l.m.sim.run_for(SECOND);
-        l.m.set_member(ctrl, nw, h, json!({"authorized": true}));
-    }
-    assert!(l.m.wait_status(b, nw, NetworkStatus::Ok, 10 * SECOND));
-    assert!(l.m.wait_status(a, nw, NetworkStatus::Ok, 10 * SECOND));
-    l.m.sim.set_up(ctrl, false);
+    authorized_pair(&mut l);
+    l.m.sim.set_up(l.ctrl, false);
     l.m.sim.run_for(Duration::from_secs(300));
     assert_eq!(
         frames_between(&mut l, 5),

@@ -8,7 +8,7 @@ use serde_json::json;
 use skylan::sim::HostId;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{Link, NatKind};
+use skylan::sim::{Captured, Link, NatKind};
 use skylan::switch::Link as Via;
 use skylan::switch::network::NetworkStatus;
 use skylan::types::{Endpoint, NetworkId};
@@ -185,10 +185,11 @@ fn a_dead_root_is_replaced_by_the_next_one() {
     assert!(m.node(a).node.status(m.sim.now()).online);
 }
 
-#[test]
-fn a_replayed_packet_is_dropped() {
+/// Two public members of a network; `a` sends `b` one frame of `len` bytes, which is
+/// captured on the way. Returns the mesh, `b` and the captured datagram.
+fn captured_frame(seed: u64, len: usize) -> (Mesh, HostId, Captured) {
     let mut m = Mesh::build(
-        5,
+        seed,
         &[link()],
         &[Placement::Public, Placement::Public],
         link(),
@@ -198,19 +199,25 @@ fn a_replayed_packet_is_dropped() {
     let nw = network(&mut m, &[a, b]);
     assert!(m.ping(a, b, 10 * SECOND).is_some());
     m.sim.enable_capture();
-    let f = m.frame(a, b, nw, 1, 100);
+    let f = m.frame(a, b, nw, 1, len);
     m.send_frame(a, b, nw, &f);
     m.sim.run_for(SECOND);
     assert_eq!(m.node(b).tap.len(), 1);
     let to_b = m.sim.endpoint(b);
-    let captured: Vec<_> = m
+    let genuine = m
         .sim
         .captured()
         .iter()
-        .filter(|c| c.to == to_b && c.bytes.len() > 100)
+        .find(|c| c.to == to_b && c.bytes.len() > len)
         .cloned()
-        .collect();
-    assert!(!captured.is_empty(), "the frame's datagram was captured");
+        .expect("the frame's datagram was captured");
+    (m, b, genuine)
+}
+
+#[test]
+fn a_replayed_packet_is_dropped() {
+    let (mut m, b, genuine) = captured_frame(5, 100);
+    let captured = [genuine];
     let replays_before = m.node(b).node.stats().drop_replay;
     // Right away (inside the replay window) and much later (after rekeys).
     for c in &captured {
@@ -231,28 +238,9 @@ fn a_replayed_packet_is_dropped() {
 
 #[test]
 fn forged_and_bit_flipped_packets_are_dropped_and_counted() {
-    let mut m = Mesh::build(
-        6,
-        &[link()],
-        &[Placement::Public, Placement::Public],
-        link(),
-    );
-    m.settle();
-    let (a, b) = (m.nodes[0], m.nodes[1]);
-    let nw = network(&mut m, &[a, b]);
-    assert!(m.ping(a, b, 10 * SECOND).is_some());
-    m.sim.enable_capture();
-    let f = m.frame(a, b, nw, 1, 300);
-    m.send_frame(a, b, nw, &f);
-    m.sim.run_for(SECOND);
-    let to_b = m.sim.endpoint(b);
-    let genuine = m
-        .sim
-        .captured()
-        .iter()
-        .find(|c| c.to == to_b && c.bytes.len() > 300)
-        .cloned()
-        .expect("captured the frame");
+    let (mut m, b, genuine) = captured_frame(6, 300);
+    let a = m.nodes[0];
+    let to_b = genuine.to;
     let before = *m.node(b).node.stats();
     let from = genuine.from;
     // Every single-bit flip of the genuine packet (outside the hop bits, which relays

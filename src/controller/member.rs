@@ -208,15 +208,7 @@ impl Serving {
         if new {
             self.push(node, now, wall, network)
         } else {
-            answer_request(
-                &self.controller,
-                &self.signer,
-                node,
-                now,
-                wall,
-                network,
-                member,
-            )
+            self.answer(node, now, wall, network, member)
         }
     }
 
@@ -234,16 +226,27 @@ impl Serving {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         for member in &members {
-            answer_request(
-                &self.controller,
-                &self.signer,
-                node,
-                now,
-                wall,
-                network,
-                member,
-            )?;
+            self.answer(node, now, wall, network, member)?;
         }
         Ok(())
+    }
+
+    fn answer(
+        &self,
+        node: &mut Node,
+        now: Time,
+        wall: Time,
+        network: NetworkId,
+        member: &PublicIdentity,
+    ) -> Result<(), ControllerError> {
+        answer_request(
+            &self.controller,
+            &self.signer,
+            node,
+            now,
+            wall,
+            network,
+            member,
+        )
     }
 }
