@@ -235,3 +235,111 @@ fn an_unauthorized_node_gets_access_denied_and_no_frames() -> Result<()> {
     tb.finish();
     Ok(())
 }
+
+const SSH_FROM_TAGGED: &str = "tag ssh id 1 default 0; \
+accept ethertype arp; \
+accept ethertype ipv4 and ipprotocol tcp and dport 22 and tag ssh=1; \
+accept ethertype ipv4 and ipprotocol tcp and sport 22; \
+drop ethertype ipv4 and ipprotocol tcp and dport 22; \
+accept;";
+
+/// Whether a TCP connection from `from`'s namespace to `ip`:22 completes within 2 s.
+fn tcp_connects(from: &Daemon, ip: &str) -> Result<bool> {
+    let addr: std::net::SocketAddr = format!("{ip}:22").parse()?;
+    let ok = from
+        .host
+        .run(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok())?;
+    Ok(ok)
+}
+
+/// Listens on TCP 22 on every address of `d`'s namespace, accepting forever (the
+/// listener thread ends with the process; the namespace goes with the lab).
+fn listen_ssh(d: &Daemon) -> Result<()> {
+    let listener = d
+        .host
+        .run(|| std::net::TcpListener::bind("0.0.0.0:22"))?
+        .context("bind port 22")?;
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    Ok(())
+}
+
+#[test]
+fn rules_allow_ssh_only_from_the_tagged_member_and_changes_apply() -> Result<()> {
+    let Some(tb) = Testbed::new("rules_allow_ssh_only_from_the_tagged_member", "e2erules")? else {
+        return Ok(());
+    };
+    let root_host = tb.public_host("root", ROOT_IP)?;
+    let ctrl_host = tb.public_host("ctrl", CTRL_IP)?;
+    let a_host = tb.public_host("a", A_PUBLIC)?;
+    let b_host = tb.public_host("b", B_IP)?;
+    let (_roots, planet) = tb.start_planet(&[("root", &root_host)])?;
+    let ctrl = tb.start_node("ctrl", &ctrl_host, &planet, &["--controller"])?;
+    let a = tb.start_node("a", &a_host, &planet, &[])?;
+    let b = tb.start_node("b", &b_host, &planet, &[])?;
+    for d in [&ctrl, &a, &b] {
+        tb.wait_online(d, Duration::from_secs(30))?;
+    }
+    let created = controller(
+        &tb,
+        &ctrl,
+        &[
+            "network",
+            "create",
+            "--name",
+            "ssh",
+            "--pool",
+            "198.18.2.10-198.18.2.20",
+            "--route",
+            "198.18.2.0/24",
+        ],
+    )?;
+    let nwid = created["id"].as_str().context("network id")?.to_string();
+    controller(
+        &tb,
+        &ctrl,
+        &[
+            "network",
+            "set",
+            &nwid,
+            &format!("rulesSource={SSH_FROM_TAGGED}"),
+        ],
+    )?;
+    for (d, tag) in [(&a, 1), (&b, 0)] {
+        tb.cli(d, &["join", &nwid])?;
+        let addr = d.address.to_string();
+        controller(&tb, &ctrl, &["member", "authorize", &nwid, &addr])?;
+        controller(
+            &tb,
+            &ctrl,
+            &["member", "set", &nwid, &addr, &format!("tags=[[1,{tag}]]")],
+        )?;
+    }
+    let ip_a = managed_ip(&wait_status(&tb, &a, &nwid, "OK")?)?;
+    let ip_b = managed_ip(&wait_status(&tb, &b, &nwid, "OK")?)?;
+    listen_ssh(&a)?;
+    listen_ssh(&b)?;
+    wait_until("tagged a connects to b:22", STEP, || {
+        ensure!(tcp_connects(&a, &ip_b)?, "refused");
+        Ok(())
+    })?;
+    ensure!(!tcp_connects(&b, &ip_a)?, "untagged b must not reach a:22");
+    ensure!(ping_ip(&tb, &b, &ip_a)?, "other traffic still flows");
+
+    let changed_at = Instant::now();
+    controller(
+        &tb,
+        &ctrl,
+        &["network", "set", &nwid, "rulesSource=accept;"],
+    )?;
+    let (_, took) = wait_until("b connects to a:22 after the rule change", STEP, || {
+        ensure!(tcp_connects(&b, &ip_a)?, "still refused");
+        Ok(())
+    })?;
+    tb.report(format!(
+        "rule change reached the members: b→a:22 connects {:.1} s after the API call ({:.1} s in the loop)",
+        changed_at.elapsed().as_secs_f64(),
+        took.as_secs_f64()
+    ));
+    tb.finish();
+    Ok(())
+}
