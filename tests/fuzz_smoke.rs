@@ -165,6 +165,94 @@ fn ops_survive_an_encoding_round_trip() {
     }
 }
 
+// ----- weaknesses found while building the targets -------------------------------
+//
+// Not invariant violations the fuzzer flags (nothing unauthenticated gets *in*), but
+// ways for one forged or replayed datagram to break a handshake. Ignored until the
+// session layer (`src/crypto/tunnel.rs`, `src/crypto/table.rs`) is fixed; then remove
+// the `ignore`.
+
+/// A HandshakeResp with garbage Noise bytes but the right receiver index (readable in
+/// the clear in our HandshakeInit) aborts our pending handshake: `Tunnel::complete`
+/// takes the pending state before checking message 2 and frees it on failure, so the
+/// genuine response that follows is refused and the handshake waits for its retry.
+/// WireGuard keeps the handshake state when a response fails to authenticate.
+#[test]
+#[ignore = "known weakness: a forged HandshakeResp aborts the pending handshake"]
+fn a_forged_handshake_response_does_not_abort_the_handshake() {
+    let forged = node::run_ops(&[
+        Op::Advance { flags: 1, delta: 0 },
+        // Recorded datagram 0 is the root's HandshakeResp: keep header and both
+        // indices, replace the 48 Noise bytes.
+        Op::Splice {
+            index: 0,
+            from: 0,
+            keep: 20,
+            bytes: vec![0x55; 48],
+        },
+        Op::Deliver { index: 0 },
+    ]);
+    assert_eq!(forged.stats.drop_auth, 1, "the forgery was refused");
+    assert_eq!(
+        forged.stats.handshakes, 1,
+        "the genuine response still completes the handshake: {:?}",
+        forged.stats
+    );
+}
+
+/// Replaying a peer's HandshakeInit right behind the genuine one makes the responder
+/// answer again and replace the session it just created (`Tunnel::accept` overwrites
+/// the `next` slot), so the initiator's first Data packets name a freed index and are
+/// dropped until the silence timer forces a new handshake. Messages 1 carry no
+/// timestamp (WireGuard's TAI64N), so any old captured HandshakeInit works too.
+#[test]
+#[ignore = "known weakness: a replayed HandshakeInit displaces the fresh session"]
+fn a_replayed_handshake_init_does_not_break_the_new_session() {
+    use skylan::sim::cores::NodeHost;
+    use skylan::sim::mesh::{Mesh, Placement};
+    use skylan::switch::Event;
+    use skylan::wire::Kind;
+    use std::time::Duration;
+
+    let link = skylan::sim::Link::default();
+    let mut m = Mesh::build(21, &[link], &[Placement::Public, Placement::Public], link);
+    m.settle();
+    let (a, b) = (m.nodes[0], m.nodes[1]);
+    let target = m.address(b);
+    m.sim.enable_capture();
+    let id = m
+        .sim
+        .with_host::<NodeHost, _>(a, |h, now| h.node.ping(now, target))
+        .expect("ping accepted");
+    // Let the genuine HandshakeInit reach B, then send B a copy of it.
+    let mut replayed = false;
+    for _ in 0..100_000 {
+        if !m.sim.step() {
+            break;
+        }
+        let init = m.sim.captured().iter().find(|c| {
+            c.receiver == b
+                && skylan::wire::parse(&c.bytes).is_ok_and(|(h, _)| h.kind == Kind::HandshakeInit)
+        });
+        if let Some(init) = init.cloned() {
+            m.sim.replay(&init);
+            replayed = true;
+            break;
+        }
+    }
+    assert!(replayed, "saw A's HandshakeInit to B");
+    let answered = m.sim.run_until_true(Duration::from_secs(5), |s| {
+        s.host::<NodeHost>(a)
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Pong { id: got, .. } if *got == id))
+    });
+    assert!(
+        answered,
+        "the ping is answered despite the replayed HandshakeInit"
+    );
+}
+
 // ----- inputs ---------------------------------------------------------------------
 
 /// The committed seeds of `target` (there must be some).

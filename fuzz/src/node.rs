@@ -19,6 +19,10 @@
 //!   never produces more than [`MAX_OUT_PER_OP`] datagrams.
 //! - **Events are answers**: a `Pong` or `PingLost` answers a ping the harness sent to
 //!   that peer, once.
+//!
+//! Input is read as [operations](super::ops); at most
+//! [`MAX_HANDSHAKE_INITS`](super::ops::MAX_HANDSHAKE_INITS) HandshakeInit datagrams are
+//! delivered per input, to keep runs fast.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -144,6 +148,8 @@ struct Harness {
     pings: HashMap<u64, NodeAddress>,
     /// How often each genuine frame reached the TAP.
     delivered: Vec<u32>,
+    /// HandshakeInit datagrams still allowed in this input.
+    inits_left: usize,
     outcome: Outcome,
 }
 
@@ -170,6 +176,7 @@ impl Harness {
             joined: HashSet::from([s.network()]),
             pings: HashMap::new(),
             delivered: vec![0; s.frames.len()],
+            inits_left: ops::MAX_HANDSHAKE_INITS,
             outcome: Outcome::default(),
         }
     }
@@ -304,6 +311,12 @@ impl Harness {
     }
 
     fn datagram(&mut self, local: Endpoint, from: Endpoint, bytes: &[u8]) {
+        if ops::is_handshake_init(bytes) {
+            if self.inits_left == 0 {
+                return;
+            }
+            self.inits_left -= 1;
+        }
         self.allowed.insert(from);
         let before = *self.node.stats();
         self.node.handle_datagram(self.now, local, from, bytes);

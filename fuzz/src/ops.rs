@@ -28,6 +28,16 @@ pub const MAX_BYTES: usize = 4096;
 pub const MAX_EDITS: usize = 8;
 /// Most fragments delivered by one `Fragments` op.
 pub const MAX_PICKS: usize = 32;
+/// Most HandshakeInit datagrams delivered per input; later ones are skipped. Each
+/// costs the responder several X25519 operations, which under coverage instrumentation
+/// dominate the run time, and a flood of them finds nothing a few do not.
+pub const MAX_HANDSHAKE_INITS: usize = 24;
+
+/// True for a datagram that would make a core answer a handshake (see
+/// [`MAX_HANDSHAKE_INITS`]).
+pub fn is_handshake_init(bytes: &[u8]) -> bool {
+    skylan::wire::Header::parse(bytes).is_ok_and(|h| h.kind == skylan::wire::Kind::HandshakeInit)
+}
 
 /// A reader over the fuzzer's bytes that returns `None` at the end.
 pub struct Cursor<'a> {
