@@ -8,9 +8,7 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use skylan::rules::describe::frame_from_description;
 use skylan::rules::explain::explain;
-use skylan::rules::{
-    Direction, FrameContext, LoadedSource, PeerTags, RuleSet, compile, evaluate,
-};
+use skylan::rules::{Direction, FrameContext, LoadedSource, PeerTags, RuleSet, compile, evaluate};
 use skylan::types::NodeAddress;
 
 fn frames() -> &'static [Vec<u8>] {

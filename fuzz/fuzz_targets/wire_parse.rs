@@ -14,7 +14,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use skylan::types::Time;
 use skylan::wire::{
-    self, HEADER_LEN, Message, Outer, Packet, ReassemblyLimits, Reassembler, TAG_LEN,
+    self, HEADER_LEN, Message, Outer, Packet, Reassembler, ReassemblyLimits, TAG_LEN,
 };
 
 const LIMITS: ReassemblyLimits = ReassemblyLimits {

@@ -1,0 +1,250 @@
+//! The frame path through the node core: two [`Node`]s with an established direct
+//! session, driven by hand (each one's `poll_transmit` output handed to the other's
+//! `handle_datagram`; a root only introduces them during setup).
+//!
+//! - `seal`: `send_frame` → `poll_transmit` (TAP frame to datagrams);
+//! - `open`: `handle_datagram` → `poll_tap` (datagrams to TAP frame);
+//! - `round trip`: both, one frame from A's TAP to B's.
+//!
+//! Each at a 1,400-byte frame (more than fits one datagram at the default 1,432-byte
+//! UDP payload, so it travels as two fragments, as it does in the daemon) and at the
+//! largest frame that fits one datagram. Time stands still during a measurement, so no
+//! timer work is included.
+//!
+//! Run: `cargo bench --bench node` (add `-- --quick` for a rough pass). Numbers only.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use skylan::moon::root::Root;
+use skylan::moon::world::RootSpec;
+use skylan::sim::mesh::{PORT, planet, test_identity};
+use skylan::switch::vswitch::{MemberInfo, SwitchSettings};
+use skylan::switch::{self, Link, Node, NodeConfig};
+use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
+use skylan::wire;
+
+/// Bytes a frame gains on the way to a datagram: Data prefix, Frame message header
+/// (verb included), tag.
+const OVERHEAD: usize = wire::DATA_PREFIX_LEN + wire::FRAME_HEADER_LEN + wire::TAG_LEN;
+/// The largest frame that travels in one datagram at the default path MTU.
+const UNFRAGMENTED: usize = switch::DEFAULT_PHYS_MTU - OVERHEAD;
+
+fn endpoint(last: u8) -> Endpoint {
+    Endpoint((IpAddr::V4(Ipv4Addr::new(198, 51, 100, last)), PORT).into())
+}
+
+/// A root and two public nodes that talk directly.
+struct Pair {
+    root: Root,
+    a: Node,
+    b: Node,
+    now: Time,
+    network: NetworkId,
+}
+
+impl Pair {
+    const ROOT: u8 = 1;
+    const A: u8 = 101;
+    const B: u8 = 102;
+
+    fn establish() -> Pair {
+        let root_identity = test_identity(0);
+        let world = planet(vec![RootSpec {
+            identity: root_identity.public().clone(),
+            endpoints: vec![endpoint(Self::ROOT)],
+        }]);
+        let now = Time::from_millis(1_000);
+        let node = |i: usize, seed: u8| {
+            Node::new(
+                NodeConfig {
+                    identity: test_identity(i),
+                    world: world.clone(),
+                    seed: [seed; 32],
+                    phys_mtu: switch::DEFAULT_PHYS_MTU,
+                },
+                now,
+            )
+        };
+        let network = NetworkId::new(test_identity(1).public().address(), 1);
+        let mut pair = Pair {
+            root: Root::new(root_identity, Some(&world), [9; 32], now),
+            a: node(1, 1),
+            b: node(2, 2),
+            now,
+            network,
+        };
+        pair.b.join(now, network);
+        let members = [pair.a.address(), pair.b.address()]
+            .into_iter()
+            .map(|address| MemberInfo {
+                address,
+                ips: Vec::new(),
+            })
+            .collect();
+        let settings = SwitchSettings {
+            enable_broadcast: true,
+            multicast_limit: 0,
+            members,
+            bridges: Vec::new(),
+        };
+        pair.b.set_network(network, 1, settings, None);
+        let b = pair.b.address();
+        // Reach the root, look B up and ping it (relayed), let the RENDEZVOUS work,
+        // then ping until the answer comes back directly.
+        for step in 0..100 {
+            pair.tick(Duration::from_millis(100));
+            if step % 10 == 5 {
+                pair.a.ping(pair.now, b).expect("ping B");
+            }
+            if pair.link(b) == Some(Link::Direct(endpoint(Self::B))) && step > 40 {
+                return pair;
+            }
+        }
+        panic!("A and B did not go direct: {:?}", pair.link(b));
+    }
+
+    fn link(&self, peer: NodeAddress) -> Option<Link> {
+        self.a
+            .peers(self.now)
+            .into_iter()
+            .find(|p| p.address == peer)
+            .and_then(|p| p.link)
+    }
+
+    /// Advances the clock, runs every timer and delivers until the network is quiet.
+    fn tick(&mut self, step: Duration) {
+        self.now = self.now + step;
+        self.root.handle_timeout(self.now);
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+        let mut queue: VecDeque<(Endpoint, Transmit)> = VecDeque::new();
+        loop {
+            self.collect(&mut queue);
+            let Some((from, t)) = queue.pop_front() else {
+                break;
+            };
+            let to = t.destination;
+            match to {
+                _ if to == endpoint(Self::ROOT) => {
+                    self.root.handle_datagram(self.now, to, from, &t.contents)
+                }
+                _ if to == endpoint(Self::A) => {
+                    self.a.handle_datagram(self.now, to, from, &t.contents)
+                }
+                _ if to == endpoint(Self::B) => {
+                    self.b.handle_datagram(self.now, to, from, &t.contents)
+                }
+                _ => {}
+            }
+        }
+        while self.a.poll_event().is_some() {}
+        while self.b.poll_tap().is_some() {}
+    }
+
+    fn collect(&mut self, queue: &mut VecDeque<(Endpoint, Transmit)>) {
+        while let Some(t) = self.root.poll_transmit() {
+            queue.push_back((endpoint(Self::ROOT), t));
+        }
+        while let Some(t) = self.a.poll_transmit() {
+            queue.push_back((endpoint(Self::A), t));
+        }
+        while let Some(t) = self.b.poll_transmit() {
+            queue.push_back((endpoint(Self::B), t));
+        }
+    }
+
+    /// A sends `frame` to B; returns the datagrams.
+    fn seal(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
+        let b = self.b.address();
+        self.a
+            .send_frame(self.now, self.network, b, frame)
+            .expect("frame accepted");
+        while let Some(t) = self.a.poll_transmit() {
+            out.push(t.contents);
+        }
+    }
+
+    /// B receives A's datagrams; returns the length of the frame they carried.
+    fn open(&mut self, datagrams: &[Vec<u8>]) -> usize {
+        for d in datagrams {
+            self.b
+                .handle_datagram(self.now, endpoint(Self::B), endpoint(Self::A), d);
+        }
+        let frame = self.b.poll_tap().expect("the frame arrived");
+        frame.frame.len()
+    }
+}
+
+/// A frame from A's member MAC to B's.
+fn frame(pair: &Pair, len: usize) -> Vec<u8> {
+    let mut f = vec![0x5a; len];
+    f[..6].copy_from_slice(&Mac::for_member(pair.b.address(), pair.network).0);
+    f[6..12].copy_from_slice(&Mac::for_member(pair.a.address(), pair.network).0);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f
+}
+
+fn frame_path(c: &mut Criterion) {
+    let mut pair = Pair::establish();
+    let cases = [
+        ("1400B (2 fragments)".to_string(), 1400),
+        (format!("{UNFRAGMENTED}B (1 datagram)"), UNFRAGMENTED),
+    ];
+    for (name, len) in cases {
+        let f = frame(&pair, len);
+        let mut probe = Vec::new();
+        pair.seal(&f, &mut probe);
+        let sizes: Vec<usize> = probe.iter().map(Vec::len).collect();
+        println!("{name}: travels as datagrams of {sizes:?} bytes");
+        assert_eq!(probe.len(), if len > UNFRAGMENTED { 2 } else { 1 });
+        assert_eq!(pair.open(&probe), len, "the probe frame went through");
+
+        let mut group = c.benchmark_group(format!("node frame path/{name}"));
+        group.throughput(Throughput::Bytes(len as u64));
+        let mut out = Vec::with_capacity(4);
+        group.bench_function("seal: send_frame → poll_transmit", |bench| {
+            bench.iter(|| {
+                out.clear();
+                pair.seal(black_box(&f), &mut out);
+                black_box(out.len())
+            })
+        });
+        // Every datagram opens once (replay protection), so A seals a fresh one for
+        // each iteration, outside the measurement.
+        let shared = RefCell::new(&mut pair);
+        group.bench_function("open: handle_datagram → poll_tap", |bench| {
+            bench.iter_batched(
+                || {
+                    let mut d = Vec::with_capacity(2);
+                    shared.borrow_mut().seal(&f, &mut d);
+                    d
+                },
+                |d| black_box(shared.borrow_mut().open(&d)),
+                BatchSize::SmallInput,
+            )
+        });
+        let pair = shared.into_inner();
+        group.bench_function("round trip: A's TAP → B's TAP", |bench| {
+            bench.iter(|| {
+                out.clear();
+                pair.seal(black_box(&f), &mut out);
+                black_box(pair.open(&out))
+            })
+        });
+        group.finish();
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = frame_path
+}
+criterion_main!(benches);
