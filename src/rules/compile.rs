@@ -22,8 +22,8 @@ use std::collections::HashMap;
 
 use super::error::{Diagnostic, RulesError, Severity, Sources, Span, suggest};
 use super::parse::{
-    ActionKw, BodyItem, CallAst, CapAst, Item, MacroAst, MatchAst, MatchKw, Modifier, RuleAst,
-    TagAst, TagProp, Word, parse_file,
+    ActionKw, BodyItem, CallAst, CapAst, Item, MATCH_KEYWORDS, MacroAst, MatchAst, MatchKw,
+    Modifier, RuleAst, TagAst, TagProp, Word, parse_file,
 };
 use super::table::{
     Action, ByteRange, Capability, Condition, Entry, MAX_BASE_ENTRIES, MAX_CAPABILITIES,
@@ -43,58 +43,12 @@ pub const MAX_MACRO_DEPTH: usize = 16;
 /// many times without producing rules).
 pub const MAX_MACRO_EXPANSIONS: usize = 4096;
 
-/// Words ZeroTier reserves; they cannot name tags, capabilities or macros.
+/// Words ZeroTier reserves besides the match keywords (`parse::MATCH_KEYWORDS`); none
+/// of them can name a tag, capability or macro.
 pub const RESERVED_WORDS: &[&str] = &[
-    "macro",
-    "tag",
-    "cap",
-    "default",
-    "drop",
-    "accept",
-    "tee",
-    "watch",
-    "redirect",
-    "break",
-    "priority",
-    "ztsrc",
-    "ztdest",
-    "vlan",
-    "vlanpcp",
-    "vlandei",
-    "ethertype",
-    "macsrc",
-    "macdest",
-    "ipsrc",
-    "ipdest",
-    "iptos",
-    "ipprotocol",
-    "icmp",
-    "sport",
-    "dport",
-    "chr",
-    "framesize",
-    "random",
-    "tand",
-    "tor",
-    "txor",
-    "tdiff",
-    "teq",
-    "tseq",
-    "treq",
-    "type",
-    "enum",
-    "class",
-    "define",
-    "import",
-    "include",
-    "log",
-    "not",
-    "xor",
-    "or",
-    "and",
-    "set",
-    "var",
-    "let",
+    "macro", "tag", "cap", "default", "drop", "accept", "tee", "watch", "redirect", "break",
+    "priority", "type", "enum", "class", "define", "import", "include", "log", "not", "xor", "or",
+    "and", "set", "var", "let",
 ];
 
 /// Where the compiler gets the text of `include "path"` files.
@@ -637,7 +591,7 @@ impl<'l> Compiler<'l> {
     /// Checks a tag, capability or macro name and returns it lower-cased.
     fn def_name(&self, name: &Word, what: &str) -> CResult<String> {
         let lc = name.text.to_lowercase();
-        if RESERVED_WORDS.contains(&lc.as_str()) {
+        if RESERVED_WORDS.contains(&lc.as_str()) || MATCH_KEYWORDS.contains(&lc.as_str()) {
             return Err(Box::new(
                 self.err(
                     name.span,
