@@ -212,6 +212,7 @@ impl NodeDriver {
                 addr,
                 source,
             })?;
+        set_socket_buffers(&socket);
         let udp_port = socket.local_addr()?.port();
         let public_identity = identity.public().to_string();
         let address = identity.public().address();
@@ -496,6 +497,7 @@ pub async fn run_root(
             addr,
             source,
         })?;
+    set_socket_buffers(&socket);
     let local = Endpoint(socket.local_addr()?);
     tracing::info!(address = %identity.public().address(), %local, "root listening");
     let clock = Clock::start();
@@ -517,6 +519,40 @@ pub async fn run_root(
         }
         while let Some(t) = root.poll_transmit() {
             send(&socket, t).await;
+        }
+    }
+}
+
+/// UDP socket buffer size asked for: bursts of full-size frames arrive as three
+/// fragments each, and the kernel's default (about 200 KiB) overflows under TCP load,
+/// which the end-to-end benchmark showed as thousands of retransmits.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Enlarges the socket's buffers: past the system limit when privileged
+/// (`SO_RCVBUFFORCE`), up to it otherwise. Failures only cost throughput.
+fn set_socket_buffers(socket: &UdpSocket) {
+    use std::os::fd::AsRawFd;
+    let fd = socket.as_raw_fd();
+    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        let set = |opt| {
+            // SAFETY: `fd` is an open socket owned by `socket` for the whole call, and the
+            // option value is a properly sized c_int.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    (&size as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
+        };
+        if set(force) != 0 && set(plain) != 0 {
+            tracing::debug!("could not enlarge the UDP socket buffers");
         }
     }
 }
