@@ -26,6 +26,10 @@ const WORLD_INPUTS: usize = 3000;
 #[test]
 fn replaying_the_node_trace_reproduces_it_exactly() {
     let s = scenario();
+    assert!(
+        s.node.datagrams.len() <= 256,
+        "Deliver ops name a recorded datagram with one byte; shorten the conversation"
+    );
     let mut n = s.fresh_node();
     let mut outputs = Vec::new();
     for (i, input) in s.node.inputs.iter().enumerate() {
@@ -54,6 +58,10 @@ fn replaying_the_node_trace_reproduces_it_exactly() {
 #[test]
 fn replaying_the_root_trace_reproduces_it_exactly() {
     let s = scenario();
+    assert!(
+        s.root.datagrams.len() <= 256,
+        "Deliver ops name a recorded datagram with one byte; shorten the conversation"
+    );
     let mut r = s.fresh_root();
     let mut outputs = Vec::new();
     for (i, input) in s.root.inputs.iter().enumerate() {
