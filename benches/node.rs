@@ -23,8 +23,9 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use skylan::moon::root::Root;
 use skylan::moon::world::RootSpec;
 use skylan::sim::mesh::{PORT, planet, test_identity};
+use skylan::switch::vswitch::{MemberInfo, SwitchSettings};
 use skylan::switch::{self, Link, Node, NodeConfig};
-use skylan::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
+use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire;
 
 /// Bytes a frame gains on the way to a datagram: Data prefix, Frame message header
@@ -77,7 +78,21 @@ impl Pair {
             now,
             network,
         };
-        pair.b.join(network);
+        pair.b.join(now, network);
+        let members = [pair.a.address(), pair.b.address()]
+            .into_iter()
+            .map(|address| MemberInfo {
+                address,
+                ips: Vec::new(),
+            })
+            .collect();
+        let settings = SwitchSettings {
+            enable_broadcast: true,
+            multicast_limit: 0,
+            members,
+            bridges: Vec::new(),
+        };
+        pair.b.set_network(network, 1, settings, None);
         let b = pair.b.address();
         // Reach the root, look B up and ping it (relayed), let the RENDEZVOUS work,
         // then ping until the answer comes back directly.
@@ -165,10 +180,11 @@ impl Pair {
     }
 }
 
-fn frame(len: usize) -> Vec<u8> {
+/// A frame from A's member MAC to B's.
+fn frame(pair: &Pair, len: usize) -> Vec<u8> {
     let mut f = vec![0x5a; len];
-    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+    f[..6].copy_from_slice(&Mac::for_member(pair.b.address(), pair.network).0);
+    f[6..12].copy_from_slice(&Mac::for_member(pair.a.address(), pair.network).0);
     f[12..14].copy_from_slice(&[0x08, 0x00]);
     f
 }
@@ -180,7 +196,7 @@ fn frame_path(c: &mut Criterion) {
         (format!("{UNFRAGMENTED}B (1 datagram)"), UNFRAGMENTED),
     ];
     for (name, len) in cases {
-        let f = frame(len);
+        let f = frame(&pair, len);
         let mut probe = Vec::new();
         pair.seal(&f, &mut probe);
         let sizes: Vec<usize> = probe.iter().map(Vec::len).collect();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use skylan::io::{daemon, home};
+use skylan::io::{cli, client, controller_cli, daemon, home};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,9 @@ enum Command {
         /// Local API TCP port, if not the UDP port.
         #[arg(long)]
         api_port: Option<u16>,
+        /// Also run the network controller (network IDs start with this node's address).
+        #[arg(long)]
+        controller: bool,
     },
     /// Run a root server (planet or moon member).
     Root {
@@ -49,10 +52,50 @@ enum Command {
         #[arg(long)]
         planet: Option<PathBuf>,
     },
+    /// Show this node's address, version and whether it reaches a root.
+    Info,
+    /// List peers: role, latency, DIRECT or RELAY, path, MTU.
+    Peers,
+    /// Ping a node through the overlay; one line per reply with path and round trip.
+    Ping {
+        /// The node's 10-digit address.
+        address: String,
+        /// How many pings (one a second).
+        #[arg(short = 'c', long, default_value_t = 4)]
+        count: u32,
+    },
+    /// Join a network by its 16-digit ID.
+    Join {
+        /// The network ID.
+        network: String,
+    },
+    /// Leave a network.
+    Leave {
+        /// The network ID.
+        network: String,
+    },
+    /// List joined networks: status, MAC, device, managed addresses.
+    Networks,
+    /// Administer the network controller of the local node (`skylan node --controller`).
+    Controller {
+        #[command(subcommand)]
+        command: controller_cli::ControllerCommand,
+    },
+    /// The flow-rules language, offline: check, compile, explain.
+    Rules {
+        #[command(subcommand)]
+        command: skylan::io::rules_cli::RulesCommand,
+    },
     /// Identities and world files, offline.
     Idtool {
         #[command(subcommand)]
         command: skylan::io::idtool::IdtoolCommand,
+    },
+    /// Build a throw-away lab of network namespaces and show skylan at work (needs root).
+    Demo {
+        /// Keep the lab running after the script until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
     },
 }
 
@@ -63,6 +106,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(args) {
         Ok(out) => {
@@ -72,7 +116,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("skylan: {e:#}");
+            eprintln!("skylan: {e}");
             ExitCode::from(1)
         }
     }
@@ -87,12 +131,14 @@ fn run(args: Args) -> anyhow::Result<String> {
             port,
             planet,
             api_port,
+            controller,
         } => {
             let options = daemon::NodeOptions {
                 home: args.home,
                 port,
                 planet,
                 api_port,
+                controller,
             };
             runtime.block_on(daemon::run_node(options, shutdown_signal()))?;
             Ok(String::new())
@@ -106,7 +152,24 @@ fn run(args: Args) -> anyhow::Result<String> {
             runtime.block_on(daemon::run_root(options, shutdown_signal()))?;
             Ok(String::new())
         }
+        Command::Info => Ok(cli::info(&args.home, args.json)?),
+        Command::Peers => Ok(cli::peers(&args.home, args.json)?),
+        Command::Ping { address, count } => Ok(cli::ping(&args.home, &address, count, args.json)?),
+        Command::Join { network } => Ok(cli::join(&args.home, &network, args.json)?),
+        Command::Leave { network } => Ok(cli::leave(&args.home, &network, args.json)?),
+        Command::Networks => Ok(cli::networks(&args.home, args.json)?),
+        Command::Controller { command } => {
+            let port = home::Home::existing(&args.home)
+                .read_port()
+                .unwrap_or(client::DEFAULT_API_PORT);
+            Ok(controller_cli::run(&args.home, port, args.json, command)?)
+        }
         Command::Idtool { command } => Ok(skylan::io::idtool::run(command)?),
+        Command::Rules { command } => Ok(skylan::io::rules_cli::run(command)?),
+        Command::Demo { keep } => Ok(skylan::io::demo::run(&skylan::io::demo::DemoOptions {
+            skylan: None,
+            keep,
+        })?),
     }
 }
 

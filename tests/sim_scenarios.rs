@@ -4,10 +4,13 @@
 
 use std::time::Duration;
 
+use serde_json::json;
+use skylan::sim::HostId;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{Link, NatKind};
+use skylan::sim::{Captured, Link, NatKind};
 use skylan::switch::Link as Via;
+use skylan::switch::network::NetworkStatus;
 use skylan::types::{Endpoint, NetworkId};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -16,8 +19,21 @@ fn link() -> Link {
     Link::default()
 }
 
-fn network() -> NetworkId {
-    "8056c2e21c000001".parse().unwrap()
+/// Adds a public controller, creates a public network on it, joins `members` and waits
+/// until each has its config.
+fn network(m: &mut Mesh, members: &[HostId]) -> NetworkId {
+    let ctrl = m.add_controller(Placement::Public, link());
+    let nw = m.create_network(ctrl, json!({"name": "lab", "private": false}));
+    for &h in members {
+        m.join(h, nw);
+    }
+    for &h in members {
+        assert!(
+            m.wait_status(h, nw, NetworkStatus::Ok, 20 * SECOND),
+            "member got its config"
+        );
+    }
+    nw
 }
 
 fn is_direct(l: Option<(Duration, Via)>) -> bool {
@@ -66,6 +82,19 @@ fn two_nodes_talk_via_the_root_then_go_direct() {
         relayed,
         "no more relaying once direct"
     );
+    m.sim.run_for(Duration::from_secs(15));
+    let b_addr = m.address(b);
+    let seen = m
+        .node(a)
+        .node
+        .peers(m.sim.now())
+        .into_iter()
+        .find(|p| p.address == b_addr)
+        .unwrap();
+    assert!(
+        seen.version.is_some() && seen.latency.is_some(),
+        "peers shows a leaf's version and latency: {seen:?}"
+    );
 }
 
 #[test]
@@ -99,11 +128,12 @@ fn behind_two_symmetric_nats_traffic_stays_relayed_and_arrives() {
     );
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
-    m.join(b, network());
+    let nw = network(&mut m, &[a, b]);
     for i in 0..20u8 {
         let pong = m.ping(a, b, 10 * SECOND);
         assert!(is_relayed(pong), "ping {i} relayed: {pong:?}");
-        m.send_frame(a, b, network(), &frame(i, 200));
+        let f = m.frame(a, b, nw, i, 200);
+        m.send_frame(a, b, nw, &f);
         m.sim.run_for(SECOND);
     }
     let got = &m.node(b).tap;
@@ -111,7 +141,7 @@ fn behind_two_symmetric_nats_traffic_stays_relayed_and_arrives() {
     assert!(
         got.iter()
             .enumerate()
-            .all(|(i, f)| f.frame == frame(i as u8, 200))
+            .all(|(i, f)| f.frame == m.frame(a, b, nw, i as u8, 200))
     );
     assert!(matches!(m.link_of(a, b), Some(Via::Relay(_))));
 }
@@ -155,31 +185,39 @@ fn a_dead_root_is_replaced_by_the_next_one() {
     assert!(m.node(a).node.status(m.sim.now()).online);
 }
 
-#[test]
-fn a_replayed_packet_is_dropped() {
+/// Two public members of a network; `a` sends `b` one frame of `len` bytes, which is
+/// captured on the way. Returns the mesh, `b` and the captured datagram.
+fn captured_frame(seed: u64, len: usize) -> (Mesh, HostId, Captured) {
     let mut m = Mesh::build(
-        5,
+        seed,
         &[link()],
         &[Placement::Public, Placement::Public],
         link(),
     );
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
-    m.join(b, network());
+    let nw = network(&mut m, &[a, b]);
     assert!(m.ping(a, b, 10 * SECOND).is_some());
     m.sim.enable_capture();
-    m.send_frame(a, b, network(), &frame(1, 100));
+    let f = m.frame(a, b, nw, 1, len);
+    m.send_frame(a, b, nw, &f);
     m.sim.run_for(SECOND);
     assert_eq!(m.node(b).tap.len(), 1);
     let to_b = m.sim.endpoint(b);
-    let captured: Vec<_> = m
+    let genuine = m
         .sim
         .captured()
         .iter()
-        .filter(|c| c.to == to_b && c.bytes.len() > 100)
+        .find(|c| c.to == to_b && c.bytes.len() > len)
         .cloned()
-        .collect();
-    assert!(!captured.is_empty(), "the frame's datagram was captured");
+        .expect("the frame's datagram was captured");
+    (m, b, genuine)
+}
+
+#[test]
+fn a_replayed_packet_is_dropped() {
+    let (mut m, b, genuine) = captured_frame(5, 100);
+    let captured = [genuine];
     let replays_before = m.node(b).node.stats().drop_replay;
     // Right away (inside the replay window) and much later (after rekeys).
     for c in &captured {
@@ -200,27 +238,9 @@ fn a_replayed_packet_is_dropped() {
 
 #[test]
 fn forged_and_bit_flipped_packets_are_dropped_and_counted() {
-    let mut m = Mesh::build(
-        6,
-        &[link()],
-        &[Placement::Public, Placement::Public],
-        link(),
-    );
-    m.settle();
-    let (a, b) = (m.nodes[0], m.nodes[1]);
-    m.join(b, network());
-    assert!(m.ping(a, b, 10 * SECOND).is_some());
-    m.sim.enable_capture();
-    m.send_frame(a, b, network(), &frame(1, 300));
-    m.sim.run_for(SECOND);
-    let to_b = m.sim.endpoint(b);
-    let genuine = m
-        .sim
-        .captured()
-        .iter()
-        .find(|c| c.to == to_b && c.bytes.len() > 300)
-        .cloned()
-        .expect("captured the frame");
+    let (mut m, b, genuine) = captured_frame(6, 300);
+    let a = m.nodes[0];
+    let to_b = genuine.to;
     let before = *m.node(b).node.stats();
     let from = genuine.from;
     // Every single-bit flip of the genuine packet (outside the hop bits, which relays
@@ -280,12 +300,13 @@ fn a_session_survives_ten_rekeys_without_loss() {
     );
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
-    m.join(b, network());
+    let nw = network(&mut m, &[a, b]);
     let handshakes_before = m.node(a).node.stats().handshakes + m.node(b).node.stats().handshakes;
     // One frame every 500 ms for 11 rekey periods (120 s each).
     let total = 11 * 120 * 2;
     for i in 0..total {
-        m.send_frame(a, b, network(), &frame((i % 251) as u8, 64 + i % 1000));
+        let f = m.frame(a, b, nw, (i % 251) as u8, 64 + i % 1000);
+        m.send_frame(a, b, nw, &f);
         m.sim.run_for(Duration::from_millis(500));
     }
     m.sim.run_for(SECOND);
@@ -294,7 +315,7 @@ fn a_session_survives_ten_rekeys_without_loss() {
     for (i, f) in got.iter().enumerate() {
         assert_eq!(
             f.frame,
-            frame((i % 251) as u8, 64 + i % 1000),
+            m.frame(a, b, nw, (i % 251) as u8, 64 + i % 1000),
             "frame {i} intact and in order"
         );
     }
@@ -398,12 +419,13 @@ fn large_frames_are_fragmented_and_reassembled_relayed_and_direct() {
     );
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
-    m.join(b, network());
-    m.join(a, network());
+    let nw = network(&mut m, &[a, b]);
     // a → b starts relayed; b is public so a symmetric NAT still gets direct after a while.
     for i in 0..10u8 {
-        m.send_frame(a, b, network(), &frame(i, 2800));
-        m.send_frame(b, a, network(), &frame(i, 2800));
+        let f = m.frame(a, b, nw, i, 2800);
+        m.send_frame(a, b, nw, &f);
+        let f = m.frame(b, a, nw, i, 2800);
+        m.send_frame(b, a, nw, &f);
         m.sim.run_for(SECOND);
     }
     assert_eq!(m.node(b).tap.len(), 10);
@@ -488,11 +510,4 @@ fn same_seed_same_run() {
     };
     assert_eq!(run(14), run(14));
     assert_ne!(run(14).0, run(15).0);
-}
-
-fn frame(tag: u8, len: usize) -> Vec<u8> {
-    let mut f = vec![tag; len.max(14)];
-    f[12] = 0x88;
-    f[13] = 0xb5; // a local experimental ethertype
-    f
 }

@@ -27,6 +27,7 @@
 use std::collections::{HashMap, HashSet};
 
 use skylan::switch::peer::MAX_QUEUED;
+use skylan::switch::vswitch::SwitchSettings;
 use skylan::switch::{self, Event, Link, MAX_FRAME_LEN, Node, NodeError, NodeStats};
 use skylan::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Kind, MAX_FRAGMENTS};
@@ -65,6 +66,9 @@ pub fn run(data: &[u8]) -> Outcome {
 /// Runs a list of operations.
 pub fn run_ops(ops: &[Op]) -> Outcome {
     let mut h = Harness::new(scenario());
+    // What joining the scenario network queued at construction (a config request, so a
+    // WHOIS and a handshake towards the root) goes out before any fuzzed input.
+    h.drain(None);
     for op in ops {
         h.apply(op);
     }
@@ -195,7 +199,7 @@ impl Harness {
             1 => {
                 let network = self.networks[c.target as usize / 4 % 2];
                 let len = c.len as usize % (MAX_FRAME_LEN + 100);
-                let f = frame(c.len, len);
+                let f = frame(c.len, len, self.s.node_address(), target);
                 match self.node.send_frame(self.now, network, target, &f) {
                     Ok(()) => assert!(!is_self && f.len() <= MAX_FRAME_LEN),
                     Err(NodeError::SelfAddress) => assert!(is_self),
@@ -204,7 +208,10 @@ impl Harness {
             }
             2 => {
                 let network = self.networks[c.target as usize % 2];
-                self.node.join(network);
+                self.node.join(self.now, network);
+                let members = [self.s.node_address(), self.s.peer];
+                self.node
+                    .set_network(network, 1, SwitchSettings::open(&members), None);
                 self.joined.insert(network);
             }
             _ => {
@@ -340,11 +347,18 @@ impl Harness {
                 self.check_link(link);
             }
             Event::Unreachable(peer) => {
+                // Joining a network looks up its controller too.
+                let controller = self.networks.iter().any(|n| n.controller() == peer);
                 assert!(
-                    self.targets[..3].contains(&peer),
+                    self.targets[..3].contains(&peer) || controller,
                     "looked up a stranger: {peer}"
                 );
             }
+            // Configs can only come from a network's controller over its session; the
+            // scenario's networks have none, so these are at most status changes.
+            Event::ConfigRequested { .. }
+            | Event::ConfigReceived { .. }
+            | Event::NetworkStatus { .. } => {}
         }
     }
 

@@ -24,8 +24,9 @@ use skylan::moon::world::{RootSpec, World};
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{PORT, planet, test_identity};
 use skylan::sim::{Host, HostId, Link, NatKind, Sim};
+use skylan::switch::vswitch::SwitchSettings;
 use skylan::switch::{self, Node, NodeConfig};
-use skylan::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
+use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Outer, Reassembler};
 
 /// The network the nodes exchange frames on.
@@ -189,7 +190,9 @@ impl Scenario {
             },
             self.start,
         );
-        node.join(self.network());
+        node.join(self.start, self.network());
+        let members = [self.node_address(), self.peer];
+        node.set_network(self.network(), 1, SwitchSettings::open(&members), None);
         node
     }
 
@@ -252,10 +255,11 @@ impl<H: Host> Host for Recorder<H> {
 }
 
 /// A frame unique to `tag`, with a local experimental ethertype.
-pub fn frame(tag: u16, len: usize) -> Vec<u8> {
+pub fn frame(tag: u16, len: usize, from: NodeAddress, to: NodeAddress) -> Vec<u8> {
+    let network = NetworkId::from_u64(NETWORK).expect("the scenario network ID is valid");
     let mut f: Vec<u8> = (0..len.max(16)).map(|i| (i as u8) ^ (tag as u8)).collect();
-    f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+    f[..6].copy_from_slice(&Mac::for_member(to, network).0);
+    f[6..12].copy_from_slice(&Mac::for_member(from, network).0);
     f[12..14].copy_from_slice(&[0x88, 0xb5]);
     f[14..16].copy_from_slice(&tag.to_be_bytes());
     f
@@ -288,7 +292,9 @@ fn record() -> Scenario {
         phys_mtu: switch::DEFAULT_PHYS_MTU,
     };
     let mut n_core = Node::new(node_config(&node_identity, NODE_SEED), start);
-    n_core.join(network);
+    n_core.join(start, network);
+    let members = [node_identity.public().address(), peer];
+    n_core.set_network(network, 1, SwitchSettings::open(&members), None);
     let n = add_behind_nat(
         &mut sim,
         Recorder {
@@ -304,7 +310,7 @@ fn record() -> Scenario {
 
     let mut frames = Vec::new();
     let mut send = |sim: &mut Sim, len: usize| {
-        let f = frame(frames.len() as u16, len);
+        let f = frame(frames.len() as u16, len, peer, n_address);
         sim.with_host::<NodeHost, _>(p, |h, now| h.node.send_frame(now, network, n_address, &f))
             .expect("the scenario frame is accepted");
         frames.push(f);

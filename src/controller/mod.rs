@@ -1,1 +1,641 @@
-//! (placeholder)
+//! The self-hosted network controller: networks, members, IP assignment, and the
+//! configs and credentials it signs for members.
+//!
+//! Layout (pure decisions | storage | service):
+//! - [`model`]: the `Network` and `Member` records, in ZeroTier's JSON shape.
+//! - [`patch`]: partial updates from JSON objects (only named fields change; a wrong
+//!   type is an error naming the field) and whole-record validation.
+//! - [`ipam`]: IPv4/IPv6 pool allocation and the derived rfc4193/6plane addresses.
+//! - [`request`]: the pure decision for a node's config request.
+//! - [`credential`]: membership credentials, network configs, signing and verifying.
+//! - [`store`]: the `Store` trait (atomic, durable transactions with an allocation
+//!   index and an audit log) and its redb implementation.
+//! - [`Controller`] (this file): the service the HTTP API and the node driver call. It
+//!   runs each operation as one store transaction: read, patch, validate, allocate,
+//!   save, audit — so a failed request changes nothing and an acknowledged one is on
+//!   disk.
+//!
+//! **Time.** Nothing here reads a clock. Every operation takes `now: Time`, which the
+//! driver (the HTTP layer or the node driver) must give as *Unix time* (microseconds
+//! since 1970-01-01 UTC): record times (`creationTime`, ...) are shown as milliseconds
+//! since the epoch, as in ZeroTier, and credential timestamps must be comparable
+//! across controller restarts.
+//!
+//! **Change notifications.** After each committed change the controller calls every
+//! subscribed [`ChangeListener`] with a [`Change`] ("network N changed", "member X of
+//! network N changed"). The node driver subscribes and pushes fresh configs: to every
+//! online member of N for a network change or when `revoked` is set (a member lost
+//! access, and the membership revision every credential carries went up), otherwise to
+//! member X only. Listeners run on the writer's thread after the commit; they must be
+//! quick (e.g. send on a channel). Changes made by [`Controller::request`] itself are
+//! not announced: the requester receives its config in the reply.
+//!
+//! Callers: `io::http::controller` (the API), the node driver (config requests),
+//! the simulator.
+
+pub mod credential;
+pub mod error;
+pub mod ipam;
+pub mod model;
+pub mod patch;
+pub mod request;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use serde_json::{Map, Value};
+
+pub mod member;
+pub mod rules;
+
+pub use credential::{
+    CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, Ed25519Signer,
+    MembershipCredential, NetworkConfig, RosterEntry, SignedNetworkConfig, Signer,
+};
+pub use error::ControllerError;
+pub use model::{Member, Network};
+pub use patch::{CompiledRules, RulesCompileError, RulesCompiler};
+pub use request::{ConfigRequest, Decision, NodeVersion};
+pub use store::{AuditEntry, FieldChange, RedbStore, Store, StoreTxn};
+
+use crate::types::{NetworkId, NodeAddress, Time};
+
+/// What kind of change happened to a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The record was created.
+    Created,
+    /// The record was modified.
+    Updated,
+    /// The record was deleted.
+    Deleted,
+}
+
+/// A committed change, announced to [`ChangeListener`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The network concerned.
+    pub nwid: NetworkId,
+    /// The member concerned; `None` for a change of the network record itself.
+    pub member: Option<NodeAddress>,
+    /// Created, updated or deleted.
+    pub kind: ChangeKind,
+    /// A member lost access (deauthorized, or deleted while authorized): push fresh
+    /// configs to every online member of the network, not only to `member`.
+    pub revoked: bool,
+}
+
+/// Receives [`Change`]s after they are committed. Must not block.
+pub trait ChangeListener: Send + Sync {
+    /// Called once per committed change.
+    fn on_change(&self, change: &Change);
+}
+
+impl<F: Fn(&Change) + Send + Sync> ChangeListener for F {
+    fn on_change(&self, change: &Change) {
+        self(change)
+    }
+}
+
+/// A stored record and the request fields that were ignored while producing it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Saved<T> {
+    /// The record as stored.
+    pub record: T,
+    /// Body fields skylan does not know or support (see `patch`).
+    pub ignored: Vec<String>,
+}
+
+/// The controller service. Cheap to share (`Arc<Controller>`); all methods take `&self`
+/// and are safe to call from many threads (writes are serialized by the store). Methods
+/// block on disk I/O: async callers should use `spawn_blocking`.
+pub struct Controller {
+    store: Box<dyn Store>,
+    address: NodeAddress,
+    /// Picks random network numbers; seeded by the driver (no OS randomness here).
+    rng: Mutex<ChaCha20Rng>,
+    listeners: RwLock<Vec<Arc<dyn ChangeListener>>>,
+    compiler: RwLock<Option<Arc<dyn RulesCompiler>>>,
+}
+
+impl Controller {
+    /// A controller for the node `address` (network IDs start with it) over `store`.
+    /// `rng_seed` seeds the random network numbers of `create_network`.
+    pub fn new(store: Box<dyn Store>, address: NodeAddress, rng_seed: [u8; 32]) -> Self {
+        Controller {
+            store,
+            address,
+            rng: Mutex::new(ChaCha20Rng::from_seed(rng_seed)),
+            listeners: RwLock::new(Vec::new()),
+            compiler: RwLock::new(None),
+        }
+    }
+
+    /// This controller's node address.
+    pub fn address(&self) -> NodeAddress {
+        self.address
+    }
+
+    /// Subscribes `listener` to committed changes (see the module docs).
+    pub fn subscribe(&self, listener: Arc<dyn ChangeListener>) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(listener);
+    }
+
+    /// Installs the compiler used for posted `rulesSource` text.
+    pub fn set_rules_compiler(&self, compiler: Arc<dyn RulesCompiler>) {
+        *self.compiler.write().unwrap_or_else(|p| p.into_inner()) = Some(compiler);
+    }
+
+    /// All network IDs.
+    pub fn networks(&self) -> Result<Vec<NetworkId>, ControllerError> {
+        self.store.network_ids()
+    }
+
+    /// One network; `NotFound` if missing.
+    pub fn network(&self, nwid: NetworkId) -> Result<Network, ControllerError> {
+        self.store
+            .network(nwid)?
+            .ok_or_else(|| not_found_network(nwid))
+    }
+
+    /// All members of a network; `NotFound` if the network is missing.
+    pub fn members(&self, nwid: NetworkId) -> Result<Vec<Member>, ControllerError> {
+        self.network(nwid)?;
+        self.store.members(nwid)
+    }
+
+    /// One member; `NotFound` if the network or the member is missing.
+    pub fn member(&self, nwid: NetworkId, address: NodeAddress) -> Result<Member, ControllerError> {
+        self.network(nwid)?;
+        self.store
+            .member(nwid, address)?
+            .ok_or_else(|| not_found_member(nwid, address))
+    }
+
+    /// Audit entries after sequence number `after`, oldest first.
+    pub fn audit(&self, after: u64, limit: usize) -> Result<Vec<AuditEntry>, ControllerError> {
+        self.store.audit(after, limit)
+    }
+
+    /// Creates a network with a random unused number (ZeroTier's `POST
+    /// /controller/network` and `<address>______`) and applies `body` to it.
+    pub fn create_network(
+        &self,
+        body: &Map<String, Value>,
+        actor: &str,
+        now: Time,
+    ) -> Result<Saved<Network>, ControllerError> {
+        let mut candidates: Vec<u32> = {
+            let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+            (0..1000).map(|_| rng.next_u32() & 0xff_ffff).collect()
+        };
+        candidates.retain(|n| *n != 0);
+        let compiler = self.compiler();
+        let mut out = None;
+        let mut changes = Vec::new();
+        self.store.write(&mut |txn| {
+            changes.clear();
+            let mut chosen = None;
+            for n in &candidates {
+                let nwid = NetworkId::new(self.address, *n);
+                if txn.network(nwid)?.is_none() {
+                    chosen = Some(nwid);
+                    break;
+                }
+            }
+            let nwid = chosen.ok_or_else(|| {
+                ControllerError::Exhausted(
+                    "no unused network number found; the controller's 24-bit network space is nearly full".into(),
+                )
+            })?;
+            let mut net = Network::new(nwid, now);
+            let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
+            txn.put_network(&mut net)?;
+            audit(txn, actor, "network.create", nwid, None, None, Some(&net.to_api_json()), now)?;
+            changes.push(Change {
+                nwid,
+                member: None,
+                kind: ChangeKind::Created,
+                revoked: false,
+            });
+            out = Some(Saved {
+                record: net,
+                ignored,
+            });
+            Ok(())
+        })?;
+        self.announce(&changes);
+        out.ok_or_else(|| ControllerError::storage("creating a network", "no result"))
+    }
+
+    /// Creates or partially updates network `nwid` (ZeroTier's `POST
+    /// /controller/network/<nwid>`). `nwid` must belong to this controller.
+    pub fn post_network(
+        &self,
+        nwid: NetworkId,
+        body: &Map<String, Value>,
+        actor: &str,
+        now: Time,
+    ) -> Result<Saved<Network>, ControllerError> {
+        if nwid.controller() != self.address {
+            return Err(ControllerError::BadRequest(format!(
+                "network {nwid} belongs to controller {}, this is {}; network IDs here start with {}",
+                nwid.controller(),
+                self.address,
+                self.address
+            )));
+        }
+        let compiler = self.compiler();
+        let mut out = None;
+        let mut changes = Vec::new();
+        self.store.write(&mut |txn| {
+            changes.clear();
+            let existing = txn.network(nwid)?;
+            let mut net = existing.clone().unwrap_or_else(|| Network::new(nwid, now));
+            let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
+            if existing.as_ref() != Some(&net) {
+                txn.put_network(&mut net)?;
+                let (action, kind) = match existing {
+                    Some(_) => ("network.update", ChangeKind::Updated),
+                    None => ("network.create", ChangeKind::Created),
+                };
+                let before = existing.as_ref().map(Network::to_api_json);
+                audit(
+                    txn,
+                    actor,
+                    action,
+                    nwid,
+                    None,
+                    before.as_ref(),
+                    Some(&net.to_api_json()),
+                    now,
+                )?;
+                changes.push(Change {
+                    nwid,
+                    member: None,
+                    kind,
+                    revoked: false,
+                });
+            }
+            out = Some(Saved {
+                record: net,
+                ignored,
+            });
+            Ok(())
+        })?;
+        self.announce(&changes);
+        out.ok_or_else(|| ControllerError::storage("saving a network", "no result"))
+    }
+
+    /// Deletes a network and all its members; returns the deleted network.
+    pub fn delete_network(
+        &self,
+        nwid: NetworkId,
+        actor: &str,
+        now: Time,
+    ) -> Result<Network, ControllerError> {
+        let mut out = None;
+        self.store.write(&mut |txn| {
+            let net = txn
+                .delete_network(nwid)?
+                .ok_or_else(|| not_found_network(nwid))?;
+            audit(
+                txn,
+                actor,
+                "network.delete",
+                nwid,
+                None,
+                Some(&net.to_api_json()),
+                None,
+                now,
+            )?;
+            out = Some(net);
+            Ok(())
+        })?;
+        self.announce(&[Change {
+            nwid,
+            member: None,
+            kind: ChangeKind::Deleted,
+            revoked: true,
+        }]);
+        out.ok_or_else(|| ControllerError::storage("deleting a network", "no result"))
+    }
+
+    /// Creates or partially updates a member (ZeroTier's `POST
+    /// /controller/network/<nwid>/member/<address>`; creating a record before the node
+    /// asks is how members are pre-authorized). Missing pool addresses are assigned in
+    /// the same transaction when the member is admitted.
+    pub fn post_member(
+        &self,
+        nwid: NetworkId,
+        address: NodeAddress,
+        body: &Map<String, Value>,
+        actor: &str,
+        now: Time,
+    ) -> Result<Saved<Member>, ControllerError> {
+        let mut out = None;
+        let mut changes = Vec::new();
+        self.store.write(&mut |txn| {
+            changes.clear();
+            let mut net = txn.network(nwid)?.ok_or_else(|| not_found_network(nwid))?;
+            let existing = txn.member(nwid, address)?;
+            let mut member = existing
+                .clone()
+                .unwrap_or_else(|| request::new_member(&net, address, now));
+            let patched = patch::patch_member(&mut member, body, now)?;
+            let admitted = member.authorized || !net.private;
+            ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
+                Ok::<_, ControllerError>(txn.ip_owner(nwid, ip)?.is_some_and(|o| o != address))
+            })?;
+            if existing.as_ref() != Some(&member) {
+                txn.put_member(&mut member)?;
+                if patched.deauthorized {
+                    net.membership_revision += 1;
+                    txn.put_network(&mut net)?;
+                }
+                let (action, kind) = match existing {
+                    Some(_) => ("member.update", ChangeKind::Updated),
+                    None => ("member.create", ChangeKind::Created),
+                };
+                let before = existing.as_ref().map(Member::to_api_json);
+                let after = member.to_api_json();
+                audit(
+                    txn,
+                    actor,
+                    action,
+                    nwid,
+                    Some(address),
+                    before.as_ref(),
+                    Some(&after),
+                    now,
+                )?;
+                changes.push(Change {
+                    nwid,
+                    member: Some(address),
+                    kind,
+                    revoked: patched.deauthorized,
+                });
+            }
+            out = Some(Saved {
+                record: member,
+                ignored: patched.ignored,
+            });
+            Ok(())
+        })?;
+        self.announce(&changes);
+        out.ok_or_else(|| ControllerError::storage("saving a member", "no result"))
+    }
+
+    /// Deletes a member and frees its addresses; returns the deleted record. A node
+    /// that asks again later reappears as a new, unauthorized member.
+    pub fn delete_member(
+        &self,
+        nwid: NetworkId,
+        address: NodeAddress,
+        actor: &str,
+        now: Time,
+    ) -> Result<Member, ControllerError> {
+        let mut out = None;
+        self.store.write(&mut |txn| {
+            let mut net = txn.network(nwid)?.ok_or_else(|| not_found_network(nwid))?;
+            let member = txn
+                .delete_member(nwid, address)?
+                .ok_or_else(|| not_found_member(nwid, address))?;
+            if member.authorized {
+                net.membership_revision += 1;
+                txn.put_network(&mut net)?;
+            }
+            let before = member.to_api_json();
+            audit(
+                txn,
+                actor,
+                "member.delete",
+                nwid,
+                Some(address),
+                Some(&before),
+                None,
+                now,
+            )?;
+            out = Some(member);
+            Ok(())
+        })?;
+        let member =
+            out.ok_or_else(|| ControllerError::storage("deleting a member", "no result"))?;
+        self.announce(&[Change {
+            nwid,
+            member: Some(address),
+            kind: ChangeKind::Deleted,
+            revoked: member.authorized,
+        }]);
+        Ok(member)
+    }
+
+    /// Answers a node's config request (see [`request`]): admits the member (creating or
+    /// updating its record), assigns missing pool addresses, and decides. The returned
+    /// config is unsigned; its credential is signed with `signer`. Reads only when the
+    /// record needs no change, so the periodic re-requests of every member cost no disk
+    /// writes.
+    pub fn request(
+        &self,
+        req: &ConfigRequest,
+        now: Time,
+        signer: &dyn Signer,
+    ) -> Result<Decision, ControllerError> {
+        let mut decision = self.decide(req, now, signer)?;
+        if let Decision::Config(cfg) = &mut decision {
+            cfg.members = self.roster(req.nwid)?;
+        }
+        Ok(decision)
+    }
+
+    /// The members a config lists: every authorized member (every member of a public
+    /// network) with its managed addresses. Peers admit frames only from listed members,
+    /// and a deauthorized member drops off the list in the next config pushed.
+    pub fn roster(&self, nwid: NetworkId) -> Result<Vec<RosterEntry>, ControllerError> {
+        let network = self.store.network(nwid)?;
+        let private = network.as_ref().is_none_or(|n| n.private);
+        let tag_defs = network.map(|n| n.tags).unwrap_or_default();
+        let mut out: Vec<RosterEntry> = self
+            .store
+            .members(nwid)?
+            .into_iter()
+            .filter(|m| m.authorized || !private)
+            .map(|m| {
+                let mut tags = m.tags.clone();
+                for def in &tag_defs {
+                    if let Some(default) = def.default {
+                        if !tags.iter().any(|(id, _)| *id == def.id) {
+                            tags.push((def.id, default));
+                        }
+                    }
+                }
+                RosterEntry {
+                    address: m.address,
+                    ips: m.ip_assignments.clone(),
+                    tags,
+                    capabilities: m.capabilities.clone(),
+                }
+            })
+            .collect();
+        out.sort_by_key(|e| e.address);
+        Ok(out)
+    }
+
+    /// Internal: the decision without the roster. Answers a node's config request (see [`request`]): admits the member (creating or
+    fn decide(
+        &self,
+        req: &ConfigRequest,
+        now: Time,
+        signer: &dyn Signer,
+    ) -> Result<Decision, ControllerError> {
+        let Some(net) = self.store.network(req.nwid)? else {
+            return Ok(Decision::NotFound);
+        };
+        let existing = self.store.member(req.nwid, req.member)?;
+        let adm = request::admit(&net, existing.as_ref(), req, now);
+        if !adm.member.identity.is_empty() && adm.member.identity != req.identity {
+            tracing::warn!(
+                nwid = %req.nwid,
+                member = %req.member,
+                "config request presents another identity than the one on record; denied"
+            );
+        }
+        let needs_ip = [true, false]
+            .iter()
+            .any(|v4| ipam::needs_auto_assign(&net, &adm.member, *v4, adm.admitted));
+        if !adm.changed && !needs_ip {
+            let bridges = self.store.active_bridges(req.nwid)?;
+            let member = adm.admitted.then_some(&adm.member);
+            return Ok(request::request(Some(&net), member, &bridges, now, signer));
+        }
+        let mut decision = Decision::NotFound;
+        let actor = format!("node {}", req.member);
+        self.store.write(&mut |txn| {
+            let Some(net) = txn.network(req.nwid)? else {
+                decision = Decision::NotFound;
+                return Ok(());
+            };
+            let existing = txn.member(req.nwid, req.member)?;
+            let mut adm = request::admit(&net, existing.as_ref(), req, now);
+            let assigned = ipam::assign_missing(&net, &mut adm.member, adm.admitted, &mut |ip| {
+                Ok::<_, ControllerError>(
+                    txn.ip_owner(req.nwid, ip)?.is_some_and(|o| o != req.member),
+                )
+            })?;
+            if adm.changed || assigned {
+                txn.put_member(&mut adm.member)?;
+                let action = if existing.is_some() {
+                    "member.update"
+                } else {
+                    "member.create"
+                };
+                let before = existing.as_ref().map(Member::to_api_json);
+                let after = adm.member.to_api_json();
+                audit(
+                    txn,
+                    &actor,
+                    action,
+                    req.nwid,
+                    Some(req.member),
+                    before.as_ref(),
+                    Some(&after),
+                    now,
+                )?;
+            }
+            let bridges = txn.active_bridges(req.nwid)?;
+            let member = adm.admitted.then_some(&adm.member);
+            decision = request::request(Some(&net), member, &bridges, now, signer);
+            Ok(())
+        })?;
+        Ok(decision)
+    }
+
+    fn compiler(&self) -> Option<Arc<dyn RulesCompiler>> {
+        self.compiler
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn announce(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let listeners = self.listeners.read().unwrap_or_else(|p| p.into_inner());
+        for change in changes {
+            for l in listeners.iter() {
+                l.on_change(change);
+            }
+        }
+    }
+}
+
+fn not_found_network(nwid: NetworkId) -> ControllerError {
+    ControllerError::NotFound {
+        what: format!("network {nwid}"),
+    }
+}
+
+fn not_found_member(nwid: NetworkId, address: NodeAddress) -> ControllerError {
+    ControllerError::NotFound {
+        what: format!("member {address} of network {nwid}"),
+    }
+}
+
+/// Appends an audit entry describing the difference between `before` and `after`.
+#[allow(clippy::too_many_arguments)]
+fn audit(
+    txn: &mut dyn StoreTxn,
+    actor: &str,
+    action: &str,
+    nwid: NetworkId,
+    member: Option<NodeAddress>,
+    before: Option<&Value>,
+    after: Option<&Value>,
+    now: Time,
+) -> Result<(), ControllerError> {
+    let mut entry = AuditEntry {
+        seq: 0,
+        time: model::unix_millis(now),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        nwid,
+        member: member.map(|m| m.to_string()),
+        changes: diff(before, after),
+    };
+    txn.append_audit(&mut entry)
+}
+
+/// Top-level fields that differ between two JSON objects (revision counters excluded:
+/// they change on every save).
+fn diff(before: Option<&Value>, after: Option<&Value>) -> BTreeMap<String, FieldChange> {
+    let empty = Map::new();
+    let b = before.and_then(Value::as_object).unwrap_or(&empty);
+    let a = after.and_then(Value::as_object).unwrap_or(&empty);
+    let mut out = BTreeMap::new();
+    for key in b.keys().chain(a.keys()) {
+        if key == "revision" || out.contains_key(key) {
+            continue;
+        }
+        let (old, new) = (b.get(key), a.get(key));
+        if old != new {
+            out.insert(
+                key.clone(),
+                FieldChange {
+                    before: old.cloned().unwrap_or(Value::Null),
+                    after: new.cloned().unwrap_or(Value::Null),
+                },
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

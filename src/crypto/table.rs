@@ -40,6 +40,9 @@ pub enum TableError {
     /// A packet too short for its kind.
     #[error("malformed packet")]
     Malformed,
+    /// A HandshakeInit answered before.
+    #[error("replayed handshake")]
+    Replay,
 }
 
 /// An authenticated, decrypted Data packet.
@@ -112,6 +115,21 @@ impl SessionTable {
             .or_insert_with(|| Tunnel::new(identity));
     }
 
+    /// Forgets peers whose tunnels hold nothing and that `keep` does not want; returns
+    /// the addresses forgotten.
+    pub fn forget_idle(&mut self, keep: impl Fn(NodeAddress) -> bool) -> Vec<NodeAddress> {
+        let idle: Vec<NodeAddress> = self
+            .tunnels
+            .iter()
+            .filter(|(a, t)| t.is_idle() && !keep(**a))
+            .map(|(a, _)| *a)
+            .collect();
+        for a in &idle {
+            self.remove_peer(*a);
+        }
+        idle
+    }
+
     /// Forgets a peer and all its sessions.
     pub fn remove_peer(&mut self, peer: NodeAddress) {
         if let Some(t) = self.tunnels.remove(&peer) {
@@ -165,6 +183,19 @@ impl SessionTable {
         sender_index: u32,
         noise: &[u8],
     ) -> Result<(NodeAddress, Vec<u8>), TableError> {
+        // Cheap checks before any Diffie-Hellman: a replayed message 1 (its ephemeral key
+        // was answered before) from the peer it claims to come from.
+        let ephemeral: [u8; 32] = noise
+            .get(..32)
+            .and_then(|e| e.try_into().ok())
+            .ok_or(TableError::Malformed)?;
+        if self
+            .tunnels
+            .get(&header.src)
+            .is_some_and(|t| t.seen_ephemeral(&ephemeral))
+        {
+            return Err(TableError::Replay);
+        }
         let seed = self.seed();
         let responded =
             session::respond(&self.local, noise, seed).map_err(|_| TableError::Handshake)?;
@@ -176,11 +207,20 @@ impl SessionTable {
         if peer != header.src {
             return Err(TableError::SourceMismatch);
         }
+        // Pin the identity: another key pair claiming a known address (a 40-bit
+        // collision) is refused.
+        if self
+            .tunnels
+            .get(&peer)
+            .is_some_and(|t| *t.remote() != initiator)
+        {
+            return Err(TableError::Handshake);
+        }
         self.add_peer(initiator);
         let index = self.allocate_index(peer);
         // Invariant: `add_peer` just inserted the tunnel if it was missing.
         let tunnel = self.tunnels.get_mut(&peer).expect("tunnel added above");
-        tunnel.accept(responded.keys, index, sender_index, now);
+        tunnel.accept(responded.keys, index, sender_index, ephemeral, now);
         self.collect_freed(peer);
         let mut out = Vec::with_capacity(wire::HEADER_LEN + 8 + responded.reply.len());
         Outer::HandshakeResp {
@@ -209,7 +249,7 @@ impl SessionTable {
             return Err(TableError::SourceMismatch);
         }
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
-        let result = tunnel.complete(receiver_index, sender_index, noise, now);
+        let result = tunnel.complete(&self.local, receiver_index, sender_index, noise, now);
         self.collect_freed(peer);
         result?;
         Ok(peer)

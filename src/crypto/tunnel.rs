@@ -22,6 +22,7 @@
 //! a tunnel stops using is reported by [`Tunnel::take_freed`] so the map stays exact.
 //! No clock or randomness in here: `now` and handshake seeds are inputs.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use super::CryptoError;
@@ -86,12 +87,22 @@ impl Session {
     }
 }
 
-/// A handshake we started and whose response we are waiting for.
+/// A handshake we started and whose response we are waiting for. The seed is kept so
+/// the state can be rebuilt when a forged response consumes it (initiation is a pure
+/// function of identity, remote and seed).
 struct Pending {
     state: InitiatorHandshake,
+    seed: [u8; 32],
     local_index: u32,
     sent_at: Time,
 }
+
+/// How many unconfirmed responder sessions a tunnel keeps at once, so a replayed
+/// HandshakeInit cannot displace the genuine one.
+pub const MAX_UNCONFIRMED: usize = 3;
+/// How many initiator ephemeral keys a tunnel remembers to refuse replayed
+/// HandshakeInits (at one handshake per rekey period, over an hour of history).
+pub const REMEMBERED_EPHEMERALS: usize = 32;
 
 /// What a sealed packet needs from the tunnel: which index and counter to write in the
 /// Data header. See [`Tunnel::seal`].
@@ -109,7 +120,10 @@ pub struct Tunnel {
     pending: Option<Pending>,
     current: Option<Session>,
     previous: Option<Session>,
-    next: Option<Session>,
+    /// Unconfirmed responder sessions, oldest first.
+    next: Vec<Session>,
+    /// Ephemeral keys of HandshakeInits already answered, oldest first.
+    ephemerals: VecDeque<[u8; 32]>,
     freed: Vec<u32>,
 }
 
@@ -121,7 +135,8 @@ impl Tunnel {
             pending: None,
             current: None,
             previous: None,
-            next: None,
+            next: Vec::new(),
+            ephemerals: VecDeque::new(),
             freed: Vec::new(),
         }
     }
@@ -143,6 +158,7 @@ impl Tunnel {
         let (state, msg1) = session::initiate(local, &self.remote, seed)?;
         if let Some(old) = self.pending.replace(Pending {
             state,
+            seed,
             local_index,
             sent_at: now,
         }) {
@@ -157,9 +173,11 @@ impl Tunnel {
     }
 
     /// Completes our handshake with the responder's message 2. The new session becomes
-    /// `current` at once (the response proves the responder holds the keys).
+    /// `current` at once (the response proves the responder holds the keys). A response
+    /// that fails leaves the handshake waiting for the genuine one.
     pub fn complete(
         &mut self,
+        local: &Identity,
         receiver_index: u32,
         sender_index: u32,
         msg2: &[u8],
@@ -174,10 +192,22 @@ impl Tunnel {
             .pending
             .take()
             .expect("pending handshake checked above");
+        let (seed, sent_at) = (pending.seed, pending.sent_at);
         let keys = match pending.state.finish(msg2) {
             Ok(keys) => keys,
             Err(_) => {
-                self.freed.push(pending.local_index);
+                // `finish` consumed the state: rebuild it from the seed, same index.
+                match session::initiate(local, &self.remote, seed) {
+                    Ok((state, _)) => {
+                        self.pending = Some(Pending {
+                            state,
+                            seed,
+                            local_index: receiver_index,
+                            sent_at,
+                        })
+                    }
+                    Err(_) => self.freed.push(receiver_index),
+                }
                 return Err(TunnelError::Decrypt);
             }
         };
@@ -193,9 +223,27 @@ impl Tunnel {
         Ok(())
     }
 
-    /// Records a session we created as responder (see [`session::respond`]); it waits in
-    /// the `next` slot until the initiator's first Data packet arrives on it.
-    pub fn accept(&mut self, keys: SessionKeys, local_index: u32, remote_index: u32, now: Time) {
+    /// True when a HandshakeInit with this initiator ephemeral key was answered before
+    /// (a replay: refuse it before doing any Diffie-Hellman).
+    pub fn seen_ephemeral(&self, ephemeral: &[u8; 32]) -> bool {
+        self.ephemerals.contains(ephemeral)
+    }
+
+    /// Records a session we created as responder (see [`session::respond`]); it waits
+    /// among the unconfirmed sessions until the initiator's first Data packet arrives on
+    /// it. `ephemeral` is the initiator's ephemeral key, remembered to refuse replays.
+    pub fn accept(
+        &mut self,
+        keys: SessionKeys,
+        local_index: u32,
+        remote_index: u32,
+        ephemeral: [u8; 32],
+        now: Time,
+    ) {
+        if self.ephemerals.len() >= REMEMBERED_EPHEMERALS {
+            self.ephemerals.pop_front();
+        }
+        self.ephemerals.push_back(ephemeral);
         let session = Session {
             local_index,
             remote_index,
@@ -205,9 +253,11 @@ impl Tunnel {
             replay: ReplayWindow::new(),
             initiator: false,
         };
-        if let Some(old) = self.next.replace(session) {
+        if self.next.len() >= MAX_UNCONFIRMED {
+            let old = self.next.remove(0);
             self.freed.push(old.local_index);
         }
+        self.next.push(session);
     }
 
     /// True when [`seal`](Self::seal) would succeed.
@@ -271,9 +321,13 @@ impl Tunnel {
         if !session.replay.update(counter) {
             return Err(TunnelError::Replay);
         }
-        if slot == Slot::Next {
-            // Invariant: `slot_of` found the index in `next`.
-            let promoted = self.next.take().expect("next slot checked above");
+        if let Slot::Next(i) = slot {
+            // The initiator proved it holds these keys: the other unconfirmed sessions
+            // are stale or replays.
+            let promoted = self.next.remove(i);
+            for s in self.next.drain(..) {
+                self.freed.push(s.local_index);
+            }
             self.install_current(promoted);
         }
         Ok(&ciphertext[..plain_len])
@@ -302,16 +356,26 @@ impl Tunnel {
 
     /// Drops sessions past [`REJECT_AFTER`] (their indices are reported as freed).
     pub fn expire(&mut self, now: Time) {
-        for slot in [Slot::Current, Slot::Previous, Slot::Next] {
-            let expired = self
-                .slot_mut(slot)
-                .is_some_and(|s| now.since(s.created) >= REJECT_AFTER);
-            if expired {
-                if let Some(s) = self.take_slot(slot) {
-                    self.freed.push(s.local_index);
-                }
-            }
+        let old = |s: &Session| now.since(s.created) >= REJECT_AFTER;
+        if self.current.as_ref().is_some_and(old) {
+            self.freed
+                .extend(self.current.take().map(|s| s.local_index));
         }
+        if self.previous.as_ref().is_some_and(old) {
+            self.freed
+                .extend(self.previous.take().map(|s| s.local_index));
+        }
+        let (gone, kept): (Vec<Session>, Vec<Session>) = self.next.drain(..).partition(old);
+        self.next = kept;
+        self.freed.extend(gone.iter().map(|s| s.local_index));
+    }
+
+    /// True when the tunnel holds no session and no handshake (it can be forgotten).
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_none()
+            && self.current.is_none()
+            && self.previous.is_none()
+            && self.next.is_empty()
     }
 
     /// Every local index this tunnel has stopped using since the last call.
@@ -338,32 +402,31 @@ impl Tunnel {
     }
 
     fn slot_of(&self, index: u32) -> Option<Slot> {
-        [Slot::Current, Slot::Next, Slot::Previous]
-            .into_iter()
-            .find(|&slot| self.slot(slot).is_some_and(|s| s.local_index == index))
-    }
-
-    fn slot(&self, slot: Slot) -> Option<&Session> {
-        match slot {
-            Slot::Current => self.current.as_ref(),
-            Slot::Previous => self.previous.as_ref(),
-            Slot::Next => self.next.as_ref(),
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|s| s.local_index == index)
+        {
+            return Some(Slot::Current);
         }
+        if let Some(i) = self.next.iter().position(|s| s.local_index == index) {
+            return Some(Slot::Next(i));
+        }
+        if self
+            .previous
+            .as_ref()
+            .is_some_and(|s| s.local_index == index)
+        {
+            return Some(Slot::Previous);
+        }
+        None
     }
 
     fn slot_mut(&mut self, slot: Slot) -> Option<&mut Session> {
         match slot {
             Slot::Current => self.current.as_mut(),
             Slot::Previous => self.previous.as_mut(),
-            Slot::Next => self.next.as_mut(),
-        }
-    }
-
-    fn take_slot(&mut self, slot: Slot) -> Option<Session> {
-        match slot {
-            Slot::Current => self.current.take(),
-            Slot::Previous => self.previous.take(),
-            Slot::Next => self.next.take(),
+            Slot::Next(i) => self.next.get_mut(i),
         }
     }
 }
@@ -372,5 +435,5 @@ impl Tunnel {
 enum Slot {
     Current,
     Previous,
-    Next,
+    Next(usize),
 }

@@ -9,17 +9,24 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::home::{Home, HomeError};
+use super::http;
+use super::networks::{Networks, TapInput};
+use crate::controller::member::{self, IdentitySigner, Serving};
+use crate::controller::{Change, Controller, NetworkConfig};
+use crate::crypto::identity::PublicIdentity;
 use crate::moon::root::Root;
 use crate::moon::world::{World, WorldError};
+use crate::switch::network::{NetworkStatus, RuleKey};
 use crate::switch::{DEFAULT_PHYS_MTU, Event, Link, Node, NodeConfig, NodeStatus, PeerInfo};
-use crate::types::{Endpoint, NodeAddress, Time, Transmit};
+use crate::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 
 /// Errors that stop a daemon from starting or running.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +49,9 @@ pub enum DaemonError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The controller database could not be opened.
+    #[error("controller: {0}")]
+    Controller(String),
     /// Anything else from the OS.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -101,6 +111,29 @@ pub enum NodeCommand {
     Ping(NodeAddress, oneshot::Sender<PingResult>),
     /// Counters for `/metrics`, as (name, value).
     Stats(oneshot::Sender<Vec<(&'static str, u64)>>),
+    /// `join`.
+    Join(NetworkId, oneshot::Sender<()>),
+    /// `leave`; answers false when the network was not joined.
+    Leave(NetworkId, oneshot::Sender<bool>),
+    /// `networks`.
+    Networks(oneshot::Sender<Vec<NetworkView>>),
+    /// Flow-rule hit counters per network and deciding rule.
+    RuleHits(oneshot::Sender<Vec<(NetworkId, RuleKey, u64)>>),
+}
+
+/// What `networks` shows about one network.
+#[derive(Debug, Clone)]
+pub struct NetworkView {
+    /// The network.
+    pub id: NetworkId,
+    /// REQUESTING_CONFIGURATION, OK, ACCESS_DENIED or NOT_FOUND.
+    pub status: NetworkStatus,
+    /// Our MAC on it.
+    pub mac: Mac,
+    /// The TAP device, once configured.
+    pub device: Option<String>,
+    /// The config in force.
+    pub config: Option<NetworkConfig>,
 }
 
 /// A cloneable handle the API uses to talk to the node driver.
@@ -113,6 +146,8 @@ pub struct NodeHandle {
     pub public_identity: String,
     /// The UDP port.
     pub udp_port: u16,
+    /// The controller, when this node runs one.
+    pub controller: Option<Arc<Controller>>,
 }
 
 impl NodeHandle {
@@ -135,6 +170,14 @@ pub struct NodeOptions {
     pub planet: Option<PathBuf>,
     /// Local API port override.
     pub api_port: Option<u16>,
+    /// Also run the network controller (its endpoints join the local API).
+    pub controller: bool,
+}
+
+/// The controller side of a node driver.
+struct ControllerSide {
+    serving: Serving,
+    changes: broadcast::Receiver<Change>,
 }
 
 /// A node core bound to a UDP socket, ready to run.
@@ -144,6 +187,11 @@ pub struct NodeDriver {
     clock: Clock,
     commands: mpsc::Receiver<NodeCommand>,
     pings: HashMap<u64, oneshot::Sender<PingResult>>,
+    home: Home,
+    networks: Option<Networks>,
+    taps: mpsc::Receiver<TapInput>,
+    taps_tx: mpsc::Sender<TapInput>,
+    controller: Option<ControllerSide>,
 }
 
 impl NodeDriver {
@@ -177,12 +225,28 @@ impl NodeDriver {
             },
             clock.now(),
         );
+        let controller = if options.controller {
+            let c = Arc::new(
+                http::controller::open(home.dir(), address)
+                    .map_err(|e| DaemonError::Controller(e.to_string()))?,
+            );
+            let (tx, changes) = broadcast::channel(1024);
+            c.subscribe(Arc::new(http::controller::BroadcastChanges(tx)));
+            Some(ControllerSide {
+                serving: Serving::new(c, IdentitySigner(home.load_or_create_identity()?)),
+                changes,
+            })
+        } else {
+            None
+        };
         let (tx, commands) = mpsc::channel(64);
+        let (taps_tx, taps) = mpsc::channel(1024);
         let handle = NodeHandle {
             tx,
             address,
             public_identity,
             udp_port,
+            controller: controller.as_ref().map(|c| c.serving.controller.clone()),
         };
         Ok((
             Self {
@@ -191,6 +255,11 @@ impl NodeDriver {
                 clock,
                 commands,
                 pings: HashMap::new(),
+                home,
+                networks: None,
+                taps,
+                taps_tx,
+                controller,
             },
             handle,
         ))
@@ -200,6 +269,9 @@ impl NodeDriver {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         tokio::pin!(shutdown);
         let local = Endpoint(self.socket.local_addr()?);
+        let mut networks = Networks::new(&self.home, self.node.address(), self.taps_tx.clone());
+        networks.restore(&mut self.node, self.clock.now()).await;
+        self.networks = Some(networks);
         let mut buf = vec![0u8; 65536];
         loop {
             let deadline = self
@@ -213,14 +285,33 @@ impl NodeDriver {
                     Err(e) => tracing::debug!("udp receive: {e}"),
                 },
                 _ = tokio::time::sleep_until(deadline.into()) => self.node.handle_timeout(self.clock.now()),
-                Some(cmd) = self.commands.recv() => self.command(cmd),
-                _ = &mut shutdown => return Ok(()),
+                Some(cmd) = self.commands.recv() => self.command(cmd).await,
+                Some((network, frame)) = self.taps.recv() => {
+                    let _ = self.node.handle_tap_frame(self.clock.now(), network, &frame);
+                }
+                change = next_change(&mut self.controller) => self.on_change(change),
+                _ = &mut shutdown => break,
             }
             self.drain().await;
         }
+        if let Some(n) = &mut self.networks {
+            n.shutdown().await;
+        }
+        Ok(())
     }
 
-    fn command(&mut self, cmd: NodeCommand) {
+    fn on_change(&mut self, change: Option<Change>) {
+        let now = self.clock.now();
+        let (Some(side), Some(change)) = (&self.controller, change) else {
+            return;
+        };
+        let wall = http::controller::wall_clock();
+        if let Err(e) = side.serving.push(&mut self.node, now, wall, change.nwid) {
+            tracing::warn!(network = %change.nwid, "pushing configs failed: {e}");
+        }
+    }
+
+    async fn command(&mut self, cmd: NodeCommand) {
         let now = self.clock.now();
         match cmd {
             NodeCommand::Status(tx) => {
@@ -231,6 +322,54 @@ impl NodeDriver {
             }
             NodeCommand::Stats(tx) => {
                 let _ = tx.send(self.node.stats().iter().collect());
+            }
+            NodeCommand::Join(network, tx) => {
+                self.node.join(now, network);
+                if let Some(n) = &self.networks {
+                    n.joined(network);
+                }
+                let _ = tx.send(());
+            }
+            NodeCommand::Leave(network, tx) => {
+                let was = self.node.networks().iter().any(|n| n.id == network);
+                self.node.leave(network);
+                if let Some(n) = &mut self.networks {
+                    n.leave(network).await;
+                }
+                let _ = tx.send(was);
+            }
+            NodeCommand::RuleHits(tx) => {
+                let hits = self
+                    .node
+                    .networks()
+                    .into_iter()
+                    .flat_map(|n| {
+                        self.node
+                            .rule_hits(n.id)
+                            .into_iter()
+                            .map(move |(k, v)| (n.id, k, v))
+                    })
+                    .collect();
+                let _ = tx.send(hits);
+            }
+            NodeCommand::Networks(tx) => {
+                let me = self.node.address();
+                let views = self
+                    .node
+                    .networks()
+                    .into_iter()
+                    .map(|n| NetworkView {
+                        id: n.id,
+                        status: n.status,
+                        mac: Mac::for_member(me, n.id),
+                        device: self
+                            .networks
+                            .as_ref()
+                            .and_then(|x| x.device(n.id).map(str::to_string)),
+                        config: self.networks.as_ref().and_then(|x| x.config(n.id).cloned()),
+                    })
+                    .collect();
+                let _ = tx.send(views);
             }
             NodeCommand::Ping(peer, tx) => match self.node.ping(now, peer) {
                 Ok(id) => {
@@ -247,9 +386,42 @@ impl NodeDriver {
         while let Some(t) = self.node.poll_transmit() {
             send(&self.socket, t).await;
         }
-        while self.node.poll_tap().is_some() {}
+        while let Some(f) = self.node.poll_tap() {
+            if let Some(n) = &self.networks {
+                n.deliver(f.network, &f.frame).await;
+            }
+        }
         while let Some(event) = self.node.poll_event() {
             match event {
+                Event::ConfigRequested {
+                    network, identity, ..
+                } => self.answer(network, identity),
+                Event::ConfigReceived {
+                    network,
+                    controller_key,
+                    config,
+                } => {
+                    match member::apply_config(&mut self.node, network, &controller_key, &config) {
+                        Ok(cfg) => {
+                            let controller = self.node.peer_identity(network.controller());
+                            if let Some(n) = &mut self.networks {
+                                n.accept(network, controller.as_ref(), &config, cfg).await;
+                            }
+                        }
+                        Err(e) => tracing::warn!(%network, "network config rejected: {e}"),
+                    }
+                }
+                Event::NetworkStatus { network, status } => {
+                    tracing::info!(%network, status = status.as_str(), "network status");
+                    if matches!(
+                        status,
+                        NetworkStatus::AccessDenied | NetworkStatus::NotFound
+                    ) {
+                        if let Some(n) = &mut self.networks {
+                            n.withdraw(network).await;
+                        }
+                    }
+                }
                 Event::Pong { id, rtt, link, .. } => {
                     if let Some(tx) = self.pings.remove(&id) {
                         let _ = tx.send(PingResult::Reply { rtt, link });
@@ -260,10 +432,40 @@ impl NodeDriver {
                         let _ = tx.send(PingResult::Lost);
                     }
                 }
-                Event::LinkChanged { peer, link } => tracing::info!(%peer, ?link, "link changed"),
+                Event::LinkChanged { peer, link } => tracing::info!(%peer, %link, "link changed"),
                 Event::Unreachable(peer) => tracing::info!(%peer, "no root knows this address"),
             }
         }
+    }
+}
+
+impl NodeDriver {
+    fn answer(&mut self, network: NetworkId, identity: PublicIdentity) {
+        let now = self.clock.now();
+        let Some(side) = &mut self.controller else {
+            return;
+        };
+        let wall = http::controller::wall_clock();
+        if let Err(e) = side
+            .serving
+            .on_request(&mut self.node, now, wall, network, &identity)
+        {
+            tracing::warn!(%network, member = %identity.address(), "answering a config request failed: {e}");
+        }
+    }
+}
+
+/// The next controller change, or never when there is no controller.
+async fn next_change(side: &mut Option<ControllerSide>) -> Option<Change> {
+    match side {
+        Some(s) => loop {
+            match s.changes.recv().await {
+                Ok(c) => return Some(c),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -325,12 +527,47 @@ async fn send(socket: &UdpSocket, t: Transmit) {
     }
 }
 
-/// Runs `skylan node` until `shutdown` completes.
+/// Runs `skylan node` until `shutdown` completes: the UDP driver, and the local API on
+/// 127.0.0.1 (with the controller's endpoints when `options.controller`).
 pub async fn run_node(
     options: NodeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let (driver, handle) = NodeDriver::bind(&options).await?;
-    tracing::info!(address = %handle.address, port = handle.udp_port, "node listening");
-    driver.run(shutdown).await
+    let home = Home::create(&options.home)?;
+    let token = http::load_or_create_token(home.dir()).map_err(|source| HomeError::Io {
+        path: home.path(http::TOKEN_FILE),
+        source,
+    })?;
+    let api_port = options.api_port.unwrap_or(handle.udp_port);
+    let api_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
+    let listener = tokio::net::TcpListener::bind(api_addr)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "the local API",
+            addr: api_addr,
+            source,
+        })?;
+    home.write_port(listener.local_addr()?.port())?;
+    let mut protected = http::node::routes(handle.clone());
+    if let Some(controller) = &handle.controller {
+        protected = protected.merge(http::controller::routes(
+            controller.clone(),
+            Arc::new(http::controller::wall_clock),
+        ));
+    }
+    let router = http::router(http::ApiConfig::new(token), protected);
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let api = tokio::spawn(http::serve(
+        listener,
+        async move {
+            let _ = stop_rx.changed().await;
+        },
+        router,
+    ));
+    tracing::info!(address = %handle.address, udp = handle.udp_port, api = api_port, "node running");
+    let result = driver.run(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = api.await;
+    result
 }

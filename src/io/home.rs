@@ -10,7 +10,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rand_core::{OsRng, RngCore};
+use rand_core::OsRng;
 
 use crate::crypto::identity::Identity;
 
@@ -102,33 +102,6 @@ impl Home {
         Ok(identity)
     }
 
-    /// The local API token, created (random, 0600) at first use.
-    pub fn load_or_create_token(&self) -> Result<String, HomeError> {
-        let path = self.path("authtoken.secret");
-        if path.exists() {
-            return self.read_token();
-        }
-        let mut raw = [0u8; 18];
-        OsRng.fill_bytes(&mut raw);
-        let token = hex::encode(raw);
-        write_file(&path, token.as_bytes(), 0o600)?;
-        Ok(token)
-    }
-
-    /// Reads the local API token (the CLI does this).
-    pub fn read_token(&self) -> Result<String, HomeError> {
-        let path = self.path("authtoken.secret");
-        let token = read_text(&path)?.trim().to_string();
-        if token.is_empty() {
-            return Err(HomeError::Invalid {
-                path,
-                problem: "empty token; delete the file and restart the daemon to make a new one"
-                    .into(),
-            });
-        }
-        Ok(token)
-    }
-
     /// Records the local API port for the CLI.
     pub fn write_port(&self, port: u16) -> Result<(), HomeError> {
         write_file(
@@ -184,20 +157,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn identity_and_token_persist_with_private_modes() {
+    fn identity_persists_with_a_private_mode() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::create(&dir.path().join("h")).unwrap();
         let a = home.load_or_create_identity().unwrap();
         let b = home.load_or_create_identity().unwrap();
         assert_eq!(a.public().address(), b.public().address());
         let mode = fs::metadata(home.path("identity.secret"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let t = home.load_or_create_token().unwrap();
-        assert_eq!(home.read_token().unwrap(), t);
-        let mode = fs::metadata(home.path("authtoken.secret"))
             .unwrap()
             .permissions()
             .mode();

@@ -37,6 +37,8 @@ pub const RENDEZVOUS_INTERVAL: Duration = Duration::from_secs(10);
 pub const NODE_EXPIRE: Duration = Duration::from_secs(600);
 /// At most this many nodes are tracked.
 pub const MAX_NODES: usize = 1_000_000;
+/// At most this many identities in one WHOIS answer (nodes ask for one at a time).
+pub const MAX_WHOIS_ANSWERS: usize = 2;
 /// Housekeeping period.
 pub const TICK: Duration = Duration::from_secs(5);
 
@@ -167,13 +169,28 @@ impl Root {
             Outer::HandshakeInit {
                 sender_index,
                 noise,
-            } => match self
-                .table
-                .on_handshake_init(now, &header, sender_index, noise)
-            {
-                Ok((_, reply)) => self.send(from, reply),
-                Err(_) => self.stats.drop_handshake += 1,
-            },
+            } => {
+                if self.nodes.len() >= MAX_NODES && !self.nodes.contains_key(&header.src) {
+                    self.stats.drop_handshake += 1;
+                    return;
+                }
+                match self
+                    .table
+                    .on_handshake_init(now, &header, sender_index, noise)
+                {
+                    Ok((peer, reply)) => {
+                        // Tracked from the handshake on, so silent ones expire too; the
+                        // endpoint is learned only from Data.
+                        let known = self.nodes.entry(peer).or_insert(Known {
+                            endpoint: None,
+                            last_rx: now,
+                        });
+                        known.last_rx = now;
+                        self.send(from, reply);
+                    }
+                    Err(e) => self.count(e),
+                }
+            }
             Outer::Data { .. } => self.on_data(now, from, header.hops, data),
             _ => self.stats.drop_unhandled += 1,
         }
@@ -234,7 +251,12 @@ impl Root {
         }
         let reply = match Message::parse(&plaintext) {
             Ok(Message::Hello(hello)) => Some(hello_ok(counter, &hello, from)),
-            Ok(Message::Whois { addresses }) => {
+            Ok(Message::Whois { mut addresses }) => {
+                // Bounded answer: the reply goes to an unverified source address, so it
+                // must not be an amplifier.
+                addresses.sort();
+                addresses.dedup();
+                addresses.truncate(MAX_WHOIS_ANSWERS);
                 let identities: Vec<[u8; 69]> = addresses
                     .iter()
                     .filter_map(|a| self.identity_of(*a))
@@ -356,6 +378,7 @@ impl Root {
             }
             TableError::Malformed => &mut self.stats.drop_malformed,
             TableError::Handshake => &mut self.stats.drop_handshake,
+            TableError::Replay => &mut self.stats.drop_replay,
             _ => &mut self.stats.drop_unknown_session,
         };
         *counter += 1;

@@ -1,11 +1,17 @@
 //! The protocol cores as simulator hosts: [`Root`] directly, and the node core through
-//! [`NodeHost`], which also collects what a real driver would consume (events and TAP
-//! frames) so scenario tests can assert on them.
+//! [`NodeHost`], which also does what the real node driver does with the core's events
+//! (verifies and applies network configs; as a controller, answers config requests and
+//! pushes changes, through [`crate::controller::member`]) and collects the rest (events
+//! and TAP frames) so scenario tests can assert on them.
+
+use std::sync::Arc;
 
 use super::Host;
+use crate::controller::Controller;
+use crate::controller::member::{self, IdentitySigner, Serving};
 use crate::moon::root::Root;
 use crate::switch::{Event, Node, TapFrame};
-use crate::types::{Endpoint, Time, Transmit};
+use crate::types::{Endpoint, NetworkId, Time, Transmit};
 
 impl Host for Root {
     fn handle_datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &[u8]) {
@@ -30,6 +36,9 @@ pub struct NodeHost {
     pub events: Vec<Event>,
     /// Every frame the node delivered to its (virtual) TAP.
     pub tap: Vec<TapFrame>,
+    /// The controller, when this node runs one.
+    pub controller: Option<Serving>,
+    now: Time,
 }
 
 impl NodeHost {
@@ -39,7 +48,26 @@ impl NodeHost {
             node,
             events: Vec::new(),
             tap: Vec::new(),
+            controller: None,
+            now: Time::ZERO,
         }
+    }
+
+    /// Makes this node a controller (`signer` must be the node's own identity).
+    pub fn with_controller(mut self, controller: Controller, signer: IdentitySigner) -> Self {
+        self.controller = Some(Serving::new(Arc::new(controller), signer));
+        self
+    }
+
+    /// (Controller) sends fresh configs or refusals for `network` to every member that
+    /// asked for it, as the driver does after a change.
+    pub fn push(&mut self, now: Time, network: NetworkId) {
+        if let Some(c) = &self.controller {
+            // Invariant: a simulated controller's in-memory store does not fail.
+            c.push(&mut self.node, now, now, network)
+                .expect("simulated controller push");
+        }
+        self.collect();
     }
 
     fn collect(&mut self) {
@@ -47,6 +75,25 @@ impl NodeHost {
             self.tap.push(f);
         }
         while let Some(e) = self.node.poll_event() {
+            match &e {
+                Event::ConfigReceived {
+                    network,
+                    controller_key,
+                    config,
+                } => {
+                    let _ = member::apply_config(&mut self.node, *network, controller_key, config);
+                }
+                Event::ConfigRequested {
+                    network, identity, ..
+                } => {
+                    if let Some(c) = &mut self.controller {
+                        // Invariant: a simulated controller's in-memory store does not fail.
+                        c.on_request(&mut self.node, self.now, self.now, *network, identity)
+                            .expect("simulated controller answers");
+                    }
+                }
+                _ => {}
+            }
             self.events.push(e);
         }
     }
@@ -54,10 +101,12 @@ impl NodeHost {
 
 impl Host for NodeHost {
     fn handle_datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &[u8]) {
+        self.now = now;
         self.node.handle_datagram(now, local, from, data);
         self.collect();
     }
     fn handle_timeout(&mut self, now: Time) {
+        self.now = now;
         self.node.handle_timeout(now);
         self.collect();
     }

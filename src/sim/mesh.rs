@@ -13,11 +13,14 @@ use std::time::Duration;
 
 use super::cores::NodeHost;
 use super::{HostId, Link, NatKind, Sim};
+use crate::controller::member::IdentitySigner;
+use crate::controller::{Controller, RedbStore};
 use crate::crypto::identity::Identity;
 use crate::moon::root::Root;
 use crate::moon::world::{RootSpec, World, WorldKind, WorldTemplate};
+use crate::switch::network::NetworkStatus;
 use crate::switch::{self, Event, Node, NodeConfig};
-use crate::types::{Endpoint, NetworkId, NodeAddress};
+use crate::types::{Endpoint, Mac, NetworkId, NodeAddress};
 
 /// The UDP port every simulated host uses.
 pub const PORT: u16 = 9993;
@@ -110,9 +113,21 @@ impl Mesh {
 
     /// Adds one more node.
     pub fn add_node(&mut self, placement: Placement, link: Link) -> HostId {
-        let identity = test_identity(self.next_identity);
+        let host = self.make_node(false);
+        self.place(host, placement, link)
+    }
+
+    /// Adds a node that also runs a network controller (in-memory database).
+    pub fn add_controller(&mut self, placement: Placement, link: Link) -> HostId {
+        let host = self.make_node(true);
+        self.place(host, placement, link)
+    }
+
+    fn make_node(&mut self, controller: bool) -> NodeHost {
+        let index = self.next_identity;
         self.next_identity += 1;
-        let n = self.nodes.len();
+        let identity = test_identity(index);
+        let address = identity.public().address();
         let seed = seed_bytes(self.sim.fork_seed());
         let node = Node::new(
             NodeConfig {
@@ -124,6 +139,18 @@ impl Mesh {
             self.sim.now(),
         );
         let host = NodeHost::new(node);
+        if !controller {
+            return host;
+        }
+        // Invariant: an in-memory store opens.
+        let store = RedbStore::open_in_memory().expect("in-memory controller store");
+        let c = Controller::new(Box::new(store), address, seed_bytes(self.sim.fork_seed()));
+        c.set_rules_compiler(std::sync::Arc::new(crate::controller::rules::RulesLanguage));
+        host.with_controller(c, IdentitySigner(test_identity(index)))
+    }
+
+    fn place(&mut self, host: NodeHost, placement: Placement, link: Link) -> HostId {
+        let n = self.nodes.len();
         let id = match placement {
             Placement::Public => {
                 let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 101 + n as u8));
@@ -208,10 +235,105 @@ impl Mesh {
             .expect("frame accepted");
     }
 
-    /// Makes node `id` accept frames of `network`.
+    /// Makes node `id` join `network` (it asks the controller from now on).
     pub fn join(&mut self, id: HostId, network: NetworkId) {
         self.sim
-            .with_host::<NodeHost, _>(id, |h, _| h.node.join(network));
+            .with_host::<NodeHost, _>(id, |h, now| h.node.join(now, network));
+    }
+
+    /// Creates a network on controller host `ctrl` from a ZeroTier-style JSON body.
+    pub fn create_network(&mut self, ctrl: HostId, body: serde_json::Value) -> NetworkId {
+        let now = self.sim.now();
+        let c = self.controller(ctrl);
+        // Invariant: test bodies are valid.
+        let body = body
+            .as_object()
+            .cloned()
+            .expect("network body is an object");
+        c.create_network(&body, "test", now)
+            .expect("network created")
+            .record
+            .id
+    }
+
+    /// Changes member `member` of `network` on controller host `ctrl` (a partial
+    /// ZeroTier member body, e.g. `{"authorized": true}`), then pushes the change.
+    pub fn set_member(
+        &mut self,
+        ctrl: HostId,
+        network: NetworkId,
+        member: HostId,
+        body: serde_json::Value,
+    ) {
+        let address = self.address(member);
+        let now = self.sim.now();
+        // Invariant: test bodies are valid.
+        let body = body.as_object().cloned().expect("member body is an object");
+        self.controller(ctrl)
+            .post_member(network, address, &body, "test", now)
+            .expect("member updated");
+        self.sim
+            .with_host::<NodeHost, _>(ctrl, |h, now| h.push(now, network));
+    }
+
+    /// Changes `network` on controller host `ctrl` (a partial ZeroTier network body, e.g.
+    /// `{"rulesSource": "accept;"}`), then pushes fresh configs to its members.
+    pub fn update_network(&mut self, ctrl: HostId, network: NetworkId, body: serde_json::Value) {
+        let now = self.sim.now();
+        // Invariant: test bodies are valid.
+        let body = body
+            .as_object()
+            .cloned()
+            .expect("network body is an object");
+        self.controller(ctrl)
+            .post_network(network, &body, "test", now)
+            .expect("network updated");
+        self.sim
+            .with_host::<NodeHost, _>(ctrl, |h, now| h.push(now, network));
+    }
+
+    /// The controller running on host `ctrl`.
+    pub fn controller(&self, ctrl: HostId) -> &Controller {
+        &self
+            .node(ctrl)
+            .controller
+            .as_ref()
+            .expect("host runs a controller")
+            .controller
+    }
+
+    /// Runs until `member` has `network` in `status`, at most `max`.
+    pub fn wait_status(
+        &mut self,
+        member: HostId,
+        network: NetworkId,
+        status: NetworkStatus,
+        max: Duration,
+    ) -> bool {
+        self.sim.run_until_true(max, |s| {
+            s.host::<NodeHost>(member)
+                .node
+                .networks()
+                .iter()
+                .any(|n| n.id == network && n.status == status)
+        })
+    }
+
+    /// An Ethernet frame from `from`'s member MAC to `to`'s on `network`.
+    pub fn frame(
+        &self,
+        from: HostId,
+        to: HostId,
+        network: NetworkId,
+        tag: u8,
+        len: usize,
+    ) -> Vec<u8> {
+        let mut f = vec![tag; len.max(14)];
+        f[..6].copy_from_slice(&Mac::for_member(self.address(to), network).0);
+        f[6..12].copy_from_slice(&Mac::for_member(self.address(from), network).0);
+        f[12] = 0x88;
+        f[13] = 0xb5; // a local experimental ethertype
+        f
     }
 
     /// How node `from` currently reaches node `to`.

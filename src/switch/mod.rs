@@ -26,18 +26,21 @@
 //! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
 //!   nothing unauthenticated changes a path, a session or reaches `poll_tap`.
 
+pub mod network;
 pub mod peer;
 pub mod vswitch;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use crate::crypto::identity::Identity;
+use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::{SessionTable, TableError};
 use crate::crypto::tunnel::{REKEY_TIMEOUT, TunnelError};
 use crate::moon::world::{World, WorldKind};
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
-use crate::wire::{self, Header, Hello, Message, OkBody, Outer, Reassembler, SoftwareVersion};
+use crate::wire::{
+    self, Header, Hello, Message, OkBody, Outer, Reassembler, SoftwareVersion, Verb,
+};
 use peer::{PATH_ALIVE, Path, Peer, Role};
 
 /// Protocol version carried in HELLO.
@@ -57,6 +60,9 @@ pub const WHOIS_RETRY: Duration = Duration::from_millis(500);
 pub const WHOIS_GIVE_UP: Duration = Duration::from_secs(10);
 /// An unconfirmed candidate path is probed at most this often.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// A leaf peer with no session, no traffic and nothing queued for this long is forgotten
+/// (its identity is fetched again by WHOIS if needed).
+pub const PEER_FORGET: Duration = Duration::from_secs(600);
 /// A ping with no reply is reported lost after this long.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default largest UDP payload we send; bigger packets are fragmented.
@@ -93,6 +99,15 @@ pub enum Link {
     Relay(NodeAddress),
 }
 
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Link::Direct(ep) => write!(f, "DIRECT {ep}"),
+            Link::Relay(root) => write!(f, "RELAY via {root}"),
+        }
+    }
+}
+
 /// Something the driver may want to log or report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -123,6 +138,35 @@ pub enum Event {
     },
     /// A WHOIS for an address got no answer in time.
     Unreachable(NodeAddress),
+    /// (Controller) a member asks for a network's config; answer with
+    /// [`Node::send_network_config`] or [`Node::send_network_error`].
+    ConfigRequested {
+        /// The network.
+        network: NetworkId,
+        /// The member (authenticated by its session).
+        member: NodeAddress,
+        /// Its public identity.
+        identity: PublicIdentity,
+        /// The config revision it holds.
+        revision: u64,
+    },
+    /// A config for a joined network arrived from its controller; verify it with
+    /// `controller_key` and apply it with [`Node::set_network`].
+    ConfigReceived {
+        /// The network.
+        network: NetworkId,
+        /// The controller's Ed25519 key (from its authenticated identity).
+        controller_key: [u8; 32],
+        /// The signed config bytes.
+        config: Vec<u8>,
+    },
+    /// A joined network's status changed.
+    NetworkStatus {
+        /// The network.
+        network: NetworkId,
+        /// The new status.
+        status: network::NetworkStatus,
+    },
 }
 
 /// A frame for the TAP of `network`, from an authenticated peer.
@@ -176,6 +220,13 @@ pub struct NodeStats {
     pub drop_not_from_root: u64,
     /// Frames for networks we have not joined.
     pub drop_not_joined: u64,
+    /// Frames refused by a network's switch (sender not on the roster, wrong MAC, ...),
+    /// or for a network that is not OK.
+    pub drop_not_member: u64,
+    /// Network configs or errors that did not come from the network's controller.
+    pub drop_not_from_controller: u64,
+    /// Frames the network's flow rules dropped (sending or receiving side).
+    pub drop_rules: u64,
     /// Messages dropped because the queue for a session-less peer was full.
     pub drop_queue_full: u64,
     /// Messages dropped because a WHOIS failed.
@@ -205,6 +256,9 @@ impl NodeStats {
             ("drop_expired", self.drop_expired),
             ("drop_not_from_root", self.drop_not_from_root),
             ("drop_not_joined", self.drop_not_joined),
+            ("drop_not_member", self.drop_not_member),
+            ("drop_not_from_controller", self.drop_not_from_controller),
+            ("drop_rules", self.drop_rules),
             ("drop_queue_full", self.drop_queue_full),
             ("drop_unreachable", self.drop_unreachable),
             ("frames_in", self.frames_in),
@@ -224,7 +278,7 @@ impl NodeStats {
 
     fn count(&mut self, e: TableError) {
         match e {
-            TableError::Tunnel(TunnelError::Replay) => self.drop_replay += 1,
+            TableError::Tunnel(TunnelError::Replay) | TableError::Replay => self.drop_replay += 1,
             TableError::Tunnel(TunnelError::Decrypt) => self.drop_auth += 1,
             TableError::Tunnel(TunnelError::Expired) => self.drop_expired += 1,
             TableError::Tunnel(_) | TableError::UnknownIndex => self.drop_unknown_session += 1,
@@ -291,7 +345,7 @@ pub struct Node {
     whois: HashMap<NodeAddress, Whois>,
     pings: HashMap<u64, PendingPing>,
     links: HashMap<NodeAddress, Link>,
-    joined: HashSet<NetworkId>,
+    networks: HashMap<NetworkId, network::Joined>,
     reassembler: Reassembler,
     phys_mtu: usize,
     surface: Option<Endpoint>,
@@ -335,7 +389,7 @@ impl Node {
             whois: HashMap::new(),
             pings: HashMap::new(),
             links: HashMap::new(),
-            joined: HashSet::new(),
+            networks: HashMap::new(),
             reassembler: Reassembler::default(),
             phys_mtu: config.phys_mtu,
             surface: None,
@@ -353,6 +407,14 @@ impl Node {
         self.table.address()
     }
 
+    /// The verified identity of a peer we have a tunnel with (or our own).
+    pub fn peer_identity(&self, peer: NodeAddress) -> Option<PublicIdentity> {
+        if peer == self.address() {
+            return Some(self.table.identity().public().clone());
+        }
+        self.table.tunnel(peer).map(|t| t.remote().clone())
+    }
+
     /// Drop and traffic counters.
     pub fn stats(&self) -> &NodeStats {
         &self.stats
@@ -361,16 +423,6 @@ impl Node {
     /// Fragment reassembly counters.
     pub fn reassembly_stats(&self) -> wire::ReassemblyStats {
         self.reassembler.stats()
-    }
-
-    /// Accept frames for `network` (membership checks come with network configs).
-    pub fn join(&mut self, network: NetworkId) {
-        self.joined.insert(network);
-    }
-
-    /// Stop accepting frames for `network`.
-    pub fn leave(&mut self, network: NetworkId) {
-        self.joined.remove(&network);
     }
 
     /// Sends an ECHO to `peer` (looking it up and handshaking first if needed). The
@@ -415,7 +467,7 @@ impl Node {
     /// A datagram arrived on our socket `_local` from `from`.
     pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
         self.stats.rx_datagrams += 1;
-        self.process_datagram(now, from, data, true);
+        self.process_datagram(now, from, data, None);
     }
 
     /// The time from [`poll_timeout`](Self::poll_timeout) has come.
@@ -480,7 +532,9 @@ impl Node {
 
     // ----- input processing -------------------------------------------------------
 
-    fn process_datagram(&mut self, now: Time, from: Endpoint, data: &[u8], top: bool) {
+    /// `relayed` is set for a packet reassembled from fragments of which one came
+    /// through a relay: its inner header still says zero hops.
+    fn process_datagram(&mut self, now: Time, from: Endpoint, data: &[u8], relayed: Option<bool>) {
         let (header, outer) = match wire::parse(data) {
             Ok(x) => x,
             Err(_) => {
@@ -498,12 +552,12 @@ impl Node {
                 index,
                 count,
                 chunk,
-            } if top => {
+            } if relayed.is_none() => {
                 if let Some(whole) = self
                     .reassembler
                     .insert(now, header.src, packet_id, index, count, chunk)
                 {
-                    self.process_datagram(now, from, &whole, false);
+                    self.process_datagram(now, from, &whole, Some(header.hops > 0));
                 }
             }
             Outer::HandshakeInit {
@@ -529,7 +583,10 @@ impl Node {
                     Err(e) => self.stats.count(e),
                 }
             }
-            Outer::Data { .. } => self.on_data(now, from, header, data),
+            Outer::Data { .. } => {
+                let direct = header.hops == 0 && relayed != Some(true);
+                self.on_data(now, from, direct, data)
+            }
             _ => self.stats.drop_unknown += 1,
         }
     }
@@ -557,7 +614,7 @@ impl Node {
         }
     }
 
-    fn on_data(&mut self, now: Time, from: Endpoint, header: Header, data: &[u8]) {
+    fn on_data(&mut self, now: Time, from: Endpoint, direct: bool, data: &[u8]) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(data);
@@ -570,7 +627,6 @@ impl Node {
             }
         };
         self.scratch = buf;
-        let direct = header.hops == 0;
         {
             let p = self
                 .peers
@@ -657,23 +713,19 @@ impl Node {
                 }
                 self.on_rendezvous(now, other, &endpoints);
             }
-            Message::Frame { network, frame, .. } => {
-                if !self.joined.contains(&network) {
-                    self.stats.drop_not_joined += 1;
-                    return;
-                }
-                self.touch_activity(now, peer);
-                self.stats.frames_in += 1;
-                if self.tap.len() >= MAX_PENDING_OUTPUT {
-                    self.tap.pop_front();
-                    self.stats.drop_queue_full += 1;
-                }
-                self.tap.push_back(TapFrame {
-                    network,
-                    from: peer,
-                    frame: frame.to_vec(),
-                });
+            Message::Frame { network, frame, .. } => self.on_frame(now, peer, network, frame),
+            Message::NetworkConfigRequest { network, revision } => {
+                self.on_config_request(now, peer, network, revision)
             }
+            Message::NetworkConfig { network, config } => {
+                self.on_network_config(peer, network, config)
+            }
+            Message::Error {
+                in_re_verb: Verb::NetworkConfigRequest,
+                code,
+                payload,
+                ..
+            } => self.on_network_error(peer, code, payload),
             Message::Whois { .. } | Message::Error { .. } | Message::Ok { .. } => {}
             Message::Unknown { .. } => self.stats.drop_unknown += 1,
         }
@@ -738,7 +790,12 @@ impl Node {
     }
 
     fn on_rendezvous(&mut self, now: Time, other: NodeAddress, endpoints: &[Endpoint]) {
-        if other == self.address() || self.roots.contains(&other) {
+        // Only for peers we are talking to: a RENDEZVOUS about a stranger (a root
+        // introducing someone after spoofed traffic) must not create state.
+        if other == self.address()
+            || self.roots.contains(&other)
+            || self.table.tunnel(other).is_none()
+        {
             return;
         }
         let p = self
@@ -770,14 +827,33 @@ impl Node {
             None => return,
         };
         for ep in due {
-            let mut out = Vec::new();
-            if self
-                .table
-                .seal(now, peer, &Message::Echo(&[]), &mut out)
-                .is_ok()
-            {
-                self.push_datagram(now, peer, ep, out);
-            }
+            self.hello_via(now, peer, Some(ep));
+        }
+    }
+
+    /// A HELLO built now: our version, a timestamp the answer echoes (latency), our world.
+    fn hello(&self, now: Time) -> Message<'static> {
+        Message::Hello(Hello {
+            proto_version: PROTOCOL_VERSION,
+            version: SOFTWARE_VERSION,
+            timestamp: now,
+            world_id: self.world.id,
+            world_timestamp: self.world.timestamp,
+        })
+    }
+
+    /// Sends a HELLO to a peer with a session: straight to `to`, or over its current link.
+    /// Used as probe, session confirmation and keepalive; the answer brings the peer's
+    /// version and a latency sample.
+    fn hello_via(&mut self, now: Time, peer: NodeAddress, to: Option<Endpoint>) {
+        let hello = self.hello(now);
+        let mut out = Vec::new();
+        if self.table.seal(now, peer, &hello, &mut out).is_err() {
+            return;
+        }
+        match to {
+            Some(ep) => self.push_datagram(now, peer, ep, out),
+            None => self.route(now, peer, out),
         }
     }
 
@@ -895,14 +971,7 @@ impl Node {
         if queued {
             self.flush_queue(now, peer);
         } else if !self.roots.contains(&peer) {
-            let mut out = Vec::new();
-            if self
-                .table
-                .seal(now, peer, &Message::Echo(&[]), &mut out)
-                .is_ok()
-            {
-                self.route(now, peer, out);
-            }
+            self.hello_via(now, peer, None);
             self.probe_candidates(now, peer);
         }
     }
@@ -1045,6 +1114,7 @@ impl Node {
         self.reassembler.expire(now);
         self.expire_pings(now);
         self.retry_whois(now);
+        self.refresh_networks(now);
         let roots = self.roots.clone();
         for root in &roots {
             self.hello_root(now, *root);
@@ -1053,6 +1123,7 @@ impl Node {
         for peer in addresses {
             self.maintain_peer(now, peer);
         }
+        self.forget_idle_peers(now);
     }
 
     fn hello_root(&mut self, now: Time, root: NodeAddress) {
@@ -1066,13 +1137,7 @@ impl Node {
         if let Some(p) = self.peers.get_mut(&root) {
             p.last_hello = Some(now);
         }
-        let hello = Message::Hello(Hello {
-            proto_version: PROTOCOL_VERSION,
-            version: SOFTWARE_VERSION,
-            timestamp: now,
-            world_id: self.world.id,
-            world_timestamp: self.world.timestamp,
-        });
+        let hello = self.hello(now);
         self.send_message(now, root, &hello);
     }
 
@@ -1106,14 +1171,7 @@ impl Node {
             (active && !p.role.is_root() && idle).then_some(path.endpoint)
         });
         if let Some(ep) = keepalive_to {
-            let mut out = Vec::new();
-            if self
-                .table
-                .seal(now, peer, &Message::Echo(&[]), &mut out)
-                .is_ok()
-            {
-                self.push_datagram(now, peer, ep, out);
-            }
+            self.hello_via(now, peer, Some(ep));
         }
         let keep: Vec<Endpoint> = if self.roots.contains(&peer) {
             self.world
@@ -1129,6 +1187,35 @@ impl Node {
             p.expire_paths(now, &keep);
         }
         self.note_link(now, peer);
+    }
+
+    /// Drops leaves that have been silent for [`PEER_FORGET`] with no session and no
+    /// work pending, so state does not grow with every address ever seen.
+    fn forget_idle_peers(&mut self, now: Time) {
+        let stale = |t: Option<Time>| t.is_none_or(|t| now.since(t) >= PEER_FORGET);
+        let pinged: Vec<NodeAddress> = self.pings.values().map(|p| p.peer).collect();
+        let forget: Vec<NodeAddress> = self
+            .peers
+            .iter()
+            .filter(|(a, p)| {
+                !p.role.is_root()
+                    && p.queue.is_empty()
+                    && !pinged.contains(a)
+                    && stale(p.last_rx)
+                    && stale(p.last_activity)
+                    && stale(p.last_handshake)
+                    && !self.table.tunnel(**a).is_some_and(|t| t.can_seal(now))
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in forget {
+            self.peers.remove(&a);
+            self.links.remove(&a);
+            self.table.remove_peer(a);
+        }
+        // Tunnels nobody tracks as a peer (e.g. refused handshakes) go too.
+        let peers = &self.peers;
+        self.table.forget_idle(|a| peers.contains_key(&a));
     }
 
     fn retry_whois(&mut self, now: Time) {

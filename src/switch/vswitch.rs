@@ -84,6 +84,25 @@ pub struct SwitchSettings {
     pub bridges: Vec<NodeAddress>,
 }
 
+impl SwitchSettings {
+    /// Admits exactly `members`, broadcast on, no multicast limit: a network configured
+    /// without a controller (tests, benchmarks, fuzzing).
+    pub fn open(members: &[NodeAddress]) -> Self {
+        SwitchSettings {
+            enable_broadcast: true,
+            multicast_limit: usize::MAX,
+            members: members
+                .iter()
+                .map(|&address| MemberInfo {
+                    address,
+                    ips: Vec::new(),
+                })
+                .collect(),
+            bridges: Vec::new(),
+        }
+    }
+}
+
 /// One authorized member of the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberInfo {

@@ -17,7 +17,10 @@
 //! counted in [`ReassemblyStats`] by reason.
 //!
 //! The node core owns one reassembler and feeds it the fields of each
-//! [`Outer::Fragment`](super::Outer::Fragment) it receives.
+//! [`Outer::Fragment`](super::Outer::Fragment) it receives. A reassembled packet
+//! carries the header as the sender wrote it; the hops added by relays are on the
+//! fragments' headers, so path decisions use the hop count of the fragments. A fragment
+//! arriving after its packet completed starts a new partial packet that times out.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;

@@ -268,6 +268,23 @@ pub enum Message<'a> {
     },
     /// 0x07 ECHO: bytes to send back in an OK (at most 256).
     Echo(&'a [u8]),
+    /// 0x09 NETWORK_CONFIG_REQUEST: member → controller, "send me the config of this
+    /// network"; `revision` is the revision the member holds (0 for none).
+    NetworkConfigRequest {
+        /// The network.
+        network: NetworkId,
+        /// Revision of the config the member already has.
+        revision: u64,
+    },
+    /// 0x0a NETWORK_CONFIG: controller → member, a signed network config (opaque here;
+    /// `controller::SignedNetworkConfig` encodes it). Sent as the answer to a request and
+    /// pushed whenever the config changes.
+    NetworkConfig {
+        /// The network.
+        network: NetworkId,
+        /// The signed config bytes.
+        config: &'a [u8],
+    },
     /// A reserved or unknown verb, body kept raw so it can be counted and skipped.
     Unknown {
         /// The verb.
@@ -337,9 +354,15 @@ impl<'a> Message<'a> {
                 }
                 Ok(Message::Echo(bytes))
             }
+            Verb::NetworkConfigRequest => Ok(Message::NetworkConfigRequest {
+                network: parse_network(&mut r, "NetworkConfigRequest network id")?,
+                revision: r.u64("NetworkConfigRequest revision")?,
+            }),
+            Verb::NetworkConfig => Ok(Message::NetworkConfig {
+                network: parse_network(&mut r, "NetworkConfig network id")?,
+                config: r.rest(),
+            }),
             Verb::MulticastLike
-            | Verb::NetworkConfigRequest
-            | Verb::NetworkConfig
             | Verb::NetworkCredentials
             | Verb::MulticastFrame
             | Verb::Unknown(_) => Ok(Message::Unknown {
@@ -359,6 +382,8 @@ impl<'a> Message<'a> {
             Message::Rendezvous { .. } => Verb::Rendezvous,
             Message::Frame { .. } => Verb::Frame,
             Message::Echo(_) => Verb::Echo,
+            Message::NetworkConfigRequest { .. } => Verb::NetworkConfigRequest,
+            Message::NetworkConfig { .. } => Verb::NetworkConfig,
             Message::Unknown { verb, .. } => *verb,
         }
     }
@@ -388,6 +413,8 @@ impl<'a> Message<'a> {
             }
             Message::Frame { frame, .. } => FRAME_HEADER_LEN - 1 + frame.len(),
             Message::Echo(bytes) => echo_len(bytes),
+            Message::NetworkConfigRequest { .. } => 16,
+            Message::NetworkConfig { config, .. } => 8 + config.len(),
             Message::Unknown { body, .. } => body.len(),
         }
     }
@@ -466,9 +493,21 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(frame);
             }
             Message::Echo(bytes) => emit_echo(bytes, out),
+            Message::NetworkConfigRequest { network, revision } => {
+                out.extend_from_slice(&network.value().to_be_bytes());
+                out.extend_from_slice(&revision.to_be_bytes());
+            }
+            Message::NetworkConfig { network, config } => {
+                out.extend_from_slice(&network.value().to_be_bytes());
+                out.extend_from_slice(config);
+            }
             Message::Unknown { body, .. } => out.extend_from_slice(body),
         }
     }
+}
+
+fn parse_network(r: &mut Reader<'_>, what: &'static str) -> Result<NetworkId, WireError> {
+    NetworkId::from_u64(r.u64(what)?).map_err(|_| WireError::BadNetworkId)
 }
 
 /// Appends the [`FRAME_HEADER_LEN`] bytes that start a Frame message, so a driver can
@@ -737,6 +776,22 @@ mod tests {
             ),
             (Message::Echo(b"hello"), 1, true),
             (
+                Message::NetworkConfigRequest {
+                    network: "8056c2e21c000001".parse().unwrap(),
+                    revision: 9,
+                },
+                17,
+                false,
+            ),
+            (
+                Message::NetworkConfig {
+                    network: "8056c2e21c000001".parse().unwrap(),
+                    config: b"signed config",
+                },
+                9,
+                true,
+            ),
+            (
                 Message::Unknown {
                     verb: Verb::MulticastLike,
                     body: b"reserved",
@@ -872,7 +927,7 @@ mod tests {
 
     #[test]
     fn reserved_and_unknown_verbs_keep_their_body() {
-        for n in 0x08..=0xffu8 {
+        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a)) {
             let out = [n, 1, 2, 3];
             let message = Message::parse(&out).unwrap();
             assert_eq!(
@@ -1017,10 +1072,15 @@ mod tests {
                     frame,
                 }),
             arb_bytes(0..ECHO_MAX_LEN + 1).prop_map(Message::Echo),
-            (0x08u8.., arb_bytes(0..64)).prop_map(|(v, body)| Message::Unknown {
-                verb: Verb::from(v),
-                body,
-            }),
+            (0x08u8.., arb_bytes(0..64))
+                .prop_filter("0x09 and 0x0a are network verbs", |(v, _)| !matches!(
+                    v,
+                    0x09 | 0x0a
+                ))
+                .prop_map(|(v, body)| Message::Unknown {
+                    verb: Verb::from(v),
+                    body,
+                }),
         ]
     }
 

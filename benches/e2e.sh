@@ -1,0 +1,740 @@
+#!/usr/bin/env bash
+# End-to-end throughput and latency of skylan between two network namespaces, compared
+# with a plain veth pair (and the bridged underlay skylan itself runs over).
+#
+# What it does (needs root, iproute2, iputils-ping, iperf3, jq; installs nothing):
+#   1. builds a throw-away lab of network namespaces, all named skb-<pid>-*:
+#        skb-<pid>-bb     backbone: one bridge, no addresses, no routes
+#        skb-<pid>-root   skylan root                198.51.100.241 (underlay, on the bridge)
+#        skb-<pid>-ctrl   skylan node --controller   198.51.100.242
+#        skb-<pid>-a      skylan node, member        198.51.100.243 -> overlay 198.18.77.x
+#        skb-<pid>-b      skylan node, member        198.51.100.244 -> overlay 198.18.77.y
+#        skb-<pid>-va/vb  the baseline: one veth pair, 198.51.100.245 <-> .246
+#      The controller creates a private network (pool 198.18.77.10-20); A and B join and
+#      are authorized; measuring starts once A reaches B over a DIRECT path.
+#   2. in rounds (the order of the paths rotates each round, so machine noise hits all
+#      of them alike), for each path:
+#        veth      va -> vb over the veth pair
+#        underlay  a -> b over their underlay addresses (veth, bridge, veth: the wire
+#                  skylan's UDP runs on)
+#        skylan    a -> b over the overlay (TAP, skylan, UDP on the underlay, skylan, TAP)
+#      it pings (idle RTT) and runs iperf3 TCP with 1 and 4 streams, recording Mbit/s,
+#      TCP retransmits, iperf3's CPU time (from its JSON) and, for skylan, the daemons'
+#      CPU time per thread and context switches (/proc), the daemons' counters
+#      (/metrics), UDP receive-buffer drops and TAP queue drops;
+#   3. prints medians over the rounds, the ratios, CPU-seconds per GB and per-frame
+#      costs; with --profile also a `perf` profile and syscall counts of one more run.
+#
+# Everything it made is removed on exit, also on failure or Ctrl-C (a trap): it signals
+# only the processes it started (by PID) and deletes only its own namespaces.
+#
+# Usage: benches/e2e.sh [options]      (see --help; docs/performance.md explains it)
+
+set -Eeuo pipefail
+
+# ----- settings ---------------------------------------------------------------------
+
+ROUNDS=5
+SECONDS_PER_RUN=10
+STREAMS="1 4"
+PATHS="veth underlay skylan"
+PING_COUNT=20
+NET_MTU=""           # empty: the controller's default network MTU
+PROFILE=0
+KEEP=0
+OUT=""
+LOG_FILTER="${SKYLAN_LOG:-info}"
+
+usage() {
+    cat <<'EOF'
+Usage: benches/e2e.sh [options]
+
+Runs iperf3 TCP and ping between two network namespaces through skylan, through a
+plain veth pair and over the bridged underlay, several rounds, and prints medians,
+ratios, CPU-seconds per GB and where the daemons' time goes.
+Needs root, iproute2, iputils-ping, iperf3 and jq (perf for --profile).
+
+Options:
+  -r, --rounds N      rounds of measurements (default 5)
+  -t, --time S        seconds per iperf3 run (default 10)
+  -s, --streams LIST  parallel TCP streams to test (default "1 4")
+      --paths LIST    paths to measure, of: veth underlay skylan
+                      (default "veth underlay skylan")
+  -p, --pings N       pings per round and path, 0.2 s apart (default 20)
+  -m, --mtu N         set the skylan network's MTU (default: the controller default)
+      --profile       after the rounds, one more skylan -P 1 run under `perf stat`
+                      (syscalls, context switches) and `perf record`
+  -o, --out DIR       keep raw results (TSV, iperf3 JSON, perf data) and logs in DIR
+  -k, --keep          keep the temporary work directory (printed at the end)
+  -h, --help          this text
+
+Environment:
+  SKYLAN_BIN   the skylan binary (default: target/release/skylan, built if missing)
+  SKYLAN_LOG   the daemons' log filter (default info)
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -r|--rounds) ROUNDS="${2:-}"; shift 2 ;;
+        -t|--time) SECONDS_PER_RUN="${2:-}"; shift 2 ;;
+        -s|--streams) STREAMS="${2:-}"; shift 2 ;;
+        --paths) PATHS="${2:-}"; shift 2 ;;
+        -p|--pings) PING_COUNT="${2:-}"; shift 2 ;;
+        -m|--mtu) NET_MTU="${2:-}"; shift 2 ;;
+        --profile) PROFILE=1; shift ;;
+        -o|--out) OUT="${2:-}"; shift 2 ;;
+        -k|--keep) KEEP=1; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "e2e.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+
+die() {
+    echo "e2e.sh: $*" >&2
+    exit 1
+}
+
+usage_error() {
+    echo "e2e.sh: $* (see --help)" >&2
+    exit 2
+}
+
+is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+is_uint "$ROUNDS" && [ "$ROUNDS" -ge 1 ] || usage_error "--rounds wants a positive integer, got '$ROUNDS'"
+is_uint "$SECONDS_PER_RUN" && [ "$SECONDS_PER_RUN" -ge 2 ] || usage_error "--time wants at least 2 seconds, got '$SECONDS_PER_RUN'"
+is_uint "$PING_COUNT" && [ "$PING_COUNT" -ge 1 ] || usage_error "--pings wants a positive integer, got '$PING_COUNT'"
+[ -n "$STREAMS" ] || usage_error "--streams is empty"
+for s in $STREAMS; do
+    is_uint "$s" && [ "$s" -ge 1 ] && [ "$s" -le 128 ] || usage_error "--streams wants numbers 1-128, got '$STREAMS'"
+done
+[ -n "$PATHS" ] || usage_error "--paths is empty"
+for p in $PATHS; do
+    case "$p" in veth|underlay|skylan) ;; *) usage_error "--paths: unknown path '$p' (veth, underlay, skylan)" ;; esac
+done
+[ -z "$NET_MTU" ] || is_uint "$NET_MTU" || usage_error "--mtu wants a number, got '$NET_MTU'"
+has_path() { [[ " $PATHS " == *" $1 "* ]]; }
+
+# ----- prerequisites ----------------------------------------------------------------
+
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces, veth, TAP); run it with sudo"
+missing=""
+for tool in ip ping iperf3 jq ss timeout; do
+    command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"
+done
+if [ -n "$missing" ]; then
+    die "missing:$missing. Install with: apt-get install -y iproute2 iputils-ping iperf3 jq"
+fi
+if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null 2>&1; then
+    die "--profile needs perf: apt-get install -y linux-perf (Debian) or linux-tools-\$(uname -r) (Ubuntu)"
+fi
+[ -c /dev/net/tun ] || die "/dev/net/tun is missing: skylan needs TUN/TAP (modprobe tun)"
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SKY="${SKYLAN_BIN:-$REPO/target/release/skylan}"
+if [ ! -x "$SKY" ]; then
+    [ -z "${SKYLAN_BIN:-}" ] || die "SKYLAN_BIN=$SKYLAN_BIN is not an executable file"
+    echo "== building $SKY (release; takes a few minutes the first time)"
+    (cd "$REPO" && cargo build --release --bin skylan) || die "the release build failed"
+fi
+SKY="$(cd "$(dirname "$SKY")" && pwd)/$(basename "$SKY")"
+CLK_TCK="$(getconf CLK_TCK)"
+
+# ----- bookkeeping and cleanup ------------------------------------------------------
+
+ID="skb-$$"
+PIDS=()        # every background process this script started and has not reaped
+NAMESPACES=()  # every namespace this script created
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/skylan-e2e.XXXXXX")"
+
+# Ends our processes (SIGTERM, up to 3 s grace, then SIGKILL), deletes our namespaces
+# and the work directory. Runs on every exit path.
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM ERR
+    set +e
+    local pid i alive
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for i in $(seq 30); do
+        alive=0
+        for pid in "${PIDS[@]}"; do
+            if running "$pid"; then alive=1; fi
+        done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for pid in "${PIDS[@]}"; do
+        if running "$pid"; then
+            echo "e2e.sh: pid $pid ignored SIGTERM; sending SIGKILL" >&2
+            kill -KILL "$pid" 2>/dev/null
+        fi
+        wait "$pid" 2>/dev/null
+    done
+    for ((i = ${#NAMESPACES[@]} - 1; i >= 0; i--)); do
+        ip netns del "${NAMESPACES[$i]}" 2>/dev/null
+    done
+    if [ -n "$OUT" ] && [ -d "$WORK" ]; then
+        mkdir -p "$OUT" && cp -r "$WORK/logs" "$WORK/raw" "$OUT/" 2>/dev/null
+        echo "raw results and logs kept in $OUT"
+    fi
+    if [ "$KEEP" = 1 ]; then
+        echo "work directory kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'echo "e2e.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
+
+# A child of ours that has not exited (a zombie counts as exited). Only asked about
+# PIDs we have not reaped, so the PID cannot belong to another process yet.
+running() {
+    local stat
+    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+    stat="${stat##*) }"
+    [ "${stat%% *}" != Z ]
+}
+
+# Drops a PID we have reaped with `wait` (it may be reused by then: never signal it).
+forget() {
+    local keep=() pid
+    for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
+    PIDS=("${keep[@]}")
+}
+
+# Namespaces left by earlier runs that were killed before their trap could run
+# (skb-<pid>-* whose pid is gone). Only the names are removed; processes still inside
+# are listed so they can be ended by hand.
+sweep_stale() {
+    local ns pid left
+    for ns in $(ip netns list | awk '{print $1}' | grep -E '^skb-[0-9]+-' || true); do
+        pid="${ns#skb-}"
+        pid="${pid%%-*}"
+        if ! kill -0 "$pid" 2>/dev/null; then
+            left="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
+            echo "   removing stale namespace $ns of an earlier run${left:+ (processes still inside: ${left}- end them by hand)}"
+            ip netns del "$ns" 2>/dev/null || true
+        fi
+    done
+}
+
+mkdir -p "$WORK/logs" "$WORK/raw"
+RESULTS="$WORK/raw/results.tsv"    # path streams round mbps retrans bytes secs iperf_cpu a_cpu b_cpu
+THREADS="$WORK/raw/threads.tsv"    # streams round node role cpu_s voluntary_cs involuntary_cs
+COUNTERS="$WORK/raw/counters.tsv"  # streams round node counter change
+PINGS="$WORK/raw/pings.tsv"        # path rtt_ms|lost
+: >"$RESULTS"
+: >"$THREADS"
+: >"$COUNTERS"
+: >"$PINGS"
+
+# ----- namespaces -------------------------------------------------------------------
+
+BB="$ID-bb"
+NS_ROOT="$ID-root"
+NS_CTRL="$ID-ctrl"
+NS_A="$ID-a"
+NS_B="$ID-b"
+NS_VA="$ID-va"
+NS_VB="$ID-vb"
+
+IP_ROOT=198.51.100.241
+IP_CTRL=198.51.100.242
+IP_A=198.51.100.243
+IP_B=198.51.100.244
+IP_VA=198.51.100.245
+IP_VB=198.51.100.246
+POOL=198.18.77.10-198.18.77.20
+ROUTE=198.18.77.0/24
+PORT=9993
+IPERF_PORT=5201
+
+add_ns() {
+    ip netns add "$1" || die "cannot create namespace $1"
+    NAMESPACES+=("$1")
+    ip -n "$1" link set lo up
+}
+
+# A host on the backbone bridge: eth0 in the host's namespace, its peer PORT on br0.
+add_host() {
+    local ns="$1" ip="$2" port="$3"
+    add_ns "$ns"
+    ip -n "$BB" link add "$port" type veth peer name eth0 netns "$ns"
+    ip -n "$BB" link set "$port" master br0 up
+    ip -n "$ns" addr add "$ip/24" dev eth0
+    ip -n "$ns" link set eth0 up
+}
+
+# ----- processes and CLI ------------------------------------------------------------
+
+# start NAME NETNS PROGRAM ARGS...: runs PROGRAM in NETNS in the background with its
+# output in logs/NAME.log; sets STARTED to its PID (ip netns exec execs the program, so
+# the PID is the program's own).
+start() {
+    local name="$1" ns="$2"
+    shift 2
+    SKYLAN_LOG="$LOG_FILTER" ip netns exec "$ns" "$@" >>"$WORK/logs/$name.log" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+# sky NETNS HOME ARGS...: the skylan CLI inside a namespace, with a timeout.
+sky() {
+    local ns="$1" home="$2"
+    shift 2
+    timeout 20 ip netns exec "$ns" "$SKY" --home "$home" "$@"
+}
+
+# wait_for WHAT SECONDS COMMAND...: retries COMMAND every 0.3 s until it succeeds.
+wait_for() {
+    local what="$1" limit="$2"
+    shift 2
+    local deadline=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            echo "e2e.sh: timed out after ${limit}s waiting for $what" >&2
+            show_logs
+            exit 1
+        fi
+        sleep 0.3
+    done
+}
+
+show_logs() {
+    local f
+    for f in "$WORK"/logs/*.log; do
+        [ -e "$f" ] || continue
+        echo "----- last lines of $(basename "$f") -----" >&2
+        tail -n 25 "$f" >&2
+    done
+}
+
+check_alive() {
+    running "$2" || { echo "e2e.sh: $1 (pid $2) exited" >&2; show_logs; exit 1; }
+}
+
+node_address() { cut -d: -f1 "$1/identity.public"; }
+
+is_online() { sky "$1" "$2" info -j | jq -e '.online == true'; }
+
+network_field() { # NETNS HOME NWID JQ-EXPR
+    sky "$1" "$2" networks -j | jq -er --arg n "$3" ".[] | select(.nwid == \$n) | $4"
+}
+
+network_ok() {
+    network_field "$1" "$2" "$3" 'select(.status == "OK") | .assignedAddresses[] | select(contains("."))'
+}
+
+link_is_direct() { # NETNS HOME PEER-ADDRESS
+    sky "$1" "$2" ping "$3" -c 1 -j | jq -e '.[0].reply == true and .[0].link == "DIRECT"'
+}
+
+listening() { ip netns exec "$1" ss -ltnH "sport = :$2" | grep -q LISTEN; }
+
+# ----- what the daemons used --------------------------------------------------------
+
+# Clock ticks (user + system) a process has used, all threads.
+cpu_ticks() {
+    local stat
+    stat="$(cat "/proc/$1/stat")"
+    stat="${stat##*) }"
+    # shellcheck disable=SC2086
+    set -- $stat
+    echo $((${12} + ${13}))
+}
+
+# One line per thread of a process: "tid role ticks voluntary_cs involuntary_cs"; the
+# role is "main" for the main thread (the node driver runs there) or the thread's name.
+thread_stats() {
+    local pid="$1" t tid stat comm
+    for t in /proc/"$pid"/task/*; do
+        tid="${t##*/}"
+        stat="$(cat "$t/stat" 2>/dev/null)" || continue
+        comm="$(tr ' ' '_' <"$t/comm" 2>/dev/null)" || continue
+        [ "$tid" = "$pid" ] && comm=main
+        stat="${stat##*) }"
+        # shellcheck disable=SC2086
+        set -- $stat
+        echo "$tid $comm $((${12} + ${13})) $(awk '
+            /^voluntary_ctxt_switches/ { v = $2 } /^nonvoluntary_ctxt_switches/ { n = $2 }
+            END { print v + 0, n + 0 }' "$t/status" 2>/dev/null)"
+    done
+}
+
+# diff_threads NODE STREAMS ROUND BEFORE AFTER: per-role differences into threads.tsv.
+diff_threads() {
+    awk -v node="$1" -v streams="$2" -v round="$3" -v hz="$CLK_TCK" '
+        NR == FNR { c[$1] = $3; v[$1] = $4; n[$1] = $5; next }
+        { cpu[$2] += $3 - c[$1]; vol[$2] += $4 - v[$1]; inv[$2] += $5 - n[$1] }
+        END { for (r in cpu) printf "%s\t%s\t%s\t%s\t%.3f\t%d\t%d\n", streams, round, node, r, cpu[r] / hz, vol[r], inv[r] }
+    ' <(echo "$4") <(echo "$5") >>"$THREADS"
+}
+
+# Counters of one skylan node as "name value" lines: the namespace's UDP counters
+# (udp_RcvbufErrors: datagrams dropped because the daemon did not read them in time),
+# its TAP device's counters (tap_tx_dropped: frames the kernel could not queue for the
+# daemon to read), and the daemon's own /metrics counters.
+node_counters() { # NETNS HOME DEVICE
+    local ns="$1" home="$2" dev="$3" token port
+    ip netns exec "$ns" cat /proc/net/snmp | awk '$1 == "Udp:" {
+        if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else for (i = 2; i <= NF; i++) print "udp_" n[i], $i }'
+    ip -n "$ns" -s -j link show dev "$dev" | jq -r '.[0].stats64 |
+        "tap_rx_dropped \(.rx.dropped)\ntap_tx_dropped \(.tx.dropped)\ntap_tx_packets \(.tx.packets)"'
+    token="$(cat "$home/authtoken.secret")"
+    port="$(cat "$home/skylan.port")"
+    # The local API over bash's /dev/tcp, so no HTTP client is needed.
+    TOKEN="$token" PORT="$port" timeout 5 ip netns exec "$ns" bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$PORT" || exit 0
+        printf "GET /metrics HTTP/1.0\r\nHost: localhost\r\nX-ZT1-Auth: %s\r\n\r\n" "$TOKEN" >&3
+        cat <&3' | tr -d '\r' | awk '/^skylan_node_[a-z_]+ [0-9]+$/ { sub("skylan_node_", "", $1); print $1, $2 }' || true
+}
+
+# counter_changes BEFORE AFTER: "name change" lines.
+counter_changes() {
+    awk 'NR == FNR { b[$1] = $2; next } { print $1, $2 - ($1 in b ? b[$1] : 0) }' <(echo "$1") <(echo "$2")
+}
+
+# diff_counters NODE STREAMS ROUND BEFORE AFTER: the changes into counters.tsv.
+diff_counters() {
+    counter_changes "$4" "$5" | awk -v node="$1" -v streams="$2" -v round="$3" '
+        { printf "%s\t%s\t%s\t%s\t%s\n", streams, round, node, $1, $2 }' >>"$COUNTERS"
+}
+
+# ----- statistics -------------------------------------------------------------------
+
+# The median of the numbers on stdin (one a line); "-" when there are none.
+median() {
+    sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "-"; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# "min-max" of the numbers on stdin.
+range() {
+    sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s-%s", lo, hi; else print "-" }'
+}
+
+# The 90th percentile (nearest rank) of the numbers on stdin.
+p90() {
+    sort -g | awk '{ v[NR] = $1 } END { i = int(NR * 0.9 + 0.5); if (i < 1) i = 1; if (NR) print v[i]; else print "-" }'
+}
+
+# ----- build the lab ----------------------------------------------------------------
+
+echo "== skylan e2e benchmark: $ROUNDS rounds x ${SECONDS_PER_RUN}s; streams: $STREAMS; paths: $PATHS"
+echo "   binary $SKY"
+echo "   $(uname -sr), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+sweep_stale
+
+add_ns "$BB"
+ip -n "$BB" link add br0 type bridge
+ip -n "$BB" link set br0 up
+# Bridged frames skip the IP netfilter hooks (br_netfilter), as on a plain switch.
+for knob in bridge-nf-call-iptables bridge-nf-call-ip6tables bridge-nf-call-arptables; do
+    ip netns exec "$BB" sysctl -qw "net.bridge.$knob=0" 2>/dev/null || true
+done
+add_host "$NS_ROOT" "$IP_ROOT" p1
+add_host "$NS_CTRL" "$IP_CTRL" p2
+add_host "$NS_A" "$IP_A" p3
+add_host "$NS_B" "$IP_B" p4
+
+add_ns "$NS_VA"
+add_ns "$NS_VB"
+ip -n "$NS_VA" link add eth0 type veth peer name eth0 netns "$NS_VB"
+ip -n "$NS_VA" addr add "$IP_VA/24" dev eth0
+ip -n "$NS_VB" addr add "$IP_VB/24" dev eth0
+ip -n "$NS_VA" link set eth0 up
+ip -n "$NS_VB" link set eth0 up
+
+# ----- start skylan -----------------------------------------------------------------
+
+H_ROOT="$WORK/root"
+H_CTRL="$WORK/ctrl"
+H_A="$WORK/a"
+H_B="$WORK/b"
+mkdir -p "$H_ROOT" "$H_CTRL" "$H_A" "$H_B"
+"$SKY" idtool generate "$H_ROOT/identity.secret" "$H_ROOT/identity.public" >/dev/null
+"$SKY" idtool mkplanet --root "$H_ROOT/identity.public@$IP_ROOT/$PORT" --out "$WORK/planet" >/dev/null
+
+start root "$NS_ROOT" "$SKY" --home "$H_ROOT" root --port "$PORT" --planet "$WORK/planet"
+PID_ROOT=$STARTED
+start ctrl "$NS_CTRL" "$SKY" --home "$H_CTRL" node --port "$PORT" --planet "$WORK/planet" --controller
+start a "$NS_A" "$SKY" --home "$H_A" node --port "$PORT" --planet "$WORK/planet"
+PID_A=$STARTED
+start b "$NS_B" "$SKY" --home "$H_B" node --port "$PORT" --planet "$WORK/planet"
+PID_B=$STARTED
+
+for home in "$H_CTRL" "$H_A" "$H_B"; do
+    wait_for "$(basename "$home") to write its identity" 60 test -s "$home/identity.public"
+done
+check_alive root "$PID_ROOT"
+ADDR_A="$(node_address "$H_A")"
+ADDR_B="$(node_address "$H_B")"
+wait_for "ctrl online" 60 is_online "$NS_CTRL" "$H_CTRL"
+wait_for "a online" 60 is_online "$NS_A" "$H_A"
+wait_for "b online" 60 is_online "$NS_B" "$H_B"
+
+NWID="$(sky "$NS_CTRL" "$H_CTRL" controller network create --name bench --pool "$POOL" \
+    --route "$ROUTE" --private -j | jq -er .id)" || die "creating the network failed"
+if [ -n "$NET_MTU" ]; then
+    sky "$NS_CTRL" "$H_CTRL" controller network set "$NWID" "mtu=$NET_MTU" -j >/dev/null \
+        || die "setting mtu=$NET_MTU on $NWID failed (the controller takes 1280-10000)"
+fi
+sky "$NS_A" "$H_A" join "$NWID" >/dev/null
+sky "$NS_B" "$H_B" join "$NWID" >/dev/null
+sky "$NS_CTRL" "$H_CTRL" controller member authorize "$NWID" "$ADDR_A" -j >/dev/null
+sky "$NS_CTRL" "$H_CTRL" controller member authorize "$NWID" "$ADDR_B" -j >/dev/null
+wait_for "a OK on $NWID" 60 network_ok "$NS_A" "$H_A" "$NWID"
+wait_for "b OK on $NWID" 60 network_ok "$NS_B" "$H_B" "$NWID"
+OVL_B="$(network_ok "$NS_B" "$H_B" "$NWID" | head -n1)"
+OVL_B="${OVL_B%%/*}"
+DEV_A="$(network_field "$NS_A" "$H_A" "$NWID" .portDeviceName)"
+DEV_B="$(network_field "$NS_B" "$H_B" "$NWID" .portDeviceName)"
+TAP_MTU="$(ip -n "$NS_A" -o link show dev "$DEV_A" | sed -n 's/.* mtu \([0-9]*\).*/\1/p')"
+wait_for "a pinging b at $OVL_B" 60 ip netns exec "$NS_A" ping -c 1 -W 1 "$OVL_B"
+wait_for "a direct path to b" 60 link_is_direct "$NS_A" "$H_A" "$ADDR_B"
+echo "   network $NWID, a $ADDR_A -> b $ADDR_B ($OVL_B) on a direct path; TAP $DEV_A mtu $TAP_MTU"
+
+start iperf-b "$NS_B" iperf3 -s -p "$IPERF_PORT"
+start iperf-vb "$NS_VB" iperf3 -s -p "$IPERF_PORT"
+wait_for "iperf3 server in b" 20 listening "$NS_B" "$IPERF_PORT"
+wait_for "iperf3 server in vb" 20 listening "$NS_VB" "$IPERF_PORT"
+
+# ----- measurements -----------------------------------------------------------------
+
+# Where each path starts and what it targets.
+path_ns() { case "$1" in veth) echo "$NS_VA" ;; *) echo "$NS_A" ;; esac; }
+path_target() { case "$1" in veth) echo "$IP_VB" ;; underlay) echo "$IP_B" ;; skylan) echo "$OVL_B" ;; esac; }
+
+# ping_path PATH: PING_COUNT pings; appends "path rtt_ms" (or "path lost") lines.
+ping_path() {
+    local path="$1" out got i
+    out="$(ip netns exec "$(path_ns "$path")" ping -n -c "$PING_COUNT" -i 0.2 -W 1 "$(path_target "$path")" || true)"
+    got="$(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' <<<"$out")"
+    for rtt in $got; do echo "$path $rtt" >>"$PINGS"; done
+    for ((i = $(wc -w <<<"$got"); i < PING_COUNT; i++)); do echo "$path lost" >>"$PINGS"; done
+}
+
+# iperf_run PATH STREAMS ROUND: one iperf3 run from a (or va) to b (or vb); appends a
+# line to results.tsv and, for skylan, to threads.tsv and counters.tsv.
+iperf_run() {
+    local path="$1" streams="$2" round="$3" json
+    json="$WORK/raw/iperf-$path-P$streams-r$round.json"
+    local a0=0 b0=0 a1=0 b1=0 ta tb ca cb
+    if [ "$path" = skylan ]; then
+        check_alive a "$PID_A"
+        check_alive b "$PID_B"
+        ca="$(node_counters "$NS_A" "$H_A" "$DEV_A")"
+        cb="$(node_counters "$NS_B" "$H_B" "$DEV_B")"
+        ta="$(thread_stats "$PID_A")"
+        tb="$(thread_stats "$PID_B")"
+        a0="$(cpu_ticks "$PID_A")"
+        b0="$(cpu_ticks "$PID_B")"
+    fi
+    # In the background and waited for, so a signal to this script is handled at once
+    # (the trap then ends the client too).
+    timeout $((SECONDS_PER_RUN + 30)) ip netns exec "$(path_ns "$path")" iperf3 \
+        -c "$(path_target "$path")" -p "$IPERF_PORT" -t "$SECONDS_PER_RUN" -P "$streams" -J \
+        >"$json" 2>&1 &
+    local client=$! ok=1
+    PIDS+=("$client")
+    wait "$client" || ok=0
+    forget "$client"
+    if [ "$ok" = 0 ]; then
+        echo "   round $round $path -P $streams: iperf3 failed: $(jq -r '.error // empty' "$json" 2>/dev/null || tail -n 2 "$json")" >&2
+        return 0
+    fi
+    if [ "$path" = skylan ]; then
+        a1="$(cpu_ticks "$PID_A")"
+        b1="$(cpu_ticks "$PID_B")"
+        diff_threads a "$streams" "$round" "$ta" "$(thread_stats "$PID_A")"
+        diff_threads b "$streams" "$round" "$tb" "$(thread_stats "$PID_B")"
+        diff_counters a "$streams" "$round" "$ca" "$(node_counters "$NS_A" "$H_A" "$DEV_A")"
+        diff_counters b "$streams" "$round" "$cb" "$(node_counters "$NS_B" "$H_B" "$DEV_B")"
+    fi
+    jq -r --arg path "$path" --arg streams "$streams" --arg round "$round" \
+        --arg a "$(awk -v t=$((a1 - a0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')" \
+        --arg b "$(awk -v t=$((b1 - b0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')" '
+        .end as $e
+        | ($e.sum_sent.seconds) as $secs
+        | [ $path, $streams, $round,
+            ($e.sum_received.bits_per_second / 1e6 | . * 10 | round / 10),
+            ($e.sum_sent.retransmits // 0),
+            $e.sum_received.bytes,
+            ($secs | . * 100 | round / 100),
+            (($e.cpu_utilization_percent.host_total + $e.cpu_utilization_percent.remote_total)
+                / 100 * $secs | . * 100 | round / 100),
+            ($a | tonumber), ($b | tonumber) ] | @tsv' "$json" >>"$RESULTS"
+    tail -n 1 "$RESULTS" | awk -F'\t' '{
+        printf "   round %s %-8s -P %-2s %7.1f Mbit/s %6d retransmits   CPU-s: iperf3 %.2f", $3, $1, $2, $4, $5, $8
+        if ($1 == "skylan") printf ", skylan a %.2f b %.2f", $9, $10
+        printf "\n" }'
+}
+
+echo "== measuring: a -> b; the order of the paths rotates each round"
+set -- $PATHS
+NPATHS=$#
+for ((round = 1; round <= ROUNDS; round++)); do
+    # Rotate the path order by one each round.
+    set -- $PATHS
+    order=""
+    for ((i = 0; i < NPATHS; i++)); do
+        idx=$(((i + round - 1) % NPATHS + 1))
+        order="$order ${!idx}"
+    done
+    for path in $order; do ping_path "$path"; done
+    for streams in $STREAMS; do
+        for path in $order; do iperf_run "$path" "$streams" "$round"; done
+    done
+done
+
+# ----- optional profile -------------------------------------------------------------
+
+PROFILE_REPORT=""
+if [ "$PROFILE" = 1 ] && has_path skylan; then
+    echo "== profiling one more skylan -P 1 run with perf"
+    PROFILE_REPORT="$WORK/raw/perf-report.txt"
+    perf_data="$WORK/raw/perf.data"
+    ca="$(node_counters "$NS_A" "$H_A" "$DEV_A")"
+    events=raw_syscalls:sys_enter,context-switches,cpu-migrations,task-clock
+    perf stat -x, -e "$events" -p "$PID_A" -o "$WORK/raw/perf-stat-a.csv" -- sleep $((SECONDS_PER_RUN + 1)) \
+        >>"$WORK/logs/perf.log" 2>&1 &
+    stat_a=$!
+    PIDS+=("$stat_a")
+    perf stat -x, -e "$events" -p "$PID_B" -o "$WORK/raw/perf-stat-b.csv" -- sleep $((SECONDS_PER_RUN + 1)) \
+        >>"$WORK/logs/perf.log" 2>&1 &
+    stat_b=$!
+    PIDS+=("$stat_b")
+    perf record -q -F 999 -g -o "$perf_data" -p "$PID_A,$PID_B" -- sleep $((SECONDS_PER_RUN + 1)) \
+        >>"$WORK/logs/perf.log" 2>&1 &
+    rec=$!
+    PIDS+=("$rec")
+    sleep 0.5
+    timeout $((SECONDS_PER_RUN + 30)) ip netns exec "$NS_A" iperf3 -c "$OVL_B" -p "$IPERF_PORT" \
+        -t "$SECONDS_PER_RUN" -P 1 -J >"$WORK/raw/iperf-profile.json" 2>&1 || true
+    for pid in "$stat_a" "$stat_b" "$rec"; do
+        wait "$pid" || true
+        forget "$pid"
+    done
+    frames_a="$(counter_changes "$ca" "$(node_counters "$NS_A" "$H_A" "$DEV_A")" | awk '$1 == "frames_out" { print $2 }')"
+    {
+        echo "-- per frame (perf stat over the run; a sends, b receives; a's frames out: $frames_a)"
+        for node in a b; do
+            awk -F, -v node="$node" -v f="$frames_a" '
+                $3 == "raw_syscalls:sys_enter" { s = $1 } $3 == "context-switches" { c = $1 }
+                $3 == "cpu-migrations" { m = $1 } $3 ~ /task-clock/ { t = $1 }
+                END { if (f > 0) printf "node %s: %.2f syscalls, %.2f context switches, %.1f us CPU per frame; %d migrations\n", node, s / f, c / f, t * 1000 / f, m }
+            ' "$WORK/raw/perf-stat-$node.csv"
+        done
+        echo "-- CPU samples by thread and object (cpu-clock sampling in a VM: kernel time shows up where interrupts are re-enabled)"
+        perf report -i "$perf_data" --stdio --no-children --sort comm,dso -g none --percent-limit 1 2>/dev/null \
+            | grep -v '^#' | sed '/^$/d; s/[[:space:]]*$//' | cut -c1-100 | head -n 12
+        echo "-- top symbols"
+        perf report -i "$perf_data" --stdio --no-children --sort comm,symbol -g none --percent-limit 0.8 2>/dev/null \
+            | grep -v '^#' | sed '/^$/d; s/[[:space:]]*$//' | cut -c1-110 | head -n 40
+    } >"$PROFILE_REPORT"
+fi
+
+# ----- summary ----------------------------------------------------------------------
+
+col() { # PATH STREAMS FIELD -> that column's values
+    awk -F'\t' -v p="$1" -v s="$2" -v f="$3" '$1 == p && $2 == s { print $f }' "$RESULTS"
+}
+per_gb() { # PATH STREAMS FIELD... -> the sum of those CPU columns per GB (1e9 bytes) received, per run
+    local p="$1" s="$2"
+    shift 2
+    awk -F'\t' -v p="$p" -v s="$s" -v fields="$*" '
+        BEGIN { n = split(fields, f, " ") }
+        $1 == p && $2 == s && $6 > 0 { c = 0; for (i = 1; i <= n; i++) c += $(f[i]); printf "%.3f\n", c / ($6 / 1e9) }' "$RESULTS"
+}
+cmed() { # STREAMS NODE COUNTER -> the median change of that counter per run (0 if never seen)
+    local v
+    v="$(awk -F'\t' -v s="$1" -v n="$2" -v c="$3" '$1 == s && $3 == n && $4 == c { print $5 }' "$COUNTERS" | median)"
+    [ "$v" = - ] && v=0
+    echo "$v"
+}
+tmed() { # STREAMS NODE FIELD -> the median per run of a node's threads summed (5 CPU-s, 6 and 7 switches)
+    awk -F'\t' -v s="$1" -v n="$2" -v f="$3" '$1 == s && $3 == n { sum[$2] += $f } END { for (r in sum) print sum[r] }' "$THREADS" | median
+}
+
+echo
+echo "== throughput: medians over $ROUNDS rounds (min-max) of ${SECONDS_PER_RUN}s runs, a -> b"
+echo "   skylan network mtu ${NET_MTU:-default} (TAP mtu $TAP_MTU); veth and underlay mtu 1500"
+printf "   %-8s %-7s %-22s %-9s %s\n" path streams "Mbit/s" retrans "CPU-s/GB: total = iperf3 + skylan a + b"
+for streams in $STREAMS; do
+    for path in $PATHS; do
+        if [ "$(col "$path" "$streams" 4 | wc -l)" = 0 ]; then
+            printf "   %-8s %-7s no successful runs\n" "$path" "$streams"
+            continue
+        fi
+        printf "   %-8s %-7s %-22s %-9s %s = %s + %s + %s\n" "$path" "$streams" \
+            "$(col "$path" "$streams" 4 | median) ($(col "$path" "$streams" 4 | range))" \
+            "$(col "$path" "$streams" 5 | median)" \
+            "$(per_gb "$path" "$streams" 8 9 10 | median)" "$(per_gb "$path" "$streams" 8 | median)" \
+            "$(per_gb "$path" "$streams" 9 | median)" "$(per_gb "$path" "$streams" 10 | median)"
+    done
+    s="$(col skylan "$streams" 4 | median)"
+    for base in veth underlay; do
+        b="$(col "$base" "$streams" 4 | median)"
+        if [ "$s" != - ] && [ "$b" != - ]; then
+            awk -v s="$s" -v b="$b" -v n="$streams" -v base="$base" 'BEGIN {
+                printf "   skylan / %-8s -P %s: %.3f of the throughput\n", base, n, s / b }'
+        fi
+    done
+done
+
+echo
+echo "== ping RTT, idle: $PING_COUNT pings x $ROUNDS rounds per path (ms)"
+for path in $PATHS; do
+    rtts="$(awk -v p="$path" '$1 == p && $2 != "lost" { print $2 }' "$PINGS")"
+    lost="$(awk -v p="$path" '$1 == p && $2 == "lost"' "$PINGS" | wc -l)"
+    printf "   %-8s median %-7s min-max %-13s p90 %-7s lost %s\n" "$path" "$(median <<<"$rtts")" \
+        "$(range <<<"$rtts")" "$(p90 <<<"$rtts")" "$lost"
+done
+
+if [ -s "$COUNTERS" ]; then
+    echo
+    echo "== skylan data path per run (medians; a sends, b receives)"
+    for streams in $STREAMS; do
+        frames="$(cmed "$streams" a frames_out)"
+        awk -v s="$streams" -v f="$frames" -v d="$(cmed "$streams" a tx_datagrams)" \
+            -v r="$(cmed "$streams" b udp_RcvbufErrors)" -v i="$(cmed "$streams" b udp_InDatagrams)" \
+            -v q="$(cmed "$streams" a tap_tx_dropped)" -v qb="$(cmed "$streams" b tap_rx_dropped)" \
+            -v dq="$(cmed "$streams" b drop_queue_full)" 'BEGIN {
+            printf "   -P %-3s %d frames, %.2f datagrams per frame; b dropped %d datagrams (%.1f %%) for a full UDP receive buffer;\n",
+                s, f, (f > 0 ? d / f : 0), r, (i + r > 0 ? 100 * r / (i + r) : 0)
+            printf "          TAP queue drops: a %d, b %d; b core queue-full drops %d\n", q, qb, dq }'
+        awk -v s="$streams" -v f="$frames" -v ca="$(tmed "$streams" a 5)" -v cb="$(tmed "$streams" b 5)" \
+            -v va="$(tmed "$streams" a 6)" -v vb="$(tmed "$streams" b 6)" \
+            -v ia="$(tmed "$streams" a 7)" -v ib="$(tmed "$streams" b 7)" 'BEGIN {
+            if (f > 0) printf "          per frame: a %.1f us CPU, %.2f context switches; b %.1f us CPU, %.2f context switches\n",
+                1e6 * ca / f, (va + ia) / f, 1e6 * cb / f, (vb + ib) / f }'
+    done
+fi
+
+if [ -s "$THREADS" ]; then
+    echo
+    echo "== skylan CPU by thread, median per run (main = the node driver; tokio workers read the TAP)"
+    printf "   %-6s %-5s %-18s %8s %12s %12s\n" streams node thread CPU-s "vol. cs" "invol. cs"
+    for streams in $STREAMS; do
+        awk -F'\t' -v s="$streams" '$1 == s { print $3 "\t" $4 }' "$THREADS" | sort -u |
+            while IFS=$'\t' read -r node role; do
+                row() { awk -F'\t' -v s="$streams" -v n="$node" -v r="$role" -v f="$1" '$1 == s && $3 == n && $4 == r { print $f }' "$THREADS" | median; }
+                printf "   %-6s %-5s %-18s %8s %12s %12s\n" "$streams" "$node" "$role" "$(row 5)" "$(row 6)" "$(row 7)"
+            done
+    done
+fi
+
+if [ -n "$PROFILE_REPORT" ]; then
+    echo
+    echo "== profile of the skylan daemons a and b during one -P 1 run"
+    sed 's/^/   /' "$PROFILE_REPORT"
+fi
+
+echo
+echo "   load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine: compare within one run)"

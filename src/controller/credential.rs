@@ -1,0 +1,677 @@
+//! What the controller signs: membership credentials and whole network configs.
+//!
+//! ## Membership credential
+//!
+//! A member presents its [`MembershipCredential`] to peers before they accept its
+//! frames on a private network (ZeroTier's certificate of membership, reduced to what
+//! we need). Binary form, all integers big-endian, 102 bytes:
+//!
+//! ```text
+//!  0    1          9           14          22          30          38          102
+//! +----+----------+-----------+-----------+-----------+-----------+-----------+
+//! | v1 |  nwid 8  | member 5  | timestamp | max_delta | revision  | signature |
+//! +----+----------+-----------+-----------+-----------+-----------+-----------+
+//!  timestamp, max_delta: microseconds (controller Unix time); signature: Ed25519 by
+//!  the controller over "skylan/membership-credential/v1" || bytes 0..38
+//! ```
+//!
+//! Agreement ([`MembershipCredential::agrees_with`]): my credential accepts yours when
+//! both are for the same network, yours is not from an older membership revision than
+//! mine, and our timestamps are within *my* `max_delta`. Timestamps are all controller
+//! time, so no clock synchronisation between members is needed.
+//!
+//! ## Timing, and how revocation takes effect
+//!
+//! - Members re-request their config every [`CONFIG_REFRESH_INTERVAL`] (60 s), so a
+//!   live member's credential is never older than that.
+//! - [`CREDENTIAL_MAX_DELTA`] is 5 minutes: two live members always agree (their
+//!   timestamps differ by at most about 60 s), and a member the controller can no longer
+//!   reach (or that missed every push) falls out of agreement at most 5 minutes after
+//!   its last refresh. This is the bound when the controller is unreachable.
+//! - With the controller reachable, revocation is immediate: deauthorizing or deleting
+//!   an authorized member increments the network's `membershipRevision`, the controller
+//!   emits a change notification, and the node driver pushes fresh configs (carrying the
+//!   new revision) to every online member within [`REVOCATION_PUSH_DEADLINE`] (5 s,
+//!   including retransmissions). A member holding revision R refuses credentials with a
+//!   revision below R, so the revoked member's credential stops agreeing everywhere as
+//!   soon as the push lands. A member that missed the push is refused by updated peers
+//!   too, notices (NeedMembershipCertificate), re-requests its config and heals.
+//!   On installing a config with a higher revision, a node must drop the peer
+//!   credentials it had accepted and ask for fresh ones.
+//!
+//! ## Network config
+//!
+//! [`NetworkConfig`] is everything a member needs to join: addresses, routes, rules,
+//! MTU, its credential. [`SignedNetworkConfig`] carries it as JSON bytes with an Ed25519
+//! signature over exactly those bytes (so no canonical JSON is needed); the node caches
+//! the signed bytes in `networks.d/` and can verify them again at start.
+//!
+//! Signing goes through the small [`Signer`] trait, so the controller does not depend on
+//! the identity type; verification uses `ed25519-dalek` directly. Pure code; used by
+//! `request` (issue) and by the node side (verify).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::model::{CapabilityDef, Dns, Route, hex_network_id, hex_node_address};
+use crate::types::{NetworkId, NodeAddress, Time};
+
+/// How often members re-request their network config.
+pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+/// The credential window: members whose credentials are further apart do not agree.
+pub const CREDENTIAL_MAX_DELTA: Duration = Duration::from_secs(5 * 60);
+/// How long the node driver may take to push fresh configs after a revocation.
+pub const REVOCATION_PUSH_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Signs with the controller's identity key (Ed25519).
+pub trait Signer: Send + Sync {
+    /// The controller's node address.
+    fn address(&self) -> NodeAddress;
+    /// An Ed25519 signature over `msg`.
+    fn sign(&self, msg: &[u8]) -> [u8; 64];
+}
+
+/// A [`Signer`] over a raw Ed25519 key, for tests, the simulator, and until the node's
+/// identity type implements `Signer` itself.
+pub struct Ed25519Signer {
+    address: NodeAddress,
+    key: SigningKey,
+}
+
+impl Ed25519Signer {
+    /// A signer for `address` with the Ed25519 secret key `secret`.
+    pub fn new(address: NodeAddress, secret: [u8; 32]) -> Self {
+        Ed25519Signer {
+            address,
+            key: SigningKey::from_bytes(&secret),
+        }
+    }
+
+    /// The public key that verifies this signer's signatures.
+    pub fn verifying_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+}
+
+impl Signer for Ed25519Signer {
+    fn address(&self) -> NodeAddress {
+        self.address
+    }
+
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        self.key.sign(msg).to_bytes()
+    }
+}
+
+impl fmt::Debug for Ed25519Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Ed25519Signer({})", self.address)
+    }
+}
+
+/// Why a credential or config was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialError {
+    /// Wrong length or unknown version byte.
+    #[error("malformed {what}: {why}")]
+    Malformed {
+        /// Credential or config.
+        what: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// The signature does not verify with the controller's key.
+    #[error("{what} signature does not verify with the controller's key")]
+    BadSignature {
+        /// Credential or config.
+        what: &'static str,
+    },
+    /// The controller key is not a valid Ed25519 public key.
+    #[error("the controller's signing key is not a valid Ed25519 public key")]
+    BadKey,
+    /// Signed correctly, but its fields contradict each other.
+    #[error("inconsistent network config: {0}")]
+    Inconsistent(String),
+}
+
+const CREDENTIAL_DOMAIN: &[u8] = b"skylan/membership-credential/v1";
+const CONFIG_DOMAIN: &[u8] = b"skylan/network-config/v1";
+const VERSION: u8 = 1;
+
+/// A controller-signed statement that `member` belongs to `nwid` (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MembershipCredential {
+    /// The network.
+    pub nwid: NetworkId,
+    /// The member it was issued to.
+    pub member: NodeAddress,
+    /// Controller time of issue.
+    pub timestamp: Time,
+    /// Largest timestamp difference this credential's holder accepts.
+    pub max_delta: Duration,
+    /// The network's membership revision at issue.
+    pub revision: u64,
+    /// Ed25519 signature by the controller.
+    pub signature: [u8; 64],
+}
+
+impl MembershipCredential {
+    /// Length of the signed part.
+    pub const BODY_LEN: usize = 38;
+    /// Length of the binary form.
+    pub const LEN: usize = Self::BODY_LEN + 64;
+
+    /// Issues a credential signed by `signer`.
+    pub fn issue(
+        signer: &dyn Signer,
+        nwid: NetworkId,
+        member: NodeAddress,
+        timestamp: Time,
+        max_delta: Duration,
+        revision: u64,
+    ) -> Self {
+        let mut c = MembershipCredential {
+            nwid,
+            member,
+            timestamp,
+            max_delta,
+            revision,
+            signature: [0; 64],
+        };
+        c.signature = signer.sign(&c.signed_message());
+        c
+    }
+
+    fn body(&self) -> [u8; Self::BODY_LEN] {
+        let mut b = [0u8; Self::BODY_LEN];
+        b[0] = VERSION;
+        b[1..9].copy_from_slice(&self.nwid.value().to_be_bytes());
+        b[9..14].copy_from_slice(&self.member.to_bytes());
+        b[14..22].copy_from_slice(&self.timestamp.as_micros().to_be_bytes());
+        let delta = u64::try_from(self.max_delta.as_micros()).unwrap_or(u64::MAX);
+        b[22..30].copy_from_slice(&delta.to_be_bytes());
+        b[30..38].copy_from_slice(&self.revision.to_be_bytes());
+        b
+    }
+
+    fn signed_message(&self) -> Vec<u8> {
+        [CREDENTIAL_DOMAIN, &self.body()].concat()
+    }
+
+    /// The 102-byte binary form.
+    pub fn to_bytes(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..Self::BODY_LEN].copy_from_slice(&self.body());
+        out[Self::BODY_LEN..].copy_from_slice(&self.signature);
+        out
+    }
+
+    /// Parses the binary form. Does not verify the signature: call [`Self::verify`].
+    pub fn from_bytes(b: &[u8]) -> Result<Self, CredentialError> {
+        let malformed = |why: String| CredentialError::Malformed {
+            what: "membership credential",
+            why,
+        };
+        if b.len() != Self::LEN {
+            return Err(malformed(format!(
+                "{} bytes, expected {}",
+                b.len(),
+                Self::LEN
+            )));
+        }
+        if b[0] != VERSION {
+            return Err(malformed(format!("unknown version {}", b[0])));
+        }
+        let u64_at = |i: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[i..i + 8]);
+            u64::from_be_bytes(x)
+        };
+        let nwid = NetworkId::from_u64(u64_at(1)).map_err(|e| malformed(e.to_string()))?;
+        let mut a = [0u8; 5];
+        a.copy_from_slice(&b[9..14]);
+        let member = NodeAddress::from_bytes(&a).map_err(|e| malformed(e.to_string()))?;
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&b[Self::BODY_LEN..]);
+        Ok(MembershipCredential {
+            nwid,
+            member,
+            timestamp: Time::from_micros(u64_at(14)),
+            max_delta: Duration::from_micros(u64_at(22)),
+            revision: u64_at(30),
+            signature,
+        })
+    }
+
+    /// Checks the controller's signature.
+    pub fn verify(&self, controller_signing_key: &[u8; 32]) -> Result<(), CredentialError> {
+        verify_sig(
+            controller_signing_key,
+            &self.signed_message(),
+            &self.signature,
+            "membership credential",
+        )
+    }
+
+    /// Whether the holder of `self` accepts `other` (both already verified): same
+    /// network, `other` not from an older membership revision, and timestamps within
+    /// `self.max_delta`.
+    pub fn agrees_with(&self, other: &MembershipCredential) -> bool {
+        self.nwid == other.nwid
+            && other.revision >= self.revision
+            && self
+                .timestamp
+                .since(other.timestamp)
+                .max(other.timestamp.since(self.timestamp))
+                <= self.max_delta
+    }
+}
+
+impl fmt::Debug for MembershipCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MembershipCredential")
+            .field("nwid", &self.nwid)
+            .field("member", &self.member)
+            .field("timestamp", &self.timestamp)
+            .field("max_delta", &self.max_delta)
+            .field("revision", &self.revision)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for MembershipCredential {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(self.to_bytes()))
+    }
+}
+
+impl<'de> Deserialize<'de> for MembershipCredential {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        let bytes = hex::decode(s.as_bytes()).map_err(D::Error::custom)?;
+        MembershipCredential::from_bytes(&bytes).map_err(D::Error::custom)
+    }
+}
+
+/// Everything a member needs to take part in a network, as issued by the controller.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// The network.
+    #[serde(with = "hex_network_id")]
+    pub nwid: NetworkId,
+    /// Its name.
+    pub name: String,
+    /// The network record's revision this config was built from.
+    pub revision: u64,
+    /// Controller time of issue; a node keeps the newest config it has verified.
+    #[serde(with = "micros")]
+    pub timestamp: Time,
+    /// The member this config is for.
+    #[serde(with = "hex_node_address")]
+    pub issued_to: NodeAddress,
+    /// Private networks require peers' credentials; public ones do not.
+    pub private: bool,
+    /// Whether broadcast frames are carried.
+    pub enable_broadcast: bool,
+    /// Most recipients per multicast frame.
+    pub multicast_limit: u32,
+    /// Interface MTU.
+    pub mtu: u32,
+    /// Addresses to configure, with the prefix length of their route (static and
+    /// pool assignments inside a route, then rfc4193 and 6plane addresses).
+    pub assigned_addresses: Vec<IpNet>,
+    /// Routes to install.
+    pub routes: Vec<Route>,
+    /// DNS settings.
+    pub dns: Dns,
+    /// The compiled rule table (rule objects; the rules module interprets them).
+    pub rules: Value,
+    /// The member's tags, network defaults filled in: `(id, value)`, sorted by id.
+    pub tags: Vec<(u32, u32)>,
+    /// The capabilities the member holds.
+    pub capabilities: Vec<CapabilityDef>,
+    /// Members that may bridge (send for MACs that are not their own).
+    #[serde(with = "address_list")]
+    pub active_bridges: Vec<NodeAddress>,
+    /// The member's signed membership credential.
+    pub credential: MembershipCredential,
+    /// The network's members and their managed addresses (see `Controller::roster`).
+    #[serde(default)]
+    pub members: Vec<RosterEntry>,
+}
+
+/// One member as listed in a config.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RosterEntry {
+    /// The member.
+    #[serde(with = "hex_node_address")]
+    pub address: NodeAddress,
+    /// Its managed addresses.
+    pub ips: Vec<IpAddr>,
+    /// Its tags (network defaults filled in), for the receiver's rule evaluation.
+    #[serde(default)]
+    pub tags: Vec<(u32, u32)>,
+    /// The capability IDs it holds.
+    #[serde(default)]
+    pub capabilities: Vec<u32>,
+}
+
+impl NetworkConfig {
+    /// Signs the config's JSON encoding.
+    pub fn sign(&self, signer: &dyn Signer) -> SignedNetworkConfig {
+        // Invariant: a NetworkConfig holds only JSON-representable data.
+        let payload = serde_json::to_vec(self).unwrap_or_default();
+        let signature = signer.sign(&[CONFIG_DOMAIN, &payload].concat());
+        SignedNetworkConfig {
+            signer: signer.address(),
+            payload,
+            signature,
+        }
+    }
+
+    /// The assigned address containing `ip`, if any.
+    pub fn assigned(&self, ip: IpAddr) -> Option<IpNet> {
+        self.assigned_addresses
+            .iter()
+            .copied()
+            .find(|n| n.addr() == ip)
+    }
+}
+
+/// A [`NetworkConfig`] as signed bytes. Wire and cache form:
+///
+/// ```text
+/// +----+-------------+---------------+---------------------------+
+/// | v1 | signer (5)  | signature (64)| payload: NetworkConfig JSON |
+/// +----+-------------+---------------+---------------------------+
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct SignedNetworkConfig {
+    /// The controller that signed it (must be the network ID's controller).
+    pub signer: NodeAddress,
+    /// The JSON bytes that were signed.
+    pub payload: Vec<u8>,
+    /// Ed25519 over `"skylan/network-config/v1" || payload`.
+    pub signature: [u8; 64],
+}
+
+impl SignedNetworkConfig {
+    const HEADER_LEN: usize = 1 + 5 + 64;
+
+    /// The wire/cache form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::HEADER_LEN + self.payload.len());
+        out.push(VERSION);
+        out.extend_from_slice(&self.signer.to_bytes());
+        out.extend_from_slice(&self.signature);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Parses the wire/cache form (does not verify: call [`Self::verify`]).
+    pub fn from_bytes(b: &[u8]) -> Result<Self, CredentialError> {
+        let malformed = |why: String| CredentialError::Malformed {
+            what: "network config",
+            why,
+        };
+        if b.len() < Self::HEADER_LEN {
+            return Err(malformed(format!("only {} bytes", b.len())));
+        }
+        if b[0] != VERSION {
+            return Err(malformed(format!("unknown version {}", b[0])));
+        }
+        let mut a = [0u8; 5];
+        a.copy_from_slice(&b[1..6]);
+        let signer = NodeAddress::from_bytes(&a).map_err(|e| malformed(e.to_string()))?;
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(&b[6..70]);
+        Ok(SignedNetworkConfig {
+            signer,
+            payload: b[Self::HEADER_LEN..].to_vec(),
+            signature,
+        })
+    }
+
+    /// Verifies the signature and the embedded credential with the controller's key,
+    /// checks that the config, credential and signer agree, and returns the config.
+    pub fn verify(
+        &self,
+        controller_signing_key: &[u8; 32],
+    ) -> Result<NetworkConfig, CredentialError> {
+        verify_sig(
+            controller_signing_key,
+            &[CONFIG_DOMAIN, &self.payload].concat(),
+            &self.signature,
+            "network config",
+        )?;
+        let config: NetworkConfig =
+            serde_json::from_slice(&self.payload).map_err(|e| CredentialError::Malformed {
+                what: "network config",
+                why: e.to_string(),
+            })?;
+        config.credential.verify(controller_signing_key)?;
+        if config.nwid.controller() != self.signer {
+            return Err(CredentialError::Inconsistent(format!(
+                "network {} is not served by signer {}",
+                config.nwid, self.signer
+            )));
+        }
+        if config.credential.nwid != config.nwid || config.credential.member != config.issued_to {
+            return Err(CredentialError::Inconsistent(format!(
+                "credential is for {} in {}, config for {} in {}",
+                config.credential.member, config.credential.nwid, config.issued_to, config.nwid
+            )));
+        }
+        Ok(config)
+    }
+}
+
+impl fmt::Debug for SignedNetworkConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SignedNetworkConfig(signer {}, {} payload bytes)",
+            self.signer,
+            self.payload.len()
+        )
+    }
+}
+
+fn verify_sig(
+    key: &[u8; 32],
+    msg: &[u8],
+    sig: &[u8; 64],
+    what: &'static str,
+) -> Result<(), CredentialError> {
+    let key = VerifyingKey::from_bytes(key).map_err(|_| CredentialError::BadKey)?;
+    key.verify_strict(msg, &Signature::from_bytes(sig))
+        .map_err(|_| CredentialError::BadSignature { what })
+}
+
+/// Serde for a list of node addresses as hex strings.
+mod address_list {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    use crate::types::NodeAddress;
+
+    pub fn serialize<S: Serializer>(list: &[NodeAddress], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(list.iter().map(|a| a.to_string()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeAddress>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| s.parse().map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+/// Serde for [`Time`] as a number of microseconds.
+mod micros {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::types::Time;
+
+    pub fn serialize<S: Serializer>(t: &Time, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(t.as_micros())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
+        Ok(Time::from_micros(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer() -> Ed25519Signer {
+        Ed25519Signer::new("89e92ceee5".parse().unwrap(), [7; 32])
+    }
+
+    fn nwid() -> NetworkId {
+        "89e92ceee5000001".parse().unwrap()
+    }
+
+    fn cred(member: &str, ts_ms: u64, revision: u64) -> MembershipCredential {
+        MembershipCredential::issue(
+            &signer(),
+            nwid(),
+            member.parse().unwrap(),
+            Time::from_millis(ts_ms),
+            CREDENTIAL_MAX_DELTA,
+            revision,
+        )
+    }
+
+    #[test]
+    fn credential_round_trips_and_verifies() {
+        let s = signer();
+        let c = cred("0123456789", 1_000, 3);
+        let bytes = c.to_bytes();
+        assert_eq!(bytes.len(), 102);
+        let back = MembershipCredential::from_bytes(&bytes).unwrap();
+        assert_eq!(back, c);
+        back.verify(&s.verifying_key()).unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MembershipCredential>(&json).unwrap(),
+            c
+        );
+    }
+
+    #[test]
+    fn tampered_or_foreign_credentials_are_rejected() {
+        let s = signer();
+        let c = cred("0123456789", 1_000, 3);
+        for i in 0..MembershipCredential::LEN {
+            let mut bytes = c.to_bytes();
+            bytes[i] ^= 0x01;
+            let ok = MembershipCredential::from_bytes(&bytes)
+                .and_then(|c| c.verify(&s.verifying_key()))
+                .is_ok();
+            assert!(!ok, "flipping byte {i} went unnoticed");
+        }
+        let other = Ed25519Signer::new("89e92ceee5".parse().unwrap(), [8; 32]);
+        assert_eq!(
+            c.verify(&other.verifying_key()),
+            Err(CredentialError::BadSignature {
+                what: "membership credential"
+            })
+        );
+        assert!(MembershipCredential::from_bytes(&c.to_bytes()[..101]).is_err());
+    }
+
+    #[test]
+    fn agreement_uses_window_and_revision() {
+        let a = cred("0123456789", 1_000_000, 3);
+        let near = cred("0123456788", 1_000_000 + 299_000, 3);
+        let far = cred("0123456788", 1_000_000 + 301_000, 3);
+        assert!(a.agrees_with(&near) && near.agrees_with(&a));
+        assert!(!a.agrees_with(&far) && !far.agrees_with(&a));
+        let older = cred("0123456788", 1_000_000, 2);
+        let newer = cred("0123456788", 1_000_000, 4);
+        assert!(
+            !a.agrees_with(&older),
+            "a revoked-era credential is refused"
+        );
+        assert!(a.agrees_with(&newer), "a fresher revision is accepted");
+        let mut other_net = cred("0123456788", 1_000_000, 3);
+        other_net.nwid = "89e92ceee5000002".parse().unwrap();
+        assert!(!a.agrees_with(&other_net));
+    }
+
+    fn config(s: &Ed25519Signer) -> NetworkConfig {
+        NetworkConfig {
+            nwid: nwid(),
+            name: "lab".into(),
+            revision: 4,
+            timestamp: Time::from_millis(9),
+            issued_to: "0123456789".parse().unwrap(),
+            private: true,
+            enable_broadcast: true,
+            multicast_limit: 32,
+            mtu: 2800,
+            assigned_addresses: vec!["198.18.0.7/24".parse().unwrap()],
+            routes: vec![Route {
+                target: "198.18.0.0/24".parse().unwrap(),
+                via: None,
+            }],
+            dns: Dns::default(),
+            rules: serde_json::json!([{"type": "ACTION_ACCEPT"}]),
+            tags: vec![(1, 2)],
+            capabilities: vec![],
+            active_bridges: vec![],
+            credential: MembershipCredential::issue(
+                s,
+                nwid(),
+                "0123456789".parse().unwrap(),
+                Time::from_millis(9),
+                CREDENTIAL_MAX_DELTA,
+                0,
+            ),
+            members: vec![RosterEntry {
+                address: "0123456789".parse().unwrap(),
+                ips: vec!["198.18.0.5".parse().unwrap()],
+                tags: vec![(1, 2)],
+                capabilities: vec![],
+            }],
+        }
+    }
+
+    #[test]
+    fn signed_config_round_trips_and_verifies() {
+        let s = signer();
+        let c = config(&s);
+        let signed = c.sign(&s);
+        let back = SignedNetworkConfig::from_bytes(&signed.to_bytes()).unwrap();
+        assert_eq!(back, signed);
+        assert_eq!(back.verify(&s.verifying_key()).unwrap(), c);
+        let mut bad = signed.to_bytes();
+        let last = bad.len() - 2;
+        bad[last] ^= 1;
+        assert!(
+            SignedNetworkConfig::from_bytes(&bad)
+                .unwrap()
+                .verify(&s.verifying_key())
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn config_with_a_credential_for_someone_else_is_inconsistent() {
+        let s = signer();
+        let mut c = config(&s);
+        c.issued_to = "0123456788".parse().unwrap();
+        let err = c.sign(&s).verify(&s.verifying_key()).unwrap_err();
+        assert!(matches!(err, CredentialError::Inconsistent(_)), "{err}");
+    }
+}

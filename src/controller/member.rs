@@ -1,0 +1,252 @@
+//! The glue between the node core and the controller, shared by the node driver and
+//! the simulator so both run the same code:
+//!
+//! - [`apply_config`]: a member received a signed config from its controller
+//!   ([`Event::ConfigReceived`](crate::switch::Event::ConfigReceived)): verify the
+//!   signature with the controller's key, check it is for this node and network, and
+//!   hand the roster and switch settings to the node core.
+//! - [`answer_request`]: this node is the controller and a member asked
+//!   ([`Event::ConfigRequested`](crate::switch::Event::ConfigRequested)): decide, sign,
+//!   and send the config or the refusal.
+//! - [`Serving`]: remembers who asked, answers, and after a change sends every member
+//!   that asked a fresh config (or a refusal), so revocation takes effect without
+//!   waiting for a refresh.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{
+    ConfigRequest, Controller, ControllerError, CredentialError, Decision, NetworkConfig,
+    SignedNetworkConfig, Signer,
+};
+use crate::crypto::identity::{Identity, PublicIdentity};
+use crate::rules::RuleSet;
+use crate::switch::Node;
+use crate::switch::network::{MemberPolicy, NetworkStatus, Policy};
+use crate::switch::vswitch::{MemberInfo, SwitchSettings};
+use crate::types::{NetworkId, NodeAddress, Time};
+
+/// A node identity as the controller's signer.
+pub struct IdentitySigner(pub Identity);
+
+impl Signer for IdentitySigner {
+    fn address(&self) -> NodeAddress {
+        self.0.public().address()
+    }
+
+    fn sign(&self, msg: &[u8]) -> [u8; 64] {
+        self.0.sign(msg)
+    }
+}
+
+/// Verifies a config received for `network` and applies it to `node`. Returns the
+/// decoded config (for the driver to configure the TAP, addresses and routes).
+pub fn apply_config(
+    node: &mut Node,
+    network: NetworkId,
+    controller_key: &[u8; 32],
+    bytes: &[u8],
+) -> Result<NetworkConfig, CredentialError> {
+    let signed = SignedNetworkConfig::from_bytes(bytes)?;
+    let config = signed.verify(controller_key)?;
+    if config.nwid != network
+        || config.issued_to != node.address()
+        || signed.signer != network.controller()
+    {
+        return Err(CredentialError::Malformed {
+            what: "network config",
+            why: format!(
+                "config for {} issued to {} by {}; expected {network} for {} by {}",
+                config.nwid,
+                config.issued_to,
+                signed.signer,
+                node.address(),
+                network.controller()
+            ),
+        });
+    }
+    let policy = policy(&config)?;
+    node.set_network(
+        network,
+        config.revision_key(),
+        switch_settings(&config),
+        Some(policy),
+    );
+    Ok(config)
+}
+
+/// The flow-rules policy a config implies.
+pub fn policy(config: &NetworkConfig) -> Result<Policy, CredentialError> {
+    let capabilities = serde_json::to_value(&config.capabilities).unwrap_or(Value::Null);
+    let rules =
+        RuleSet::from_json_values(&config.rules, &capabilities, &Value::Null).map_err(|e| {
+            CredentialError::Malformed {
+                what: "network config rules",
+                why: e.to_string(),
+            }
+        })?;
+    let me = config.issued_to;
+    let capabilities_held = config
+        .members
+        .iter()
+        .find(|m| m.address == me)
+        .map(|m| m.capabilities.clone())
+        .unwrap_or_default();
+    Ok(Policy {
+        rules,
+        tags: config.tags.clone(),
+        capabilities: capabilities_held,
+        members: config
+            .members
+            .iter()
+            .map(|m| {
+                let policy = MemberPolicy {
+                    tags: m.tags.clone(),
+                    capabilities: m.capabilities.clone(),
+                };
+                (m.address, policy)
+            })
+            .collect(),
+    })
+}
+
+/// The switch settings a config implies.
+pub fn switch_settings(config: &NetworkConfig) -> SwitchSettings {
+    SwitchSettings {
+        enable_broadcast: config.enable_broadcast,
+        multicast_limit: config.multicast_limit as usize,
+        members: config
+            .members
+            .iter()
+            .map(|m| MemberInfo {
+                address: m.address,
+                ips: m.ips.clone(),
+            })
+            .collect(),
+        bridges: config.active_bridges.clone(),
+    }
+}
+
+impl NetworkConfig {
+    /// An ordering key for configs of one network: newer configs have larger keys
+    /// (the issue time, so a membership change without a record change still orders).
+    pub fn revision_key(&self) -> u64 {
+        self.timestamp.as_micros()
+    }
+}
+
+/// Answers a member's config request on `node` (the controller's own node).
+/// `wall` is the controller's clock (Unix time); `now` the node core's.
+pub fn answer_request(
+    controller: &Controller,
+    signer: &dyn Signer,
+    node: &mut Node,
+    now: Time,
+    wall: Time,
+    network: NetworkId,
+    member: &PublicIdentity,
+) -> Result<(), ControllerError> {
+    let req = ConfigRequest {
+        nwid: network,
+        member: member.address(),
+        identity: member.to_string(),
+        version: None,
+    };
+    match controller.request(&req, wall, signer)? {
+        Decision::Config(cfg) => {
+            let bytes = cfg.sign(signer).to_bytes();
+            node.send_network_config(now, member.address(), network, &bytes);
+        }
+        Decision::AccessDenied => {
+            node.send_network_error(now, member.address(), network, NetworkStatus::AccessDenied)
+        }
+        Decision::NotFound => {
+            node.send_network_error(now, member.address(), network, NetworkStatus::NotFound)
+        }
+    }
+    Ok(())
+}
+
+/// A controller serving its members from one node: remembers who asked for each
+/// network, answers requests, and pushes fresh configs after changes. The node driver
+/// and the simulator both drive their controller through this.
+pub struct Serving {
+    /// The controller.
+    pub controller: Arc<Controller>,
+    signer: IdentitySigner,
+    askers: HashMap<NetworkId, BTreeMap<NodeAddress, PublicIdentity>>,
+}
+
+impl Serving {
+    /// Serves `controller` with the node identity `signer`.
+    pub fn new(controller: Arc<Controller>, signer: IdentitySigner) -> Self {
+        Self {
+            controller,
+            signer,
+            askers: HashMap::new(),
+        }
+    }
+
+    /// Answers a member's request; when the member is new to this network, every other
+    /// member gets a fresh config too (their rosters must list the newcomer).
+    pub fn on_request(
+        &mut self,
+        node: &mut Node,
+        now: Time,
+        wall: Time,
+        network: NetworkId,
+        member: &PublicIdentity,
+    ) -> Result<(), ControllerError> {
+        let new = self
+            .askers
+            .entry(network)
+            .or_default()
+            .insert(member.address(), member.clone())
+            .is_none();
+        if new {
+            self.push(node, now, wall, network)
+        } else {
+            self.answer(node, now, wall, network, member)
+        }
+    }
+
+    /// Sends every member that asked for `network` a fresh config or refusal.
+    pub fn push(
+        &self,
+        node: &mut Node,
+        now: Time,
+        wall: Time,
+        network: NetworkId,
+    ) -> Result<(), ControllerError> {
+        let members: Vec<PublicIdentity> = self
+            .askers
+            .get(&network)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for member in &members {
+            self.answer(node, now, wall, network, member)?;
+        }
+        Ok(())
+    }
+
+    fn answer(
+        &self,
+        node: &mut Node,
+        now: Time,
+        wall: Time,
+        network: NetworkId,
+        member: &PublicIdentity,
+    ) -> Result<(), ControllerError> {
+        answer_request(
+            &self.controller,
+            &self.signer,
+            node,
+            now,
+            wall,
+            network,
+            member,
+        )
+    }
+}

@@ -1,0 +1,718 @@
+//! `skylan controller ...`: admin commands against a controller's HTTP API, for people
+//! who do not want to write curl lines.
+//!
+//! Every command is one or a few requests to `http://127.0.0.1:<port>/controller/...`
+//! with the token read from `<home>/authtoken.secret`. With `-j` the command prints the
+//! API's JSON unchanged (what ZeroTier's `-j` does); otherwise a short human summary.
+//! [`run`] returns the text to print; the caller maps [`CliError::exit_code`] to the
+//! process exit status (1: the controller said no or is unreachable, 2: usage).
+//!
+//! `KEY=VALUE` settings (`network set`, `member set`) send VALUE as JSON when it parses
+//! as JSON (`mtu=1400`, `private=false`, `routes=[...]`) and as a string otherwise;
+//! `name` and `rulesSource` are always strings; `KEY:=JSON` forces JSON; `KEY=@FILE`
+//! sends the file's contents as a string (`rulesSource=@lab.rules`).
+//!
+//! The HTTP client is a small blocking HTTP/1.1 client over `std::net::TcpStream`
+//! ([`raw_request`]), also used by tests that need full control over headers.
+
+use std::path::Path;
+
+use clap::Subcommand;
+use serde_json::{Map, Value, json};
+
+use super::client::{ApiClient, CliError};
+
+/// `skylan controller` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ControllerCommand {
+    /// List the networks of this controller.
+    Networks,
+    /// Create, show, change or delete a network.
+    Network {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: NetworkCommand,
+    },
+    /// List the members of a network.
+    Members {
+        /// Network ID (16 hex digits).
+        nwid: String,
+    },
+    /// Show, authorize, deauthorize, change or delete a member.
+    Member {
+        /// What to do.
+        #[command(subcommand)]
+        cmd: MemberCommand,
+    },
+    /// Show the audit log (every change: who, what, when, before/after).
+    Audit {
+        /// Only entries about this network.
+        #[arg(long)]
+        network: Option<String>,
+        /// Entries after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+/// `skylan controller network` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network with a random ID under this controller.
+    Create {
+        /// Network name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Auto-assign pool START-END (repeatable); turns on IPv4/IPv6 auto-assignment.
+        #[arg(long = "pool", value_name = "START-END")]
+        pools: Vec<String>,
+        /// Route CIDR or CIDR,VIA (repeatable). Without any, each pool gets the
+        /// smallest prefix that covers it.
+        #[arg(long = "route", value_name = "CIDR[,VIA]")]
+        routes: Vec<String>,
+        /// Members need authorization (the default).
+        #[arg(long, conflicts_with = "public")]
+        private: bool,
+        /// Anyone who knows the network ID may join.
+        #[arg(long)]
+        public: bool,
+    },
+    /// Show a network.
+    Show {
+        /// Network ID.
+        nwid: String,
+    },
+    /// Delete a network and all its members.
+    Delete {
+        /// Network ID.
+        nwid: String,
+    },
+    /// Change network fields: KEY=VALUE (e.g. mtu=1400 name=lab private=false).
+    Set {
+        /// Network ID.
+        nwid: String,
+        /// Fields to change.
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        settings: Vec<String>,
+    },
+}
+
+/// `skylan controller member` subcommands.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum MemberCommand {
+    /// Show a member.
+    Show {
+        /// Network ID.
+        nwid: String,
+        /// Member address (10 hex digits).
+        address: String,
+    },
+    /// Authorize a member (creating its record if the node has not asked yet).
+    Authorize {
+        /// Network ID.
+        nwid: String,
+        /// Member address.
+        address: String,
+    },
+    /// Deauthorize a member (revokes its access at once).
+    Deauthorize {
+        /// Network ID.
+        nwid: String,
+        /// Member address.
+        address: String,
+    },
+    /// Delete a member and free its addresses.
+    Delete {
+        /// Network ID.
+        nwid: String,
+        /// Member address.
+        address: String,
+    },
+    /// Change member fields.
+    Set {
+        /// Network ID.
+        nwid: String,
+        /// Member address.
+        address: String,
+        /// Static IP address (repeatable; replaces the member's addresses).
+        #[arg(long = "ip", value_name = "IP")]
+        ips: Vec<String>,
+        /// Member name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Allow bridging (true/false).
+        #[arg(long, value_name = "BOOL")]
+        bridge: Option<bool>,
+        /// Never auto-assign addresses (true/false).
+        #[arg(long = "no-auto-ip", value_name = "BOOL")]
+        no_auto_ip: Option<bool>,
+        /// Other fields as KEY=VALUE (e.g. tags=[[1,2]]).
+        #[arg(value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+}
+
+/// Runs one controller command against the API on 127.0.0.1:`port` with the token in
+/// `home`, returning what to print (JSON when `json`).
+pub fn run(home: &Path, port: u16, json: bool, cmd: ControllerCommand) -> Result<String, CliError> {
+    let api = ApiClient::for_home(home, Some(port))?;
+    match cmd {
+        ControllerCommand::Networks => {
+            if json {
+                return Ok(pretty(&api.get("/controller/network")?));
+            }
+            let v = api.get("/unstable/controller/network")?;
+            Ok(format_networks(&v))
+        }
+        ControllerCommand::Network { cmd } => network(&api, json, cmd),
+        ControllerCommand::Members { nwid } => {
+            if json {
+                return Ok(pretty(
+                    &api.get(&format!("/controller/network/{nwid}/member"))?,
+                ));
+            }
+            let v = api.get(&format!("/unstable/controller/network/{nwid}/member"))?;
+            Ok(format_members(&v))
+        }
+        ControllerCommand::Member { cmd } => member(&api, json, cmd),
+        ControllerCommand::Audit {
+            network,
+            after,
+            limit,
+        } => {
+            let mut path = format!("/controller/audit?after={after}&limit={limit}");
+            if let Some(n) = network {
+                path.push_str(&format!("&network={n}"));
+            }
+            let v = api.get(&path)?;
+            Ok(if json { pretty(&v) } else { format_audit(&v) })
+        }
+    }
+}
+
+fn network(api: &ApiClient, json: bool, cmd: NetworkCommand) -> Result<String, CliError> {
+    match cmd {
+        NetworkCommand::Create {
+            name,
+            pools,
+            routes,
+            private,
+            public,
+        } => {
+            let body = create_body(name, &pools, &routes, private, public)?;
+            let v = api.post("/controller/network", &body)?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                format!(
+                    "created network {}\n{}",
+                    str_of(&v["id"]),
+                    format_network(&v)
+                )
+            })
+        }
+        NetworkCommand::Show { nwid } => {
+            let v = api.get(&format!("/controller/network/{nwid}"))?;
+            Ok(if json { pretty(&v) } else { format_network(&v) })
+        }
+        NetworkCommand::Delete { nwid } => {
+            let v = api.delete(&format!("/controller/network/{nwid}"))?;
+            Ok(if json {
+                pretty(&v)
+            } else {
+                format!("deleted network {nwid} ({})", str_of(&v["name"]))
+            })
+        }
+        NetworkCommand::Set { nwid, settings } => {
+            let body = settings_body(&settings)?;
+            let v = api.post(&format!("/controller/network/{nwid}"), &body)?;
+            Ok(if json { pretty(&v) } else { format_network(&v) })
+        }
+    }
+}
+
+fn member(api: &ApiClient, json: bool, cmd: MemberCommand) -> Result<String, CliError> {
+    let path = |nwid: &str, address: &str| format!("/controller/network/{nwid}/member/{address}");
+    let (v, verb) = match cmd {
+        MemberCommand::Show { nwid, address } => (api.get(&path(&nwid, &address))?, None),
+        MemberCommand::Authorize { nwid, address } => (
+            api.post(&path(&nwid, &address), &json!({"authorized": true}))?,
+            Some("authorized"),
+        ),
+        MemberCommand::Deauthorize { nwid, address } => (
+            api.post(&path(&nwid, &address), &json!({"authorized": false}))?,
+            Some("deauthorized"),
+        ),
+        MemberCommand::Delete { nwid, address } => {
+            (api.delete(&path(&nwid, &address))?, Some("deleted"))
+        }
+        MemberCommand::Set {
+            nwid,
+            address,
+            ips,
+            name,
+            bridge,
+            no_auto_ip,
+            settings,
+        } => {
+            let mut body = settings_body(&settings)?;
+            if !ips.is_empty() {
+                body["ipAssignments"] = json!(ips);
+            }
+            if let Some(n) = name {
+                body["name"] = json!(n);
+            }
+            if let Some(b) = bridge {
+                body["activeBridge"] = json!(b);
+            }
+            if let Some(b) = no_auto_ip {
+                body["noAutoAssignIps"] = json!(b);
+            }
+            if body.as_object().is_some_and(Map::is_empty) {
+                return Err(CliError::Usage(
+                    "nothing to change: give --ip, --name, --bridge, --no-auto-ip or KEY=VALUE"
+                        .into(),
+                ));
+            }
+            (api.post(&path(&nwid, &address), &body)?, None)
+        }
+    };
+    if json {
+        return Ok(pretty(&v));
+    }
+    Ok(match verb {
+        Some(verb) => format!(
+            "{verb} member {} of network {}\n{}",
+            str_of(&v["id"]),
+            str_of(&v["nwid"]),
+            format_member(&v)
+        ),
+        None => format_member(&v),
+    })
+}
+
+/// The body of `network create`.
+fn create_body(
+    name: Option<String>,
+    pools: &[String],
+    routes: &[String],
+    private: bool,
+    public: bool,
+) -> Result<Value, CliError> {
+    let mut body = Map::new();
+    if let Some(n) = name {
+        body.insert("name".into(), json!(n));
+    }
+    if private {
+        body.insert("private".into(), json!(true));
+    }
+    if public {
+        body.insert("private".into(), json!(false));
+    }
+    let mut pool_objs = Vec::new();
+    let mut derived_routes = Vec::new();
+    let (mut any_v4, mut any_v6) = (false, false);
+    for p in pools {
+        let (start, end) = p
+            .split_once('-')
+            .ok_or_else(|| CliError::Usage(format!("--pool {p:?}: expected START-END")))?;
+        let start: std::net::IpAddr = start.trim().parse().map_err(|_| {
+            CliError::Usage(format!("--pool {p:?}: {start:?} is not an IP address"))
+        })?;
+        let end: std::net::IpAddr = end
+            .trim()
+            .parse()
+            .map_err(|_| CliError::Usage(format!("--pool {p:?}: {end:?} is not an IP address")))?;
+        any_v4 |= start.is_ipv4();
+        any_v6 |= start.is_ipv6();
+        pool_objs.push(json!({"ipRangeStart": start.to_string(), "ipRangeEnd": end.to_string()}));
+        derived_routes.push(json!({"target": covering_prefix(start, end)?, "via": null}));
+    }
+    if !pool_objs.is_empty() {
+        body.insert("ipAssignmentPools".into(), Value::Array(pool_objs));
+        if any_v4 {
+            body.insert("v4AssignMode".into(), json!({"zt": true}));
+        }
+        if any_v6 {
+            body.insert("v6AssignMode".into(), json!({"zt": true}));
+        }
+    }
+    let mut route_objs = Vec::new();
+    for r in routes {
+        let (target, via) = match r.split_once(',') {
+            Some((t, v)) => (t.trim(), Some(v.trim())),
+            None => (r.trim(), None),
+        };
+        if target.parse::<ipnet::IpNet>().is_err() {
+            return Err(CliError::Usage(format!(
+                "--route {r:?}: {target:?} is not a CIDR prefix like 198.18.0.0/24"
+            )));
+        }
+        if let Some(v) = via
+            && v.parse::<std::net::IpAddr>().is_err()
+        {
+            return Err(CliError::Usage(format!(
+                "--route {r:?}: gateway {v:?} is not an IP address"
+            )));
+        }
+        route_objs.push(json!({"target": target, "via": via}));
+    }
+    if route_objs.is_empty() {
+        route_objs = derived_routes;
+    }
+    if !route_objs.is_empty() {
+        body.insert("routes".into(), Value::Array(route_objs));
+    }
+    Ok(Value::Object(body))
+}
+
+/// The smallest prefix containing both `start` and `end`.
+fn covering_prefix(start: std::net::IpAddr, end: std::net::IpAddr) -> Result<String, CliError> {
+    use std::net::IpAddr;
+    let net = match (start, end) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let len = (u32::from(a) ^ u32::from(b)).leading_zeros() as u8;
+            ipnet::IpNet::new(IpAddr::V4(a), len).map(|n| n.trunc())
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let len = (u128::from(a) ^ u128::from(b)).leading_zeros() as u8;
+            ipnet::IpNet::new(IpAddr::V6(a), len).map(|n| n.trunc())
+        }
+        _ => {
+            return Err(CliError::Usage(format!(
+                "--pool {start}-{end}: both ends must be of the same address family"
+            )));
+        }
+    };
+    net.map(|n| n.to_string())
+        .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// Fields that are always sent as strings by `KEY=VALUE`.
+const STRING_FIELDS: &[&str] = &["name", "rulesSource"];
+
+/// Turns `KEY=VALUE` / `KEY:=JSON` / `KEY=@FILE` arguments into a JSON object.
+fn settings_body(settings: &[String]) -> Result<Value, CliError> {
+    let mut body = Map::new();
+    for s in settings {
+        let (key, value) = if let Some((k, v)) = s.split_once(":=") {
+            let v: Value = serde_json::from_str(v).map_err(|e| {
+                CliError::Usage(format!("{s:?}: the value after := must be JSON ({e})"))
+            })?;
+            (k, v)
+        } else if let Some((k, v)) = s.split_once('=') {
+            let v = if let Some(file) = v.strip_prefix('@') {
+                Value::String(
+                    std::fs::read_to_string(file)
+                        .map_err(|e| CliError::Usage(format!("{s:?}: cannot read {file}: {e}")))?,
+                )
+            } else if STRING_FIELDS.contains(&k) {
+                Value::String(v.to_string())
+            } else {
+                serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_string()))
+            };
+            (k, v)
+        } else {
+            return Err(CliError::Usage(format!(
+                "{s:?}: expected KEY=VALUE (or KEY:=JSON)"
+            )));
+        };
+        if key.is_empty() {
+            return Err(CliError::Usage(format!("{s:?}: the key is empty")));
+        }
+        body.insert(key.to_string(), value);
+    }
+    Ok(Value::Object(body))
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn or_dash(s: String) -> String {
+    if s.is_empty() { "-".into() } else { s }
+}
+
+fn format_networks(v: &Value) -> String {
+    let mut out = format!(
+        "{:<16}  {:<20}  {:<7}  {:>7}  {:>10}\n",
+        "NWID", "NAME", "TYPE", "MEMBERS", "AUTHORIZED"
+    );
+    for n in v["data"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<16}  {:<20}  {:<7}  {:>7}  {:>10}\n",
+            str_of(&n["id"]),
+            or_dash(str_of(&n["name"])),
+            network_type(n),
+            n["meta"]["totalMemberCount"],
+            n["meta"]["authorizedMemberCount"],
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+fn network_type(n: &Value) -> &'static str {
+    if n["private"] == json!(false) {
+        "PUBLIC"
+    } else {
+        "PRIVATE"
+    }
+}
+
+fn format_network(n: &Value) -> String {
+    let list = |v: &Value, f: &dyn Fn(&Value) -> String| -> String {
+        let items: Vec<String> = v.as_array().into_iter().flatten().map(f).collect();
+        or_dash(items.join(", "))
+    };
+    let pools = list(&n["ipAssignmentPools"], &|p| {
+        format!(
+            "{}-{}",
+            str_of(&p["ipRangeStart"]),
+            str_of(&p["ipRangeEnd"])
+        )
+    });
+    let routes = list(&n["routes"], &|r| match &r["via"] {
+        Value::String(via) => format!("{} via {via}", str_of(&r["target"])),
+        _ => str_of(&r["target"]),
+    });
+    let mut v6 = Vec::new();
+    for (k, label) in [("zt", "zt"), ("rfc4193", "rfc4193"), ("6plane", "6plane")] {
+        if n["v6AssignMode"][k] == json!(true) {
+            v6.push(label);
+        }
+    }
+    let dns = format!(
+        "{} {}",
+        str_of(&n["dns"]["domain"]),
+        list(&n["dns"]["servers"], &str_of)
+    );
+    let rules = n["rules"].as_array().map_or(0, Vec::len);
+    [
+        format!("nwid:        {}", str_of(&n["id"])),
+        format!("name:        {}", or_dash(str_of(&n["name"]))),
+        format!("type:        {}", network_type(n)),
+        format!(
+            "ethernet:    mtu {}, broadcast {}, multicast limit {}",
+            n["mtu"],
+            if n["enableBroadcast"] == json!(true) {
+                "on"
+            } else {
+                "off"
+            },
+            n["multicastLimit"]
+        ),
+        format!(
+            "ipv4 assign: {}",
+            if n["v4AssignMode"]["zt"] == json!(true) {
+                "from pools"
+            } else {
+                "off"
+            }
+        ),
+        format!("ipv6 assign: {}", or_dash(v6.join(", "))),
+        format!("pools:       {pools}"),
+        format!("routes:      {routes}"),
+        format!("dns:         {}", dns.trim()),
+        format!("rules:       {rules} entries"),
+        format!("revision:    {}", n["revision"]),
+    ]
+    .join("\n")
+}
+
+fn format_members(v: &Value) -> String {
+    let mut out = format!(
+        "{:<10}  {:<20}  {:<10}  {:<6}  {}\n",
+        "ADDRESS", "NAME", "AUTHORIZED", "BRIDGE", "IPS"
+    );
+    for m in v["data"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<10}  {:<20}  {:<10}  {:<6}  {}\n",
+            str_of(&m["id"]),
+            or_dash(str_of(&m["name"])),
+            yes_no(&m["authorized"]),
+            yes_no(&m["activeBridge"]),
+            ip_list(m),
+        ));
+    }
+    out.push_str(&format!(
+        "{} members, {} authorized",
+        v["meta"]["totalCount"], v["meta"]["authorizedCount"]
+    ));
+    out
+}
+
+fn yes_no(v: &Value) -> &'static str {
+    if *v == json!(true) { "yes" } else { "no" }
+}
+
+fn ip_list(m: &Value) -> String {
+    let ips: Vec<String> = m["ipAssignments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(str_of)
+        .collect();
+    or_dash(ips.join(","))
+}
+
+fn format_member(m: &Value) -> String {
+    let tags: Vec<String> = m["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| format!("{}={}", t[0], t[1]))
+        .collect();
+    [
+        format!("address:     {}", str_of(&m["id"])),
+        format!("network:     {}", str_of(&m["nwid"])),
+        format!("name:        {}", or_dash(str_of(&m["name"]))),
+        format!("authorized:  {}", yes_no(&m["authorized"])),
+        format!("bridge:      {}", yes_no(&m["activeBridge"])),
+        format!(
+            "ips:         {}{}",
+            ip_list(m),
+            if m["noAutoAssignIps"] == json!(true) {
+                " (no auto-assign)"
+            } else {
+                ""
+            }
+        ),
+        format!("tags:        {}", or_dash(tags.join(", "))),
+        format!("revision:    {}", m["revision"]),
+    ]
+    .join("\n")
+}
+
+fn format_audit(v: &Value) -> String {
+    let mut out = Vec::new();
+    for e in v.as_array().into_iter().flatten() {
+        let target = match &e["member"] {
+            Value::String(m) => format!("{}/{m}", str_of(&e["nwid"])),
+            _ => str_of(&e["nwid"]),
+        };
+        let fields: Vec<&String> = e["changes"]
+            .as_object()
+            .map(|c| c.keys().collect())
+            .unwrap_or_default();
+        out.push(format!(
+            "#{:<6} {} {:<15} {:<27} by {}  [{}]",
+            e["seq"],
+            e["time"],
+            str_of(&e["action"]),
+            target,
+            str_of(&e["actor"]),
+            fields
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if out.is_empty() {
+        return "no audit entries".into();
+    }
+    out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_json_when_possible_and_strings_otherwise() {
+        let v = settings_body(&[
+            "mtu=1400".into(),
+            "private=false".into(),
+            "name=123".into(),
+            "dns={\"domain\":\"lab.example\"}".into(),
+            "foo=bar baz".into(),
+            "tags:=[[1,2]]".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"mtu": 1400, "private": false, "name": "123",
+                   "dns": {"domain": "lab.example"}, "foo": "bar baz", "tags": [[1, 2]]})
+        );
+        assert!(settings_body(&["novalue".into()]).is_err());
+        assert!(settings_body(&["x:=nope".into()]).is_err());
+        assert!(settings_body(&["=1".into()]).is_err());
+    }
+
+    #[test]
+    fn settings_can_read_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("lab.rules");
+        std::fs::write(&f, "accept;\n").unwrap();
+        let v = settings_body(&[format!("rulesSource=@{}", f.display())]).unwrap();
+        assert_eq!(v, json!({"rulesSource": "accept;\n"}));
+    }
+
+    #[test]
+    fn create_derives_routes_and_modes_from_pools() {
+        let v = create_body(
+            Some("lab".into()),
+            &[
+                "198.18.0.1-198.18.0.254".into(),
+                "fd00::1-fd00::ffff".into(),
+            ],
+            &[],
+            false,
+            true,
+        )
+        .unwrap();
+        assert_eq!(v["private"], json!(false));
+        assert_eq!(v["v4AssignMode"], json!({"zt": true}));
+        assert_eq!(v["v6AssignMode"], json!({"zt": true}));
+        assert_eq!(v["routes"][0]["target"], "198.18.0.0/24");
+        assert_eq!(v["routes"][1]["target"], "fd00::/112");
+        let v = create_body(
+            None,
+            &["198.18.0.1-198.18.0.254".into()],
+            &["198.18.0.0/16".into(), "203.0.113.0/24,198.18.0.1".into()],
+            false,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            v["routes"],
+            json!([{"target": "198.18.0.0/16", "via": null},
+                   {"target": "203.0.113.0/24", "via": "198.18.0.1"}])
+        );
+        assert!(v.get("private").is_none());
+        assert!(create_body(None, &["198.18.0.1".into()], &[], false, false).is_err());
+        assert!(create_body(None, &[], &["198.18.0.0/33".into()], false, false).is_err());
+    }
+
+    #[test]
+    fn exit_codes_separate_usage_from_refusal() {
+        assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
+        assert_eq!(
+            CliError::Refused {
+                status: 404,
+                message: "x".into()
+            }
+            .exit_code(),
+            1
+        );
+    }
+
+    #[test]
+    fn missing_token_file_explains_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = run(dir.path(), 1, false, ControllerCommand::Networks).unwrap_err();
+        assert!(err.to_string().contains("authtoken.secret"), "{err}");
+        assert_eq!(err.exit_code(), 1);
+    }
+}

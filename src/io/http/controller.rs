@@ -1,0 +1,386 @@
+//! The controller's HTTP endpoints, in ZeroTier's self-hosted controller shape.
+//!
+//! | method + path | does |
+//! | --- | --- |
+//! | `GET /controller` | `{"controller": true, "apiVersion": 4, "clock": <ms>, "databaseReady": true}` |
+//! | `GET /controller/network` | `["<nwid>", ...]` |
+//! | `POST /controller/network` | create with a random unused number; body = network fields |
+//! | `POST /controller/network/<address>______` | the same (ZeroTier's older form); `<address>` must be this controller's |
+//! | `GET\|POST\|DELETE /controller/network/<nwid>` | read / create-or-partially-update / delete (returns the deleted object) |
+//! | `GET /controller/network/<nwid>/member` | `{"<address>": <revision>, ...}` |
+//! | `GET\|POST\|DELETE /controller/network/<nwid>/member/<address>` | read / create-or-partially-update / delete |
+//! | `GET /unstable/controller/network` | `{"data": [network + "meta"], "meta": {"networkCount"}}` |
+//! | `GET /unstable/controller/network/<nwid>/member` | `{"data": [member, ...], "meta": {"totalCount", "authorizedCount"}}` |
+//! | `GET /controller/audit?after=<seq>&limit=<n>&network=<nwid>` | audit entries, oldest first (skylan extension) |
+//!
+//! `PUT` is accepted wherever `POST` is, and every path also answers with a trailing
+//! slash (ZeroTier's documentation uses both). Creation and update answer 200 with the
+//! stored object, as ZeroTier does. Body fields skylan ignored (unknown or unsupported)
+//! are listed in the `Skylan-Ignored-Fields` response header.
+//!
+//! Each handler reads the clock (`now`, Unix time) and runs the controller operation on
+//! the blocking pool (the store fsyncs). The actor recorded in the audit log is
+//! `api <client ip:port>`.
+//!
+//! [`open`] opens the controller database in `<home>/controller.d/`, and
+//! [`BroadcastChanges`] forwards change notifications to a tokio broadcast channel for
+//! the node driver.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, JsonObject, with_ignored};
+use crate::controller::{Change, ChangeListener, Controller, ControllerError, RedbStore};
+use crate::types::{NetworkId, NodeAddress, Time};
+
+/// The API version `GET /controller` reports (ZeroTier's current one).
+pub const API_VERSION: u32 = 4;
+/// Directory of the controller database inside the home directory.
+pub const CONTROLLER_DIR: &str = "controller.d";
+
+/// Reads the current time for the controller (Unix time).
+pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
+
+/// The system clock as Unix time.
+pub fn wall_clock() -> Time {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Time::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Opens (creating if needed) the controller of node `address` with its database in
+/// `home/controller.d/`, seeding its network-number RNG from the OS.
+pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerError> {
+    use rand_core::{OsRng, RngCore};
+    let store = RedbStore::open(&home.join(CONTROLLER_DIR))?;
+    let mut seed = [0u8; 32];
+    OsRng.fill_bytes(&mut seed);
+    let controller = Controller::new(Box::new(store), address, seed);
+    controller.set_rules_compiler(Arc::new(crate::controller::rules::RulesLanguage));
+    Ok(controller)
+}
+
+/// A [`ChangeListener`] that sends every change on a tokio broadcast channel (lagging
+/// receivers lose old changes, never block the writer).
+pub struct BroadcastChanges(pub tokio::sync::broadcast::Sender<Change>);
+
+impl ChangeListener for BroadcastChanges {
+    fn on_change(&self, change: &Change) {
+        // No receiver is not an error: nobody needs pushing yet.
+        let _ = self.0.send(*change);
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    controller: Arc<Controller>,
+    clock: Clock,
+}
+
+/// The controller endpoints (to be merged under [`super::router`], which adds the
+/// token check). `clock` gives `now` (use [`wall_clock`] outside tests).
+pub fn routes(controller: Arc<Controller>, clock: Clock) -> Router {
+    let ctx = Ctx { controller, clock };
+    let mut r = Router::new();
+    let endpoints: [(&str, MethodRouter<Ctx>); 8] = [
+        ("/controller", get(status)),
+        (
+            "/controller/network",
+            get(list_networks).post(create_network).put(create_network),
+        ),
+        (
+            "/controller/network/{nwid}",
+            get(get_network)
+                .post(post_network)
+                .put(post_network)
+                .delete(delete_network),
+        ),
+        ("/controller/network/{nwid}/member", get(list_members)),
+        (
+            "/controller/network/{nwid}/member/{address}",
+            get(get_member)
+                .post(post_member)
+                .put(post_member)
+                .delete(delete_member),
+        ),
+        ("/controller/audit", get(audit)),
+        ("/unstable/controller/network", get(unstable_networks)),
+        (
+            "/unstable/controller/network/{nwid}/member",
+            get(unstable_members),
+        ),
+    ];
+    for (path, handler) in endpoints {
+        r = r
+            .route(path, handler.clone())
+            .route(&format!("{path}/"), handler);
+    }
+    r.with_state(ctx)
+}
+
+/// Who made a request, for the audit log.
+struct Actor(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Actor {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Actor(
+            match parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+                Some(ConnectInfo(peer)) => format!("api {peer}"),
+                None => "api".to_string(),
+            },
+        ))
+    }
+}
+
+/// Runs a blocking controller operation on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ControllerError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(e) => Err(ApiError::Internal(format!("controller task failed: {e}"))),
+    }
+}
+
+fn parse_nwid(s: &str) -> Result<NetworkId, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::BadRequest(format!("bad network ID in path: {e}")))
+}
+
+fn parse_address(s: &str) -> Result<NodeAddress, ApiError> {
+    s.parse()
+        .map_err(|e| ApiError::BadRequest(format!("bad member address in path: {e}")))
+}
+
+fn json_response(v: Value) -> Response {
+    axum::Json(v).into_response()
+}
+
+async fn status(State(ctx): State<Ctx>) -> Response {
+    let clock = (ctx.clock)().as_micros() / 1000;
+    json_response(json!({
+        "controller": true,
+        "apiVersion": API_VERSION,
+        "clock": clock,
+        "databaseReady": true,
+    }))
+}
+
+async fn list_networks(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
+    let c = ctx.controller.clone();
+    let ids = blocking(move || c.networks()).await?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    Ok(json_response(json!(ids)))
+}
+
+async fn create_network(
+    State(ctx): State<Ctx>,
+    actor: Actor,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let now = (ctx.clock)();
+    let c = ctx.controller.clone();
+    let saved = blocking(move || c.create_network(&body, &actor.0, now)).await?;
+    Ok(with_ignored(
+        json_response(saved.record.to_api_json()),
+        &saved.ignored,
+    ))
+}
+
+async fn get_network(
+    State(ctx): State<Ctx>,
+    UrlPath(nwid): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let c = ctx.controller.clone();
+    let net = blocking(move || c.network(nwid)).await?;
+    Ok(json_response(net.to_api_json()))
+}
+
+async fn post_network(
+    State(ctx): State<Ctx>,
+    actor: Actor,
+    UrlPath(nwid): UrlPath<String>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let now = (ctx.clock)();
+    let c = ctx.controller.clone();
+    // `<controller address>______`: create with a random unused number.
+    if let Some(prefix) = nwid.strip_suffix("______")
+        && prefix.len() == 10
+    {
+        let address = parse_address(prefix)?;
+        if address != c.address() {
+            return Err(ApiError::BadRequest(format!(
+                "{address} is not this controller's address; use {}______",
+                c.address()
+            )));
+        }
+        let saved = blocking(move || c.create_network(&body, &actor.0, now)).await?;
+        return Ok(with_ignored(
+            json_response(saved.record.to_api_json()),
+            &saved.ignored,
+        ));
+    }
+    let nwid = parse_nwid(&nwid)?;
+    let saved = blocking(move || c.post_network(nwid, &body, &actor.0, now)).await?;
+    Ok(with_ignored(
+        json_response(saved.record.to_api_json()),
+        &saved.ignored,
+    ))
+}
+
+async fn delete_network(
+    State(ctx): State<Ctx>,
+    actor: Actor,
+    UrlPath(nwid): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let now = (ctx.clock)();
+    let c = ctx.controller.clone();
+    let net = blocking(move || c.delete_network(nwid, &actor.0, now)).await?;
+    Ok(json_response(net.to_api_json()))
+}
+
+async fn list_members(
+    State(ctx): State<Ctx>,
+    UrlPath(nwid): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let c = ctx.controller.clone();
+    let members = blocking(move || c.members(nwid)).await?;
+    let map: BTreeMap<String, u64> = members
+        .iter()
+        .map(|m| (m.address.to_string(), m.revision))
+        .collect();
+    Ok(json_response(json!(map)))
+}
+
+async fn get_member(
+    State(ctx): State<Ctx>,
+    UrlPath((nwid, address)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let address = parse_address(&address)?;
+    let c = ctx.controller.clone();
+    let m = blocking(move || c.member(nwid, address)).await?;
+    Ok(json_response(m.to_api_json()))
+}
+
+async fn post_member(
+    State(ctx): State<Ctx>,
+    actor: Actor,
+    UrlPath((nwid, address)): UrlPath<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let address = parse_address(&address)?;
+    let now = (ctx.clock)();
+    let c = ctx.controller.clone();
+    let saved = blocking(move || c.post_member(nwid, address, &body, &actor.0, now)).await?;
+    Ok(with_ignored(
+        json_response(saved.record.to_api_json()),
+        &saved.ignored,
+    ))
+}
+
+async fn delete_member(
+    State(ctx): State<Ctx>,
+    actor: Actor,
+    UrlPath((nwid, address)): UrlPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let address = parse_address(&address)?;
+    let now = (ctx.clock)();
+    let c = ctx.controller.clone();
+    let m = blocking(move || c.delete_member(nwid, address, &actor.0, now)).await?;
+    Ok(json_response(m.to_api_json()))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+    network: Option<String>,
+}
+
+/// Most audit entries returned by one request.
+const MAX_AUDIT_PAGE: usize = 1000;
+
+async fn audit(State(ctx): State<Ctx>, Query(q): Query<AuditQuery>) -> Result<Response, ApiError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_AUDIT_PAGE);
+    let network = q.network.as_deref().map(parse_nwid).transpose()?;
+    let mut after = q.after.unwrap_or(0);
+    let c = ctx.controller.clone();
+    let entries = blocking(move || {
+        let mut out = Vec::new();
+        loop {
+            let page = c.audit(after, MAX_AUDIT_PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            out.extend(
+                page.into_iter()
+                    .filter(|e| network.is_none_or(|n| e.nwid == n)),
+            );
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    })
+    .await?;
+    Ok(json_response(json!(entries)))
+}
+
+async fn unstable_networks(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
+    let c = ctx.controller.clone();
+    let data = blocking(move || {
+        let mut data = Vec::new();
+        for nwid in c.networks()? {
+            let net = c.network(nwid)?;
+            let members = c.members(nwid)?;
+            let authorized = members.iter().filter(|m| m.authorized).count();
+            let mut v = net.to_api_json();
+            v["meta"] = json!({
+                "totalMemberCount": members.len(),
+                "authorizedMemberCount": authorized,
+            });
+            data.push(v);
+        }
+        Ok(data)
+    })
+    .await?;
+    let count = data.len();
+    Ok(json_response(
+        json!({"data": data, "meta": {"networkCount": count}}),
+    ))
+}
+
+async fn unstable_members(
+    State(ctx): State<Ctx>,
+    UrlPath(nwid): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    let nwid = parse_nwid(&nwid)?;
+    let c = ctx.controller.clone();
+    let members = blocking(move || c.members(nwid)).await?;
+    let authorized = members.iter().filter(|m| m.authorized).count();
+    let data: Vec<Value> = members.iter().map(|m| m.to_api_json()).collect();
+    Ok(json_response(json!({
+        "data": data,
+        "meta": {"totalCount": members.len(), "authorizedCount": authorized},
+    })))
+}

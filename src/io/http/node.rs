@@ -1,0 +1,309 @@
+//! The node's endpoints of the local API: `GET /status`, `GET /peer`, `GET /peer/<addr>`,
+//! `POST /peer/<addr>/ping` and `GET /metrics` (Prometheus text). JSON shapes follow
+//! ZeroTier's service API (`address`, `online`, `paths[]`, `role`, `latency`, ...) with a
+//! few additions (`link`, `relay`, `mtu`), so existing scripts find the fields they know.
+//!
+//! Every handler asks the node driver through its [`NodeHandle`] (a channel); none
+//! touches the node core directly.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+use super::ApiError;
+use super::controller::wall_clock;
+use crate::io::daemon::{NetworkView, NodeCommand, NodeHandle, PingResult};
+use crate::switch::{Link, PeerInfo};
+use crate::types::{NetworkId, NodeAddress};
+use crate::wire::SoftwareVersion;
+
+/// Bytes a frame loses to headers when it travels in one datagram: Data prefix, tag,
+/// verb, frame header and the Ethernet header.
+const PER_FRAME_OVERHEAD: usize = crate::wire::DATA_PREFIX_LEN
+    + crate::wire::TAG_LEN
+    + 1
+    + crate::wire::FRAME_HEADER_LEN
+    + crate::wire::ETHERNET_HEADER_LEN;
+
+/// The node endpoints, to be merged under [`super::router`] (which adds the token check).
+pub fn routes(handle: NodeHandle) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/peer", get(peers))
+        .route("/peer/{address}", get(peer))
+        .route("/peer/{address}/ping", post(ping))
+        .route("/metrics", get(metrics))
+        .route("/network", get(networks))
+        .route(
+            "/network/{nwid}",
+            get(network).post(join).put(join).delete(leave),
+        )
+        .with_state(handle)
+}
+
+fn stopped() -> ApiError {
+    ApiError::Unavailable("the node is shutting down".into())
+}
+
+async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
+    let s = node.ask(NodeCommand::Status).await.ok_or_else(stopped)?;
+    let v = crate::switch::SOFTWARE_VERSION;
+    Ok(axum::Json(json!({
+        "address": s.address.to_string(),
+        "publicIdentity": node.public_identity,
+        "online": s.online,
+        "version": version_string(v),
+        "versionMajor": v.major,
+        "versionMinor": v.minor,
+        "versionRev": v.patch,
+        "clock": wall_clock().as_micros() / 1000,
+        "config": {"settings": {"primaryPort": node.udp_port}},
+        "surfaceAddresses": s.surface.map(|e| vec![e.to_string()]).unwrap_or_default(),
+        "planetWorldId": s.world.0,
+        "planetWorldTimestamp": s.world.1,
+        "tcpFallbackActive": false,
+    })))
+}
+
+async fn peers(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
+    let list = node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?;
+    let now = wall_clock().as_micros() / 1000;
+    Ok(axum::Json(Value::Array(
+        list.iter().map(|p| peer_json(p, now)).collect(),
+    )))
+}
+
+async fn peer(
+    State(node): State<NodeHandle>,
+    Path(address): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let address = parse_address(&address)?;
+    let list = node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?;
+    let now = wall_clock().as_micros() / 1000;
+    list.iter()
+        .find(|p| p.address == address)
+        .map(|p| axum::Json(peer_json(p, now)))
+        .ok_or_else(|| ApiError::NotFound(format!("no peer {address}")))
+}
+
+async fn ping(
+    State(node): State<NodeHandle>,
+    Path(address): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let address = parse_address(&address)?;
+    let result = node
+        .ask(|tx| NodeCommand::Ping(address, tx))
+        .await
+        .ok_or_else(stopped)?;
+    let body = match result {
+        PingResult::Reply { rtt, link } => {
+            let (kind, path) = link_fields(Some(link));
+            json!({
+                "address": address.to_string(),
+                "reply": true,
+                "latency": millis(rtt),
+                "link": kind,
+                "path": path,
+            })
+        }
+        PingResult::Lost => json!({"address": address.to_string(), "reply": false}),
+        PingResult::Refused(why) => return Err(ApiError::BadRequest(why)),
+    };
+    Ok(axum::Json(body))
+}
+
+async fn metrics(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
+    let stats = node.ask(NodeCommand::Stats).await.ok_or_else(stopped)?;
+    let peers = node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?;
+    let mut out = String::new();
+    for (name, value) in stats {
+        out.push_str(&format!(
+            "# TYPE skylan_node_{name} counter\nskylan_node_{name} {value}\n"
+        ));
+    }
+    let direct = peers
+        .iter()
+        .filter(|p| matches!(p.link, Some(Link::Direct(_))))
+        .count();
+    out.push_str(&format!(
+        "# TYPE skylan_node_peers gauge\nskylan_node_peers{{link=\"direct\"}} {direct}\nskylan_node_peers{{link=\"relay\"}} {}\n",
+        peers.len() - direct
+    ));
+    let hits = node.ask(NodeCommand::RuleHits).await.ok_or_else(stopped)?;
+    if !hits.is_empty() {
+        out.push_str("# TYPE skylan_rule_hits counter\n");
+    }
+    for (network, (table, rule), n) in hits {
+        let table = if table == u32::MAX {
+            "base".to_string()
+        } else {
+            format!("cap{table}")
+        };
+        let rule = if rule == u16::MAX {
+            "default".to_string()
+        } else {
+            rule.to_string()
+        };
+        out.push_str(&format!(
+            "skylan_rule_hits{{network=\"{network}\",table=\"{table}\",rule=\"{rule}\"}} {n}\n"
+        ));
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    ))
+}
+
+async fn networks(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
+    let list = node.ask(NodeCommand::Networks).await.ok_or_else(stopped)?;
+    Ok(axum::Json(Value::Array(
+        list.iter().map(network_json).collect(),
+    )))
+}
+
+async fn network(
+    State(node): State<NodeHandle>,
+    Path(nwid): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let nwid = parse_network(&nwid)?;
+    let list = node.ask(NodeCommand::Networks).await.ok_or_else(stopped)?;
+    list.iter()
+        .find(|n| n.id == nwid)
+        .map(|n| axum::Json(network_json(n)))
+        .ok_or_else(|| ApiError::NotFound(format!("not a member of network {nwid}")))
+}
+
+async fn join(
+    State(node): State<NodeHandle>,
+    Path(nwid): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let nwid = parse_network(&nwid)?;
+    node.ask(|tx| NodeCommand::Join(nwid, tx))
+        .await
+        .ok_or_else(stopped)?;
+    let list = node.ask(NodeCommand::Networks).await.ok_or_else(stopped)?;
+    list.iter()
+        .find(|n| n.id == nwid)
+        .map(|n| axum::Json(network_json(n)))
+        .ok_or_else(|| ApiError::Internal("joined network vanished".into()))
+}
+
+async fn leave(
+    State(node): State<NodeHandle>,
+    Path(nwid): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let nwid = parse_network(&nwid)?;
+    let was = node
+        .ask(|tx| NodeCommand::Leave(nwid, tx))
+        .await
+        .ok_or_else(stopped)?;
+    if !was {
+        return Err(ApiError::NotFound(format!(
+            "not a member of network {nwid}"
+        )));
+    }
+    Ok(axum::Json(
+        json!({"id": nwid.to_string(), "result": "left"}),
+    ))
+}
+
+fn parse_network(text: &str) -> Result<NetworkId, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::BadRequest(format!("bad network ID: {e}")))
+}
+
+/// ZeroTier's network object shape (`id`, `nwid`, `status`, `mac`, `portDeviceName`,
+/// `assignedAddresses`, `routes`, ...).
+fn network_json(n: &NetworkView) -> Value {
+    let c = n.config.as_ref();
+    json!({
+        "id": n.id.to_string(),
+        "nwid": n.id.to_string(),
+        "name": c.map(|c| c.name.clone()).unwrap_or_default(),
+        "status": n.status.as_str(),
+        "type": match c { Some(c) if !c.private => "PUBLIC", Some(_) => "PRIVATE", None => "UNKNOWN" },
+        "mac": n.mac.to_string(),
+        "mtu": c.map(|c| c.mtu).unwrap_or(0),
+        "broadcastEnabled": c.map(|c| c.enable_broadcast).unwrap_or(false),
+        "multicastSubscriptions": [],
+        "portDeviceName": n.device.clone().unwrap_or_default(),
+        "netconfRevision": c.map(|c| c.revision).unwrap_or(0),
+        "assignedAddresses": c.map(|c| c.assigned_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
+        "routes": c.map(|c| c.routes.iter().map(|r| json!({
+            "target": r.target.to_string(),
+            "via": r.via.map(|v| v.to_string()),
+            "flags": 0,
+            "metric": 0,
+        })).collect::<Vec<_>>()).unwrap_or_default(),
+        "dns": c.map(|c| json!({"domain": c.dns.domain, "servers": c.dns.servers})).unwrap_or(json!({"domain": "", "servers": []})),
+        "allowManaged": true,
+        "bridge": false,
+    })
+}
+
+fn parse_address(text: &str) -> Result<NodeAddress, ApiError> {
+    text.parse()
+        .map_err(|e| ApiError::BadRequest(format!("bad node address: {e}")))
+}
+
+fn peer_json(p: &PeerInfo, now_ms: u64) -> Value {
+    let (kind, via) = link_fields(p.link);
+    let preferred = match p.link {
+        Some(Link::Direct(ep)) => Some(ep),
+        _ => None,
+    };
+    let ago = |d: Option<Duration>| d.map(|d| now_ms.saturating_sub(millis_u64(d))).unwrap_or(0);
+    let version = p.version;
+    json!({
+        "address": p.address.to_string(),
+        "role": p.role.as_str(),
+        "latency": p.latency.map(millis).unwrap_or(-1.0),
+        "version": version.map(version_string).unwrap_or_else(|| "-".into()),
+        "versionMajor": version.map(|v| i64::from(v.major)).unwrap_or(-1),
+        "versionMinor": version.map(|v| i64::from(v.minor)).unwrap_or(-1),
+        "versionRev": version.map(|v| i64::from(v.patch)).unwrap_or(-1),
+        "link": kind,
+        "relay": if kind == "RELAY" { via.clone() } else { Value::Null },
+        "paths": p.paths.iter().map(|(ep, alive)| json!({
+            "address": ep.to_string(),
+            "active": alive,
+            "expired": !alive,
+            "preferred": Some(*ep) == preferred,
+            "lastSend": ago(p.last_tx),
+            "lastReceive": ago(p.last_rx),
+        })).collect::<Vec<_>>(),
+        "lastSend": ago(p.last_tx),
+        "lastReceive": ago(p.last_rx),
+        "isBonded": false,
+        "session": p.session,
+        "mtu": crate::switch::DEFAULT_PHYS_MTU - PER_FRAME_OVERHEAD,
+    })
+}
+
+/// `("DIRECT", "ip/port")`, `("RELAY", "<root address>")` or `("NONE", null)`.
+fn link_fields(link: Option<Link>) -> (&'static str, Value) {
+    match link {
+        Some(Link::Direct(ep)) => ("DIRECT", Value::String(ep.to_string())),
+        Some(Link::Relay(root)) => ("RELAY", Value::String(root.to_string())),
+        None => ("NONE", Value::Null),
+    }
+}
+
+fn version_string(v: SoftwareVersion) -> String {
+    format!("{}.{}.{}", v.major, v.minor, v.patch)
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+fn millis_u64(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,152 @@
+//! Flow rules enforced in the simulator: the controller compiles `rulesSource`, members
+//! get the compiled rules with every member's tags, and both the sending and the
+//! receiving side evaluate them; a modified sender cannot bypass the receiver's copy,
+//! and a rule change reaches members within seconds.
+
+use std::time::Duration;
+
+use serde_json::json;
+use skylan::sim::cores::NodeHost;
+use skylan::sim::mesh::{Mesh, Placement};
+use skylan::sim::{HostId, Link};
+use skylan::switch::network::NetworkStatus;
+use skylan::types::{Mac, NetworkId};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+const SSH_ONLY_FROM_TAGGED: &str = "\
+# SSH only from members tagged ssh=1
+tag ssh id 1 default 0;
+accept ethertype arp;
+accept ethertype ipv4 and ipprotocol tcp and dport 22 and tag ssh=1;
+accept ethertype ipv4 and ipprotocol tcp and sport 22;
+drop ethertype ipv4 and ipprotocol tcp and dport 22;
+accept;
+";
+
+/// An Ethernet/IPv4/TCP SYN from `from` to `to` on `network`, to `dport`.
+fn syn(m: &Mesh, from: HostId, to: HostId, network: NetworkId, dport: u16) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&Mac::for_member(m.address(to), network).0);
+    f.extend_from_slice(&Mac::for_member(m.address(from), network).0);
+    f.extend_from_slice(&[0x08, 0x00]);
+    // IPv4: version/IHL, TOS, total length 40, id, flags, TTL 64, TCP, checksum 0.
+    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&[198, 18, 0, 2, 198, 18, 0, 3]);
+    // TCP: ports, seq, ack, data offset 5, SYN, window, checksum, urgent.
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
+/// A frame through the sender's TAP path (its rules apply), then delivered or not.
+fn through_tap(m: &mut Mesh, from: HostId, to: HostId, nw: NetworkId, dport: u16) -> bool {
+    let before = m.node(to).tap.len();
+    let f = syn(m, from, to, nw, dport);
+    m.sim
+        .with_host::<NodeHost, _>(from, |h, now| h.node.handle_tap_frame(now, nw, &f))
+        .ok();
+    m.sim.run_for(SECOND);
+    m.node(to).tap.len() > before
+}
+
+fn setup() -> (Mesh, HostId, HostId, HostId, NetworkId) {
+    let mut m = Mesh::build(
+        31,
+        &[Link::default()],
+        &[Placement::Public, Placement::Public],
+        Link::default(),
+    );
+    let ctrl = m.add_controller(Placement::Public, Link::default());
+    m.settle();
+    let nw = m.create_network(
+        ctrl,
+        json!({"name": "rules", "private": true, "rulesSource": SSH_ONLY_FROM_TAGGED}),
+    );
+    let (a, b) = (m.nodes[0], m.nodes[1]);
+    for h in [a, b] {
+        m.join(h, nw);
+    }
+    m.sim.run_for(2 * SECOND);
+    m.set_member(ctrl, nw, a, json!({"authorized": true, "tags": [[1, 1]]}));
+    m.set_member(ctrl, nw, b, json!({"authorized": true, "tags": [[1, 0]]}));
+    for h in [a, b] {
+        assert!(m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
+    }
+    m.sim.run_for(2 * SECOND);
+    (m, ctrl, a, b, nw)
+}
+
+#[test]
+fn ssh_is_allowed_only_from_the_tagged_member() {
+    let (mut m, _ctrl, a, b, nw) = setup();
+    assert!(
+        through_tap(&mut m, a, b, nw, 22),
+        "tagged a may open SSH to b"
+    );
+    assert!(
+        !through_tap(&mut m, b, a, nw, 22),
+        "untagged b may not open SSH to a"
+    );
+    assert!(
+        m.node(b).node.stats().drop_rules > 0,
+        "dropped on b's own (sending) side"
+    );
+    assert!(through_tap(&mut m, b, a, nw, 80), "other TCP is accepted");
+    let hits = m.node(b).node.rule_hits(nw);
+    assert!(
+        hits.iter()
+            .any(|((table, rule), n)| *table == u32::MAX && *rule == 3 && *n > 0),
+        "{hits:?}"
+    );
+}
+
+#[test]
+fn a_modified_sender_cannot_bypass_the_receivers_rules() {
+    let (mut m, _ctrl, a, b, nw) = setup();
+    // b skips its own rules and seals the frame straight away.
+    let f = syn(&m, b, a, nw, 22);
+    let a_addr = m.address(a);
+    let dropped = m.node(a).node.stats().drop_rules;
+    m.sim
+        .with_host::<NodeHost, _>(b, |h, now| h.node.send_frame(now, nw, a_addr, &f))
+        .unwrap();
+    m.sim.run_for(SECOND);
+    assert!(
+        m.node(a).tap.is_empty(),
+        "the receiver's copy of the rules dropped it"
+    );
+    assert_eq!(m.node(a).node.stats().drop_rules, dropped + 1);
+}
+
+#[test]
+fn a_rule_change_reaches_members_within_seconds() {
+    let (mut m, ctrl, a, b, nw) = setup();
+    assert!(!through_tap(&mut m, b, a, nw, 22));
+    let start = m.sim.now();
+    m.update_network(ctrl, nw, json!({"rulesSource": "accept;"}));
+    let mut took = None;
+    for _ in 0..10 {
+        if through_tap(&mut m, b, a, nw, 22) {
+            took = Some(m.sim.now().since(start));
+            break;
+        }
+    }
+    let took = took.expect("the new rules took effect");
+    assert!(took <= 5 * SECOND, "took {took:?}");
+}
+
+#[test]
+fn a_rules_source_that_does_not_compile_is_refused_and_changes_nothing() {
+    let (m, ctrl, _a, _b, nw) = setup();
+    let body = json!({"rulesSource": "accept ethertype ipv4\ndrop;"});
+    let err = m
+        .controller(ctrl)
+        .post_network(nw, body.as_object().unwrap(), "test", m.sim.now())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("missing `;`"), "says what is wrong: {err}");
+    let net = m.controller(ctrl).network(nw).unwrap();
+    assert!(net.rules_source.contains("tag ssh"), "unchanged");
+}
