@@ -25,16 +25,15 @@
 //! delivered per input, to keep runs fast.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use skylan::switch::peer::MAX_QUEUED;
 use skylan::switch::vswitch::SwitchSettings;
 use skylan::switch::{self, Event, Link, MAX_FRAME_LEN, Node, NodeError, NodeStats};
 use skylan::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
-use skylan::wire::{self, FRAGMENT_OVERHEAD, Kind, MAX_FRAGMENTS};
+use skylan::wire::{self, Kind, MAX_FRAGMENTS};
 
-use super::ops::{self, Command, Op};
-use super::scenario::{Input, Recorded, Scenario, frame, scenario};
+use super::ops::{self, Command, Feed, Op};
+use super::scenario::{Input, Scenario, frame, scenario};
 
 /// Most datagrams one operation may produce: a full message queue, each message in
 /// the most fragments, plus handshakes, probes and keepalives.
@@ -84,6 +83,7 @@ pub fn recorded_ops(inputs: Option<usize>) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut now = s.start;
     let mut datagram = 0usize;
+    // Invariant: `targets` lists the peer.
     let peer = targets(s)
         .iter()
         .position(|&a| a == s.peer)
@@ -123,30 +123,11 @@ fn targets(s: &Scenario) -> [NodeAddress; 4] {
     ]
 }
 
-/// Source endpoints of datagrams the recording never had (spoofed or roaming).
-pub fn strangers() -> [Endpoint; 3] {
-    [
-        Endpoint(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 66)),
-            4444,
-        )),
-        Endpoint(SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x66)),
-            9993,
-        )),
-        Endpoint(SocketAddr::new(
-            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77)),
-            1,
-        )),
-    ]
-}
-
 struct Harness {
     s: &'static Scenario,
     node: Node,
     now: Time,
-    /// Selectable source endpoints (strangers, then the conversation's).
-    sources: Vec<Endpoint>,
+    feed: Feed,
     /// Where the node may send.
     allowed: HashSet<Endpoint>,
     targets: [NodeAddress; 4],
@@ -162,8 +143,6 @@ struct Harness {
 
 impl Harness {
     fn new(s: &'static Scenario) -> Self {
-        let mut sources: Vec<Endpoint> = strangers().to_vec();
-        sources.extend(s.endpoints.iter().copied());
         let mut allowed: HashSet<Endpoint> = s.endpoints.iter().copied().collect();
         allowed.extend(
             s.world
@@ -176,7 +155,7 @@ impl Harness {
             s,
             node: s.fresh_node(),
             now: s.start,
-            sources,
+            feed: Feed::new(s, &s.node),
             allowed,
             targets: targets(s),
             networks: [s.network(), other],
@@ -188,39 +167,8 @@ impl Harness {
         }
     }
 
-    fn source(&self, selector: u8, recorded: Option<Endpoint>) -> Endpoint {
-        match recorded {
-            Some(ep) if selector == 0 => ep,
-            _ => self.sources[selector as usize % self.sources.len()],
-        }
-    }
-
-    fn recorded(&self, index: u8) -> Option<&'static Recorded> {
-        let all = &self.s.node.datagrams;
-        (!all.is_empty()).then(|| &all[index as usize % all.len()])
-    }
-
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Deliver { index } => {
-                if let Some(r) = self.recorded(*index) {
-                    self.datagram(r.local, r.from, &r.bytes);
-                }
-            }
-            Op::Mutate { index, from, edits } => {
-                if let Some(r) = self.recorded(*index) {
-                    let mut bytes = r.bytes.clone();
-                    for e in edits {
-                        e.apply(&mut bytes);
-                    }
-                    let from = self.source(*from, Some(r.from));
-                    self.datagram(r.local, from, &bytes);
-                }
-            }
-            Op::Raw { from, bytes } => {
-                let from = self.source(*from, None);
-                self.datagram(self.local(), from, bytes);
-            }
             Op::Advance { flags, delta } => {
                 self.now = self.now + ops::advance_duration(*flags, *delta);
                 if flags & 1 != 0 {
@@ -228,58 +176,13 @@ impl Harness {
                     self.drain(None);
                 }
             }
-            Op::Fragments {
-                index,
-                from,
-                mtu,
-                id,
-                picks,
-            } => {
-                let wholes = &self.s.node.wholes;
-                if wholes.is_empty() {
-                    return;
-                }
-                let r = &wholes[*index as usize % wholes.len()];
-                let max_len = FRAGMENT_OVERHEAD + 1 + *mtu as usize % 1500;
-                let Ok(pieces) = wire::fragment(&r.bytes, max_len, *id) else {
-                    return;
-                };
-                let from = self.source(*from, Some(r.from));
-                if picks.is_empty() {
-                    for p in &pieces {
-                        self.datagram(r.local, from, p);
-                    }
-                } else {
-                    for &i in picks {
-                        self.datagram(r.local, from, &pieces[i as usize % pieces.len()]);
-                    }
-                }
-            }
-            Op::Splice {
-                index,
-                from,
-                keep,
-                bytes,
-            } => {
-                if let Some(r) = self.recorded(*index) {
-                    let keep = (*keep as usize).min(r.bytes.len());
-                    let mut spliced = r.bytes[..keep].to_vec();
-                    spliced.extend_from_slice(bytes);
-                    let from = self.source(*from, Some(r.from));
-                    self.datagram(r.local, from, &spliced);
-                }
-            }
             Op::Command(c) => self.command(*c),
+            _ => {
+                for (local, from, bytes) in self.feed.datagrams(op) {
+                    self.datagram(local, from, &bytes);
+                }
+            }
         }
-    }
-
-    fn local(&self) -> Endpoint {
-        self.s
-            .node
-            .datagrams
-            .first()
-            .map(|r| r.local)
-            .unwrap_or(self.sources[0])
     }
 
     fn command(&mut self, c: Command) {

@@ -5,6 +5,8 @@
 //! every byte string is a valid program and libFuzzer's mutations stay meaningful.
 //! [`Op::encode`] is the exact inverse, used to write seed corpora from a recorded
 //! trace; `decode(encode(ops)) == ops` for ops within the documented ranges.
+//! [`Feed`] turns the datagram ops into the datagrams a core receives, the same way for
+//! both core targets.
 //!
 //! ```text
 //! op byte % 7:
@@ -18,7 +20,13 @@
 //!   6 Command   kind u8 | target u8 | len u16    node only (a root ignores it)
 //! ```
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+use skylan::types::Endpoint;
+use skylan::wire::{self, FRAGMENT_OVERHEAD};
+
+use super::scenario::{Scenario, Trace};
 
 /// At most this many ops are run per input, so one input cannot run for long.
 pub const MAX_OPS: usize = 512;
@@ -36,7 +44,7 @@ pub const MAX_HANDSHAKE_INITS: usize = 24;
 /// True for a datagram that would make a core answer a handshake (see
 /// [`MAX_HANDSHAKE_INITS`]).
 pub fn is_handshake_init(bytes: &[u8]) -> bool {
-    skylan::wire::Header::parse(bytes).is_ok_and(|h| h.kind == skylan::wire::Kind::HandshakeInit)
+    wire::Header::parse(bytes).is_ok_and(|h| h.kind == wire::Kind::HandshakeInit)
 }
 
 /// A reader over the fuzzer's bytes that returns `None` at the end.
@@ -314,6 +322,121 @@ impl Op {
             },
         }
     }
+}
+
+/// Where a core target's datagrams come from: the recorded trace of its core, and the
+/// source endpoints a selector byte picks from.
+pub struct Feed {
+    trace: &'static Trace,
+    /// Strangers first, then every endpoint of the conversation.
+    sources: Vec<Endpoint>,
+    /// The core's own socket, for `Raw` datagrams.
+    local: Endpoint,
+}
+
+impl Feed {
+    /// The feed of a core whose recorded inputs are `trace`.
+    pub fn new(s: &'static Scenario, trace: &'static Trace) -> Self {
+        let mut sources: Vec<Endpoint> = strangers().to_vec();
+        sources.extend(s.endpoints.iter().copied());
+        let local = trace.datagrams.first().map_or(sources[0], |r| r.local);
+        Feed {
+            trace,
+            sources,
+            local,
+        }
+    }
+
+    /// The datagrams `op` delivers, in order, as `(local, from, bytes)`; none for
+    /// `Advance` and `Command`, or when the op cannot apply (e.g. a packet too large
+    /// to re-fragment at the chosen size).
+    pub fn datagrams(&self, op: &Op) -> Vec<(Endpoint, Endpoint, Vec<u8>)> {
+        let recorded = |index: u8| {
+            let all = &self.trace.datagrams;
+            (!all.is_empty()).then(|| &all[index as usize % all.len()])
+        };
+        let source = |selector: u8, recorded: Option<Endpoint>| match recorded {
+            Some(ep) if selector == 0 => ep,
+            _ => self.sources[selector as usize % self.sources.len()],
+        };
+        match op {
+            Op::Deliver { index } => recorded(*index)
+                .map(|r| (r.local, r.from, r.bytes.clone()))
+                .into_iter()
+                .collect(),
+            Op::Mutate { index, from, edits } => recorded(*index)
+                .map(|r| {
+                    let mut bytes = r.bytes.clone();
+                    for e in edits {
+                        e.apply(&mut bytes);
+                    }
+                    (r.local, source(*from, Some(r.from)), bytes)
+                })
+                .into_iter()
+                .collect(),
+            Op::Raw { from, bytes } => vec![(self.local, source(*from, None), bytes.clone())],
+            Op::Fragments {
+                index,
+                from,
+                mtu,
+                id,
+                picks,
+            } => {
+                let wholes = &self.trace.wholes;
+                if wholes.is_empty() {
+                    return Vec::new();
+                }
+                let r = &wholes[*index as usize % wholes.len()];
+                let max_len = FRAGMENT_OVERHEAD + 1 + *mtu as usize % 1500;
+                let Ok(pieces) = wire::fragment(&r.bytes, max_len, *id) else {
+                    return Vec::new();
+                };
+                let from = source(*from, Some(r.from));
+                let order: Vec<usize> = if picks.is_empty() {
+                    (0..pieces.len()).collect()
+                } else {
+                    picks.iter().map(|&i| i as usize % pieces.len()).collect()
+                };
+                order
+                    .into_iter()
+                    .map(|i| (r.local, from, pieces[i].clone()))
+                    .collect()
+            }
+            Op::Splice {
+                index,
+                from,
+                keep,
+                bytes,
+            } => recorded(*index)
+                .map(|r| {
+                    let keep = (*keep as usize).min(r.bytes.len());
+                    let mut spliced = r.bytes[..keep].to_vec();
+                    spliced.extend_from_slice(bytes);
+                    (r.local, source(*from, Some(r.from)), spliced)
+                })
+                .into_iter()
+                .collect(),
+            Op::Advance { .. } | Op::Command(_) => Vec::new(),
+        }
+    }
+}
+
+/// Source endpoints the recording never had (a spoofer, a roaming peer).
+pub fn strangers() -> [Endpoint; 3] {
+    [
+        Endpoint(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(198, 51, 100, 66)),
+            4444,
+        )),
+        Endpoint(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x66)),
+            9993,
+        )),
+        Endpoint(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(203, 0, 113, 77)),
+            1,
+        )),
+    ]
 }
 
 /// Decodes a whole input (at most [`MAX_OPS`] ops).

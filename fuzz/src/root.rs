@@ -26,11 +26,10 @@ use std::collections::HashSet;
 
 use skylan::moon::root::{MAX_HOPS, Root, RootStats};
 use skylan::types::{Endpoint, Time, Transmit};
-use skylan::wire::{self, FRAGMENT_OVERHEAD, Kind};
+use skylan::wire::{self, Kind};
 
-use super::node::strangers;
-use super::ops::{self, Op};
-use super::scenario::{Input, Recorded, Scenario, scenario};
+use super::ops::{self, Feed, Op};
+use super::scenario::{Input, Scenario, scenario};
 
 /// Largest RENDEZVOUS datagram: prefix 24, verb 1, address 5, count 1, one IPv6
 /// endpoint 19, tag 16.
@@ -93,7 +92,7 @@ struct Harness {
     s: &'static Scenario,
     root: Root,
     now: Time,
-    sources: Vec<Endpoint>,
+    feed: Feed,
     /// Where the root may send: the conversation's endpoints and every source it saw.
     allowed: HashSet<Endpoint>,
     bytes_in: usize,
@@ -105,13 +104,11 @@ struct Harness {
 
 impl Harness {
     fn new(s: &'static Scenario) -> Self {
-        let mut sources: Vec<Endpoint> = strangers().to_vec();
-        sources.extend(s.endpoints.iter().copied());
         Harness {
             s,
             root: s.fresh_root(),
             now: s.start,
-            sources,
+            feed: Feed::new(s, &s.root),
             allowed: s.endpoints.iter().copied().collect(),
             bytes_in: 0,
             bytes_relayed: 0,
@@ -120,48 +117,8 @@ impl Harness {
         }
     }
 
-    fn source(&self, selector: u8, recorded: Option<Endpoint>) -> Endpoint {
-        match recorded {
-            Some(ep) if selector == 0 => ep,
-            _ => self.sources[selector as usize % self.sources.len()],
-        }
-    }
-
-    fn recorded(&self, index: u8) -> Option<&'static Recorded> {
-        let all = &self.s.root.datagrams;
-        (!all.is_empty()).then(|| &all[index as usize % all.len()])
-    }
-
-    fn local(&self) -> Endpoint {
-        self.s
-            .root
-            .datagrams
-            .first()
-            .map(|r| r.local)
-            .unwrap_or(self.sources[0])
-    }
-
     fn apply(&mut self, op: &Op) {
         match op {
-            Op::Deliver { index } => {
-                if let Some(r) = self.recorded(*index) {
-                    self.datagram(r.local, r.from, &r.bytes);
-                }
-            }
-            Op::Mutate { index, from, edits } => {
-                if let Some(r) = self.recorded(*index) {
-                    let mut bytes = r.bytes.clone();
-                    for e in edits {
-                        e.apply(&mut bytes);
-                    }
-                    let from = self.source(*from, Some(r.from));
-                    self.datagram(r.local, from, &bytes);
-                }
-            }
-            Op::Raw { from, bytes } => {
-                let from = self.source(*from, None);
-                self.datagram(self.local(), from, bytes);
-            }
             Op::Advance { flags, delta } => {
                 self.now = self.now + ops::advance_duration(*flags, *delta);
                 if flags & 1 != 0 {
@@ -172,49 +129,13 @@ impl Harness {
                     );
                 }
             }
-            Op::Fragments {
-                index,
-                from,
-                mtu,
-                id,
-                picks,
-            } => {
-                let wholes = &self.s.root.wholes;
-                if wholes.is_empty() {
-                    return;
-                }
-                let r = &wholes[*index as usize % wholes.len()];
-                let max_len = FRAGMENT_OVERHEAD + 1 + *mtu as usize % 1500;
-                let Ok(pieces) = wire::fragment(&r.bytes, max_len, *id) else {
-                    return;
-                };
-                let from = self.source(*from, Some(r.from));
-                if picks.is_empty() {
-                    for p in &pieces {
-                        self.datagram(r.local, from, p);
-                    }
-                } else {
-                    for &i in picks {
-                        self.datagram(r.local, from, &pieces[i as usize % pieces.len()]);
-                    }
-                }
-            }
-            Op::Splice {
-                index,
-                from,
-                keep,
-                bytes,
-            } => {
-                if let Some(r) = self.recorded(*index) {
-                    let keep = (*keep as usize).min(r.bytes.len());
-                    let mut spliced = r.bytes[..keep].to_vec();
-                    spliced.extend_from_slice(bytes);
-                    let from = self.source(*from, Some(r.from));
-                    self.datagram(r.local, from, &spliced);
-                }
-            }
             // A root takes no commands.
             Op::Command(_) => {}
+            _ => {
+                for (local, from, bytes) in self.feed.datagrams(op) {
+                    self.datagram(local, from, &bytes);
+                }
+            }
         }
     }
 

@@ -1,6 +1,6 @@
 //! The recorded conversation the node and root fuzz targets replay: a root and two
 //! nodes behind port-restricted NATs in the simulator, relaying first and then going
-//! direct, with frames (some fragmented), pings both ways and a rekey.
+//! direct, with frames (some fragmented), pings and the first rekey of each session.
 //!
 //! Every input the fuzzed node (`N`) and the root (`R`) received is recorded in order,
 //! timers and commands included. Both cores are deterministic (their RNGs are seeded,
