@@ -623,7 +623,7 @@ if [ "$PROFILE" = 1 ] && has_path skylan; then
     done
     frames_a="$(counter_changes "$ca" "$(node_counters "$NS_A" "$H_A" "$DEV_A")" | awk '$1 == "frames_out" { print $2 }')"
     {
-        echo "-- per frame (perf stat over the run; a sends, b receives; a's frames out: $frames_a)"
+        echo "-- per frame a sent ($frames_a frames; perf stat over the run)"
         for node in a b; do
             awk -F, -v node="$node" -v f="$frames_a" '
                 $3 == "raw_syscalls:sys_enter" { s = $1 } $3 == "context-switches" { c = $1 }
@@ -633,10 +633,10 @@ if [ "$PROFILE" = 1 ] && has_path skylan; then
         done
         echo "-- CPU samples by thread and object (cpu-clock sampling in a VM: kernel time shows up where interrupts are re-enabled)"
         perf report -i "$perf_data" --stdio --no-children --sort comm,dso -g none --percent-limit 1 2>/dev/null \
-            | grep -v '^#' | sed '/^$/d; s/[[:space:]]*$//' | cut -c1-100 | head -n 12
+            | grep -v '^#' | sed '/^$/d' | cut -c1-100 | sed 's/[[:space:]]*$//' | head -n 12
         echo "-- top symbols"
         perf report -i "$perf_data" --stdio --no-children --sort comm,symbol -g none --percent-limit 0.8 2>/dev/null \
-            | grep -v '^#' | sed '/^$/d; s/[[:space:]]*$//' | cut -c1-110 | head -n 40
+            | grep -v '^#' | sed '/^$/d' | cut -c1-110 | sed 's/[[:space:]]*$//' | head -n 40
     } >"$PROFILE_REPORT"
 fi
 
