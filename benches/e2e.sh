@@ -569,7 +569,10 @@ iperf_run() {
             ($secs | . * 100 | round / 100),
             (($e.cpu_utilization_percent.host_total + $e.cpu_utilization_percent.remote_total)
                 / 100 * $secs | . * 100 | round / 100),
-            ($a | tonumber), ($b | tonumber) ] | @tsv' "$json" >>"$RESULTS"
+            ($a | tonumber), ($b | tonumber) ] | @tsv' "$json" >>"$RESULTS" || {
+        echo "   round $round $path -P $streams: could not read iperf3's JSON ($json); run skipped" >&2
+        return 0
+    }
     tail -n 1 "$RESULTS" | awk -F'\t' '{
         printf "   round %s %-8s -P %-2s %7.1f Mbit/s %6d retransmits   CPU-s: iperf3 %.2f", $3, $1, $2, $4, $5, $8
         if ($1 == "skylan") printf ", skylan a %.2f b %.2f", $9, $10
