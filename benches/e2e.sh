@@ -569,7 +569,10 @@ iperf_run() {
             ($secs | . * 100 | round / 100),
             (($e.cpu_utilization_percent.host_total + $e.cpu_utilization_percent.remote_total)
                 / 100 * $secs | . * 100 | round / 100),
-            ($a | tonumber), ($b | tonumber) ] | @tsv' "$json" >>"$RESULTS"
+            ($a | tonumber), ($b | tonumber) ] | @tsv' "$json" >>"$RESULTS" || {
+        echo "   round $round $path -P $streams: could not read iperf3's JSON ($json); run skipped" >&2
+        return 0
+    }
     tail -n 1 "$RESULTS" | awk -F'\t' '{
         printf "   round %s %-8s -P %-2s %7.1f Mbit/s %6d retransmits   CPU-s: iperf3 %.2f", $3, $1, $2, $4, $5, $8
         if ($1 == "skylan") printf ", skylan a %.2f b %.2f", $9, $10
@@ -623,7 +626,7 @@ if [ "$PROFILE" = 1 ] && has_path skylan; then
     done
     frames_a="$(counter_changes "$ca" "$(node_counters "$NS_A" "$H_A" "$DEV_A")" | awk '$1 == "frames_out" { print $2 }')"
     {
-        echo "-- per frame (perf stat over the run; a sends, b receives; a's frames out: $frames_a)"
+        echo "-- per frame a sent ($frames_a frames; perf stat over the run)"
         for node in a b; do
             awk -F, -v node="$node" -v f="$frames_a" '
                 $3 == "raw_syscalls:sys_enter" { s = $1 } $3 == "context-switches" { c = $1 }
@@ -633,10 +636,10 @@ if [ "$PROFILE" = 1 ] && has_path skylan; then
         done
         echo "-- CPU samples by thread and object (cpu-clock sampling in a VM: kernel time shows up where interrupts are re-enabled)"
         perf report -i "$perf_data" --stdio --no-children --sort comm,dso -g none --percent-limit 1 2>/dev/null \
-            | grep -v '^#' | sed '/^$/d; s/[[:space:]]*$//' | cut -c1-100 | head -n 12
+            | grep -v '^#' | sed '/^$/d' | cut -c1-100 | sed 's/[[:space:]]*$//' | head -n 12
         echo "-- top symbols"
         perf report -i "$perf_data" --stdio --no-children --sort comm,symbol -g none --percent-limit 0.8 2>/dev/null \
-            | grep -v '^#' | sed '/^$/d; s/[[:space:]]*$//' | cut -c1-110 | head -n 40
+            | grep -v '^#' | sed '/^$/d' | cut -c1-110 | sed 's/[[:space:]]*$//' | head -n 40
     } >"$PROFILE_REPORT"
 fi
 
