@@ -228,18 +228,27 @@ impl Root {
     }
 
     fn on_data(&mut self, now: Time, from: Endpoint, hops: u8, data: &[u8]) {
+        // Decrypted in place in the reused scratch buffer, which the plaintext borrows
+        // until the message is handled.
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(data);
-        let (peer, counter, plaintext) = match self.table.open(now, &mut buf) {
-            Ok(o) => (o.peer, o.counter, o.plaintext.to_vec()),
-            Err(e) => {
-                self.count(e);
-                self.scratch = buf;
-                return;
-            }
-        };
+        match self.table.open(now, &mut buf) {
+            Ok(o) => self.on_plaintext(now, from, hops, o.peer, o.counter, o.plaintext),
+            Err(e) => self.count(e),
+        }
         self.scratch = buf;
+    }
+
+    fn on_plaintext(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        hops: u8,
+        peer: NodeAddress,
+        counter: u64,
+        plaintext: &[u8],
+    ) {
         if hops == 0 && (self.nodes.len() < MAX_NODES || self.nodes.contains_key(&peer)) {
             self.nodes.insert(
                 peer,
@@ -249,7 +258,7 @@ impl Root {
                 },
             );
         }
-        let reply = match Message::parse(&plaintext) {
+        let reply = match Message::parse(plaintext) {
             Ok(Message::Hello(hello)) => Some(hello_ok(counter, &hello, from)),
             Ok(Message::Whois { mut addresses }) => {
                 // Bounded answer: the reply goes to an unverified source address, so it

@@ -615,18 +615,27 @@ impl Node {
     }
 
     fn on_data(&mut self, now: Time, from: Endpoint, direct: bool, data: &[u8]) {
+        // Decrypted in place in the reused scratch buffer; the plaintext borrows that
+        // local buffer (not `self`), which goes back once the message is handled.
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(data);
-        let (peer, counter, plaintext) = match self.table.open(now, &mut buf) {
-            Ok(o) => (o.peer, o.counter, o.plaintext.to_vec()),
-            Err(e) => {
-                self.stats.count(e);
-                self.scratch = buf;
-                return;
-            }
-        };
+        match self.table.open(now, &mut buf) {
+            Ok(o) => self.on_plaintext(now, from, direct, o.peer, o.counter, o.plaintext),
+            Err(e) => self.stats.count(e),
+        }
         self.scratch = buf;
+    }
+
+    fn on_plaintext(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        direct: bool,
+        peer: NodeAddress,
+        counter: u64,
+        plaintext: &[u8],
+    ) {
         {
             let p = self
                 .peers
@@ -639,7 +648,7 @@ impl Node {
         }
         self.note_link(now, peer);
         self.flush_queue(now, peer);
-        let msg = match Message::parse(&plaintext) {
+        let msg = match Message::parse(plaintext) {
             Ok(m) => m,
             Err(_) => {
                 self.stats.drop_malformed += 1;
