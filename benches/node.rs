@@ -20,19 +20,19 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use skylan::moon::root::Root;
-use skylan::moon::world::RootSpec;
+use skylan::node::switch::{MemberInfo, SwitchSettings};
+use skylan::node::{self, Link, Node, NodeConfig};
+use skylan::root::Root;
 use skylan::sim::mesh::{PORT, planet, test_identity};
-use skylan::switch::vswitch::{MemberInfo, SwitchSettings};
-use skylan::switch::{self, Link, Node, NodeConfig};
 use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire;
+use skylan::world::RootSpec;
 
 /// Bytes a frame gains on the way to a datagram: Data prefix, Frame message header
 /// (verb included), tag.
 const OVERHEAD: usize = wire::DATA_PREFIX_LEN + wire::FRAME_HEADER_LEN + wire::TAG_LEN;
 /// The largest frame that travels in one datagram at the default path MTU.
-const UNFRAGMENTED: usize = switch::DEFAULT_PHYS_MTU - OVERHEAD;
+const UNFRAGMENTED: usize = node::DEFAULT_PHYS_MTU - OVERHEAD;
 
 fn endpoint(last: u8) -> Endpoint {
     Endpoint((IpAddr::V4(Ipv4Addr::new(198, 51, 100, last)), PORT).into())
@@ -65,7 +65,7 @@ impl Pair {
                     identity: test_identity(i),
                     world: world.clone(),
                     seed: [seed; 32],
-                    phys_mtu: switch::DEFAULT_PHYS_MTU,
+                    phys_mtu: node::DEFAULT_PHYS_MTU,
                 },
                 now,
             )

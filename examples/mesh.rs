@@ -11,9 +11,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use skylan::node::Link as Via;
 use skylan::sim::mesh::{Mesh, Placement};
 use skylan::sim::{Link, NatKind};
-use skylan::switch::Link as Via;
 use skylan::types::Time;
 
 fn main() -> anyhow::Result<()> {
@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         .events
         .iter()
         .filter_map(|e| match e {
-            skylan::switch::Event::LinkChanged { peer, link } if *peer == m.address(b) => {
+            skylan::node::Event::LinkChanged { peer, link } if *peer == m.address(b) => {
                 Some(describe_link(*link))
             }
             _ => None,

@@ -12,12 +12,16 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod controller;
 pub mod crypto;
 pub mod io;
-pub mod moon;
+pub mod lab;
+pub mod node;
+pub mod root;
 pub mod rules;
+pub mod service;
 pub mod sim;
-pub mod switch;
 pub mod types;
 pub mod wire;
+pub mod world;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use skylan::io::{cli, client, controller_cli, daemon, home};
+use skylan::cli::{client, controller as controller_cli, node as cli};
+use skylan::io::{daemon, home};
 
 #[derive(Parser)]
 #[command(
@@ -84,12 +85,12 @@ enum Command {
     /// The flow-rules language, offline: check, compile, explain.
     Rules {
         #[command(subcommand)]
-        command: skylan::io::rules_cli::RulesCommand,
+        command: skylan::cli::rules::RulesCommand,
     },
     /// Identities and world files, offline.
     Idtool {
         #[command(subcommand)]
-        command: skylan::io::idtool::IdtoolCommand,
+        command: skylan::cli::idtool::IdtoolCommand,
     },
     /// Build a throw-away lab of network namespaces and show skylan at work (needs root).
     Demo {
@@ -164,9 +165,9 @@ fn run(args: Args) -> anyhow::Result<String> {
                 .unwrap_or(client::DEFAULT_API_PORT);
             Ok(controller_cli::run(&args.home, port, args.json, command)?)
         }
-        Command::Idtool { command } => Ok(skylan::io::idtool::run(command)?),
-        Command::Rules { command } => Ok(skylan::io::rules_cli::run(command)?),
-        Command::Demo { keep } => Ok(skylan::io::demo::run(&skylan::io::demo::DemoOptions {
+        Command::Idtool { command } => Ok(skylan::cli::idtool::run(command)?),
+        Command::Rules { command } => Ok(skylan::cli::rules::run(command)?),
+        Command::Demo { keep } => Ok(skylan::lab::demo::run(&skylan::lab::demo::DemoOptions {
             skylan: None,
             keep,
         })?),

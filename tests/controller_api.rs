@@ -7,8 +7,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use skylan::io::client::{RawResponse, raw_request};
-use skylan::io::controller_cli::{self, ControllerCommand, MemberCommand, NetworkCommand};
+use skylan::cli::client::{RawResponse, raw_request};
+use skylan::cli::controller::{
+    self as controller_cli, ControllerCommand, MemberCommand, NetworkCommand,
+};
 use skylan::io::http::{self, ApiConfig};
 use skylan::types::NodeAddress;
 
@@ -104,7 +106,7 @@ impl Server {
         &self,
         json: bool,
         cmd: ControllerCommand,
-    ) -> Result<String, skylan::io::client::CliError> {
+    ) -> Result<String, skylan::cli::client::CliError> {
         controller_cli::run(self.home.path(), self.port, json, cmd)
     }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::{Value, json};
-use skylan::io::client::raw_request;
+use skylan::cli::client::raw_request;
 use skylan::io::http::{self, ApiConfig};
 use skylan::types::NodeAddress;
 

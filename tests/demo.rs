@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use skylan::io::demo::{DemoError, DemoOptions, LAB_TAG, run};
-use skylan::io::lab::{LAB_PREFIX, list_namespaces, require_root};
+use skylan::lab::demo::{DemoError, DemoOptions, LAB_TAG, run};
+use skylan::lab::{LAB_PREFIX, list_namespaces, require_root};
 
 const SKYLAN: &str = env!("CARGO_BIN_EXE_skylan");
 /// Far more than the demo needs (about 10 s); only a hang gets near it.

@@ -27,7 +27,7 @@ use anyhow::{Context, Result, ensure};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::Value;
-use skylan::io::lab::NatKind;
+use skylan::lab::NatKind;
 use skylan::types::{Endpoint, NodeAddress};
 use support::{Daemon, Ping, Testbed};
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
-use skylan::io::lab::NatKind;
+use skylan::lab::NatKind;
 use support::{Daemon, Testbed, wait_until};
 
 const ROOT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 31);

@@ -212,9 +212,9 @@ fn a_forged_handshake_response_does_not_abort_the_handshake() {
 /// handshake.
 #[test]
 fn a_replayed_handshake_init_does_not_break_the_new_session() {
+    use skylan::node::Event;
     use skylan::sim::cores::NodeHost;
     use skylan::sim::mesh::{Mesh, Placement};
-    use skylan::switch::Event;
     use skylan::wire::Kind;
     use std::time::Duration;
 

@@ -5,9 +5,9 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use skylan::cli::idtool::{IdtoolCommand, IdtoolError, run};
 use skylan::crypto::{Identity, PublicIdentity, UpdateKey};
-use skylan::io::idtool::{IdtoolCommand, IdtoolError, run};
-use skylan::moon::world::{DEFAULT_PLANET_ID, World, WorldKind};
+use skylan::world::{DEFAULT_PLANET_ID, World, WorldKind};
 
 fn generate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let secret = dir.join(format!("{name}.secret"));

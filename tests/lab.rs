@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use skylan::io::lab::{
+use skylan::lab::{
     Lab, LabError, LabHost, NatKind, list_interfaces, list_namespaces, require_root, run_in,
 };
 
@@ -417,7 +417,7 @@ fn bad_hosts_are_refused_with_reasons() -> Result<()> {
 
 #[test]
 fn not_root_is_reported_as_such() {
-    if skylan::io::lab::is_root() {
+    if skylan::lab::is_root() {
         // Covered where CI runs unprivileged; as root, Lab::new must succeed instead.
         assert!(Lab::new("root").is_ok());
     } else {

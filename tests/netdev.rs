@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde_json::Value;
-use skylan::io::lab::{Lab, require_root, run_in};
 use skylan::io::netconf::NetConf;
 use skylan::io::netdev::{Change, DeviceConfig, NetDevice, NetdevError, RouteSpec, interface_name};
+use skylan::lab::{Lab, require_root, run_in};
 use skylan::types::{NetworkId, NodeAddress};
 
 fn network() -> NetworkId {

@@ -25,15 +25,15 @@ use skylan::crypto::ReplayWindow;
 use skylan::crypto::identity::{Identity, PublicIdentity};
 use skylan::crypto::table::{SessionTable, TableError};
 use skylan::crypto::tunnel::{REJECT_AFTER, REKEY_AFTER, RESPONDER_REKEY_GRACE, TunnelError};
-use skylan::moon::root::{self, Root};
-use skylan::moon::world::{RootSpec, World};
+use skylan::node::peer::PATH_ALIVE;
+use skylan::node::{Event, Link as Via, Node};
+use skylan::root::{self, Root};
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, PORT, Placement, planet, test_identity};
 use skylan::sim::{Captured, Host, Link, NatKind, Sim};
-use skylan::switch::peer::PATH_ALIVE;
-use skylan::switch::{self, Event, Link as Via, Node};
 use skylan::types::{NodeAddress, Time, Transmit};
 use skylan::wire::{self, Header, Kind, Message, OkBody, Outer};
+use skylan::world::{RootSpec, World};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
@@ -774,7 +774,7 @@ fn hop_count_games_are_bounded_and_teach_nothing() {
             root_identity.address(),
             &Message::Hello(wire::Hello {
                 proto_version: 1,
-                version: switch::SOFTWARE_VERSION,
+                version: skylan::wire::SOFTWARE_VERSION,
                 timestamp: now,
                 world_id: 0,
                 world_timestamp: 0,

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use serde_json::json;
+use skylan::node::network::NetworkStatus;
 use skylan::sim::mesh::{Mesh, Placement};
 use skylan::sim::{HostId, Link, NatKind};
-use skylan::switch::network::NetworkStatus;
 use skylan::types::NetworkId;
 
 const SECOND: Duration = Duration::from_secs(1);

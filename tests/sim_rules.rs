@@ -6,10 +6,10 @@
 use std::time::Duration;
 
 use serde_json::json;
+use skylan::node::network::NetworkStatus;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
 use skylan::sim::{HostId, Link};
-use skylan::switch::network::NetworkStatus;
 use skylan::types::{Mac, NetworkId};
 
 const SECOND: Duration = Duration::from_secs(1);

@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use serde_json::json;
+use skylan::node::Link as Via;
+use skylan::node::network::NetworkStatus;
 use skylan::sim::HostId;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
 use skylan::sim::{Captured, Link, NatKind};
-use skylan::switch::Link as Via;
-use skylan::switch::network::NetworkStatus;
 use skylan::types::{Endpoint, NetworkId};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -400,12 +400,12 @@ fn an_unknown_address_is_reported_unreachable() {
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, skylan::switch::Event::Unreachable(x) if *x == ghost))
+            .any(|e| matches!(e, skylan::node::Event::Unreachable(x) if *x == ghost))
     );
     assert!(
         events
             .iter()
-            .any(|e| matches!(e, skylan::switch::Event::PingLost { .. }))
+            .any(|e| matches!(e, skylan::node::Event::PingLost { .. }))
     );
 }
 

@@ -26,9 +26,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use skylan::switch::peer::MAX_QUEUED;
-use skylan::switch::vswitch::SwitchSettings;
-use skylan::switch::{self, Event, Link, MAX_FRAME_LEN, Node, NodeError, NodeStats};
+use skylan::node::peer::MAX_QUEUED;
+use skylan::node::switch::SwitchSettings;
+use skylan::node::{self, Event, Link, MAX_FRAME_LEN, Node, NodeError, NodeStats};
 use skylan::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Kind, MAX_FRAGMENTS};
 
@@ -282,7 +282,7 @@ impl Harness {
                 "the node holds state for a stranger: {p:?}"
             );
             assert!(
-                p.paths.len() <= switch::peer::MAX_PATHS,
+                p.paths.len() <= node::peer::MAX_PATHS,
                 "too many paths: {p:?}"
             );
         }
@@ -292,7 +292,7 @@ impl Harness {
 
     fn check_transmit(&self, t: &Transmit) {
         assert!(
-            t.contents.len() <= switch::DEFAULT_PHYS_MTU,
+            t.contents.len() <= node::DEFAULT_PHYS_MTU,
             "datagram of {} bytes over the path MTU",
             t.contents.len()
         );

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 
-use skylan::moon::root::{MAX_HOPS, Root, RootStats};
+use skylan::root::{MAX_HOPS, Root, RootStats};
 use skylan::types::{Endpoint, Time, Transmit};
 use skylan::wire::{self, Kind};
 

@@ -19,15 +19,15 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use skylan::crypto::Identity;
-use skylan::moon::root::Root;
-use skylan::moon::world::{RootSpec, World};
+use skylan::node::switch::SwitchSettings;
+use skylan::node::{self, Node, NodeConfig};
+use skylan::root::Root;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{PORT, planet, test_identity};
 use skylan::sim::{Host, HostId, Link, NatKind, Sim};
-use skylan::switch::vswitch::SwitchSettings;
-use skylan::switch::{self, Node, NodeConfig};
 use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Outer, Reassembler};
+use skylan::world::{RootSpec, World};
 
 /// The network the nodes exchange frames on.
 pub const NETWORK: u64 = 0x8056_c2e2_1c00_0001;
@@ -186,7 +186,7 @@ impl Scenario {
                 identity: self.node_identity.clone(),
                 world: self.world.clone(),
                 seed: NODE_SEED,
-                phys_mtu: switch::DEFAULT_PHYS_MTU,
+                phys_mtu: node::DEFAULT_PHYS_MTU,
             },
             self.start,
         );
@@ -289,7 +289,7 @@ fn record() -> Scenario {
         identity: identity.clone(),
         world: world.clone(),
         seed,
-        phys_mtu: switch::DEFAULT_PHYS_MTU,
+        phys_mtu: node::DEFAULT_PHYS_MTU,
     };
     let mut n_core = Node::new(node_config(&node_identity, NODE_SEED), start);
     n_core.join(start, network);

@@ -8,7 +8,7 @@
 //! a template survives its JSON round trip.
 
 use skylan::crypto::Signer;
-use skylan::moon::world::{MAX_ENDPOINTS, MAX_ROOTS, World, WorldError, WorldKind, WorldTemplate};
+use skylan::world::{MAX_ENDPOINTS, MAX_ROOTS, World, WorldError, WorldKind, WorldTemplate};
 
 use super::scenario::scenario;
 

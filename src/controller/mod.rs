@@ -48,7 +48,6 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use serde_json::{Map, Value};
 
-pub mod member;
 pub mod rules;
 
 pub use credential::{

@@ -19,14 +19,14 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use super::home::{Home, HomeError};
 use super::http;
 use super::networks::{Networks, TapInput};
-use crate::controller::member::{self, IdentitySigner, Serving};
 use crate::controller::{Change, Controller, NetworkConfig};
 use crate::crypto::identity::PublicIdentity;
-use crate::moon::root::Root;
-use crate::moon::world::{World, WorldError};
-use crate::switch::network::{NetworkStatus, RuleKey};
-use crate::switch::{DEFAULT_PHYS_MTU, Event, Link, Node, NodeConfig, NodeStatus, PeerInfo};
+use crate::node::network::{NetworkStatus, RuleKey};
+use crate::node::{DEFAULT_PHYS_MTU, Event, Link, Node, NodeConfig, NodeStatus, PeerInfo};
+use crate::root::Root;
+use crate::service::member::{self, IdentitySigner, Serving};
 use crate::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
+use crate::world::{World, WorldError};
 
 /// Errors that stop a daemon from starting or running.
 #[derive(Debug, thiserror::Error)]

@@ -315,8 +315,8 @@ fn to_io(e: rtnetlink::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::lab::{Lab, require_root, run_in};
     use crate::io::tap::Tap;
+    use crate::lab::{Lab, require_root, run_in};
     use std::process::Command;
     use std::time::Duration;
 

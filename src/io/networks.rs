@@ -20,9 +20,9 @@ use super::home::{Home, write_file};
 use super::netconf::NetConf;
 use super::netdev::{DeviceConfig, NetDevice, RouteSpec};
 use crate::controller::NetworkConfig;
-use crate::controller::member;
 use crate::crypto::identity::PublicIdentity;
-use crate::switch::Node;
+use crate::node::Node;
+use crate::service::member;
 use crate::types::{NetworkId, NodeAddress};
 
 /// A frame read from a network's TAP.

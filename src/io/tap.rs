@@ -205,7 +205,7 @@ fn check_name(name: &str) -> Result<(), TapError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::lab::{Lab, require_root, run_in};
+    use crate::lab::{Lab, require_root, run_in};
 
     const MAC: Mac = Mac([0x02, 0x5a, 0x00, 0x00, 0x00, 0x01]);
 

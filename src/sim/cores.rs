@@ -1,16 +1,16 @@
 //! The protocol cores as simulator hosts: [`Root`] directly, and the node core through
 //! [`NodeHost`], which also does what the real node driver does with the core's events
 //! (verifies and applies network configs; as a controller, answers config requests and
-//! pushes changes, through [`crate::controller::member`]) and collects the rest (events
+//! pushes changes, through [`crate::service::member`]) and collects the rest (events
 //! and TAP frames) so scenario tests can assert on them.
 
 use std::sync::Arc;
 
 use super::Host;
 use crate::controller::Controller;
-use crate::controller::member::{self, IdentitySigner, Serving};
-use crate::moon::root::Root;
-use crate::switch::{Event, Node, TapFrame};
+use crate::node::{Event, Node, TapFrame};
+use crate::root::Root;
+use crate::service::member::{self, IdentitySigner, Serving};
 use crate::types::{Endpoint, NetworkId, Time, Transmit};
 
 impl Host for Root {

@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use super::cores::NodeHost;
 use super::{HostId, Link, NatKind, Sim};
-use crate::controller::member::IdentitySigner;
 use crate::controller::{Controller, RedbStore};
 use crate::crypto::identity::Identity;
-use crate::moon::root::Root;
-use crate::moon::world::{RootSpec, World, WorldKind, WorldTemplate};
-use crate::switch::network::NetworkStatus;
-use crate::switch::{self, Event, Node, NodeConfig};
+use crate::node::network::NetworkStatus;
+use crate::node::{self, Event, Node, NodeConfig};
+use crate::root::Root;
+use crate::service::member::IdentitySigner;
 use crate::types::{Endpoint, Mac, NetworkId, NodeAddress};
+use crate::world::{RootSpec, World, WorldKind, WorldTemplate};
 
 /// The UDP port every simulated host uses.
 pub const PORT: u16 = 9993;
@@ -134,7 +134,7 @@ impl Mesh {
                 identity,
                 world: self.world.clone(),
                 seed,
-                phys_mtu: switch::DEFAULT_PHYS_MTU,
+                phys_mtu: node::DEFAULT_PHYS_MTU,
             },
             self.sim.now(),
         );
@@ -201,7 +201,7 @@ impl Mesh {
         from: HostId,
         to: HostId,
         max: Duration,
-    ) -> Option<(Duration, switch::Link)> {
+    ) -> Option<(Duration, node::Link)> {
         let target = self.address(to);
         let id = self
             .sim
@@ -337,7 +337,7 @@ impl Mesh {
     }
 
     /// How node `from` currently reaches node `to`.
-    pub fn link_of(&self, from: HostId, to: HostId) -> Option<switch::Link> {
+    pub fn link_of(&self, from: HostId, to: HostId) -> Option<node::Link> {
         let target = self.address(to);
         self.node(from)
             .node
@@ -353,7 +353,7 @@ pub fn planet(roots: Vec<RootSpec>) -> World {
     let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([7u8; 32]);
     let key = crate::crypto::sign::UpdateKey::generate(&mut rng);
     WorldTemplate {
-        id: crate::moon::world::DEFAULT_PLANET_ID,
+        id: crate::world::DEFAULT_PLANET_ID,
         kind: WorldKind::Planet,
         roots,
         update_key: crate::crypto::sign::Signer::public_key(&key),

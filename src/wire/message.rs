@@ -221,6 +221,16 @@ impl OkBody<'_> {
     }
 }
 
+/// Protocol version carried in HELLO.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Software version reported in HELLO.
+pub const SOFTWARE_VERSION: SoftwareVersion = SoftwareVersion {
+    major: 0,
+    minor: 1,
+    patch: 0,
+};
+
 /// A decrypted inner message, borrowing byte payloads from the plaintext buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -295,6 +305,20 @@ pub enum Message<'a> {
 }
 
 impl<'a> Message<'a> {
+    /// The OK answering a HELLO: echoes its timestamp and tells the sender the endpoint
+    /// its packet came from. Nodes and roots answer alike.
+    pub fn hello_ok(in_re_counter: u64, hello: &Hello, observed: Endpoint) -> Message<'a> {
+        Message::Ok {
+            in_re_counter,
+            body: OkBody::Hello(HelloOk {
+                timestamp: hello.timestamp,
+                proto_version: PROTOCOL_VERSION,
+                version: SOFTWARE_VERSION,
+                observed,
+            }),
+        }
+    }
+
     /// Parses a decrypted Data payload. Never panics; allocates only for lists.
     pub fn parse(buf: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(buf);

@@ -121,8 +121,8 @@ pub use fragment::{
 };
 pub use message::{
     ECHO_MAX_LEN, ETHERNET_HEADER_LEN, ErrorCode, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,
-    IdentityBytes, MAX_LIST_LEN, Message, OkBody, SoftwareVersion, Verb, emit_endpoint,
-    emit_frame_header, endpoint_len, parse_endpoint,
+    IdentityBytes, MAX_LIST_LEN, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION,
+    SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
 };
 pub use packet::{
     DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAX_HOPS, Outer, Packet, TAG_LEN, data_aad,

@@ -6,14 +6,14 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use skylan::crypto::identity::{Identity, PublicIdentity};
 use skylan::crypto::table::SessionTable;
-use skylan::moon::world::{RootSpec, World};
+use skylan::node::switch::{MemberInfo, SwitchSettings};
+use skylan::node::{self, Event, Link as Via, Node, NodeConfig};
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, PORT, Placement, planet, test_identity};
 use skylan::sim::{Captured, Host, HostId, Link, Sim};
-use skylan::switch::vswitch::{MemberInfo, SwitchSettings};
-use skylan::switch::{self, Event, Link as Via, Node, NodeConfig};
 use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Header, Kind, Message, OkBody, Outer};
+use skylan::world::{RootSpec, World};
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -58,11 +58,11 @@ pub fn is_kind(c: &Captured, kind: Kind, src: NodeAddress, dest: NodeAddress) ->
     header(&c.bytes).is_some_and(|h| h.kind == kind && h.src == src && h.dest == dest)
 }
 
-pub fn stats(sim: &Sim, id: HostId) -> switch::NodeStats {
+pub fn stats(sim: &Sim, id: HostId) -> node::NodeStats {
     *sim.host::<NodeHost>(id).node.stats()
 }
 
-pub fn peer_info(sim: &Sim, id: HostId, peer: NodeAddress) -> Option<switch::PeerInfo> {
+pub fn peer_info(sim: &Sim, id: HostId, peer: NodeAddress) -> Option<node::PeerInfo> {
     sim.host::<NodeHost>(id)
         .node
         .peers(sim.now())
@@ -176,7 +176,7 @@ pub fn node_config(identity: Identity, world: &World, seed: u8) -> NodeConfig {
         identity,
         world: world.clone(),
         seed: [seed; 32],
-        phys_mtu: switch::DEFAULT_PHYS_MTU,
+        phys_mtu: node::DEFAULT_PHYS_MTU,
     }
 }
 
@@ -322,7 +322,7 @@ impl Attacker {
             return;
         };
         let reply = match msg {
-            Message::Hello(hello) if self.answer_hello => switch::hello_ok(counter, &hello, from),
+            Message::Hello(hello) if self.answer_hello => Message::hello_ok(counter, &hello, from),
             Message::Whois { .. } => match self.whois_answer.clone() {
                 Some(ids) => Message::Ok {
                     in_re_counter: counter,

@@ -1,5 +1,5 @@
 //! Shared helpers for end-to-end tests that run real `skylan` processes inside the
-//! namespace lab ([`skylan::io::lab`]).
+//! namespace lab ([`skylan::lab`]).
 //!
 //! A [`Testbed`] owns a [`Lab`], a temporary directory for home directories, planets
 //! and logs, and a record of every daemon it started. It offers the steps such a test
@@ -53,8 +53,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use serde_json::Value;
-use skylan::io::client::{RawResponse, raw_request};
-use skylan::io::lab::{Lab, LabHost, NatKind, require_root};
+use skylan::cli::client::{RawResponse, raw_request};
+use skylan::lab::{Lab, LabHost, NatKind, require_root};
 use skylan::types::{Endpoint, NodeAddress};
 
 /// The UDP port daemons use unless told otherwise (each host has its own namespace, so

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::controller::wall_clock;
 use crate::io::daemon::{NetworkView, NodeCommand, NodeHandle, PingResult};
-use crate::switch::{Link, PeerInfo};
+use crate::node::{Link, PeerInfo};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;
 
@@ -51,7 +51,7 @@ fn stopped() -> ApiError {
 
 async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
     let s = node.ask(NodeCommand::Status).await.ok_or_else(stopped)?;
-    let v = crate::switch::SOFTWARE_VERSION;
+    let v = crate::wire::SOFTWARE_VERSION;
     Ok(axum::Json(json!({
         "address": s.address.to_string(),
         "publicIdentity": node.public_identity,
@@ -283,7 +283,7 @@ fn peer_json(p: &PeerInfo, now_ms: u64) -> Value {
         "lastReceive": ago(p.last_rx),
         "isBonded": false,
         "session": p.session,
-        "mtu": crate::switch::DEFAULT_PHYS_MTU - PER_FRAME_OVERHEAD,
+        "mtu": crate::node::DEFAULT_PHYS_MTU - PER_FRAME_OVERHEAD,
     })
 }
 

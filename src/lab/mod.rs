@@ -33,7 +33,9 @@
 //! Shelling out to `ip` and `nft` is deliberate: this is a test and demo harness, and the
 //! commands in error messages can be pasted into a shell. Needs root, iproute2 and
 //! nftables. Callers: `tests/`, the netconf and TAP tests, and `skylan demo`.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod demo;
 mod netns;
 mod nft;
 

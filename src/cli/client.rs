@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::home::Home;
-use super::http::TOKEN_FILE;
+use crate::io::home::Home;
+use crate::io::http::TOKEN_FILE;
 
 /// The API port used when the daemon has not recorded one in the home directory.
 pub const DEFAULT_API_PORT: u16 = 9993;

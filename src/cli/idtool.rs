@@ -25,10 +25,8 @@ use clap::Subcommand;
 use rand_core::OsRng;
 
 use crate::crypto::{CryptoError, Identity, PublicIdentity, Signer, UpdateKey};
-use crate::moon::world::{
-    DEFAULT_PLANET_ID, RootSpec, World, WorldError, WorldKind, WorldTemplate,
-};
 use crate::types::Endpoint;
+use crate::world::{DEFAULT_PLANET_ID, RootSpec, World, WorldError, WorldKind, WorldTemplate};
 
 /// What `idtool sign` signs: this tag followed by the file's bytes, so a file signature
 /// can never be mistaken for a signature over a world or any other protocol object.

@@ -32,7 +32,7 @@ pub fn is_root() -> bool {
 ///
 /// ```no_run
 /// # fn t() {
-/// if !skylan::io::lab::require_root("nat_probe") { return; }
+/// if !skylan::lab::require_root("nat_probe") { return; }
 /// # }
 /// ```
 pub fn require_root(test_name: &str) -> bool {

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
-use super::vswitch::{DropReason, NetworkSwitch, Outbound, SwitchSettings};
+use super::switch::{DropReason, NetworkSwitch, Outbound, SwitchSettings};
 use super::{Event, Node, TapFrame};
 use crate::rules::{DecidedBy, Direction, FrameContext, PeerTags, RuleSet, Verdict};
 use crate::types::{NetworkId, NodeAddress, Time};
@@ -462,7 +462,7 @@ impl Node {
     }
 
     /// The switch statistics of a joined network, for `/metrics`.
-    pub fn switch_stats(&self, network: NetworkId) -> Option<&super::vswitch::SwitchStats> {
+    pub fn switch_stats(&self, network: NetworkId) -> Option<&super::switch::SwitchStats> {
         self.networks.get(&network).map(|j| j.switch.stats())
     }
 

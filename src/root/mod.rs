@@ -24,10 +24,9 @@ use std::time::Duration;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::{SessionTable, TableError};
 use crate::crypto::tunnel::TunnelError;
-use crate::moon::world::World;
-use crate::switch::hello_ok;
 use crate::types::{Endpoint, NodeAddress, Time, Transmit};
 use crate::wire::{self, Message, OkBody, Outer, Packet};
+use crate::world::World;
 
 /// Packets that already crossed this many relays are dropped.
 pub const MAX_HOPS: u8 = 3;
@@ -259,7 +258,7 @@ impl Root {
             );
         }
         let reply = match Message::parse(plaintext) {
-            Ok(Message::Hello(hello)) => Some(hello_ok(counter, &hello, from)),
+            Ok(Message::Hello(hello)) => Some(Message::hello_ok(counter, &hello, from)),
             Ok(Message::Whois { mut addresses }) => {
                 // Bounded answer: the reply goes to an unverified source address, so it
                 // must not be an amplifier.

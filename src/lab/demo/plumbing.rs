@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{DemoError, LAB_TAG, Narrator, fmt_duration};
-use crate::io::lab::{self, Lab};
+use crate::lab::{self, Lab};
 
 // Signals.
 
@@ -276,7 +276,7 @@ pub(super) fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::demo::COMMAND_TIMEOUT;
+    use crate::lab::demo::COMMAND_TIMEOUT;
 
     #[test]
     fn the_work_directory_is_shown_as_dir() {

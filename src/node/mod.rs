@@ -28,7 +28,7 @@
 
 pub mod network;
 pub mod peer;
-pub mod vswitch;
+pub mod switch;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -36,15 +36,14 @@ use std::time::Duration;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::{SessionTable, TableError};
 use crate::crypto::tunnel::{REKEY_TIMEOUT, TunnelError};
-use crate::moon::world::{World, WorldKind};
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
 use crate::wire::{
-    self, Header, Hello, Message, OkBody, Outer, Reassembler, SoftwareVersion, Verb,
+    self, Header, Hello, Message, OkBody, Outer, PROTOCOL_VERSION, Reassembler, SOFTWARE_VERSION,
+    SoftwareVersion, Verb,
 };
+use crate::world::{World, WorldKind};
 use peer::{PATH_ALIVE, Path, Peer, Role};
 
-/// Protocol version carried in HELLO.
-pub const PROTOCOL_VERSION: u8 = 1;
 /// How often the node wakes up for housekeeping.
 pub const TICK: Duration = Duration::from_secs(1);
 /// HELLO to each root this often (also the NAT keepalive towards roots).
@@ -69,12 +68,6 @@ pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_PHYS_MTU: usize = 1432;
 /// At most this many events or TAP frames wait to be polled; older ones are dropped.
 pub const MAX_PENDING_OUTPUT: usize = 4096;
-/// Software version reported in HELLO.
-pub const SOFTWARE_VERSION: SoftwareVersion = SoftwareVersion {
-    major: 0,
-    minor: 1,
-    patch: 0,
-};
 /// Largest Ethernet frame carried (the largest network MTU plus an 802.1Q header).
 pub const MAX_FRAME_LEN: usize = 10_000 + 18;
 
@@ -673,7 +666,7 @@ impl Node {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.version = Some(hello.version);
                 }
-                let reply = hello_ok(counter, &hello, from);
+                let reply = Message::hello_ok(counter, &hello, from);
                 self.reply(now, peer, from, direct, &reply);
             }
             Message::Ok {
@@ -1257,19 +1250,5 @@ impl Node {
                 self.event(Event::PingLost { peer: p.peer, id });
             }
         }
-    }
-}
-
-/// The OK answering a HELLO: echoes its timestamp and tells the sender the endpoint its
-/// packet came from. Shared by nodes and roots.
-pub fn hello_ok<'a>(in_re_counter: u64, hello: &Hello, observed: Endpoint) -> Message<'a> {
-    Message::Ok {
-        in_re_counter,
-        body: OkBody::Hello(wire::HelloOk {
-            timestamp: hello.timestamp,
-            proto_version: PROTOCOL_VERSION,
-            version: SOFTWARE_VERSION,
-            observed,
-        }),
     }
 }

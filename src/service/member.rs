@@ -2,11 +2,11 @@
 //! the simulator so both run the same code:
 //!
 //! - [`apply_config`]: a member received a signed config from its controller
-//!   ([`Event::ConfigReceived`](crate::switch::Event::ConfigReceived)): verify the
+//!   ([`Event::ConfigReceived`](crate::node::Event::ConfigReceived)): verify the
 //!   signature with the controller's key, check it is for this node and network, and
 //!   hand the roster and switch settings to the node core.
 //! - [`answer_request`]: this node is the controller and a member asked
-//!   ([`Event::ConfigRequested`](crate::switch::Event::ConfigRequested)): decide, sign,
+//!   ([`Event::ConfigRequested`](crate::node::Event::ConfigRequested)): decide, sign,
 //!   and send the config or the refusal.
 //! - [`Serving`]: remembers who asked, answers, and after a change sends every member
 //!   that asked a fresh config (or a refusal), so revocation takes effect without
@@ -17,15 +17,15 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::{
+use crate::controller::{
     ConfigRequest, Controller, ControllerError, CredentialError, Decision, NetworkConfig,
     SignedNetworkConfig, Signer,
 };
 use crate::crypto::identity::{Identity, PublicIdentity};
+use crate::node::Node;
+use crate::node::network::{MemberPolicy, NetworkStatus, Policy};
+use crate::node::switch::{MemberInfo, SwitchSettings};
 use crate::rules::RuleSet;
-use crate::switch::Node;
-use crate::switch::network::{MemberPolicy, NetworkStatus, Policy};
-use crate::switch::vswitch::{MemberInfo, SwitchSettings};
 use crate::types::{NetworkId, NodeAddress, Time};
 
 /// A node identity as the controller's signer.

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::client::ApiClient;
-use super::lab::{self, Lab, LabError, LabHost, NatKind};
+use crate::cli::client::ApiClient;
+use crate::lab::{self, Lab, LabError, LabHost, NatKind};
 use plumbing::{
     CmdOutput, SignalGuard, WorkDir, check_tool, clear_interrupt, interrupted, run_command,
     run_command_with, sweep_stale, unix_now,

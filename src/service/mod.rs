@@ -1,0 +1,8 @@
+//! What both the node daemon and the simulator do with a node core's events and the
+//! controller's decisions, so the two run the same code: verifying and applying signed
+//! configs on a member, answering and pushing configs on the controller.
+//!
+//! Imports point down: this layer may use `node` and `controller`; neither of them
+//! imports it. Only `io`, `sim` and `lab` call it.
+
+pub mod member;
