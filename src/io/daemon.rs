@@ -1,31 +1,44 @@
-//! The UDP drivers of `skylan node` and `skylan root`: each owns its protocol core on
-//! one task, feeds it datagrams and timeouts from a tokio UDP socket and a monotonic
-//! clock, sends what it asks, and serves commands from the local API through a
-//! channel (no shared locks around the core).
+//! The drivers of `skylan node` and `skylan root`: each owns its protocol core on one
+//! task, feeds it datagrams, TAP frames and timeouts from a UDP socket ([`UdpIo`]), the
+//! TAP devices and a monotonic clock, sends what it asks, and serves commands from the
+//! local API through a channel (no shared locks around the core).
 //!
-//! Drain order after every input (the cores' contract): transmits, TAP frames, events.
+//! The node's packet loop runs on a thread of its own with a single-threaded runtime
+//! (`skylan-packets`); the local API and the controller's HTTP endpoints run on the
+//! process's main runtime and talk to it only through channels. In the loop, UDP, the
+//! TAPs and the core share one thread: no frame crosses a thread or a channel. Each
+//! turn takes everything ready in bounded batches — one `recvmmsg` of datagrams, up to
+//! [`TAP_BATCH`] frames per TAP — and flushes after each batch, so neither direction
+//! starves the other; it sleeps only when both are drained.
+//!
+//! Drain order after every batch (the cores' contract): transmits (one `sendmmsg`, with
+//! segmentation offload), TAP frames, events; repeated while events produce more.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
-use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::home::{Home, HomeError};
 use super::http;
-use super::networks::{Networks, TapInput};
+use super::networks::Networks;
+use super::tap::Tap;
+use super::udp::UdpIo;
 use crate::controller::{Change, Controller, NetworkConfig};
 use crate::crypto::identity::PublicIdentity;
 use crate::node::network::{NetworkStatus, RuleKey};
-use crate::node::{DEFAULT_PHYS_MTU, Event, Link, Node, NodeConfig, NodeStatus, PeerInfo};
+use crate::node::{
+    DEFAULT_PHYS_MTU, Event, Link, MAX_FRAME_LEN, Node, NodeConfig, NodeStatus, PeerInfo,
+};
 use crate::root::Root;
 use crate::service::member::{self, IdentitySigner, Serving};
-use crate::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
+use crate::types::{Mac, NetworkId, NodeAddress, Time, Transmit};
 use crate::world::{World, WorldError};
 
 /// Errors that stop a daemon from starting or running.
@@ -180,22 +193,33 @@ struct ControllerSide {
     changes: broadcast::Receiver<Change>,
 }
 
+/// Frames read from one TAP before the loop turns to the socket again.
+pub const TAP_BATCH: usize = 64;
+
 /// A node core bound to a UDP socket, ready to run.
 pub struct NodeDriver {
     node: Node,
-    socket: UdpSocket,
+    udp: UdpIo,
     clock: Clock,
     commands: mpsc::Receiver<NodeCommand>,
     pings: HashMap<u64, oneshot::Sender<PingResult>>,
     home: Home,
     networks: Option<Networks>,
-    taps: mpsc::Receiver<TapInput>,
-    taps_tx: mpsc::Sender<TapInput>,
     controller: Option<ControllerSide>,
+    /// The TAPs being read, as of `Networks::generation() == taps_generation`.
+    taps: Vec<(NetworkId, Arc<Tap>)>,
+    taps_generation: u64,
+    /// Datagrams the core produced, sent together by `flush`.
+    transmits: Vec<Transmit>,
+    /// One frame read from a TAP.
+    frame: Vec<u8>,
+    /// Frames the core delivered that no TAP took (none, or its queue was full).
+    tap_drops: u64,
 }
 
 impl NodeDriver {
-    /// Loads the identity and planet from the home directory and binds the UDP socket.
+    /// Loads the identity and planet from the home directory and binds the UDP socket
+    /// in the calling thread's runtime (the one that will run the driver).
     pub async fn bind(options: &NodeOptions) -> Result<(Self, NodeHandle), DaemonError> {
         let home = Home::create(&options.home)?;
         let identity = home.load_or_create_identity()?;
@@ -204,16 +228,8 @@ impl NodeDriver {
             .clone()
             .unwrap_or_else(|| home.path("planet"));
         let world = World::load(&planet)?;
-        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, options.port));
-        let socket = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                what: "UDP",
-                addr,
-                source,
-            })?;
-        set_socket_buffers(&socket);
-        let udp_port = socket.local_addr()?.port();
+        let udp = bind_udp(options.port).await?;
+        let udp_port = udp.local().0.port();
         let public_identity = identity.public().to_string();
         let address = identity.public().address();
         let clock = Clock::start();
@@ -241,7 +257,6 @@ impl NodeDriver {
             None
         };
         let (tx, commands) = mpsc::channel(64);
-        let (taps_tx, taps) = mpsc::channel(1024);
         let handle = NodeHandle {
             tx,
             address,
@@ -252,15 +267,18 @@ impl NodeDriver {
         Ok((
             Self {
                 node,
-                socket,
+                udp,
                 clock,
                 commands,
                 pings: HashMap::new(),
                 home,
                 networks: None,
-                taps,
-                taps_tx,
                 controller,
+                taps: Vec::new(),
+                taps_generation: u64::MAX,
+                transmits: Vec::with_capacity(256),
+                frame: vec![0; MAX_FRAME_LEN],
+                tap_drops: 0,
             },
             handle,
         ))
@@ -269,36 +287,98 @@ impl NodeDriver {
     /// Runs until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         tokio::pin!(shutdown);
-        let local = Endpoint(self.socket.local_addr()?);
-        let mut networks = Networks::new(&self.home, self.node.address(), self.taps_tx.clone());
+        let mut networks = Networks::new(&self.home, self.node.address());
         networks.restore(&mut self.node, self.clock.now()).await;
         self.networks = Some(networks);
-        let mut buf = vec![0u8; 65536];
         loop {
+            // Everything ready, in bounded batches, flushing after each.
+            loop {
+                let moved = self.pump_udp() + self.pump_taps();
+                self.flush().await;
+                if moved == 0 {
+                    break;
+                }
+            }
+            let now = self.clock.now();
+            if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                self.node.handle_timeout(now);
+                self.flush().await;
+            }
+            self.refresh_taps();
             let deadline = self
                 .node
                 .poll_timeout()
                 .map(|t| self.clock.instant(t))
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => match r {
-                    Ok((n, from)) => self.node.handle_datagram(self.clock.now(), local, Endpoint(from), &buf[..n]),
-                    Err(e) => tracing::debug!("udp receive: {e}"),
+                _ = &mut shutdown => break,
+                r = self.udp.readable() => if let Err(e) = r {
+                    tracing::debug!("udp readiness: {e}");
                 },
+                _ = any_readable(&self.taps) => {}
                 _ = tokio::time::sleep_until(deadline.into()) => self.node.handle_timeout(self.clock.now()),
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
-                Some((network, frame)) = self.taps.recv() => {
-                    let _ = self.node.handle_tap_frame(self.clock.now(), network, &frame);
-                }
                 change = next_change(&mut self.controller) => self.on_change(change),
-                _ = &mut shutdown => break,
             }
-            self.drain().await;
+            self.flush().await;
         }
         if let Some(n) = &mut self.networks {
             n.shutdown().await;
         }
         Ok(())
+    }
+
+    /// Feeds the core one batch of ready datagrams; returns how many.
+    fn pump_udp(&mut self) -> usize {
+        let now = self.clock.now();
+        let local = self.udp.local();
+        let node = &mut self.node;
+        match self
+            .udp
+            .try_recv_batch(|from, data| node.handle_datagram(now, local, from, data))
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+            Err(e) => {
+                tracing::debug!("udp receive: {e}");
+                0
+            }
+        }
+    }
+
+    /// Feeds the core up to [`TAP_BATCH`] ready frames of each TAP; returns how many.
+    fn pump_taps(&mut self) -> usize {
+        let now = self.clock.now();
+        let mut moved = 0;
+        for (network, tap) in &self.taps {
+            for _ in 0..TAP_BATCH {
+                match tap.try_recv(&mut self.frame) {
+                    Ok(len) => {
+                        let _ = self
+                            .node
+                            .handle_tap_frame(now, *network, &self.frame[..len]);
+                        moved += 1;
+                    }
+                    Err(e) => {
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            tracing::debug!(%network, "tap read: {e}");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        moved
+    }
+
+    /// Re-reads the TAP list when devices came or went.
+    fn refresh_taps(&mut self) {
+        if let Some(n) = &self.networks {
+            if n.generation() != self.taps_generation {
+                self.taps = n.taps();
+                self.taps_generation = n.generation();
+            }
+        }
     }
 
     fn on_change(&mut self, change: Option<Change>) {
@@ -383,59 +463,76 @@ impl NodeDriver {
         }
     }
 
-    async fn drain(&mut self) {
-        while let Some(t) = self.node.poll_transmit() {
-            send(&self.socket, t).await;
-        }
-        while let Some(f) = self.node.poll_tap() {
-            if let Some(n) = &self.networks {
-                n.deliver(f.network, &f.frame).await;
+    /// Sends what the core produced, in the contract's order, until it has nothing left.
+    async fn flush(&mut self) {
+        loop {
+            while let Some(t) = self.node.poll_transmit() {
+                self.transmits.push(t);
+            }
+            if !self.transmits.is_empty() {
+                self.udp.send_batch(&mut self.transmits).await;
+            }
+            while let Some(f) = self.node.poll_tap() {
+                let delivered = self
+                    .networks
+                    .as_ref()
+                    .is_some_and(|n| n.deliver(f.network, &f.frame));
+                if !delivered {
+                    self.tap_drops += 1;
+                }
+            }
+            let mut events = false;
+            while let Some(event) = self.node.poll_event() {
+                events = true;
+                self.on_event(event).await;
+            }
+            if !events {
+                return;
             }
         }
-        while let Some(event) = self.node.poll_event() {
-            match event {
-                Event::ConfigRequested {
-                    network, identity, ..
-                } => self.answer(network, identity),
-                Event::ConfigReceived {
-                    network,
-                    controller_key,
-                    config,
-                } => {
-                    match member::apply_config(&mut self.node, network, &controller_key, &config) {
-                        Ok(cfg) => {
-                            let controller = self.node.peer_identity(network.controller());
-                            if let Some(n) = &mut self.networks {
-                                n.accept(network, controller.as_ref(), &config, cfg).await;
-                            }
-                        }
-                        Err(e) => tracing::warn!(%network, "network config rejected: {e}"),
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::ConfigRequested {
+                network, identity, ..
+            } => self.answer(network, identity),
+            Event::ConfigReceived {
+                network,
+                controller_key,
+                config,
+            } => match member::apply_config(&mut self.node, network, &controller_key, &config) {
+                Ok(cfg) => {
+                    let controller = self.node.peer_identity(network.controller());
+                    if let Some(n) = &mut self.networks {
+                        n.accept(network, controller.as_ref(), &config, cfg).await;
                     }
                 }
-                Event::NetworkStatus { network, status } => {
-                    tracing::info!(%network, status = status.as_str(), "network status");
-                    if matches!(
-                        status,
-                        NetworkStatus::AccessDenied | NetworkStatus::NotFound
-                    ) {
-                        if let Some(n) = &mut self.networks {
-                            n.withdraw(network).await;
-                        }
+                Err(e) => tracing::warn!(%network, "network config rejected: {e}"),
+            },
+            Event::NetworkStatus { network, status } => {
+                tracing::info!(%network, status = status.as_str(), "network status");
+                if matches!(
+                    status,
+                    NetworkStatus::AccessDenied | NetworkStatus::NotFound
+                ) {
+                    if let Some(n) = &mut self.networks {
+                        n.withdraw(network).await;
                     }
                 }
-                Event::Pong { id, rtt, link, .. } => {
-                    if let Some(tx) = self.pings.remove(&id) {
-                        let _ = tx.send(PingResult::Reply { rtt, link });
-                    }
-                }
-                Event::PingLost { id, .. } => {
-                    if let Some(tx) = self.pings.remove(&id) {
-                        let _ = tx.send(PingResult::Lost);
-                    }
-                }
-                Event::LinkChanged { peer, link } => tracing::info!(%peer, %link, "link changed"),
-                Event::Unreachable(peer) => tracing::info!(%peer, "no root knows this address"),
             }
+            Event::Pong { id, rtt, link, .. } => {
+                if let Some(tx) = self.pings.remove(&id) {
+                    let _ = tx.send(PingResult::Reply { rtt, link });
+                }
+            }
+            Event::PingLost { id, .. } => {
+                if let Some(tx) = self.pings.remove(&id) {
+                    let _ = tx.send(PingResult::Lost);
+                }
+            }
+            Event::LinkChanged { peer, link } => tracing::info!(%peer, %link, "link changed"),
+            Event::Unreachable(peer) => tracing::info!(%peer, "no root knows this address"),
         }
     }
 }
@@ -489,87 +586,81 @@ pub async fn run_root(
     let home = Home::create(&options.home)?;
     let identity = home.load_or_create_identity()?;
     let world = options.world.as_deref().map(World::load).transpose()?;
-    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, options.port));
-    let socket = UdpSocket::bind(addr)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            what: "UDP",
-            addr,
-            source,
-        })?;
-    set_socket_buffers(&socket);
-    let local = Endpoint(socket.local_addr()?);
+    let mut udp = bind_udp(options.port).await?;
+    let local = udp.local();
     tracing::info!(address = %identity.public().address(), %local, "root listening");
     let clock = Clock::start();
     let mut root = Root::new(identity, world.as_ref(), os_seed(), clock.now());
     tokio::pin!(shutdown);
-    let mut buf = vec![0u8; 65536];
+    let mut transmits = Vec::with_capacity(256);
     loop {
+        loop {
+            let now = clock.now();
+            let moved =
+                match udp.try_recv_batch(|from, d| root.handle_datagram(now, local, from, d)) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+                    Err(e) => {
+                        tracing::debug!("udp receive: {e}");
+                        0
+                    }
+                };
+            while let Some(t) = root.poll_transmit() {
+                transmits.push(t);
+            }
+            udp.send_batch(&mut transmits).await;
+            if moved == 0 {
+                break;
+            }
+        }
         let deadline = root
             .poll_timeout()
             .map(|t| clock.instant(t))
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
         tokio::select! {
-            r = socket.recv_from(&mut buf) => match r {
-                Ok((n, from)) => root.handle_datagram(clock.now(), local, Endpoint(from), &buf[..n]),
-                Err(e) => tracing::debug!("udp receive: {e}"),
+            r = udp.readable() => if let Err(e) = r {
+                tracing::debug!("udp readiness: {e}");
             },
             _ = tokio::time::sleep_until(deadline.into()) => root.handle_timeout(clock.now()),
             _ = &mut shutdown => return Ok(()),
         }
         while let Some(t) = root.poll_transmit() {
-            send(&socket, t).await;
+            transmits.push(t);
         }
+        udp.send_batch(&mut transmits).await;
     }
 }
 
-/// UDP socket buffer size asked for: bursts of full-size frames arrive as three
-/// fragments each, and the kernel's default (about 200 KiB) overflows under TCP load,
-/// which the end-to-end benchmark showed as thousands of retransmits.
-pub const SOCKET_BUFFER: usize = 4 << 20;
+/// Binds the UDP socket of a node or root on all IPv4 addresses.
+async fn bind_udp(port: u16) -> Result<UdpIo, DaemonError> {
+    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    UdpIo::bind(addr).await.map_err(|source| DaemonError::Bind {
+        what: "UDP",
+        addr,
+        source,
+    })
+}
 
-/// Enlarges the socket's buffers: past the system limit when privileged
-/// (`SO_RCVBUFFORCE`), up to it otherwise. Failures only cost throughput.
-fn set_socket_buffers(socket: &UdpSocket) {
-    use std::os::fd::AsRawFd;
-    let fd = socket.as_raw_fd();
-    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
-    for (force, plain) in [
-        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-    ] {
-        let set = |opt| {
-            // SAFETY: `fd` is an open socket owned by `socket` for the whole call, and the
-            // option value is a properly sized c_int.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&size as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
+/// Ready when any of `taps` may have a frame; never when there are none.
+fn any_readable(taps: &[(NetworkId, Arc<Tap>)]) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        for (_, tap) in taps {
+            if tap.poll_readable(cx).is_ready() {
+                return Poll::Ready(());
             }
-        };
-        if set(force) != 0 && set(plain) != 0 {
-            tracing::debug!("could not enlarge the UDP socket buffers");
         }
-    }
+        Poll::Pending
+    })
 }
 
-async fn send(socket: &UdpSocket, t: Transmit) {
-    if let Err(e) = socket.send_to(&t.contents, t.destination.0).await {
-        tracing::debug!(to = %t.destination, "udp send: {e}");
-    }
-}
-
-/// Runs `skylan node` until `shutdown` completes: the UDP driver, and the local API on
-/// 127.0.0.1 (with the controller's endpoints when `options.controller`).
+/// Runs `skylan node` until `shutdown` completes: the packet loop on its own thread
+/// (see the module documentation), and the local API on 127.0.0.1 (with the
+/// controller's endpoints when `options.controller`) on the calling runtime.
 pub async fn run_node(
     options: NodeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DaemonError> {
-    let (driver, handle) = NodeDriver::bind(&options).await?;
+    let (handle, packets) = start_packet_thread(options.clone()).await?;
     let home = Home::create(&options.home)?;
     let token = http::load_or_create_token(home.dir()).map_err(|source| HomeError::Io {
         path: home.path(http::TOKEN_FILE),
@@ -593,17 +684,97 @@ pub async fn run_node(
         ));
     }
     let router = http::router(http::ApiConfig::new(token), protected);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let (api_stop, mut api_stopped) = watch::channel(false);
     let api = tokio::spawn(http::serve(
         listener,
         async move {
-            let _ = stop_rx.changed().await;
+            let _ = api_stopped.changed().await;
         },
         router,
     ));
     tracing::info!(address = %handle.address, udp = handle.udp_port, api = api_port, "node running");
-    let result = driver.run(shutdown).await;
-    let _ = stop_tx.send(true);
+    let PacketThread {
+        thread,
+        mut done,
+        stop,
+    } = packets;
+    tokio::select! {
+        _ = shutdown => {}
+        _ = &mut done => {}
+    }
+    let _ = stop.send(true);
+    let _ = api_stop.send(true);
     let _ = api.await;
-    result
+    let result = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| DaemonError::Io(std::io::Error::other(e.to_string())))?;
+    match result {
+        Ok(r) => r,
+        Err(_) => Err(DaemonError::Io(std::io::Error::other(
+            "the packet thread panicked",
+        ))),
+    }
+}
+
+/// The packet loop's thread: told to stop with `stop`, then joined; `done` fires when
+/// it ends (by itself on a fatal error).
+struct PacketThread {
+    thread: std::thread::JoinHandle<Result<(), DaemonError>>,
+    done: oneshot::Receiver<()>,
+    stop: watch::Sender<bool>,
+}
+
+/// Starts the packet thread, which binds the socket and runs the node driver on a
+/// single-threaded runtime of its own until the returned stop signal; returns the
+/// handle the API uses once the driver is bound (or the reason it could not start).
+async fn start_packet_thread(
+    options: NodeOptions,
+) -> Result<(NodeHandle, PacketThread), DaemonError> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (done_tx, done) = oneshot::channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("skylan-packets".into())
+        .spawn(move || {
+            let result = run_packet_loop(options, ready_tx, stop_rx);
+            let _ = done_tx.send(());
+            result
+        })?;
+    match ready_rx.await {
+        Ok(handle) => Ok((
+            handle,
+            PacketThread {
+                thread,
+                done,
+                stop: stop_tx,
+            },
+        )),
+        Err(_) => match thread.join() {
+            Ok(Err(e)) => Err(e),
+            _ => Err(DaemonError::Io(std::io::Error::other(
+                "the packet thread stopped before it was ready",
+            ))),
+        },
+    }
+}
+
+fn run_packet_loop(
+    options: NodeOptions,
+    ready: oneshot::Sender<NodeHandle>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), DaemonError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (driver, handle) = NodeDriver::bind(&options).await?;
+        if ready.send(handle).is_err() {
+            return Ok(());
+        }
+        driver
+            .run(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await
+    })
 }

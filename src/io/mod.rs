@@ -9,3 +9,4 @@ pub mod netconf;
 pub mod netdev;
 pub mod networks;
 pub mod tap;
+pub mod udp;

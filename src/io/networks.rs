@@ -1,5 +1,5 @@
 //! The node driver's networks: one TAP device per configured network (MAC, MTU,
-//! managed addresses and routes through netlink), its frame reader, and the cache in
+//! managed addresses and routes through netlink), and the cache in
 //! `<home>/networks.d/` that lets a node come back with its networks while the
 //! controller is down.
 //!
@@ -10,23 +10,23 @@
 //! Devices are created only for networks whose config verified; a network that turns
 //! ACCESS_DENIED or NOT_FOUND, or that is left, loses its device (addresses and routes
 //! withdrawn, TAP removed) and its cached config.
+//!
+//! The TAPs are read and written by the node driver's packet loop itself
+//! ([`Networks::taps`], [`Networks::deliver`]): no reader task, no channel per frame.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-
-use tokio::sync::mpsc;
+use std::sync::Arc;
 
 use super::home::{Home, write_file};
 use super::netconf::NetConf;
 use super::netdev::{DeviceConfig, NetDevice, RouteSpec};
+use super::tap::Tap;
 use crate::controller::NetworkConfig;
 use crate::crypto::identity::PublicIdentity;
 use crate::node::Node;
 use crate::service::member;
 use crate::types::{NetworkId, NodeAddress};
-
-/// A frame read from a network's TAP.
-pub type TapInput = (NetworkId, Vec<u8>);
 
 /// See the module documentation.
 pub struct Networks {
@@ -34,14 +34,15 @@ pub struct Networks {
     me: NodeAddress,
     netconf: Option<NetConf>,
     devices: HashMap<NetworkId, NetDevice>,
-    readers: HashMap<NetworkId, tokio::task::JoinHandle<()>>,
     configs: HashMap<NetworkId, NetworkConfig>,
-    frames: mpsc::Sender<TapInput>,
+    /// Bumped whenever a device appears or goes, so the driver knows to re-read
+    /// [`taps`](Self::taps).
+    generation: u64,
 }
 
 impl Networks {
-    /// Opens the cache directory; `frames` receives what the TAP devices read.
-    pub fn new(home: &Home, me: NodeAddress, frames: mpsc::Sender<TapInput>) -> Self {
+    /// Opens the cache directory.
+    pub fn new(home: &Home, me: NodeAddress) -> Self {
         let dir = home.path("networks.d");
         let _ = std::fs::create_dir_all(&dir);
         let netconf = match NetConf::new() {
@@ -56,9 +57,8 @@ impl Networks {
             me,
             netconf,
             devices: HashMap::new(),
-            readers: HashMap::new(),
             configs: HashMap::new(),
-            frames,
+            generation: 0,
         }
     }
 
@@ -139,13 +139,35 @@ impl Networks {
         let _ = std::fs::remove_file(self.file(network, "controller"));
     }
 
-    /// Writes a frame the node core delivered to the network's TAP.
-    pub async fn deliver(&self, network: NetworkId, frame: &[u8]) {
-        if let Some(d) = self.devices.get(&network) {
-            if let Err(e) = d.tap().send(frame).await {
-                tracing::debug!(%network, "tap write: {e}");
+    /// Writes a frame the node core delivered to the network's TAP, without waiting;
+    /// false when it was dropped (no device, or its queue is full).
+    pub fn deliver(&self, network: NetworkId, frame: &[u8]) -> bool {
+        let Some(d) = self.devices.get(&network) else {
+            return false;
+        };
+        match d.tap().try_send(frame) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::trace!(%network, "tap write: {e}");
+                false
             }
         }
+    }
+
+    /// Every network's TAP, for the driver to read from.
+    pub fn taps(&self) -> Vec<(NetworkId, Arc<Tap>)> {
+        let mut taps: Vec<(NetworkId, Arc<Tap>)> = self
+            .devices
+            .iter()
+            .map(|(id, d)| (*id, d.tap().clone()))
+            .collect();
+        taps.sort_by_key(|(id, _)| *id);
+        taps
+    }
+
+    /// Changes whenever a device appears or goes.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The config in force for a network, if any.
@@ -200,39 +222,15 @@ impl Networks {
         match NetDevice::create(wanted, nc).await {
             Ok(dev) => {
                 tracing::info!(%network, device = dev.name(), "network device up");
-                let tap = dev.tap().clone();
-                let tx = self.frames.clone();
-                let buf_len = usize::from(dev.mtu()) + 18;
-                self.readers.insert(
-                    network,
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; buf_len];
-                        loop {
-                            match tap.recv(&mut buf).await {
-                                Ok(n) => {
-                                    if tx.send((network, buf[..n].to_vec())).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(e) => {
-                                    tracing::debug!(%network, "tap read: {e}");
-                                    return;
-                                }
-                            }
-                        }
-                    }),
-                );
                 self.devices.insert(network, dev);
+                self.generation += 1;
             }
             Err(e) => tracing::warn!(%network, "cannot create the network device: {e}"),
         }
     }
 
     async fn remove_device(&mut self, network: NetworkId) {
-        if let Some(r) = self.readers.remove(&network) {
-            r.abort();
-            let _ = r.await;
-        }
+        self.generation += 1;
         if let (Some(dev), Some(nc)) = (self.devices.remove(&network), &self.netconf) {
             if let Err(e) = dev.remove(nc).await {
                 tracing::warn!(%network, "removing the network device: {e}");

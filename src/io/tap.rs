@@ -13,10 +13,11 @@
 //! - Addresses and routes are not set here: that is [`crate::io::netconf`]'s job (tun-rs'
 //!   address management is compiled out).
 //!
-//! Callers: the node driver (one owner; `recv`/`send` take `&self` so one task can read
-//! while another writes), and the namespace tests.
+//! Callers: the node driver (one owner, which reads with `poll_readable`/`try_recv` and
+//! writes with `try_send` on its packet thread), and the namespace tests.
 
 use std::io;
+use std::task::{Context, Poll};
 
 use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
 
@@ -130,19 +131,34 @@ impl Tap {
         self.dev.recv(buf).await
     }
 
+    /// Reads one Ethernet frame if one is ready; `WouldBlock` when none is (the
+    /// readiness [`poll_readable`](Self::poll_readable) reported is then cleared).
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.dev.try_recv(buf)
+    }
+
+    /// Ready when a frame may be waiting (then call [`try_recv`](Self::try_recv)).
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.dev.poll_readable(cx)
+    }
+
     /// Writes one Ethernet frame (as if it arrived on the wire). Frames shorter than an
     /// Ethernet header are refused with `InvalidInput`.
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
-        if frame.len() < 14 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "a {}-byte frame is shorter than an Ethernet header",
-                    frame.len()
-                ),
-            ));
-        }
+        check_frame(frame)?;
         let n = self.dev.send(frame).await?;
+        self.check_written(n, frame)
+    }
+
+    /// Writes one Ethernet frame without waiting: `WouldBlock` when the device's queue
+    /// is full (the caller drops the frame, as a full switch port would).
+    pub fn try_send(&self, frame: &[u8]) -> io::Result<()> {
+        check_frame(frame)?;
+        let n = self.dev.try_send(frame)?;
+        self.check_written(n, frame)
+    }
+
+    fn check_written(&self, n: usize, frame: &[u8]) -> io::Result<()> {
         if n != frame.len() {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
@@ -182,6 +198,19 @@ impl std::fmt::Debug for Tap {
             .field("mtu", &self.mtu)
             .finish_non_exhaustive()
     }
+}
+
+fn check_frame(frame: &[u8]) -> io::Result<()> {
+    if frame.len() < 14 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a {}-byte frame is shorter than an Ethernet header",
+                frame.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<(), TapError> {

@@ -1,0 +1,600 @@
+//! The node's and root's *outside*: one UDP socket, read and written in batches.
+//!
+//! Contract:
+//! - [`UdpIo::bind`] opens a non-blocking IPv4 socket registered with the **calling
+//!   thread's** tokio runtime, enlarges its buffers, and turns on UDP generic receive
+//!   offload (`UDP_GRO`) where the kernel has it.
+//! - [`UdpIo::try_recv_batch`] takes what is ready with one `recvmmsg` (up to
+//!   [`RECV_BATCH`] messages, each up to 64 KiB): a message the kernel coalesced is cut
+//!   back into its datagrams by the segment size the kernel reports, so callers always
+//!   see single datagrams exactly as the peer sent them.
+//! - [`UdpIo::send_batch`] sends a run of datagrams with one `sendmmsg`: consecutive
+//!   datagrams to the same endpoint whose sizes allow it go as one message with a UDP
+//!   segmentation offload (`UDP_SEGMENT`) size, so the kernel cuts them on the way out
+//!   (a full-size frame's two fragments and the next frame's, in one system call).
+//!   When the kernel refuses segmentation offload the socket falls back to one message
+//!   per datagram for the rest of its life. Datagrams a destination refuses (no route,
+//!   ...) are dropped and counted, as a lossy network would.
+//! - Nothing here parses or authenticates: it moves bytes. The caller (a driver) owns
+//!   the socket; it is not shared between threads.
+
+use std::io;
+use std::mem::{MaybeUninit, size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+use crate::types::{Endpoint, Transmit};
+
+/// Messages taken by one `recvmmsg`.
+pub const RECV_BATCH: usize = 8;
+/// Bytes of one receive buffer: the largest coalesced message the kernel hands over.
+pub const RECV_BUF_LEN: usize = 65_536;
+/// Messages given to one `sendmmsg`.
+const SEND_BATCH: usize = 64;
+/// Most datagrams the kernel cuts out of one message (`UDP_MAX_SEGMENTS` on older kernels).
+const MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one segmented message (an IPv4 datagram's limit, with room
+/// for headers).
+const MAX_SEGMENTED_BYTES: usize = 65_000;
+/// Socket buffer size asked for: bursts of full-size frames arrive as two fragments
+/// each, and the kernel's default (about 200 KiB) overflows under TCP load.
+pub const SOCKET_BUFFER: usize = 4 << 20;
+
+// Not in every libc target's constants; the values are the kernel's (linux/udp.h).
+const UDP_SEGMENT: libc::c_int = 103;
+const UDP_GRO: libc::c_int = 104;
+
+/// Datagrams and drops seen by a [`UdpIo`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpStats {
+    /// `recvmmsg`/`sendmmsg` calls that moved at least one message.
+    pub syscalls: u64,
+    /// Datagrams a destination refused, or that failed to send.
+    pub send_errors: u64,
+    /// Messages the kernel had coalesced (more than one datagram each).
+    pub coalesced_in: u64,
+    /// Messages sent with a segmentation size (more than one datagram each).
+    pub coalesced_out: u64,
+}
+
+/// A UDP socket with batched, offloaded receive and send. See the module documentation.
+pub struct UdpIo {
+    socket: UdpSocket,
+    local: Endpoint,
+    gso: bool,
+    recv: RecvBuffers,
+    stats: UdpStats,
+}
+
+impl UdpIo {
+    /// Binds `addr` in the calling thread's runtime, enlarges the buffers and enables
+    /// GRO (both best effort).
+    pub async fn bind(addr: SocketAddr) -> io::Result<UdpIo> {
+        let socket = UdpSocket::bind(addr).await?;
+        set_socket_buffers(&socket);
+        // Best effort: without GRO every datagram is its own message.
+        let _ = set_int_option(&socket, libc::SOL_UDP, UDP_GRO, 1);
+        let local = Endpoint(socket.local_addr()?);
+        Ok(UdpIo {
+            socket,
+            local,
+            gso: true,
+            recv: RecvBuffers::new(),
+            stats: UdpStats::default(),
+        })
+    }
+
+    /// The bound address.
+    pub fn local(&self) -> Endpoint {
+        self.local
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> UdpStats {
+        self.stats
+    }
+
+    /// Waits until a datagram may be ready (then call [`try_recv_batch`](Self::try_recv_batch)).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// Receives what is ready (one `recvmmsg`) and calls `each` with every datagram and
+    /// its source. Returns how many datagrams it delivered; `WouldBlock` when none.
+    pub fn try_recv_batch(&mut self, mut each: impl FnMut(Endpoint, &[u8])) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd();
+        let bufs = &mut self.recv;
+        let got = self
+            .socket
+            .try_io(Interest::READABLE, || bufs.recvmmsg(fd))?;
+        self.stats.syscalls += 1;
+        let mut delivered = 0;
+        for i in 0..got {
+            let (from, data, segment) = self.recv.message(i);
+            let Some(from) = from else { continue };
+            let segment = segment.filter(|&s| s > 0 && s < data.len());
+            if segment.is_some() {
+                self.stats.coalesced_in += 1;
+            }
+            for datagram in data.chunks(segment.unwrap_or(data.len().max(1))) {
+                each(from, datagram);
+                delivered += 1;
+            }
+        }
+        Ok(delivered)
+    }
+
+    /// Sends every transmit in `queue` (emptying it), batching and segmenting where it
+    /// can; waits while the socket buffer is full.
+    pub async fn send_batch(&mut self, queue: &mut Vec<Transmit>) {
+        let mut start = 0;
+        while start < queue.len() {
+            let groups = plan_groups(&queue[start..], self.gso, SEND_BATCH);
+            let fd = self.socket.as_raw_fd();
+            let gso = self.gso;
+            let result = self.socket.try_io(Interest::WRITABLE, || {
+                sendmmsg(fd, &queue[start..], &groups, gso)
+            });
+            match result {
+                Ok(sent_groups) => {
+                    self.stats.syscalls += 1;
+                    for g in &groups[..sent_groups] {
+                        if g.count > 1 {
+                            self.stats.coalesced_out += 1;
+                        }
+                        start += g.count;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if self.socket.writable().await.is_err() {
+                        break;
+                    }
+                }
+                Err(e) if self.gso && groups[0].count > 1 && gso_refused(&e) => {
+                    tracing::info!(
+                        "UDP segmentation offload refused ({e}); sending datagrams one by one"
+                    );
+                    self.gso = false;
+                }
+                Err(e) => {
+                    // The first message failed: drop it, keep the rest.
+                    tracing::debug!(to = %queue[start].destination, "udp send: {e}");
+                    self.stats.send_errors += groups[0].count as u64;
+                    start += groups[0].count;
+                }
+            }
+        }
+        queue.clear();
+    }
+}
+
+/// One message of a `sendmmsg`: `count` consecutive transmits to one destination,
+/// segmented at `segment` bytes when more than one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Group {
+    count: usize,
+    segment: usize,
+}
+
+/// Splits the head of `queue` into at most `max_groups` messages. A datagram joins the
+/// current group when it goes to the same destination, is no longer than the group's
+/// segment size, and the group's last datagram was full-size (the kernel cuts every
+/// segment at that size; only the last may be shorter).
+fn plan_groups(queue: &[Transmit], gso: bool, max_groups: usize) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut bytes = 0;
+    let mut last_short = false;
+    for (i, t) in queue.iter().enumerate() {
+        let len = t.contents.len();
+        if let Some(g) = groups.last_mut() {
+            let prev = &queue[i - 1];
+            let joins = gso
+                && prev.destination == t.destination
+                && len <= g.segment
+                && !last_short
+                && g.count < MAX_SEGMENTS
+                && bytes + len <= MAX_SEGMENTED_BYTES;
+            if joins {
+                g.count += 1;
+                bytes += len;
+                last_short = len < g.segment;
+                continue;
+            }
+        }
+        if groups.len() == max_groups {
+            break;
+        }
+        groups.push(Group {
+            count: 1,
+            segment: len,
+        });
+        bytes = len;
+        last_short = false;
+    }
+    groups
+}
+
+/// Errors with which a kernel or device says it cannot segment this message.
+fn gso_refused(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EIO | libc::EINVAL | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
+}
+
+/// Space for one `UDP_SEGMENT`/`UDP_GRO` control message (an int at most).
+const CMSG_LEN: usize = 32;
+
+/// Sends `groups` (taken in order from the head of `queue`) with one `sendmmsg`;
+/// returns how many groups the kernel took.
+fn sendmmsg(fd: i32, queue: &[Transmit], groups: &[Group], gso: bool) -> io::Result<usize> {
+    let datagrams: usize = groups.iter().map(|g| g.count).sum();
+    let mut iov: Vec<libc::iovec> = queue[..datagrams]
+        .iter()
+        .map(|t| libc::iovec {
+            iov_base: t.contents.as_ptr() as *mut libc::c_void,
+            iov_len: t.contents.len(),
+        })
+        .collect();
+    let mut addrs: Vec<RawAddr> = Vec::with_capacity(groups.len());
+    let mut cmsgs: Vec<[u64; CMSG_LEN / 8]> = vec![[0; CMSG_LEN / 8]; groups.len()];
+    // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
+    let mut msgs: Vec<libc::mmsghdr> = (0..groups.len()).map(|_| unsafe { zeroed() }).collect();
+    let mut first = 0;
+    for (i, g) in groups.iter().enumerate() {
+        addrs.push(RawAddr::from(queue[first].destination.0));
+        let hdr = &mut msgs[i].msg_hdr;
+        hdr.msg_iov = iov[first..].as_mut_ptr();
+        hdr.msg_iovlen = g.count as _;
+        if gso && g.count > 1 {
+            let cmsg = cmsgs[i].as_mut_ptr().cast::<u8>();
+            // SAFETY: the buffer is CMSG_LEN bytes, aligned for cmsghdr (u64), which is
+            // more than CMSG_SPACE(2); the pointers stay valid for the whole call.
+            unsafe {
+                hdr.msg_control = cmsg.cast();
+                hdr.msg_controllen = libc::CMSG_SPACE(size_of::<u16>() as u32) as _;
+                let c = libc::CMSG_FIRSTHDR(hdr);
+                (*c).cmsg_level = libc::SOL_UDP;
+                (*c).cmsg_type = UDP_SEGMENT;
+                (*c).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as u32) as _;
+                let size = u16::try_from(g.segment).unwrap_or(u16::MAX);
+                std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<u16>(), size);
+            }
+        }
+        first += g.count;
+    }
+    for (msg, addr) in msgs.iter_mut().zip(addrs.iter()) {
+        msg.msg_hdr.msg_name = addr.as_ptr();
+        msg.msg_hdr.msg_namelen = addr.len;
+    }
+    // SAFETY: every msghdr points into `iov`, `addrs` and `cmsgs`, which outlive the
+    // call and are not moved during it; the kernel only reads them.
+    let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), msgs.len() as u32, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// A socket address in the kernel's layout.
+struct RawAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+impl RawAddr {
+    fn as_ptr(&self) -> *mut libc::c_void {
+        (&self.storage as *const libc::sockaddr_storage)
+            .cast_mut()
+            .cast()
+    }
+}
+
+impl From<SocketAddr> for RawAddr {
+    fn from(addr: SocketAddr) -> Self {
+        // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+        let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+                unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+                unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        RawAddr {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
+
+/// Reads a socket address the kernel filled in; `None` for families we do not speak.
+fn endpoint_of(storage: &libc::sockaddr_storage) -> Option<Endpoint> {
+    let ptr = storage as *const libc::sockaddr_storage;
+    match i32::from(storage.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in.
+            let sin = unsafe { &*(ptr.cast::<libc::sockaddr_in>()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(Endpoint(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(sin.sin_port),
+            ))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says the storage holds a sockaddr_in6.
+            let sin6 = unsafe { &*(ptr.cast::<libc::sockaddr_in6>()) };
+            Some(Endpoint(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))))
+        }
+        _ => None,
+    }
+}
+
+/// The buffers of one `recvmmsg`, reused for every call.
+struct RecvBuffers {
+    data: Vec<u8>,
+    addrs: Vec<libc::sockaddr_storage>,
+    cmsgs: Vec<[u64; CMSG_LEN / 8]>,
+    lens: Vec<usize>,
+    segments: Vec<Option<usize>>,
+}
+
+impl RecvBuffers {
+    fn new() -> Self {
+        RecvBuffers {
+            data: vec![0; RECV_BATCH * RECV_BUF_LEN],
+            // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
+            addrs: (0..RECV_BATCH).map(|_| unsafe { zeroed() }).collect(),
+            cmsgs: vec![[0; CMSG_LEN / 8]; RECV_BATCH],
+            lens: vec![0; RECV_BATCH],
+            segments: vec![None; RECV_BATCH],
+        }
+    }
+
+    /// One `recvmmsg` into the buffers; returns how many messages arrived.
+    fn recvmmsg(&mut self, fd: i32) -> io::Result<usize> {
+        let mut iov: Vec<libc::iovec> = self
+            .data
+            .chunks_mut(RECV_BUF_LEN)
+            .map(|b| libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        let mut msgs: Vec<MaybeUninit<libc::mmsghdr>> = Vec::with_capacity(RECV_BATCH);
+        for ((iov, addr), cmsg) in iov
+            .iter_mut()
+            .zip(self.addrs.iter_mut())
+            .zip(self.cmsgs.iter_mut())
+        {
+            // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            m.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            m.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as _;
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m.msg_hdr.msg_control = cmsg.as_mut_ptr().cast();
+            m.msg_hdr.msg_controllen = CMSG_LEN as _;
+            msgs.push(MaybeUninit::new(m));
+        }
+        // SAFETY: every header points into buffers owned by `self` and `iov`, which
+        // outlive the call; MaybeUninit<mmsghdr> has mmsghdr's layout and all are
+        // initialised above.
+        let n = unsafe {
+            libc::recvmmsg(
+                fd,
+                msgs.as_mut_ptr().cast(),
+                RECV_BATCH as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for (i, m) in msgs.iter().enumerate().take(n) {
+            // SAFETY: initialised above; the kernel filled in lengths and control data.
+            let m = unsafe { m.assume_init_ref() };
+            self.lens[i] = m.msg_len as usize;
+            self.segments[i] = gro_segment(&m.msg_hdr);
+        }
+        Ok(n)
+    }
+
+    /// Message `i` of the last call: source, bytes, and the GRO segment size if any.
+    fn message(&self, i: usize) -> (Option<Endpoint>, &[u8], Option<usize>) {
+        let start = i * RECV_BUF_LEN;
+        let len = self.lens[i].min(RECV_BUF_LEN);
+        (
+            endpoint_of(&self.addrs[i]),
+            &self.data[start..start + len],
+            self.segments[i],
+        )
+    }
+}
+
+/// The `UDP_GRO` segment size in a received message's control data, if present.
+fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
+    // SAFETY: `hdr` was filled by recvmmsg; CMSG_FIRSTHDR/NXTHDR stay within
+    // msg_controllen, and the int payload of UDP_GRO is read unaligned.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == UDP_GRO {
+                let size = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                return usize::try_from(size).ok();
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+fn set_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the fd is open for the whole call and the value is a properly sized int.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Enlarges the socket's buffers: past the system limit when privileged
+/// (`SO_RCVBUFFORCE`), up to it otherwise. Failures only cost throughput.
+fn set_socket_buffers(socket: &UdpSocket) {
+    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
+        if set_int_option(socket, libc::SOL_SOCKET, force, size).is_err()
+            && set_int_option(socket, libc::SOL_SOCKET, plain, size).is_err()
+        {
+            tracing::debug!("could not enlarge the UDP socket buffers");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(port: u16, len: usize) -> Transmit {
+        Transmit {
+            destination: Endpoint(SocketAddr::from(([127, 0, 0, 1], port))),
+            contents: vec![0xab; len],
+        }
+    }
+
+    #[test]
+    fn groups_join_equal_datagrams_to_one_destination_and_end_after_a_short_one() {
+        let q = [
+            t(1, 1432),
+            t(1, 1432),
+            t(1, 1432),
+            t(1, 900),
+            t(1, 1432),
+            t(2, 1432),
+        ];
+        let g = plan_groups(&q, true, 64);
+        assert_eq!(
+            g,
+            vec![
+                Group {
+                    count: 4,
+                    segment: 1432
+                },
+                Group {
+                    count: 1,
+                    segment: 1432
+                },
+                Group {
+                    count: 1,
+                    segment: 1432
+                },
+            ]
+        );
+        // A longer datagram cannot join a group of shorter segments.
+        let g = plan_groups(&[t(1, 100), t(1, 200)], true, 64);
+        assert_eq!(g.len(), 2);
+        // Without GSO every datagram is its own message; the batch limit holds.
+        let g = plan_groups(&q, false, 3);
+        assert_eq!(g.len(), 3);
+        assert!(g.iter().all(|g| g.count == 1));
+    }
+
+    #[test]
+    fn groups_respect_the_segment_count_and_byte_limits() {
+        let q: Vec<Transmit> = (0..200).map(|_| t(1, 1000)).collect();
+        let g = plan_groups(&q, true, 64);
+        assert!(g.iter().all(|g| g.count <= MAX_SEGMENTS));
+        assert!(g.iter().all(|g| g.count * g.segment <= MAX_SEGMENTED_BYTES));
+        assert_eq!(g.iter().map(|g| g.count).sum::<usize>(), 200);
+    }
+
+    /// Real sockets on loopback: a segmented burst arrives as the same datagrams, in
+    /// order, whether or not the kernel coalesced them on receipt.
+    #[test]
+    fn a_batch_sent_with_segmentation_arrives_as_the_same_datagrams() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let any = SocketAddr::from(([127, 0, 0, 1], 0));
+            let mut a = UdpIo::bind(any).await.unwrap();
+            let mut b = UdpIo::bind(any).await.unwrap();
+            let to = b.local();
+            let mut queue: Vec<Transmit> = (0..40u8)
+                .map(|i| Transmit {
+                    destination: to,
+                    contents: vec![
+                        i;
+                        if i % 2 == 0 {
+                            1400
+                        } else {
+                            1400 - usize::from(i % 5)
+                        }
+                    ],
+                })
+                .collect();
+            let expected: Vec<Vec<u8>> = queue.iter().map(|t| t.contents.clone()).collect();
+            a.send_batch(&mut queue).await;
+            assert!(queue.is_empty());
+            let mut got: Vec<Vec<u8>> = Vec::new();
+            while got.len() < expected.len() {
+                b.readable().await.unwrap();
+                let _ = b.try_recv_batch(|from, d| {
+                    assert_eq!(from, a.local());
+                    got.push(d.to_vec());
+                });
+            }
+            assert_eq!(got, expected);
+            assert_eq!(a.stats().send_errors, 0);
+        });
+    }
+}
