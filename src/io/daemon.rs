@@ -28,7 +28,8 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use super::home::{Home, HomeError};
 use super::http;
 use super::networks::Networks;
-use super::tap::Tap;
+use super::offload::{self, Coalescer};
+use super::tap::{self, Tap};
 use super::udp::UdpIo;
 use crate::controller::{Change, Controller, NetworkConfig};
 use crate::crypto::identity::PublicIdentity;
@@ -211,10 +212,16 @@ pub struct NodeDriver {
     taps_generation: u64,
     /// Datagrams the core produced, sent together by `flush`.
     transmits: Vec<Transmit>,
-    /// One frame read from a TAP.
-    frame: Vec<u8>,
+    /// One message read from a TAP (virtio header and a frame of up to 64 KiB).
+    message: Vec<u8>,
+    /// Where a segmentation frame is cut into frames.
+    segment: Vec<u8>,
+    /// Merges the frames written to a TAP (see `super::offload`).
+    coalescer: Coalescer,
     /// Frames the core delivered that no TAP took (none, or its queue was full).
     tap_drops: u64,
+    /// Messages read from a TAP that could not be turned into frames.
+    tap_bad: u64,
 }
 
 impl NodeDriver {
@@ -277,8 +284,11 @@ impl NodeDriver {
                 taps: Vec::new(),
                 taps_generation: u64::MAX,
                 transmits: Vec::with_capacity(256),
-                frame: vec![0; MAX_FRAME_LEN],
+                message: vec![0; tap::MESSAGE_LEN],
+                segment: Vec::with_capacity(MAX_FRAME_LEN),
+                coalescer: Coalescer::new(),
                 tap_drops: 0,
+                tap_bad: 0,
             },
             handle,
         ))
@@ -346,17 +356,24 @@ impl NodeDriver {
         }
     }
 
-    /// Feeds the core up to [`TAP_BATCH`] ready frames of each TAP; returns how many.
+    /// Feeds the core up to [`TAP_BATCH`] ready messages of each TAP (a segmentation
+    /// message is cut into its frames first); returns how many messages.
     fn pump_taps(&mut self) -> usize {
         let now = self.clock.now();
         let mut moved = 0;
         for (network, tap) in &self.taps {
             for _ in 0..TAP_BATCH {
-                match tap.try_recv(&mut self.frame) {
+                match tap.try_read_message(&mut self.message) {
                     Ok(len) => {
-                        let _ = self
-                            .node
-                            .handle_tap_frame(now, *network, &self.frame[..len]);
+                        let node = &mut self.node;
+                        let split =
+                            offload::split_read(&mut self.message[..len], &mut self.segment, |f| {
+                                let _ = node.handle_tap_frame(now, *network, f);
+                            });
+                        if let Err(e) = split {
+                            tracing::trace!(%network, "tap message dropped: {e}");
+                            self.tap_bad += 1;
+                        }
                         moved += 1;
                     }
                     Err(e) => {
@@ -369,6 +386,20 @@ impl NodeDriver {
             }
         }
         moved
+    }
+
+    /// Writes the coalescer's message to `network`'s TAP.
+    fn write_run(&mut self, network: Option<NetworkId>) {
+        let (Some(network), Some(message)) = (network, self.coalescer.finish()) else {
+            return;
+        };
+        let written = self
+            .networks
+            .as_ref()
+            .is_some_and(|n| n.write_message(network, message));
+        if !written {
+            self.tap_drops += 1;
+        }
     }
 
     /// Re-reads the TAP list when devices came or went.
@@ -402,7 +433,10 @@ impl NodeDriver {
                 let _ = tx.send(self.node.peers(now));
             }
             NodeCommand::Stats(tx) => {
-                let _ = tx.send(self.node.stats().iter().collect());
+                let mut stats: Vec<(&'static str, u64)> = self.node.stats().iter().collect();
+                stats.push(("drop_tap_write", self.tap_drops));
+                stats.push(("drop_tap_message", self.tap_bad));
+                let _ = tx.send(stats);
             }
             NodeCommand::Join(network, tx) => {
                 self.node.join(now, network);
@@ -472,15 +506,16 @@ impl NodeDriver {
             if !self.transmits.is_empty() {
                 self.udp.send_batch(&mut self.transmits).await;
             }
+            // Frames for the TAPs, consecutive TCP segments of a flow merged.
+            let mut run: Option<NetworkId> = None;
             while let Some(f) = self.node.poll_tap() {
-                let delivered = self
-                    .networks
-                    .as_ref()
-                    .is_some_and(|n| n.deliver(f.network, &f.frame));
-                if !delivered {
-                    self.tap_drops += 1;
+                if run != Some(f.network) || !self.coalescer.append(&f.frame) {
+                    self.write_run(run);
+                    run = Some(f.network);
+                    self.coalescer.start(&f.frame);
                 }
             }
+            self.write_run(run);
             let mut events = false;
             while let Some(event) = self.node.poll_event() {
                 events = true;

@@ -8,5 +8,6 @@ pub mod http;
 pub mod netconf;
 pub mod netdev;
 pub mod networks;
+pub mod offload;
 pub mod tap;
 pub mod udp;

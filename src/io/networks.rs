@@ -12,7 +12,7 @@
 //! withdrawn, TAP removed) and its cached config.
 //!
 //! The TAPs are read and written by the node driver's packet loop itself
-//! ([`Networks::taps`], [`Networks::deliver`]): no reader task, no channel per frame.
+//! ([`Networks::taps`], [`Networks::write_message`]): no reader task, no channel per frame.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -139,13 +139,14 @@ impl Networks {
         let _ = std::fs::remove_file(self.file(network, "controller"));
     }
 
-    /// Writes a frame the node core delivered to the network's TAP, without waiting;
-    /// false when it was dropped (no device, or its queue is full).
-    pub fn deliver(&self, network: NetworkId, frame: &[u8]) -> bool {
+    /// Writes a message (virtio header and frame, see [`super::offload`]) to the
+    /// network's TAP without waiting; false when it was dropped (no device, or its queue
+    /// is full).
+    pub fn write_message(&self, network: NetworkId, message: &[u8]) -> bool {
         let Some(d) = self.devices.get(&network) else {
             return false;
         };
-        match d.tap().try_send(frame) {
+        match d.tap().try_write_message(message) {
             Ok(()) => true,
             Err(e) => {
                 tracing::trace!(%network, "tap write: {e}");

@@ -6,8 +6,14 @@
 //!   namespace, sets its MTU and MAC, and brings it up. Its name and index are read once
 //!   there and cached, because name↔index lookups depend on the namespace of the thread
 //!   asking. It must be called inside a tokio runtime (the fd is registered with it).
-//! - Frames are exactly `dst MAC | src MAC | ethertype | payload` (no packet-info header,
-//!   no virtio header, no offloads), at most MTU + 14 bytes (+4 with a VLAN tag).
+//! - The device is opened with `IFF_VNET_HDR` and offers the host checksum offload and
+//!   TCP segmentation (`TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6`, never UDP segmentation):
+//!   every message read or written is a [`virtio_net_hdr`](super::offload::VnetHdr)
+//!   followed by a frame `dst MAC | src MAC | ethertype | payload`, which may be up to
+//!   64 KiB for TCP. [`Tap::try_read_message`]/[`Tap::try_write_message`] move such
+//!   messages for the driver, which uses [`super::offload`] around them;
+//!   [`Tap::recv`]/[`Tap::send`] move one plain frame (header handled here) for tests
+//!   and tools.
 //! - Dropping the `Tap` closes the fd, which makes the kernel delete the device (with its
 //!   addresses and routes).
 //! - Addresses and routes are not set here: that is [`crate::io::netconf`]'s job (tun-rs'
@@ -19,7 +25,11 @@
 use std::io;
 use std::task::{Context, Poll};
 
+use std::os::fd::AsRawFd;
+
 use tun_rs::{AsyncDevice, DeviceBuilder, Layer};
+
+use super::offload;
 
 use crate::types::Mac;
 
@@ -100,12 +110,14 @@ impl Tap {
         let dev = DeviceBuilder::new()
             .name(name)
             .layer(Layer::L2)
+            .offload(true)
             .enable(false)
             .build_sync()
             .map_err(os(
                 "opening /dev/net/tun and creating the device",
                 "; needs root or CAP_NET_ADMIN, and the name must not belong to another device",
             ))?;
+        set_offloads(dev.as_raw_fd()).map_err(os("choosing the TAP offloads", ""))?;
         dev.set_mtu(mtu).map_err(os("setting the MTU", ""))?;
         dev.set_mac_address(mac.0)
             .map_err(os("setting the MAC address", ""))?;
@@ -125,44 +137,60 @@ impl Tap {
         })
     }
 
-    /// Reads one Ethernet frame into `buf` and returns its length. `buf` should hold
-    /// MTU + 18 bytes; a longer frame is truncated by the kernel.
+    /// Reads one Ethernet frame into `buf` and returns its length, with checksums the
+    /// kernel left open completed; a TCP segmentation frame comes back whole. `buf`
+    /// should hold 64 KiB; a longer message is truncated by the kernel.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.dev.recv(buf).await
-    }
-
-    /// Reads one Ethernet frame if one is ready; `WouldBlock` when none is (the
-    /// readiness [`poll_readable`](Self::poll_readable) reported is then cleared).
-    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.dev.try_recv(buf)
-    }
-
-    /// Ready when a frame may be waiting (then call [`try_recv`](Self::try_recv)).
-    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.dev.poll_readable(cx)
+        loop {
+            self.dev.readable().await?;
+            match self.try_read_message(buf) {
+                Ok(n) => return plain_frame(buf, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Writes one Ethernet frame (as if it arrived on the wire). Frames shorter than an
     /// Ethernet header are refused with `InvalidInput`.
     pub async fn send(&self, frame: &[u8]) -> io::Result<()> {
         check_frame(frame)?;
-        let n = self.dev.send(frame).await?;
-        self.check_written(n, frame)
+        let mut message = offload::PLAIN.to_vec();
+        message.extend_from_slice(frame);
+        let n = self.dev.send(&message).await?;
+        self.check_written(n, &message)
     }
 
-    /// Writes one Ethernet frame without waiting: `WouldBlock` when the device's queue
-    /// is full (the caller drops the frame, as a full switch port would).
-    pub fn try_send(&self, frame: &[u8]) -> io::Result<()> {
-        check_frame(frame)?;
-        let n = self.dev.try_send(frame)?;
-        self.check_written(n, frame)
+    /// Reads one message (virtio header and frame) if one is ready; `WouldBlock` when
+    /// none is (the readiness [`poll_readable`](Self::poll_readable) reported is then
+    /// cleared). `buf` should hold [`MESSAGE_LEN`] bytes.
+    pub fn try_read_message(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.dev.try_recv(buf)
     }
 
-    fn check_written(&self, n: usize, frame: &[u8]) -> io::Result<()> {
-        if n != frame.len() {
+    /// Ready when a message may be waiting.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.dev.poll_readable(cx)
+    }
+
+    /// Writes one message (virtio header and frame) without waiting: `WouldBlock` when
+    /// the device's queue is full (the caller drops it, as a full switch port would).
+    pub fn try_write_message(&self, message: &[u8]) -> io::Result<()> {
+        if message.len() < offload::VNET_HDR_LEN + 14 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a message shorter than its header and an Ethernet header",
+            ));
+        }
+        let n = self.dev.try_send(message)?;
+        self.check_written(n, message)
+    }
+
+    fn check_written(&self, n: usize, message: &[u8]) -> io::Result<()> {
+        if n != message.len() {
             return Err(io::Error::new(
                 io::ErrorKind::WriteZero,
-                format!("TAP {} took {n} of {} bytes", self.name, frame.len()),
+                format!("TAP {} took {n} of {} bytes", self.name, message.len()),
             ));
         }
         Ok(())
@@ -198,6 +226,35 @@ impl std::fmt::Debug for Tap {
             .field("mtu", &self.mtu)
             .finish_non_exhaustive()
     }
+}
+
+/// The largest message a read returns: the header and a 64 KiB segmentation frame.
+pub const MESSAGE_LEN: usize = offload::VNET_HDR_LEN + 14 + 65_535;
+
+/// Turns the message in `buf[..n]` into the plain frame at the start of `buf`.
+fn plain_frame(buf: &mut [u8], n: usize) -> io::Result<usize> {
+    let bad = |e: offload::OffloadError| io::Error::new(io::ErrorKind::InvalidData, e);
+    let hdr =
+        offload::VnetHdr::parse(&buf[..n]).ok_or_else(|| bad(offload::OffloadError::Truncated))?;
+    if hdr.flags & offload::F_NEEDS_CSUM != 0 && hdr.gso_type == offload::GSO_NONE {
+        // Completing the checksum is what split_read does for a single frame.
+        let mut len = 0;
+        offload::split_read(&mut buf[..n], &mut Vec::new(), |f| len = f.len()).map_err(bad)?;
+    }
+    buf.copy_within(offload::VNET_HDR_LEN..n, 0);
+    Ok(n - offload::VNET_HDR_LEN)
+}
+
+/// Offers the host checksum offload and TCP segmentation, and nothing else (tun-rs also
+/// asks for UDP segmentation where the kernel has it, which the driver does not cut).
+fn set_offloads(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let flags = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+    // SAFETY: `fd` is the open TAP descriptor; TUNSETOFFLOAD takes the flags by value.
+    let r = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn check_frame(frame: &[u8]) -> io::Result<()> {
