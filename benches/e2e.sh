@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end throughput and latency of skylan between two network namespaces, compared
-# with a plain veth pair (and the bridged underlay skylan itself runs over).
+# with a plain veth pair, the bridged underlay skylan itself runs over, and vpncloud
+# (another encrypted L2 overlay, when its binary is installed) on the same underlay.
 #
 # What it does (needs root, iproute2, iputils-ping, iperf3, jq; installs nothing):
 #   1. builds a throw-away lab of network namespaces, all named skb-<pid>-*:
@@ -10,20 +11,27 @@
 #        skb-<pid>-a      skylan node, member        198.51.100.243 -> overlay 198.18.77.x
 #        skb-<pid>-b      skylan node, member        198.51.100.244 -> overlay 198.18.77.y
 #        skb-<pid>-va/vb  the baseline: one veth pair, 198.51.100.245 <-> .246
+#        skb-<pid>-vca    vpncloud peer              198.51.100.247 -> overlay 198.18.78.1
+#        skb-<pid>-vcb    vpncloud peer              198.51.100.248 -> overlay 198.18.78.2
 #      The controller creates a private network (pool 198.18.77.10-20); A and B join and
-#      are authorized; measuring starts once A reaches B over a DIRECT path.
+#      are authorized; measuring starts once A reaches B over a DIRECT path. The two
+#      vpncloud peers (switch mode over TAP, ChaCha20, a shared password made per run)
+#      must reach each other over their overlay first.
 #   2. in rounds (the order of the paths rotates each round, so machine noise hits all
 #      of them alike), for each path:
 #        veth      va -> vb over the veth pair
 #        underlay  a -> b over their underlay addresses (veth, bridge, veth: the wire
 #                  skylan's UDP runs on)
 #        skylan    a -> b over the overlay (TAP, skylan, UDP on the underlay, skylan, TAP)
+#        vpncloud  vca -> vcb over vpncloud's overlay (TAP, vpncloud, UDP, vpncloud, TAP)
 #      it pings (idle RTT) and runs iperf3 TCP with 1 and 4 streams, recording Mbit/s,
-#      TCP retransmits, iperf3's CPU time (from its JSON) and, for skylan, the daemons'
-#      CPU time per thread and context switches (/proc), the daemons' counters
-#      (/metrics), UDP receive-buffer drops and TAP queue drops;
-#   3. prints medians over the rounds, the ratios, CPU-seconds per GB and per-frame
-#      costs; with --profile also a `perf` profile and syscall counts of one more run.
+#      TCP retransmits, iperf3's CPU time (from its JSON) and, for skylan and vpncloud,
+#      the two daemons' CPU time (/proc); for skylan also per thread with context
+#      switches, the daemons' counters (/metrics), UDP receive-buffer drops and TAP
+#      queue drops; after each round it prints that round's throughput ratios;
+#   3. prints medians over the rounds, the medians of the in-round ratios, CPU-seconds
+#      per GB and per-frame costs; with --profile also a `perf` profile and syscall
+#      counts of one more run.
 #
 # Everything it made is removed on exit, also on failure or Ctrl-C (a trap): it signals
 # only the processes it started (by PID) and deletes only its own namespaces.
@@ -37,7 +45,8 @@ set -Eeuo pipefail
 ROUNDS=5
 SECONDS_PER_RUN=10
 STREAMS="1 4"
-PATHS="veth underlay skylan"
+PATHS=""             # empty: veth underlay skylan, and vpncloud when its binary is found
+VPNCLOUD="${VPNCLOUD_BIN:-}"
 PING_COUNT=20
 NET_MTU=""           # empty: the controller's default network MTU
 PROFILE=0
@@ -50,16 +59,21 @@ usage() {
 Usage: benches/e2e.sh [options]
 
 Runs iperf3 TCP and ping between two network namespaces through skylan, through a
-plain veth pair and over the bridged underlay, several rounds, and prints medians,
-ratios, CPU-seconds per GB and where the daemons' time goes.
-Needs root, iproute2, iputils-ping, iperf3 and jq (perf for --profile).
+plain veth pair, over the bridged underlay and through vpncloud (when installed),
+several rounds, and prints medians, in-round ratios, CPU-seconds per GB and where the
+daemons' time goes.
+Needs root, iproute2, iputils-ping, iperf3 and jq (perf for --profile; vpncloud 2.3
+for the vpncloud path: cargo install --locked vpncloud --version 2.3.0).
 
 Options:
   -r, --rounds N      rounds of measurements (default 5)
   -t, --time S        seconds per iperf3 run (default 10)
   -s, --streams LIST  parallel TCP streams to test (default "1 4")
-      --paths LIST    paths to measure, of: veth underlay skylan
-                      (default "veth underlay skylan")
+      --paths LIST    paths to measure, of: veth underlay skylan vpncloud
+                      (default "veth underlay skylan vpncloud"; without a
+                      vpncloud binary "veth underlay skylan", with a notice)
+      --vpncloud BIN  the vpncloud binary (default: vpncloud on PATH, else
+                      ~/.cargo/bin/vpncloud)
   -p, --pings N       pings per round and path, 0.2 s apart (default 20)
   -m, --mtu N         set the skylan network's MTU (default: the controller default)
       --profile       after the rounds, one more skylan -P 1 run under `perf stat`
@@ -71,6 +85,7 @@ Options:
 Environment:
   SKYLAN_BIN   the skylan binary (default: target/release/skylan, built if missing)
   SKYLAN_LOG   the daemons' log filter (default info)
+  VPNCLOUD_BIN the vpncloud binary (as --vpncloud)
 EOF
 }
 
@@ -79,7 +94,8 @@ while [ $# -gt 0 ]; do
         -r|--rounds) ROUNDS="${2:-}"; shift 2 ;;
         -t|--time) SECONDS_PER_RUN="${2:-}"; shift 2 ;;
         -s|--streams) STREAMS="${2:-}"; shift 2 ;;
-        --paths) PATHS="${2:-}"; shift 2 ;;
+        --paths) PATHS="${2:-}"; [ -n "$PATHS" ] || PATHS=" "; shift 2 ;;
+        --vpncloud) VPNCLOUD="${2:-}"; [ -n "$VPNCLOUD" ] || VPNCLOUD=" "; shift 2 ;;
         -p|--pings) PING_COUNT="${2:-}"; shift 2 ;;
         -m|--mtu) NET_MTU="${2:-}"; shift 2 ;;
         --profile) PROFILE=1; shift ;;
@@ -108,9 +124,14 @@ is_uint "$PING_COUNT" && [ "$PING_COUNT" -ge 1 ] || usage_error "--pings wants a
 for s in $STREAMS; do
     is_uint "$s" && [ "$s" -ge 1 ] && [ "$s" -le 128 ] || usage_error "--streams wants numbers 1-128, got '$STREAMS'"
 done
-[ -n "$PATHS" ] || usage_error "--paths is empty"
+PATHS_GIVEN=1
+[ -n "$PATHS" ] || { PATHS_GIVEN=0; PATHS="veth underlay skylan vpncloud"; }
+[ -n "${PATHS// /}" ] || usage_error "--paths is empty"
 for p in $PATHS; do
-    case "$p" in veth|underlay|skylan) ;; *) usage_error "--paths: unknown path '$p' (veth, underlay, skylan)" ;; esac
+    case "$p" in
+        veth|underlay|skylan|vpncloud) ;;
+        *) usage_error "--paths: unknown path '$p' (veth, underlay, skylan, vpncloud)" ;;
+    esac
 done
 [ -z "$NET_MTU" ] || is_uint "$NET_MTU" || usage_error "--mtu wants a number, got '$NET_MTU'"
 has_path() { [[ " $PATHS " == *" $1 "* ]]; }
@@ -129,6 +150,25 @@ if [ "$PROFILE" = 1 ] && ! command -v perf >/dev/null 2>&1; then
     die "--profile needs perf: apt-get install -y linux-perf (Debian) or linux-tools-\$(uname -r) (Ubuntu)"
 fi
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing: skylan needs TUN/TAP (modprobe tun)"
+
+# vpncloud: --vpncloud / VPNCLOUD_BIN, else on PATH, else where `cargo install` puts it.
+VPNCLOUD_HINT="install it with: cargo install --locked vpncloud --version 2.3.0 (or name the binary with --vpncloud BIN / VPNCLOUD_BIN)"
+if [[ " $PATHS " == *" vpncloud "* ]]; then
+    if [ -n "$VPNCLOUD" ]; then
+        [ -x "$VPNCLOUD" ] || VPNCLOUD="$(command -v "$VPNCLOUD" 2>/dev/null || true)"
+        [ -n "$VPNCLOUD" ] && [ -x "$VPNCLOUD" ] || die "the vpncloud binary given (--vpncloud / VPNCLOUD_BIN) is not an executable file"
+    elif command -v vpncloud >/dev/null 2>&1; then
+        VPNCLOUD="$(command -v vpncloud)"
+    elif [ -x "${HOME:-/root}/.cargo/bin/vpncloud" ]; then
+        VPNCLOUD="${HOME:-/root}/.cargo/bin/vpncloud"
+    elif [ "$PATHS_GIVEN" = 1 ]; then
+        die "--paths includes vpncloud, but no vpncloud binary was found; $VPNCLOUD_HINT"
+    else
+        echo "e2e.sh: notice: no vpncloud binary found, so the vpncloud path is skipped; $VPNCLOUD_HINT" >&2
+        PATHS="veth underlay skylan"
+        VPNCLOUD=""
+    fi
+fi
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SKY="${SKYLAN_BIN:-$REPO/target/release/skylan}"
@@ -228,7 +268,9 @@ RESULTS="$WORK/raw/results.tsv"    # path streams round mbps retrans bytes secs 
 THREADS="$WORK/raw/threads.tsv"    # streams round node role cpu_s voluntary_cs involuntary_cs
 COUNTERS="$WORK/raw/counters.tsv"  # streams round node counter change
 PINGS="$WORK/raw/pings.tsv"        # path rtt_ms|lost
+RATIOS="$WORK/raw/ratios.tsv"      # path base streams round ratio (throughput, within one round)
 : >"$RESULTS"
+: >"$RATIOS"
 : >"$THREADS"
 : >"$COUNTERS"
 : >"$PINGS"
@@ -242,6 +284,8 @@ NS_A="$ID-a"
 NS_B="$ID-b"
 NS_VA="$ID-va"
 NS_VB="$ID-vb"
+NS_VCA="$ID-vca"
+NS_VCB="$ID-vcb"
 
 IP_ROOT=198.51.100.241
 IP_CTRL=198.51.100.242
@@ -249,6 +293,19 @@ IP_A=198.51.100.243
 IP_B=198.51.100.244
 IP_VA=198.51.100.245
 IP_VB=198.51.100.246
+IP_VCA=198.51.100.247
+IP_VCB=198.51.100.248
+OVL_VCA=198.18.78.1
+OVL_VCB=198.18.78.2
+VC_PORT=3210
+VC_DEV=vc0
+# vpncloud's own MTU for a 1500-byte underlay: 1500 - 40 (it assumes an IPv6 outer
+# header) - 8 (UDP) - 24 (crypto) - 1 (message type) - 14 (inner Ethernet header).
+VC_MTU=1413
+# vpncloud 2.3 learns its own address with a UDP connect() to this public resolver
+# address (nothing is sent) and panics when there is no route to it; a host route to
+# `lo` inside its namespace satisfies the lookup and keeps anything from leaving.
+VC_RESOLVER=8.8.8.8
 POOL=198.18.77.10-198.18.77.20
 ROUTE=198.18.77.0/24
 PORT=9993
@@ -381,10 +438,7 @@ diff_threads() {
 # daemon to read), and the daemon's own /metrics counters.
 node_counters() { # NETNS HOME DEVICE
     local ns="$1" home="$2" dev="$3" token port
-    ip netns exec "$ns" cat /proc/net/snmp | awk '$1 == "Udp:" {
-        if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else for (i = 2; i <= NF; i++) print "udp_" n[i], $i }'
-    ip -n "$ns" -s -j link show dev "$dev" | jq -r '.[0].stats64 |
-        "tap_rx_dropped \(.rx.dropped)\ntap_tx_dropped \(.tx.dropped)\ntap_tx_packets \(.tx.packets)"'
+    tap_counters "$ns" "$dev"
     token="$(cat "$home/authtoken.secret")"
     port="$(cat "$home/skylan.port")"
     # The local API over bash's /dev/tcp, so no HTTP client is needed.
@@ -392,6 +446,15 @@ node_counters() { # NETNS HOME DEVICE
         exec 3<>"/dev/tcp/127.0.0.1/$PORT" || exit 0
         printf "GET /metrics HTTP/1.0\r\nHost: localhost\r\nX-ZT1-Auth: %s\r\n\r\n" "$TOKEN" >&3
         cat <&3' | tr -d '\r' | awk '/^skylan_node_[a-z_]+ [0-9]+$/ { sub("skylan_node_", "", $1); print $1, $2 }' || true
+}
+
+# A namespace's UDP counters ("udp_InDatagrams", "udp_RcvbufErrors", ...) and a TAP
+# device's drop counters, as "name value" lines (for any daemon on a TAP).
+tap_counters() { # NETNS DEVICE
+    ip netns exec "$1" cat /proc/net/snmp | awk '$1 == "Udp:" {
+        if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else for (i = 2; i <= NF; i++) print "udp_" n[i], $i }'
+    ip -n "$1" -s -j link show dev "$2" | jq -r '.[0].stats64 |
+        "tap_rx_dropped \(.rx.dropped)\ntap_tx_dropped \(.tx.dropped)\ntap_tx_packets \(.tx.packets)"'
 }
 
 # counter_changes BEFORE AFTER: "name change" lines.
@@ -451,6 +514,22 @@ ip -n "$NS_VB" addr add "$IP_VB/24" dev eth0
 ip -n "$NS_VA" link set eth0 up
 ip -n "$NS_VB" link set eth0 up
 
+if has_path vpncloud; then
+    add_host "$NS_VCA" "$IP_VCA" p5
+    add_host "$NS_VCB" "$IP_VCB" p6
+    ip -n "$NS_VCA" route add "$VC_RESOLVER/32" dev lo
+    ip -n "$NS_VCB" route add "$VC_RESOLVER/32" dev lo
+fi
+
+# Nothing can leave the lab: no namespace of ours has a default route (the backbone has
+# no addresses or routes at all), so a packet to any address outside the lab's subnets
+# has nowhere to go.
+for ns in "${NAMESPACES[@]}"; do
+    [ -z "$(ip -n "$ns" route show default)" ] || die "namespace $ns has a default route"
+    [ -z "$(ip -n "$ns" -6 route show default)" ] || die "namespace $ns has an IPv6 default route"
+done
+[ -z "$(ip -n "$BB" route show)" ] || die "the backbone namespace $BB has routes"
+
 # ----- start skylan -----------------------------------------------------------------
 
 H_ROOT="$WORK/root"
@@ -500,16 +579,56 @@ wait_for "a pinging b at $OVL_B" 60 ip netns exec "$NS_A" ping -c 1 -W 1 "$OVL_B
 wait_for "a direct path to b" 60 link_is_direct "$NS_A" "$H_A" "$ADDR_B"
 echo "   network $NWID, a $ADDR_A -> b $ADDR_B ($OVL_B) on a direct path; TAP $DEV_A mtu $TAP_MTU"
 
+# ----- start vpncloud ---------------------------------------------------------------
+
+vc_device_exists() { ip -n "$1" link show dev "$VC_DEV"; }
+
+# vc_setup NETNS ADDRESS: what vpncloud cannot do itself in a namespace: it fails to set
+# the TAP MTU (it looks for the MTU of a default-route device, and there is none) and
+# its --ip option mis-assigns the address, so both are set here.
+vc_setup() {
+    ip -n "$1" link set dev "$VC_DEV" mtu "$VC_MTU"
+    ip -n "$1" addr add "$2/24" dev "$VC_DEV"
+    ip -n "$1" link set dev "$VC_DEV" up
+}
+
+if has_path vpncloud; then
+    # A fresh shared password per run, handed over in the environment (not in argv).
+    VC_PASSWORD="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+    vc_args=(-t tap -m switch -d "$VC_DEV" --algorithm chacha20 --no-port-forwarding -l "$VC_PORT")
+    # vcb listens, vca connects to it (both connecting makes their handshakes cross).
+    start vcb "$NS_VCB" env PASSWORD="$VC_PASSWORD" "$VPNCLOUD" "${vc_args[@]}"
+    PID_VCB=$STARTED
+    start vca "$NS_VCA" env PASSWORD="$VC_PASSWORD" "$VPNCLOUD" "${vc_args[@]}" -c "$IP_VCB:$VC_PORT"
+    PID_VCA=$STARTED
+    wait_for "vpncloud in vca to open $VC_DEV" 20 vc_device_exists "$NS_VCA"
+    wait_for "vpncloud in vcb to open $VC_DEV" 20 vc_device_exists "$NS_VCB"
+    vc_setup "$NS_VCA" "$OVL_VCA"
+    vc_setup "$NS_VCB" "$OVL_VCB"
+    check_alive vpncloud-a "$PID_VCA"
+    check_alive vpncloud-b "$PID_VCB"
+    wait_for "vca pinging vcb at $OVL_VCB" 60 ip netns exec "$NS_VCA" ping -c 1 -W 1 "$OVL_VCB"
+    echo "   vpncloud $("$VPNCLOUD" --version 2>/dev/null | head -n1 || echo '(version unknown)'): vca $OVL_VCA -> vcb $OVL_VCB; TAP $VC_DEV mtu $VC_MTU"
+fi
+
 start iperf-b "$NS_B" iperf3 -s -p "$IPERF_PORT"
 start iperf-vb "$NS_VB" iperf3 -s -p "$IPERF_PORT"
 wait_for "iperf3 server in b" 20 listening "$NS_B" "$IPERF_PORT"
 wait_for "iperf3 server in vb" 20 listening "$NS_VB" "$IPERF_PORT"
+if has_path vpncloud; then
+    start iperf-vcb "$NS_VCB" iperf3 -s -p "$IPERF_PORT"
+    wait_for "iperf3 server in vcb" 20 listening "$NS_VCB" "$IPERF_PORT"
+fi
 
 # ----- measurements -----------------------------------------------------------------
 
 # Where each path starts and what it targets.
-path_ns() { case "$1" in veth) echo "$NS_VA" ;; *) echo "$NS_A" ;; esac; }
-path_target() { case "$1" in veth) echo "$IP_VB" ;; underlay) echo "$IP_B" ;; skylan) echo "$OVL_B" ;; esac; }
+path_ns() { case "$1" in veth) echo "$NS_VA" ;; vpncloud) echo "$NS_VCA" ;; *) echo "$NS_A" ;; esac; }
+path_target() {
+    case "$1" in veth) echo "$IP_VB" ;; underlay) echo "$IP_B" ;; skylan) echo "$OVL_B" ;; vpncloud) echo "$OVL_VCB" ;; esac
+}
+# The two daemons that carry a path (their CPU time is measured), if any.
+path_daemons() { case "$1" in skylan) echo "$PID_A $PID_B" ;; vpncloud) echo "$PID_VCA $PID_VCB" ;; esac; }
 
 # ping_path PATH: PING_COUNT pings; appends "path rtt_ms" (or "path lost") lines.
 ping_path() {
@@ -525,16 +644,24 @@ ping_path() {
 iperf_run() {
     local path="$1" streams="$2" round="$3" json
     json="$WORK/raw/iperf-$path-P$streams-r$round.json"
-    local a0=0 b0=0 a1=0 b1=0 ta tb ca cb
+    local a0=0 b0=0 a1=0 b1=0 ta tb ca cb pa="" pb=""
+    read -r pa pb <<<"$(path_daemons "$path")" || true
+    if [ -n "$pa" ]; then
+        check_alive "$path a" "$pa"
+        check_alive "$path b" "$pb"
+    fi
     if [ "$path" = skylan ]; then
-        check_alive a "$PID_A"
-        check_alive b "$PID_B"
         ca="$(node_counters "$NS_A" "$H_A" "$DEV_A")"
         cb="$(node_counters "$NS_B" "$H_B" "$DEV_B")"
         ta="$(thread_stats "$PID_A")"
         tb="$(thread_stats "$PID_B")"
-        a0="$(cpu_ticks "$PID_A")"
-        b0="$(cpu_ticks "$PID_B")"
+    elif [ "$path" = vpncloud ]; then
+        ca="$(tap_counters "$NS_VCA" "$VC_DEV")"
+        cb="$(tap_counters "$NS_VCB" "$VC_DEV")"
+    fi
+    if [ -n "$pa" ]; then
+        a0="$(cpu_ticks "$pa")"
+        b0="$(cpu_ticks "$pb")"
     fi
     # In the background and waited for, so a signal to this script is handled at once
     # (the trap then ends the client too).
@@ -549,13 +676,18 @@ iperf_run() {
         echo "   round $round $path -P $streams: iperf3 failed: $(jq -r '.error // empty' "$json" 2>/dev/null || tail -n 2 "$json")" >&2
         return 0
     fi
+    if [ -n "$pa" ]; then
+        a1="$(cpu_ticks "$pa")"
+        b1="$(cpu_ticks "$pb")"
+    fi
     if [ "$path" = skylan ]; then
-        a1="$(cpu_ticks "$PID_A")"
-        b1="$(cpu_ticks "$PID_B")"
         diff_threads a "$streams" "$round" "$ta" "$(thread_stats "$PID_A")"
         diff_threads b "$streams" "$round" "$tb" "$(thread_stats "$PID_B")"
         diff_counters a "$streams" "$round" "$ca" "$(node_counters "$NS_A" "$H_A" "$DEV_A")"
         diff_counters b "$streams" "$round" "$cb" "$(node_counters "$NS_B" "$H_B" "$DEV_B")"
+    elif [ "$path" = vpncloud ]; then
+        diff_counters vca "$streams" "$round" "$ca" "$(tap_counters "$NS_VCA" "$VC_DEV")"
+        diff_counters vcb "$streams" "$round" "$cb" "$(tap_counters "$NS_VCB" "$VC_DEV")"
     fi
     jq -r --arg path "$path" --arg streams "$streams" --arg round "$round" \
         --arg a "$(awk -v t=$((a1 - a0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')" \
@@ -575,8 +707,34 @@ iperf_run() {
     }
     tail -n 1 "$RESULTS" | awk -F'\t' '{
         printf "   round %s %-8s -P %-2s %7.1f Mbit/s %6d retransmits   CPU-s: iperf3 %.2f", $3, $1, $2, $4, $5, $8
-        if ($1 == "skylan") printf ", skylan a %.2f b %.2f", $9, $10
+        if ($1 == "skylan" || $1 == "vpncloud") printf ", %s a %.2f b %.2f", $1, $9, $10
         printf "\n" }'
+}
+
+# The throughput ratios the summary reports, as "path/base" pairs of measured paths.
+RATIO_PAIRS=""
+for pair in skylan/vpncloud skylan/veth skylan/underlay vpncloud/veth; do
+    if has_path "${pair%/*}" && has_path "${pair#*/}"; then RATIO_PAIRS="$RATIO_PAIRS $pair"; fi
+done
+
+# round_ratios ROUND: each ratio of RATIO_PAIRS within this round, for every stream
+# count, into ratios.tsv; prints those against vpncloud and veth. A ratio of runs in the
+# same round compares paths under the same machine load, which the ratio of two
+# medians over different rounds does not.
+round_ratios() {
+    local round="$1" streams pair line r
+    for streams in $STREAMS; do
+        line=""
+        for pair in $RATIO_PAIRS; do
+            r="$(awk -F'\t' -v p="${pair%/*}" -v b="${pair#*/}" -v s="$streams" -v r="$round" '
+                $2 == s && $3 == r && $1 == p { x = $4 } $2 == s && $3 == r && $1 == b { y = $4 }
+                END { if (x != "" && y > 0) printf "%.4f", x / y }' "$RESULTS")"
+            [ -n "$r" ] || continue
+            printf "%s\t%s\t%s\t%s\t%s\n" "${pair%/*}" "${pair#*/}" "$streams" "$round" "$r" >>"$RATIOS"
+            case "$pair" in skylan/vpncloud|skylan/veth) line="$line  $pair $(printf '%.3f' "$r")" ;; esac
+        done
+        [ -z "$line" ] || echo "   round $round -P $streams in-round ratios:$line"
+    done
 }
 
 echo "== measuring: a -> b; the order of the paths rotates each round"
@@ -594,6 +752,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     for streams in $STREAMS; do
         for path in $order; do iperf_run "$path" "$streams" "$round"; done
     done
+    round_ratios "$round"
 done
 
 # ----- optional profile -------------------------------------------------------------
@@ -668,26 +827,28 @@ tmed() { # STREAMS NODE FIELD -> the median per run of a node's threads summed (
 echo
 echo "== throughput: medians over $ROUNDS rounds (min-max) of ${SECONDS_PER_RUN}s runs, a -> b"
 echo "   skylan network mtu ${NET_MTU:-default} (TAP mtu $TAP_MTU); veth and underlay mtu 1500"
-printf "   %-8s %-7s %-22s %-9s %s\n" path streams "Mbit/s" retrans "CPU-s/GB: total = iperf3 + skylan a + b"
+if has_path vpncloud; then
+    echo "   vpncloud: switch mode, ChaCha20, TAP mtu $VC_MTU (its own choice for a 1500-byte underlay)"
+fi
+printf "   %-8s %-7s %-27s %-9s %s\n" path streams "Mbit/s" retrans "CPU-s/GB: total = iperf3 + daemon a + daemon b"
 for streams in $STREAMS; do
     for path in $PATHS; do
         if [ "$(col "$path" "$streams" 4 | wc -l)" = 0 ]; then
             printf "   %-8s %-7s no successful runs\n" "$path" "$streams"
             continue
         fi
-        printf "   %-8s %-7s %-22s %-9s %s = %s + %s + %s\n" "$path" "$streams" \
+        printf "   %-8s %-7s %-27s %-9s %s = %s + %s + %s\n" "$path" "$streams" \
             "$(col "$path" "$streams" 4 | median) ($(col "$path" "$streams" 4 | range))" \
             "$(col "$path" "$streams" 5 | median)" \
             "$(per_gb "$path" "$streams" 8 9 10 | median)" "$(per_gb "$path" "$streams" 8 | median)" \
             "$(per_gb "$path" "$streams" 9 | median)" "$(per_gb "$path" "$streams" 10 | median)"
     done
-    s="$(col skylan "$streams" 4 | median)"
-    for base in veth underlay; do
-        b="$(col "$base" "$streams" 4 | median)"
-        if [ "$s" != - ] && [ "$b" != - ]; then
-            awk -v s="$s" -v b="$b" -v n="$streams" -v base="$base" 'BEGIN {
-                printf "   skylan / %-8s -P %s: %.3f of the throughput\n", base, n, s / b }'
-        fi
+    for pair in $RATIO_PAIRS; do
+        r="$(awk -F'\t' -v p="${pair%/*}" -v b="${pair#*/}" -v s="$streams" \
+            '$1 == p && $2 == b && $3 == s { print $5 }' "$RATIOS")"
+        [ -n "$r" ] || continue
+        printf "   %-18s -P %s: %.3f of the throughput, median of %d in-round ratios (%s)\n" \
+            "${pair%/*} / ${pair#*/}" "$streams" "$(median <<<"$r")" "$(wc -l <<<"$r")" "$(range <<<"$r")"
     done
 done
 
@@ -700,7 +861,7 @@ for path in $PATHS; do
         "$(range <<<"$rtts")" "$(p90 <<<"$rtts")" "$lost"
 done
 
-if [ -s "$COUNTERS" ]; then
+if has_path skylan && [ -s "$COUNTERS" ]; then
     echo
     echo "== skylan data path per run (medians; a sends, b receives)"
     for streams in $STREAMS; do
@@ -717,6 +878,17 @@ if [ -s "$COUNTERS" ]; then
             -v ia="$(tmed "$streams" a 7)" -v ib="$(tmed "$streams" b 7)" 'BEGIN {
             if (f > 0) printf "          per frame: a %.1f us CPU, %.2f context switches; b %.1f us CPU, %.2f context switches\n",
                 1e6 * ca / f, (va + ia) / f, 1e6 * cb / f, (vb + ib) / f }'
+    done
+fi
+
+if has_path vpncloud && [ -s "$COUNTERS" ]; then
+    echo
+    echo "== vpncloud data path per run (medians; vca sends, vcb receives)"
+    for streams in $STREAMS; do
+        awk -v s="$streams" -v r="$(cmed "$streams" vcb udp_RcvbufErrors)" -v i="$(cmed "$streams" vcb udp_InDatagrams)" \
+            -v q="$(cmed "$streams" vca tap_tx_dropped)" -v qb="$(cmed "$streams" vcb tap_rx_dropped)" 'BEGIN {
+            printf "   -P %-3s vcb received %d datagrams and dropped %d (%.1f %%) for a full UDP receive buffer; TAP queue drops: vca %d, vcb %d\n",
+                s, i, r, (i + r > 0 ? 100 * r / (i + r) : 0), q, qb }'
     done
 fi
 
