@@ -23,6 +23,7 @@ use super::netconf::NetConf;
 use super::netdev::{DeviceConfig, NetDevice, RouteSpec};
 use super::tap::Tap;
 use crate::controller::NetworkConfig;
+use crate::controller::model::DEFAULT_MTU;
 use crate::crypto::identity::PublicIdentity;
 use crate::node::Node;
 use crate::service::member;
@@ -190,7 +191,7 @@ impl Networks {
     }
 
     async fn configure(&mut self, network: NetworkId, config: NetworkConfig) {
-        let mtu = u16::try_from(config.mtu).unwrap_or(2800);
+        let mtu = u16::try_from(config.mtu).unwrap_or(DEFAULT_MTU as u16);
         let routes = config
             .routes
             .iter()
