@@ -25,10 +25,10 @@ use serde_json::Value;
 use crate::types::{NetworkId, NodeAddress, Time};
 
 /// Default MTU of a new network: the largest whose full frames travel as exactly two
-/// datagrams on a 1,500-byte underlay (two fragments of the default 1,432-byte UDP
-/// payload carry a 2,820-byte Data packet: 24 prefix + 10 frame header + 14 Ethernet
-/// + 2,756 + 16 tag). ZeroTier's 2,800 costs a third datagram per full frame here;
-/// `tests/defaults.rs` checks the arithmetic against the real encoder.
+/// datagrams on a 1,500-byte underlay. Two fragments of the default 1,432-byte UDP
+/// payload carry a 2,820-byte Data packet (24 prefix, 10 frame header, 14 Ethernet,
+/// 2,756 payload, 16 tag). ZeroTier's 2,800 costs a third datagram per full frame
+/// here; `tests/defaults.rs` checks the arithmetic against the real encoder.
 pub const DEFAULT_MTU: u32 = 2756;
 /// Smallest MTU a network may have (the IPv6 minimum).
 pub const MIN_MTU: u32 = 1280;

@@ -222,6 +222,10 @@ pub struct NodeDriver {
     tap_drops: u64,
     /// Messages read from a TAP that could not be turned into frames.
     tap_bad: u64,
+    /// Messages read from a TAP that were cut into several frames (TCP segmentation).
+    tap_segmented: u64,
+    /// Messages written to a TAP that merged several frames.
+    tap_coalesced: u64,
 }
 
 impl NodeDriver {
@@ -289,6 +293,8 @@ impl NodeDriver {
                 coalescer: Coalescer::new(),
                 tap_drops: 0,
                 tap_bad: 0,
+                tap_segmented: 0,
+                tap_coalesced: 0,
             },
             handle,
         ))
@@ -370,9 +376,13 @@ impl NodeDriver {
                             offload::split_read(&mut self.message[..len], &mut self.segment, |f| {
                                 let _ = node.handle_tap_frame(now, *network, f);
                             });
-                        if let Err(e) = split {
-                            tracing::trace!(%network, "tap message dropped: {e}");
-                            self.tap_bad += 1;
+                        match split {
+                            Ok(frames) if frames > 1 => self.tap_segmented += 1,
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::trace!(%network, "tap message dropped: {e}");
+                                self.tap_bad += 1;
+                            }
                         }
                         moved += 1;
                     }
@@ -390,9 +400,13 @@ impl NodeDriver {
 
     /// Writes the coalescer's message to `network`'s TAP.
     fn write_run(&mut self, network: Option<NetworkId>) {
+        let merged = self.coalescer.frames() > 1;
         let (Some(network), Some(message)) = (network, self.coalescer.finish()) else {
             return;
         };
+        if merged {
+            self.tap_coalesced += 1;
+        }
         let written = self
             .networks
             .as_ref()
@@ -436,6 +450,8 @@ impl NodeDriver {
                 let mut stats: Vec<(&'static str, u64)> = self.node.stats().iter().collect();
                 stats.push(("drop_tap_write", self.tap_drops));
                 stats.push(("drop_tap_message", self.tap_bad));
+                stats.push(("tap_segmented_messages", self.tap_segmented));
+                stats.push(("tap_coalesced_messages", self.tap_coalesced));
                 let _ = tx.send(stats);
             }
             NodeCommand::Join(network, tx) => {

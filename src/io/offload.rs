@@ -338,6 +338,11 @@ impl Coalescer {
         self.frames == 0
     }
 
+    /// Frames in the open message.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
     /// Adds `frame` to the open run; false when it cannot join (then [`finish`](Self::finish)
     /// the run, write it, and [`start`](Self::start) a new one with this frame).
     pub fn append(&mut self, frame: &[u8]) -> bool {
