@@ -28,8 +28,8 @@ pub mod tunnel;
 pub use identity::{IDENTITY_LEN, Identity, IdentityCache, POW_THRESHOLD, PublicIdentity};
 pub use replay::ReplayWindow;
 pub use session::{
-    HANDSHAKE_INIT_LEN, HANDSHAKE_RESP_LEN, InitiatorHandshake, Responded, SessionKeys, TAG_LEN,
-    initiate, respond,
+    Cipher, HANDSHAKE_INIT_LEN, HANDSHAKE_RESP_LEN, InitiatorHandshake, Responded, SessionKeys,
+    TAG_LEN, initiate, local_offer, respond,
 };
 pub use sign::{Signer, UpdateKey, verify_signature};
 

@@ -6,10 +6,19 @@
 //!
 //! ```text
 //! initiator                                           responder
-//!   initiate(local, remote, seed) ── message 1 (165 B) ──▶ respond(local, msg1, seed)
-//!     e, es, s, ss, payload = initiator's 69-byte public identity
-//!   finish(msg2)  ◀── message 2 (48 B): e, ee, se, empty payload ──
+//!   initiate(local, remote, seed) ── message 1 (166 B) ──▶ respond(local, msg1, seed)
+//!     e, es, s, ss, payload = initiator's 69-byte public identity | ciphers offered 1
+//!   finish(msg2)  ◀── message 2 (49 B): e, ee, se, payload = cipher chosen 1 ──
 //! ```
+//!
+//! Cipher negotiation: the initiator offers the data-path ciphers it runs fast (a bit
+//! set: [`Cipher::ChaCha20Poly1305`] always, [`Cipher::Aes256Gcm`] where the CPU has
+//! AES instructions); the responder chooses AES-256-GCM when both offer it, else
+//! ChaCha20-Poly1305, and says which in message 2. Both payloads are encrypted and
+//! bound into the handshake hash, so neither can be changed on the way. Version 1
+//! messages (165-byte message 1 without the offer, 48-byte message 2 without the
+//! choice) are still accepted and mean ChaCha20-Poly1305, so nodes can be upgraded one
+//! at a time.
 //!
 //! [`respond`] guarantees that the X25519 key inside the 69-byte identity equals the
 //! Noise static key that authenticated message 1; the caller must still check the
@@ -24,18 +33,19 @@
 //! the node passes fresh OS randomness). A seed must never be reused for two
 //! handshakes in real use: a repeated ephemeral key breaks forward secrecy.
 //!
-//! Data path: ChaCha20-Poly1305 (RFC 8439) from `ring`, nonce = 4 zero bytes ‖ counter
-//! (u64 little-endian), the layout WireGuard uses. The caller owns the counter (one per
+//! Data path: ChaCha20-Poly1305 (RFC 8439) or AES-256-GCM from `ring`, as negotiated,
+//! both with the 32-byte keys of the split, a 16-byte tag, and nonce = 4 zero bytes ‖
+//! counter (u64 little-endian), the layout WireGuard uses. The caller owns the counter (one per
 //! packet, never reused with a key) and the replay window.
 //!
 //! Secrets: raw key bytes taken from snow are wiped after being loaded into `ring`.
 //! `ring` 0.17 keeps its own copy of each key inside `LessSafeKey` and does not wipe it
 //! on drop (it has no zeroize support); that copy lives as long as the `SessionKeys`.
 
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use snow::params::NoiseParams;
 use snow::resolvers::{CryptoResolver, DefaultResolver, FallbackResolver};
-use snow::types::{Cipher, Dh, Hash, Random};
+use snow::types::{Cipher as NoiseCipher, Dh, Hash, Random};
 use zeroize::Zeroizing;
 
 use super::{CryptoError, IDENTITY_LEN, Identity, PublicIdentity};
@@ -51,15 +61,86 @@ const PROLOGUE: &[u8] = b"skylan-session-v1";
 pub const TAG_LEN: usize = 16;
 
 /// Length of Noise message 1: ephemeral (32) + encrypted static (32 + 16) + encrypted
-/// 69-byte identity (69 + 16).
-pub const HANDSHAKE_INIT_LEN: usize = 32 + 32 + TAG_LEN + IDENTITY_LEN + TAG_LEN;
+/// 69-byte identity and the cipher offer (69 + 1 + 16).
+pub const HANDSHAKE_INIT_LEN: usize = 32 + 32 + TAG_LEN + IDENTITY_LEN + 1 + TAG_LEN;
 
-/// Length of Noise message 2: ephemeral (32) + encrypted empty payload (16).
-pub const HANDSHAKE_RESP_LEN: usize = 32 + TAG_LEN;
+/// Length of Noise message 2: ephemeral (32) + the encrypted cipher choice (1 + 16).
+pub const HANDSHAKE_RESP_LEN: usize = 32 + 1 + TAG_LEN;
+
+/// A data-path AEAD. Both use 32-byte keys, 12-byte nonces and 16-byte tags, so the
+/// packet layout does not depend on the choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cipher {
+    /// ChaCha20-Poly1305: fast everywhere, the fallback.
+    ChaCha20Poly1305,
+    /// AES-256-GCM: about three times faster where the CPU has AES instructions.
+    Aes256Gcm,
+}
+
+impl Cipher {
+    fn bit(self) -> u8 {
+        match self {
+            Cipher::ChaCha20Poly1305 => 1,
+            Cipher::Aes256Gcm => 2,
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Cipher> {
+        [Cipher::ChaCha20Poly1305, Cipher::Aes256Gcm]
+            .into_iter()
+            .find(|c| c.bit() == b)
+    }
+
+    /// The name `peers` and logs show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cipher::ChaCha20Poly1305 => "chacha20-poly1305",
+            Cipher::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+}
+
+/// The ciphers this machine offers: ChaCha20-Poly1305, and AES-256-GCM when the CPU has
+/// AES and carry-less multiply instructions (without them ring's AES is slower than
+/// ChaCha20). Reads CPU feature flags only; the answer never changes.
+pub fn local_offer() -> u8 {
+    let mut offer = Cipher::ChaCha20Poly1305.bit();
+    if hardware_aes() {
+        offer |= Cipher::Aes256Gcm.bit();
+    }
+    offer
+}
+
+#[cfg(target_arch = "x86_64")]
+fn hardware_aes() -> bool {
+    std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")
+}
+
+#[cfg(target_arch = "aarch64")]
+fn hardware_aes() -> bool {
+    std::arch::is_aarch64_feature_detected!("aes")
+        && std::arch::is_aarch64_feature_detected!("pmull")
+}
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn hardware_aes() -> bool {
+    false
+}
+
+/// What a responder accepting `accept` picks from an initiator's `offer`.
+fn choose(offer: u8, accept: u8) -> Cipher {
+    if offer & accept & Cipher::Aes256Gcm.bit() != 0 {
+        Cipher::Aes256Gcm
+    } else {
+        Cipher::ChaCha20Poly1305
+    }
+}
 
 /// The initiator's state between sending message 1 and receiving message 2.
 pub struct InitiatorHandshake {
     state: snow::HandshakeState,
+    /// The ciphers message 1 offered (the answer must be one of them).
+    offer: u8,
 }
 
 impl std::fmt::Debug for InitiatorHandshake {
@@ -81,11 +162,20 @@ pub struct Responded {
 }
 
 /// Starts a handshake with `remote`. Returns the state to keep and message 1, whose
-/// payload is `local`'s 69-byte public identity.
+/// payload is `local`'s 69-byte public identity and this machine's cipher offer.
 pub fn initiate(
     local: &Identity,
     remote: &PublicIdentity,
     seed: [u8; 32],
+) -> Result<(InitiatorHandshake, Vec<u8>), CryptoError> {
+    initiate_offering(local, remote, seed, local_offer())
+}
+
+fn initiate_offering(
+    local: &Identity,
+    remote: &PublicIdentity,
+    seed: [u8; 32],
+    offer: u8,
 ) -> Result<(InitiatorHandshake, Vec<u8>), CryptoError> {
     let secret = local.agreement_secret();
     let mut state = builder(seed)
@@ -93,18 +183,20 @@ pub fn initiate(
         .and_then(|b| b.remote_public_key(remote.agreement_key()))
         .and_then(|b| b.build_initiator())
         .map_err(|_| CryptoError::Handshake("could not set up the Noise initiator"))?;
+    let mut payload = local.public().to_bytes().to_vec();
+    payload.push(offer);
     let mut message = vec![0u8; HANDSHAKE_INIT_LEN];
     let len = state
-        .write_message(&local.public().to_bytes(), &mut message)
+        .write_message(&payload, &mut message)
         .map_err(|_| CryptoError::Handshake("could not write message 1"))?;
     message.truncate(len);
-    Ok((InitiatorHandshake { state }, message))
+    Ok((InitiatorHandshake { state, offer }, message))
 }
 
 impl InitiatorHandshake {
     /// Reads message 2 and derives the session keys (initiator's directions).
     pub fn finish(mut self, msg2: &[u8]) -> Result<SessionKeys, CryptoError> {
-        if msg2.len() != HANDSHAKE_RESP_LEN {
+        if msg2.len() != HANDSHAKE_RESP_LEN && msg2.len() != HANDSHAKE_RESP_LEN - 1 {
             return Err(CryptoError::Handshake("message 2 has the wrong length"));
         }
         let mut payload = [0u8; HANDSHAKE_RESP_LEN];
@@ -112,11 +204,23 @@ impl InitiatorHandshake {
             .state
             .read_message(msg2, &mut payload)
             .map_err(|_| CryptoError::Handshake("message 2 did not authenticate"))?;
-        if len != 0 || !self.state.is_handshake_finished() {
-            return Err(CryptoError::Handshake("message 2 carries unexpected data"));
+        if !self.state.is_handshake_finished() {
+            return Err(CryptoError::Handshake(
+                "message 2 did not finish the handshake",
+            ));
         }
+        let cipher = match &payload[..len] {
+            // A version 1 responder: no choice means ChaCha20-Poly1305.
+            [] => Cipher::ChaCha20Poly1305,
+            [b] => Cipher::from_byte(*b)
+                .filter(|c| c.bit() & self.offer != 0)
+                .ok_or(CryptoError::Handshake(
+                    "message 2 chose a cipher we did not offer",
+                ))?,
+            _ => return Err(CryptoError::Handshake("message 2 carries unexpected data")),
+        };
         let (to_responder, to_initiator) = raw_split(&mut self.state);
-        Ok(SessionKeys::from_raw(&to_responder, &to_initiator))
+        Ok(SessionKeys::from_raw(&to_responder, &to_initiator, cipher))
     }
 }
 
@@ -124,7 +228,16 @@ impl InitiatorHandshake {
 /// made for `local`'s static key, or carries an identity whose X25519 key is not the
 /// key that authenticated the message.
 pub fn respond(local: &Identity, msg1: &[u8], seed: [u8; 32]) -> Result<Responded, CryptoError> {
-    if msg1.len() != HANDSHAKE_INIT_LEN {
+    respond_accepting(local, msg1, seed, local_offer())
+}
+
+fn respond_accepting(
+    local: &Identity,
+    msg1: &[u8],
+    seed: [u8; 32],
+    accept: u8,
+) -> Result<Responded, CryptoError> {
+    if msg1.len() != HANDSHAKE_INIT_LEN && msg1.len() != HANDSHAKE_INIT_LEN - 1 {
         return Err(CryptoError::Handshake("message 1 has the wrong length"));
     }
     let secret = local.agreement_secret();
@@ -136,7 +249,12 @@ pub fn respond(local: &Identity, msg1: &[u8], seed: [u8; 32]) -> Result<Responde
     let len = state
         .read_message(msg1, &mut payload)
         .map_err(|_| CryptoError::Handshake("message 1 did not authenticate"))?;
-    let initiator: [u8; IDENTITY_LEN] = payload[..len]
+    // Version 1 initiators send the identity alone; version 2 add their offer.
+    let (identity, offer) = match &payload[..len] {
+        [identity @ .., offer] if len == IDENTITY_LEN + 1 => (identity, Some(*offer)),
+        identity => (identity, None),
+    };
+    let initiator: [u8; IDENTITY_LEN] = identity
         .try_into()
         .map_err(|_| CryptoError::Handshake("message 1 does not carry a 69-byte identity"))?;
     let remote_static = state
@@ -147,16 +265,23 @@ pub fn respond(local: &Identity, msg1: &[u8], seed: [u8; 32]) -> Result<Responde
             "the identity in message 1 does not match its Noise static key",
         ));
     }
+    let (cipher, choice) = match offer {
+        Some(offer) => {
+            let c = choose(offer, accept);
+            (c, vec![c.bit()])
+        }
+        None => (Cipher::ChaCha20Poly1305, Vec::new()),
+    };
     let mut reply = vec![0u8; HANDSHAKE_RESP_LEN];
     let len = state
-        .write_message(&[], &mut reply)
+        .write_message(&choice, &mut reply)
         .map_err(|_| CryptoError::Handshake("could not write message 2"))?;
     reply.truncate(len);
     let (to_responder, to_initiator) = raw_split(&mut state);
     Ok(Responded {
         initiator,
         reply,
-        keys: SessionKeys::from_raw(&to_initiator, &to_responder),
+        keys: SessionKeys::from_raw(&to_initiator, &to_responder, cipher),
     })
 }
 
@@ -209,7 +334,7 @@ impl CryptoResolver for SeededResolver {
         None
     }
 
-    fn resolve_cipher(&self, _choice: &snow::params::CipherChoice) -> Option<Box<dyn Cipher>> {
+    fn resolve_cipher(&self, _choice: &snow::params::CipherChoice) -> Option<Box<dyn NoiseCipher>> {
         None
     }
 }
@@ -228,15 +353,22 @@ impl Random for SeededRng {
 pub struct SessionKeys {
     send: LessSafeKey,
     receive: LessSafeKey,
+    cipher: Cipher,
 }
 
 impl SessionKeys {
-    /// Builds keys from raw 32-byte keys (send, receive).
-    pub(crate) fn from_raw(send: &[u8; 32], receive: &[u8; 32]) -> SessionKeys {
+    /// Builds keys from raw 32-byte keys (send, receive) for `cipher`.
+    pub(crate) fn from_raw(send: &[u8; 32], receive: &[u8; 32], cipher: Cipher) -> SessionKeys {
         SessionKeys {
-            send: ring_key(send),
-            receive: ring_key(receive),
+            send: ring_key(send, cipher),
+            receive: ring_key(receive, cipher),
+            cipher,
         }
+    }
+
+    /// The negotiated cipher.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher
     }
 
     /// Encrypts `buf[start..]` in place and appends the 16-byte tag. `buf[..start]` (a
@@ -250,7 +382,7 @@ impl SessionKeys {
         let tag = self
             .send
             .seal_in_place_separate_tag(nonce(counter), Aad::from(aad), &mut buf[start..])
-            .expect("plaintext fits ChaCha20-Poly1305's length limit");
+            .expect("plaintext fits the AEAD's length limit");
         buf.extend_from_slice(tag.as_ref());
     }
 
@@ -276,11 +408,13 @@ impl std::fmt::Debug for SessionKeys {
     }
 }
 
-fn ring_key(raw: &[u8; 32]) -> LessSafeKey {
-    // Invariant: the key is exactly CHACHA20_POLY1305's 32-byte key length.
-    LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, raw).expect("a 32-byte key fits ChaCha20-Poly1305"),
-    )
+fn ring_key(raw: &[u8; 32], cipher: Cipher) -> LessSafeKey {
+    let algorithm = match cipher {
+        Cipher::ChaCha20Poly1305 => &CHACHA20_POLY1305,
+        Cipher::Aes256Gcm => &AES_256_GCM,
+    };
+    // Invariant: both algorithms take exactly 32-byte keys.
+    LessSafeKey::new(UnboundKey::new(algorithm, raw).expect("a 32-byte key fits both AEADs"))
 }
 
 /// 4 zero bytes ‖ counter as u64 little-endian.
@@ -419,9 +553,9 @@ mod tests {
             .build_initiator()
             .unwrap();
         let mut msg1 = vec![0u8; HANDSHAKE_INIT_LEN];
-        let len = state
-            .write_message(&third().public().to_bytes(), &mut msg1)
-            .unwrap();
+        let mut payload = third().public().to_bytes().to_vec();
+        payload.push(Cipher::ChaCha20Poly1305.bit());
+        let len = state.write_message(&payload, &mut msg1).unwrap();
         assert_eq!(len, HANDSHAKE_INIT_LEN);
         assert_eq!(
             respond(b, &msg1, [61; 32]).err(),
@@ -472,7 +606,7 @@ mod tests {
     #[test]
     fn ring_output_is_byte_identical_to_rustcrypto() {
         let send = [0x42u8; 32];
-        let keys = SessionKeys::from_raw(&send, &send);
+        let keys = SessionKeys::from_raw(&send, &send, Cipher::ChaCha20Poly1305);
         let rc = chacha20poly1305::ChaCha20Poly1305::new((&send).into());
         for (counter, len) in [
             (0u64, 0usize),
@@ -496,5 +630,95 @@ mod tests {
             // And RustCrypto's output opens with ring.
             assert_eq!(keys.open(counter, &aad, &mut theirs).unwrap(), &plain[..]);
         }
+    }
+
+    /// Runs a handshake with explicit offers; returns both sides' keys.
+    fn negotiate(offer: u8, accept: u8) -> Result<(SessionKeys, SessionKeys), CryptoError> {
+        let (a, b) = pair();
+        let (hs, msg1) = initiate_offering(a, b.public(), [20; 32], offer)?;
+        let responded = respond_accepting(b, &msg1, [21; 32], accept)?;
+        Ok((hs.finish(&responded.reply)?, responded.keys))
+    }
+
+    fn round_trip(a: &SessionKeys, b: &SessionKeys) -> bool {
+        let mut buf = vec![0x5a; 1400];
+        a.seal(9, b"aad", &mut buf, 0);
+        b.open(9, b"aad", &mut buf).is_ok_and(|p| p == [0x5a; 1400])
+    }
+
+    #[test]
+    fn aes_gcm_is_chosen_only_when_both_sides_offer_it() {
+        let both = Cipher::ChaCha20Poly1305.bit() | Cipher::Aes256Gcm.bit();
+        let chacha = Cipher::ChaCha20Poly1305.bit();
+        for (offer, accept, expected) in [
+            (both, both, Cipher::Aes256Gcm),
+            (both, chacha, Cipher::ChaCha20Poly1305),
+            (chacha, both, Cipher::ChaCha20Poly1305),
+            (chacha, chacha, Cipher::ChaCha20Poly1305),
+        ] {
+            let (a, b) = negotiate(offer, accept).unwrap();
+            assert_eq!((a.cipher(), b.cipher()), (expected, expected));
+            assert!(round_trip(&a, &b) && round_trip(&b, &a), "{expected:?}");
+        }
+        // The two ciphers really differ on the wire: keys of one do not open the other.
+        let (aes, _) = negotiate(both, both).unwrap();
+        let (_, chacha_b) = negotiate(chacha, chacha).unwrap();
+        assert!(!round_trip(&aes, &chacha_b));
+    }
+
+    #[test]
+    fn version_1_messages_without_offer_or_choice_mean_chacha() {
+        let (a, b) = pair();
+        // A version 1 initiator: the identity alone.
+        let mut state = builder([30; 32])
+            .local_private_key(&a.agreement_secret()[..])
+            .and_then(|x| x.remote_public_key(b.public().agreement_key()))
+            .and_then(|x| x.build_initiator())
+            .unwrap();
+        let mut msg1 = vec![0u8; HANDSHAKE_INIT_LEN];
+        let n = state
+            .write_message(&a.public().to_bytes(), &mut msg1)
+            .unwrap();
+        msg1.truncate(n);
+        assert_eq!(msg1.len(), HANDSHAKE_INIT_LEN - 1);
+        let responded = respond(b, &msg1, [31; 32]).unwrap();
+        assert_eq!(
+            responded.reply.len(),
+            HANDSHAKE_RESP_LEN - 1,
+            "no choice byte back"
+        );
+        assert_eq!(responded.keys.cipher(), Cipher::ChaCha20Poly1305);
+        // A version 1 responder answering our offer with an empty payload.
+        let both = Cipher::ChaCha20Poly1305.bit() | Cipher::Aes256Gcm.bit();
+        let (hs, msg1) = initiate_offering(a, b.public(), [32; 32], both).unwrap();
+        let mut responder = builder([33; 32])
+            .local_private_key(&b.agreement_secret()[..])
+            .and_then(|x| x.build_responder())
+            .unwrap();
+        let mut payload = [0u8; HANDSHAKE_INIT_LEN];
+        responder.read_message(&msg1, &mut payload).unwrap();
+        let mut msg2 = vec![0u8; HANDSHAKE_RESP_LEN];
+        let n = responder.write_message(&[], &mut msg2).unwrap();
+        msg2.truncate(n);
+        assert_eq!(hs.finish(&msg2).unwrap().cipher(), Cipher::ChaCha20Poly1305);
+    }
+
+    #[test]
+    fn a_choice_that_was_not_offered_is_refused() {
+        let (a, b) = pair();
+        let chacha = Cipher::ChaCha20Poly1305.bit();
+        let (hs, msg1) = initiate_offering(a, b.public(), [40; 32], chacha).unwrap();
+        let mut responder = builder([41; 32])
+            .local_private_key(&b.agreement_secret()[..])
+            .and_then(|x| x.build_responder())
+            .unwrap();
+        let mut payload = [0u8; HANDSHAKE_INIT_LEN];
+        responder.read_message(&msg1, &mut payload).unwrap();
+        let mut msg2 = vec![0u8; HANDSHAKE_RESP_LEN];
+        let n = responder
+            .write_message(&[Cipher::Aes256Gcm.bit()], &mut msg2)
+            .unwrap();
+        msg2.truncate(n);
+        assert!(hs.finish(&msg2).is_err());
     }
 }
