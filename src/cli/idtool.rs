@@ -25,6 +25,7 @@ use clap::Subcommand;
 use rand_core::OsRng;
 
 use crate::crypto::{CryptoError, Identity, PublicIdentity, Signer, UpdateKey};
+use crate::io::home::{load_world, load_world_template};
 use crate::types::Endpoint;
 use crate::world::{DEFAULT_PLANET_ID, RootSpec, World, WorldError, WorldKind, WorldTemplate};
 
@@ -360,7 +361,7 @@ fn genmoon(
     secret: &str,
     out_dir: Option<&Path>,
 ) -> Result<String, IdtoolError> {
-    let template = WorldTemplate::load(template_path)?;
+    let template = load_world_template(template_path)?;
     let signer = load_secret(secret)?;
     let out_dir = out_dir.unwrap_or(Path::new("."));
     let file_name = match template.kind {
@@ -514,7 +515,7 @@ fn previous_world(path: &Path, report: &mut String) -> Option<World> {
     if !path.exists() {
         return None;
     }
-    match World::load(path) {
+    match load_world(path) {
         Ok(world) => Some(world),
         Err(e) => {
             report.push_str(&format!(

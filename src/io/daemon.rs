@@ -203,7 +203,7 @@ impl NodeDriver {
             .planet
             .clone()
             .unwrap_or_else(|| home.path("planet"));
-        let world = World::load(&planet)?;
+        let world: World = super::home::load_world(&planet)?;
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, options.port));
         let socket = UdpSocket::bind(addr)
             .await
@@ -488,7 +488,11 @@ pub async fn run_root(
 ) -> Result<(), DaemonError> {
     let home = Home::create(&options.home)?;
     let identity = home.load_or_create_identity()?;
-    let world = options.world.as_deref().map(World::load).transpose()?;
+    let world = options
+        .world
+        .as_deref()
+        .map(super::home::load_world)
+        .transpose()?;
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, options.port));
     let socket = UdpSocket::bind(addr)
         .await
