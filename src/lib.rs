@@ -21,7 +21,10 @@ pub mod node;
 pub mod root;
 pub mod rules;
 pub mod service;
+// The simulator's and the wire layer's unit tests read and write seed files.
+#[cfg_attr(test, allow(clippy::disallowed_methods))]
 pub mod sim;
 pub mod types;
+#[cfg_attr(test, allow(clippy::disallowed_methods))]
 pub mod wire;
 pub mod world;

@@ -204,10 +204,12 @@ fn strip(text: &str) -> String {
             i += (j + 1).min(rest.len());
         } else if let Some(len) = char_literal_len(rest) {
             i += len;
-        } else if rest.starts_with("#[cfg(test)]") {
-            let after = rest["#[cfg(test)]".len()..].trim_start();
+        } else if let Some(after) = rest.strip_prefix("#[cfg(test)]") {
+            let after = after.trim_start();
             let skipped = rest.len() - after.len();
-            if after.starts_with("mod ") && after.find('{') < after.find(';') {
+            let inline_module = after.starts_with("mod ")
+                && matches!((after.find('{'), after.find(';')), (Some(b), s) if s.is_none_or(|s| b < s));
+            if inline_module {
                 i += skipped + block_len(after);
             } else {
                 out.push_str("#[cfg(test)]");

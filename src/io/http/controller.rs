@@ -63,12 +63,30 @@ pub fn wall_clock() -> Time {
 /// `home/controller.d/`, seeding its network-number RNG from the OS.
 pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerError> {
     use rand_core::{OsRng, RngCore};
-    let store = RedbStore::open(&home.join(CONTROLLER_DIR))?;
+    let dir = home.join(CONTROLLER_DIR);
+    create_private_dir(&dir).map_err(|e| {
+        ControllerError::storage(
+            "creating the controller directory",
+            format!("{}: {e}", dir.display()),
+        )
+    })?;
+    let store = RedbStore::open(&dir)?;
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let controller = Controller::new(Box::new(store), address, seed);
     controller.set_rules_compiler(Arc::new(crate::controller::rules::RulesLanguage));
     Ok(controller)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// A [`ChangeListener`] that sends every change on a tokio broadcast channel (lagging
