@@ -22,6 +22,7 @@ pub mod root;
 pub mod rules;
 pub mod service;
 // The simulator's and the wire layer's unit tests read and write seed files.
+#[cfg(any(test, feature = "sim"))]
 #[cfg_attr(test, allow(clippy::disallowed_methods))]
 pub mod sim;
 pub mod types;
