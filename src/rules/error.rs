@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use super::table::TableError;
+use super::table::RuleTableError;
 
 /// The one error type of the rules layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum RulesError {
     },
     /// A rule table or rule set that breaks a structural limit.
     #[error("{0}")]
-    Table(#[from] TableError),
+    Table(#[from] RuleTableError),
     /// A frame, tag or capability description (for `explain`) that does not parse.
     #[error("{message}{}", .hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
     Describe {
