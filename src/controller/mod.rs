@@ -195,42 +195,18 @@ impl Controller {
             (0..1000).map(|_| rng.next_u32() & 0xff_ffff).collect()
         };
         candidates.retain(|n| *n != 0);
-        let compiler = self.compiler();
-        let mut out = None;
-        let mut changes = Vec::new();
-        self.store.write(&mut |txn| {
-            changes.clear();
-            let mut chosen = None;
+        let choose = |txn: &mut dyn StoreTxn| {
             for n in &candidates {
                 let nwid = NetworkId::new(self.address, *n);
                 if txn.network(nwid)?.is_none() {
-                    chosen = Some(nwid);
-                    break;
+                    return Ok(nwid);
                 }
             }
-            let nwid = chosen.ok_or_else(|| {
-                ControllerError::Exhausted(
-                    "no unused network number found; the controller's 24-bit network space is nearly full".into(),
-                )
-            })?;
-            let mut net = Network::new(nwid, now);
-            let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
-            txn.put_network(&mut net)?;
-            audit(txn, actor, "network.create", nwid, None, None, Some(&net.to_api_json()), now)?;
-            changes.push(Change {
-                nwid,
-                member: None,
-                kind: ChangeKind::Created,
-                revoked: false,
-            });
-            out = Some(Saved {
-                record: net,
-                ignored,
-            });
-            Ok(())
-        })?;
-        self.announce(&changes);
-        out.ok_or_else(|| ControllerError::storage("creating a network", "no result"))
+            Err(ControllerError::Exhausted(
+                "no unused network number found; the controller's 24-bit network space is nearly full".into(),
+            ))
+        };
+        self.save_network(&choose, body, actor, now)
     }
 
     /// Creates or partially updates network `nwid` (ZeroTier's `POST
@@ -250,11 +226,25 @@ impl Controller {
                 self.address
             )));
         }
+        self.save_network(&|_| Ok(nwid), body, actor, now)
+    }
+
+    /// The one network write, shared by create and update: in one transaction, picks
+    /// the network (`choose`), patches it (a new network if there is none) with `body`
+    /// and, if anything changed, stores it, audits it and announces the change.
+    fn save_network(
+        &self,
+        choose: &dyn Fn(&mut dyn StoreTxn) -> Result<NetworkId, ControllerError>,
+        body: &Map<String, Value>,
+        actor: &str,
+        now: Time,
+    ) -> Result<Saved<Network>, ControllerError> {
         let compiler = self.compiler();
         let mut out = None;
         let mut changes = Vec::new();
         self.store.write(&mut |txn| {
             changes.clear();
+            let nwid = choose(txn)?;
             let existing = txn.network(nwid)?;
             let mut net = existing.clone().unwrap_or_else(|| Network::new(nwid, now));
             let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
