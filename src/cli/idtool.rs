@@ -19,7 +19,6 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 use rand_core::OsRng;
@@ -529,10 +528,7 @@ fn previous_world(path: &Path, report: &mut String) -> Option<World> {
 
 /// Now in milliseconds, but always after the previous revision's timestamp.
 fn next_timestamp(previous: Option<&World>) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = crate::io::http::controller::wall_clock().as_millis();
     match previous {
         Some(p) => now.max(p.timestamp.saturating_add(1)),
         None => now,

@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::model::{CapabilityDef, Dns, Route, hex_network_id, hex_node_address};
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// How often members re-request their network config.
 pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -153,7 +153,7 @@ pub struct MembershipCredential {
     /// The member it was issued to.
     pub member: NodeAddress,
     /// Controller time of issue.
-    pub timestamp: Time,
+    pub timestamp: UnixTime,
     /// Largest timestamp difference this credential's holder accepts.
     pub max_delta: Duration,
     /// The network's membership revision at issue.
@@ -173,7 +173,7 @@ impl MembershipCredential {
         signer: &dyn Signer,
         nwid: NetworkId,
         member: NodeAddress,
-        timestamp: Time,
+        timestamp: UnixTime,
         max_delta: Duration,
         revision: u64,
     ) -> Self {
@@ -243,7 +243,7 @@ impl MembershipCredential {
         Ok(MembershipCredential {
             nwid,
             member,
-            timestamp: Time::from_micros(u64_at(14)),
+            timestamp: UnixTime::from_micros(u64_at(14)),
             max_delta: Duration::from_micros(u64_at(22)),
             revision: u64_at(30),
             signature,
@@ -313,7 +313,7 @@ pub struct NetworkConfig {
     pub revision: u64,
     /// Controller time of issue; a node keeps the newest config it has verified.
     #[serde(with = "micros")]
-    pub timestamp: Time,
+    pub timestamp: UnixTime,
     /// The member this config is for.
     #[serde(with = "hex_node_address")]
     pub issued_to: NodeAddress,
@@ -514,18 +514,18 @@ mod address_list {
     }
 }
 
-/// Serde for [`Time`] as a number of microseconds.
+/// Serde for [`UnixTime`] as a number of microseconds.
 mod micros {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::types::Time;
+    use crate::types::UnixTime;
 
-    pub fn serialize<S: Serializer>(t: &Time, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(t.as_micros())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
-        Ok(Time::from_micros(u64::deserialize(d)?))
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
+        Ok(UnixTime::from_micros(u64::deserialize(d)?))
     }
 }
 
@@ -546,7 +546,7 @@ mod tests {
             &signer(),
             nwid(),
             member.parse().unwrap(),
-            Time::from_millis(ts_ms),
+            UnixTime::from_millis(ts_ms),
             CREDENTIAL_MAX_DELTA,
             revision,
         )
@@ -614,7 +614,7 @@ mod tests {
             nwid: nwid(),
             name: "lab".into(),
             revision: 4,
-            timestamp: Time::from_millis(9),
+            timestamp: UnixTime::from_millis(9),
             issued_to: "0123456789".parse().unwrap(),
             private: true,
             enable_broadcast: true,
@@ -634,7 +634,7 @@ mod tests {
                 s,
                 nwid(),
                 "0123456789".parse().unwrap(),
-                Time::from_millis(9),
+                UnixTime::from_millis(9),
                 CREDENTIAL_MAX_DELTA,
                 0,
             ),

@@ -15,9 +15,9 @@
 //!   save, audit — so a failed request changes nothing and an acknowledged one is on
 //!   disk.
 //!
-//! **Time.** Nothing here reads a clock. Every operation takes `now: Time`, which the
-//! driver (the HTTP layer or the node driver) must give as *Unix time* (microseconds
-//! since 1970-01-01 UTC): record times (`creationTime`, ...) are shown as milliseconds
+//! **Time.** Nothing here reads a clock. Every operation takes `now`, a wall-clock
+//! [`UnixTime`] the driver (the HTTP layer or the node driver) reads; never the
+//! monotonic `Time` of the protocol cores. Record times (`creationTime`, ...) are shown as milliseconds
 //! since the epoch, as in ZeroTier, and credential timestamps must be comparable
 //! across controller restarts.
 //!
@@ -60,7 +60,7 @@ pub use patch::{CompiledRules, RulesCompileError, RulesCompiler};
 pub use request::{ConfigRequest, Decision, NodeVersion};
 pub use store::{AuditEntry, FieldChange, RedbStore, Store, StoreTxn};
 
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// What kind of change happened to a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,12 +184,14 @@ impl Controller {
 
     /// Creates a network with a random unused number (ZeroTier's `POST
     /// /controller/network` and `<address>______`) and applies `body` to it.
+    /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn create_network(
         &self,
         body: &Map<String, Value>,
         actor: &str,
-        now: Time,
+        now: impl Into<UnixTime>,
     ) -> Result<Saved<Network>, ControllerError> {
+        let now = now.into();
         let mut candidates: Vec<u32> = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             (0..1000).map(|_| rng.next_u32() & 0xff_ffff).collect()
@@ -211,13 +213,15 @@ impl Controller {
 
     /// Creates or partially updates network `nwid` (ZeroTier's `POST
     /// /controller/network/<nwid>`). `nwid` must belong to this controller.
+    /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn post_network(
         &self,
         nwid: NetworkId,
         body: &Map<String, Value>,
         actor: &str,
-        now: Time,
+        now: impl Into<UnixTime>,
     ) -> Result<Saved<Network>, ControllerError> {
+        let now = now.into();
         if nwid.controller() != self.address {
             return Err(ControllerError::BadRequest(format!(
                 "network {nwid} belongs to controller {}, this is {}; network IDs here start with {}",
@@ -237,7 +241,7 @@ impl Controller {
         choose: &dyn Fn(&mut dyn StoreTxn) -> Result<NetworkId, ControllerError>,
         body: &Map<String, Value>,
         actor: &str,
-        now: Time,
+        now: UnixTime,
     ) -> Result<Saved<Network>, ControllerError> {
         let compiler = self.compiler();
         let mut out = None;
@@ -287,7 +291,7 @@ impl Controller {
         &self,
         nwid: NetworkId,
         actor: &str,
-        now: Time,
+        now: UnixTime,
     ) -> Result<Network, ControllerError> {
         let mut out = None;
         self.store.write(&mut |txn| {
@@ -320,14 +324,16 @@ impl Controller {
     /// /controller/network/<nwid>/member/<address>`; creating a record before the node
     /// asks is how members are pre-authorized). Missing pool addresses are assigned in
     /// the same transaction when the member is admitted.
+    /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn post_member(
         &self,
         nwid: NetworkId,
         address: NodeAddress,
         body: &Map<String, Value>,
         actor: &str,
-        now: Time,
+        now: impl Into<UnixTime>,
     ) -> Result<Saved<Member>, ControllerError> {
+        let now = now.into();
         let mut out = None;
         let mut changes = Vec::new();
         self.store.write(&mut |txn| {
@@ -388,7 +394,7 @@ impl Controller {
         nwid: NetworkId,
         address: NodeAddress,
         actor: &str,
-        now: Time,
+        now: UnixTime,
     ) -> Result<Member, ControllerError> {
         let mut out = None;
         self.store.write(&mut |txn| {
@@ -433,7 +439,7 @@ impl Controller {
     pub fn request(
         &self,
         req: &ConfigRequest,
-        now: Time,
+        now: UnixTime,
         signer: &dyn Signer,
     ) -> Result<Decision, ControllerError> {
         let mut decision = self.decide(req, now, signer)?;
@@ -480,7 +486,7 @@ impl Controller {
     fn decide(
         &self,
         req: &ConfigRequest,
-        now: Time,
+        now: UnixTime,
         signer: &dyn Signer,
     ) -> Result<Decision, ControllerError> {
         let Some(net) = self.store.network(req.nwid)? else {
@@ -587,11 +593,11 @@ fn audit(
     member: Option<NodeAddress>,
     before: Option<&Value>,
     after: Option<&Value>,
-    now: Time,
+    now: UnixTime,
 ) -> Result<(), ControllerError> {
     let mut entry = AuditEntry {
         seq: 0,
-        time: model::unix_millis(now),
+        time: now.as_millis(),
         actor: actor.to_string(),
         action: action.to_string(),
         nwid,

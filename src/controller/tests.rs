@@ -22,8 +22,8 @@ fn body(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
-fn t(ms: u64) -> Time {
-    Time::from_millis(1_700_000_000_000 + ms)
+fn t(ms: u64) -> UnixTime {
+    UnixTime::from_millis(1_700_000_000_000 + ms)
 }
 
 fn addr(i: u64) -> NodeAddress {

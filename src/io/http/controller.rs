@@ -41,22 +41,22 @@ use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, with_ignored};
 use crate::controller::{Change, ChangeListener, Controller, ControllerError, RedbStore};
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// The API version `GET /controller` reports (ZeroTier's current one).
 pub const API_VERSION: u32 = 4;
 /// Directory of the controller database inside the home directory.
 pub const CONTROLLER_DIR: &str = "controller.d";
 
-/// Reads the current time for the controller (Unix time).
-pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
+/// Reads the current wall-clock time for the controller.
+pub type Clock = Arc<dyn Fn() -> UnixTime + Send + Sync>;
 
-/// The system clock as Unix time.
-pub fn wall_clock() -> Time {
+/// The system clock as Unix time (the one place the wall clock is read).
+pub fn wall_clock() -> UnixTime {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    Time::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+    UnixTime::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Opens (creating if needed) the controller of node `address` with its database in
