@@ -46,20 +46,22 @@
 //! signature over exactly those bytes (so no canonical JSON is needed); the node caches
 //! the signed bytes in `networks.d/` and can verify them again at start.
 //!
-//! Signing goes through the small [`Signer`] trait, so the controller does not depend on
-//! the identity type; verification uses `ed25519-dalek` directly. Pure code; used by
+//! Signing goes through [`crate::crypto::Signer`] (the node's identity in the daemon and
+//! the simulator, any key in tests), so the controller does not depend on the identity
+//! type; verification uses `ed25519-dalek` directly. Pure code; used by
 //! `request` (issue) and by the node side (verify).
 
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::model::{CapabilityDef, Dns, Route, hex_network_id, hex_node_address};
+use crate::crypto::Signer;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// How often members re-request their network config.
@@ -68,53 +70,6 @@ pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 pub const CREDENTIAL_MAX_DELTA: Duration = Duration::from_secs(5 * 60);
 /// How long the node driver may take to push fresh configs after a revocation.
 pub const REVOCATION_PUSH_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Signs with the controller's identity key (Ed25519).
-pub trait Signer: Send + Sync {
-    /// The controller's node address.
-    fn address(&self) -> NodeAddress;
-    /// An Ed25519 signature over `msg`.
-    fn sign(&self, msg: &[u8]) -> [u8; 64];
-}
-
-/// A [`Signer`] over a raw Ed25519 key, for tests, the simulator, and until the node's
-/// identity type implements `Signer` itself.
-pub struct Ed25519Signer {
-    address: NodeAddress,
-    key: SigningKey,
-}
-
-impl Ed25519Signer {
-    /// A signer for `address` with the Ed25519 secret key `secret`.
-    pub fn new(address: NodeAddress, secret: [u8; 32]) -> Self {
-        Ed25519Signer {
-            address,
-            key: SigningKey::from_bytes(&secret),
-        }
-    }
-
-    /// The public key that verifies this signer's signatures.
-    pub fn verifying_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
-    }
-}
-
-impl Signer for Ed25519Signer {
-    fn address(&self) -> NodeAddress {
-        self.address
-    }
-
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        use ed25519_dalek::Signer as _;
-        self.key.sign(msg).to_bytes()
-    }
-}
-
-impl fmt::Debug for Ed25519Signer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Ed25519Signer({})", self.address)
-    }
-}
 
 /// Why a credential or config was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -185,7 +140,7 @@ impl MembershipCredential {
             revision,
             signature: [0; 64],
         };
-        c.signature = signer.sign(&c.signed_message());
+        c.signature = signer.sign_message(&c.signed_message());
         c
     }
 
@@ -369,9 +324,10 @@ impl NetworkConfig {
     pub fn sign(&self, signer: &dyn Signer) -> SignedNetworkConfig {
         // Invariant: a NetworkConfig holds only JSON-representable data.
         let payload = serde_json::to_vec(self).unwrap_or_default();
-        let signature = signer.sign(&[CONFIG_DOMAIN, &payload].concat());
+        let signature = signer.sign_message(&[CONFIG_DOMAIN, &payload].concat());
         SignedNetworkConfig {
-            signer: signer.address(),
+            // The controller of a network is the node its ID names (checked by `verify`).
+            signer: self.nwid.controller(),
             payload,
             signature,
         }
@@ -532,9 +488,16 @@ mod micros {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::UpdateKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
 
-    fn signer() -> Ed25519Signer {
-        Ed25519Signer::new("89e92ceee5".parse().unwrap(), [7; 32])
+    fn signer() -> UpdateKey {
+        key(7)
+    }
+
+    fn key(seed: u8) -> UpdateKey {
+        UpdateKey::generate(&mut ChaCha20Rng::from_seed([seed; 32]))
     }
 
     fn nwid() -> NetworkId {
@@ -560,7 +523,7 @@ mod tests {
         assert_eq!(bytes.len(), 102);
         let back = MembershipCredential::from_bytes(&bytes).unwrap();
         assert_eq!(back, c);
-        back.verify(&s.verifying_key()).unwrap();
+        back.verify(&s.public_key()).unwrap();
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(
             serde_json::from_str::<MembershipCredential>(&json).unwrap(),
@@ -576,13 +539,13 @@ mod tests {
             let mut bytes = c.to_bytes();
             bytes[i] ^= 0x01;
             let ok = MembershipCredential::from_bytes(&bytes)
-                .and_then(|c| c.verify(&s.verifying_key()))
+                .and_then(|c| c.verify(&s.public_key()))
                 .is_ok();
             assert!(!ok, "flipping byte {i} went unnoticed");
         }
-        let other = Ed25519Signer::new("89e92ceee5".parse().unwrap(), [8; 32]);
+        let other = key(8);
         assert_eq!(
-            c.verify(&other.verifying_key()),
+            c.verify(&other.public_key()),
             Err(CredentialError::BadSignature {
                 what: "membership credential"
             })
@@ -609,7 +572,7 @@ mod tests {
         assert!(!a.agrees_with(&other_net));
     }
 
-    fn config(s: &Ed25519Signer) -> NetworkConfig {
+    fn config(s: &UpdateKey) -> NetworkConfig {
         NetworkConfig {
             nwid: nwid(),
             name: "lab".into(),
@@ -654,14 +617,14 @@ mod tests {
         let signed = c.sign(&s);
         let back = SignedNetworkConfig::from_bytes(&signed.to_bytes()).unwrap();
         assert_eq!(back, signed);
-        assert_eq!(back.verify(&s.verifying_key()).unwrap(), c);
+        assert_eq!(back.verify(&s.public_key()).unwrap(), c);
         let mut bad = signed.to_bytes();
         let last = bad.len() - 2;
         bad[last] ^= 1;
         assert!(
             SignedNetworkConfig::from_bytes(&bad)
                 .unwrap()
-                .verify(&s.verifying_key())
+                .verify(&s.public_key())
                 .is_err()
         );
     }
@@ -671,7 +634,7 @@ mod tests {
         let s = signer();
         let mut c = config(&s);
         c.issued_to = "0123456788".parse().unwrap();
-        let err = c.sign(&s).verify(&s.verifying_key()).unwrap_err();
+        let err = c.sign(&s).verify(&s.public_key()).unwrap_err();
         assert!(matches!(err, CredentialError::Inconsistent(_)), "{err}");
     }
 }

@@ -51,8 +51,8 @@ use serde_json::{Map, Value};
 pub mod rules;
 
 pub use credential::{
-    CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, Ed25519Signer,
-    MembershipCredential, NetworkConfig, RosterEntry, SignedNetworkConfig, Signer,
+    CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, MembershipCredential,
+    NetworkConfig, RosterEntry, SignedNetworkConfig,
 };
 pub use error::ControllerError;
 pub use model::{Member, Network};
@@ -60,6 +60,7 @@ pub use patch::{CompiledRules, RulesCompileError, RulesCompiler};
 pub use request::{ConfigRequest, Decision, NodeVersion};
 pub use store::{AuditEntry, FieldChange, RedbStore, Store, StoreTxn};
 
+use crate::crypto::Signer;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// What kind of change happened to a record.

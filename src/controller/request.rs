@@ -18,9 +18,10 @@
 //! (`ipam::assign_missing`) and saves the record in one store transaction. No clock is
 //! read here: `now` (controller Unix time) is a parameter.
 
-use super::credential::{CREDENTIAL_MAX_DELTA, MembershipCredential, NetworkConfig, Signer};
+use super::credential::{CREDENTIAL_MAX_DELTA, MembershipCredential, NetworkConfig};
 use super::ipam;
 use super::model::{Member, Network, Route};
+use crate::crypto::Signer;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 use ipnet::IpNet;
@@ -241,11 +242,13 @@ fn build_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::credential::Ed25519Signer;
     use crate::controller::model::{CapabilityDef, IpPool, TagDef, V6AssignMode};
+    use crate::crypto::UpdateKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
 
-    fn signer() -> Ed25519Signer {
-        Ed25519Signer::new("89e92ceee5".parse().unwrap(), [1; 32])
+    fn signer() -> UpdateKey {
+        UpdateKey::generate(&mut ChaCha20Rng::from_seed([1; 32]))
     }
 
     fn network(private: bool) -> Network {
@@ -325,9 +328,9 @@ mod tests {
         assert_eq!(c.issued_to, m.address);
         assert_eq!(c.credential.revision, 3);
         assert_eq!(c.credential.timestamp, UnixTime::from_millis(7));
-        c.credential.verify(&s.verifying_key()).unwrap();
+        c.credential.verify(&s.public_key()).unwrap();
         let signed = c.sign(&s);
-        assert_eq!(signed.verify(&s.verifying_key()).unwrap(), *c);
+        assert_eq!(signed.verify(&s.public_key()).unwrap(), *c);
     }
 
     #[test]

@@ -19,8 +19,9 @@ use serde_json::Value;
 
 use crate::controller::{
     ConfigRequest, Controller, ControllerError, CredentialError, Decision, NetworkConfig,
-    SignedNetworkConfig, Signer,
+    SignedNetworkConfig,
 };
+use crate::crypto::Signer;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::node::Node;
 use crate::node::network::{MemberPolicy, NetworkStatus, Policy};
@@ -28,16 +29,16 @@ use crate::node::switch::{MemberInfo, SwitchSettings};
 use crate::rules::RuleSet;
 use crate::types::{NetworkId, NodeAddress, Time, UnixTime};
 
-/// A node identity as the controller's signer.
+/// The node identity a [`Serving`] controller signs with.
 pub struct IdentitySigner(pub Identity);
 
 impl Signer for IdentitySigner {
-    fn address(&self) -> NodeAddress {
-        self.0.public().address()
+    fn public_key(&self) -> [u8; 32] {
+        self.0.public_key()
     }
 
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg)
+    fn sign_message(&self, msg: &[u8]) -> [u8; 64] {
+        self.0.sign_message(msg)
     }
 }
 
