@@ -458,11 +458,13 @@ mod address_list {
 
     use crate::types::NodeAddress;
 
-    pub fn serialize<S: Serializer>(list: &[NodeAddress], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(list: &[NodeAddress], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(list.iter().map(|a| a.to_string()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeAddress>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<NodeAddress>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|s| s.parse().map_err(D::Error::custom))
@@ -476,11 +478,11 @@ mod micros {
 
     use crate::types::UnixTime;
 
-    pub fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(t.as_micros())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
         Ok(UnixTime::from_micros(u64::deserialize(d)?))
     }
 }

@@ -30,6 +30,8 @@ pub mod describe;
 mod error;
 mod eval;
 pub mod explain;
+// `Frame`'s methods are `pub` inside this private module; to be narrowed to `pub(crate)`.
+#[allow(unreachable_pub)]
 mod frame;
 pub mod json;
 mod parse;
