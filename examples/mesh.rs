@@ -7,6 +7,8 @@
 //! Run: `cargo run --example mesh` or, with other NAT kinds,
 //! `cargo run --example mesh -- symmetric full-cone` (one kind per node; with two
 //! symmetric NATs no direct path can be found and traffic stays relayed).
+// Tests and examples may use files, sockets, threads and processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::time::Duration;
 

@@ -2,6 +2,8 @@
 //! layer. Exit status: 0 success, 1 the daemon said no or could not be reached (the
 //! message says what to check), 2 usage errors.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

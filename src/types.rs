@@ -1,4 +1,5 @@
-//! The shared vocabulary: node addresses, network IDs, MACs, endpoints and time.
+//! The shared vocabulary: node addresses, network IDs, MACs, endpoints, and the two
+//! clocks (monotonic [`Time`], wall-clock [`UnixTime`]).
 //!
 //! Every identifier is a newtype whose constructors validate, so an invalid one cannot
 //! exist anywhere else in the program. `Display` and `FromStr` use the forms users see
@@ -333,6 +334,71 @@ impl Sub<Duration> for Time {
     type Output = Time;
     fn sub(self, d: Duration) -> Time {
         Time(self.0.saturating_sub(d.as_micros() as u64))
+    }
+}
+
+/// Wall-clock time: microseconds since 1970-01-01 00:00 UTC (Unix time).
+///
+/// What records, credentials and configs carry (`creationTime`, a credential's
+/// timestamp) and what people read. [`Time`] is the other clock: monotonic, with an
+/// origin the driver picks, for timers and round trips. Nothing converts one into the
+/// other, except [`From<Time>`](#impl-From%3CTime%3E-for-UnixTime) for the simulator,
+/// whose one virtual clock stands for both. Only `io` reads the real clock
+/// (`io::http::controller::wall_clock`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Debug)]
+pub struct UnixTime(u64);
+
+impl UnixTime {
+    /// 1970-01-01 00:00 UTC.
+    pub const EPOCH: UnixTime = UnixTime(0);
+
+    /// `micros` microseconds after the epoch.
+    pub const fn from_micros(micros: u64) -> Self {
+        UnixTime(micros)
+    }
+
+    /// `millis` milliseconds after the epoch.
+    pub const fn from_millis(millis: u64) -> Self {
+        UnixTime(millis.saturating_mul(1000))
+    }
+
+    /// Microseconds since the epoch.
+    pub const fn as_micros(self) -> u64 {
+        self.0
+    }
+
+    /// Milliseconds since the epoch (the unit of ZeroTier's JSON record times).
+    pub const fn as_millis(self) -> u64 {
+        self.0 / 1000
+    }
+
+    /// How long after `earlier` this is (zero if `earlier` is later).
+    pub fn since(self, earlier: UnixTime) -> Duration {
+        Duration::from_micros(self.0.saturating_sub(earlier.0))
+    }
+}
+
+impl Add<Duration> for UnixTime {
+    type Output = UnixTime;
+    fn add(self, d: Duration) -> UnixTime {
+        UnixTime(self.0.saturating_add(d.as_micros() as u64))
+    }
+}
+
+impl Sub<Duration> for UnixTime {
+    type Output = UnixTime;
+    fn sub(self, d: Duration) -> UnixTime {
+        UnixTime(self.0.saturating_sub(d.as_micros() as u64))
+    }
+}
+
+/// The simulator's clock starts at zero and stands for both clocks, so its `Time` is
+/// read as that many microseconds after the epoch. Real drivers read the two clocks
+/// separately; this exists only so the controller's entry points the simulator calls
+/// can accept its `Time` until it passes a `UnixTime` itself.
+impl From<Time> for UnixTime {
+    fn from(t: Time) -> UnixTime {
+        UnixTime(t.as_micros())
     }
 }
 

@@ -1,6 +1,8 @@
 //! The controller's HTTP API over real HTTP on 127.0.0.1 (port 0), as ZeroTier
 //! controller scripts and UIs use it, plus the `skylan controller` commands against
 //! the same server.
+// Tests and examples may use files, sockets, threads and processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -16,7 +16,7 @@
 //! the daemons' logs are printed (see `support`).
 
 // Recovery times are measured with the wall clock and printed, never asserted tightly.
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod support;
 

@@ -8,7 +8,7 @@
 //! Needs root; skips loudly otherwise.
 
 // Latencies are measured with the wall clock and printed.
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 mod support;
 

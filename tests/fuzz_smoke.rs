@@ -7,6 +7,8 @@
 //! The harness source is `fuzz/src/` (the fuzz crate's library), compiled here as a
 //! module. Seed corpora are written by the ignored test at the bottom:
 //! `cargo test --test fuzz_smoke -- --ignored write_seed_corpora`.
+// Tests and examples may use files, sockets, threads and processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 #[path = "../fuzz/src/lib.rs"]
 mod harness;

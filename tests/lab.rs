@@ -2,6 +2,8 @@
 //! UDP sockets opened inside the namespaces, link cuts and loss are measured, spawned
 //! processes are ended, and nothing with the lab's prefix survives a dropped lab (even
 //! one dropped by a panic). Needs root; skips loudly otherwise.
+// Tests and examples may use files, sockets, threads and processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::thread;

@@ -3,6 +3,8 @@
 //! removed, one added, the MTU changed, routes added), re-applied without touching
 //! anything (watched with `ip monitor`), and removed without leaving a trace. Needs root;
 //! skips loudly otherwise.
+// Tests and examples may use files, sockets, threads and processes.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

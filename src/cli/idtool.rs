@@ -19,12 +19,12 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Subcommand;
 use rand_core::OsRng;
 
 use crate::crypto::{CryptoError, Identity, PublicIdentity, Signer, UpdateKey};
+use crate::io::home::{load_world, load_world_template};
 use crate::types::Endpoint;
 use crate::world::{DEFAULT_PLANET_ID, RootSpec, World, WorldError, WorldKind, WorldTemplate};
 
@@ -360,7 +360,7 @@ fn genmoon(
     secret: &str,
     out_dir: Option<&Path>,
 ) -> Result<String, IdtoolError> {
-    let template = WorldTemplate::load(template_path)?;
+    let template = load_world_template(template_path)?;
     let signer = load_secret(secret)?;
     let out_dir = out_dir.unwrap_or(Path::new("."));
     let file_name = match template.kind {
@@ -514,7 +514,7 @@ fn previous_world(path: &Path, report: &mut String) -> Option<World> {
     if !path.exists() {
         return None;
     }
-    match World::load(path) {
+    match load_world(path) {
         Ok(world) => Some(world),
         Err(e) => {
             report.push_str(&format!(
@@ -528,10 +528,7 @@ fn previous_world(path: &Path, report: &mut String) -> Option<World> {
 
 /// Now in milliseconds, but always after the previous revision's timestamp.
 fn next_timestamp(previous: Option<&World>) -> u64 {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now = crate::io::http::controller::wall_clock().as_millis();
     match previous {
         Some(p) => now.max(p.timestamp.saturating_add(1)),
         None => now,

@@ -126,7 +126,7 @@ fn preferred_path(p: &Value) -> String {
 }
 
 fn list_now(_list: &Value) -> u64 {
-    crate::io::http::controller::wall_clock().as_micros() / 1000
+    crate::io::http::controller::wall_clock().as_millis()
 }
 
 fn age(now: u64, t: &Value) -> String {

@@ -46,21 +46,23 @@
 //! signature over exactly those bytes (so no canonical JSON is needed); the node caches
 //! the signed bytes in `networks.d/` and can verify them again at start.
 //!
-//! Signing goes through the small [`Signer`] trait, so the controller does not depend on
-//! the identity type; verification uses `ed25519-dalek` directly. Pure code; used by
+//! Signing goes through [`crate::crypto::Signer`] (the node's identity in the daemon and
+//! the simulator, any key in tests), so the controller does not depend on the identity
+//! type; verification uses `ed25519-dalek` directly. Pure code; used by
 //! `request` (issue) and by the node side (verify).
 
 use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signature, VerifyingKey};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::model::{CapabilityDef, Dns, Route, hex_network_id, hex_node_address};
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::crypto::Signer;
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// How often members re-request their network config.
 pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
@@ -68,53 +70,6 @@ pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 pub const CREDENTIAL_MAX_DELTA: Duration = Duration::from_secs(5 * 60);
 /// How long the node driver may take to push fresh configs after a revocation.
 pub const REVOCATION_PUSH_DEADLINE: Duration = Duration::from_secs(5);
-
-/// Signs with the controller's identity key (Ed25519).
-pub trait Signer: Send + Sync {
-    /// The controller's node address.
-    fn address(&self) -> NodeAddress;
-    /// An Ed25519 signature over `msg`.
-    fn sign(&self, msg: &[u8]) -> [u8; 64];
-}
-
-/// A [`Signer`] over a raw Ed25519 key, for tests, the simulator, and until the node's
-/// identity type implements `Signer` itself.
-pub struct Ed25519Signer {
-    address: NodeAddress,
-    key: SigningKey,
-}
-
-impl Ed25519Signer {
-    /// A signer for `address` with the Ed25519 secret key `secret`.
-    pub fn new(address: NodeAddress, secret: [u8; 32]) -> Self {
-        Ed25519Signer {
-            address,
-            key: SigningKey::from_bytes(&secret),
-        }
-    }
-
-    /// The public key that verifies this signer's signatures.
-    pub fn verifying_key(&self) -> [u8; 32] {
-        self.key.verifying_key().to_bytes()
-    }
-}
-
-impl Signer for Ed25519Signer {
-    fn address(&self) -> NodeAddress {
-        self.address
-    }
-
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        use ed25519_dalek::Signer as _;
-        self.key.sign(msg).to_bytes()
-    }
-}
-
-impl fmt::Debug for Ed25519Signer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Ed25519Signer({})", self.address)
-    }
-}
 
 /// Why a credential or config was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,7 +108,7 @@ pub struct MembershipCredential {
     /// The member it was issued to.
     pub member: NodeAddress,
     /// Controller time of issue.
-    pub timestamp: Time,
+    pub timestamp: UnixTime,
     /// Largest timestamp difference this credential's holder accepts.
     pub max_delta: Duration,
     /// The network's membership revision at issue.
@@ -173,7 +128,7 @@ impl MembershipCredential {
         signer: &dyn Signer,
         nwid: NetworkId,
         member: NodeAddress,
-        timestamp: Time,
+        timestamp: UnixTime,
         max_delta: Duration,
         revision: u64,
     ) -> Self {
@@ -185,7 +140,7 @@ impl MembershipCredential {
             revision,
             signature: [0; 64],
         };
-        c.signature = signer.sign(&c.signed_message());
+        c.signature = signer.sign_message(&c.signed_message());
         c
     }
 
@@ -243,7 +198,7 @@ impl MembershipCredential {
         Ok(MembershipCredential {
             nwid,
             member,
-            timestamp: Time::from_micros(u64_at(14)),
+            timestamp: UnixTime::from_micros(u64_at(14)),
             max_delta: Duration::from_micros(u64_at(22)),
             revision: u64_at(30),
             signature,
@@ -313,7 +268,7 @@ pub struct NetworkConfig {
     pub revision: u64,
     /// Controller time of issue; a node keeps the newest config it has verified.
     #[serde(with = "micros")]
-    pub timestamp: Time,
+    pub timestamp: UnixTime,
     /// The member this config is for.
     #[serde(with = "hex_node_address")]
     pub issued_to: NodeAddress,
@@ -369,9 +324,10 @@ impl NetworkConfig {
     pub fn sign(&self, signer: &dyn Signer) -> SignedNetworkConfig {
         // Invariant: a NetworkConfig holds only JSON-representable data.
         let payload = serde_json::to_vec(self).unwrap_or_default();
-        let signature = signer.sign(&[CONFIG_DOMAIN, &payload].concat());
+        let signature = signer.sign_message(&[CONFIG_DOMAIN, &payload].concat());
         SignedNetworkConfig {
-            signer: signer.address(),
+            // The controller of a network is the node its ID names (checked by `verify`).
+            signer: self.nwid.controller(),
             payload,
             signature,
         }
@@ -502,11 +458,13 @@ mod address_list {
 
     use crate::types::NodeAddress;
 
-    pub fn serialize<S: Serializer>(list: &[NodeAddress], s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(list: &[NodeAddress], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(list.iter().map(|a| a.to_string()))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NodeAddress>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<NodeAddress>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|s| s.parse().map_err(D::Error::custom))
@@ -514,27 +472,34 @@ mod address_list {
     }
 }
 
-/// Serde for [`Time`] as a number of microseconds.
+/// Serde for [`UnixTime`] as a number of microseconds.
 mod micros {
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use crate::types::Time;
+    use crate::types::UnixTime;
 
-    pub fn serialize<S: Serializer>(t: &Time, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &UnixTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(t.as_micros())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Time, D::Error> {
-        Ok(Time::from_micros(u64::deserialize(d)?))
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<UnixTime, D::Error> {
+        Ok(UnixTime::from_micros(u64::deserialize(d)?))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::UpdateKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
 
-    fn signer() -> Ed25519Signer {
-        Ed25519Signer::new("89e92ceee5".parse().unwrap(), [7; 32])
+    fn signer() -> UpdateKey {
+        key(7)
+    }
+
+    fn key(seed: u8) -> UpdateKey {
+        UpdateKey::generate(&mut ChaCha20Rng::from_seed([seed; 32]))
     }
 
     fn nwid() -> NetworkId {
@@ -546,7 +511,7 @@ mod tests {
             &signer(),
             nwid(),
             member.parse().unwrap(),
-            Time::from_millis(ts_ms),
+            UnixTime::from_millis(ts_ms),
             CREDENTIAL_MAX_DELTA,
             revision,
         )
@@ -560,7 +525,7 @@ mod tests {
         assert_eq!(bytes.len(), 102);
         let back = MembershipCredential::from_bytes(&bytes).unwrap();
         assert_eq!(back, c);
-        back.verify(&s.verifying_key()).unwrap();
+        back.verify(&s.public_key()).unwrap();
         let json = serde_json::to_string(&c).unwrap();
         assert_eq!(
             serde_json::from_str::<MembershipCredential>(&json).unwrap(),
@@ -576,13 +541,13 @@ mod tests {
             let mut bytes = c.to_bytes();
             bytes[i] ^= 0x01;
             let ok = MembershipCredential::from_bytes(&bytes)
-                .and_then(|c| c.verify(&s.verifying_key()))
+                .and_then(|c| c.verify(&s.public_key()))
                 .is_ok();
             assert!(!ok, "flipping byte {i} went unnoticed");
         }
-        let other = Ed25519Signer::new("89e92ceee5".parse().unwrap(), [8; 32]);
+        let other = key(8);
         assert_eq!(
-            c.verify(&other.verifying_key()),
+            c.verify(&other.public_key()),
             Err(CredentialError::BadSignature {
                 what: "membership credential"
             })
@@ -609,12 +574,12 @@ mod tests {
         assert!(!a.agrees_with(&other_net));
     }
 
-    fn config(s: &Ed25519Signer) -> NetworkConfig {
+    fn config(s: &UpdateKey) -> NetworkConfig {
         NetworkConfig {
             nwid: nwid(),
             name: "lab".into(),
             revision: 4,
-            timestamp: Time::from_millis(9),
+            timestamp: UnixTime::from_millis(9),
             issued_to: "0123456789".parse().unwrap(),
             private: true,
             enable_broadcast: true,
@@ -634,7 +599,7 @@ mod tests {
                 s,
                 nwid(),
                 "0123456789".parse().unwrap(),
-                Time::from_millis(9),
+                UnixTime::from_millis(9),
                 CREDENTIAL_MAX_DELTA,
                 0,
             ),
@@ -654,14 +619,14 @@ mod tests {
         let signed = c.sign(&s);
         let back = SignedNetworkConfig::from_bytes(&signed.to_bytes()).unwrap();
         assert_eq!(back, signed);
-        assert_eq!(back.verify(&s.verifying_key()).unwrap(), c);
+        assert_eq!(back.verify(&s.public_key()).unwrap(), c);
         let mut bad = signed.to_bytes();
         let last = bad.len() - 2;
         bad[last] ^= 1;
         assert!(
             SignedNetworkConfig::from_bytes(&bad)
                 .unwrap()
-                .verify(&s.verifying_key())
+                .verify(&s.public_key())
                 .is_err()
         );
     }
@@ -671,7 +636,7 @@ mod tests {
         let s = signer();
         let mut c = config(&s);
         c.issued_to = "0123456788".parse().unwrap();
-        let err = c.sign(&s).verify(&s.verifying_key()).unwrap_err();
+        let err = c.sign(&s).verify(&s.public_key()).unwrap_err();
         assert!(matches!(err, CredentialError::Inconsistent(_)), "{err}");
     }
 }

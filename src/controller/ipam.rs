@@ -200,10 +200,10 @@ mod tests {
 
     use super::*;
     use crate::controller::model::{IpPool, Route, V4AssignMode};
-    use crate::types::Time;
+    use crate::types::UnixTime;
 
     fn network(pool: (&str, &str), route: &str) -> Network {
-        let mut n = Network::new("89e92ceee5000001".parse().unwrap(), Time::ZERO);
+        let mut n = Network::new("89e92ceee5000001".parse().unwrap(), UnixTime::EPOCH);
         n.v4_assign_mode = V4AssignMode { zt: true };
         n.ip_assignment_pools = vec![IpPool {
             ip_range_start: pool.0.parse().unwrap(),
@@ -277,7 +277,7 @@ mod tests {
     #[test]
     fn assign_missing_respects_member_flags_and_admission() {
         let n = network(("198.18.0.1", "198.18.0.254"), "198.18.0.0/24");
-        let mut m = Member::new(n.id, addr(1), Time::ZERO);
+        let mut m = Member::new(n.id, addr(1), UnixTime::EPOCH);
         let mut probe = |_: IpAddr| Ok::<_, Infallible>(false);
         assert!(!assign_missing(&n, &mut m, false, &mut probe).unwrap());
         m.no_auto_assign_ips = true;

@@ -15,9 +15,9 @@
 //!   save, audit — so a failed request changes nothing and an acknowledged one is on
 //!   disk.
 //!
-//! **Time.** Nothing here reads a clock. Every operation takes `now: Time`, which the
-//! driver (the HTTP layer or the node driver) must give as *Unix time* (microseconds
-//! since 1970-01-01 UTC): record times (`creationTime`, ...) are shown as milliseconds
+//! **Time.** Nothing here reads a clock. Every operation takes `now`, a wall-clock
+//! [`UnixTime`] the driver (the HTTP layer or the node driver) reads; never the
+//! monotonic `Time` of the protocol cores. Record times (`creationTime`, ...) are shown as milliseconds
 //! since the epoch, as in ZeroTier, and credential timestamps must be comparable
 //! across controller restarts.
 //!
@@ -51,8 +51,8 @@ use serde_json::{Map, Value};
 pub mod rules;
 
 pub use credential::{
-    CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, Ed25519Signer,
-    MembershipCredential, NetworkConfig, RosterEntry, SignedNetworkConfig, Signer,
+    CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, MembershipCredential,
+    NetworkConfig, RosterEntry, SignedNetworkConfig,
 };
 pub use error::ControllerError;
 pub use model::{Member, Network};
@@ -60,7 +60,8 @@ pub use patch::{CompiledRules, RulesCompileError, RulesCompiler};
 pub use request::{ConfigRequest, Decision, NodeVersion};
 pub use store::{AuditEntry, FieldChange, RedbStore, Store, StoreTxn};
 
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::crypto::Signer;
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// What kind of change happened to a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,64 +185,44 @@ impl Controller {
 
     /// Creates a network with a random unused number (ZeroTier's `POST
     /// /controller/network` and `<address>______`) and applies `body` to it.
+    /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn create_network(
         &self,
         body: &Map<String, Value>,
         actor: &str,
-        now: Time,
+        now: impl Into<UnixTime>,
     ) -> Result<Saved<Network>, ControllerError> {
+        let now = now.into();
         let mut candidates: Vec<u32> = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             (0..1000).map(|_| rng.next_u32() & 0xff_ffff).collect()
         };
         candidates.retain(|n| *n != 0);
-        let compiler = self.compiler();
-        let mut out = None;
-        let mut changes = Vec::new();
-        self.store.write(&mut |txn| {
-            changes.clear();
-            let mut chosen = None;
+        let choose = |txn: &mut dyn StoreTxn| {
             for n in &candidates {
                 let nwid = NetworkId::new(self.address, *n);
                 if txn.network(nwid)?.is_none() {
-                    chosen = Some(nwid);
-                    break;
+                    return Ok(nwid);
                 }
             }
-            let nwid = chosen.ok_or_else(|| {
-                ControllerError::Exhausted(
-                    "no unused network number found; the controller's 24-bit network space is nearly full".into(),
-                )
-            })?;
-            let mut net = Network::new(nwid, now);
-            let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
-            txn.put_network(&mut net)?;
-            audit(txn, actor, "network.create", nwid, None, None, Some(&net.to_api_json()), now)?;
-            changes.push(Change {
-                nwid,
-                member: None,
-                kind: ChangeKind::Created,
-                revoked: false,
-            });
-            out = Some(Saved {
-                record: net,
-                ignored,
-            });
-            Ok(())
-        })?;
-        self.announce(&changes);
-        out.ok_or_else(|| ControllerError::storage("creating a network", "no result"))
+            Err(ControllerError::Exhausted(
+                "no unused network number found; the controller's 24-bit network space is nearly full".into(),
+            ))
+        };
+        self.save_network(&choose, body, actor, now)
     }
 
     /// Creates or partially updates network `nwid` (ZeroTier's `POST
     /// /controller/network/<nwid>`). `nwid` must belong to this controller.
+    /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn post_network(
         &self,
         nwid: NetworkId,
         body: &Map<String, Value>,
         actor: &str,
-        now: Time,
+        now: impl Into<UnixTime>,
     ) -> Result<Saved<Network>, ControllerError> {
+        let now = now.into();
         if nwid.controller() != self.address {
             return Err(ControllerError::BadRequest(format!(
                 "network {nwid} belongs to controller {}, this is {}; network IDs here start with {}",
@@ -250,11 +231,25 @@ impl Controller {
                 self.address
             )));
         }
+        self.save_network(&|_| Ok(nwid), body, actor, now)
+    }
+
+    /// The one network write, shared by create and update: in one transaction, picks
+    /// the network (`choose`), patches it (a new network if there is none) with `body`
+    /// and, if anything changed, stores it, audits it and announces the change.
+    fn save_network(
+        &self,
+        choose: &dyn Fn(&mut dyn StoreTxn) -> Result<NetworkId, ControllerError>,
+        body: &Map<String, Value>,
+        actor: &str,
+        now: UnixTime,
+    ) -> Result<Saved<Network>, ControllerError> {
         let compiler = self.compiler();
         let mut out = None;
         let mut changes = Vec::new();
         self.store.write(&mut |txn| {
             changes.clear();
+            let nwid = choose(txn)?;
             let existing = txn.network(nwid)?;
             let mut net = existing.clone().unwrap_or_else(|| Network::new(nwid, now));
             let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
@@ -297,7 +292,7 @@ impl Controller {
         &self,
         nwid: NetworkId,
         actor: &str,
-        now: Time,
+        now: UnixTime,
     ) -> Result<Network, ControllerError> {
         let mut out = None;
         self.store.write(&mut |txn| {
@@ -330,14 +325,16 @@ impl Controller {
     /// /controller/network/<nwid>/member/<address>`; creating a record before the node
     /// asks is how members are pre-authorized). Missing pool addresses are assigned in
     /// the same transaction when the member is admitted.
+    /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn post_member(
         &self,
         nwid: NetworkId,
         address: NodeAddress,
         body: &Map<String, Value>,
         actor: &str,
-        now: Time,
+        now: impl Into<UnixTime>,
     ) -> Result<Saved<Member>, ControllerError> {
+        let now = now.into();
         let mut out = None;
         let mut changes = Vec::new();
         self.store.write(&mut |txn| {
@@ -398,7 +395,7 @@ impl Controller {
         nwid: NetworkId,
         address: NodeAddress,
         actor: &str,
-        now: Time,
+        now: UnixTime,
     ) -> Result<Member, ControllerError> {
         let mut out = None;
         self.store.write(&mut |txn| {
@@ -443,7 +440,7 @@ impl Controller {
     pub fn request(
         &self,
         req: &ConfigRequest,
-        now: Time,
+        now: UnixTime,
         signer: &dyn Signer,
     ) -> Result<Decision, ControllerError> {
         let mut decision = self.decide(req, now, signer)?;
@@ -490,7 +487,7 @@ impl Controller {
     fn decide(
         &self,
         req: &ConfigRequest,
-        now: Time,
+        now: UnixTime,
         signer: &dyn Signer,
     ) -> Result<Decision, ControllerError> {
         let Some(net) = self.store.network(req.nwid)? else {
@@ -597,11 +594,11 @@ fn audit(
     member: Option<NodeAddress>,
     before: Option<&Value>,
     after: Option<&Value>,
-    now: Time,
+    now: UnixTime,
 ) -> Result<(), ControllerError> {
     let mut entry = AuditEntry {
         seq: 0,
-        time: model::unix_millis(now),
+        time: now.as_millis(),
         actor: actor.to_string(),
         action: action.to_string(),
         nwid,

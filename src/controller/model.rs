@@ -22,7 +22,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// Default MTU of a new network: the largest whose full frames travel as exactly two
 /// datagrams on a 1,500-byte underlay. Two fragments of the default 1,432-byte UDP
@@ -100,9 +100,10 @@ pub struct Network {
 }
 
 impl Network {
-    /// A network with ZeroTier's defaults but the MTU: private, broadcast on, multicast limit 32,
-    /// MTU [`DEFAULT_MTU`], no pools or routes, and a single "accept everything" rule.
-    pub fn new(id: NetworkId, now: Time) -> Self {
+    /// A network with ZeroTier's defaults but the MTU: private, broadcast on, multicast
+    /// limit 32, MTU [`DEFAULT_MTU`], no pools or routes, and a single "accept
+    /// everything" rule.
+    pub fn new(id: NetworkId, now: UnixTime) -> Self {
         Network {
             id,
             name: String::new(),
@@ -119,7 +120,7 @@ impl Network {
             tags: Vec::new(),
             capabilities: Vec::new(),
             dns: Dns::default(),
-            creation_time: unix_millis(now),
+            creation_time: now.as_millis(),
             revision: 0,
             membership_revision: 0,
         }
@@ -265,7 +266,7 @@ pub struct Member {
 
 impl Member {
     /// A new, unauthorized member record.
-    pub fn new(nwid: NetworkId, address: NodeAddress, now: Time) -> Self {
+    pub fn new(nwid: NetworkId, address: NodeAddress, now: UnixTime) -> Self {
         Member {
             address,
             nwid,
@@ -277,7 +278,7 @@ impl Member {
             capabilities: Vec::new(),
             name: String::new(),
             identity: String::new(),
-            creation_time: unix_millis(now),
+            creation_time: now.as_millis(),
             revision: 0,
             last_authorized_time: 0,
             last_deauthorized_time: 0,
@@ -301,16 +302,21 @@ impl Member {
 
     /// Sets `authorized`, stamping the authorization times as ZeroTier does. Returns
     /// `true` if the value changed.
-    pub fn set_authorized(&mut self, authorized: bool, credential_type: &str, now: Time) -> bool {
+    pub fn set_authorized(
+        &mut self,
+        authorized: bool,
+        credential_type: &str,
+        now: UnixTime,
+    ) -> bool {
         if self.authorized == authorized {
             return false;
         }
         self.authorized = authorized;
         if authorized {
-            self.last_authorized_time = unix_millis(now);
+            self.last_authorized_time = now.as_millis();
             self.last_authorized_credential_type = Some(credential_type.to_string());
         } else {
-            self.last_deauthorized_time = unix_millis(now);
+            self.last_deauthorized_time = now.as_millis();
         }
         true
     }
@@ -319,12 +325,6 @@ impl Member {
     pub fn has_address_of_family(&self, v4: bool) -> bool {
         self.ip_assignments.iter().any(|ip| ip.is_ipv4() == v4)
     }
-}
-
-/// Milliseconds since the Unix epoch for a controller time (the controller is driven
-/// with Unix time; see the module docs of `controller`).
-pub fn unix_millis(t: Time) -> u64 {
-    t.as_micros() / 1000
 }
 
 fn to_object<T: Serialize>(value: &T) -> Value {
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn network_json_has_zerotier_shape() {
-        let n = Network::new(nwid(), Time::from_millis(1_700_000_000_000));
+        let n = Network::new(nwid(), UnixTime::from_millis(1_700_000_000_000));
         let v = n.to_api_json();
         assert_eq!(v["id"], "89e92ceee5000001");
         assert_eq!(v["nwid"], "89e92ceee5000001");
@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn member_json_has_zerotier_shape() {
         let addr: NodeAddress = "0123456789".parse().unwrap();
-        let mut m = Member::new(nwid(), addr, Time::from_millis(5));
+        let mut m = Member::new(nwid(), addr, UnixTime::from_millis(5));
         m.tags = vec![(1, 2)];
         m.ip_assignments = vec!["198.18.0.7".parse().unwrap()];
         let v = m.to_api_json();
@@ -417,33 +417,37 @@ mod tests {
 
     #[test]
     fn records_round_trip_through_storage_json() {
-        let mut n = Network::new(nwid(), Time::from_millis(1));
+        let mut n = Network::new(nwid(), UnixTime::from_millis(1));
         n.routes.push(Route {
             target: "198.18.0.0/24".parse().unwrap(),
             via: None,
         });
         let back: Network = serde_json::from_value(n.to_api_json()).unwrap();
         assert_eq!(back, n);
-        let m = Member::new(nwid(), "0123456789".parse().unwrap(), Time::from_millis(1));
+        let m = Member::new(
+            nwid(),
+            "0123456789".parse().unwrap(),
+            UnixTime::from_millis(1),
+        );
         let back: Member = serde_json::from_value(m.to_api_json()).unwrap();
         assert_eq!(back, m);
     }
 
     #[test]
     fn authorization_stamps_times_only_on_change() {
-        let mut m = Member::new(nwid(), "0123456789".parse().unwrap(), Time::ZERO);
-        assert!(!m.set_authorized(false, "api", Time::from_millis(10)));
+        let mut m = Member::new(nwid(), "0123456789".parse().unwrap(), UnixTime::EPOCH);
+        assert!(!m.set_authorized(false, "api", UnixTime::from_millis(10)));
         assert_eq!(m.last_deauthorized_time, 0);
-        assert!(m.set_authorized(true, "api", Time::from_millis(20)));
+        assert!(m.set_authorized(true, "api", UnixTime::from_millis(20)));
         assert_eq!(m.last_authorized_time, 20);
         assert_eq!(m.last_authorized_credential_type.as_deref(), Some("api"));
-        assert!(m.set_authorized(false, "api", Time::from_millis(30)));
+        assert!(m.set_authorized(false, "api", UnixTime::from_millis(30)));
         assert_eq!(m.last_deauthorized_time, 30);
     }
 
     #[test]
     fn most_specific_route_wins() {
-        let mut n = Network::new(nwid(), Time::ZERO);
+        let mut n = Network::new(nwid(), UnixTime::EPOCH);
         n.routes = vec![
             Route {
                 target: "198.18.0.0/16".parse().unwrap(),

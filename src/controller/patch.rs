@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 
 use super::error::ControllerError;
 use super::model::*;
-use crate::types::Time;
+use crate::types::UnixTime;
 
 /// Compiles `rulesSource` text into ZeroTier-shaped rule objects. The rules module
 /// provides the implementation; the controller only stores what it returns.
@@ -155,7 +155,7 @@ pub struct MemberPatch {
 pub fn patch_member(
     member: &mut Member,
     body: &Map<String, Value>,
-    now: Time,
+    now: UnixTime,
 ) -> Result<MemberPatch, ControllerError> {
     let mut out = MemberPatch::default();
     for (key, value) in body {
@@ -719,7 +719,7 @@ mod tests {
     use serde_json::json;
 
     fn net() -> Network {
-        Network::new("89e92ceee5000001".parse().unwrap(), Time::ZERO)
+        Network::new("89e92ceee5000001".parse().unwrap(), UnixTime::EPOCH)
     }
 
     fn body(v: Value) -> Map<String, Value> {
@@ -1059,7 +1059,7 @@ mod tests {
             #[test]
             fn member_patch_never_panics_and_round_trips(b in body()) {
                 let mut m = member();
-                if patch_member(&mut m, &b, Time::ZERO).is_ok() {
+                if patch_member(&mut m, &b, UnixTime::EPOCH).is_ok() {
                     prop_assert!(m.ip_assignments.len() <= MAX_MEMBER_ADDRESSES);
                     let back: Member = serde_json::from_value(m.to_api_json()).unwrap();
                     prop_assert_eq!(back, m);
@@ -1072,7 +1072,7 @@ mod tests {
         Member::new(
             "89e92ceee5000001".parse().unwrap(),
             "0123456789".parse().unwrap(),
-            Time::ZERO,
+            UnixTime::EPOCH,
         )
     }
 
@@ -1086,7 +1086,7 @@ mod tests {
                 "name": "laptop", "ipAssignments": ["198.18.0.9", "198.18.0.9", "fd00::9/64"],
                 "tags": [[2, 20], [1, 10]], "capabilities": [3, 1, 3], "vMajor": 9, "bogus": 1
             })),
-            Time::from_millis(42),
+            UnixTime::from_millis(42),
         )
         .unwrap();
         assert_eq!(out.ignored, vec!["bogus".to_string()]);
@@ -1104,7 +1104,8 @@ mod tests {
         assert_eq!(m.tags, vec![(1, 10), (2, 20)]);
         assert_eq!(m.capabilities, vec![1, 3]);
         assert_eq!(m.v_major, -1);
-        let out = patch_member(&mut m, &body(json!({"authorized": false})), Time::ZERO).unwrap();
+        let out =
+            patch_member(&mut m, &body(json!({"authorized": false})), UnixTime::EPOCH).unwrap();
         assert!(out.deauthorized);
     }
 
@@ -1125,7 +1126,8 @@ mod tests {
         ];
         for (b, field) in cases {
             let mut m = member();
-            let err = patch_member(&mut m, &body(b.clone()), Time::ZERO).expect_err(&b.to_string());
+            let err =
+                patch_member(&mut m, &body(b.clone()), UnixTime::EPOCH).expect_err(&b.to_string());
             assert_eq!(field_of(err), field, "body {b}");
         }
     }

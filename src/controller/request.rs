@@ -18,10 +18,11 @@
 //! (`ipam::assign_missing`) and saves the record in one store transaction. No clock is
 //! read here: `now` (controller Unix time) is a parameter.
 
-use super::credential::{CREDENTIAL_MAX_DELTA, MembershipCredential, NetworkConfig, Signer};
+use super::credential::{CREDENTIAL_MAX_DELTA, MembershipCredential, NetworkConfig};
 use super::ipam;
 use super::model::{Member, Network, Route};
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::crypto::Signer;
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 use ipnet::IpNet;
 
@@ -79,7 +80,7 @@ pub struct Admission {
 
 /// A new member record for `network`: unauthorized, holding the network's default
 /// capabilities.
-pub fn new_member(network: &Network, address: NodeAddress, now: Time) -> Member {
+pub fn new_member(network: &Network, address: NodeAddress, now: UnixTime) -> Member {
     let mut m = Member::new(network.id, address, now);
     m.capabilities = network
         .capabilities
@@ -96,7 +97,7 @@ pub fn admit(
     network: &Network,
     existing: Option<&Member>,
     req: &ConfigRequest,
-    now: Time,
+    now: UnixTime,
 ) -> Admission {
     let (mut member, mut changed) = match existing {
         Some(m) => (m.clone(), false),
@@ -138,7 +139,7 @@ pub fn request(
     network: Option<&Network>,
     member: Option<&Member>,
     active_bridges: &[NodeAddress],
-    now: Time,
+    now: UnixTime,
     signer: &dyn Signer,
 ) -> Decision {
     let Some(network) = network else {
@@ -163,7 +164,7 @@ fn build_config(
     network: &Network,
     member: &Member,
     active_bridges: &[NodeAddress],
-    now: Time,
+    now: UnixTime,
     signer: &dyn Signer,
 ) -> NetworkConfig {
     use super::model::{MAX_MEMBER_ADDRESSES, MAX_ROUTES};
@@ -241,15 +242,17 @@ fn build_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::credential::Ed25519Signer;
     use crate::controller::model::{CapabilityDef, IpPool, TagDef, V6AssignMode};
+    use crate::crypto::UpdateKey;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
 
-    fn signer() -> Ed25519Signer {
-        Ed25519Signer::new("89e92ceee5".parse().unwrap(), [1; 32])
+    fn signer() -> UpdateKey {
+        UpdateKey::generate(&mut ChaCha20Rng::from_seed([1; 32]))
     }
 
     fn network(private: bool) -> Network {
-        let mut n = Network::new("89e92ceee5000001".parse().unwrap(), Time::ZERO);
+        let mut n = Network::new("89e92ceee5000001".parse().unwrap(), UnixTime::EPOCH);
         n.private = private;
         n.routes = vec![Route {
             target: "198.18.0.0/24".parse().unwrap(),
@@ -278,14 +281,14 @@ mod tests {
 
     #[test]
     fn unknown_network_is_not_found() {
-        let d = request(None, None, &[], Time::ZERO, &signer());
+        let d = request(None, None, &[], UnixTime::EPOCH, &signer());
         assert_eq!(d, Decision::NotFound);
     }
 
     #[test]
     fn private_network_creates_an_unauthorized_record_and_denies() {
         let n = network(true);
-        let a = admit(&n, None, &req("id-a"), Time::from_millis(5));
+        let a = admit(&n, None, &req("id-a"), UnixTime::from_millis(5));
         assert!(a.changed && !a.admitted);
         assert!(!a.member.authorized);
         assert_eq!(a.member.identity, "id-a");
@@ -293,7 +296,7 @@ mod tests {
             a.member.v_major, -1,
             "versions are recorded for admitted members only"
         );
-        let d = request(Some(&n), Some(&a.member), &[], Time::ZERO, &signer());
+        let d = request(Some(&n), Some(&a.member), &[], UnixTime::EPOCH, &signer());
         assert_eq!(d, Decision::AccessDenied);
     }
 
@@ -302,17 +305,18 @@ mod tests {
         let mut n = network(true);
         n.membership_revision = 3;
         let s = signer();
-        let mut m = new_member(&n, "0123456789".parse().unwrap(), Time::ZERO);
+        let mut m = new_member(&n, "0123456789".parse().unwrap(), UnixTime::EPOCH);
         m.authorized = true;
         m.identity = "id-a".into();
         m.ip_assignments = vec![
             "198.18.0.9".parse().unwrap(),
             "203.0.113.5".parse().unwrap(),
         ];
-        let a = admit(&n, Some(&m), &req("id-a"), Time::from_millis(7));
+        let a = admit(&n, Some(&m), &req("id-a"), UnixTime::from_millis(7));
         assert!(a.admitted);
         assert_eq!(a.member.v_minor, 1);
-        let Decision::Config(c) = request(Some(&n), Some(&a.member), &[], Time::from_millis(7), &s)
+        let Decision::Config(c) =
+            request(Some(&n), Some(&a.member), &[], UnixTime::from_millis(7), &s)
         else {
             panic!("expected a config");
         };
@@ -323,16 +327,16 @@ mod tests {
         );
         assert_eq!(c.issued_to, m.address);
         assert_eq!(c.credential.revision, 3);
-        assert_eq!(c.credential.timestamp, Time::from_millis(7));
-        c.credential.verify(&s.verifying_key()).unwrap();
+        assert_eq!(c.credential.timestamp, UnixTime::from_millis(7));
+        c.credential.verify(&s.public_key()).unwrap();
         let signed = c.sign(&s);
-        assert_eq!(signed.verify(&s.verifying_key()).unwrap(), *c);
+        assert_eq!(signed.verify(&s.public_key()).unwrap(), *c);
     }
 
     #[test]
     fn public_network_auto_authorizes() {
         let n = network(false);
-        let a = admit(&n, None, &req("id-a"), Time::from_millis(5));
+        let a = admit(&n, None, &req("id-a"), UnixTime::from_millis(5));
         assert!(a.admitted && a.member.authorized);
         assert_eq!(
             a.member.last_authorized_credential_type.as_deref(),
@@ -340,7 +344,7 @@ mod tests {
         );
         assert_eq!(a.member.last_authorized_time, 5);
         assert!(matches!(
-            request(Some(&n), Some(&a.member), &[], Time::ZERO, &signer()),
+            request(Some(&n), Some(&a.member), &[], UnixTime::EPOCH, &signer()),
             Decision::Config(_)
         ));
     }
@@ -348,8 +352,8 @@ mod tests {
     #[test]
     fn a_different_identity_is_denied_and_not_learned() {
         let n = network(false);
-        let first = admit(&n, None, &req("id-a"), Time::ZERO).member;
-        let a = admit(&n, Some(&first), &req("id-b"), Time::ZERO);
+        let first = admit(&n, None, &req("id-a"), UnixTime::EPOCH).member;
+        let a = admit(&n, Some(&first), &req("id-b"), UnixTime::EPOCH);
         assert!(!a.admitted && !a.changed);
         assert_eq!(a.member.identity, "id-a");
     }
@@ -388,14 +392,18 @@ mod tests {
             rfc4193: true,
             sixplane: true,
         };
-        let mut m = new_member(&n, "0123456789".parse().unwrap(), Time::ZERO);
+        let mut m = new_member(&n, "0123456789".parse().unwrap(), UnixTime::EPOCH);
         assert_eq!(m.capabilities, vec![10]);
         m.authorized = true;
         m.tags = vec![(2, 5)];
         let bridge: NodeAddress = "0aaaaaaaaa".parse().unwrap();
-        let Decision::Config(c) =
-            request(Some(&n), Some(&m), &[bridge, bridge], Time::ZERO, &signer())
-        else {
+        let Decision::Config(c) = request(
+            Some(&n),
+            Some(&m),
+            &[bridge, bridge],
+            UnixTime::EPOCH,
+            &signer(),
+        ) else {
             panic!("expected a config");
         };
         assert_eq!(c.tags, vec![(1, 100), (2, 5)]);

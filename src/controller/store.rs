@@ -158,15 +158,9 @@ impl RedbStore {
     /// The database file name inside `controller.d/`.
     pub const FILE_NAME: &'static str = "controller.redb";
 
-    /// Opens (creating if needed) `dir/controller.redb`; `dir` is created with mode
-    /// 0700 if missing. Recovers from an earlier crash if necessary.
+    /// Opens (creating if needed) `dir/controller.redb`; `dir` must exist (the driver
+    /// creates it, mode 0700). Recovers from an earlier crash if necessary.
     pub fn open(dir: &Path) -> Result<Self, ControllerError> {
-        create_private_dir(dir).map_err(|e| {
-            ControllerError::storage(
-                "creating the controller directory",
-                format!("{}: {e}", dir.display()),
-            )
-        })?;
         let path = dir.join(Self::FILE_NAME);
         let db = Database::builder().create(&path).map_err(|e| {
             ControllerError::storage(
@@ -241,17 +235,6 @@ impl<T, E: std::fmt::Display> StorageContext<T> for Result<T, E> {
     fn ctx(self, context: &'static str) -> Result<T, ControllerError> {
         self.map_err(|e| ControllerError::storage(context, e))
     }
-}
-
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    if dir.is_dir() {
-        return Ok(());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, ControllerError> {

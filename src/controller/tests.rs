@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::crypto::UpdateKey;
 
 const CTRL: &str = "89e92ceee5";
 
@@ -22,8 +23,8 @@ fn body(v: Value) -> Map<String, Value> {
     v.as_object().unwrap().clone()
 }
 
-fn t(ms: u64) -> Time {
-    Time::from_millis(1_700_000_000_000 + ms)
+fn t(ms: u64) -> UnixTime {
+    UnixTime::from_millis(1_700_000_000_000 + ms)
 }
 
 fn addr(i: u64) -> NodeAddress {
@@ -46,8 +47,9 @@ fn lab(c: &Controller) -> NetworkId {
     .id
 }
 
-fn signer() -> Ed25519Signer {
-    Ed25519Signer::new(CTRL.parse().unwrap(), [3; 32])
+fn signer() -> UpdateKey {
+    use rand_core::SeedableRng;
+    UpdateKey::generate(&mut rand_chacha::ChaCha20Rng::from_seed([3; 32]))
 }
 
 fn req(nwid: NetworkId, member: NodeAddress) -> ConfigRequest {
@@ -380,7 +382,7 @@ fn config_request_on_private_network_waits_for_authorization() {
     };
     assert_eq!(cfg.assigned_addresses.len(), 1);
     assert_eq!(cfg.assigned_addresses[0].prefix_len(), 24);
-    cfg.credential.verify(&s.verifying_key()).unwrap();
+    cfg.credential.verify(&s.public_key()).unwrap();
     // A repeated request changes nothing on disk.
     let rev = c.member(nwid, addr(1)).unwrap().revision;
     let log_len = c.audit(0, 1000).unwrap().len();

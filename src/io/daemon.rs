@@ -238,7 +238,7 @@ impl NodeDriver {
             .planet
             .clone()
             .unwrap_or_else(|| home.path("planet"));
-        let world = World::load(&planet)?;
+        let world: World = super::home::load_world(&planet)?;
         let udp = bind_udp(options.port).await?;
         let udp_port = udp.local().0.port();
         let public_identity = identity.public().to_string();
@@ -636,7 +636,11 @@ pub async fn run_root(
 ) -> Result<(), DaemonError> {
     let home = Home::create(&options.home)?;
     let identity = home.load_or_create_identity()?;
-    let world = options.world.as_deref().map(World::load).transpose()?;
+    let world = options
+        .world
+        .as_deref()
+        .map(super::home::load_world)
+        .transpose()?;
     let mut udp = bind_udp(options.port).await?;
     let local = udp.local();
     tracing::info!(address = %identity.public().address(), %local, "root listening");

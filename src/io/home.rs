@@ -1,9 +1,20 @@
-//! The home directory (`--home`, default `/var/lib/skylan`): the node's identity, the
-//! local API token, the port file the CLI reads, the planet, and the subdirectories
-//! of later layers. Secrets are written with mode 0600 and never logged.
+//! The home directory (`--home`, default `/var/lib/skylan`) and the files the daemon
+//! reads: the node's identity, the port file the CLI reads, and world files. Secrets
+//! are written with mode 0600 and never logged.
 //!
-//! Layout (PRODUCT.md): `identity.secret`, `identity.public`, `authtoken.secret`,
-//! `skylan.port`, `planet`, `moons.d/`, `networks.d/`, `controller.d/`, `local.toml`.
+//! What is in a home directory, and who reads it:
+//!
+//! | file | written by | read by |
+//! | --- | --- | --- |
+//! | `identity.secret`, `identity.public` | [`Home::load_or_create_identity`] | the daemon, `skylan node` |
+//! | `authtoken.secret` | `io::http` (the local API token) | the CLI |
+//! | `skylan.port` | [`Home::write_port`] | the CLI ([`Home::read_port`]) |
+//! | `planet` | the operator (`skylan idtool mkplanet`) | the daemon ([`load_world`]) |
+//! | `networks.d/` | `io::networks` | `io::networks`, at start |
+//! | `controller.d/` | the controller store | the controller store |
+//!
+//! World files are read here and only parsed and verified by `world`
+//! ([`load_world`], [`load_world_template`]).
 
 use std::fs;
 use std::io::Write;
@@ -13,6 +24,7 @@ use std::path::{Path, PathBuf};
 use rand_core::OsRng;
 
 use crate::crypto::identity::Identity;
+use crate::world::{World, WorldError, WorldTemplate};
 
 /// Default home directory.
 pub const DEFAULT_HOME: &str = "/var/lib/skylan";
@@ -122,6 +134,23 @@ impl Home {
     }
 }
 
+/// Reads and verifies a signed world file (JSON); errors name the file.
+pub fn load_world(path: &Path) -> Result<World, WorldError> {
+    World::from_json(&read_world_file(path)?, &path.display().to_string())
+}
+
+/// Reads an unsigned world template (a signed world file is accepted too).
+pub fn load_world_template(path: &Path) -> Result<WorldTemplate, WorldError> {
+    WorldTemplate::from_json(&read_world_file(path)?, &path.display().to_string())
+}
+
+fn read_world_file(path: &Path) -> Result<String, WorldError> {
+    fs::read_to_string(path).map_err(|source| WorldError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 /// Reads a whole text file; the error names the file.
 pub fn read_text(path: &Path) -> Result<String, HomeError> {
     fs::read_to_string(path).map_err(|source| io_err(path, source))
@@ -168,6 +197,21 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn world_files_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        let err = load_world(&missing).unwrap_err().to_string();
+        assert!(err.contains("nope"), "{err}");
+
+        let path = dir.path().join("planet");
+        fs::write(&path, "{}").unwrap();
+        let err = load_world(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        let err = load_world_template(&path).unwrap_err().to_string();
+        assert!(err.contains(&path.display().to_string()), "{err}");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   (and of the other roots of its world);
 //! - **relay**: forwards any packet whose destination is another node it knows, after
 //!   incrementing the hop count, without decrypting it (it cannot: sessions are
-//!   end-to-end). Packets with [`MAX_HOPS`] hops are dropped;
+//!   end-to-end). Packets with [`RELAY_HOP_LIMIT`] hops are dropped;
 //! - **RENDEZVOUS**: when it relays a packet that came straight from its source, it
 //!   sends both ends each other's endpoint (at most once per pair per
 //!   [`RENDEZVOUS_INTERVAL`]) so they can try a direct path.
@@ -28,8 +28,14 @@ use crate::types::{Endpoint, NodeAddress, Time, Transmit};
 use crate::wire::{self, Message, OkBody, Outer, Packet};
 use crate::world::World;
 
-/// Packets that already crossed this many relays are dropped.
-pub const MAX_HOPS: u8 = 3;
+/// Packets that already crossed this many relays are dropped by a root. Lower than the
+/// most the header can carry ([`wire::MAX_HOPS`], 7): a packet that needs more than a
+/// few relays is looping.
+pub const RELAY_HOP_LIMIT: u8 = 3;
+/// The old name of [`RELAY_HOP_LIMIT`], kept for callers outside the library that have
+/// not moved yet; not to be confused with [`wire::MAX_HOPS`].
+#[doc(hidden)]
+pub const MAX_HOPS: u8 = RELAY_HOP_LIMIT;
 /// At most one RENDEZVOUS pair per this long for a given pair of nodes.
 pub const RENDEZVOUS_INTERVAL: Duration = Duration::from_secs(10);
 /// Nodes silent for this long are forgotten.
@@ -315,7 +321,7 @@ impl Root {
         hops: u8,
         data: &[u8],
     ) {
-        if hops >= MAX_HOPS {
+        if hops >= RELAY_HOP_LIMIT {
             self.stats.drop_hops += 1;
             return;
         }

@@ -19,7 +19,7 @@
 
 use std::fmt;
 
-use super::table::TableError;
+use super::table::RuleTableError;
 
 /// The one error type of the rules layer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum RulesError {
     },
     /// A rule table or rule set that breaks a structural limit.
     #[error("{0}")]
-    Table(#[from] TableError),
+    Table(#[from] RuleTableError),
     /// A frame, tag or capability description (for `explain`) that does not parse.
     #[error("{message}{}", .hint.as_ref().map(|h| format!("\n  hint: {h}")).unwrap_or_default())]
     Describe {
@@ -161,7 +161,7 @@ pub(crate) struct Sources {
 }
 
 impl Sources {
-    pub fn add(&mut self, name: String, text: String) -> u16 {
+    pub(crate) fn add(&mut self, name: String, text: String) -> u16 {
         let mut line_starts = vec![0u32];
         line_starts.extend(
             text.bytes()
@@ -177,17 +177,17 @@ impl Sources {
         (self.files.len() - 1) as u16
     }
 
-    pub fn file(&self, id: u16) -> &SourceFile {
+    pub(crate) fn file(&self, id: u16) -> &SourceFile {
         // Invariant: spans are only made for files added to this `Sources`.
         &self.files[id as usize]
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.files.len()
     }
 
     /// 1-based line and column (in characters) of a byte offset.
-    pub fn line_col(&self, file: u16, offset: u32) -> (u32, u32) {
+    pub(crate) fn line_col(&self, file: u16, offset: u32) -> (u32, u32) {
         let f = self.file(file);
         let offset = offset.min(f.text.len() as u32);
         let line = f.line_starts.partition_point(|&s| s <= offset).max(1);
@@ -201,7 +201,7 @@ impl Sources {
     }
 
     /// The text of a 1-based line, without its line break.
-    pub fn line_text(&self, file: u16, line: u32) -> &str {
+    pub(crate) fn line_text(&self, file: u16, line: u32) -> &str {
         let f = self.file(file);
         let i = (line.max(1) - 1) as usize;
         let start = f.line_starts.get(i).copied().unwrap_or(0) as usize;
@@ -217,7 +217,7 @@ impl Sources {
     }
 
     /// The source text a span covers.
-    pub fn text(&self, span: Span) -> &str {
+    pub(crate) fn text(&self, span: Span) -> &str {
         self.file(span.file)
             .text
             .get(span.start as usize..span.end as usize)
@@ -225,7 +225,7 @@ impl Sources {
     }
 
     /// A diagnostic pointing at `span` (clipped to its first line).
-    pub fn diagnostic(&self, severity: Severity, span: Span, message: String) -> Diagnostic {
+    pub(crate) fn diagnostic(&self, severity: Severity, span: Span, message: String) -> Diagnostic {
         let (line, col) = self.line_col(span.file, span.start);
         let line_text = self.line_text(span.file, line).to_string();
         let covered = self.text(span);
@@ -244,7 +244,7 @@ impl Sources {
         }
     }
 
-    pub fn error(&self, span: Span, message: impl Into<String>) -> Diagnostic {
+    pub(crate) fn error(&self, span: Span, message: impl Into<String>) -> Diagnostic {
         self.diagnostic(Severity::Error, span, message.into())
     }
 }

@@ -101,7 +101,7 @@ pub enum DecidedBy {
 
 /// A copy of the frame to send because a `tee` or `watch` rule fired.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Copy {
+pub struct FrameCopy {
     /// The observer.
     pub to: NodeAddress,
     /// Set for `watch`, clear for `tee`.
@@ -116,12 +116,12 @@ pub const MAX_COPIES: usize = 4;
 /// The copies a decision asks for (at most [`MAX_COPIES`], one per observer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Copies {
-    items: [Option<Copy>; MAX_COPIES],
+    items: [Option<FrameCopy>; MAX_COPIES],
 }
 
 impl Copies {
     /// The copies, in the order their rules fired.
-    pub fn iter(&self) -> impl Iterator<Item = &Copy> {
+    pub fn iter(&self) -> impl Iterator<Item = &FrameCopy> {
         self.items.iter().flatten()
     }
 
@@ -132,7 +132,7 @@ impl Copies {
 
     /// Adds a copy unless the observer already gets one or the list is full. Returns
     /// whether it was added.
-    pub(crate) fn push(&mut self, c: Copy) -> bool {
+    pub(crate) fn push(&mut self, c: FrameCopy) -> bool {
         for slot in &mut self.items {
             match slot {
                 Some(existing) if existing.to == c.to => return false,
@@ -437,7 +437,7 @@ fn run_table<O: Observer>(
                                 CopyLength::Bytes(n) => payload.min(usize::from(n.get())),
                             };
                             let copied = !env.is_endpoint(to)
-                                && copies.push(Copy {
+                                && copies.push(FrameCopy {
                                     to,
                                     watch,
                                     payload_len,

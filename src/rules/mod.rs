@@ -30,6 +30,8 @@ pub mod describe;
 mod error;
 mod eval;
 pub mod explain;
+// `Frame`'s methods are `pub` inside this private module; to be narrowed to `pub(crate)`.
+#[allow(unreachable_pub)]
 mod frame;
 pub mod json;
 mod parse;
@@ -51,13 +53,13 @@ pub use compile::{
 };
 pub use error::{Diagnostic, RulesError, Severity};
 pub use eval::{
-    ActionEffect, Copies, Copy, DecidedBy, Decision, Direction, FrameContext, MAX_COPIES, PeerTags,
-    TableRef, Truth, Verdict, evaluate,
+    ActionEffect, Copies, DecidedBy, Decision, Direction, FrameContext, FrameCopy, MAX_COPIES,
+    PeerTags, TableRef, Truth, Verdict, evaluate,
 };
 pub use render::{render_condition, render_rule};
 pub use table::{
     Action, ByteRange, Capability, Condition, CopyLength, ETHERTYPES, Entry, IP_PROTOCOLS,
     Ipv4Cidr, Ipv6Cidr, MAX_BASE_ENTRIES, MAX_CAPABILITIES, MAX_CAPABILITY_ENTRIES, MAX_TAGS,
-    Match, PortRange, RuleSet, TableError, TableKind, TagDef, TagOp, chr, ethertype_name,
+    Match, PortRange, RuleSet, RuleTableError, TableKind, TagDef, TagOp, chr, ethertype_name,
     protocol_name, rule_count, rules_of,
 };

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use super::eval::{
-    Copies, Copy, DecidedBy, Decision, Direction, FrameContext, MAX_COPIES, PeerTags, Verdict,
+    Copies, DecidedBy, Decision, Direction, FrameContext, FrameCopy, MAX_COPIES, PeerTags, Verdict,
     random_draw,
 };
 use super::frame::{L2, L3, parse_l2, parse_l3};
@@ -34,10 +34,10 @@ pub(crate) fn reference_evaluate(rules: &RuleSet, ctx: &FrameContext<'_>) -> Dec
     let l2 = parse_l2(ctx.frame);
     let l3 = l2.as_ref().map(parse_l3).unwrap_or_default();
     let w = World { rules, ctx, l2, l3 };
-    let mut copies: Vec<Copy> = Vec::new();
+    let mut copies: Vec<FrameCopy> = Vec::new();
     let (end, c) = run_table(&w, rules.entries(), 0);
     copies.extend(c);
-    let mk = |verdict, by, deferred, copies: &[Copy]| Decision {
+    let mk = |verdict, by, deferred, copies: &[FrameCopy]| Decision {
         verdict,
         decided_by: by,
         deferred,
@@ -82,7 +82,7 @@ pub(crate) fn reference_evaluate(rules: &RuleSet, ctx: &FrameContext<'_>) -> Dec
     mk(Verdict::Drop, by, false, &[])
 }
 
-fn to_copies(list: &[Copy]) -> Copies {
+fn to_copies(list: &[FrameCopy]) -> Copies {
     let mut out = Copies::default();
     let mut kept: Vec<NodeAddress> = Vec::new();
     for c in list {
@@ -94,7 +94,7 @@ fn to_copies(list: &[Copy]) -> Copies {
     out
 }
 
-fn run_table(w: &World<'_>, entries: &[Entry], salt: u32) -> (End, Vec<Copy>) {
+fn run_table(w: &World<'_>, entries: &[Entry], salt: u32) -> (End, Vec<FrameCopy>) {
     let mut copies = Vec::new();
     let mut matches: Vec<(usize, Match)> = Vec::new();
     let mut rule: u16 = 0;
@@ -130,7 +130,7 @@ fn run_table(w: &World<'_>, entries: &[Entry], salt: u32) -> (End, Vec<Copy>) {
                     Action::Tee { to, length } | Action::Watch { to, length } => {
                         if !endpoint(to) {
                             let payload = w.l2.map(|l| l.payload.len()).unwrap_or(0);
-                            copies.push(Copy {
+                            copies.push(FrameCopy {
                                 to,
                                 watch: matches!(a, Action::Watch { .. }),
                                 payload_len: match length {

@@ -400,7 +400,7 @@ pub struct Capability {
 
 impl Capability {
     /// A capability; checks the table shape and the [`MAX_CAPABILITY_ENTRIES`] limit.
-    pub fn new(id: u32, default: bool, entries: Vec<Entry>) -> Result<Self, TableError> {
+    pub fn new(id: u32, default: bool, entries: Vec<Entry>) -> Result<Self, RuleTableError> {
         check_table(&entries, MAX_CAPABILITY_ENTRIES, TableKind::Capability(id))?;
         Ok(Self {
             id,
@@ -440,22 +440,22 @@ impl RuleSet {
         entries: Vec<Entry>,
         capabilities: Vec<Capability>,
         tags: Vec<TagDef>,
-    ) -> Result<Self, TableError> {
+    ) -> Result<Self, RuleTableError> {
         check_table(&entries, MAX_BASE_ENTRIES, TableKind::Base)?;
         if capabilities.len() > MAX_CAPABILITIES {
-            return Err(TableError::TooManyCapabilities(capabilities.len()));
+            return Err(RuleTableError::TooManyCapabilities(capabilities.len()));
         }
         if tags.len() > MAX_TAGS {
-            return Err(TableError::TooManyTags(tags.len()));
+            return Err(RuleTableError::TooManyTags(tags.len()));
         }
         for (i, c) in capabilities.iter().enumerate() {
             if capabilities[..i].iter().any(|o| o.id == c.id) {
-                return Err(TableError::DuplicateCapabilityId(c.id));
+                return Err(RuleTableError::DuplicateCapabilityId(c.id));
             }
         }
         for (i, t) in tags.iter().enumerate() {
             if tags[..i].iter().any(|o| o.id == t.id) {
-                return Err(TableError::DuplicateTagId(t.id));
+                return Err(RuleTableError::DuplicateTagId(t.id));
             }
         }
         Ok(Self {
@@ -525,7 +525,7 @@ pub fn rules_of(entries: &[Entry]) -> impl Iterator<Item = (usize, &[Entry])> {
         })
 }
 
-/// Which table a [`TableError`] is about.
+/// Which table a [`RuleTableError`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
     /// The base rules.
@@ -545,7 +545,7 @@ impl fmt::Display for TableKind {
 
 /// Why a rule table or rule set was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TableError {
+pub enum RuleTableError {
     /// More entries than the limit.
     #[error(
         "{table} has {entries} entries; the limit is {limit} (every match and every action is one entry)"
@@ -580,9 +580,9 @@ pub enum TableError {
     DuplicateTagId(u32),
 }
 
-fn check_table(entries: &[Entry], limit: usize, table: TableKind) -> Result<(), TableError> {
+fn check_table(entries: &[Entry], limit: usize, table: TableKind) -> Result<(), RuleTableError> {
     if entries.len() > limit {
-        return Err(TableError::TooManyEntries {
+        return Err(RuleTableError::TooManyEntries {
             table,
             entries: entries.len(),
             limit,
@@ -594,7 +594,7 @@ fn check_table(entries: &[Entry], limit: usize, table: TableKind) -> Result<(), 
         .take_while(|e| matches!(e, Entry::Match(_)))
         .count();
     if dangling > 0 {
-        return Err(TableError::DanglingMatches {
+        return Err(RuleTableError::DanglingMatches {
             table,
             count: dangling,
         });
@@ -734,7 +734,7 @@ mod tests {
         assert!(RuleSet::new(vec![m.clone(), a.clone()], vec![], vec![]).is_ok());
         assert_eq!(
             RuleSet::new(vec![a.clone(), m.clone()], vec![], vec![]),
-            Err(TableError::DanglingMatches {
+            Err(RuleTableError::DanglingMatches {
                 table: TableKind::Base,
                 count: 1
             })
@@ -742,12 +742,12 @@ mod tests {
         let big = vec![a.clone(); MAX_CAPABILITY_ENTRIES + 1];
         assert!(matches!(
             Capability::new(7, false, big),
-            Err(TableError::TooManyEntries { .. })
+            Err(RuleTableError::TooManyEntries { .. })
         ));
         let c1 = Capability::new(7, false, vec![a.clone()]).unwrap();
         assert_eq!(
             RuleSet::new(vec![], vec![c1.clone(), c1], vec![]),
-            Err(TableError::DuplicateCapabilityId(7))
+            Err(RuleTableError::DuplicateCapabilityId(7))
         );
         let t = TagDef {
             id: 1,
@@ -755,7 +755,7 @@ mod tests {
         };
         assert_eq!(
             RuleSet::new(vec![], vec![], vec![t, t]),
-            Err(TableError::DuplicateTagId(1))
+            Err(RuleTableError::DuplicateTagId(1))
         );
     }
 

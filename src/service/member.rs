@@ -19,25 +19,26 @@ use serde_json::Value;
 
 use crate::controller::{
     ConfigRequest, Controller, ControllerError, CredentialError, Decision, NetworkConfig,
-    SignedNetworkConfig, Signer,
+    SignedNetworkConfig,
 };
+use crate::crypto::Signer;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::node::Node;
 use crate::node::network::{MemberPolicy, NetworkStatus, Policy};
 use crate::node::switch::{MemberInfo, SwitchSettings};
 use crate::rules::RuleSet;
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::types::{NetworkId, NodeAddress, Time, UnixTime};
 
-/// A node identity as the controller's signer.
+/// The node identity a [`Serving`] controller signs with.
 pub struct IdentitySigner(pub Identity);
 
 impl Signer for IdentitySigner {
-    fn address(&self) -> NodeAddress {
-        self.0.public().address()
+    fn public_key(&self) -> [u8; 32] {
+        self.0.public_key()
     }
 
-    fn sign(&self, msg: &[u8]) -> [u8; 64] {
-        self.0.sign(msg)
+    fn sign_message(&self, msg: &[u8]) -> [u8; 64] {
+        self.0.sign_message(msg)
     }
 }
 
@@ -138,13 +139,14 @@ impl NetworkConfig {
 }
 
 /// Answers a member's config request on `node` (the controller's own node).
-/// `wall` is the controller's clock (Unix time); `now` the node core's.
+/// `wall` is the controller's clock (wall-clock [`UnixTime`]); `now` the node core's
+/// monotonic [`Time`].
 pub fn answer_request(
     controller: &Controller,
     signer: &dyn Signer,
     node: &mut Node,
     now: Time,
-    wall: Time,
+    wall: UnixTime,
     network: NetworkId,
     member: &PublicIdentity,
 ) -> Result<(), ControllerError> {
@@ -190,15 +192,17 @@ impl Serving {
     }
 
     /// Answers a member's request; when the member is new to this network, every other
-    /// member gets a fresh config too (their rosters must list the newcomer).
+    /// member gets a fresh config too (their rosters must list the newcomer). `wall`
+    /// is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn on_request(
         &mut self,
         node: &mut Node,
         now: Time,
-        wall: Time,
+        wall: impl Into<UnixTime>,
         network: NetworkId,
         member: &PublicIdentity,
     ) -> Result<(), ControllerError> {
+        let wall = wall.into();
         let new = self
             .askers
             .entry(network)
@@ -212,14 +216,16 @@ impl Serving {
         }
     }
 
-    /// Sends every member that asked for `network` a fresh config or refusal.
+    /// Sends every member that asked for `network` a fresh config or refusal. `wall`
+    /// is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn push(
         &self,
         node: &mut Node,
         now: Time,
-        wall: Time,
+        wall: impl Into<UnixTime>,
         network: NetworkId,
     ) -> Result<(), ControllerError> {
+        let wall = wall.into();
         let members: Vec<PublicIdentity> = self
             .askers
             .get(&network)
@@ -235,7 +241,7 @@ impl Serving {
         &self,
         node: &mut Node,
         now: Time,
-        wall: Time,
+        wall: UnixTime,
         network: NetworkId,
         member: &PublicIdentity,
     ) -> Result<(), ControllerError> {

@@ -2,7 +2,7 @@
 //! encrypted ones, fragmentation of large datagrams, and bounded reassembly.
 //!
 //! This module owns the bytes and nothing else: it knows no keys, no peers and no
-//! clock. It is called by the node core (`switch`), the root core (`moon`), `crypto`
+//! clock. It is called by the node core (`node`), the root core (`root`), `crypto`
 //! (for the Data AAD), the fuzzers and the benches. Parsing never panics and never
 //! allocates for the hot path (outer packets, `Frame` and `Echo` messages borrow from
 //! the input); errors are the small [`WireError`].
@@ -85,8 +85,13 @@
 //!                              dst mac 6 | src mac 6 | ethertype 2 | payload)
 //! 0x07  Echo                   bytes (rest, ≤ 256)
 //! 0x08  MulticastLike          reserved
-//! 0x09  NetworkConfigRequest   reserved
-//! 0x0a  NetworkConfig          reserved
+//! 0x09  NetworkConfigRequest   network id 8 | revision 8 (the config the member holds,
+//!                              0 for none)
+//! 0x0a  NetworkConfig          network id 8 | signed config (rest, opaque here:
+//!                              `controller::SignedNetworkConfig`); the answer to a
+//!                              request, and pushed when the config changes. A refusal
+//!                              is an Error in re NetworkConfigRequest (code 3 or 7,
+//!                              payload: network id 8)
 //! 0x0b  NetworkCredentials     reserved
 //! 0x0c  MulticastFrame         reserved
 //! other                        `Verb::Unknown(n)`, body kept raw

@@ -38,17 +38,19 @@
 //! root's address (as in ZeroTier); the signature verifies under `signed_by`.
 //! Loading re-verifies every root identity's proof of work (about 2 ms per root).
 //!
-//! Callers: `moon` and `switch` (the root list, in-band updates), `io::idtool` (creating
-//! and checking world files), `io` drivers (loading `planet` and `moons.d/*.moon`).
+//! This module parses and verifies bytes and text; it reads no files. Callers: `root`
+//! and `node` (the root list, in-band updates), `cli::idtool` (creating and checking
+//! world files), and `io::home::load_world` (reading the `planet` file for the daemon
+//! and the root server, and world files for `idtool`).
 
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::{PublicIdentity, Signer, verify_signature};
 use crate::types::Endpoint;
+use crate::wire::{WireError, emit_endpoint, parse_endpoint};
 
 /// Most roots a world may list.
 pub const MAX_ROOTS: usize = 16;
@@ -136,7 +138,8 @@ pub struct World {
 /// caller gave) and the field.
 #[derive(Debug, thiserror::Error)]
 pub enum WorldError {
-    /// The file could not be read.
+    /// The file could not be read (produced by `io::home::load_world`, which reads
+    /// the file; kept here so a world file has one error type).
     #[error("cannot read world file {path}: {source}")]
     Read {
         /// The file.
@@ -237,7 +240,7 @@ impl World {
             out.extend_from_slice(&root.identity.to_bytes());
             out.push(root.endpoints.len().min(255) as u8);
             for endpoint in &root.endpoints {
-                encode_endpoint(endpoint, &mut out);
+                emit_endpoint(endpoint, &mut out);
             }
         }
         out
@@ -390,13 +393,6 @@ impl World {
         Ok(world)
     }
 
-    /// Reads and verifies a world file (JSON).
-    pub fn load(path: impl AsRef<Path>) -> Result<World, WorldError> {
-        let path = path.as_ref();
-        let text = read(path)?;
-        World::from_json(&text, &path.display().to_string())
-    }
-
     fn verify_as(&self, origin: &str) -> Result<(), WorldError> {
         check_structure(self.id, self.kind, &self.roots, origin)?;
         verify_signature(&self.signed_by, &self.signing_bytes(), &self.signature).map_err(|_| {
@@ -463,13 +459,6 @@ impl WorldTemplate {
     /// field but not the structural rules, which [`WorldTemplate::sign`] enforces.
     pub fn from_json(text: &str, origin: &str) -> Result<WorldTemplate, WorldError> {
         parse_json::<WorldJson>(text, origin)?.template(origin)
-    }
-
-    /// Reads a template file.
-    pub fn load(path: impl AsRef<Path>) -> Result<WorldTemplate, WorldError> {
-        let path = path.as_ref();
-        let text = read(path)?;
-        WorldTemplate::from_json(&text, &path.display().to_string())
     }
 }
 
@@ -589,13 +578,6 @@ fn parse_json<T: for<'de> Deserialize<'de>>(text: &str, origin: &str) -> Result<
     })
 }
 
-fn read(path: &Path) -> Result<String, WorldError> {
-    std::fs::read_to_string(path).map_err(|source| WorldError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 fn parse_hex_field<const N: usize>(
     text: &str,
     origin: &str,
@@ -664,22 +646,8 @@ fn check_structure(
     Ok(())
 }
 
-/// family u8 (4 or 6) | ip (4 or 16) | port u16 — the wire layer's endpoint encoding.
-fn encode_endpoint(endpoint: &Endpoint, out: &mut Vec<u8>) {
-    match endpoint.0.ip() {
-        IpAddr::V4(ip) => {
-            out.push(4);
-            out.extend_from_slice(&ip.octets());
-        }
-        IpAddr::V6(ip) => {
-            out.push(6);
-            out.extend_from_slice(&ip.octets());
-        }
-    }
-    out.extend_from_slice(&endpoint.0.port().to_be_bytes());
-}
-
-/// A bounds-checked cursor over the binary form.
+/// A bounds-checked cursor over the binary form. (The wire layer's reader is private to
+/// `wire` and reports `WireError`; worlds report `WorldError`, so this stays a few lines.)
 struct Reader<'a>(&'a [u8]);
 
 impl<'a> Reader<'a> {
@@ -706,14 +674,16 @@ impl<'a> Reader<'a> {
         Ok(u64::from_be_bytes(self.array::<8>()?))
     }
 
+    /// An endpoint in the wire layer's encoding (family | ip | port).
     fn endpoint(&mut self) -> Result<Endpoint, WorldError> {
-        let ip = match self.u8()? {
-            4 => IpAddr::V4(Ipv4Addr::from(self.array::<4>()?)),
-            6 => IpAddr::V6(Ipv6Addr::from(self.array::<16>()?)),
-            _ => return Err(WorldError::Malformed("unknown endpoint address family")),
-        };
-        let port = u16::from_be_bytes(self.array::<2>()?);
-        Ok(Endpoint(SocketAddr::new(ip, port)))
+        let (endpoint, used) = parse_endpoint(self.0).map_err(|e| match e {
+            WireError::BadEndpointFamily(_) => {
+                WorldError::Malformed("unknown endpoint address family")
+            }
+            _ => WorldError::Malformed("truncated"),
+        })?;
+        self.0 = &self.0[used..];
+        Ok(endpoint)
     }
 }
 
@@ -776,21 +746,14 @@ mod tests {
     }
 
     #[test]
-    fn load_names_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("planet");
+    fn errors_name_the_origin() {
         let k = key(11);
         let world = planet(5, &k, &k);
-        std::fs::write(&path, world.to_json()).unwrap();
-        assert_eq!(World::load(&path).unwrap(), world);
-
-        let missing = dir.path().join("nope");
-        let err = World::load(&missing).unwrap_err().to_string();
-        assert!(err.contains("nope"), "{err}");
-
-        std::fs::write(&path, world.to_json().replace("\"roots\"", "\"rootz\"")).unwrap();
-        let err = World::load(&path).unwrap_err().to_string();
-        assert!(err.contains(&path.display().to_string()), "{err}");
+        let json = world.to_json().replace("\"roots\"", "\"rootz\"");
+        let err = World::from_json(&json, "/etc/skylan/planet")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/etc/skylan/planet"), "{err}");
         assert!(err.contains("rootz"), "{err}");
     }
 

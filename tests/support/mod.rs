@@ -38,7 +38,7 @@
 // Each test binary uses a different part of the helpers.
 #![allow(dead_code)]
 // Tests drive real processes and measure how long things take (reported, not asserted).
-#![allow(clippy::disallowed_methods)]
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -41,34 +41,52 @@ use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, with_ignored};
 use crate::controller::{Change, ChangeListener, Controller, ControllerError, RedbStore};
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// The API version `GET /controller` reports (ZeroTier's current one).
 pub const API_VERSION: u32 = 4;
 /// Directory of the controller database inside the home directory.
 pub const CONTROLLER_DIR: &str = "controller.d";
 
-/// Reads the current time for the controller (Unix time).
-pub type Clock = Arc<dyn Fn() -> Time + Send + Sync>;
+/// Reads the current wall-clock time for the controller.
+pub type Clock = Arc<dyn Fn() -> UnixTime + Send + Sync>;
 
-/// The system clock as Unix time.
-pub fn wall_clock() -> Time {
+/// The system clock as Unix time (the one place the wall clock is read).
+pub fn wall_clock() -> UnixTime {
     let since = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    Time::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
+    UnixTime::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// Opens (creating if needed) the controller of node `address` with its database in
 /// `home/controller.d/`, seeding its network-number RNG from the OS.
 pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerError> {
     use rand_core::{OsRng, RngCore};
-    let store = RedbStore::open(&home.join(CONTROLLER_DIR))?;
+    let dir = home.join(CONTROLLER_DIR);
+    create_private_dir(&dir).map_err(|e| {
+        ControllerError::storage(
+            "creating the controller directory",
+            format!("{}: {e}", dir.display()),
+        )
+    })?;
+    let store = RedbStore::open(&dir)?;
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let controller = Controller::new(Box::new(store), address, seed);
     controller.set_rules_compiler(Arc::new(crate::controller::rules::RulesLanguage));
     Ok(controller)
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// A [`ChangeListener`] that sends every change on a tokio broadcast channel (lagging

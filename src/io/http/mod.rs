@@ -16,13 +16,14 @@
 //! - **Errors.** [`ApiError`] is the single mapping from failures to an HTTP status and
 //!   a `{"error": "..."}` body; unknown paths and methods answer in the same shape.
 //!
-//! Endpoint groups are plain `axum::Router`s merged under [`router`]: the controller's
-//! ([`controller::routes`]) today, the node's (`/status`, `/peer`, `/network`, ...) when
-//! the node driver exists — it builds a `Router` with its own state (an `Arc` of what
-//! the driver shares) and passes `controller_routes.merge(node_routes)` as `protected`.
+//! Endpoint groups are plain `axum::Router`s merged under [`router`]: the node's
+//! ([`node::routes`]: `/status`, `/peer`, `/network`, `/metrics`, ..., which ask the node
+//! driver over its channel) and, on a node that runs a controller, the controller's
+//! ([`controller::routes`]). The daemon passes `node_routes.merge(controller_routes)` as
+//! `protected`.
 //!
-//! This is I/O code: it reads the clock (for the controller's `now`) and OS randomness
-//! (for tokens).
+//! This is I/O code: it reads the wall clock (for the controller's `now`) and OS
+//! randomness (for tokens).
 
 pub mod controller;
 pub mod node;

@@ -60,7 +60,7 @@ async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Api
         "versionMajor": v.major,
         "versionMinor": v.minor,
         "versionRev": v.patch,
-        "clock": wall_clock().as_micros() / 1000,
+        "clock": wall_clock().as_millis(),
         "config": {"settings": {"primaryPort": node.udp_port}},
         "surfaceAddresses": s.surface.map(|e| vec![e.to_string()]).unwrap_or_default(),
         "planetWorldId": s.world.0,
@@ -71,7 +71,7 @@ async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Api
 
 async fn peers(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
     let list = node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?;
-    let now = wall_clock().as_micros() / 1000;
+    let now = wall_clock().as_millis();
     Ok(axum::Json(Value::Array(
         list.iter().map(|p| peer_json(p, now)).collect(),
     )))
@@ -83,7 +83,7 @@ async fn peer(
 ) -> Result<impl IntoResponse, ApiError> {
     let address = parse_address(&address)?;
     let list = node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?;
-    let now = wall_clock().as_micros() / 1000;
+    let now = wall_clock().as_millis();
     list.iter()
         .find(|p| p.address == address)
         .map(|p| axum::Json(peer_json(p, now)))

@@ -1008,7 +1008,7 @@ fn a_ring_of_a_thousand_hosts_all_converge() {
     }
 }
 
-/// Run with `cargo test --release --test sim_network -- --ignored --nocapture`.
+/// Run with `cargo test --release --test sim_scale -- --ignored --nocapture`.
 #[test]
 #[ignore = "scale measurement; run in release"]
 #[allow(clippy::disallowed_methods)] // wall time is reported, never asserted
