@@ -103,8 +103,12 @@ impl UdpIo {
     }
 
     /// Receives what is ready (one `recvmmsg`) and calls `each` with every datagram and
-    /// its source. Returns how many datagrams it delivered; `WouldBlock` when none.
-    pub fn try_recv_batch(&mut self, mut each: impl FnMut(Endpoint, &[u8])) -> io::Result<usize> {
+    /// its source; the bytes are the caller's to change (decrypt in place) until it
+    /// returns. Returns how many datagrams it delivered; `WouldBlock` when none.
+    pub fn try_recv_batch(
+        &mut self,
+        mut each: impl FnMut(Endpoint, &mut [u8]),
+    ) -> io::Result<usize> {
         let fd = self.socket.as_raw_fd();
         let bufs = &mut self.recv;
         let got = self
@@ -119,7 +123,8 @@ impl UdpIo {
             if segment.is_some() {
                 self.stats.coalesced_in += 1;
             }
-            for datagram in data.chunks(segment.unwrap_or(data.len().max(1))) {
+            let size = segment.unwrap_or(data.len().max(1));
+            for datagram in data.chunks_mut(size) {
                 each(from, datagram);
                 delivered += 1;
             }
@@ -433,12 +438,12 @@ impl RecvBuffers {
     }
 
     /// Message `i` of the last call: source, bytes, and the GRO segment size if any.
-    fn message(&self, i: usize) -> (Option<Endpoint>, &[u8], Option<usize>) {
+    fn message(&mut self, i: usize) -> (Option<Endpoint>, &mut [u8], Option<usize>) {
         let start = i * RECV_BUF_LEN;
         let len = self.lens[i].min(RECV_BUF_LEN);
         (
             endpoint_of(&self.addrs[i]),
-            &self.data[start..start + len],
+            &mut self.data[start..start + len],
             self.segments[i],
         )
     }
