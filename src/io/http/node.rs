@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::ApiError;
 use super::controller::wall_clock;
-use crate::io::daemon::{NetworkView, NodeCommand, NodeHandle, PingResult};
+use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult};
 use crate::node::{Link, PeerInfo};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;

@@ -1,0 +1,88 @@
+//! What the local API and the node driver say to each other: the commands the API
+//! sends over a channel, the answers, and the [`NodeHandle`] it holds. Both
+//! [`super::daemon`] (which answers) and [`super::http`] (which asks) import this;
+//! neither imports the other.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::controller::{Controller, NetworkConfig};
+use crate::node::network::{NetworkStatus, RuleKey};
+use crate::node::{Link, NodeStatus, PeerInfo};
+use crate::types::{Mac, NetworkId, NodeAddress};
+
+/// The answer to a ping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PingResult {
+    /// A reply came back.
+    Reply {
+        /// Round trip.
+        rtt: Duration,
+        /// The way it came back.
+        link: Link,
+    },
+    /// No reply in time.
+    Lost,
+    /// The node refused to send it.
+    Refused(String),
+}
+
+/// Commands the local API sends to the node driver.
+pub enum NodeCommand {
+    /// `info`.
+    Status(oneshot::Sender<NodeStatus>),
+    /// `peers`.
+    Peers(oneshot::Sender<Vec<PeerInfo>>),
+    /// `ping`.
+    Ping(NodeAddress, oneshot::Sender<PingResult>),
+    /// Counters for `/metrics`, as (name, value).
+    Stats(oneshot::Sender<Vec<(&'static str, u64)>>),
+    /// `join`.
+    Join(NetworkId, oneshot::Sender<()>),
+    /// `leave`; answers false when the network was not joined.
+    Leave(NetworkId, oneshot::Sender<bool>),
+    /// `networks`.
+    Networks(oneshot::Sender<Vec<NetworkView>>),
+    /// Flow-rule hit counters per network and deciding rule.
+    RuleHits(oneshot::Sender<Vec<(NetworkId, RuleKey, u64)>>),
+}
+
+/// What `networks` shows about one network.
+#[derive(Debug, Clone)]
+pub struct NetworkView {
+    /// The network.
+    pub id: NetworkId,
+    /// REQUESTING_CONFIGURATION, OK, ACCESS_DENIED or NOT_FOUND.
+    pub status: NetworkStatus,
+    /// Our MAC on it.
+    pub mac: Mac,
+    /// The TAP device, once configured.
+    pub device: Option<String>,
+    /// The config in force.
+    pub config: Option<NetworkConfig>,
+}
+
+/// A cloneable handle the API uses to talk to the node driver.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(super) tx: mpsc::Sender<NodeCommand>,
+    /// Our address (fixed for the daemon's life).
+    pub address: NodeAddress,
+    /// Our public identity text.
+    pub public_identity: String,
+    /// The UDP port.
+    pub udp_port: u16,
+    /// The controller, when this node runs one.
+    pub controller: Option<Arc<Controller>>,
+}
+
+impl NodeHandle {
+    /// Asks the driver; `None` when it has stopped.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> NodeCommand) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
