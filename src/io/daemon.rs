@@ -23,7 +23,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult};
 use super::home::{Home, HomeError};
@@ -113,10 +113,13 @@ pub struct NodeOptions {
     pub controller: bool,
 }
 
-/// The controller side of a node driver.
-struct ControllerSide {
-    serving: Serving,
-    changes: broadcast::Receiver<Change>,
+/// Work for the controller thread: decide, sign, store, and send the answers back to
+/// the packet loop as [`NodeCommand::Answers`].
+enum ControllerWork {
+    /// A member asked for a network's config.
+    Asked(NetworkId, Box<PublicIdentity>),
+    /// A network or member changed: answer everyone who asked again.
+    Changed(NetworkId),
 }
 
 /// Frames read from one TAP before the loop turns to the socket again.
@@ -131,7 +134,8 @@ pub struct NodeDriver {
     pings: HashMap<u64, oneshot::Sender<PingResult>>,
     home: Home,
     networks: Option<Networks>,
-    controller: Option<ControllerSide>,
+    /// The controller thread's queue, when this node runs one.
+    controller: Option<std::sync::mpsc::Sender<ControllerWork>>,
     /// The TAPs being read, as of `Networks::generation() == taps_generation`.
     taps: Vec<(NetworkId, Arc<Tap>)>,
     taps_generation: u64,
@@ -178,27 +182,33 @@ impl NodeDriver {
             },
             clock.now(),
         );
-        let controller = if options.controller {
+        let (tx, commands) = mpsc::channel(64);
+        let (controller, controller_work) = if options.controller {
             let c = Arc::new(
                 http::controller::open(home.dir(), address)
                     .map_err(|e| DaemonError::Controller(e.to_string()))?,
             );
-            let (tx, changes) = broadcast::channel(1024);
-            c.subscribe(Arc::new(http::controller::BroadcastChanges(tx)));
-            Some(ControllerSide {
-                serving: Serving::new(c, IdentitySigner(home.load_or_create_identity()?)),
-                changes,
-            })
+            let serving = Serving::new(c.clone(), IdentitySigner(home.load_or_create_identity()?));
+            let (work, queue) = std::sync::mpsc::channel();
+            let changed = work.clone();
+            c.subscribe(Arc::new(move |change: &Change| {
+                // A stopped controller thread only means nobody needs pushing.
+                let _ = changed.send(ControllerWork::Changed(change.nwid));
+            }));
+            let answers = tx.clone();
+            std::thread::Builder::new()
+                .name("skylan-controller".into())
+                .spawn(move || run_controller(serving, queue, answers))?;
+            (Some(c), Some(work))
         } else {
-            None
+            (None, None)
         };
-        let (tx, commands) = mpsc::channel(64);
         let handle = NodeHandle {
             tx,
             address,
             public_identity,
             udp_port,
-            controller: controller.as_ref().map(|c| c.serving.controller.clone()),
+            controller,
         };
         Ok((
             Self {
@@ -209,7 +219,7 @@ impl NodeDriver {
                 pings: HashMap::new(),
                 home,
                 networks: None,
-                controller,
+                controller: controller_work,
                 taps: Vec::new(),
                 taps_generation: u64::MAX,
                 transmits: Vec::with_capacity(256),
@@ -259,7 +269,6 @@ impl NodeDriver {
                 _ = any_readable(&self.taps) => {}
                 _ = tokio::time::sleep_until(deadline.into()) => self.node.handle_timeout(self.clock.now()),
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
-                change = next_change(&mut self.controller) => self.on_change(change),
             }
             self.flush().await;
         }
@@ -351,17 +360,6 @@ impl NodeDriver {
         }
     }
 
-    fn on_change(&mut self, change: Option<Change>) {
-        let now = self.clock.now();
-        let (Some(side), Some(change)) = (&self.controller, change) else {
-            return;
-        };
-        let wall = http::controller::wall_clock();
-        if let Err(e) = side.serving.push(&mut self.node, now, wall, change.nwid) {
-            tracing::warn!(network = %change.nwid, "pushing configs failed: {e}");
-        }
-    }
-
     async fn command(&mut self, cmd: NodeCommand) {
         let now = self.clock.now();
         match cmd {
@@ -427,6 +425,11 @@ impl NodeDriver {
                     .collect();
                 let _ = tx.send(views);
             }
+            NodeCommand::Answers(answers) => {
+                for a in &answers {
+                    a.apply(&mut self.node, now);
+                }
+            }
             NodeCommand::Ping(peer, tx) => match self.node.ping(now, peer) {
                 Ok(id) => {
                     self.pings.insert(id, tx);
@@ -472,7 +475,12 @@ impl NodeDriver {
         match event {
             Event::ConfigRequested {
                 network, identity, ..
-            } => self.answer(network, identity),
+            } => {
+                if let Some(c) = &self.controller {
+                    // A stopped controller thread answers nobody; members retry.
+                    let _ = c.send(ControllerWork::Asked(network, Box::new(identity)));
+                }
+            }
             Event::ConfigReceived {
                 network,
                 controller_key,
@@ -513,33 +521,33 @@ impl NodeDriver {
     }
 }
 
-impl NodeDriver {
-    fn answer(&mut self, network: NetworkId, identity: PublicIdentity) {
-        let now = self.clock.now();
-        let Some(side) = &mut self.controller else {
-            return;
-        };
+/// The controller thread: decides (which may write the store) and signs away from the
+/// packet loop, then hands the answers to it. Ends when the driver is gone.
+fn run_controller(
+    mut serving: Serving,
+    queue: std::sync::mpsc::Receiver<ControllerWork>,
+    answers: mpsc::Sender<NodeCommand>,
+) {
+    while let Ok(work) = queue.recv() {
         let wall = http::controller::wall_clock();
-        if let Err(e) = side
-            .serving
-            .on_request(&mut self.node, now, wall, network, &identity)
-        {
-            tracing::warn!(%network, member = %identity.address(), "answering a config request failed: {e}");
-        }
-    }
-}
-
-/// The next controller change, or never when there is no controller.
-async fn next_change(side: &mut Option<ControllerSide>) -> Option<Change> {
-    match side {
-        Some(s) => loop {
-            match s.changes.recv().await {
-                Ok(c) => return Some(c),
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
+        let (network, decided) = match &work {
+            ControllerWork::Asked(network, member) => (
+                *network,
+                serving.answers_for_request(wall, *network, member),
+            ),
+            ControllerWork::Changed(network) => {
+                (*network, serving.answers_for_push(wall, *network))
             }
-        },
-        None => std::future::pending().await,
+        };
+        match decided {
+            Ok(a) if a.is_empty() => {}
+            Ok(a) => {
+                if answers.blocking_send(NodeCommand::Answers(a)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(%network, "answering config requests failed: {e}"),
+        }
     }
 }
 

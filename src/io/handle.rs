@@ -1,5 +1,5 @@
-//! What the local API and the node driver say to each other: the commands the API
-//! sends over a channel, the answers, and the [`NodeHandle`] it holds. Both
+//! What the local API (and the controller thread) and the node driver say to each
+//! other: the commands sent over a channel, the answers, and the [`NodeHandle`]. Both
 //! [`super::daemon`] (which answers) and [`super::http`] (which asks) import this;
 //! neither imports the other.
 
@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::controller::{Controller, NetworkConfig};
 use crate::node::network::{NetworkStatus, RuleKey};
 use crate::node::{Link, NodeStatus, PeerInfo};
+use crate::service::member::Answer;
 use crate::types::{Mac, NetworkId, NodeAddress};
 
 /// The answer to a ping.
@@ -47,6 +48,8 @@ pub enum NodeCommand {
     Networks(oneshot::Sender<Vec<NetworkView>>),
     /// Flow-rule hit counters per network and deciding rule.
     RuleHits(oneshot::Sender<Vec<(NetworkId, RuleKey, u64)>>),
+    /// (From the controller thread) configs and refusals to send to members.
+    Answers(Vec<Answer>),
 }
 
 /// What `networks` shows about one network.

@@ -5,11 +5,13 @@
 //!   ([`Event::ConfigReceived`](crate::node::Event::ConfigReceived)): verify the
 //!   signature with the controller's key, check it is for this node and network, and
 //!   hand the roster and switch settings to the node core.
-//! - [`answer_request`]: this node is the controller and a member asked
-//!   ([`Event::ConfigRequested`](crate::node::Event::ConfigRequested)): decide, sign,
-//!   and send the config or the refusal.
-//! - [`Serving`]: remembers who asked, answers, and after a change sends every member
-//!   that asked a fresh config (or a refusal), so revocation takes effect without
+//! - [`decide_request`]: this node is the controller and a member asked
+//!   ([`Event::ConfigRequested`](crate::node::Event::ConfigRequested)): decide and sign
+//!   the config, or refuse, as an [`Answer`] that [`Answer::apply`] sends through the
+//!   node core. Deciding may write the controller's store and signs: the daemon does
+//!   it off its packet thread.
+//! - [`Serving`]: remembers who asked, answers, and after a change answers every member
+//!   that asked with a fresh config (or a refusal), so revocation takes effect without
 //!   waiting for a refresh.
 
 use std::collections::{BTreeMap, HashMap};
@@ -138,42 +140,71 @@ impl NetworkConfig {
     }
 }
 
-/// Answers a member's config request on `node` (the controller's own node).
-/// `wall` is the controller's clock (wall-clock [`UnixTime`]); `now` the node core's
-/// monotonic [`Time`].
-pub fn answer_request(
+/// What the controller says to one member about one network: a signed config, or a
+/// refusal. Decided away from the node core ([`Serving::answers_for_request`],
+/// [`Serving::answers_for_push`]), then handed to it with [`Answer::apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The member.
+    pub member: NodeAddress,
+    /// The network.
+    pub network: NetworkId,
+    /// The signed config bytes, or the refusal.
+    pub reply: Reply,
+}
+
+/// See [`Answer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// A signed config.
+    Config(Vec<u8>),
+    /// `AccessDenied` or `NotFound`.
+    Refused(NetworkStatus),
+}
+
+impl Answer {
+    /// Sends the answer through the controller's own node.
+    pub fn apply(&self, node: &mut Node, now: Time) {
+        match &self.reply {
+            Reply::Config(bytes) => node.send_network_config(now, self.member, self.network, bytes),
+            Reply::Refused(status) => {
+                node.send_network_error(now, self.member, self.network, *status)
+            }
+        }
+    }
+}
+
+/// Decides a member's config request: signs its config, or refuses. `wall` is the
+/// controller's clock (wall-clock [`UnixTime`]).
+pub fn decide_request(
     controller: &Controller,
     signer: &dyn Signer,
-    node: &mut Node,
-    now: Time,
     wall: UnixTime,
     network: NetworkId,
     member: &PublicIdentity,
-) -> Result<(), ControllerError> {
+) -> Result<Answer, ControllerError> {
     let req = ConfigRequest {
         nwid: network,
         member: member.address(),
         identity: member.to_string(),
         version: None,
     };
-    match controller.request(&req, wall, signer)? {
-        Decision::Config(cfg) => {
-            let bytes = cfg.sign(signer).to_bytes();
-            node.send_network_config(now, member.address(), network, &bytes);
-        }
-        Decision::AccessDenied => {
-            node.send_network_error(now, member.address(), network, NetworkStatus::AccessDenied)
-        }
-        Decision::NotFound => {
-            node.send_network_error(now, member.address(), network, NetworkStatus::NotFound)
-        }
-    }
-    Ok(())
+    let reply = match controller.request(&req, wall, signer)? {
+        Decision::Config(cfg) => Reply::Config(cfg.sign(signer).to_bytes()),
+        Decision::AccessDenied => Reply::Refused(NetworkStatus::AccessDenied),
+        Decision::NotFound => Reply::Refused(NetworkStatus::NotFound),
+    };
+    Ok(Answer {
+        member: member.address(),
+        network,
+        reply,
+    })
 }
 
 /// A controller serving its members from one node: remembers who asked for each
 /// network, answers requests, and pushes fresh configs after changes. The node driver
-/// and the simulator both drive their controller through this.
+/// decides on a thread of its own and hands the [`Answer`]s to its packet loop; the
+/// simulator applies them at once ([`Serving::on_request`], [`Serving::push`]).
 pub struct Serving {
     /// The controller.
     pub controller: Arc<Controller>,
@@ -191,9 +222,50 @@ impl Serving {
         }
     }
 
-    /// Answers a member's request; when the member is new to this network, every other
-    /// member gets a fresh config too (their rosters must list the newcomer). `wall`
-    /// is a [`UnixTime`] (the simulator's `Time` converts into one).
+    /// The answers to a member's request: its own, or, when the member is new to this
+    /// network, one for every member that asked (their rosters must list the newcomer).
+    pub fn answers_for_request(
+        &mut self,
+        wall: UnixTime,
+        network: NetworkId,
+        member: &PublicIdentity,
+    ) -> Result<Vec<Answer>, ControllerError> {
+        let new = self
+            .askers
+            .entry(network)
+            .or_default()
+            .insert(member.address(), member.clone())
+            .is_none();
+        if new {
+            self.answers_for_push(wall, network)
+        } else {
+            Ok(vec![decide_request(
+                &self.controller,
+                &self.signer,
+                wall,
+                network,
+                member,
+            )?])
+        }
+    }
+
+    /// A fresh config or refusal for every member that asked for `network`.
+    pub fn answers_for_push(
+        &self,
+        wall: UnixTime,
+        network: NetworkId,
+    ) -> Result<Vec<Answer>, ControllerError> {
+        let Some(members) = self.askers.get(&network) else {
+            return Ok(Vec::new());
+        };
+        members
+            .values()
+            .map(|m| decide_request(&self.controller, &self.signer, wall, network, m))
+            .collect()
+    }
+
+    /// [`answers_for_request`](Self::answers_for_request), sent at once through `node`.
+    /// `wall` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn on_request(
         &mut self,
         node: &mut Node,
@@ -202,22 +274,14 @@ impl Serving {
         network: NetworkId,
         member: &PublicIdentity,
     ) -> Result<(), ControllerError> {
-        let wall = wall.into();
-        let new = self
-            .askers
-            .entry(network)
-            .or_default()
-            .insert(member.address(), member.clone())
-            .is_none();
-        if new {
-            self.push(node, now, wall, network)
-        } else {
-            self.answer(node, now, wall, network, member)
+        for a in self.answers_for_request(wall.into(), network, member)? {
+            a.apply(node, now);
         }
+        Ok(())
     }
 
-    /// Sends every member that asked for `network` a fresh config or refusal. `wall`
-    /// is a [`UnixTime`] (the simulator's `Time` converts into one).
+    /// [`answers_for_push`](Self::answers_for_push), sent at once through `node`.
+    /// `wall` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn push(
         &self,
         node: &mut Node,
@@ -225,34 +289,9 @@ impl Serving {
         wall: impl Into<UnixTime>,
         network: NetworkId,
     ) -> Result<(), ControllerError> {
-        let wall = wall.into();
-        let members: Vec<PublicIdentity> = self
-            .askers
-            .get(&network)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default();
-        for member in &members {
-            self.answer(node, now, wall, network, member)?;
+        for a in self.answers_for_push(wall.into(), network)? {
+            a.apply(node, now);
         }
         Ok(())
-    }
-
-    fn answer(
-        &self,
-        node: &mut Node,
-        now: Time,
-        wall: UnixTime,
-        network: NetworkId,
-        member: &PublicIdentity,
-    ) -> Result<(), ControllerError> {
-        answer_request(
-            &self.controller,
-            &self.signer,
-            node,
-            now,
-            wall,
-            network,
-            member,
-        )
     }
 }

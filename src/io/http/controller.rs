@@ -22,9 +22,8 @@
 //! the blocking pool (the store fsyncs). The actor recorded in the audit log is
 //! `api <client ip:port>`.
 //!
-//! [`open`] opens the controller database in `<home>/controller.d/`, and
-//! [`BroadcastChanges`] forwards change notifications to a tokio broadcast channel for
-//! the node driver.
+//! [`open`] opens the controller database in `<home>/controller.d/`; the node driver
+//! subscribes to its changes to push fresh configs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,7 +39,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, with_ignored};
-use crate::controller::{Change, ChangeListener, Controller, ControllerError, RedbStore};
+use crate::controller::{Controller, ControllerError, RedbStore};
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// The API version `GET /controller` reports (ZeroTier's current one).
@@ -87,17 +86,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-}
-
-/// A [`ChangeListener`] that sends every change on a tokio broadcast channel (lagging
-/// receivers lose old changes, never block the writer).
-pub struct BroadcastChanges(pub tokio::sync::broadcast::Sender<Change>);
-
-impl ChangeListener for BroadcastChanges {
-    fn on_change(&self, change: &Change) {
-        // No receiver is not an error: nobody needs pushing yet.
-        let _ = self.0.send(*change);
-    }
 }
 
 #[derive(Clone)]
