@@ -236,6 +236,47 @@ fn an_unauthorized_node_gets_access_denied_and_no_frames() -> Result<()> {
     Ok(())
 }
 
+/// A root, a controller and two public members, all online, and a network on the
+/// controller with a pool and a route in `<prefix>.0/24`.
+struct Members {
+    _roots: Vec<Daemon>,
+    ctrl: Daemon,
+    a: Daemon,
+    b: Daemon,
+    nwid: String,
+}
+
+fn start_members(tb: &Testbed, name: &str, prefix: &str) -> Result<Members> {
+    let root_host = tb.public_host("root", ROOT_IP)?;
+    let ctrl_host = tb.public_host("ctrl", CTRL_IP)?;
+    let a_host = tb.public_host("a", A_PUBLIC)?;
+    let b_host = tb.public_host("b", B_IP)?;
+    let (roots, planet) = tb.start_planet(&[("root", &root_host)])?;
+    let ctrl = tb.start_node("ctrl", &ctrl_host, &planet, &["--controller"])?;
+    let a = tb.start_node("a", &a_host, &planet, &[])?;
+    let b = tb.start_node("b", &b_host, &planet, &[])?;
+    for d in [&ctrl, &a, &b] {
+        tb.wait_online(d, Duration::from_secs(30))?;
+    }
+    let pool = format!("{prefix}.10-{prefix}.20");
+    let route = format!("{prefix}.0/24");
+    let created = controller(
+        tb,
+        &ctrl,
+        &[
+            "network", "create", "--name", name, "--pool", &pool, "--route", &route,
+        ],
+    )?;
+    let nwid = created["id"].as_str().context("network id")?.to_string();
+    Ok(Members {
+        _roots: roots,
+        ctrl,
+        a,
+        b,
+        nwid,
+    })
+}
+
 const SSH_FROM_TAGGED: &str = "tag ssh id 1 default 0; \
 accept ethertype arp; \
 accept ethertype ipv4 and ipprotocol tcp and dport 22 and tag ssh=1; \
@@ -268,32 +309,9 @@ fn rules_allow_ssh_only_from_the_tagged_member_and_changes_apply() -> Result<()>
     let Some(tb) = Testbed::new("rules_allow_ssh_only_from_the_tagged_member", "e2erules")? else {
         return Ok(());
     };
-    let root_host = tb.public_host("root", ROOT_IP)?;
-    let ctrl_host = tb.public_host("ctrl", CTRL_IP)?;
-    let a_host = tb.public_host("a", A_PUBLIC)?;
-    let b_host = tb.public_host("b", B_IP)?;
-    let (_roots, planet) = tb.start_planet(&[("root", &root_host)])?;
-    let ctrl = tb.start_node("ctrl", &ctrl_host, &planet, &["--controller"])?;
-    let a = tb.start_node("a", &a_host, &planet, &[])?;
-    let b = tb.start_node("b", &b_host, &planet, &[])?;
-    for d in [&ctrl, &a, &b] {
-        tb.wait_online(d, Duration::from_secs(30))?;
-    }
-    let created = controller(
-        &tb,
-        &ctrl,
-        &[
-            "network",
-            "create",
-            "--name",
-            "ssh",
-            "--pool",
-            "198.18.2.10-198.18.2.20",
-            "--route",
-            "198.18.2.0/24",
-        ],
-    )?;
-    let nwid = created["id"].as_str().context("network id")?.to_string();
+    let Members {
+        ctrl, a, b, nwid, ..
+    } = start_members(&tb, "ssh", "198.18.2")?;
     controller(
         &tb,
         &ctrl,
@@ -395,32 +413,9 @@ fn bulk_tcp_arrives_intact_both_ways_through_segmentation_and_coalescing() -> Re
     let Some(tb) = Testbed::new("bulk_tcp_arrives_intact_both_ways", "e2ebulk")? else {
         return Ok(());
     };
-    let root_host = tb.public_host("root", ROOT_IP)?;
-    let ctrl_host = tb.public_host("ctrl", CTRL_IP)?;
-    let a_host = tb.public_host("a", A_PUBLIC)?;
-    let b_host = tb.public_host("b", B_IP)?;
-    let (_roots, planet) = tb.start_planet(&[("root", &root_host)])?;
-    let ctrl = tb.start_node("ctrl", &ctrl_host, &planet, &["--controller"])?;
-    let a = tb.start_node("a", &a_host, &planet, &[])?;
-    let b = tb.start_node("b", &b_host, &planet, &[])?;
-    for d in [&ctrl, &a, &b] {
-        tb.wait_online(d, Duration::from_secs(30))?;
-    }
-    let created = controller(
-        &tb,
-        &ctrl,
-        &[
-            "network",
-            "create",
-            "--name",
-            "bulk",
-            "--pool",
-            "198.18.3.10-198.18.3.20",
-            "--route",
-            "198.18.3.0/24",
-        ],
-    )?;
-    let nwid = created["id"].as_str().context("network id")?.to_string();
+    let Members {
+        ctrl, a, b, nwid, ..
+    } = start_members(&tb, "bulk", "198.18.3")?;
     for d in [&a, &b] {
         tb.cli(d, &["join", &nwid])?;
         controller(
