@@ -691,16 +691,22 @@ mod tests {
         // A version 1 responder answering our offer with an empty payload.
         let both = Cipher::ChaCha20Poly1305.bit() | Cipher::Aes256Gcm.bit();
         let (hs, msg1) = initiate_offering(a, b.public(), [32; 32], both).unwrap();
-        let mut responder = builder([33; 32])
-            .local_private_key(&b.agreement_secret()[..])
+        let msg2 = reply_by_hand(b, &msg1, &[]);
+        assert_eq!(hs.finish(&msg2).unwrap().cipher(), Cipher::ChaCha20Poly1305);
+    }
+
+    /// Message 2 from `responder` to `msg1` with any payload we like.
+    fn reply_by_hand(responder: &Identity, msg1: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut state = builder([33; 32])
+            .local_private_key(&responder.agreement_secret()[..])
             .and_then(|x| x.build_responder())
             .unwrap();
-        let mut payload = [0u8; HANDSHAKE_INIT_LEN];
-        responder.read_message(&msg1, &mut payload).unwrap();
+        let mut read = [0u8; HANDSHAKE_INIT_LEN];
+        state.read_message(msg1, &mut read).unwrap();
         let mut msg2 = vec![0u8; HANDSHAKE_RESP_LEN];
-        let n = responder.write_message(&[], &mut msg2).unwrap();
+        let n = state.write_message(payload, &mut msg2).unwrap();
         msg2.truncate(n);
-        assert_eq!(hs.finish(&msg2).unwrap().cipher(), Cipher::ChaCha20Poly1305);
+        msg2
     }
 
     #[test]
@@ -708,17 +714,7 @@ mod tests {
         let (a, b) = pair();
         let chacha = Cipher::ChaCha20Poly1305.bit();
         let (hs, msg1) = initiate_offering(a, b.public(), [40; 32], chacha).unwrap();
-        let mut responder = builder([41; 32])
-            .local_private_key(&b.agreement_secret()[..])
-            .and_then(|x| x.build_responder())
-            .unwrap();
-        let mut payload = [0u8; HANDSHAKE_INIT_LEN];
-        responder.read_message(&msg1, &mut payload).unwrap();
-        let mut msg2 = vec![0u8; HANDSHAKE_RESP_LEN];
-        let n = responder
-            .write_message(&[Cipher::Aes256Gcm.bit()], &mut msg2)
-            .unwrap();
-        msg2.truncate(n);
+        let msg2 = reply_by_hand(b, &msg1, &[Cipher::Aes256Gcm.bit()]);
         assert!(hs.finish(&msg2).is_err());
     }
 }

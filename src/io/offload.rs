@@ -518,35 +518,37 @@ mod tests {
 
     /// A TCP/IPv4 frame with a timestamp option and `payload`, checksums valid.
     fn tcp4(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
-        let ip = [
-            0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, PROTO_TCP, 0, 0, 198, 18, 0, 1, 198, 18, 0, 2,
-        ];
-        f.extend_from_slice(&ip);
-        let mut tcp = vec![0x9c, 0x40, 0x14, 0x51];
-        tcp.extend_from_slice(&seq.to_be_bytes());
-        tcp.extend_from_slice(&7u32.to_be_bytes());
-        tcp.extend_from_slice(&[0x80, flags, 0x01, 0xf5, 0, 0, 0, 0]);
-        tcp.extend_from_slice(&[1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3]);
-        f.extend_from_slice(&tcp);
-        f.extend_from_slice(payload);
-        let t = TcpFrame::parse(&f).unwrap();
-        let len = f.len();
-        t.set_ip(&mut f, len, None);
-        t.set_tcp_checksum(&mut f);
-        f
+        let mut ip = vec![0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, PROTO_TCP, 0, 0];
+        ip.extend_from_slice(&[198, 18, 0, 1, 198, 18, 0, 2]);
+        let options = [1, 1, 8, 10, 0, 0, 0, 9, 0, 0, 0, 3];
+        tcp_frame(ETHERTYPE_IPV4, &ip, &options, seq, flags, payload)
     }
 
+    /// A TCP/IPv6 frame without options, checksums valid.
     fn tcp6(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
-        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 0, PROTO_TCP, 64]);
-        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].repeat(4));
-        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb9].repeat(4));
-        let mut tcp = vec![0x9c, 0x40, 0x14, 0x51];
-        tcp.extend_from_slice(&seq.to_be_bytes());
-        tcp.extend_from_slice(&7u32.to_be_bytes());
-        tcp.extend_from_slice(&[0x50, flags, 0x01, 0xf5, 0, 0, 0, 0]);
-        f.extend_from_slice(&tcp);
+        let mut ip = vec![0x60, 0, 0, 0, 0, 0, PROTO_TCP, 64];
+        ip.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8].repeat(4));
+        ip.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb9].repeat(4));
+        tcp_frame(ETHERTYPE_IPV6, &ip, &[], seq, flags, payload)
+    }
+
+    fn tcp_frame(
+        ethertype: u16,
+        ip: &[u8],
+        options: &[u8],
+        seq: u32,
+        flags: u8,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        f.extend_from_slice(&ethertype.to_be_bytes());
+        f.extend_from_slice(ip);
+        f.extend_from_slice(&[0x9c, 0x40, 0x14, 0x51]);
+        f.extend_from_slice(&seq.to_be_bytes());
+        f.extend_from_slice(&7u32.to_be_bytes());
+        let offset = ((20 + options.len()) / 4) as u8;
+        f.extend_from_slice(&[offset << 4, flags, 0x01, 0xf5, 0, 0, 0, 0]);
+        f.extend_from_slice(options);
         f.extend_from_slice(payload);
         let t = TcpFrame::parse(&f).unwrap();
         let len = f.len();
