@@ -332,21 +332,25 @@ impl NodeDriver {
         moved
     }
 
-    /// Writes the coalescer's message to `network`'s TAP.
-    fn write_run(&mut self, network: Option<NetworkId>) {
-        let merged = self.coalescer.frames() > 1;
-        let (Some(network), Some(message)) = (network, self.coalescer.finish()) else {
+    /// Gives `frame` to the coalescer (or, with `None`, flushes it) and writes what it
+    /// hands back to `network`'s TAP.
+    fn write_merged(&mut self, network: Option<NetworkId>, frame: Option<&[u8]>) {
+        let Some(network) = network else {
             return;
         };
-        if merged {
-            self.tap_coalesced += 1;
-        }
-        let written = self
-            .networks
-            .as_ref()
-            .is_some_and(|n| n.write_message(network, message));
-        if !written {
-            self.tap_drops += 1;
+        let networks = self.networks.as_ref();
+        let (drops, coalesced) = (&mut self.tap_drops, &mut self.tap_coalesced);
+        let mut write = |message: &[u8], frames: usize| {
+            if frames > 1 {
+                *coalesced += 1;
+            }
+            if !networks.is_some_and(|n| n.write_message(network, message)) {
+                *drops += 1;
+            }
+        };
+        match frame {
+            Some(f) => self.coalescer.push(f, &mut write),
+            None => self.coalescer.flush(&mut write),
         }
     }
 
@@ -450,16 +454,16 @@ impl NodeDriver {
             if !self.transmits.is_empty() {
                 self.udp.send_batch(&mut self.transmits).await;
             }
-            // Frames for the TAPs, consecutive TCP segments of a flow merged.
-            let mut run: Option<NetworkId> = None;
+            // Frames for the TAPs, each flow's consecutive TCP segments merged.
+            let mut current: Option<NetworkId> = None;
             while let Some(f) = self.node.poll_tap() {
-                if run != Some(f.network) || !self.coalescer.append(&f.frame) {
-                    self.write_run(run);
-                    run = Some(f.network);
-                    self.coalescer.start(&f.frame);
+                if current != Some(f.network) {
+                    self.write_merged(current, None);
+                    current = Some(f.network);
                 }
+                self.write_merged(current, Some(&f.frame));
             }
-            self.write_run(run);
+            self.write_merged(current, None);
             let mut events = false;
             while let Some(event) = self.node.poll_event() {
                 events = true;

@@ -10,12 +10,12 @@
 //!   `TCPV6`) is cut into frames of at most `gso_size` payload bytes with the sequence
 //!   numbers, IP lengths, IPv4 IDs, flags and checksums a NIC would write. Other GSO
 //!   kinds are refused (the TAP does not offer them).
-//! - [`Coalescer`] takes the frames delivered for one TAP, in order, and merges runs of
-//!   consecutive TCP frames of one flow (same headers but for sequence number,
-//!   contiguous, equal payload sizes but for a shorter last one, plain ACK or PSH on
-//!   the last) into one message with a `TCPV4`/`TCPV6` header; anything else is written
-//!   as it came, marked `DATA_VALID` (the frame was authenticated end to end, and its
-//!   checksums are the sender's).
+//! - [`Coalescer`] takes the frames delivered for one TAP, in order, and merges each
+//!   flow's runs of TCP frames (same headers but for sequence number, contiguous, equal
+//!   payload sizes but for a shorter last one, plain ACK or PSH on the last) into one
+//!   message with a `TCPV4`/`TCPV6` header, up to [`MAX_OPEN`] flows at once; anything
+//!   else is written as it came, after everything before it, marked `DATA_VALID` (the
+//!   frame was authenticated end to end, and its checksums are the sender's).
 //! - Pure functions on bytes: no I/O here. The node driver calls them around
 //!   [`Tap`](super::tap::Tap) reads and writes.
 
@@ -302,10 +302,71 @@ fn segment_tcp(
     Ok(count)
 }
 
-/// Merges runs of consecutive TCP frames of one flow into one segmentation message.
-/// See the module documentation.
+/// Merges the frames given to one TAP: each TCP flow's consecutive frames into one
+/// segmentation message, with up to [`MAX_OPEN`] flows open at once, so interleaved
+/// streams merge too. Order is kept within a flow and around every frame that merges
+/// with nothing (it is written after all that came before it).
 #[derive(Debug, Default)]
 pub struct Coalescer {
+    open: Vec<Merge>,
+    spare: Vec<Merge>,
+}
+
+/// Flows a [`Coalescer`] merges at once.
+pub const MAX_OPEN: usize = 8;
+
+impl Coalescer {
+    /// An empty coalescer.
+    pub fn new() -> Self {
+        Coalescer::default()
+    }
+
+    /// Takes `frame`; messages that must be written before anything that follows go to
+    /// `write` (with the number of frames each merged).
+    pub fn push(&mut self, frame: &[u8], mut write: impl FnMut(&[u8], usize)) {
+        if self.open.iter_mut().any(|m| m.append(frame)) {
+            return;
+        }
+        // A frame of a flow already open (out of sequence, other flags...) or one that
+        // merges with nothing goes after everything open, which keeps the order.
+        let new_flow = !self.open.iter().any(|m| m.same_flow(frame));
+        if !new_flow || self.open.len() == MAX_OPEN {
+            self.flush(&mut write);
+        }
+        let mut m = self.spare.pop().unwrap_or_default();
+        m.start(frame);
+        if m.run.is_some() {
+            self.open.push(m);
+        } else {
+            self.flush(&mut write);
+            let frames = m.frames;
+            if let Some(message) = m.finish() {
+                write(message, frames);
+            }
+            self.spare.push(m);
+        }
+    }
+
+    /// Writes everything open, oldest first.
+    pub fn flush(&mut self, mut write: impl FnMut(&[u8], usize)) {
+        for mut m in self.open.drain(..) {
+            let frames = m.frames;
+            if let Some(message) = m.finish() {
+                write(message, frames);
+            }
+            self.spare.push(m);
+        }
+    }
+
+    /// True when nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+/// One message being merged: the first frame's headers and every merged payload.
+#[derive(Debug, Default)]
+struct Merge {
     /// The message being built: header room, then the (merged) frame.
     buf: Vec<u8>,
     /// The open run, if the frame in `buf` may take more.
@@ -323,29 +384,9 @@ struct Run {
     next_seq: u32,
 }
 
-impl Coalescer {
-    /// An empty coalescer.
-    pub fn new() -> Self {
-        Coalescer {
-            buf: Vec::with_capacity(VNET_HDR_LEN + MAX_COALESCED),
-            run: None,
-            frames: 0,
-        }
-    }
-
-    /// True when no frame is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.frames == 0
-    }
-
-    /// Frames in the open message.
-    pub fn frames(&self) -> usize {
-        self.frames
-    }
-
-    /// Adds `frame` to the open run; false when it cannot join (then [`finish`](Self::finish)
-    /// the run, write it, and [`start`](Self::start) a new one with this frame).
-    pub fn append(&mut self, frame: &[u8]) -> bool {
+impl Merge {
+    /// Adds `frame` to the open run; false when it cannot join.
+    fn append(&mut self, frame: &[u8]) -> bool {
         let Some(run) = self.run else {
             return false;
         };
@@ -380,8 +421,28 @@ impl Coalescer {
         true
     }
 
+    /// True when `frame` is TCP between the same hosts and ports as this message.
+    fn same_flow(&self, frame: &[u8]) -> bool {
+        let (Some(a), Some(b)) = (
+            TcpFrame::parse(&self.buf[VNET_HDR_LEN..]),
+            TcpFrame::parse(frame),
+        ) else {
+            return false;
+        };
+        let first = &self.buf[VNET_HDR_LEN..];
+        let addrs = if a.v4 {
+            ETH_LEN + 12..ETH_LEN + 20
+        } else {
+            ETH_LEN + 8..ETH_LEN + 40
+        };
+        a.v4 == b.v4
+            && a.l4 == b.l4
+            && first[addrs.clone()] == frame[addrs]
+            && first[a.l4..a.l4 + 4] == frame[b.l4..b.l4 + 4]
+    }
+
     /// Starts a new message with `frame` (the previous one must have been finished).
-    pub fn start(&mut self, frame: &[u8]) {
+    fn start(&mut self, frame: &[u8]) {
         self.buf.clear();
         self.buf.extend_from_slice(&PLAIN);
         self.buf.extend_from_slice(frame);
@@ -398,8 +459,8 @@ impl Coalescer {
     }
 
     /// Completes the message (header, lengths, checksums) and returns it, ready to
-    /// write; `None` when empty. The coalescer is empty afterwards.
-    pub fn finish(&mut self) -> Option<&[u8]> {
+    /// write; `None` when empty. The merge is empty afterwards.
+    fn finish(&mut self) -> Option<&[u8]> {
         if self.frames == 0 {
             return None;
         }
@@ -682,16 +743,9 @@ mod tests {
         let mut c = Coalescer::new();
         let mut out = Vec::new();
         for f in frames {
-            if !c.append(f) {
-                if let Some(m) = c.finish() {
-                    out.push(m.to_vec());
-                }
-                c.start(f);
-            }
+            c.push(f, |m, _| out.push(m.to_vec()));
         }
-        if let Some(m) = c.finish() {
-            out.push(m.to_vec());
-        }
+        c.flush(|m, _| out.push(m.to_vec()));
         assert!(c.is_empty());
         out
     }
@@ -756,5 +810,59 @@ mod tests {
         assert_eq!(out.len(), 2);
         let out = coalesce(&[b"not a tcp frame at all".to_vec(), a0]);
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn interleaved_flows_merge_each_and_keep_their_order() {
+        let c = payload(1000);
+        let other_flow = |mut f: Vec<u8>| {
+            f[ETH_LEN + 19] = 9;
+            let t = TcpFrame::parse(&f).unwrap();
+            let len = f.len();
+            t.set_ip(&mut f, len, None);
+            t.set_tcp_checksum(&mut f);
+            f
+        };
+        let mut frames = Vec::new();
+        for i in 0..4u32 {
+            frames.push(tcp4(i * 1000, TCP_ACK, &c));
+            frames.push(other_flow(tcp4(50_000 + i * 1000, TCP_ACK, &c)));
+        }
+        // An ARP-like frame in the middle: everything before it is written first.
+        frames.insert(
+            4,
+            b"\xff\xff\xff\xff\xff\xff\x02\x00\x00\x00\x00\x01\x08\x06 arp".to_vec(),
+        );
+        let out = coalesce(&frames);
+        let merged: Vec<usize> = out
+            .iter()
+            .map(|m| {
+                let h = VnetHdr::parse(m).unwrap();
+                if h.gso_size == 0 {
+                    1
+                } else {
+                    (m.len() - VNET_HDR_LEN - 66).div_ceil(1000)
+                }
+            })
+            .collect();
+        // Flow A's first two, flow B's first two, the ARP frame, then the rest of each.
+        assert_eq!(merged, vec![2, 2, 1, 2, 2]);
+        // Splitting everything back gives every flow's frames in order.
+        let mut back = Vec::new();
+        for m in &out {
+            let mut m = m.clone();
+            split_read(&mut m, &mut Vec::new(), |x| back.push(x.to_vec())).unwrap();
+        }
+        let seqs = |dst: u8| -> Vec<u32> {
+            back.iter()
+                .filter_map(|f| {
+                    TcpFrame::parse(f)
+                        .filter(|_| f[ETH_LEN + 19] == dst)
+                        .map(|t| t.seq(f))
+                })
+                .collect()
+        };
+        assert_eq!(seqs(2), vec![0, 1000, 2000, 3000]);
+        assert_eq!(seqs(9), vec![50_000, 51_000, 52_000, 53_000]);
     }
 }
