@@ -1,0 +1,120 @@
+//! Outside → inside: a datagram becomes a frame for the TAP (or work for control).
+
+use super::{DataPlane, ToControl};
+use crate::crypto::table::TableError;
+use crate::node::snapshot::{RxSession, Snapshot};
+use crate::types::{Endpoint, Time};
+use crate::wire::{self, Message, Outer};
+
+impl DataPlane {
+    /// A datagram from `from`, decrypted in place in `datagram` (the caller's receive
+    /// buffer). Frames go to [`poll_tap`](Self::poll_tap), anything else to
+    /// [`poll_control`](Self::poll_control).
+    pub fn outside(&mut self, snap: &Snapshot, now: Time, from: Endpoint, datagram: &mut [u8]) {
+        self.stats.rx_datagrams += 1;
+        self.sync(snap);
+        self.receive(snap, now, from, datagram, None);
+    }
+
+    /// `relayed` is set for a packet reassembled from fragments of which one came
+    /// through a relay: its inner header still says zero hops.
+    fn receive(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        from: Endpoint,
+        datagram: &mut [u8],
+        relayed: Option<bool>,
+    ) {
+        let (header, outer) = match wire::parse(datagram) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return;
+            }
+        };
+        if header.dest != snap.me || header.src == snap.me {
+            self.stats.drop_not_for_us += 1;
+            return;
+        }
+        let index = match outer {
+            Outer::Fragment {
+                packet_id,
+                index,
+                count,
+                chunk,
+            } if relayed.is_none() => {
+                if let Some(mut whole) = self
+                    .reassembler
+                    .insert(now, header.src, packet_id, index, count, chunk)
+                {
+                    self.receive(snap, now, from, &mut whole, Some(header.hops > 0));
+                }
+                return;
+            }
+            Outer::Data { receiver_index, .. } => receiver_index,
+            _ => return self.hand_over(from, relayed, datagram),
+        };
+        let Some(rx) = snap.sessions.get(&index) else {
+            return self.hand_over(from, relayed, datagram);
+        };
+        let direct = header.hops == 0 && relayed != Some(true);
+        self.open(snap, now, from, direct, rx, datagram);
+    }
+
+    fn hand_over(&mut self, from: Endpoint, relayed: Option<bool>, datagram: &[u8]) {
+        let packet = self.buffer_from(datagram);
+        self.control.push_back(ToControl::Datagram {
+            from,
+            relayed,
+            packet,
+        });
+    }
+
+    fn open(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        from: Endpoint,
+        direct: bool,
+        rx: &RxSession,
+        datagram: &mut [u8],
+    ) {
+        let Ok(data) = wire::parse_data_mut(datagram) else {
+            self.stats.drop_malformed += 1;
+            return;
+        };
+        let peer = rx.peer;
+        if peer != data.header.src {
+            self.stats.drop_source_mismatch += 1;
+            return;
+        }
+        let counter = data.counter;
+        let plaintext = match rx.session.open(now, counter, &data.aad, data.ciphertext) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.count(TableError::Tunnel(e));
+                return;
+            }
+        };
+        let Ok(Message::Frame { network, frame, .. }) = Message::parse(plaintext) else {
+            let plaintext = self.buffer_from(plaintext);
+            self.control.push_back(ToControl::Opened {
+                from,
+                direct,
+                peer,
+                counter,
+                plaintext,
+            });
+            return;
+        };
+        if let Some(p) = snap.peers.get(&peer) {
+            let on_path = direct && p.direct == Some(from);
+            p.activity.received(now, on_path);
+            if direct && !on_path {
+                self.control.push_back(ToControl::Seen { peer, from });
+            }
+        }
+        self.deliver(snap, now, peer, network, frame);
+    }
+}
