@@ -197,9 +197,6 @@ pub enum NodeError {
     /// That is our own address.
     #[error("cannot send to ourselves")]
     SelfAddress,
-    /// The frame is larger than the node can carry.
-    #[error("frame too large")]
-    TooLarge,
 }
 
 /// Counters of everything dropped or refused, by reason, and of traffic.
@@ -646,27 +643,5 @@ impl Node {
             self.control.fold();
         }
         self.stats = self.control.stats().merged(self.data.stats());
-    }
-
-    /// Sends an Ethernet frame of `network` straight to `peer`, past the switch and the
-    /// sending side's rules.
-    pub fn send_frame(
-        &mut self,
-        now: Time,
-        network: NetworkId,
-        peer: NodeAddress,
-        frame: &[u8],
-    ) -> Result<(), NodeError> {
-        if peer == self.address() {
-            return Err(NodeError::SelfAddress);
-        }
-        if frame.len() > MAX_FRAME_LEN {
-            return Err(NodeError::TooLarge);
-        }
-        self.now = now;
-        self.data
-            .send_frame(self.control.snapshot(), now, network, peer, frame);
-        self.after_data(now);
-        Ok(())
     }
 }
