@@ -20,7 +20,8 @@ fn link() -> Link {
 }
 
 /// Adds a public controller, creates a public network on it, joins `members` and waits
-/// until each has its config.
+/// until each has its config and the controller's pushes have given every member the
+/// whole roster (frames enter through the sender's switch, which refuses strangers).
 fn network(m: &mut Mesh, members: &[HostId]) -> NetworkId {
     let ctrl = m.add_controller(Placement::Public, link());
     let nw = m.create_network(ctrl, json!({"name": "lab", "private": false}));
@@ -33,6 +34,7 @@ fn network(m: &mut Mesh, members: &[HostId]) -> NetworkId {
             "member got its config"
         );
     }
+    m.sim.run_for(SECOND);
     nw
 }
 

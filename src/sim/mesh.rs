@@ -227,7 +227,15 @@ impl Mesh {
 
     /// Hands one frame of `network` to `from`'s TAP side (build it with
     /// [`Mesh::frame`], addressed to `to`): the switch and rules decide where it goes.
-    pub fn send_frame(&mut self, from: HostId, to: HostId, network: NetworkId, frame: &[u8]) {
+    /// Returns whether `from`'s switch let it out (it does not while the network is not
+    /// OK there, e.g. before authorization).
+    pub fn send_frame(
+        &mut self,
+        from: HostId,
+        to: HostId,
+        network: NetworkId,
+        frame: &[u8],
+    ) -> bool {
         let target = self.address(to);
         let mut dst = [0u8; 6];
         dst.copy_from_slice(&frame[..6]);
@@ -238,7 +246,7 @@ impl Mesh {
         );
         self.sim
             .with_host::<NodeHost, _>(from, |h, now| h.node.handle_tap_frame(now, network, frame))
-            .expect("frame accepted by the switch");
+            .is_ok()
     }
 
     /// Makes node `id` join `network` (it asks the controller from now on).

@@ -7,7 +7,7 @@ use crate::node::switch::{DropReason, Outbound};
 use crate::node::{MAX_FRAME_LEN, TapFrame};
 use crate::rules::Direction;
 use crate::types::{NetworkId, NodeAddress, Time};
-use crate::wire;
+use crate::wire::{self, EthernetFrame};
 
 impl DataPlane {
     /// A frame read from the TAP of `network`: switched to its member(s), filtered by
@@ -30,7 +30,11 @@ impl DataPlane {
         if !net.ok {
             return Err(DropReason::NotAMember);
         }
-        match net.switch.outbound(frame) {
+        // One parse of the header for the switch; the rules read the same view.
+        match net
+            .switch
+            .outbound_parsed(EthernetFrame::parse(frame).as_ref())
+        {
             Outbound::Unicast(peer) => {
                 let allowed = permits(
                     net.policy.as_deref(),
@@ -150,7 +154,8 @@ impl DataPlane {
             self.stats.drop_not_joined += 1;
             return;
         };
-        if !net.ok || net.switch.inbound(peer, frame).is_err() {
+        let eth = EthernetFrame::parse(frame);
+        if !net.ok || net.switch.inbound_parsed(peer, eth.as_ref()).is_err() {
             self.stats.drop_not_member += 1;
             return;
         }
