@@ -5,7 +5,11 @@
 //! Contract: [`SessionTable::open`] is the only way to turn a Data datagram into
 //! plaintext, and it returns the peer address the *session* belongs to, which it has
 //! checked against the (unauthenticated) source address in the header. Everything a
-//! core does with a packet's contents starts from that. The table never reads a clock
+//! core does with a packet's contents starts from that. (The node's data plane opens
+//! Data on confirmed sessions itself, from the snapshot its control core publishes;
+//! it checks the same session-owner rule, and hands every other packet to the table.)
+//! [`SessionTable::take_changed`] tells the owner when confirmed sessions changed, so it
+//! publishes them again. The table never reads a clock
 //! or OS randomness: `now` is an input and the RNG is seeded at construction.
 
 use std::collections::HashMap;

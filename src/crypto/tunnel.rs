@@ -1,6 +1,6 @@
 //! Per-peer encrypted sessions: the handshake state machine, the three session slots,
-//! rekey and expiry timers, and replay-checked opening. Shared by the node core
-//! (`switch`) and the root core (`moon`), which add paths and verbs on top.
+//! rekey and expiry timers, and replay-checked opening. Used by the node's control core
+//! (`node::control`) and the root core (`root`), which add paths and verbs on top.
 //!
 //! A [`Tunnel`] belongs to one remote identity. It holds up to three sessions, each
 //! named by the 32-bit *local index* the remote puts in Data packets it sends us:
@@ -17,6 +17,14 @@
 //! [`REKEY_AFTER`]; the responder does so [`RESPONDER_REKEY_GRACE`] later if no new
 //! session arrived, so the two sides rarely both start; no session seals or opens after
 //! [`REJECT_AFTER`]; an unanswered handshake is retried after [`REKEY_TIMEOUT`].
+//!
+//! Each session is an `Arc<`[`SessionState`]`>`: keys, an atomic send counter and a
+//! replay window behind a lock, so the node's data plane can seal and open with the
+//! confirmed sessions ([`Tunnel::current`], [`Tunnel::confirmed`]) from a published
+//! snapshot while the tunnel (and its owner) stays with the control core. A counter is
+//! never handed out twice whoever seals; the replay window is checked before and
+//! updated after decryption under its lock. [`Tunnel::generation`] changes whenever the
+//! confirmed sessions do, which is when the snapshot must be published again.
 //!
 //! Index allocation is the caller's (the core owns the index → peer map); every index
 //! a tunnel stops using is reported by [`Tunnel::take_freed`] so the map stays exact.

@@ -419,15 +419,27 @@ impl Node {
         id
     }
 
-    /// A datagram arrived on our socket `_local` from `from`.
-    pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
-        self.now = now;
+    /// A datagram arrived on our socket `local` from `from`. It is copied into a reused
+    /// buffer to be opened in place; see [`handle_datagram_in_place`](Self::handle_datagram_in_place).
+    pub fn handle_datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &[u8]) {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(data);
-        self.data
-            .outside(self.control.snapshot(), now, from, &mut buf);
+        self.handle_datagram_in_place(now, local, from, &mut buf);
         self.scratch = buf;
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) without the copy: the datagram is
+    /// decrypted in the driver's receive buffer, whose contents are unspecified after.
+    pub fn handle_datagram_in_place(
+        &mut self,
+        now: Time,
+        _local: Endpoint,
+        from: Endpoint,
+        data: &mut [u8],
+    ) {
+        self.now = now;
+        self.data.outside(self.control.snapshot(), now, from, data);
         self.after_data(now);
     }
 

@@ -213,3 +213,38 @@ fn unstamp(v: u64) -> Option<Time> {
 pub(crate) fn later(a: Option<Time>, b: Option<Time>) -> Option<Time> {
     a.max(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_is_taken_once_and_peeked_without_reset() {
+        let a = PeerActivity::default();
+        assert_eq!(a.take(), Activity::default(), "nothing reported yet");
+        let t = Time::from_millis(1_000);
+        a.received(t, false);
+        a.sent(t);
+        a.touched(t);
+        let seen = a.peek();
+        assert_eq!((seen.rx, seen.tx, seen.active), (Some(t), Some(t), Some(t)));
+        assert_eq!(seen.path_rx, None, "not on the published path");
+        assert_eq!(a.take(), seen);
+        assert_eq!(a.take(), Activity::default(), "taken once");
+    }
+
+    #[test]
+    fn time_zero_is_still_a_time() {
+        let a = PeerActivity::default();
+        a.received(Time::from_micros(0), true);
+        assert_eq!(a.take().path_rx, Some(Time::from_micros(0)));
+    }
+
+    #[test]
+    fn the_snapshot_is_shareable_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Snapshot>();
+        shared::<Arc<Snapshot>>();
+        shared::<PeerActivity>();
+    }
+}

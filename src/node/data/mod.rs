@@ -329,3 +329,52 @@ impl DataPlane {
         self.recycle(packet);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_plane_can_move_to_a_worker_thread() {
+        fn movable<T: Send>() {}
+        movable::<DataPlane>();
+        movable::<ToControl>();
+    }
+
+    #[test]
+    fn recycled_buffers_are_reused_and_the_pool_is_bounded() {
+        let mut d = DataPlane::new(1);
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(b"old contents");
+        let ptr = buf.as_ptr();
+        d.recycle(buf);
+        let again = d.buffer();
+        assert_eq!(again.as_ptr(), ptr, "the same allocation comes back");
+        assert!(again.is_empty(), "cleared");
+        for _ in 0..POOL_MAX + 10 {
+            d.recycle(Vec::with_capacity(8));
+        }
+        assert_eq!(d.pool.len(), POOL_MAX);
+        d.recycle(Vec::new());
+        assert_eq!(d.pool.len(), POOL_MAX, "empty vectors are not kept");
+    }
+
+    #[test]
+    fn fragments_match_the_wire_fragmenter() {
+        let mut d = DataPlane::new(7);
+        let me: NodeAddress = "1111111111".parse().unwrap();
+        let peer: NodeAddress = "2222222222".parse().unwrap();
+        let mut packet = Vec::new();
+        wire::emit_data_prefix(peer, me, 9, 3, &mut packet);
+        packet.extend((0..2_900u32).map(|i| i as u8));
+        let to: Endpoint = "198.51.100.7/9993".parse().unwrap();
+        d.push_datagram(to, packet.clone(), 1432);
+        let ours: Vec<Vec<u8>> = std::iter::from_fn(|| d.poll_transmit())
+            .map(|t| t.contents)
+            .collect();
+        let id = u64::from_be_bytes(ours[0][12..20].try_into().unwrap());
+        let theirs = wire::fragment(&packet, 1432, id).unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(d.stats().tx_datagrams, theirs.len() as u64);
+    }
+}
