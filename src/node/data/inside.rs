@@ -106,7 +106,7 @@ impl DataPlane {
         });
         let Some((session, route, activity)) = target else {
             let frame = self.buffer_from(frame);
-            self.control.push_back(ToControl::Frame {
+            self.hand_to_control(ToControl::Frame {
                 network,
                 peer,
                 frame,
@@ -126,7 +126,7 @@ impl DataPlane {
             // Used up between the check and the seal (another worker): control rekeys.
             buf.clear();
             buf.extend_from_slice(frame);
-            self.control.push_back(ToControl::Frame {
+            self.hand_to_control(ToControl::Frame {
                 network,
                 peer,
                 frame: buf,

@@ -129,6 +129,8 @@ pub struct DataPlane {
     transmits: VecDeque<Transmit>,
     tap: VecDeque<TapFrame>,
     control: VecDeque<ToControl>,
+    /// Items ever handed to control (0 per frame in steady state).
+    handed_over: u64,
     pool: Vec<Vec<u8>>,
     stats: NodeStats,
     /// SplitMix64 state: rule `random` draws and fragment packet IDs.
@@ -146,6 +148,7 @@ impl DataPlane {
             transmits: VecDeque::new(),
             tap: VecDeque::new(),
             control: VecDeque::new(),
+            handed_over: 0,
             pool: Vec::new(),
             stats: NodeStats::default(),
             rng: seed,
@@ -165,6 +168,17 @@ impl DataPlane {
     /// The next item for the control core.
     pub fn poll_control(&mut self) -> Option<ToControl> {
         self.control.pop_front()
+    }
+
+    /// How many items this data plane has handed to control so far (a steady stream of
+    /// frames on established sessions and paths adds none).
+    pub fn handed_over(&self) -> u64 {
+        self.handed_over
+    }
+
+    fn hand_to_control(&mut self, item: ToControl) {
+        self.handed_over += 1;
+        self.control.push_back(item);
     }
 
     /// True while items wait for the control core.

@@ -64,7 +64,7 @@ impl DataPlane {
 
     fn hand_over(&mut self, from: Endpoint, relayed: Option<bool>, datagram: &[u8]) {
         let packet = self.buffer_from(datagram);
-        self.control.push_back(ToControl::Datagram {
+        self.hand_to_control(ToControl::Datagram {
             from,
             relayed,
             packet,
@@ -99,7 +99,7 @@ impl DataPlane {
         };
         let Ok(Message::Frame { network, frame, .. }) = Message::parse(plaintext) else {
             let plaintext = self.buffer_from(plaintext);
-            self.control.push_back(ToControl::Opened {
+            self.hand_to_control(ToControl::Opened {
                 from,
                 direct,
                 peer,
@@ -112,7 +112,7 @@ impl DataPlane {
             let on_path = direct && p.direct == Some(from);
             p.activity.received(now, on_path);
             if direct && !on_path {
-                self.control.push_back(ToControl::Seen { peer, from });
+                self.hand_to_control(ToControl::Seen { peer, from });
             }
         }
         self.deliver(snap, now, peer, network, frame);
