@@ -402,8 +402,11 @@ impl Control {
 
     // ----- input processing -------------------------------------------------------
 
-    /// `relayed` is set for a packet reassembled from fragments of which one came
-    /// through a relay: its inner header still says zero hops.
+    /// A whole packet the data plane handed over (it parsed it, checked the addresses
+    /// and reassembled fragments already; those checks stay here for direct callers).
+    /// `relayed` is set for a packet reassembled from fragments of which one came through
+    /// a relay: its inner header still says zero hops. Fragments are never handed over,
+    /// so one here (a fragment inside a fragment) is unknown.
     fn process_datagram(
         &mut self,
         now: Time,

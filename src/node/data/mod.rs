@@ -32,6 +32,13 @@
 //!
 //! Every drop is counted in its own [`NodeStats`] (the node merges them with the
 //! control core's), under the same counter the single core used for the same input.
+//!
+//! # State of its own
+//! Per joined network it keeps a [`NetworkSwitch`] built from the published settings
+//! (rebuilt when the snapshot's network epoch changes, updated when its config does),
+//! so the MACs learned behind bridges and the switch and rule-hit counters belong to
+//! the data plane. With several workers each would learn on its own; sharing that
+//! table is left for when there is more than one.
 
 mod inside;
 mod outside;
