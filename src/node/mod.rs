@@ -366,9 +366,6 @@ pub struct Node {
     data: DataPlane,
     /// The control core's and the data plane's counters, merged after every input.
     stats: NodeStats,
-    /// Receive buffer: `handle_datagram` takes a shared slice, the data plane opens in
-    /// place.
-    scratch: Vec<u8>,
     /// The latest `now` of any input, for commands that do not take one.
     now: Time,
 }
@@ -382,7 +379,6 @@ impl Node {
             control,
             data,
             stats: NodeStats::default(),
-            scratch: Vec::with_capacity(2048),
             now,
         };
         node.run_control(now);
@@ -419,14 +415,13 @@ impl Node {
         id
     }
 
-    /// A datagram arrived on our socket `local` from `from`. It is copied into a reused
-    /// buffer to be opened in place; see [`handle_datagram_in_place`](Self::handle_datagram_in_place).
-    pub fn handle_datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &[u8]) {
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        buf.extend_from_slice(data);
-        self.handle_datagram_in_place(now, local, from, &mut buf);
-        self.scratch = buf;
+    /// A datagram arrived on our socket `_local` from `from`. A Data packet is copied
+    /// into a reused buffer to be opened in place; see
+    /// [`handle_datagram_in_place`](Self::handle_datagram_in_place) to skip the copy.
+    pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
+        self.now = now;
+        self.data.outside(self.control.snapshot(), now, from, data);
+        self.after_data(now);
     }
 
     /// [`handle_datagram`](Self::handle_datagram) without the copy: the datagram is
@@ -439,7 +434,8 @@ impl Node {
         data: &mut [u8],
     ) {
         self.now = now;
-        self.data.outside(self.control.snapshot(), now, from, data);
+        self.data
+            .outside_in_place(self.control.snapshot(), now, from, data);
         self.after_data(now);
     }
 

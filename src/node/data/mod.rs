@@ -139,6 +139,8 @@ pub struct DataPlane {
     /// Items ever handed to control (0 per frame in steady state).
     handed_over: u64,
     pool: Vec<Vec<u8>>,
+    /// Where a shared-slice datagram is copied to be opened in place.
+    scratch: Vec<u8>,
     stats: NodeStats,
     /// SplitMix64 state: rule `random` draws and fragment packet IDs.
     rng: u64,
@@ -157,6 +159,7 @@ impl DataPlane {
             control: VecDeque::new(),
             handed_over: 0,
             pool: Vec::new(),
+            scratch: Vec::with_capacity(BUFFER_CAPACITY),
             stats: NodeStats::default(),
             rng: seed,
         }

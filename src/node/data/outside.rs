@@ -7,35 +7,62 @@ use crate::types::{Endpoint, Time};
 use crate::wire::{self, Message, Outer};
 
 impl DataPlane {
-    /// A datagram from `from`, decrypted in place in `datagram` (the caller's receive
-    /// buffer). Frames go to [`poll_tap`](Self::poll_tap), anything else to
+    /// A datagram from `from`. A Data packet on a confirmed session is copied into a
+    /// reused buffer and opened there; fragments are reassembled without a copy. Frames
+    /// go to [`poll_tap`](Self::poll_tap), anything else to
     /// [`poll_control`](Self::poll_control).
-    pub fn outside(&mut self, snap: &Snapshot, now: Time, from: Endpoint, datagram: &mut [u8]) {
+    pub fn outside(&mut self, snap: &Snapshot, now: Time, from: Endpoint, datagram: &[u8]) {
         self.stats.rx_datagrams += 1;
         self.sync(snap);
-        self.receive(snap, now, from, datagram, None);
+        let Some((rx, direct)) = self.classify(snap, now, from, datagram, None) else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.open(snap, now, from, direct, rx, &mut buf);
+        self.scratch = buf;
     }
 
-    /// `relayed` is set for a packet reassembled from fragments of which one came
-    /// through a relay: its inner header still says zero hops.
-    fn receive(
+    /// [`outside`](Self::outside) decrypting in the caller's receive buffer, whose
+    /// contents are unspecified afterwards.
+    pub fn outside_in_place(
         &mut self,
         snap: &Snapshot,
         now: Time,
         from: Endpoint,
         datagram: &mut [u8],
-        relayed: Option<bool>,
     ) {
+        self.stats.rx_datagrams += 1;
+        self.sync(snap);
+        if let Some((rx, direct)) = self.classify(snap, now, from, datagram, None) {
+            self.open(snap, now, from, direct, rx, datagram);
+        }
+    }
+
+    /// Everything before decryption: parse, addresses, fragments (a completed packet is
+    /// handled here in place), hand-over to control. Returns the confirmed session to
+    /// open a Data packet with, and whether it came with zero hops. `relayed` is set for
+    /// a packet reassembled from fragments of which one came through a relay: its inner
+    /// header still says zero hops.
+    fn classify<'s>(
+        &mut self,
+        snap: &'s Snapshot,
+        now: Time,
+        from: Endpoint,
+        datagram: &[u8],
+        relayed: Option<bool>,
+    ) -> Option<(&'s RxSession, bool)> {
         let (header, outer) = match wire::parse(datagram) {
             Ok(x) => x,
             Err(_) => {
                 self.stats.drop_malformed += 1;
-                return;
+                return None;
             }
         };
         if header.dest != snap.me || header.src == snap.me {
             self.stats.drop_not_for_us += 1;
-            return;
+            return None;
         }
         let index = match outer {
             Outer::Fragment {
@@ -44,22 +71,26 @@ impl DataPlane {
                 count,
                 chunk,
             } if relayed.is_none() => {
-                if let Some(mut whole) = self
+                let mut whole = self
                     .reassembler
-                    .insert(now, header.src, packet_id, index, count, chunk)
-                {
-                    self.receive(snap, now, from, &mut whole, Some(header.hops > 0));
+                    .insert(now, header.src, packet_id, index, count, chunk)?;
+                let relayed = Some(header.hops > 0);
+                if let Some((rx, direct)) = self.classify(snap, now, from, &whole, relayed) {
+                    self.open(snap, now, from, direct, rx, &mut whole);
                 }
-                return;
+                return None;
             }
             Outer::Data { receiver_index, .. } => receiver_index,
-            _ => return self.hand_over(from, relayed, datagram),
+            _ => {
+                self.hand_over(from, relayed, datagram);
+                return None;
+            }
         };
         let Some(rx) = snap.sessions.get(&index) else {
-            return self.hand_over(from, relayed, datagram);
+            self.hand_over(from, relayed, datagram);
+            return None;
         };
-        let direct = header.hops == 0 && relayed != Some(true);
-        self.open(snap, now, from, direct, rx, datagram);
+        Some((rx, header.hops == 0 && relayed != Some(true)))
     }
 
     fn hand_over(&mut self, from: Endpoint, relayed: Option<bool>, datagram: &[u8]) {
