@@ -2,14 +2,18 @@
 //! session, driven by hand (each one's `poll_transmit` output handed to the other's
 //! `handle_datagram`; a root only introduces them during setup).
 //!
-//! - `seal`: `send_frame` → `poll_transmit` (TAP frame to datagrams);
-//! - `open`: `handle_datagram` → `poll_tap` (datagrams to TAP frame);
+//! - `inside`: `handle_tap_frame` → `poll_transmit` (TAP frame through the switch and
+//!   rules, sealed, fragmented: the data plane's inside path);
+//! - `outside`: `handle_datagram` → `poll_tap` (datagrams reassembled, opened, switched:
+//!   the data plane's outside path);
 //! - `round trip`: both, one frame from A's TAP to B's.
 //!
-//! Each at a 1,400-byte frame (more than fits one datagram at the default 1,432-byte
-//! UDP payload, so it travels as two fragments, as it does in the daemon) and at the
-//! largest frame that fits one datagram. Time stands still during a measurement, so no
-//! timer work is included.
+//! Buffers go back with `recycle`, as a driver gives them back, so the steady state
+//! allocates only where reassembly does. Each at a 1,400-byte frame (more than fits one
+//! datagram at the default 1,432-byte UDP payload, so it travels as two fragments, as
+//! it does in the daemon), at the largest frame that fits one datagram, and at a full
+//! frame of a 2,756-byte-MTU network (2,770 bytes, two fragments). Time stands still
+//! during a measurement, so no timer work is included.
 //!
 //! Run: `cargo bench --bench node` (add `-- --quick` for a rough pass). Numbers only.
 
@@ -33,6 +37,8 @@ use skylan::world::RootSpec;
 const OVERHEAD: usize = wire::DATA_PREFIX_LEN + wire::FRAME_HEADER_LEN + wire::TAG_LEN;
 /// The largest frame that travels in one datagram at the default path MTU.
 const UNFRAGMENTED: usize = node::DEFAULT_PHYS_MTU - OVERHEAD;
+/// A full frame of a network with a 2,756-byte MTU (ZeroTier's default): MTU plus header.
+const FULL_MTU_FRAME: usize = 2756 + 14;
 
 fn endpoint(last: u8) -> Endpoint {
     Endpoint((IpAddr::V4(Ipv4Addr::new(198, 51, 100, last)), PORT).into())
@@ -78,21 +84,23 @@ impl Pair {
             now,
             network,
         };
-        pair.b.join(now, network);
-        let members = [pair.a.address(), pair.b.address()]
+        let members: Vec<MemberInfo> = [pair.a.address(), pair.b.address()]
             .into_iter()
             .map(|address| MemberInfo {
                 address,
                 ips: Vec::new(),
             })
             .collect();
-        let settings = SwitchSettings {
-            enable_broadcast: true,
-            multicast_limit: 0,
-            members,
-            bridges: Vec::new(),
-        };
-        pair.b.set_network(network, 1, settings, None);
+        for n in [&mut pair.a, &mut pair.b] {
+            let settings = SwitchSettings {
+                enable_broadcast: true,
+                multicast_limit: 0,
+                members: members.clone(),
+                bridges: Vec::new(),
+            };
+            n.join(now, network);
+            n.set_network(network, 1, settings, None);
+        }
         let b = pair.b.address();
         // Reach the root, look B up and ping it (relayed), let the RENDEZVOUS work,
         // then ping until the answer comes back directly.
@@ -142,8 +150,11 @@ impl Pair {
                 _ => {}
             }
         }
+        while self.b.poll_event().is_some() {}
         while self.a.poll_event().is_some() {}
-        while self.b.poll_tap().is_some() {}
+        while let Some(t) = self.b.poll_tap() {
+            self.b.recycle(t.frame);
+        }
     }
 
     fn collect(&mut self, queue: &mut VecDeque<(Endpoint, Transmit)>) {
@@ -158,25 +169,33 @@ impl Pair {
         }
     }
 
-    /// A sends `frame` to B; returns the datagrams.
-    fn seal(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
-        let b = self.b.address();
+    /// A's TAP hands it `frame` (for B); returns the datagrams.
+    fn inside(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
         self.a
-            .send_frame(self.now, self.network, b, frame)
+            .handle_tap_frame(self.now, self.network, frame)
             .expect("frame accepted");
         while let Some(t) = self.a.poll_transmit() {
             out.push(t.contents);
         }
     }
 
+    /// Gives sent datagrams back to A, as a driver does once they are on the wire.
+    fn sent(&mut self, datagrams: &mut Vec<Vec<u8>>) {
+        for d in datagrams.drain(..) {
+            self.a.recycle(d);
+        }
+    }
+
     /// B receives A's datagrams; returns the length of the frame they carried.
-    fn open(&mut self, datagrams: &[Vec<u8>]) -> usize {
+    fn outside(&mut self, datagrams: &[Vec<u8>]) -> usize {
         for d in datagrams {
             self.b
                 .handle_datagram(self.now, endpoint(Self::B), endpoint(Self::A), d);
         }
         let frame = self.b.poll_tap().expect("the frame arrived");
-        frame.frame.len()
+        let len = frame.frame.len();
+        self.b.recycle(frame.frame);
+        len
     }
 }
 
@@ -192,48 +211,66 @@ fn frame(pair: &Pair, len: usize) -> Vec<u8> {
 fn frame_path(c: &mut Criterion) {
     let mut pair = Pair::establish();
     let cases = [
-        ("1400B (2 fragments)".to_string(), 1400),
-        (format!("{UNFRAGMENTED}B (1 datagram)"), UNFRAGMENTED),
+        ("1400B (2 fragments)".to_string(), 1400, 2),
+        (format!("{UNFRAGMENTED}B (1 datagram)"), UNFRAGMENTED, 1),
+        (
+            format!("{FULL_MTU_FRAME}B (2756 MTU, 2 fragments)"),
+            FULL_MTU_FRAME,
+            2,
+        ),
     ];
-    for (name, len) in cases {
+    for (name, len, datagrams) in cases {
         let f = frame(&pair, len);
         let mut probe = Vec::new();
-        pair.seal(&f, &mut probe);
+        pair.inside(&f, &mut probe);
         let sizes: Vec<usize> = probe.iter().map(Vec::len).collect();
         println!("{name}: travels as datagrams of {sizes:?} bytes");
-        assert_eq!(probe.len(), if len > UNFRAGMENTED { 2 } else { 1 });
-        assert_eq!(pair.open(&probe), len, "the probe frame went through");
+        assert_eq!(probe.len(), datagrams);
+        assert_eq!(pair.outside(&probe), len, "the probe frame went through");
+        pair.sent(&mut probe);
+        let handed = [&mut pair.a, &mut pair.b].map(|n| n.data_plane().handed_over());
+        for _ in 0..10 {
+            pair.inside(&f, &mut probe);
+            pair.outside(&probe);
+            pair.sent(&mut probe);
+        }
+        let after = [&mut pair.a, &mut pair.b].map(|n| n.data_plane().handed_over());
+        assert_eq!(after, handed, "steady frames stay in the data plane");
 
         let mut group = c.benchmark_group(format!("node frame path/{name}"));
         group.throughput(Throughput::Bytes(len as u64));
         let mut out = Vec::with_capacity(4);
-        group.bench_function("seal: send_frame → poll_transmit", |bench| {
+        group.bench_function("inside: handle_tap_frame → poll_transmit", |bench| {
             bench.iter(|| {
-                out.clear();
-                pair.seal(black_box(&f), &mut out);
-                black_box(out.len())
+                pair.inside(black_box(&f), &mut out);
+                black_box(out.len());
+                pair.sent(&mut out);
             })
         });
         // Every datagram opens once (replay protection), so A seals a fresh one for
         // each iteration, outside the measurement.
         let shared = RefCell::new(&mut pair);
-        group.bench_function("open: handle_datagram → poll_tap", |bench| {
+        group.bench_function("outside: handle_datagram → poll_tap", |bench| {
             bench.iter_batched(
                 || {
-                    let mut d = Vec::with_capacity(2);
-                    shared.borrow_mut().seal(&f, &mut d);
+                    let mut d = Vec::with_capacity(4);
+                    shared.borrow_mut().inside(&f, &mut d);
                     d
                 },
-                |d| black_box(shared.borrow_mut().open(&d)),
+                |mut d| {
+                    let mut pair = shared.borrow_mut();
+                    black_box(pair.outside(&d));
+                    pair.sent(&mut d);
+                },
                 BatchSize::SmallInput,
             )
         });
         let pair = shared.into_inner();
         group.bench_function("round trip: A's TAP → B's TAP", |bench| {
             bench.iter(|| {
-                out.clear();
-                pair.seal(black_box(&f), &mut out);
-                black_box(pair.open(&out))
+                pair.inside(black_box(&f), &mut out);
+                black_box(pair.outside(&out));
+                pair.sent(&mut out);
             })
         });
         group.finish();

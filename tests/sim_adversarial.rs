@@ -46,6 +46,7 @@ use std::time::Duration;
 fn spoofed_sources_never_move_a_path_or_an_endpoint() {
     let (mut m, a, b, a_addr, b_addr) = public_pair(201);
     let r = m.roots[0];
+    join(&mut m, a);
     join(&mut m, b);
     m.sim.enable_capture();
     assert!(ping(&mut m.sim, a, b_addr, 10 * SECOND).is_some());
@@ -184,6 +185,7 @@ fn replayed_handshakes_do_not_break_an_established_session() {
         })
         .collect();
     assert!(handshakes.len() >= 2, "captured the A-B handshake");
+    join(&mut m, a);
     join(&mut m, b);
     let mut sent = 0;
     for round in 0..40 {
@@ -532,6 +534,7 @@ fn measure_bogus_init_cost(identity: Identity) {
 #[test]
 fn data_under_another_peers_index_or_address_is_refused() {
     let (mut m, a, b, a_addr, b_addr) = public_pair(209);
+    join(&mut m, a);
     join(&mut m, b);
     let att = add_attacker(&mut m.sim, 0, public_ip(66));
     let att_addr = m.sim.host::<Attacker>(att).address();
@@ -723,6 +726,7 @@ fn hop_count_games_are_bounded_and_teach_nothing() {
     m.settle();
     let (a, b, r) = (m.nodes[0], m.nodes[1], m.roots[0]);
     let (a_addr, b_addr) = (m.address(a), m.address(b));
+    join(&mut m, a);
     join(&mut m, b);
     assert!(ping(&mut m.sim, a, b_addr, 10 * SECOND).is_some());
     m.sim.enable_capture();
@@ -1064,6 +1068,7 @@ fn a_node_forgets_idle_peers() {
 #[test]
 fn a_fragment_flood_stays_bounded_and_real_frames_still_arrive() {
     let (mut m, a, b, _, b_addr) = public_pair(216);
+    join(&mut m, a);
     join(&mut m, b);
     let b_ep = m.sim.endpoint(b);
     let mut rng = ChaCha20Rng::from_seed([16; 32]);
@@ -1120,6 +1125,7 @@ fn fragments_spoofing_a_peer_do_not_starve_its_large_frames() {
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
     let (a_addr, b_addr) = (m.address(a), m.address(b));
+    join(&mut m, a);
     join(&mut m, b);
     assert!(ping(&mut m.sim, a, b_addr, 10 * SECOND).is_some());
     m.sim.run_for(3 * SECOND);
@@ -1175,6 +1181,7 @@ fn relayed_fragments_are_not_taken_for_a_direct_path() {
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
     let (a_addr, b_addr) = (m.address(a), m.address(b));
+    join(&mut m, a);
     join(&mut m, b);
     for i in 0..5u8 {
         send_frame(&mut m.sim, a, b_addr, &frame(i, 2800));

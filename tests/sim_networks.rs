@@ -59,6 +59,13 @@ fn authorized_pair(l: &mut Lab) {
     for h in [a, b] {
         assert!(l.m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
     }
+    roster_settles(l);
+}
+
+/// Lets the controller's pushes reach every member, so each one's switch knows the
+/// other (frames enter through the sender's switch, which refuses unknown members).
+fn roster_settles(l: &mut Lab) {
+    l.m.sim.run_for(SECOND);
 }
 
 fn frames_between(l: &mut Lab, n: u8) -> usize {
@@ -89,6 +96,7 @@ fn a_private_network_needs_authorization_then_carries_frames() {
     l.m.set_member(ctrl, nw, b, json!({"authorized": true}));
     assert!(l.m.wait_status(a, nw, NetworkStatus::Ok, 10 * SECOND));
     assert!(l.m.wait_status(b, nw, NetworkStatus::Ok, 10 * SECOND));
+    roster_settles(&mut l);
     assert_eq!(frames_between(&mut l, 5), 5);
     // Both got distinct pool addresses.
     let ips: Vec<_> = [a, b]
@@ -160,5 +168,6 @@ fn a_public_network_admits_members_without_authorization() {
     l.m.join(l.b, nw);
     assert!(l.m.wait_status(l.a, nw, NetworkStatus::Ok, 20 * SECOND));
     assert!(l.m.wait_status(l.b, nw, NetworkStatus::Ok, 20 * SECOND));
+    roster_settles(&mut l);
     assert_eq!(frames_between(&mut l, 4), 4);
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use skylan::node::network::NetworkStatus;
+use skylan::node::switch::SwitchSettings;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
 use skylan::sim::{HostId, Link};
@@ -105,12 +106,17 @@ fn ssh_is_allowed_only_from_the_tagged_member() {
 #[test]
 fn a_modified_sender_cannot_bypass_the_receivers_rules() {
     let (mut m, _ctrl, a, b, nw) = setup();
-    // b skips its own rules and seals the frame straight away.
+    // b drops its own rules (a config no controller signed, at a revision nothing
+    // replaces) and sends the frame through its switch alone.
     let f = syn(&m, b, a, nw, 22);
-    let a_addr = m.address(a);
+    let members = [m.address(a), m.address(b)];
     let dropped = m.node(a).node.stats().drop_rules;
+    m.sim.with_host::<NodeHost, _>(b, |h, _| {
+        h.node
+            .set_network(nw, u64::MAX, SwitchSettings::open(&members), None)
+    });
     m.sim
-        .with_host::<NodeHost, _>(b, |h, now| h.node.send_frame(now, nw, a_addr, &f))
+        .with_host::<NodeHost, _>(b, |h, now| h.node.handle_tap_frame(now, nw, &f))
         .unwrap();
     m.sim.run_for(SECOND);
     assert!(

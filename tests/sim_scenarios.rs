@@ -20,7 +20,8 @@ fn link() -> Link {
 }
 
 /// Adds a public controller, creates a public network on it, joins `members` and waits
-/// until each has its config.
+/// until each has its config and the controller's pushes have given every member the
+/// whole roster (frames enter through the sender's switch, which refuses strangers).
 fn network(m: &mut Mesh, members: &[HostId]) -> NetworkId {
     let ctrl = m.add_controller(Placement::Public, link());
     let nw = m.create_network(ctrl, json!({"name": "lab", "private": false}));
@@ -33,6 +34,7 @@ fn network(m: &mut Mesh, members: &[HostId]) -> NetworkId {
             "member got its config"
         );
     }
+    m.sim.run_for(SECOND);
     nw
 }
 
@@ -322,6 +324,54 @@ fn a_session_survives_ten_rekeys_without_loss() {
     let handshakes =
         m.node(a).node.stats().handshakes + m.node(b).node.stats().handshakes - handshakes_before;
     assert!(handshakes >= 10, "{handshakes} handshakes completed");
+}
+
+#[test]
+fn steady_direct_traffic_does_not_touch_the_control_core() {
+    let mut m = Mesh::build(
+        8,
+        &[link()],
+        &[Placement::Public, Placement::Public],
+        link(),
+    );
+    m.settle();
+    let (a, b) = (m.nodes[0], m.nodes[1]);
+    let nw = network(&mut m, &[a, b]);
+    // Warm up: identities, sessions and the direct path in both directions.
+    for i in 0..20u8 {
+        let f = m.frame(a, b, nw, i, 300);
+        m.send_frame(a, b, nw, &f);
+        let f = m.frame(b, a, nw, i, 300);
+        m.send_frame(b, a, nw, &f);
+        m.sim.run_for(Duration::from_millis(200));
+    }
+    assert!(is_direct(m.ping(a, b, 10 * SECOND)));
+    m.sim.run_for(2 * SECOND);
+    let versions = |m: &Mesh| [a, b].map(|h| m.node(h).node.snapshot().version());
+    let before = versions(&m);
+    let delivered = m.node(b).tap.len();
+    // Eight seconds of frames both ways (keepalives and rekeys are further off): the
+    // published snapshot, sessions and routes included, never changes.
+    for i in 0..80u8 {
+        let f = m.frame(a, b, nw, i, 1400);
+        m.send_frame(a, b, nw, &f);
+        let f = m.frame(b, a, nw, i, 1400);
+        m.send_frame(b, a, nw, &f);
+        m.sim.run_for(Duration::from_millis(100));
+    }
+    assert_eq!(m.node(b).tap.len(), delivered + 80, "every frame arrived");
+    assert_eq!(versions(&m), before, "nothing was published again");
+    // What the data plane carried still reached the control core: the path is alive.
+    let b_addr = m.address(b);
+    let seen = m
+        .node(a)
+        .node
+        .peers(m.sim.now())
+        .into_iter()
+        .find(|p| p.address == b_addr)
+        .unwrap();
+    assert!(seen.last_rx.is_some_and(|t| t < SECOND), "{seen:?}");
+    assert!(matches!(seen.link, Some(Via::Direct(_))), "{seen:?}");
 }
 
 #[test]

@@ -200,10 +200,15 @@ impl Harness {
                 let network = self.networks[c.target as usize / 4 % 2];
                 let len = c.len as usize % (MAX_FRAME_LEN + 100);
                 let f = frame(c.len, len, self.s.node_address(), target);
-                match self.node.send_frame(self.now, network, target, &f) {
-                    Ok(()) => assert!(!is_self && f.len() <= MAX_FRAME_LEN),
-                    Err(NodeError::SelfAddress) => assert!(is_self),
-                    Err(NodeError::TooLarge) => assert!(f.len() > MAX_FRAME_LEN),
+                // The switch lets out only frames to the one other member, on a
+                // joined network.
+                if self.node.handle_tap_frame(self.now, network, &f).is_ok() {
+                    assert!(!is_self, "a frame to ourselves left the switch");
+                    assert_eq!(target, self.s.peer, "a frame to a non-member left");
+                    assert!(
+                        self.joined.contains(&network),
+                        "a frame left an unjoined network"
+                    );
                 }
             }
             2 => {

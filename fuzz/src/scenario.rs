@@ -304,14 +304,16 @@ fn record() -> Scenario {
         1,
         link,
     );
-    let p_core = Node::new(node_config(&peer_identity, PEER_SEED), start);
+    let mut p_core = Node::new(node_config(&peer_identity, PEER_SEED), start);
+    p_core.join(start, network);
+    p_core.set_network(network, 1, SwitchSettings::open(&members), None);
     let p = add_behind_nat(&mut sim, NodeHost::new(p_core), 2, link);
     let n_address = node_identity.public().address();
 
     let mut frames = Vec::new();
     let mut send = |sim: &mut Sim, len: usize| {
         let f = frame(frames.len() as u16, len, peer, n_address);
-        sim.with_host::<NodeHost, _>(p, |h, now| h.node.send_frame(now, network, n_address, &f))
+        sim.with_host::<NodeHost, _>(p, |h, now| h.node.handle_tap_frame(now, network, &f))
             .expect("the scenario frame is accepted");
         frames.push(f);
     };

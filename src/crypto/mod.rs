@@ -15,7 +15,8 @@
 //! is never printed by `Debug`. Every error is a [`CryptoError`]; a failed decryption
 //! carries no detail, so callers cannot leak why a packet was rejected.
 //!
-//! Callers: `switch` (sessions, replay, identity cache), `moon` (worlds, identity
+//! Callers: `node` (sessions, replay, identity cache; its data plane seals and opens
+//! with shared [`tunnel::SessionState`]s), `root` (worlds, identity
 //! cache), `controller` (signing), `io` (generating and storing identities).
 
 pub mod identity;

@@ -11,7 +11,8 @@
 //! only after the packet authenticated. `update` re-checks, so a duplicate that raced
 //! in between is still refused.
 //!
-//! Callers: the node core's per-session receive path.
+//! Callers: the per-session receive path ([`super::tunnel::SessionState::open`]), in the
+//! node's data plane and control core and in the root core.
 
 /// Bits per block.
 const BLOCK_BITS: u64 = 64;

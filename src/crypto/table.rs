@@ -5,7 +5,11 @@
 //! Contract: [`SessionTable::open`] is the only way to turn a Data datagram into
 //! plaintext, and it returns the peer address the *session* belongs to, which it has
 //! checked against the (unauthenticated) source address in the header. Everything a
-//! core does with a packet's contents starts from that. The table never reads a clock
+//! core does with a packet's contents starts from that. (The node's data plane opens
+//! Data on confirmed sessions itself, from the snapshot its control core publishes;
+//! it checks the same session-owner rule, and hands every other packet to the table.)
+//! [`SessionTable::take_changed`] tells the owner when confirmed sessions changed, so it
+//! publishes them again. The table never reads a clock
 //! or OS randomness: `now` is an input and the RNG is seeded at construction.
 
 use std::collections::HashMap;
@@ -63,6 +67,9 @@ pub struct SessionTable {
     tunnels: HashMap<NodeAddress, Tunnel>,
     indices: HashMap<u32, NodeAddress>,
     identities: IdentityCache,
+    /// Set whenever a confirmed session appears, is promoted, expires or goes away;
+    /// see [`SessionTable::take_changed`].
+    changed: bool,
 }
 
 impl SessionTable {
@@ -74,6 +81,7 @@ impl SessionTable {
             tunnels: HashMap::new(),
             indices: HashMap::new(),
             identities: IdentityCache::new(4096),
+            changed: false,
         }
     }
 
@@ -133,6 +141,7 @@ impl SessionTable {
     /// Forgets a peer and all its sessions.
     pub fn remove_peer(&mut self, peer: NodeAddress) {
         if let Some(t) = self.tunnels.remove(&peer) {
+            self.changed = true;
             for i in t.indices() {
                 self.indices.remove(&i);
             }
@@ -249,7 +258,9 @@ impl SessionTable {
             return Err(TableError::SourceMismatch);
         }
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
+        let generation = tunnel.generation();
         let result = tunnel.complete(&self.local, receiver_index, sender_index, noise, now);
+        self.changed |= tunnel.generation() != generation;
         self.collect_freed(peer);
         result?;
         Ok(peer)
@@ -273,6 +284,7 @@ impl SessionTable {
         }
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
         let counter = data.counter;
+        let generation = tunnel.generation();
         let result = tunnel.open(
             now,
             data.receiver_index,
@@ -280,6 +292,7 @@ impl SessionTable {
             &data.aad,
             data.ciphertext,
         );
+        self.changed |= tunnel.generation() != generation;
         self.collect_freed(peer);
         Ok(Opened {
             peer,
@@ -336,11 +349,24 @@ impl SessionTable {
     /// Expires old sessions of every tunnel and forgets their indices.
     pub fn expire(&mut self, now: Time) {
         for tunnel in self.tunnels.values_mut() {
+            let generation = tunnel.generation();
             tunnel.expire(now);
+            self.changed |= tunnel.generation() != generation;
             for i in tunnel.take_freed() {
                 self.indices.remove(&i);
             }
         }
+    }
+
+    /// True (once) if a confirmed session appeared, was promoted, expired or went away
+    /// since the last call: the signal to publish sessions again.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// Every tunnel, by peer address.
+    pub fn tunnels(&self) -> impl Iterator<Item = (NodeAddress, &Tunnel)> + '_ {
+        self.tunnels.iter().map(|(a, t)| (*a, t))
     }
 
     /// Every peer address with a tunnel.

@@ -1,6 +1,6 @@
 //! Per-peer encrypted sessions: the handshake state machine, the three session slots,
-//! rekey and expiry timers, and replay-checked opening. Shared by the node core
-//! (`switch`) and the root core (`moon`), which add paths and verbs on top.
+//! rekey and expiry timers, and replay-checked opening. Used by the node's control core
+//! (`node::control`) and the root core (`root`), which add paths and verbs on top.
 //!
 //! A [`Tunnel`] belongs to one remote identity. It holds up to three sessions, each
 //! named by the 32-bit *local index* the remote puts in Data packets it sends us:
@@ -18,11 +18,21 @@
 //! session arrived, so the two sides rarely both start; no session seals or opens after
 //! [`REJECT_AFTER`]; an unanswered handshake is retried after [`REKEY_TIMEOUT`].
 //!
+//! Each session is an `Arc<`[`SessionState`]`>`: keys, an atomic send counter and a
+//! replay window behind a lock, so the node's data plane can seal and open with the
+//! confirmed sessions ([`Tunnel::current`], [`Tunnel::confirmed`]) from a published
+//! snapshot while the tunnel (and its owner) stays with the control core. A counter is
+//! never handed out twice whoever seals; the replay window is checked before and
+//! updated after decryption under its lock. [`Tunnel::generation`] changes whenever the
+//! confirmed sessions do, which is when the snapshot must be published again.
+//!
 //! Index allocation is the caller's (the core owns the index → peer map); every index
 //! a tunnel stops using is reported by [`Tunnel::take_freed`] so the map stays exact.
 //! No clock or randomness in here: `now` and handshake seeds are inputs.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::CryptoError;
@@ -66,26 +76,138 @@ pub enum TunnelError {
     UnexpectedResponse,
 }
 
-/// One established session.
-struct Session {
+/// One established session, shared between the control core (which owns the
+/// [`Tunnel`]) and the data plane (which reads it from a published snapshot): the keys,
+/// an atomic send counter and a locked replay window, so either side may seal and open
+/// with it without going through the tunnel.
+pub struct SessionState {
     /// The index the remote puts in packets it sends us.
     local_index: u32,
     /// The index we put in packets we send.
     remote_index: u32,
     keys: SessionKeys,
     created: Time,
-    /// Next counter to seal with; never reused.
-    next_counter: u64,
-    replay: ReplayWindow,
+    /// Next counter to seal with; never reused (one `fetch_add` per packet).
+    next_counter: AtomicU64,
+    /// Checked before decryption, updated after, under the lock.
+    replay: Mutex<ReplayWindow>,
     /// True when we were the Noise initiator (we drive the time-based rekey).
     initiator: bool,
 }
 
-impl Session {
-    fn usable(&self, now: Time) -> bool {
-        now.since(self.created) < REJECT_AFTER && self.next_counter < REJECT_AFTER_MESSAGES
+impl std::fmt::Debug for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionState")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("created", &self.created)
+            .finish_non_exhaustive()
     }
 }
+
+impl SessionState {
+    fn new(
+        keys: SessionKeys,
+        local_index: u32,
+        remote_index: u32,
+        now: Time,
+        initiator: bool,
+    ) -> Arc<Self> {
+        Arc::new(SessionState {
+            local_index,
+            remote_index,
+            keys,
+            created: now,
+            next_counter: AtomicU64::new(0),
+            replay: Mutex::new(ReplayWindow::new()),
+            initiator,
+        })
+    }
+
+    /// The index the remote puts in packets it sends us.
+    pub fn local_index(&self) -> u32 {
+        self.local_index
+    }
+
+    /// The index we put in packets we send.
+    pub fn remote_index(&self) -> u32 {
+        self.remote_index
+    }
+
+    /// When the session was established.
+    pub fn created(&self) -> Time {
+        self.created
+    }
+
+    /// True while the session may seal: younger than [`REJECT_AFTER`] and not used up.
+    pub fn usable(&self, now: Time) -> bool {
+        !self.expired(now) && self.next_counter.load(Ordering::Relaxed) < REJECT_AFTER_MESSAGES
+    }
+
+    /// True once the session is too old to seal or open anything.
+    pub fn expired(&self, now: Time) -> bool {
+        now.since(self.created) >= REJECT_AFTER
+    }
+
+    /// Seals one packet (see [`Tunnel::seal`]): takes the next counter atomically, lets
+    /// `write` append the prefix and plaintext, encrypts in place and appends the tag.
+    pub fn seal(
+        &self,
+        now: Time,
+        buf: &mut Vec<u8>,
+        write: impl FnOnce(SealInfo, &mut Vec<u8>) -> ([u8; 24], usize),
+    ) -> Result<SealInfo, TunnelError> {
+        if self.expired(now) {
+            return Err(TunnelError::Expired);
+        }
+        let counter = self.next_counter.fetch_add(1, Ordering::Relaxed);
+        if counter >= REJECT_AFTER_MESSAGES {
+            return Err(TunnelError::Expired);
+        }
+        let info = SealInfo {
+            receiver_index: self.remote_index,
+            counter,
+        };
+        let (aad, start) = write(info, buf);
+        self.keys.seal(info.counter, &aad, buf, start);
+        Ok(info)
+    }
+
+    /// Opens a Data packet of this session: expiry, cheap replay check, decryption,
+    /// then the window update, in that order (the window only moves for packets that
+    /// authenticated).
+    pub fn open<'a>(
+        &self,
+        now: Time,
+        counter: u64,
+        aad: &[u8],
+        ciphertext: &'a mut [u8],
+    ) -> Result<&'a [u8], TunnelError> {
+        if self.expired(now) {
+            return Err(TunnelError::Expired);
+        }
+        if !self.replay_window().check(counter) {
+            return Err(TunnelError::Replay);
+        }
+        let plain_len = self
+            .keys
+            .open(counter, aad, ciphertext)
+            .map_err(|_| TunnelError::Decrypt)?
+            .len();
+        if !self.replay_window().update(counter) {
+            return Err(TunnelError::Replay);
+        }
+        Ok(&ciphertext[..plain_len])
+    }
+
+    fn replay_window(&self) -> std::sync::MutexGuard<'_, ReplayWindow> {
+        // A poisoned lock only means another thread panicked mid-update; the window
+        // itself is always consistent (plain integers), so keep using it.
+        self.replay.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+type Session = Arc<SessionState>;
 
 /// A handshake we started and whose response we are waiting for. The seed is kept so
 /// the state can be rebuilt when a forged response consumes it (initiation is a pure
@@ -125,6 +247,9 @@ pub struct Tunnel {
     /// Ephemeral keys of HandshakeInits already answered, oldest first.
     ephemerals: VecDeque<[u8; 32]>,
     freed: Vec<u32>,
+    /// Bumped whenever `current` or `previous` changes, so a core that publishes them
+    /// (the node's snapshot) knows when to publish again.
+    generation: u64,
 }
 
 impl Tunnel {
@@ -138,6 +263,7 @@ impl Tunnel {
             next: Vec::new(),
             ephemerals: VecDeque::new(),
             freed: Vec::new(),
+            generation: 0,
         }
     }
 
@@ -211,15 +337,13 @@ impl Tunnel {
                 return Err(TunnelError::Decrypt);
             }
         };
-        self.install_current(Session {
-            local_index: pending.local_index,
-            remote_index: sender_index,
+        self.install_current(SessionState::new(
             keys,
-            created: now,
-            next_counter: 0,
-            replay: ReplayWindow::new(),
-            initiator: true,
-        });
+            pending.local_index,
+            sender_index,
+            now,
+            true,
+        ));
         Ok(())
     }
 
@@ -244,15 +368,7 @@ impl Tunnel {
             self.ephemerals.pop_front();
         }
         self.ephemerals.push_back(ephemeral);
-        let session = Session {
-            local_index,
-            remote_index,
-            keys,
-            created: now,
-            next_counter: 0,
-            replay: ReplayWindow::new(),
-            initiator: false,
-        };
+        let session = SessionState::new(keys, local_index, remote_index, now, false);
         if self.next.len() >= MAX_UNCONFIRMED {
             let old = self.next.remove(0);
             self.freed.push(old.local_index);
@@ -280,19 +396,22 @@ impl Tunnel {
         buf: &mut Vec<u8>,
         write: impl FnOnce(SealInfo, &mut Vec<u8>) -> ([u8; 24], usize),
     ) -> Result<SealInfo, TunnelError> {
-        let session = match self.current.as_mut() {
-            Some(s) if s.usable(now) => s,
-            Some(_) => return Err(TunnelError::Expired),
-            None => return Err(TunnelError::NoSession),
-        };
-        let info = SealInfo {
-            receiver_index: session.remote_index,
-            counter: session.next_counter,
-        };
-        session.next_counter += 1;
-        let (aad, start) = write(info, buf);
-        session.keys.seal(info.counter, &aad, buf, start);
-        Ok(info)
+        match self.current.as_ref() {
+            Some(s) if s.usable(now) => s.seal(now, buf, write),
+            Some(_) => Err(TunnelError::Expired),
+            None => Err(TunnelError::NoSession),
+        }
+    }
+
+    /// The session we seal with, if any (usable or not).
+    pub fn current(&self) -> Option<&Arc<SessionState>> {
+        self.current.as_ref()
+    }
+
+    /// The confirmed sessions we open with: `current` and `previous` (never the
+    /// unconfirmed `next` ones, whose first packet must go through [`Tunnel::open`]).
+    pub fn confirmed(&self) -> impl Iterator<Item = &Arc<SessionState>> + '_ {
+        self.current.iter().chain(self.previous.iter())
     }
 
     /// Opens a Data packet sent to `local_index`: cheap replay check, decryption, then the
@@ -306,21 +425,8 @@ impl Tunnel {
         ciphertext: &'a mut [u8],
     ) -> Result<&'a [u8], TunnelError> {
         let slot = self.slot_of(local_index).ok_or(TunnelError::UnknownIndex)?;
-        let session = self.slot_mut(slot).ok_or(TunnelError::UnknownIndex)?;
-        if now.since(session.created) >= REJECT_AFTER {
-            return Err(TunnelError::Expired);
-        }
-        if !session.replay.check(counter) {
-            return Err(TunnelError::Replay);
-        }
-        let plain_len = session
-            .keys
-            .open(counter, aad, ciphertext)
-            .map_err(|_| TunnelError::Decrypt)?
-            .len();
-        if !session.replay.update(counter) {
-            return Err(TunnelError::Replay);
-        }
+        let session = self.slot_ref(slot).ok_or(TunnelError::UnknownIndex)?;
+        let plain_len = session.open(now, counter, aad, ciphertext)?.len();
         if let Slot::Next(i) = slot {
             // The initiator proved it holds these keys: the other unconfirmed sessions
             // are stale or replays.
@@ -357,6 +463,9 @@ impl Tunnel {
     /// Drops sessions past [`REJECT_AFTER`] (their indices are reported as freed).
     pub fn expire(&mut self, now: Time) {
         let old = |s: &Session| now.since(s.created) >= REJECT_AFTER;
+        if self.current.as_ref().is_some_and(old) || self.previous.as_ref().is_some_and(old) {
+            self.generation += 1;
+        }
         if self.current.as_ref().is_some_and(old) {
             self.freed
                 .extend(self.current.take().map(|s| s.local_index));
@@ -393,7 +502,13 @@ impl Tunnel {
             .chain(self.next.iter().map(|s| s.local_index))
     }
 
+    /// Changes whenever the confirmed sessions (`current`, `previous`) change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     fn install_current(&mut self, session: Session) {
+        self.generation += 1;
         let old_previous = self.previous.take();
         self.previous = self.current.replace(session);
         if let Some(old) = old_previous {
@@ -422,11 +537,11 @@ impl Tunnel {
         None
     }
 
-    fn slot_mut(&mut self, slot: Slot) -> Option<&mut Session> {
+    fn slot_ref(&self, slot: Slot) -> Option<&Session> {
         match slot {
-            Slot::Current => self.current.as_mut(),
-            Slot::Previous => self.previous.as_mut(),
-            Slot::Next(i) => self.next.get_mut(i),
+            Slot::Current => self.current.as_ref(),
+            Slot::Previous => self.previous.as_ref(),
+            Slot::Next(i) => self.next.get(i),
         }
     }
 }

@@ -1,48 +1,66 @@
 //! The node core: a sans-IO state machine that turns datagrams, frames and time into
-//! datagrams, frames and events. It owns peers, paths, sessions (through
-//! [`SessionTable`]) and the choice between a direct path and a relay through a root.
+//! datagrams, frames and events. [`Node`] is a thin single-threaded facade over two
+//! parts:
+//!
+//! - [`control::Control`] owns peers, paths, roots, WHOIS, handshakes and sessions
+//!   (through [`SessionTable`](crate::crypto::table::SessionTable)), pings, network
+//!   configs and events, and publishes an immutable [`Snapshot`] of what the per-frame
+//!   path needs (confirmed sessions, each peer's route, each network's switch settings
+//!   and rules) whenever one of those changes;
+//! - [`data::DataPlane`] runs `inside` (TAP frame → switch → rules → seal → datagrams)
+//!   and `outside` (datagram → open → switch → rules → TAP frame) reading only that
+//!   snapshot, and hands everything unusual to control (see [`data`] for the list).
 //!
 //! # Driving it
-//! Inputs: [`Node::handle_datagram`], [`Node::handle_timeout`], and the commands
-//! [`Node::ping`] and [`Node::send_frame`]. After any input the driver drains, in this
-//! order: [`Node::poll_transmit`] until `None` (datagrams to send), [`Node::poll_tap`]
-//! (frames for the TAP), [`Node::poll_event`] (events for logs and the API); then it
-//! sleeps until [`Node::poll_timeout`] or the next input. The node never reads a clock
-//! or OS randomness: `now` comes with every input and the RNG is seeded at construction.
+//! Inputs: [`Node::handle_datagram`], [`Node::handle_tap_frame`] (the only way a frame
+//! enters), [`Node::handle_timeout`], and the commands ([`Node::ping`], [`Node::join`],
+//! ...). After any input the driver drains, in this order: [`Node::poll_transmit`]
+//! until `None` (datagrams to send: the control core's first, then the data plane's),
+//! [`Node::poll_tap`] (frames for the TAP), [`Node::poll_event`] (events for logs and
+//! the API); then it sleeps until [`Node::poll_timeout`] or the next input. It gives
+//! every `Transmit::contents` and `TapFrame::frame` back with [`Node::recycle`] once
+//! written, so the steady-state path allocates nothing. The node never reads a clock or
+//! OS randomness: `now` comes with every input and the RNG is seeded at construction.
+//!
+//! Within one input the node runs the data plane, then (only if the data plane handed
+//! something over) the control core, republishes the snapshot if control changed it,
+//! and runs the data plane's inbound checks on frames control received.
+//!
+//! # Several workers (later)
+//! [`Node::snapshot`] (`Send + Sync`) and [`Node::new_data_plane`] (`Send`) are what a
+//! multi-worker driver needs: each worker runs [`DataPlane::inside`] and
+//! [`DataPlane::outside`] on its own data plane with the latest snapshot, and passes
+//! what [`DataPlane::poll_control`] returns to the owner of the `Node`, which calls
+//! [`Node::handle_control`]. Today's drivers use the facade alone.
 //!
 //! # Behaviour
-//! - At start the node handshakes with every root of its world and sends each a HELLO
-//!   every [`ROOT_HELLO_INTERVAL`]; the OK gives latency and our external endpoint.
-//!   Traffic that must be relayed goes through the alive root with the lowest latency;
-//!   when a root stops answering it is no longer alive after `PATH_ALIVE` and the
-//!   next one takes over.
-//! - To reach a peer whose identity it lacks, the node asks the roots (WHOIS), verifies
-//!   the answer (the address must match the keys), handshakes (relayed), then sends.
-//! - Roots send RENDEZVOUS when they relay between two nodes; both nodes then probe
-//!   each other's endpoints directly. The first authenticated packet that arrives on a
-//!   direct path makes it usable; traffic moves there. When it dies (no authenticated
-//!   packet for `PATH_ALIVE`, though keepalives go every [`KEEPALIVE`]), traffic
-//!   falls back to the relay.
-//! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
-//!   nothing unauthenticated changes a path, a session or reaches `poll_tap`.
+//! See [`control`] for roots, WHOIS, RENDEZVOUS and paths, [`network`] for networks and
+//! [`switch`] for the switch. Every input packet that fails a check is dropped and
+//! counted in [`NodeStats`]; nothing unauthenticated changes a path, a session or
+//! reaches `poll_tap`.
 
+pub mod control;
+pub mod data;
 pub mod network;
 pub mod peer;
+pub mod snapshot;
 pub mod switch;
 
-use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::crypto::identity::{Identity, PublicIdentity};
-use crate::crypto::table::{SessionTable, TableError};
-use crate::crypto::tunnel::{REKEY_TIMEOUT, TunnelError};
+use crate::crypto::table::TableError;
+use crate::crypto::tunnel::TunnelError;
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
-use crate::wire::{
-    self, Header, Hello, Message, OkBody, Outer, PROTOCOL_VERSION, Reassembler, SOFTWARE_VERSION,
-    SoftwareVersion, Verb,
-};
-use crate::world::{World, WorldKind};
-use peer::{PATH_ALIVE, Path, Peer, Role};
+use crate::wire::{self, SoftwareVersion};
+use crate::world::World;
+use control::Control;
+pub use data::{DataPlane, ToControl};
+use network::{NetworkInfo, NetworkStatus, Policy, RuleKey};
+use peer::Role;
+pub use snapshot::Snapshot;
+use switch::{DropReason, SwitchSettings, SwitchStats};
 
 /// How often the node wakes up for housekeeping.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -173,15 +191,12 @@ pub struct TapFrame {
     pub frame: Vec<u8>,
 }
 
-/// Why [`Node::ping`] or [`Node::send_frame`] could not be queued.
+/// Why [`Node::ping`] could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NodeError {
     /// That is our own address.
     #[error("cannot send to ourselves")]
     SelfAddress,
-    /// The frame is larger than the node can carry.
-    #[error("frame too large")]
-    TooLarge,
 }
 
 /// Counters of everything dropped or refused, by reason, and of traffic.
@@ -269,7 +284,34 @@ impl NodeStats {
             .sum()
     }
 
-    fn count(&mut self, e: TableError) {
+    /// The sum of two sets of counters (the control core's and the data plane's).
+    pub fn merged(&self, o: &NodeStats) -> NodeStats {
+        NodeStats {
+            rx_datagrams: self.rx_datagrams + o.rx_datagrams,
+            tx_datagrams: self.tx_datagrams + o.tx_datagrams,
+            drop_malformed: self.drop_malformed + o.drop_malformed,
+            drop_not_for_us: self.drop_not_for_us + o.drop_not_for_us,
+            drop_unknown: self.drop_unknown + o.drop_unknown,
+            drop_handshake: self.drop_handshake + o.drop_handshake,
+            drop_unknown_session: self.drop_unknown_session + o.drop_unknown_session,
+            drop_source_mismatch: self.drop_source_mismatch + o.drop_source_mismatch,
+            drop_replay: self.drop_replay + o.drop_replay,
+            drop_auth: self.drop_auth + o.drop_auth,
+            drop_expired: self.drop_expired + o.drop_expired,
+            drop_not_from_root: self.drop_not_from_root + o.drop_not_from_root,
+            drop_not_joined: self.drop_not_joined + o.drop_not_joined,
+            drop_not_member: self.drop_not_member + o.drop_not_member,
+            drop_not_from_controller: self.drop_not_from_controller + o.drop_not_from_controller,
+            drop_rules: self.drop_rules + o.drop_rules,
+            drop_queue_full: self.drop_queue_full + o.drop_queue_full,
+            drop_unreachable: self.drop_unreachable + o.drop_unreachable,
+            frames_in: self.frames_in + o.frames_in,
+            frames_out: self.frames_out + o.frames_out,
+            handshakes: self.handshakes + o.handshakes,
+        }
+    }
+
+    pub(crate) fn count(&mut self, e: TableError) {
         match e {
             TableError::Tunnel(TunnelError::Replay) | TableError::Replay => self.drop_replay += 1,
             TableError::Tunnel(TunnelError::Decrypt) => self.drop_auth += 1,
@@ -318,937 +360,296 @@ pub struct NodeStatus {
     pub world: (u64, u64),
 }
 
-struct Whois {
-    first: Time,
-    last_sent: Option<Time>,
-    queue: Vec<Vec<u8>>,
-}
-
-struct PendingPing {
-    peer: NodeAddress,
-    sent: Time,
-}
-
 /// The node core. See the module documentation.
 pub struct Node {
-    table: SessionTable,
-    world: World,
-    roots: Vec<NodeAddress>,
-    peers: HashMap<NodeAddress, Peer>,
-    whois: HashMap<NodeAddress, Whois>,
-    pings: HashMap<u64, PendingPing>,
-    links: HashMap<NodeAddress, Link>,
-    networks: HashMap<NetworkId, network::Joined>,
-    reassembler: Reassembler,
-    phys_mtu: usize,
-    surface: Option<Endpoint>,
-    next_tick: Time,
-    transmits: VecDeque<Transmit>,
-    tap: VecDeque<TapFrame>,
-    events: VecDeque<Event>,
+    control: Control,
+    data: DataPlane,
+    /// The control core's and the data plane's counters, merged after every input.
     stats: NodeStats,
-    scratch: Vec<u8>,
+    /// The latest `now` of any input, for commands that do not take one.
+    now: Time,
 }
 
 impl Node {
     /// A node that will contact the roots of `config.world` at its first timeout.
     pub fn new(config: NodeConfig, now: Time) -> Self {
-        let mut table = SessionTable::new(config.identity, config.seed);
-        let mut peers = HashMap::new();
-        let mut roots = Vec::new();
-        let me = table.address();
-        let role = match config.world.kind {
-            WorldKind::Planet => Role::Planet,
-            WorldKind::Moon => Role::Moon,
-        };
-        for root in &config.world.roots {
-            let address = root.identity.address();
-            if address == me {
-                continue;
-            }
-            table.add_peer(root.identity.clone());
-            let mut p = Peer::new(role);
-            for ep in &root.endpoints {
-                p.add_candidate(now, *ep);
-            }
-            peers.insert(address, p);
-            roots.push(address);
-        }
-        Self {
-            table,
-            world: config.world,
-            roots,
-            peers,
-            whois: HashMap::new(),
-            pings: HashMap::new(),
-            links: HashMap::new(),
-            networks: HashMap::new(),
-            reassembler: Reassembler::default(),
-            phys_mtu: config.phys_mtu,
-            surface: None,
-            next_tick: now,
-            transmits: VecDeque::new(),
-            tap: VecDeque::new(),
-            events: VecDeque::new(),
+        let mut control = Control::new(config, now);
+        let data = DataPlane::new(control.data_seed());
+        let mut node = Node {
+            control,
+            data,
             stats: NodeStats::default(),
-            scratch: Vec::with_capacity(2048),
-        }
+            now,
+        };
+        node.run_control(now);
+        node
     }
 
     /// Our address.
     pub fn address(&self) -> NodeAddress {
-        self.table.address()
+        self.control.address()
     }
 
     /// The verified identity of a peer we have a tunnel with (or our own).
     pub fn peer_identity(&self, peer: NodeAddress) -> Option<PublicIdentity> {
-        if peer == self.address() {
-            return Some(self.table.identity().public().clone());
-        }
-        self.table.tunnel(peer).map(|t| t.remote().clone())
+        self.control.peer_identity(peer)
     }
 
-    /// Drop and traffic counters.
+    /// Drop and traffic counters (control core and data plane together).
     pub fn stats(&self) -> &NodeStats {
         &self.stats
     }
 
     /// Fragment reassembly counters.
     pub fn reassembly_stats(&self) -> wire::ReassemblyStats {
-        self.reassembler.stats()
+        self.data.reassembly_stats()
     }
 
     /// Sends an ECHO to `peer` (looking it up and handshaking first if needed). The
     /// answer arrives as [`Event::Pong`] or [`Event::PingLost`] with the returned ID.
     pub fn ping(&mut self, now: Time, peer: NodeAddress) -> Result<u64, NodeError> {
-        if peer == self.address() {
-            return Err(NodeError::SelfAddress);
-        }
-        let id = self.table.random_u64();
-        self.pings.insert(id, PendingPing { peer, sent: now });
-        self.touch_activity(now, peer);
-        let payload = id.to_be_bytes();
-        self.send_message(now, peer, &Message::Echo(&payload));
-        Ok(id)
+        self.now = now;
+        self.control.fold();
+        let id = self.control.ping(now, peer);
+        self.run_control(now);
+        id
     }
 
-    /// Sends an Ethernet frame of `network` to `peer`.
-    pub fn send_frame(
+    /// A datagram arrived on our socket `_local` from `from`. A Data packet is copied
+    /// into a reused buffer to be opened in place; see
+    /// [`handle_datagram_in_place`](Self::handle_datagram_in_place) to skip the copy.
+    pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
+        self.now = now;
+        self.data.outside(self.control.snapshot(), now, from, data);
+        self.after_data(now);
+    }
+
+    /// [`handle_datagram`](Self::handle_datagram) without the copy: the datagram is
+    /// decrypted in the driver's receive buffer, whose contents are unspecified after.
+    pub fn handle_datagram_in_place(
+        &mut self,
+        now: Time,
+        _local: Endpoint,
+        from: Endpoint,
+        data: &mut [u8],
+    ) {
+        self.now = now;
+        self.data
+            .outside_in_place(self.control.snapshot(), now, from, data);
+        self.after_data(now);
+    }
+
+    /// A frame read from the TAP of `network`: switched to its member(s), filtered by the
+    /// rules, sealed and queued; or dropped with the switch's reason (counted by the
+    /// switch). The only way a frame enters the node.
+    pub fn handle_tap_frame(
         &mut self,
         now: Time,
         network: NetworkId,
-        peer: NodeAddress,
         frame: &[u8],
-    ) -> Result<(), NodeError> {
-        if peer == self.address() {
-            return Err(NodeError::SelfAddress);
-        }
-        if frame.len() > MAX_FRAME_LEN {
-            return Err(NodeError::TooLarge);
-        }
-        self.touch_activity(now, peer);
-        self.stats.frames_out += 1;
-        let msg = Message::Frame {
-            network,
-            flags: 0,
-            frame,
-        };
-        self.send_message(now, peer, &msg);
-        Ok(())
-    }
-
-    /// A datagram arrived on our socket `_local` from `from`.
-    pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
-        self.stats.rx_datagrams += 1;
-        self.process_datagram(now, from, data, None);
+    ) -> Result<(), DropReason> {
+        self.now = now;
+        let verdict = self
+            .data
+            .inside(self.control.snapshot(), now, network, frame);
+        self.after_data(now);
+        verdict
     }
 
     /// The time from [`poll_timeout`](Self::poll_timeout) has come.
     pub fn handle_timeout(&mut self, now: Time) {
-        if now < self.next_tick {
+        self.now = now;
+        if !self.control.tick_due(now) {
             return;
         }
-        self.next_tick = now + TICK;
-        self.housekeeping(now);
+        self.control.fold();
+        self.control.handle_timeout(now);
+        self.data.housekeeping(now);
+        self.run_control(now);
     }
 
-    /// The next datagram to send.
+    /// The next datagram to send (the control core's first, then the data plane's).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        self.control
+            .poll_transmit()
+            .or_else(|| self.data.poll_transmit())
     }
 
     /// The next frame for a TAP device.
     pub fn poll_tap(&mut self) -> Option<TapFrame> {
-        self.tap.pop_front()
+        self.data.poll_tap()
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        self.control.poll_event()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     pub fn poll_timeout(&self) -> Option<Time> {
-        Some(self.next_tick)
+        self.control.poll_timeout()
+    }
+
+    /// Gives back a buffer the node handed out (`Transmit::contents` once sent,
+    /// `TapFrame::frame` once written), so later frames reuse it.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.data.recycle(buf);
     }
 
     /// What `info` shows.
     pub fn status(&self, now: Time) -> NodeStatus {
-        NodeStatus {
-            address: self.address(),
-            online: self.best_root(now).is_some(),
-            surface: self.surface,
-            world: (self.world.id, self.world.timestamp),
-        }
+        self.control.status(now)
     }
 
     /// What `peers` shows, sorted by address.
     pub fn peers(&self, now: Time) -> Vec<PeerInfo> {
-        let mut out: Vec<PeerInfo> = self
-            .peers
-            .iter()
-            .map(|(&address, p)| PeerInfo {
-                address,
-                role: p.role,
-                version: p.version,
-                latency: p.latency,
-                link: self.link_for(now, address),
-                paths: p.paths.iter().map(|x| (x.endpoint, x.alive(now))).collect(),
-                last_tx: p.last_tx.map(|t| now.since(t)),
-                last_rx: p.last_rx.map(|t| now.since(t)),
-                session: self.table.tunnel(address).is_some_and(|t| t.can_seal(now)),
-            })
-            .collect();
-        out.sort_by_key(|p| p.address);
-        out
+        self.control.peers(now)
     }
 
-    // ----- input processing -------------------------------------------------------
-
-    /// `relayed` is set for a packet reassembled from fragments of which one came
-    /// through a relay: its inner header still says zero hops.
-    fn process_datagram(&mut self, now: Time, from: Endpoint, data: &[u8], relayed: Option<bool>) {
-        let (header, outer) = match wire::parse(data) {
-            Ok(x) => x,
-            Err(_) => {
-                self.stats.drop_malformed += 1;
-                return;
-            }
-        };
-        if header.dest != self.address() || header.src == self.address() {
-            self.stats.drop_not_for_us += 1;
-            return;
-        }
-        match outer {
-            Outer::Fragment {
-                packet_id,
-                index,
-                count,
-                chunk,
-            } if relayed.is_none() => {
-                if let Some(whole) = self
-                    .reassembler
-                    .insert(now, header.src, packet_id, index, count, chunk)
-                {
-                    self.process_datagram(now, from, &whole, Some(header.hops > 0));
-                }
-            }
-            Outer::HandshakeInit {
-                sender_index,
-                noise,
-            } => self.on_handshake_init(now, from, &header, sender_index, noise),
-            Outer::HandshakeResp {
-                sender_index,
-                receiver_index,
-                noise,
-            } => {
-                match self.table.on_handshake_resp(
-                    now,
-                    &header,
-                    sender_index,
-                    receiver_index,
-                    noise,
-                ) {
-                    Ok(peer) => {
-                        self.stats.handshakes += 1;
-                        self.on_session_ready(now, peer);
-                    }
-                    Err(e) => self.stats.count(e),
-                }
-            }
-            Outer::Data { .. } => {
-                let direct = header.hops == 0 && relayed != Some(true);
-                self.on_data(now, from, direct, data)
-            }
-            _ => self.stats.drop_unknown += 1,
-        }
+    /// Joins `network`: asks its controller for a config now and keeps asking until it
+    /// answers. Frames flow once [`Node::set_network`] applied a verified config.
+    pub fn join(&mut self, now: Time, network: NetworkId) {
+        self.now = now;
+        self.control.fold();
+        self.control.join(now, network);
+        self.run_control(now);
     }
 
-    fn on_handshake_init(
+    /// Leaves `network`: no more frames in or out.
+    pub fn leave(&mut self, network: NetworkId) {
+        self.control.leave(network);
+        self.run_control(self.now);
+    }
+
+    /// Every joined network.
+    pub fn networks(&self) -> Vec<NetworkInfo> {
+        self.control.networks()
+    }
+
+    /// Applies a verified config: the roster and switch settings at `revision`. Older
+    /// revisions than the one in force are ignored (no rollback by replaying an old
+    /// config). Returns false when ignored or the network is not joined.
+    pub fn set_network(
+        &mut self,
+        network: NetworkId,
+        revision: u64,
+        settings: SwitchSettings,
+        policy: Option<Policy>,
+    ) -> bool {
+        let applied = self
+            .control
+            .set_network(network, revision, settings, policy);
+        self.run_control(self.now);
+        applied
+    }
+
+    /// Sends (or, for ourselves, applies) a signed config to `member`: the answer to
+    /// [`Event::ConfigRequested`], or a push after a change.
+    pub fn send_network_config(
         &mut self,
         now: Time,
-        from: Endpoint,
-        header: &Header,
-        sender_index: u32,
-        noise: &[u8],
+        member: NodeAddress,
+        network: NetworkId,
+        config: &[u8],
     ) {
-        match self
-            .table
-            .on_handshake_init(now, header, sender_index, noise)
-        {
-            Ok((peer, reply)) => {
-                self.peers
-                    .entry(peer)
-                    .or_insert_with(|| Peer::new(Role::Leaf));
-                // Answer the way it came: directly, or through the relaying root.
-                self.push_datagram(now, peer, from, reply);
-            }
-            Err(e) => self.stats.count(e),
-        }
+        self.now = now;
+        self.control.fold();
+        self.control
+            .send_network_config(now, member, network, config);
+        self.run_control(now);
     }
 
-    fn on_data(&mut self, now: Time, from: Endpoint, direct: bool, data: &[u8]) {
-        // Decrypted in place in the reused scratch buffer; the plaintext borrows that
-        // local buffer (not `self`), which goes back once the message is handled.
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        buf.extend_from_slice(data);
-        match self.table.open(now, &mut buf) {
-            Ok(o) => self.on_plaintext(now, from, direct, o.peer, o.counter, o.plaintext),
-            Err(e) => self.stats.count(e),
-        }
-        self.scratch = buf;
-    }
-
-    fn on_plaintext(
+    /// Tells `member` it may not have `network`'s config (`AccessDenied`) or that there is
+    /// no such network (`NotFound`).
+    pub fn send_network_error(
         &mut self,
         now: Time,
-        from: Endpoint,
-        direct: bool,
-        peer: NodeAddress,
-        counter: u64,
-        plaintext: &[u8],
+        member: NodeAddress,
+        network: NetworkId,
+        status: NetworkStatus,
     ) {
-        {
-            let p = self
-                .peers
-                .entry(peer)
-                .or_insert_with(|| Peer::new(Role::Leaf));
-            p.last_rx = Some(now);
-            if direct {
-                p.learn_path(now, from);
-            }
-        }
-        self.note_link(now, peer);
-        self.flush_queue(now, peer);
-        let msg = match Message::parse(plaintext) {
-            Ok(m) => m,
-            Err(_) => {
-                self.stats.drop_malformed += 1;
-                return;
-            }
-        };
-        self.on_message(now, peer, from, direct, counter, msg);
+        self.now = now;
+        self.control.fold();
+        self.control
+            .send_network_error(now, member, network, status);
+        self.run_control(now);
     }
 
-    fn on_message(
-        &mut self,
-        now: Time,
-        peer: NodeAddress,
-        from: Endpoint,
-        direct: bool,
-        counter: u64,
-        msg: Message<'_>,
-    ) {
-        let from_root = self.roots.contains(&peer);
-        match msg {
-            Message::Hello(hello) => {
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.version = Some(hello.version);
-                }
-                let reply = Message::hello_ok(counter, &hello, from);
-                self.reply(now, peer, from, direct, &reply);
-            }
-            Message::Ok {
-                body: OkBody::Hello(ok),
-                ..
-            } => {
-                let rtt = now.since(ok.timestamp);
-                if let Some(p) = self.peers.get_mut(&peer) {
-                    p.version = Some(ok.version);
-                    p.record_rtt(direct.then_some(from), rtt);
-                }
-                if from_root && self.best_root(now) == Some(peer) {
-                    self.surface = Some(ok.observed);
-                }
-            }
-            Message::Ok {
-                body: OkBody::Whois(identities),
-                ..
-            } => {
-                if !from_root {
-                    self.stats.drop_not_from_root += 1;
-                    return;
-                }
-                for bytes in identities {
-                    self.on_whois_answer(now, &bytes);
-                }
-            }
-            Message::Ok {
-                body: OkBody::Echo(data),
-                ..
-            } => self.on_echo_reply(now, peer, from, direct, data),
-            Message::Echo(data) => {
-                let reply = Message::Ok {
-                    in_re_counter: counter,
-                    body: OkBody::Echo(data),
-                };
-                self.reply(now, peer, from, direct, &reply);
-            }
-            Message::Rendezvous {
-                peer: other,
-                endpoints,
-            } => {
-                if !from_root {
-                    self.stats.drop_not_from_root += 1;
-                    return;
-                }
-                self.on_rendezvous(now, other, &endpoints);
-            }
-            Message::Frame { network, frame, .. } => self.on_frame(now, peer, network, frame),
-            Message::NetworkConfigRequest { network, revision } => {
-                self.on_config_request(now, peer, network, revision)
-            }
-            Message::NetworkConfig { network, config } => {
-                self.on_network_config(peer, network, config)
-            }
-            Message::Error {
-                in_re_verb: Verb::NetworkConfigRequest,
-                code,
-                payload,
-                ..
-            } => self.on_network_error(peer, code, payload),
-            Message::Whois { .. } | Message::Error { .. } | Message::Ok { .. } => {}
-            Message::Unknown { .. } => self.stats.drop_unknown += 1,
-        }
+    /// Rule hit counters of a joined network: ((capability ID or `u32::MAX` for the base
+    /// table, rule index or `u16::MAX` for the default action), hits).
+    pub fn rule_hits(&self, network: NetworkId) -> Vec<(RuleKey, u64)> {
+        self.data.rule_hits(network)
     }
 
-    fn on_whois_answer(&mut self, now: Time, bytes: &[u8]) {
-        let Some(identity) = self.table.verify_identity(bytes) else {
-            self.stats.drop_handshake += 1;
-            return;
-        };
-        let address = identity.address();
-        let Some(waiting) = self.whois.remove(&address) else {
-            return;
-        };
-        self.table.add_peer(identity);
-        let p = self
-            .peers
-            .entry(address)
-            .or_insert_with(|| Peer::new(Role::Leaf));
-        for msg in waiting.queue {
-            if !p.enqueue(msg) {
-                self.stats.drop_queue_full += 1;
-            }
-        }
-        self.start_handshake(now, address);
+    /// The switch statistics of a joined network, for `/metrics`.
+    pub fn switch_stats(&self, network: NetworkId) -> Option<&SwitchStats> {
+        self.data.switch_stats(network)
     }
 
-    fn on_echo_reply(
-        &mut self,
-        now: Time,
-        peer: NodeAddress,
-        from: Endpoint,
-        direct: bool,
-        data: &[u8],
-    ) {
-        let Ok(id) = <[u8; 8]>::try_from(data).map(u64::from_be_bytes) else {
-            return; // a keepalive reply
-        };
-        let Some(ping) = self.pings.get(&id) else {
-            return;
-        };
-        if ping.peer != peer {
-            return;
+    // ----- the split, for multi-worker drivers ------------------------------------------
+
+    /// The snapshot in force (`Send + Sync`): what a worker's data plane reads.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(self.control.snapshot())
+    }
+
+    /// The facade's own data plane.
+    pub fn data_plane(&mut self) -> &mut DataPlane {
+        &mut self.data
+    }
+
+    /// A fresh data plane (`Send`) for another worker, seeded from the node's RNG. Its
+    /// counters, switch state and rule hits are its own: the worker reports them.
+    pub fn new_data_plane(&mut self) -> DataPlane {
+        DataPlane::new(self.control.data_seed())
+    }
+
+    /// Work a worker's data plane handed over ([`DataPlane::poll_control`]).
+    pub fn handle_control(&mut self, now: Time, mut item: ToControl) {
+        self.now = now;
+        self.control.fold();
+        self.control.handle(now, &mut item);
+        if let Some(buf) = item.into_buffer() {
+            self.data.recycle(buf);
         }
-        // Invariant: looked up just above.
-        let ping = self.pings.remove(&id).expect("ping found above");
-        let rtt = now.since(ping.sent);
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.record_rtt(direct.then_some(from), rtt);
-        }
-        let link = if direct {
-            Link::Direct(from)
+        self.run_control(now);
+    }
+
+    // ----- internals --------------------------------------------------------------------
+
+    /// After a data-plane input: the control core runs only if it has work.
+    fn after_data(&mut self, now: Time) {
+        if self.data.has_control() {
+            self.control.fold();
+            self.run_control(now);
         } else {
-            Link::Relay(self.root_at(from).unwrap_or(peer))
-        };
-        self.event(Event::Pong {
-            peer,
-            id,
-            rtt,
-            link,
-        });
-    }
-
-    fn on_rendezvous(&mut self, now: Time, other: NodeAddress, endpoints: &[Endpoint]) {
-        // Only for peers we are talking to: a RENDEZVOUS about a stranger (a root
-        // introducing someone after spoofed traffic) must not create state.
-        if other == self.address()
-            || self.roots.contains(&other)
-            || self.table.tunnel(other).is_none()
-        {
-            return;
-        }
-        let p = self
-            .peers
-            .entry(other)
-            .or_insert_with(|| Peer::new(Role::Leaf));
-        for ep in endpoints.iter().take(peer::MAX_PATHS) {
-            p.add_candidate(now, *ep);
-        }
-        self.probe_candidates(now, other);
-    }
-
-    /// Sends an authenticated probe straight to each unconfirmed candidate path of
-    /// `peer` (at most once per [`PROBE_INTERVAL`] each). Whichever side's probe gets
-    /// through first opens the NAT mappings for the other's answer. Needs a session:
-    /// until there is one, candidates wait and are probed from the next tick on.
-    fn probe_candidates(&mut self, now: Time, peer: NodeAddress) {
-        if !self.table.tunnel(peer).is_some_and(|t| t.can_seal(now)) {
-            return;
-        }
-        let due: Vec<Endpoint> = match self.peers.get(&peer) {
-            Some(p) => p
-                .paths
-                .iter()
-                .filter(|x| x.wants_probe(now))
-                .filter(|x| x.last_tx.is_none_or(|t| now.since(t) >= PROBE_INTERVAL))
-                .map(|x| x.endpoint)
-                .collect(),
-            None => return,
-        };
-        for ep in due {
-            self.hello_via(now, peer, Some(ep));
+            self.stats = self.control.stats().merged(self.data.stats());
         }
     }
 
-    /// A HELLO built now: our version, a timestamp the answer echoes (latency), our world.
-    fn hello(&self, now: Time) -> Message<'static> {
-        Message::Hello(Hello {
-            proto_version: PROTOCOL_VERSION,
-            version: SOFTWARE_VERSION,
-            timestamp: now,
-            world_id: self.world.id,
-            world_timestamp: self.world.timestamp,
-        })
-    }
-
-    /// Sends a HELLO to a peer with a session: straight to `to`, or over its current link.
-    /// Used as probe, session confirmation and keepalive; the answer brings the peer's
-    /// version and a latency sample.
-    fn hello_via(&mut self, now: Time, peer: NodeAddress, to: Option<Endpoint>) {
-        let hello = self.hello(now);
-        let mut out = Vec::new();
-        if self.table.seal(now, peer, &hello, &mut out).is_err() {
-            return;
-        }
-        match to {
-            Some(ep) => self.push_datagram(now, peer, ep, out),
-            None => self.route(now, peer, out),
-        }
-    }
-
-    // ----- output -----------------------------------------------------------------
-
-    /// Seals `msg` for `peer` and sends it the best way; queues it (and starts a WHOIS
-    /// or handshake) when that is not possible yet.
-    fn send_message(&mut self, now: Time, peer: NodeAddress, msg: &Message<'_>) {
-        if self.table.tunnel(peer).is_none() {
-            let mut plain = Vec::with_capacity(msg.buffer_len());
-            msg.emit(&mut plain);
-            self.queue_for_whois(now, peer, plain);
-            return;
-        }
-        let mut out = Vec::with_capacity(wire::DATA_PREFIX_LEN + msg.buffer_len() + wire::TAG_LEN);
-        match self.table.seal(now, peer, msg, &mut out) {
-            Ok(()) => self.route(now, peer, out),
-            Err(_) => {
-                let mut plain = Vec::with_capacity(msg.buffer_len());
-                msg.emit(&mut plain);
-                let p = self
-                    .peers
-                    .entry(peer)
-                    .or_insert_with(|| Peer::new(Role::Leaf));
-                if !p.enqueue(plain) {
-                    self.stats.drop_queue_full += 1;
-                }
-                self.start_handshake(now, peer);
-            }
-        }
-    }
-
-    /// Replies on the path the request came in on (direct), or through the relay.
-    fn reply(
-        &mut self,
-        now: Time,
-        peer: NodeAddress,
-        from: Endpoint,
-        direct: bool,
-        msg: &Message<'_>,
-    ) {
-        let mut out = Vec::new();
-        if self.table.seal(now, peer, msg, &mut out).is_err() {
-            return;
-        }
-        if direct {
-            self.push_datagram(now, peer, from, out);
-        } else {
-            self.route(now, peer, out);
-        }
-    }
-
-    fn queue_for_whois(&mut self, now: Time, peer: NodeAddress, plain: Vec<u8>) {
-        let w = self.whois.entry(peer).or_insert(Whois {
-            first: now,
-            last_sent: None,
-            queue: Vec::new(),
-        });
-        if w.queue.len() >= peer::MAX_QUEUED {
-            self.stats.drop_queue_full += 1;
-            w.queue.remove(0);
-        }
-        w.queue.push(plain);
-        self.send_whois(now, peer);
-    }
-
-    fn send_whois(&mut self, now: Time, peer: NodeAddress) {
-        let Some(w) = self.whois.get_mut(&peer) else {
-            return;
-        };
-        if w.last_sent.is_some_and(|t| now.since(t) < WHOIS_RETRY) {
-            return;
-        }
-        w.last_sent = Some(now);
-        let Some(root) = self.best_root(now).or_else(|| self.roots.first().copied()) else {
-            return;
-        };
-        let msg = Message::Whois {
-            addresses: vec![peer],
-        };
-        self.send_message(now, root, &msg);
-    }
-
-    fn start_handshake(&mut self, now: Time, peer: NodeAddress) {
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        if p.last_handshake
-            .is_some_and(|t| now.since(t) < REKEY_TIMEOUT)
-            && self
-                .table
-                .tunnel(peer)
-                .is_some_and(|t| t.handshake_pending())
-        {
-            return;
-        }
-        p.last_handshake = Some(now);
-        match self.table.handshake_packet(now, peer) {
-            Ok(packet) => self.route(now, peer, packet),
-            Err(e) => self.stats.count(e),
-        }
-    }
-
-    /// A handshake we started completed: confirm the session to the responder at once
-    /// (it keeps the session in reserve until our first Data packet arrives), with a
-    /// HELLO for a root, queued messages, or else an empty keepalive.
-    fn on_session_ready(&mut self, now: Time, peer: NodeAddress) {
-        let queued = self.peers.get(&peer).is_some_and(|p| !p.queue.is_empty());
-        if self.roots.contains(&peer) {
-            if let Some(p) = self.peers.get_mut(&peer) {
-                p.last_hello = None;
-            }
-            self.hello_root(now, peer);
-        }
-        if queued {
-            self.flush_queue(now, peer);
-        } else if !self.roots.contains(&peer) {
-            self.hello_via(now, peer, None);
-            self.probe_candidates(now, peer);
-        }
-    }
-
-    fn flush_queue(&mut self, now: Time, peer: NodeAddress) {
-        let can = self.table.tunnel(peer).is_some_and(|t| t.can_seal(now));
-        if !can {
-            return;
-        }
-        self.probe_candidates(now, peer);
-        let Some(p) = self.peers.get_mut(&peer) else {
-            return;
-        };
-        let queued: Vec<Vec<u8>> = p.queue.drain(..).collect();
-        for plain in queued {
-            let mut out = Vec::new();
-            if self.table.seal_raw(now, peer, &plain, &mut out).is_ok() {
-                self.route(now, peer, out);
-            }
-        }
-    }
-
-    /// Sends a finished packet to `peer` over its current link.
-    fn route(&mut self, now: Time, peer: NodeAddress, packet: Vec<u8>) {
-        match self.link_for(now, peer) {
-            Some(Link::Direct(ep)) => self.push_datagram(now, peer, ep, packet),
-            Some(Link::Relay(root)) => {
-                let ep = self.root_endpoint(now, root);
-                if let Some(ep) = ep {
-                    self.push_datagram(now, root, ep, packet);
+    /// Lets the control core handle what the data plane handed over, republishes the
+    /// snapshot if anything in it changed, and runs the data plane's inbound checks on
+    /// frames control received, until neither has work left.
+    fn run_control(&mut self, now: Time) {
+        loop {
+            while let Some(mut item) = self.data.poll_control() {
+                self.control.handle(now, &mut item);
+                if let Some(buf) = item.into_buffer() {
+                    self.data.recycle(buf);
                 }
             }
-            None => {}
-        }
-        self.note_link(now, peer);
-    }
-
-    /// Queues a datagram to `to`, fragmenting it when larger than the path MTU.
-    fn push_datagram(&mut self, now: Time, via: NodeAddress, to: Endpoint, packet: Vec<u8>) {
-        if let Some(p) = self.peers.get_mut(&via) {
-            p.sent_on(now, to);
-        }
-        if packet.len() <= self.phys_mtu {
-            self.stats.tx_datagrams += 1;
-            self.transmits.push_back(Transmit {
-                destination: to,
-                contents: packet,
-            });
-            return;
-        }
-        let id = self.table.random_u64();
-        if let Ok(fragments) = wire::fragment(&packet, self.phys_mtu, id) {
-            for contents in fragments {
-                self.stats.tx_datagrams += 1;
-                self.transmits.push_back(Transmit {
-                    destination: to,
-                    contents,
-                });
+            if self.control.settle(now) {
+                self.data.sync(self.control.snapshot());
             }
-        }
-    }
-
-    // ----- path selection -----------------------------------------------------------
-
-    /// How traffic to `peer` goes now.
-    fn link_for(&self, now: Time, peer: NodeAddress) -> Option<Link> {
-        let p = self.peers.get(&peer);
-        if let Some(path) = p.and_then(|p| p.best_path(now)) {
-            return Some(Link::Direct(path.endpoint));
-        }
-        if self.roots.contains(&peer) {
-            return self.root_endpoint(now, peer).map(Link::Direct);
-        }
-        self.best_root(now)
-            .or_else(|| self.roots.first().copied())
-            .map(Link::Relay)
-    }
-
-    /// The endpoint to reach a root by: its best alive path, else the configured
-    /// endpoint tried least recently (so a dead endpoint does not hold us forever).
-    fn root_endpoint(&self, now: Time, root: NodeAddress) -> Option<Endpoint> {
-        let p = self.peers.get(&root)?;
-        if let Some(path) = p.best_path(now) {
-            return Some(path.endpoint);
-        }
-        p.paths
-            .iter()
-            .min_by_key(|x| x.last_tx)
-            .map(|x: &Path| x.endpoint)
-    }
-
-    /// The alive root with the lowest latency.
-    fn best_root(&self, now: Time) -> Option<NodeAddress> {
-        self.roots
-            .iter()
-            .filter_map(|r| self.peers.get(r).map(|p| (r, p)))
-            .filter(|(_, p)| p.last_rx.is_some_and(|t| now.since(t) < PATH_ALIVE))
-            .min_by_key(|(_, p)| p.latency.unwrap_or(Duration::MAX))
-            .map(|(r, _)| *r)
-    }
-
-    fn root_at(&self, endpoint: Endpoint) -> Option<NodeAddress> {
-        self.roots.iter().copied().find(|r| {
-            self.peers
-                .get(r)
-                .is_some_and(|p| p.paths.iter().any(|x| x.endpoint == endpoint))
-        })
-    }
-
-    fn note_link(&mut self, now: Time, peer: NodeAddress) {
-        if self.roots.contains(&peer) {
-            return;
-        }
-        let Some(link) = self.link_for(now, peer) else {
-            return;
-        };
-        if self.links.insert(peer, link) != Some(link) {
-            self.event(Event::LinkChanged { peer, link });
-        }
-    }
-
-    fn event(&mut self, event: Event) {
-        if self.events.len() >= MAX_PENDING_OUTPUT {
-            self.events.pop_front();
-        }
-        self.events.push_back(event);
-    }
-
-    fn touch_activity(&mut self, now: Time, peer: NodeAddress) {
-        self.peers
-            .entry(peer)
-            .or_insert_with(|| Peer::new(Role::Leaf))
-            .last_activity = Some(now);
-    }
-
-    // ----- timers -------------------------------------------------------------------
-
-    fn housekeeping(&mut self, now: Time) {
-        self.table.expire(now);
-        self.reassembler.expire(now);
-        self.expire_pings(now);
-        self.retry_whois(now);
-        self.refresh_networks(now);
-        let roots = self.roots.clone();
-        for root in &roots {
-            self.hello_root(now, *root);
-        }
-        let addresses: Vec<NodeAddress> = self.peers.keys().copied().collect();
-        for peer in addresses {
-            self.maintain_peer(now, peer);
-        }
-        self.forget_idle_peers(now);
-    }
-
-    fn hello_root(&mut self, now: Time, root: NodeAddress) {
-        let due = self.peers.get(&root).is_some_and(|p| {
-            p.last_hello
-                .is_none_or(|t| now.since(t) >= ROOT_HELLO_INTERVAL)
-        });
-        if !due {
-            return;
-        }
-        if let Some(p) = self.peers.get_mut(&root) {
-            p.last_hello = Some(now);
-        }
-        let hello = self.hello(now);
-        self.send_message(now, root, &hello);
-    }
-
-    fn maintain_peer(&mut self, now: Time, peer: NodeAddress) {
-        let Some(p) = self.peers.get(&peer) else {
-            return;
-        };
-        let active = p.active(now) || !p.queue.is_empty();
-        let silent = match (p.last_tx, p.last_rx) {
-            (Some(tx), Some(rx)) => tx > rx && now.since(rx) >= SILENCE_REHANDSHAKE,
-            (Some(_), None) => true,
-            _ => false,
-        };
-        let handshake_idle = p
-            .last_handshake
-            .is_none_or(|t| now.since(t) >= REKEY_TIMEOUT);
-        let wants = self
-            .table
-            .tunnel(peer)
-            .is_some_and(|t| t.wants_handshake(now));
-        if active && handshake_idle && (wants || silent) {
-            self.start_handshake(now, peer);
-        }
-        if !self.roots.contains(&peer) {
-            self.probe_candidates(now, peer);
-        }
-        // Keepalives on the direct path of active leaves.
-        let keepalive_to = self.peers.get(&peer).and_then(|p| {
-            let path = p.best_path(now)?;
-            let idle = path.last_tx.is_none_or(|t| now.since(t) >= KEEPALIVE);
-            (active && !p.role.is_root() && idle).then_some(path.endpoint)
-        });
-        if let Some(ep) = keepalive_to {
-            self.hello_via(now, peer, Some(ep));
-        }
-        let keep: Vec<Endpoint> = if self.roots.contains(&peer) {
-            self.world
-                .roots
-                .iter()
-                .filter(|r| r.identity.address() == peer)
-                .flat_map(|r| r.endpoints.iter().copied())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if let Some(p) = self.peers.get_mut(&peer) {
-            p.expire_paths(now, &keep);
-        }
-        self.note_link(now, peer);
-    }
-
-    /// Drops leaves that have been silent for [`PEER_FORGET`] with no session and no
-    /// work pending, so state does not grow with every address ever seen.
-    fn forget_idle_peers(&mut self, now: Time) {
-        let stale = |t: Option<Time>| t.is_none_or(|t| now.since(t) >= PEER_FORGET);
-        let pinged: Vec<NodeAddress> = self.pings.values().map(|p| p.peer).collect();
-        let forget: Vec<NodeAddress> = self
-            .peers
-            .iter()
-            .filter(|(a, p)| {
-                !p.role.is_root()
-                    && p.queue.is_empty()
-                    && !pinged.contains(a)
-                    && stale(p.last_rx)
-                    && stale(p.last_activity)
-                    && stale(p.last_handshake)
-                    && !self.table.tunnel(**a).is_some_and(|t| t.can_seal(now))
-            })
-            .map(|(a, _)| *a)
-            .collect();
-        for a in forget {
-            self.peers.remove(&a);
-            self.links.remove(&a);
-            self.table.remove_peer(a);
-        }
-        // Tunnels nobody tracks as a peer (e.g. refused handshakes) go too.
-        let peers = &self.peers;
-        self.table.forget_idle(|a| peers.contains_key(&a));
-    }
-
-    fn retry_whois(&mut self, now: Time) {
-        let pending: Vec<NodeAddress> = self.whois.keys().copied().collect();
-        for peer in pending {
-            let gave_up = self
-                .whois
-                .get(&peer)
-                .is_some_and(|w| now.since(w.first) >= WHOIS_GIVE_UP);
-            if gave_up {
-                if let Some(w) = self.whois.remove(&peer) {
-                    self.stats.drop_unreachable += w.queue.len() as u64;
-                }
-                self.event(Event::Unreachable(peer));
-            } else {
-                self.send_whois(now, peer);
+            while let Some((peer, network, frame)) = self.control.poll_delivery() {
+                self.data
+                    .deliver(self.control.snapshot(), now, peer, network, &frame);
             }
-        }
-    }
-
-    fn expire_pings(&mut self, now: Time) {
-        let lost: Vec<u64> = self
-            .pings
-            .iter()
-            .filter(|(_, p)| now.since(p.sent) >= PING_TIMEOUT)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in lost {
-            if let Some(p) = self.pings.remove(&id) {
-                self.event(Event::PingLost { peer: p.peer, id });
+            if !self.data.has_control() {
+                break;
             }
+            self.control.fold();
         }
+        self.stats = self.control.stats().merged(self.data.stats());
     }
 }

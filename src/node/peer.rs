@@ -8,8 +8,10 @@
 //! within [`PATH_ALIVE`]; it is forgotten after [`PATH_EXPIRE`].
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
+use super::snapshot::{Activity, PeerActivity, later};
 use crate::types::{Endpoint, Time};
 
 /// A path is used for traffic while it received something within this long.
@@ -104,6 +106,8 @@ pub struct Peer {
     pub latency: Option<Duration>,
     /// Software version the peer reported in HELLO.
     pub version: Option<crate::wire::SoftwareVersion>,
+    /// What the data plane reports about the peer; folded in by the control core on every tick.
+    pub activity: Arc<PeerActivity>,
 }
 
 impl Peer {
@@ -120,6 +124,7 @@ impl Peer {
             last_hello: None,
             latency: None,
             version: None,
+            activity: Arc::default(),
         }
     }
 
@@ -200,6 +205,27 @@ impl Peer {
         }
         self.queue.push_back(plaintext);
         !dropped
+    }
+
+    /// Folds in what the data plane reported: `path` is the direct path it was told to
+    /// refresh on receive, `sent_on` the path it sent on (if direct).
+    pub(crate) fn fold(
+        &mut self,
+        act: Activity,
+        path: Option<Endpoint>,
+        sent_on: Option<Endpoint>,
+    ) {
+        self.last_rx = later(self.last_rx, act.rx);
+        self.last_tx = later(self.last_tx, act.tx);
+        self.last_activity = later(self.last_activity, act.active);
+        for p in &mut self.paths {
+            if Some(p.endpoint) == path {
+                p.last_rx = later(p.last_rx, act.path_rx);
+            }
+            if Some(p.endpoint) == sent_on {
+                p.last_tx = later(p.last_tx, act.tx);
+            }
+        }
     }
 
     /// Forgets dead paths (never a root's configured endpoints).

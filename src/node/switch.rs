@@ -12,7 +12,7 @@
 //! [`LEARNED_MACS_MAX`] (oldest entry out first).
 //!
 //! # Outbound rules (a frame from our TAP), in order
-//! 1. Shorter than an Ethernet header → [`DropReason::TooShort`].
+//! 1. Shorter than an Ethernet header ([`ETHERNET_HEADER_LEN`](crate::wire::ETHERNET_HEADER_LEN)) → [`DropReason::TooShort`].
 //! 2. The source MAC must be our member MAC. If we are a bridge, other unicast source
 //!    MACs are allowed too, but never another member's MAC. A group source MAC is always
 //!    dropped.
@@ -30,7 +30,8 @@
 //!    ascending address order, truncated to `multicast_limit` (0 disables group frames);
 //!    ff:ff:ff:ff:ff:ff is dropped when `enable_broadcast` is false.
 //!
-//! VLAN-tagged frames (802.1Q 0x8100, 802.1ad 0x88a8, 0x9100, up to two tags) are switched
+//! VLAN-tagged frames (802.1Q 0x8100, 802.1ad 0x88a8, 0x9100, up to three tags, read by the shared
+//! [`EthernetFrame`] view) are switched
 //! by MAC like any frame, but rules 4 and 5 apply only to untagged frames: managed
 //! addresses live on the untagged interface, so a tagged ARP goes to the whole group.
 //!
@@ -52,20 +53,12 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::types::{Mac, NetworkId, NodeAddress};
+use crate::wire::EthernetFrame;
+use crate::wire::ethernet::ETHERTYPE_IPV6;
 
-/// Length of an untagged Ethernet header: destination, source, ethertype.
-pub const ETHERNET_HEADER_LEN: usize = 14;
 /// At most this many MACs behind bridges are remembered; the oldest is forgotten first.
 pub const LEARNED_MACS_MAX: usize = 4096;
 
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-/// 802.1Q, 802.1ad and the pre-standard QinQ tag.
-const VLAN_ETHERTYPES: [u16; 3] = [0x8100, 0x88a8, 0x9100];
-/// ARP for IPv4 over Ethernet: htype, ptype, hlen, plen, oper, sha, spa, tha, tpa.
-const ARP_IPV4_LEN: usize = 28;
-/// Offset of the target protocol address inside the ARP body.
-const ARP_TARGET_IP_OFFSET: usize = 24;
 /// First three bytes of a solicited-node multicast MAC (33:33 + ff02::1:ffXX:XXXX).
 const SOLICITED_NODE_MAC_PREFIX: [u8; 3] = [0x33, 0x33, 0xff];
 
@@ -272,7 +265,13 @@ impl NetworkSwitch {
 
     /// Where a frame read from our TAP goes. Counts the frame.
     pub fn outbound(&mut self, frame: &[u8]) -> Outbound {
-        let out = self.route_outbound(frame);
+        self.outbound_parsed(EthernetFrame::parse(frame).as_ref())
+    }
+
+    /// [`outbound`](Self::outbound) for a frame whose header the caller parsed already
+    /// (`None`: shorter than a header).
+    pub fn outbound_parsed(&mut self, eth: Option<&EthernetFrame<'_>>) -> Outbound {
+        let out = self.route_outbound(eth);
         match &out {
             Outbound::Unicast(_) => self.stats.unicast_out += 1,
             Outbound::Multicast(_) => self.stats.multicast_out += 1,
@@ -284,7 +283,17 @@ impl NetworkSwitch {
     /// Whether a frame `from` sent us may go to our TAP. Learns source MACs behind
     /// bridges. Counts the frame.
     pub fn inbound(&mut self, from: NodeAddress, frame: &[u8]) -> Result<(), DropReason> {
-        let verdict = self.check_inbound(from, frame);
+        self.inbound_parsed(from, EthernetFrame::parse(frame).as_ref())
+    }
+
+    /// [`inbound`](Self::inbound) for a frame whose header the caller parsed already
+    /// (`None`: shorter than a header).
+    pub fn inbound_parsed(
+        &mut self,
+        from: NodeAddress,
+        eth: Option<&EthernetFrame<'_>>,
+    ) -> Result<(), DropReason> {
+        let verdict = self.check_inbound(from, eth);
         match verdict {
             Ok(()) => self.stats.accepted_in += 1,
             Err(reason) => self.stats.drops[reason.index()] += 1,
@@ -326,11 +335,11 @@ impl NetworkSwitch {
         self.index.bridges.contains(&self.me)
     }
 
-    fn route_outbound(&self, frame: &[u8]) -> Outbound {
-        let Some(eth) = EthernetView::new(frame) else {
+    fn route_outbound(&self, eth: Option<&EthernetFrame<'_>>) -> Outbound {
+        let Some(eth) = eth else {
             return Outbound::Drop(DropReason::TooShort);
         };
-        let src = eth.src();
+        let src = eth.src_mac();
         if src.is_multicast() {
             return Outbound::Drop(DropReason::MulticastSource);
         }
@@ -339,7 +348,7 @@ impl NetworkSwitch {
         if src != self.my_mac && !bridged_ok {
             return Outbound::Drop(DropReason::SourceNotOurs);
         }
-        let dst = eth.dst();
+        let dst = eth.dst_mac();
         if !dst.is_multicast() {
             return self.route_unicast(dst);
         }
@@ -435,15 +444,19 @@ impl NetworkSwitch {
         Outbound::Multicast(order[..n].to_vec())
     }
 
-    fn check_inbound(&mut self, from: NodeAddress, frame: &[u8]) -> Result<(), DropReason> {
-        let eth = EthernetView::new(frame).ok_or(DropReason::TooShort)?;
+    fn check_inbound(
+        &mut self,
+        from: NodeAddress,
+        eth: Option<&EthernetFrame<'_>>,
+    ) -> Result<(), DropReason> {
+        let eth = eth.ok_or(DropReason::TooShort)?;
         if from == self.me {
             return Err(DropReason::Looped);
         }
         if !self.index.members.contains(&from) {
             return Err(DropReason::NotAMember);
         }
-        let src = eth.src();
+        let src = eth.src_mac();
         if src.is_multicast() {
             return Err(DropReason::MulticastSource);
         }
@@ -451,15 +464,15 @@ impl NetworkSwitch {
         if bridged && (!self.index.bridges.contains(&from) || self.is_member_mac(src)) {
             return Err(DropReason::SourceMismatch);
         }
-        self.check_inbound_destination(&eth)?;
+        self.check_inbound_destination(eth)?;
         if bridged && self.learned.learn(src, from) {
             self.stats.learned += 1;
         }
         Ok(())
     }
 
-    fn check_inbound_destination(&self, eth: &EthernetView<'_>) -> Result<(), DropReason> {
-        let dst = eth.dst();
+    fn check_inbound_destination(&self, eth: &EthernetFrame<'_>) -> Result<(), DropReason> {
+        let dst = eth.dst_mac();
         if dst == self.my_mac {
             return Ok(());
         }
@@ -610,59 +623,6 @@ impl LearnedMacs {
     }
 }
 
-/// A frame that is at least an Ethernet header long; accessors never panic.
-struct EthernetView<'a> {
-    frame: &'a [u8],
-}
-
-impl<'a> EthernetView<'a> {
-    fn new(frame: &'a [u8]) -> Option<Self> {
-        (frame.len() >= ETHERNET_HEADER_LEN).then_some(EthernetView { frame })
-    }
-
-    fn mac_at(&self, at: usize) -> Mac {
-        let mut mac = [0u8; 6];
-        mac.copy_from_slice(&self.frame[at..at + 6]);
-        Mac(mac)
-    }
-
-    fn dst(&self) -> Mac {
-        // Invariant: `new` checked the frame holds a whole header.
-        self.mac_at(0)
-    }
-
-    fn src(&self) -> Mac {
-        // Invariant: `new` checked the frame holds a whole header.
-        self.mac_at(6)
-    }
-
-    /// The ethertype if the frame carries no VLAN tag, else None.
-    fn untagged_ethertype(&self) -> Option<u16> {
-        let ethertype = u16::from_be_bytes([self.frame[12], self.frame[13]]);
-        (!VLAN_ETHERTYPES.contains(&ethertype)).then_some(ethertype)
-    }
-
-    /// The target address of an untagged ARP request for IPv4 over Ethernet.
-    fn arp_request_target(&self) -> Option<Ipv4Addr> {
-        if self.untagged_ethertype() != Some(ETHERTYPE_ARP) {
-            return None;
-        }
-        let arp = self
-            .frame
-            .get(ETHERNET_HEADER_LEN..ETHERNET_HEADER_LEN + ARP_IPV4_LEN)?;
-        let header_ok = arp[0..2] == [0, 1] // Ethernet
-            && arp[2..4] == [0x08, 0x00] // IPv4
-            && arp[4] == 6
-            && arp[5] == 4
-            && arp[6..8] == [0, 1]; // request
-        if !header_ok {
-            return None;
-        }
-        let t = &arp[ARP_TARGET_IP_OFFSET..ARP_TARGET_IP_OFFSET + 4];
-        Some(Ipv4Addr::new(t[0], t[1], t[2], t[3]))
-    }
-}
-
 /// The low 24 bits of a solicited-node group MAC (33:33:ff:xx:xx:xx).
 fn solicited_node_low24(mac: Mac) -> Option<u32> {
     let m = mac.0;
@@ -677,6 +637,7 @@ fn low24(ip: Ipv6Addr) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::ethernet::{ETHERNET_HEADER_LEN, ETHERTYPE_ARP};
 
     fn node(hex: &str) -> NodeAddress {
         hex.parse().expect("test address")

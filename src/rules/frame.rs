@@ -1,7 +1,7 @@
 //! What the rules can see in an Ethernet frame, parsed without allocating.
 //!
 //! The link layer (MACs, the outer 802.1Q tag, the ethertype after VLAN tags, the payload
-//! length) is read up front: it is a few fixed offsets. The network and transport layers
+//! length) is read up front with the shared [`EthernetFrame`] view: a few fixed offsets. The network and transport layers
 //! (IP addresses, TOS, protocol, ports, ICMP type/code, TCP flags) are parsed on first
 //! use with etherparse's lax IP slicer, which also walks IPv6 extension headers, so a rule
 //! set that only looks at ethertypes never pays for IP parsing.
@@ -23,21 +23,10 @@ use std::net::IpAddr;
 
 use etherparse::{Ipv6ExtensionSlice, LaxIpSlice};
 
-/// Length of an Ethernet II header.
-pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
+use crate::wire::EthernetFrame;
 
-/// Link-layer facts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct L2<'a> {
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    pub vlan_id: u16,
-    pub vlan_pcp: u8,
-    pub vlan_dei: u8,
-    pub ether_type: u16,
-    /// The Ethernet payload after VLAN tags.
-    pub payload: &'a [u8],
-}
+/// Link-layer facts: the one Ethernet view the switch uses too.
+pub(crate) type L2<'a> = EthernetFrame<'a>;
 
 /// Network- and transport-layer facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -96,38 +85,9 @@ fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
 
+/// The link layer of `frame` (see [`EthernetFrame`]).
 pub(crate) fn parse_l2(frame: &[u8]) -> Option<L2<'_>> {
-    if frame.len() < ETHERNET_HEADER_LEN {
-        return None;
-    }
-    let mut dst = [0u8; 6];
-    let mut src = [0u8; 6];
-    dst.copy_from_slice(&frame[0..6]);
-    src.copy_from_slice(&frame[6..12]);
-    let mut ether_type = be16(frame, 12);
-    let mut payload = &frame[ETHERNET_HEADER_LEN..];
-    let (mut vlan_id, mut vlan_pcp, mut vlan_dei) = (0, 0, 0);
-    let mut tags = 0;
-    while matches!(ether_type, 0x8100 | 0x88a8 | 0x9100) && payload.len() >= 4 && tags < 3 {
-        let tci = be16(payload, 0);
-        if tags == 0 {
-            vlan_id = tci & 0x0fff;
-            vlan_pcp = (tci >> 13) as u8;
-            vlan_dei = ((tci >> 12) & 1) as u8;
-        }
-        ether_type = be16(payload, 2);
-        payload = &payload[4..];
-        tags += 1;
-    }
-    Some(L2 {
-        dst,
-        src,
-        vlan_id,
-        vlan_pcp,
-        vlan_dei,
-        ether_type,
-        payload,
-    })
+    EthernetFrame::parse(frame)
 }
 
 pub(crate) fn parse_l3(l2: &L2<'_>) -> L3 {

@@ -225,14 +225,28 @@ impl Mesh {
         answer.flatten()
     }
 
-    /// Sends one frame of `network` from `from` to `to`.
-    pub fn send_frame(&mut self, from: HostId, to: HostId, network: NetworkId, frame: &[u8]) {
+    /// Hands one frame of `network` to `from`'s TAP side (build it with
+    /// [`Mesh::frame`], addressed to `to`): the switch and rules decide where it goes.
+    /// Returns whether `from`'s switch let it out (it does not while the network is not
+    /// OK there, e.g. before authorization).
+    pub fn send_frame(
+        &mut self,
+        from: HostId,
+        to: HostId,
+        network: NetworkId,
+        frame: &[u8],
+    ) -> bool {
         let target = self.address(to);
+        let mut dst = [0u8; 6];
+        dst.copy_from_slice(&frame[..6]);
+        assert_eq!(
+            Mac(dst).to_member(network),
+            Some(target),
+            "the frame is addressed to the member MAC of `to`"
+        );
         self.sim
-            .with_host::<NodeHost, _>(from, |h, now| {
-                h.node.send_frame(now, network, target, frame)
-            })
-            .expect("frame accepted");
+            .with_host::<NodeHost, _>(from, |h, now| h.node.handle_tap_frame(now, network, frame))
+            .is_ok()
     }
 
     /// Makes node `id` join `network` (it asks the controller from now on).

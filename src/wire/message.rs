@@ -9,6 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use super::WireError;
+use super::ethernet::ETHERNET_HEADER_LEN;
 use super::reader::Reader;
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time};
 
@@ -23,8 +24,6 @@ pub const ECHO_MAX_LEN: usize = 256;
 pub const MAX_LIST_LEN: usize = 255;
 /// Bytes of a Frame message before the Ethernet frame: verb 1 | network id 8 | flags 1.
 pub const FRAME_HEADER_LEN: usize = 10;
-/// Destination MAC, source MAC and ethertype: the least a Frame must carry.
-pub const ETHERNET_HEADER_LEN: usize = 14;
 
 /// The verb byte that starts every inner message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

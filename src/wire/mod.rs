@@ -116,18 +116,20 @@
 //! packet. The chunks concatenate to the original packet, header included.
 //! [`Reassembler`] puts them back together with bounded memory.
 
+pub mod ethernet;
 mod fragment;
 mod message;
 mod packet;
 mod reader;
 
+pub use ethernet::{ETHERNET_HEADER_LEN, EthernetFrame};
 pub use fragment::{
     FRAGMENT_OVERHEAD, MAX_FRAGMENTS, Reassembler, ReassemblyLimits, ReassemblyStats, fragment,
 };
 pub use message::{
-    ECHO_MAX_LEN, ETHERNET_HEADER_LEN, ErrorCode, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,
-    IdentityBytes, MAX_LIST_LEN, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION,
-    SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
+    ECHO_MAX_LEN, ErrorCode, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN, IdentityBytes,
+    MAX_LIST_LEN, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION, SoftwareVersion, Verb,
+    emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
 };
 pub use packet::{
     DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAX_HOPS, Outer, Packet, TAG_LEN, data_aad,

@@ -134,14 +134,15 @@ pub fn time_until(
         .map(|_| sim.now().since(start))
 }
 
-/// Sends a frame of `network()`, addressed from `from`'s member MAC to `to`'s.
+/// Hands `from`'s TAP a frame of `network()`, addressed from its member MAC to `to`'s
+/// (`from` must have joined with [`join`]).
 pub fn send_frame(sim: &mut Sim, from: HostId, to: NodeAddress, f: &[u8]) {
     let mut f = f.to_vec();
     let me = sim.host::<NodeHost>(from).node.address();
     f[..6].copy_from_slice(&Mac::for_member(to, network()).0);
     f[6..12].copy_from_slice(&Mac::for_member(me, network()).0);
-    sim.with_host::<NodeHost, _>(from, |h, now| h.node.send_frame(now, network(), to, &f))
-        .expect("frame accepted");
+    sim.with_host::<NodeHost, _>(from, |h, now| h.node.handle_tap_frame(now, network(), &f))
+        .expect("frame accepted by the switch");
 }
 
 /// Joins `network()` and applies a config listing every node of the mesh (no controller:

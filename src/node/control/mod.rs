@@ -1,0 +1,1125 @@
+//! The control core: everything about a node that is not the per-frame path. It owns
+//! peers and their paths, the roots, WHOIS, handshakes and sessions (through
+//! [`SessionTable`], with the seeded RNG), pings, network configs and events, and
+//! chooses between a direct path and a relay through a root.
+//!
+//! # What it publishes
+//! After every input it calls [`Control::settle`], which publishes a new immutable
+//! [`Snapshot`] when (and only when) something in it changed: a confirmed session
+//! installed, promoted, expired or removed; a peer's route or direct path; a peer
+//! appearing or forgotten; a network joined, left, reconfigured or its status changed.
+//! Before publishing, and before each decision (the node calls [`Control::fold`] ahead
+//! of every control input and tick), it folds in the data plane's
+//! [`PeerActivity`](super::snapshot::PeerActivity) counters, so path liveness,
+//! keepalives, rekeys and idle-peer expiry see the traffic the data plane carried.
+//!
+//! # What it receives
+//! Datagrams and messages the data plane does not handle ([`ToControl`]), and the
+//! commands of [`Node`](super::Node). Frames it receives itself (the first packet on a
+//! session it just promoted) go back to the data plane's inbound checks through
+//! [`Control::poll_delivery`]; frames it sends (queued for a WHOIS or handshake) are
+//! counted by the data plane that handed them over.
+//!
+//! # Behaviour
+//! - At start the node handshakes with every root of its world and sends each a HELLO
+//!   every [`ROOT_HELLO_INTERVAL`]; the OK gives latency and our external endpoint.
+//!   Traffic that must be relayed goes through the alive root with the lowest latency;
+//!   when a root stops answering it is no longer alive after `PATH_ALIVE` and the
+//!   next one takes over.
+//! - To reach a peer whose identity it lacks, the node asks the roots (WHOIS), verifies
+//!   the answer (the address must match the keys), handshakes (relayed), then sends.
+//! - Roots send RENDEZVOUS when they relay between two nodes; both nodes then probe
+//!   each other's endpoints directly. The first authenticated packet that arrives on a
+//!   direct path makes it usable; traffic moves there. When it dies (no authenticated
+//!   packet for `PATH_ALIVE`, though keepalives go every [`KEEPALIVE`]), traffic
+//!   falls back to the relay.
+//! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
+//!   nothing unauthenticated changes a path, a session or reaches the TAP.
+
+pub(crate) mod network;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::data::ToControl;
+use super::network::NetworkStatus;
+use super::peer::{self, PATH_ALIVE, Path, Peer, Role};
+use super::snapshot::{Activity, NetworkView, Route, RxSession, Snapshot, TxPeer, later};
+use super::{
+    Event, KEEPALIVE, Link, MAX_PENDING_OUTPUT, NodeConfig, NodeError, NodeStats, NodeStatus,
+    PEER_FORGET, PING_TIMEOUT, PROBE_INTERVAL, PeerInfo, ROOT_HELLO_INTERVAL, SILENCE_REHANDSHAKE,
+    TICK, WHOIS_GIVE_UP, WHOIS_RETRY,
+};
+use crate::crypto::identity::PublicIdentity;
+use crate::crypto::table::SessionTable;
+use crate::crypto::tunnel::REKEY_TIMEOUT;
+use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
+use crate::wire::{
+    self, Header, Hello, Message, OkBody, Outer, PROTOCOL_VERSION, SOFTWARE_VERSION, Verb,
+};
+use crate::world::{World, WorldKind};
+use network::Joined;
+
+struct Whois {
+    first: Time,
+    last_sent: Option<Time>,
+    queue: Vec<Vec<u8>>,
+}
+
+struct PendingPing {
+    peer: NodeAddress,
+    sent: Time,
+}
+
+/// The control core. See the module documentation.
+pub struct Control {
+    table: SessionTable,
+    world: World,
+    roots: Vec<NodeAddress>,
+    peers: HashMap<NodeAddress, Peer>,
+    whois: HashMap<NodeAddress, Whois>,
+    pings: HashMap<u64, PendingPing>,
+    links: HashMap<NodeAddress, Link>,
+    networks: HashMap<NetworkId, Joined>,
+    phys_mtu: usize,
+    surface: Option<Endpoint>,
+    next_tick: Time,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    stats: NodeStats,
+    /// What the data plane reads; replaced (never changed) by [`Control::settle`].
+    snapshot: Arc<Snapshot>,
+    /// Something published changed (a network, a peer forgotten); publish again.
+    dirty: bool,
+    /// Join counter, so a network left and joined again gets a fresh switch.
+    epochs: u64,
+    /// Frames from opened messages control handled (the first packet on a new
+    /// session), for the data plane's inbound checks: (peer, network, frame).
+    deliveries: VecDeque<(NodeAddress, NetworkId, Vec<u8>)>,
+}
+
+impl Control {
+    /// A node that will contact the roots of `config.world` at its first timeout.
+    pub fn new(config: NodeConfig, now: Time) -> Self {
+        let mut table = SessionTable::new(config.identity, config.seed);
+        let mut peers = HashMap::new();
+        let mut roots = Vec::new();
+        let me = table.address();
+        let role = match config.world.kind {
+            WorldKind::Planet => Role::Planet,
+            WorldKind::Moon => Role::Moon,
+        };
+        for root in &config.world.roots {
+            let address = root.identity.address();
+            if address == me {
+                continue;
+            }
+            table.add_peer(root.identity.clone());
+            let mut p = Peer::new(role);
+            for ep in &root.endpoints {
+                p.add_candidate(now, *ep);
+            }
+            peers.insert(address, p);
+            roots.push(address);
+        }
+        Self {
+            table,
+            world: config.world,
+            roots,
+            peers,
+            whois: HashMap::new(),
+            pings: HashMap::new(),
+            links: HashMap::new(),
+            networks: HashMap::new(),
+            phys_mtu: config.phys_mtu,
+            surface: None,
+            next_tick: now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: NodeStats::default(),
+            snapshot: Arc::new(Snapshot::empty(me, config.phys_mtu)),
+            dirty: true,
+            epochs: 0,
+            deliveries: VecDeque::new(),
+        }
+    }
+
+    /// Our address.
+    pub fn address(&self) -> NodeAddress {
+        self.table.address()
+    }
+
+    /// The verified identity of a peer we have a tunnel with (or our own).
+    pub fn peer_identity(&self, peer: NodeAddress) -> Option<PublicIdentity> {
+        if peer == self.address() {
+            return Some(self.table.identity().public().clone());
+        }
+        self.table.tunnel(peer).map(|t| t.remote().clone())
+    }
+
+    /// Drop and traffic counters of the control core.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// The snapshot in force.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// A seed for a data plane, from the control core's seeded RNG.
+    pub fn data_seed(&mut self) -> u64 {
+        self.table.random_u64()
+    }
+
+    /// Sends an ECHO to `peer` (looking it up and handshaking first if needed). The
+    /// answer arrives as [`Event::Pong`] or [`Event::PingLost`] with the returned ID.
+    pub fn ping(&mut self, now: Time, peer: NodeAddress) -> Result<u64, NodeError> {
+        if peer == self.address() {
+            return Err(NodeError::SelfAddress);
+        }
+        let id = self.table.random_u64();
+        self.pings.insert(id, PendingPing { peer, sent: now });
+        self.touch_activity(now, peer);
+        let payload = id.to_be_bytes();
+        self.send_message(now, peer, &Message::Echo(&payload));
+        Ok(id)
+    }
+
+    /// Work the data plane handed over (see [`ToControl`]).
+    pub fn handle(&mut self, now: Time, item: &mut ToControl) {
+        match item {
+            ToControl::Datagram {
+                from,
+                relayed,
+                packet,
+            } => self.process_datagram(now, *from, packet, *relayed),
+            ToControl::Opened {
+                from,
+                direct,
+                peer,
+                counter,
+                plaintext,
+            } => self.on_plaintext(now, *from, *direct, *peer, *counter, plaintext),
+            ToControl::Seen { peer, from } => {
+                if let Some(p) = self.peers.get_mut(peer) {
+                    p.learn_path(now, *from);
+                }
+                self.note_link(now, *peer);
+                self.flush_queue(now, *peer);
+            }
+            ToControl::Frame {
+                network,
+                peer,
+                frame,
+            } => {
+                self.touch_activity(now, *peer);
+                let msg = Message::Frame {
+                    network: *network,
+                    flags: 0,
+                    frame,
+                };
+                self.send_message(now, *peer, &msg);
+            }
+        }
+    }
+
+    /// True when the tick is due at `now`.
+    pub fn tick_due(&self, now: Time) -> bool {
+        now >= self.next_tick
+    }
+
+    /// The time from [`poll_timeout`](Self::poll_timeout) has come.
+    pub fn handle_timeout(&mut self, now: Time) {
+        if now < self.next_tick {
+            return;
+        }
+        self.next_tick = now + TICK;
+        self.housekeeping(now);
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next frame control received (on a session it just promoted) for the data
+    /// plane's inbound checks: (sender, network, frame).
+    pub fn poll_delivery(&mut self) -> Option<(NodeAddress, NetworkId, Vec<u8>)> {
+        self.deliveries.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        Some(self.next_tick)
+    }
+
+    /// What `info` shows.
+    pub fn status(&self, now: Time) -> NodeStatus {
+        NodeStatus {
+            address: self.address(),
+            online: self.best_root(now).is_some(),
+            surface: self.surface,
+            world: (self.world.id, self.world.timestamp),
+        }
+    }
+
+    /// What `peers` shows, sorted by address (with what the data plane reported since
+    /// the last fold).
+    pub fn peers(&self, now: Time) -> Vec<PeerInfo> {
+        let mut out: Vec<PeerInfo> = self
+            .peers
+            .iter()
+            .map(|(&address, p)| {
+                let act = p.activity.peek();
+                PeerInfo {
+                    address,
+                    role: p.role,
+                    version: p.version,
+                    latency: p.latency,
+                    link: self.link_for(now, address),
+                    paths: p.paths.iter().map(|x| (x.endpoint, x.alive(now))).collect(),
+                    last_tx: later(p.last_tx, act.tx).map(|t| now.since(t)),
+                    last_rx: later(p.last_rx, act.rx).map(|t| now.since(t)),
+                    session: self.table.tunnel(address).is_some_and(|t| t.can_seal(now)),
+                }
+            })
+            .collect();
+        out.sort_by_key(|p| p.address);
+        out
+    }
+
+    // ----- publishing -----------------------------------------------------------------
+
+    /// Folds what the data plane reported (receive and send times, activity) into the
+    /// peer table. Called before every decision and on every tick.
+    pub fn fold(&mut self) {
+        let snapshot = Arc::clone(&self.snapshot);
+        for (addr, tx) in &snapshot.peers {
+            let Some(p) = self.peers.get_mut(addr) else {
+                continue;
+            };
+            let act = tx.activity.take();
+            if act == Activity::default() {
+                continue;
+            }
+            let sent_on = tx.route.as_ref().filter(|r| !r.relayed).map(|r| r.to);
+            p.fold(act, tx.direct, sent_on);
+        }
+    }
+
+    /// Publishes a new snapshot if anything in it changed; returns true if it did.
+    pub fn settle(&mut self, now: Time) -> bool {
+        let sessions_changed = self.table.take_changed();
+        let peers = self.published_peers(now);
+        let peers_changed = peers.len() != self.snapshot.peers.len()
+            || peers
+                .iter()
+                .any(|(a, p)| self.snapshot.peers.get(a).is_none_or(|old| !old.same_as(p)));
+        if !(self.dirty || sessions_changed || peers_changed) {
+            return false;
+        }
+        // What the data plane reported on the old routes belongs to the old snapshot.
+        self.fold();
+        self.dirty = false;
+        let mut sessions = HashMap::new();
+        for (peer, tunnel) in self.table.tunnels() {
+            for s in tunnel.confirmed() {
+                sessions.insert(
+                    s.local_index(),
+                    RxSession {
+                        peer,
+                        session: Arc::clone(s),
+                    },
+                );
+            }
+        }
+        let networks = self
+            .networks
+            .iter()
+            .map(|(&id, j)| {
+                let view = NetworkView {
+                    epoch: j.epoch,
+                    config: j.config,
+                    ok: j.status == NetworkStatus::Ok,
+                    settings: Arc::clone(&j.settings),
+                    policy: j.policy.clone(),
+                };
+                (id, view)
+            })
+            .collect();
+        self.snapshot = Arc::new(Snapshot {
+            version: self.snapshot.version + 1,
+            me: self.address(),
+            phys_mtu: self.phys_mtu,
+            sessions,
+            peers,
+            networks,
+        });
+        true
+    }
+
+    /// How the data plane should reach each peer now.
+    fn published_peers(&self, now: Time) -> HashMap<NodeAddress, TxPeer> {
+        self.peers
+            .iter()
+            .map(|(&addr, p)| {
+                let route = match self.link_for(now, addr) {
+                    Some(Link::Direct(to)) => Some(Route {
+                        to,
+                        relayed: false,
+                        via: Arc::clone(&p.activity),
+                    }),
+                    Some(Link::Relay(root)) => {
+                        let via = self.peers.get(&root).map(|r| Arc::clone(&r.activity));
+                        match (self.root_endpoint(now, root), via) {
+                            (Some(to), Some(via)) => Some(Route {
+                                to,
+                                relayed: true,
+                                via,
+                            }),
+                            _ => None,
+                        }
+                    }
+                    None => None,
+                };
+                let tx = TxPeer {
+                    session: self.table.tunnel(addr).and_then(|t| t.current().cloned()),
+                    route,
+                    direct: p.best_path(now).map(|x| x.endpoint),
+                    activity: Arc::clone(&p.activity),
+                };
+                (addr, tx)
+            })
+            .collect()
+    }
+
+    // ----- input processing -------------------------------------------------------
+
+    /// A whole packet the data plane handed over (it parsed it, checked the addresses
+    /// and reassembled fragments already; those checks stay here for direct callers).
+    /// `relayed` is set for a packet reassembled from fragments of which one came through
+    /// a relay: its inner header still says zero hops. Fragments are never handed over,
+    /// so one here (a fragment inside a fragment) is unknown.
+    fn process_datagram(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        data: &mut [u8],
+        relayed: Option<bool>,
+    ) {
+        let (header, outer) = match wire::parse(data) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return;
+            }
+        };
+        if header.dest != self.address() || header.src == self.address() {
+            self.stats.drop_not_for_us += 1;
+            return;
+        }
+        match outer {
+            Outer::HandshakeInit {
+                sender_index,
+                noise,
+            } => self.on_handshake_init(now, from, &header, sender_index, noise),
+            Outer::HandshakeResp {
+                sender_index,
+                receiver_index,
+                noise,
+            } => {
+                match self.table.on_handshake_resp(
+                    now,
+                    &header,
+                    sender_index,
+                    receiver_index,
+                    noise,
+                ) {
+                    Ok(peer) => {
+                        self.stats.handshakes += 1;
+                        self.on_session_ready(now, peer);
+                    }
+                    Err(e) => self.stats.count(e),
+                }
+            }
+            Outer::Data { .. } => {
+                let direct = header.hops == 0 && relayed != Some(true);
+                self.on_data(now, from, direct, data)
+            }
+            _ => self.stats.drop_unknown += 1,
+        }
+    }
+
+    fn on_handshake_init(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        header: &Header,
+        sender_index: u32,
+        noise: &[u8],
+    ) {
+        match self
+            .table
+            .on_handshake_init(now, header, sender_index, noise)
+        {
+            Ok((peer, reply)) => {
+                self.peers
+                    .entry(peer)
+                    .or_insert_with(|| Peer::new(Role::Leaf));
+                // Answer the way it came: directly, or through the relaying root.
+                self.push_datagram(now, peer, from, reply);
+            }
+            Err(e) => self.stats.count(e),
+        }
+    }
+
+    fn on_data(&mut self, now: Time, from: Endpoint, direct: bool, data: &mut [u8]) {
+        // Decrypted in place in the buffer the data plane handed over.
+        match self.table.open(now, data) {
+            Ok(o) => self.on_plaintext(now, from, direct, o.peer, o.counter, o.plaintext),
+            Err(e) => self.stats.count(e),
+        }
+    }
+
+    pub(crate) fn on_plaintext(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        direct: bool,
+        peer: NodeAddress,
+        counter: u64,
+        plaintext: &[u8],
+    ) {
+        {
+            let p = self
+                .peers
+                .entry(peer)
+                .or_insert_with(|| Peer::new(Role::Leaf));
+            p.last_rx = Some(now);
+            if direct {
+                p.learn_path(now, from);
+            }
+        }
+        self.note_link(now, peer);
+        self.flush_queue(now, peer);
+        let msg = match Message::parse(plaintext) {
+            Ok(m) => m,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return;
+            }
+        };
+        self.on_message(now, peer, from, direct, counter, msg);
+    }
+
+    fn on_message(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        from: Endpoint,
+        direct: bool,
+        counter: u64,
+        msg: Message<'_>,
+    ) {
+        let from_root = self.roots.contains(&peer);
+        match msg {
+            Message::Hello(hello) => {
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.version = Some(hello.version);
+                }
+                let reply = Message::hello_ok(counter, &hello, from);
+                self.reply(now, peer, from, direct, &reply);
+            }
+            Message::Ok {
+                body: OkBody::Hello(ok),
+                ..
+            } => {
+                let rtt = now.since(ok.timestamp);
+                if let Some(p) = self.peers.get_mut(&peer) {
+                    p.version = Some(ok.version);
+                    p.record_rtt(direct.then_some(from), rtt);
+                }
+                if from_root && self.best_root(now) == Some(peer) {
+                    self.surface = Some(ok.observed);
+                }
+            }
+            Message::Ok {
+                body: OkBody::Whois(identities),
+                ..
+            } => {
+                if !from_root {
+                    self.stats.drop_not_from_root += 1;
+                    return;
+                }
+                for bytes in identities {
+                    self.on_whois_answer(now, &bytes);
+                }
+            }
+            Message::Ok {
+                body: OkBody::Echo(data),
+                ..
+            } => self.on_echo_reply(now, peer, from, direct, data),
+            Message::Echo(data) => {
+                let reply = Message::Ok {
+                    in_re_counter: counter,
+                    body: OkBody::Echo(data),
+                };
+                self.reply(now, peer, from, direct, &reply);
+            }
+            Message::Rendezvous {
+                peer: other,
+                endpoints,
+            } => {
+                if !from_root {
+                    self.stats.drop_not_from_root += 1;
+                    return;
+                }
+                self.on_rendezvous(now, other, &endpoints);
+            }
+            Message::Frame { network, frame, .. } => {
+                // Checked and delivered by the data plane (switch, rules, TAP queue).
+                self.deliveries.push_back((peer, network, frame.to_vec()));
+            }
+            Message::NetworkConfigRequest { network, revision } => {
+                self.on_config_request(now, peer, network, revision)
+            }
+            Message::NetworkConfig { network, config } => {
+                self.on_network_config(peer, network, config)
+            }
+            Message::Error {
+                in_re_verb: Verb::NetworkConfigRequest,
+                code,
+                payload,
+                ..
+            } => self.on_network_error(peer, code, payload),
+            Message::Whois { .. } | Message::Error { .. } | Message::Ok { .. } => {}
+            Message::Unknown { .. } => self.stats.drop_unknown += 1,
+        }
+    }
+
+    fn on_whois_answer(&mut self, now: Time, bytes: &[u8]) {
+        let Some(identity) = self.table.verify_identity(bytes) else {
+            self.stats.drop_handshake += 1;
+            return;
+        };
+        let address = identity.address();
+        let Some(waiting) = self.whois.remove(&address) else {
+            return;
+        };
+        self.table.add_peer(identity);
+        let p = self
+            .peers
+            .entry(address)
+            .or_insert_with(|| Peer::new(Role::Leaf));
+        for msg in waiting.queue {
+            if !p.enqueue(msg) {
+                self.stats.drop_queue_full += 1;
+            }
+        }
+        self.start_handshake(now, address);
+    }
+
+    fn on_echo_reply(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        from: Endpoint,
+        direct: bool,
+        data: &[u8],
+    ) {
+        let Ok(id) = <[u8; 8]>::try_from(data).map(u64::from_be_bytes) else {
+            return; // a keepalive reply
+        };
+        let Some(ping) = self.pings.get(&id) else {
+            return;
+        };
+        if ping.peer != peer {
+            return;
+        }
+        // Invariant: looked up just above.
+        let ping = self.pings.remove(&id).expect("ping found above");
+        let rtt = now.since(ping.sent);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.record_rtt(direct.then_some(from), rtt);
+        }
+        let link = if direct {
+            Link::Direct(from)
+        } else {
+            Link::Relay(self.root_at(from).unwrap_or(peer))
+        };
+        self.event(Event::Pong {
+            peer,
+            id,
+            rtt,
+            link,
+        });
+    }
+
+    fn on_rendezvous(&mut self, now: Time, other: NodeAddress, endpoints: &[Endpoint]) {
+        // Only for peers we are talking to: a RENDEZVOUS about a stranger (a root
+        // introducing someone after spoofed traffic) must not create state.
+        if other == self.address()
+            || self.roots.contains(&other)
+            || self.table.tunnel(other).is_none()
+        {
+            return;
+        }
+        let p = self
+            .peers
+            .entry(other)
+            .or_insert_with(|| Peer::new(Role::Leaf));
+        for ep in endpoints.iter().take(peer::MAX_PATHS) {
+            p.add_candidate(now, *ep);
+        }
+        self.probe_candidates(now, other);
+    }
+
+    /// Sends an authenticated probe straight to each unconfirmed candidate path of
+    /// `peer` (at most once per [`PROBE_INTERVAL`] each). Whichever side's probe gets
+    /// through first opens the NAT mappings for the other's answer. Needs a session:
+    /// until there is one, candidates wait and are probed from the next tick on.
+    fn probe_candidates(&mut self, now: Time, peer: NodeAddress) {
+        if !self.table.tunnel(peer).is_some_and(|t| t.can_seal(now)) {
+            return;
+        }
+        let due: Vec<Endpoint> = match self.peers.get(&peer) {
+            Some(p) => p
+                .paths
+                .iter()
+                .filter(|x| x.wants_probe(now))
+                .filter(|x| x.last_tx.is_none_or(|t| now.since(t) >= PROBE_INTERVAL))
+                .map(|x| x.endpoint)
+                .collect(),
+            None => return,
+        };
+        for ep in due {
+            self.hello_via(now, peer, Some(ep));
+        }
+    }
+
+    /// A HELLO built now: our version, a timestamp the answer echoes (latency), our world.
+    fn hello(&self, now: Time) -> Message<'static> {
+        Message::Hello(Hello {
+            proto_version: PROTOCOL_VERSION,
+            version: SOFTWARE_VERSION,
+            timestamp: now,
+            world_id: self.world.id,
+            world_timestamp: self.world.timestamp,
+        })
+    }
+
+    /// Sends a HELLO to a peer with a session: straight to `to`, or over its current link.
+    /// Used as probe, session confirmation and keepalive; the answer brings the peer's
+    /// version and a latency sample.
+    fn hello_via(&mut self, now: Time, peer: NodeAddress, to: Option<Endpoint>) {
+        let hello = self.hello(now);
+        let mut out = Vec::new();
+        if self.table.seal(now, peer, &hello, &mut out).is_err() {
+            return;
+        }
+        match to {
+            Some(ep) => self.push_datagram(now, peer, ep, out),
+            None => self.route(now, peer, out),
+        }
+    }
+
+    // ----- output -----------------------------------------------------------------
+
+    /// Seals `msg` for `peer` and sends it the best way; queues it (and starts a WHOIS
+    /// or handshake) when that is not possible yet.
+    fn send_message(&mut self, now: Time, peer: NodeAddress, msg: &Message<'_>) {
+        if self.table.tunnel(peer).is_none() {
+            let mut plain = Vec::with_capacity(msg.buffer_len());
+            msg.emit(&mut plain);
+            self.queue_for_whois(now, peer, plain);
+            return;
+        }
+        let mut out = Vec::with_capacity(wire::DATA_PREFIX_LEN + msg.buffer_len() + wire::TAG_LEN);
+        match self.table.seal(now, peer, msg, &mut out) {
+            Ok(()) => self.route(now, peer, out),
+            Err(_) => {
+                let mut plain = Vec::with_capacity(msg.buffer_len());
+                msg.emit(&mut plain);
+                let p = self
+                    .peers
+                    .entry(peer)
+                    .or_insert_with(|| Peer::new(Role::Leaf));
+                if !p.enqueue(plain) {
+                    self.stats.drop_queue_full += 1;
+                }
+                self.start_handshake(now, peer);
+            }
+        }
+    }
+
+    /// Replies on the path the request came in on (direct), or through the relay.
+    fn reply(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        from: Endpoint,
+        direct: bool,
+        msg: &Message<'_>,
+    ) {
+        let mut out = Vec::new();
+        if self.table.seal(now, peer, msg, &mut out).is_err() {
+            return;
+        }
+        if direct {
+            self.push_datagram(now, peer, from, out);
+        } else {
+            self.route(now, peer, out);
+        }
+    }
+
+    fn queue_for_whois(&mut self, now: Time, peer: NodeAddress, plain: Vec<u8>) {
+        let w = self.whois.entry(peer).or_insert(Whois {
+            first: now,
+            last_sent: None,
+            queue: Vec::new(),
+        });
+        if w.queue.len() >= peer::MAX_QUEUED {
+            self.stats.drop_queue_full += 1;
+            w.queue.remove(0);
+        }
+        w.queue.push(plain);
+        self.send_whois(now, peer);
+    }
+
+    fn send_whois(&mut self, now: Time, peer: NodeAddress) {
+        let Some(w) = self.whois.get_mut(&peer) else {
+            return;
+        };
+        if w.last_sent.is_some_and(|t| now.since(t) < WHOIS_RETRY) {
+            return;
+        }
+        w.last_sent = Some(now);
+        let Some(root) = self.best_root(now).or_else(|| self.roots.first().copied()) else {
+            return;
+        };
+        let msg = Message::Whois {
+            addresses: vec![peer],
+        };
+        self.send_message(now, root, &msg);
+    }
+
+    fn start_handshake(&mut self, now: Time, peer: NodeAddress) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if p.last_handshake
+            .is_some_and(|t| now.since(t) < REKEY_TIMEOUT)
+            && self
+                .table
+                .tunnel(peer)
+                .is_some_and(|t| t.handshake_pending())
+        {
+            return;
+        }
+        p.last_handshake = Some(now);
+        match self.table.handshake_packet(now, peer) {
+            Ok(packet) => self.route(now, peer, packet),
+            Err(e) => self.stats.count(e),
+        }
+    }
+
+    /// A handshake we started completed: confirm the session to the responder at once
+    /// (it keeps the session in reserve until our first Data packet arrives), with a
+    /// HELLO for a root, queued messages, or else an empty keepalive.
+    fn on_session_ready(&mut self, now: Time, peer: NodeAddress) {
+        let queued = self.peers.get(&peer).is_some_and(|p| !p.queue.is_empty());
+        if self.roots.contains(&peer) {
+            if let Some(p) = self.peers.get_mut(&peer) {
+                p.last_hello = None;
+            }
+            self.hello_root(now, peer);
+        }
+        if queued {
+            self.flush_queue(now, peer);
+        } else if !self.roots.contains(&peer) {
+            self.hello_via(now, peer, None);
+            self.probe_candidates(now, peer);
+        }
+    }
+
+    fn flush_queue(&mut self, now: Time, peer: NodeAddress) {
+        let can = self.table.tunnel(peer).is_some_and(|t| t.can_seal(now));
+        if !can {
+            return;
+        }
+        self.probe_candidates(now, peer);
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let queued: Vec<Vec<u8>> = p.queue.drain(..).collect();
+        for plain in queued {
+            let mut out = Vec::new();
+            if self.table.seal_raw(now, peer, &plain, &mut out).is_ok() {
+                self.route(now, peer, out);
+            }
+        }
+    }
+
+    /// Sends a finished packet to `peer` over its current link.
+    fn route(&mut self, now: Time, peer: NodeAddress, packet: Vec<u8>) {
+        match self.link_for(now, peer) {
+            Some(Link::Direct(ep)) => self.push_datagram(now, peer, ep, packet),
+            Some(Link::Relay(root)) => {
+                let ep = self.root_endpoint(now, root);
+                if let Some(ep) = ep {
+                    self.push_datagram(now, root, ep, packet);
+                }
+            }
+            None => {}
+        }
+        self.note_link(now, peer);
+    }
+
+    /// Queues a datagram to `to`, fragmenting it when larger than the path MTU.
+    fn push_datagram(&mut self, now: Time, via: NodeAddress, to: Endpoint, packet: Vec<u8>) {
+        if let Some(p) = self.peers.get_mut(&via) {
+            p.sent_on(now, to);
+        }
+        if packet.len() <= self.phys_mtu {
+            self.stats.tx_datagrams += 1;
+            self.transmits.push_back(Transmit {
+                destination: to,
+                contents: packet,
+            });
+            return;
+        }
+        let id = self.table.random_u64();
+        if let Ok(fragments) = wire::fragment(&packet, self.phys_mtu, id) {
+            for contents in fragments {
+                self.stats.tx_datagrams += 1;
+                self.transmits.push_back(Transmit {
+                    destination: to,
+                    contents,
+                });
+            }
+        }
+    }
+
+    // ----- path selection -----------------------------------------------------------
+
+    /// How traffic to `peer` goes now.
+    fn link_for(&self, now: Time, peer: NodeAddress) -> Option<Link> {
+        let p = self.peers.get(&peer);
+        if let Some(path) = p.and_then(|p| p.best_path(now)) {
+            return Some(Link::Direct(path.endpoint));
+        }
+        if self.roots.contains(&peer) {
+            return self.root_endpoint(now, peer).map(Link::Direct);
+        }
+        self.best_root(now)
+            .or_else(|| self.roots.first().copied())
+            .map(Link::Relay)
+    }
+
+    /// The endpoint to reach a root by: its best alive path, else the configured
+    /// endpoint tried least recently (so a dead endpoint does not hold us forever).
+    fn root_endpoint(&self, now: Time, root: NodeAddress) -> Option<Endpoint> {
+        let p = self.peers.get(&root)?;
+        if let Some(path) = p.best_path(now) {
+            return Some(path.endpoint);
+        }
+        p.paths
+            .iter()
+            .min_by_key(|x| x.last_tx)
+            .map(|x: &Path| x.endpoint)
+    }
+
+    /// The alive root with the lowest latency.
+    fn best_root(&self, now: Time) -> Option<NodeAddress> {
+        self.roots
+            .iter()
+            .filter_map(|r| self.peers.get(r).map(|p| (r, p)))
+            .filter(|(_, p)| p.last_rx.is_some_and(|t| now.since(t) < PATH_ALIVE))
+            .min_by_key(|(_, p)| p.latency.unwrap_or(Duration::MAX))
+            .map(|(r, _)| *r)
+    }
+
+    fn root_at(&self, endpoint: Endpoint) -> Option<NodeAddress> {
+        self.roots.iter().copied().find(|r| {
+            self.peers
+                .get(r)
+                .is_some_and(|p| p.paths.iter().any(|x| x.endpoint == endpoint))
+        })
+    }
+
+    fn note_link(&mut self, now: Time, peer: NodeAddress) {
+        if self.roots.contains(&peer) {
+            return;
+        }
+        let Some(link) = self.link_for(now, peer) else {
+            return;
+        };
+        if self.links.insert(peer, link) != Some(link) {
+            self.event(Event::LinkChanged { peer, link });
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        if self.events.len() >= MAX_PENDING_OUTPUT {
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+
+    fn touch_activity(&mut self, now: Time, peer: NodeAddress) {
+        self.peers
+            .entry(peer)
+            .or_insert_with(|| Peer::new(Role::Leaf))
+            .last_activity = Some(now);
+    }
+
+    // ----- timers -------------------------------------------------------------------
+
+    fn housekeeping(&mut self, now: Time) {
+        self.table.expire(now);
+        self.expire_pings(now);
+        self.retry_whois(now);
+        self.refresh_networks(now);
+        let roots = self.roots.clone();
+        for root in &roots {
+            self.hello_root(now, *root);
+        }
+        let addresses: Vec<NodeAddress> = self.peers.keys().copied().collect();
+        for peer in addresses {
+            self.maintain_peer(now, peer);
+        }
+        self.forget_idle_peers(now);
+    }
+
+    fn hello_root(&mut self, now: Time, root: NodeAddress) {
+        let due = self.peers.get(&root).is_some_and(|p| {
+            p.last_hello
+                .is_none_or(|t| now.since(t) >= ROOT_HELLO_INTERVAL)
+        });
+        if !due {
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&root) {
+            p.last_hello = Some(now);
+        }
+        let hello = self.hello(now);
+        self.send_message(now, root, &hello);
+    }
+
+    fn maintain_peer(&mut self, now: Time, peer: NodeAddress) {
+        let Some(p) = self.peers.get(&peer) else {
+            return;
+        };
+        let active = p.active(now) || !p.queue.is_empty();
+        let silent = match (p.last_tx, p.last_rx) {
+            (Some(tx), Some(rx)) => tx > rx && now.since(rx) >= SILENCE_REHANDSHAKE,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        let handshake_idle = p
+            .last_handshake
+            .is_none_or(|t| now.since(t) >= REKEY_TIMEOUT);
+        let wants = self
+            .table
+            .tunnel(peer)
+            .is_some_and(|t| t.wants_handshake(now));
+        if active && handshake_idle && (wants || silent) {
+            self.start_handshake(now, peer);
+        }
+        if !self.roots.contains(&peer) {
+            self.probe_candidates(now, peer);
+        }
+        // Keepalives on the direct path of active leaves.
+        let keepalive_to = self.peers.get(&peer).and_then(|p| {
+            let path = p.best_path(now)?;
+            let idle = path.last_tx.is_none_or(|t| now.since(t) >= KEEPALIVE);
+            (active && !p.role.is_root() && idle).then_some(path.endpoint)
+        });
+        if let Some(ep) = keepalive_to {
+            self.hello_via(now, peer, Some(ep));
+        }
+        let keep: Vec<Endpoint> = if self.roots.contains(&peer) {
+            self.world
+                .roots
+                .iter()
+                .filter(|r| r.identity.address() == peer)
+                .flat_map(|r| r.endpoints.iter().copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.expire_paths(now, &keep);
+        }
+        self.note_link(now, peer);
+    }
+
+    /// Drops leaves that have been silent for [`PEER_FORGET`] with no session and no
+    /// work pending, so state does not grow with every address ever seen.
+    fn forget_idle_peers(&mut self, now: Time) {
+        let stale = |t: Option<Time>| t.is_none_or(|t| now.since(t) >= PEER_FORGET);
+        let pinged: Vec<NodeAddress> = self.pings.values().map(|p| p.peer).collect();
+        let forget: Vec<NodeAddress> = self
+            .peers
+            .iter()
+            .filter(|(a, p)| {
+                !p.role.is_root()
+                    && p.queue.is_empty()
+                    && !pinged.contains(a)
+                    && stale(p.last_rx)
+                    && stale(p.last_activity)
+                    && stale(p.last_handshake)
+                    && !self.table.tunnel(**a).is_some_and(|t| t.can_seal(now))
+            })
+            .map(|(a, _)| *a)
+            .collect();
+        for a in forget {
+            self.dirty = true;
+            self.peers.remove(&a);
+            self.links.remove(&a);
+            self.table.remove_peer(a);
+        }
+        // Tunnels nobody tracks as a peer (e.g. refused handshakes) go too.
+        let peers = &self.peers;
+        self.table.forget_idle(|a| peers.contains_key(&a));
+    }
+
+    fn retry_whois(&mut self, now: Time) {
+        let pending: Vec<NodeAddress> = self.whois.keys().copied().collect();
+        for peer in pending {
+            let gave_up = self
+                .whois
+                .get(&peer)
+                .is_some_and(|w| now.since(w.first) >= WHOIS_GIVE_UP);
+            if gave_up {
+                if let Some(w) = self.whois.remove(&peer) {
+                    self.stats.drop_unreachable += w.queue.len() as u64;
+                }
+                self.event(Event::Unreachable(peer));
+            } else {
+                self.send_whois(now, peer);
+            }
+        }
+    }
+
+    fn expire_pings(&mut self, now: Time) {
+        let lost: Vec<u64> = self
+            .pings
+            .iter()
+            .filter(|(_, p)| now.since(p.sent) >= PING_TIMEOUT)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in lost {
+            if let Some(p) = self.pings.remove(&id) {
+                self.event(Event::PingLost { peer: p.peer, id });
+            }
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! Inside → outside: a frame read from our TAP becomes datagrams.
+
+use super::{DataPlane, ToControl};
+use crate::node::network::permits;
+use crate::node::snapshot::Snapshot;
+use crate::node::switch::{DropReason, Outbound};
+use crate::node::{MAX_FRAME_LEN, TapFrame};
+use crate::rules::Direction;
+use crate::types::{NetworkId, NodeAddress, Time};
+use crate::wire::{self, EthernetFrame};
+
+impl DataPlane {
+    /// A frame read from the TAP of `network`: switched to its member(s), filtered by
+    /// the sending side's rules, sealed and queued for [`poll_transmit`](Self::poll_transmit)
+    /// (or handed to control when a recipient has no usable session or route). Returns
+    /// the switch's reason when it drops the frame (counted by the switch); a frame the
+    /// rules drop counts in `drop_rules`.
+    pub fn inside(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        network: NetworkId,
+        frame: &[u8],
+    ) -> Result<(), DropReason> {
+        self.sync(snap);
+        let random = self.random() as u32;
+        let Some(net) = self.nets.get_mut(&network) else {
+            return Err(DropReason::NotAMember);
+        };
+        if !net.ok {
+            return Err(DropReason::NotAMember);
+        }
+        // One parse of the header for the switch; the rules read the same view.
+        match net
+            .switch
+            .outbound_parsed(EthernetFrame::parse(frame).as_ref())
+        {
+            Outbound::Unicast(peer) => {
+                let allowed = permits(
+                    net.policy.as_deref(),
+                    &mut net.hits,
+                    Direction::Outbound,
+                    snap.me,
+                    peer,
+                    frame,
+                    random,
+                );
+                self.after_rules(snap, now, network, peer, frame, allowed);
+            }
+            Outbound::Multicast(peers) => {
+                for (i, peer) in peers.into_iter().enumerate() {
+                    let random = if i == 0 { random } else { self.random() as u32 };
+                    let Some(net) = self.nets.get_mut(&network) else {
+                        break;
+                    };
+                    let allowed = permits(
+                        net.policy.as_deref(),
+                        &mut net.hits,
+                        Direction::Outbound,
+                        snap.me,
+                        peer,
+                        frame,
+                        random,
+                    );
+                    self.after_rules(snap, now, network, peer, frame, allowed);
+                }
+            }
+            Outbound::Drop(reason) => return Err(reason),
+        }
+        Ok(())
+    }
+
+    fn after_rules(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        network: NetworkId,
+        peer: NodeAddress,
+        frame: &[u8],
+        allowed: bool,
+    ) {
+        if allowed {
+            self.send_frame(snap, now, network, peer, frame);
+        } else {
+            self.stats.drop_rules += 1;
+        }
+    }
+
+    /// Seals one frame for `peer` with its current session and queues the datagram(s)
+    /// on its published route; hands it to control when either is missing.
+    pub(crate) fn send_frame(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        network: NetworkId,
+        peer: NodeAddress,
+        frame: &[u8],
+    ) {
+        if peer == snap.me || frame.len() > MAX_FRAME_LEN {
+            return;
+        }
+        self.stats.frames_out += 1;
+        let target = snap.peers.get(&peer).and_then(|p| {
+            let session = p.session.as_ref().filter(|s| s.usable(now))?;
+            Some((session, p.route.as_ref()?, &p.activity))
+        });
+        let Some((session, route, activity)) = target else {
+            let frame = self.buffer_from(frame);
+            self.hand_to_control(ToControl::Frame {
+                network,
+                peer,
+                frame,
+            });
+            return;
+        };
+        let mut buf = self.buffer();
+        let me = snap.me;
+        let sealed = session.seal(now, &mut buf, |info, b| {
+            let aad = wire::emit_data_prefix(peer, me, info.receiver_index, info.counter, b);
+            let start = b.len();
+            wire::emit_frame_header(network, 0, b);
+            b.extend_from_slice(frame);
+            (aad, start)
+        });
+        if sealed.is_err() {
+            // Used up between the check and the seal (another worker): control rekeys.
+            buf.clear();
+            buf.extend_from_slice(frame);
+            self.hand_to_control(ToControl::Frame {
+                network,
+                peer,
+                frame: buf,
+            });
+            return;
+        }
+        activity.touched(now);
+        route.via.sent(now);
+        self.push_datagram(route.to, buf, snap.phys_mtu);
+    }
+
+    /// Delivers a Frame an authenticated `peer` sent on `network` to the TAP queue, if
+    /// the network is OK, its switch admits it and the receiving side's rules accept it.
+    pub(crate) fn deliver(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        peer: NodeAddress,
+        network: NetworkId,
+        frame: &[u8],
+    ) {
+        self.sync(snap);
+        let random = self.random() as u32;
+        let Some(net) = self.nets.get_mut(&network) else {
+            self.stats.drop_not_joined += 1;
+            return;
+        };
+        let eth = EthernetFrame::parse(frame);
+        if !net.ok || net.switch.inbound_parsed(peer, eth.as_ref()).is_err() {
+            self.stats.drop_not_member += 1;
+            return;
+        }
+        // The receiver's own copy of the rules: a modified sender cannot bypass them.
+        let allowed = permits(
+            net.policy.as_deref(),
+            &mut net.hits,
+            Direction::Inbound,
+            peer,
+            snap.me,
+            frame,
+            random,
+        );
+        if !allowed {
+            self.stats.drop_rules += 1;
+            return;
+        }
+        if let Some(p) = snap.peers.get(&peer) {
+            p.activity.touched(now);
+        }
+        self.stats.frames_in += 1;
+        let frame = self.buffer_from(frame);
+        self.tap_push(TapFrame {
+            network,
+            from: peer,
+            frame,
+        });
+    }
+}

@@ -1,0 +1,404 @@
+//! The data plane: the per-frame path of the node, in two directions.
+//!
+//! - [`inside`](DataPlane::inside): a frame from our TAP → the network's switch (where
+//!   it goes) → the flow rules (sending side) → sealed with each recipient's current
+//!   session (atomic send counter) → fragmented to the MTU → datagrams.
+//! - [`outside`](DataPlane::outside): a datagram → fragments reassembled → receiver
+//!   index looked up → replay check, open in place, window update → a Frame → the
+//!   switch's inbound check and the rules (receiving side) → a frame for the TAP.
+//!
+//! # Contract
+//! It reads only a published [`Snapshot`] and its own state (per-network switch and
+//! rule-hit counters, fragment reassembly, buffer pools, counters). Per-frame facts the
+//! control core needs (last receive and send per peer and per published path, user
+//! activity) go through [`PeerActivity`](super::snapshot::PeerActivity) atomics, never
+//! through the control core's tables. Everything unusual is handed to control as a
+//! [`ToControl`] (drained with [`DataPlane::poll_control`]):
+//! - any packet that is not Data (handshakes, unknown kinds), and Data whose receiver
+//!   index the snapshot does not hold (an unconfirmed `next` session, or an unknown one:
+//!   control counts the drop as before);
+//! - opened messages other than Frame (HELLO, ECHO, OK, WHOIS, RENDEZVOUS, configs...),
+//!   and malformed plaintext (control counts it);
+//! - an authenticated zero-hop Frame from an endpoint other than the peer's published
+//!   direct path ([`ToControl::Seen`]: roaming and path learning; the frame itself is
+//!   delivered here);
+//! - a frame for a peer with no usable session or no route ([`ToControl::Frame`]:
+//!   control queues it, asks WHOIS, handshakes).
+//!
+//! It never reads a clock or OS randomness (`now` comes with every input, its RNG is
+//! seeded by the control core), and allocates nothing per frame in steady state:
+//! datagrams and TAP frames are drawn from a pool that [`DataPlane::recycle`] refills.
+//! It is `Send`, so a driver may run one per worker thread on a shared `Arc<Snapshot>`.
+//!
+//! Every drop is counted in its own [`NodeStats`] (the node merges them with the
+//! control core's), under the same counter the single core used for the same input.
+//!
+//! # State of its own
+//! Per joined network it keeps a [`NetworkSwitch`] built from the published settings
+//! (rebuilt when the snapshot's network epoch changes, updated when its config does),
+//! so the MACs learned behind bridges and the switch and rule-hit counters belong to
+//! the data plane. With several workers each would learn on its own; sharing that
+//! table is left for when there is more than one.
+
+mod inside;
+mod outside;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::network::{Policy, RuleKey};
+use super::snapshot::Snapshot;
+use super::switch::{NetworkSwitch, SwitchStats};
+use super::{MAX_PENDING_OUTPUT, NodeStats, TapFrame};
+use crate::types::{Endpoint, NetworkId, NodeAddress, Transmit};
+use crate::wire::{self, FRAGMENT_OVERHEAD, HEADER_LEN, Kind, MAX_FRAGMENTS, Reassembler};
+
+/// At most this many spare buffers are kept for reuse.
+pub const POOL_MAX: usize = 1024;
+/// Capacity of a fresh buffer: a full default-MTU datagram or a 1,500-byte frame fit.
+const BUFFER_CAPACITY: usize = 2048;
+
+/// Work the data plane hands to the control core (see the module documentation).
+#[derive(Debug)]
+pub enum ToControl {
+    /// A whole packet for control: not Data, or Data on an index the snapshot lacks.
+    /// `relayed` is set for a packet reassembled from fragments (true when one of
+    /// them came through a relay), as for the core's own receive path.
+    Datagram {
+        /// Where it came from.
+        from: Endpoint,
+        /// See above.
+        relayed: Option<bool>,
+        /// The packet as received.
+        packet: Vec<u8>,
+    },
+    /// An authenticated message other than Frame (or one that does not parse).
+    Opened {
+        /// Where it came from.
+        from: Endpoint,
+        /// True when it arrived with zero hops, not through a relay.
+        direct: bool,
+        /// The peer whose session opened it.
+        peer: NodeAddress,
+        /// Its counter (requests are answered by it).
+        counter: u64,
+        /// Verb and payload.
+        plaintext: Vec<u8>,
+    },
+    /// An authenticated zero-hop packet from `from`, which is not the peer's published
+    /// direct path.
+    Seen {
+        /// The peer.
+        peer: NodeAddress,
+        /// The endpoint it came from.
+        from: Endpoint,
+    },
+    /// A frame the switch and rules let out, for a peer with no usable session or route.
+    Frame {
+        /// Its network.
+        network: NetworkId,
+        /// The recipient.
+        peer: NodeAddress,
+        /// The Ethernet frame.
+        frame: Vec<u8>,
+    },
+}
+
+impl ToControl {
+    /// The buffer this item carries, for [`DataPlane::recycle`] once handled.
+    pub fn into_buffer(self) -> Option<Vec<u8>> {
+        match self {
+            ToControl::Datagram { packet: b, .. }
+            | ToControl::Opened { plaintext: b, .. }
+            | ToControl::Frame { frame: b, .. } => Some(b),
+            ToControl::Seen { .. } => None,
+        }
+    }
+}
+
+/// One joined network as the data plane keeps it: the switch (MACs learned behind
+/// bridges, counters), what the snapshot says about it, and rule hits.
+struct NetState {
+    epoch: u64,
+    config: u64,
+    ok: bool,
+    policy: Option<Arc<Policy>>,
+    switch: NetworkSwitch,
+    hits: HashMap<RuleKey, u64>,
+}
+
+/// The per-frame path. See the module documentation.
+pub struct DataPlane {
+    /// Version of the snapshot `nets` was synced with.
+    synced: Option<u64>,
+    nets: HashMap<NetworkId, NetState>,
+    reassembler: Reassembler,
+    transmits: VecDeque<Transmit>,
+    tap: VecDeque<TapFrame>,
+    control: VecDeque<ToControl>,
+    /// Items ever handed to control (0 per frame in steady state).
+    handed_over: u64,
+    pool: Vec<Vec<u8>>,
+    /// Where a shared-slice datagram is copied to be opened in place.
+    scratch: Vec<u8>,
+    stats: NodeStats,
+    /// SplitMix64 state: rule `random` draws and fragment packet IDs.
+    rng: u64,
+}
+
+impl DataPlane {
+    /// A data plane whose random choices come from `seed` (drawn from the control
+    /// core's seeded RNG, so the simulator stays deterministic).
+    pub fn new(seed: u64) -> Self {
+        DataPlane {
+            synced: None,
+            nets: HashMap::new(),
+            reassembler: Reassembler::default(),
+            transmits: VecDeque::new(),
+            tap: VecDeque::new(),
+            control: VecDeque::new(),
+            handed_over: 0,
+            pool: Vec::new(),
+            scratch: Vec::with_capacity(BUFFER_CAPACITY),
+            stats: NodeStats::default(),
+            rng: seed,
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next frame for the TAP.
+    pub fn poll_tap(&mut self) -> Option<TapFrame> {
+        self.tap.pop_front()
+    }
+
+    /// The next item for the control core.
+    pub fn poll_control(&mut self) -> Option<ToControl> {
+        self.control.pop_front()
+    }
+
+    /// How many items this data plane has handed to control so far (a steady stream of
+    /// frames on established sessions and paths adds none).
+    pub fn handed_over(&self) -> u64 {
+        self.handed_over
+    }
+
+    fn hand_to_control(&mut self, item: ToControl) {
+        self.handed_over += 1;
+        self.control.push_back(item);
+    }
+
+    /// True while items wait for the control core.
+    pub fn has_control(&self) -> bool {
+        !self.control.is_empty()
+    }
+
+    /// Gives a buffer back (a sent `Transmit`'s contents, a written `TapFrame`'s frame)
+    /// so the next frame reuses it instead of allocating.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.pool.len() < POOL_MAX && buf.capacity() > 0 {
+            buf.clear();
+            self.pool.push(buf);
+        }
+    }
+
+    /// Drop and traffic counters of this data plane.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    /// Fragment reassembly counters.
+    pub fn reassembly_stats(&self) -> wire::ReassemblyStats {
+        self.reassembler.stats()
+    }
+
+    /// The switch counters of a joined network.
+    pub fn switch_stats(&self, network: NetworkId) -> Option<&SwitchStats> {
+        self.nets.get(&network).map(|n| n.switch.stats())
+    }
+
+    /// Rule hit counters of a joined network.
+    pub fn rule_hits(&self, network: NetworkId) -> Vec<(RuleKey, u64)> {
+        let mut out: Vec<(RuleKey, u64)> = self
+            .nets
+            .get(&network)
+            .map(|n| n.hits.iter().map(|(k, v)| (*k, *v)).collect())
+            .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Periodic work: forgets partial packets that timed out.
+    pub fn housekeeping(&mut self, now: crate::types::Time) {
+        self.reassembler.expire(now);
+    }
+
+    /// Takes in a new snapshot's networks (a no-op when already synced with it): a
+    /// fresh switch for a network joined (again), new settings for one reconfigured,
+    /// nothing kept for one left.
+    pub fn sync(&mut self, snap: &Snapshot) {
+        if self.synced == Some(snap.version) {
+            return;
+        }
+        self.synced = Some(snap.version);
+        self.nets.retain(|id, n| {
+            snap.networks
+                .get(id)
+                .is_some_and(|view| view.epoch == n.epoch)
+        });
+        for (&id, view) in &snap.networks {
+            match self.nets.get_mut(&id) {
+                Some(n) => {
+                    if n.config != view.config {
+                        n.switch.update(view.settings.as_ref().clone());
+                        n.config = view.config;
+                    }
+                    n.ok = view.ok;
+                    n.policy = view.policy.clone();
+                }
+                None => {
+                    let switch = NetworkSwitch::new(id, snap.me, view.settings.as_ref().clone());
+                    self.nets.insert(
+                        id,
+                        NetState {
+                            epoch: view.epoch,
+                            config: view.config,
+                            ok: view.ok,
+                            policy: view.policy.clone(),
+                            switch,
+                            hits: HashMap::new(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    // ----- shared helpers -----------------------------------------------------------
+
+    fn buffer(&mut self) -> Vec<u8> {
+        self.pool
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BUFFER_CAPACITY))
+    }
+
+    fn buffer_from(&mut self, bytes: &[u8]) -> Vec<u8> {
+        let mut buf = self.buffer();
+        buf.extend_from_slice(bytes);
+        buf
+    }
+
+    fn random(&mut self) -> u64 {
+        // SplitMix64: tiny, fast, and plenty for rule draws and fragment IDs.
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn tap_push(&mut self, frame: TapFrame) {
+        if self.tap.len() >= MAX_PENDING_OUTPUT {
+            if let Some(old) = self.tap.pop_front() {
+                self.recycle(old.frame);
+            }
+            self.stats.drop_queue_full += 1;
+        }
+        self.tap.push_back(frame);
+    }
+
+    /// Queues a sealed packet to `to`, cut into Fragment datagrams (from the pool) when
+    /// it is larger than `mtu`, the way [`wire::fragment`] cuts it.
+    fn push_datagram(&mut self, to: Endpoint, packet: Vec<u8>, mtu: usize) {
+        if packet.len() <= mtu {
+            self.stats.tx_datagrams += 1;
+            self.transmits.push_back(Transmit {
+                destination: to,
+                contents: packet,
+            });
+            return;
+        }
+        let room = mtu.saturating_sub(FRAGMENT_OVERHEAD);
+        let count = if room == 0 {
+            usize::MAX
+        } else {
+            packet.len().div_ceil(room)
+        };
+        if count > MAX_FRAGMENTS || packet.len() < HEADER_LEN {
+            self.recycle(packet);
+            return;
+        }
+        let id = self.random();
+        let chunk_len = packet.len().div_ceil(count);
+        let mut head = [0u8; HEADER_LEN];
+        head.copy_from_slice(&packet[..HEADER_LEN]);
+        head[wire::field::KIND] = Kind::Fragment.into();
+        let chunks = packet.len().div_ceil(chunk_len);
+        for (index, chunk) in packet.chunks(chunk_len).enumerate() {
+            let mut datagram = self.buffer();
+            datagram.extend_from_slice(&head);
+            datagram.extend_from_slice(&id.to_be_bytes());
+            datagram.push(index as u8); // index < count <= MAX_FRAGMENTS
+            datagram.push(chunks as u8);
+            datagram.extend_from_slice(chunk);
+            self.stats.tx_datagrams += 1;
+            self.transmits.push_back(Transmit {
+                destination: to,
+                contents: datagram,
+            });
+        }
+        self.recycle(packet);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_plane_can_move_to_a_worker_thread() {
+        fn movable<T: Send>() {}
+        movable::<DataPlane>();
+        movable::<ToControl>();
+    }
+
+    #[test]
+    fn recycled_buffers_are_reused_and_the_pool_is_bounded() {
+        let mut d = DataPlane::new(1);
+        let mut buf = Vec::with_capacity(4096);
+        buf.extend_from_slice(b"old contents");
+        let ptr = buf.as_ptr();
+        d.recycle(buf);
+        let again = d.buffer();
+        assert_eq!(again.as_ptr(), ptr, "the same allocation comes back");
+        assert!(again.is_empty(), "cleared");
+        for _ in 0..POOL_MAX + 10 {
+            d.recycle(Vec::with_capacity(8));
+        }
+        assert_eq!(d.pool.len(), POOL_MAX);
+        d.recycle(Vec::new());
+        assert_eq!(d.pool.len(), POOL_MAX, "empty vectors are not kept");
+    }
+
+    #[test]
+    fn fragments_match_the_wire_fragmenter() {
+        let mut d = DataPlane::new(7);
+        let me: NodeAddress = "1111111111".parse().unwrap();
+        let peer: NodeAddress = "2222222222".parse().unwrap();
+        let mut packet = Vec::new();
+        wire::emit_data_prefix(peer, me, 9, 3, &mut packet);
+        packet.extend((0..2_900u32).map(|i| i as u8));
+        let to: Endpoint = "198.51.100.7/9993".parse().unwrap();
+        d.push_datagram(to, packet.clone(), 1432);
+        let ours: Vec<Vec<u8>> = std::iter::from_fn(|| d.poll_transmit())
+            .map(|t| t.contents)
+            .collect();
+        let id = u64::from_be_bytes(ours[0][12..20].try_into().unwrap());
+        let theirs = wire::fragment(&packet, 1432, id).unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(d.stats().tx_datagrams, theirs.len() as u64);
+    }
+}

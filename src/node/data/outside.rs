@@ -1,0 +1,151 @@
+//! Outside → inside: a datagram becomes a frame for the TAP (or work for control).
+
+use super::{DataPlane, ToControl};
+use crate::crypto::table::TableError;
+use crate::node::snapshot::{RxSession, Snapshot};
+use crate::types::{Endpoint, Time};
+use crate::wire::{self, Message, Outer};
+
+impl DataPlane {
+    /// A datagram from `from`. A Data packet on a confirmed session is copied into a
+    /// reused buffer and opened there; fragments are reassembled without a copy. Frames
+    /// go to [`poll_tap`](Self::poll_tap), anything else to
+    /// [`poll_control`](Self::poll_control).
+    pub fn outside(&mut self, snap: &Snapshot, now: Time, from: Endpoint, datagram: &[u8]) {
+        self.stats.rx_datagrams += 1;
+        self.sync(snap);
+        let Some((rx, direct)) = self.classify(snap, now, from, datagram, None) else {
+            return;
+        };
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(datagram);
+        self.open(snap, now, from, direct, rx, &mut buf);
+        self.scratch = buf;
+    }
+
+    /// [`outside`](Self::outside) decrypting in the caller's receive buffer, whose
+    /// contents are unspecified afterwards.
+    pub fn outside_in_place(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        from: Endpoint,
+        datagram: &mut [u8],
+    ) {
+        self.stats.rx_datagrams += 1;
+        self.sync(snap);
+        if let Some((rx, direct)) = self.classify(snap, now, from, datagram, None) {
+            self.open(snap, now, from, direct, rx, datagram);
+        }
+    }
+
+    /// Everything before decryption: parse, addresses, fragments (a completed packet is
+    /// handled here in place), hand-over to control. Returns the confirmed session to
+    /// open a Data packet with, and whether it came with zero hops. `relayed` is set for
+    /// a packet reassembled from fragments of which one came through a relay: its inner
+    /// header still says zero hops.
+    fn classify<'s>(
+        &mut self,
+        snap: &'s Snapshot,
+        now: Time,
+        from: Endpoint,
+        datagram: &[u8],
+        relayed: Option<bool>,
+    ) -> Option<(&'s RxSession, bool)> {
+        let (header, outer) = match wire::parse(datagram) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.drop_malformed += 1;
+                return None;
+            }
+        };
+        if header.dest != snap.me || header.src == snap.me {
+            self.stats.drop_not_for_us += 1;
+            return None;
+        }
+        let index = match outer {
+            Outer::Fragment {
+                packet_id,
+                index,
+                count,
+                chunk,
+            } if relayed.is_none() => {
+                let mut whole = self
+                    .reassembler
+                    .insert(now, header.src, packet_id, index, count, chunk)?;
+                let relayed = Some(header.hops > 0);
+                if let Some((rx, direct)) = self.classify(snap, now, from, &whole, relayed) {
+                    self.open(snap, now, from, direct, rx, &mut whole);
+                }
+                return None;
+            }
+            Outer::Data { receiver_index, .. } => receiver_index,
+            _ => {
+                self.hand_over(from, relayed, datagram);
+                return None;
+            }
+        };
+        let Some(rx) = snap.sessions.get(&index) else {
+            self.hand_over(from, relayed, datagram);
+            return None;
+        };
+        Some((rx, header.hops == 0 && relayed != Some(true)))
+    }
+
+    fn hand_over(&mut self, from: Endpoint, relayed: Option<bool>, datagram: &[u8]) {
+        let packet = self.buffer_from(datagram);
+        self.hand_to_control(ToControl::Datagram {
+            from,
+            relayed,
+            packet,
+        });
+    }
+
+    fn open(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        from: Endpoint,
+        direct: bool,
+        rx: &RxSession,
+        datagram: &mut [u8],
+    ) {
+        let Ok(data) = wire::parse_data_mut(datagram) else {
+            self.stats.drop_malformed += 1;
+            return;
+        };
+        let peer = rx.peer;
+        if peer != data.header.src {
+            self.stats.drop_source_mismatch += 1;
+            return;
+        }
+        let counter = data.counter;
+        let plaintext = match rx.session.open(now, counter, &data.aad, data.ciphertext) {
+            Ok(p) => p,
+            Err(e) => {
+                self.stats.count(TableError::Tunnel(e));
+                return;
+            }
+        };
+        let Ok(Message::Frame { network, frame, .. }) = Message::parse(plaintext) else {
+            let plaintext = self.buffer_from(plaintext);
+            self.hand_to_control(ToControl::Opened {
+                from,
+                direct,
+                peer,
+                counter,
+                plaintext,
+            });
+            return;
+        };
+        if let Some(p) = snap.peers.get(&peer) {
+            let on_path = direct && p.direct == Some(from);
+            p.activity.received(now, on_path);
+            if direct && !on_path {
+                self.hand_to_control(ToControl::Seen { peer, from });
+            }
+        }
+        self.deliver(snap, now, peer, network, frame);
+    }
+}

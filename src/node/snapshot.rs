@@ -1,0 +1,250 @@
+//! What the control core publishes for the data plane: an immutable [`Snapshot`] of
+//! everything the per-frame path reads, and the per-peer [`PeerActivity`] counters the
+//! data plane writes back.
+//!
+//! # Contract
+//! - A snapshot is never changed after it is built; the control core builds a new one
+//!   (and bumps [`Snapshot::version`]) only when something in it changes: a confirmed
+//!   session is installed, promoted, expires or goes away; a peer's route (its direct
+//!   endpoint, or the endpoint of the root that relays for it) changes; a peer appears or
+//!   is forgotten; a network is joined or left, or its config, roster or rules change.
+//! - It holds only confirmed sessions (`current` and `previous`). An unconfirmed
+//!   responder session (`next`) stays with the control core: the first packet on it finds
+//!   no index here and goes to control, which promotes the session and publishes again.
+//! - The data plane reads it without locks (`Send + Sync`; a worker keeps an `Arc`), and
+//!   reports per-frame facts only through [`PeerActivity`] atomics, which the control
+//!   core folds into its peer table on every tick and before each decision.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::network::Policy;
+use super::switch::SwitchSettings;
+use crate::crypto::tunnel::SessionState;
+use crate::types::{Endpoint, NetworkId, NodeAddress, Time};
+
+/// Everything the data plane reads, as published by the control core.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases with every publication.
+    pub(crate) version: u64,
+    /// Our address.
+    pub(crate) me: NodeAddress,
+    /// Largest datagram to send; larger packets are fragmented.
+    pub(crate) phys_mtu: usize,
+    /// Receiver index → confirmed session (current or previous) and its peer.
+    pub(crate) sessions: HashMap<u32, RxSession>,
+    /// Every peer the control core tracks: how to seal and send to it.
+    pub(crate) peers: HashMap<NodeAddress, TxPeer>,
+    /// Joined networks: status, switch settings and rules.
+    pub(crate) networks: HashMap<NetworkId, NetworkView>,
+}
+
+impl Snapshot {
+    /// An empty snapshot (nothing published yet).
+    pub(crate) fn empty(me: NodeAddress, phys_mtu: usize) -> Self {
+        Snapshot {
+            version: 0,
+            me,
+            phys_mtu,
+            sessions: HashMap::new(),
+            peers: HashMap::new(),
+            networks: HashMap::new(),
+        }
+    }
+
+    /// Increases with every publication (a worker compares it to notice a new one).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Number of peers published.
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Number of confirmed sessions published.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// A confirmed session the data plane may open with.
+#[derive(Debug, Clone)]
+pub(crate) struct RxSession {
+    /// The peer the session belongs to (checked against the header's source).
+    pub(crate) peer: NodeAddress,
+    pub(crate) session: Arc<SessionState>,
+}
+
+/// How to seal for and reach one peer.
+#[derive(Debug, Clone)]
+pub(crate) struct TxPeer {
+    /// The current session, if any (the data plane checks it is still usable).
+    pub(crate) session: Option<Arc<SessionState>>,
+    /// Where datagrams for the peer go; `None` while there is no way yet.
+    pub(crate) route: Option<Route>,
+    /// The direct path whose receive time the data plane may refresh; an authenticated
+    /// zero-hop packet from any other endpoint goes to control (roaming, learning).
+    pub(crate) direct: Option<Endpoint>,
+    /// The peer's counters.
+    pub(crate) activity: Arc<PeerActivity>,
+}
+
+impl TxPeer {
+    /// Same session, route and direct path (what decides whether to publish again).
+    pub(crate) fn same_as(&self, other: &TxPeer) -> bool {
+        let same_session = match (&self.session, &other.session) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let same_route = match (&self.route, &other.route) {
+            (Some(a), Some(b)) => {
+                a.to == b.to && a.relayed == b.relayed && Arc::ptr_eq(&a.via, &b.via)
+            }
+            (None, None) => true,
+            _ => false,
+        };
+        same_session && same_route && self.direct == other.direct
+    }
+}
+
+/// Where a peer's datagrams go.
+#[derive(Debug, Clone)]
+pub(crate) struct Route {
+    /// The endpoint to send to: the peer's, or the relaying root's.
+    pub(crate) to: Endpoint,
+    /// True when a root relays.
+    pub(crate) relayed: bool,
+    /// Whose path `to` is (the peer's, or the root's): its send time is refreshed.
+    pub(crate) via: Arc<PeerActivity>,
+}
+
+/// One joined network as the data plane sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct NetworkView {
+    /// Changes when the network is left and joined again (fresh switch and counters).
+    pub(crate) epoch: u64,
+    /// Changes when the settings or rules change.
+    pub(crate) config: u64,
+    /// True when the network is OK (frames flow).
+    pub(crate) ok: bool,
+    pub(crate) settings: Arc<SwitchSettings>,
+    /// Flow rules; `None` carries every frame the switch admits.
+    pub(crate) policy: Option<Arc<Policy>>,
+}
+
+/// Per-frame facts about one peer, written by the data plane with plain atomic stores
+/// and taken (reset to "nothing new") by the control core when it folds them in. Times
+/// are microseconds plus one; 0 means nothing since the last fold.
+#[derive(Debug, Default)]
+pub struct PeerActivity {
+    /// Last authenticated packet from the peer.
+    rx: AtomicU64,
+    /// Last packet sent to the peer's published direct path (or through this root).
+    tx: AtomicU64,
+    /// Last user traffic (frames) either way.
+    active: AtomicU64,
+    /// Last authenticated zero-hop packet on the published direct path.
+    path_rx: AtomicU64,
+}
+
+/// What [`PeerActivity::take`] hands the control core.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Activity {
+    pub(crate) rx: Option<Time>,
+    pub(crate) tx: Option<Time>,
+    pub(crate) active: Option<Time>,
+    pub(crate) path_rx: Option<Time>,
+}
+
+impl PeerActivity {
+    /// An authenticated packet arrived (on the published direct path if `on_path`).
+    pub(crate) fn received(&self, now: Time, on_path: bool) {
+        let t = stamp(now);
+        self.rx.store(t, Ordering::Relaxed);
+        if on_path {
+            self.path_rx.store(t, Ordering::Relaxed);
+        }
+    }
+
+    /// A datagram went out on the published route.
+    pub(crate) fn sent(&self, now: Time) {
+        self.tx.store(stamp(now), Ordering::Relaxed);
+    }
+
+    /// A frame was carried to or from the peer.
+    pub(crate) fn touched(&self, now: Time) {
+        self.active.store(stamp(now), Ordering::Relaxed);
+    }
+
+    /// Everything since the last call, resetting the counters.
+    pub(crate) fn take(&self) -> Activity {
+        Activity {
+            rx: unstamp(self.rx.swap(0, Ordering::Relaxed)),
+            tx: unstamp(self.tx.swap(0, Ordering::Relaxed)),
+            active: unstamp(self.active.swap(0, Ordering::Relaxed)),
+            path_rx: unstamp(self.path_rx.swap(0, Ordering::Relaxed)),
+        }
+    }
+
+    /// Everything since the last [`take`](Self::take), without resetting.
+    pub(crate) fn peek(&self) -> Activity {
+        Activity {
+            rx: unstamp(self.rx.load(Ordering::Relaxed)),
+            tx: unstamp(self.tx.load(Ordering::Relaxed)),
+            active: unstamp(self.active.load(Ordering::Relaxed)),
+            path_rx: unstamp(self.path_rx.load(Ordering::Relaxed)),
+        }
+    }
+}
+
+fn stamp(now: Time) -> u64 {
+    now.as_micros().saturating_add(1)
+}
+
+fn unstamp(v: u64) -> Option<Time> {
+    (v != 0).then(|| Time::from_micros(v - 1))
+}
+
+/// The later of two optional times.
+pub(crate) fn later(a: Option<Time>, b: Option<Time>) -> Option<Time> {
+    a.max(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn activity_is_taken_once_and_peeked_without_reset() {
+        let a = PeerActivity::default();
+        assert_eq!(a.take(), Activity::default(), "nothing reported yet");
+        let t = Time::from_millis(1_000);
+        a.received(t, false);
+        a.sent(t);
+        a.touched(t);
+        let seen = a.peek();
+        assert_eq!((seen.rx, seen.tx, seen.active), (Some(t), Some(t), Some(t)));
+        assert_eq!(seen.path_rx, None, "not on the published path");
+        assert_eq!(a.take(), seen);
+        assert_eq!(a.take(), Activity::default(), "taken once");
+    }
+
+    #[test]
+    fn time_zero_is_still_a_time() {
+        let a = PeerActivity::default();
+        a.received(Time::from_micros(0), true);
+        assert_eq!(a.take().path_rx, Some(Time::from_micros(0)));
+    }
+
+    #[test]
+    fn the_snapshot_is_shareable_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Snapshot>();
+        shared::<Arc<Snapshot>>();
+        shared::<PeerActivity>();
+    }
+}
