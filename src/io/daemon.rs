@@ -285,7 +285,7 @@ impl NodeDriver {
         let node = &mut self.node;
         match self
             .udp
-            .try_recv_batch(|from, data| node.handle_datagram(now, local, from, data))
+            .try_recv_batch(|from, data| node.handle_datagram_in_place(now, local, from, data))
         {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
@@ -453,6 +453,10 @@ impl NodeDriver {
             }
             if !self.transmits.is_empty() {
                 self.udp.send_batch(&mut self.transmits).await;
+                // The buffers go back to the core's pool.
+                for t in self.transmits.drain(..) {
+                    self.node.recycle(t.contents);
+                }
             }
             // Frames for the TAPs, each flow's consecutive TCP segments merged.
             let mut current: Option<NetworkId> = None;
@@ -462,6 +466,7 @@ impl NodeDriver {
                     current = Some(f.network);
                 }
                 self.write_merged(current, Some(&f.frame));
+                self.node.recycle(f.frame);
             }
             self.write_merged(current, None);
             let mut events = false;
@@ -601,6 +606,7 @@ pub async fn run_root(
                 transmits.push(t);
             }
             udp.send_batch(&mut transmits).await;
+            transmits.clear();
             if moved == 0 {
                 break;
             }
@@ -620,6 +626,7 @@ pub async fn run_root(
             transmits.push(t);
         }
         udp.send_batch(&mut transmits).await;
+        transmits.clear();
     }
 }
 

@@ -132,9 +132,10 @@ impl UdpIo {
         Ok(delivered)
     }
 
-    /// Sends every transmit in `queue` (emptying it), batching and segmenting where it
-    /// can; waits while the socket buffer is full.
-    pub async fn send_batch(&mut self, queue: &mut Vec<Transmit>) {
+    /// Sends every transmit in `queue`, batching and segmenting where it can; waits
+    /// while the socket buffer is full. `queue` keeps the (sent or dropped) transmits so
+    /// the caller can reuse their buffers; it must drain it before the next call.
+    pub async fn send_batch(&mut self, queue: &mut [Transmit]) {
         let mut start = 0;
         while start < queue.len() {
             let groups = plan_groups(&queue[start..], self.gso, SEND_BATCH);
@@ -172,7 +173,6 @@ impl UdpIo {
                 }
             }
         }
-        queue.clear();
     }
 }
 
@@ -589,7 +589,7 @@ mod tests {
                 .collect();
             let expected: Vec<Vec<u8>> = queue.iter().map(|t| t.contents.clone()).collect();
             a.send_batch(&mut queue).await;
-            assert!(queue.is_empty());
+            assert_eq!(queue.len(), expected.len(), "the buffers stay for reuse");
             let mut got: Vec<Vec<u8>> = Vec::new();
             while got.len() < expected.len() {
                 b.readable().await.unwrap();
