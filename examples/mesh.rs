@@ -15,16 +15,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use skylan::node::Link as Via;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{Link, NatKind};
+use skylan::sim::{AccessLink, NatKind};
 use skylan::types::Time;
 
 fn main() -> anyhow::Result<()> {
     let kinds = nat_kinds(std::env::args().skip(1).collect())?;
     let mut m = Mesh::build(
         1,
-        &[Link::default()],
+        &[AccessLink::default()],
         &[Placement::Behind(kinds[0]), Placement::Behind(kinds[1])],
-        Link::default(),
+        AccessLink::default(),
     );
     let (root, a, b) = (m.roots[0], m.nodes[0], m.nodes[1]);
     let root_address = m.root(root).address();

@@ -220,7 +220,7 @@ fn a_replayed_handshake_init_does_not_break_the_new_session() {
     use skylan::wire::Kind;
     use std::time::Duration;
 
-    let link = skylan::sim::Link::default();
+    let link = skylan::sim::AccessLink::default();
     let mut m = Mesh::build(21, &[link], &[Placement::Public, Placement::Public], link);
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
@@ -261,7 +261,7 @@ fn a_replayed_handshake_init_does_not_break_the_new_session() {
 
 /// The hop count is not authenticated (relays change it), yet `Node::on_echo_reply`
 /// trusts it: a direct answer whose hop bits were set on the way, arriving from an
-/// endpoint that is no root's, yields `Event::Pong { link: Link::Relay(peer) }`,
+/// endpoint that is no root's, yields `Event::Pong { link: AccessLink::Relay(peer) }`,
 /// "relayed through" the peer itself, a leaf (`root_at(from).unwrap_or(peer)`). The
 /// node fuzz target found it; it counts these instead of failing until this is fixed.
 #[test]

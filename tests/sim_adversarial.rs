@@ -30,7 +30,7 @@ use skylan::node::{Event, Link as Via, Node};
 use skylan::root::{self, Root};
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, PORT, Placement, planet, test_identity};
-use skylan::sim::{Captured, Host, Link, NatKind, Sim};
+use skylan::sim::{AccessLink, Captured, Host, NatKind, Sim};
 use skylan::types::{NodeAddress, Time, Transmit};
 use skylan::wire::{self, Header, Kind, Message, OkBody, Outer};
 use skylan::world::{RootSpec, World};
@@ -711,7 +711,7 @@ fn sessions_rekey_at_120_s_are_refused_at_180_s_and_tolerate_reordering() {
 /// root relays only those under its hop limit, the receiver refuses the copies as
 /// replays and learns no path from them. Then a loop: the attacker makes the root
 /// believe a node sits at the root's own endpoint; a packet for it circles at most
-/// `MAX_HOPS` times.
+/// `RELAY_HOP_LIMIT` times.
 #[test]
 fn hop_count_games_are_bounded_and_teach_nothing() {
     let mut m = Mesh::build(
@@ -751,7 +751,7 @@ fn hop_count_games_are_bounded_and_teach_nothing() {
     }
     m.sim.run_for(SECOND);
     let r_after = *m.root(r).stats();
-    let limit = u64::from(root::MAX_HOPS);
+    let limit = u64::from(root::RELAY_HOP_LIMIT);
     assert_eq!(r_after.relayed - r_before.relayed, 2 * limit);
     assert_eq!(r_after.drop_hops - r_before.drop_hops, 2 * (8 - limit));
     let b_after = stats(&m.sim, b);
@@ -1115,7 +1115,7 @@ fn a_fragment_flood_stays_bounded_and_real_frames_still_arrive() {
 #[test]
 #[ignore = "bug: fragments spoofing a peer's node address evict its genuine partial packets (reassembly keyed on an unauthenticated field)"]
 fn fragments_spoofing_a_peer_do_not_starve_its_large_frames() {
-    let jittery = Link::default().with_jitter(Duration::from_millis(4));
+    let jittery = AccessLink::default().with_jitter(Duration::from_millis(4));
     let mut m = Mesh::build(
         217,
         &[link()],

@@ -12,7 +12,7 @@ use std::time::Duration;
 use skylan::node::switch::SwitchSettings;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{HostId, Link};
+use skylan::sim::{AccessLink, HostId};
 use skylan::types::{Endpoint, NetworkId, Transmit};
 
 struct Counting;
@@ -72,9 +72,9 @@ fn network() -> NetworkId {
 fn direct_pair() -> (Mesh, HostId, HostId) {
     let mut m = Mesh::build(
         11,
-        &[Link::default()],
+        &[AccessLink::default()],
         &[Placement::Public, Placement::Public],
-        Link::default(),
+        AccessLink::default(),
     );
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 use skylan::node::network::NetworkStatus;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{HostId, Link, NatKind};
+use skylan::sim::{AccessLink, HostId, NatKind};
 use skylan::types::NetworkId;
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -25,14 +25,14 @@ struct Lab {
 fn lab(seed: u64) -> Lab {
     let mut m = Mesh::build(
         seed,
-        &[Link::default()],
+        &[AccessLink::default()],
         &[
             Placement::Behind(NatKind::PortRestricted),
             Placement::Behind(NatKind::PortRestricted),
         ],
-        Link::default(),
+        AccessLink::default(),
     );
-    let ctrl = m.add_controller(Placement::Public, Link::default());
+    let ctrl = m.add_controller(Placement::Public, AccessLink::default());
     m.settle();
     let nw = m.create_network(
         ctrl,

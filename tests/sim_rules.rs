@@ -10,7 +10,7 @@ use skylan::node::network::NetworkStatus;
 use skylan::node::switch::SwitchSettings;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{HostId, Link};
+use skylan::sim::{AccessLink, HostId};
 use skylan::types::{Mac, NetworkId};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -55,11 +55,11 @@ fn through_tap(m: &mut Mesh, from: HostId, to: HostId, nw: NetworkId, dport: u16
 fn setup() -> (Mesh, HostId, HostId, HostId, NetworkId) {
     let mut m = Mesh::build(
         31,
-        &[Link::default()],
+        &[AccessLink::default()],
         &[Placement::Public, Placement::Public],
-        Link::default(),
+        AccessLink::default(),
     );
-    let ctrl = m.add_controller(Placement::Public, Link::default());
+    let ctrl = m.add_controller(Placement::Public, AccessLink::default());
     m.settle();
     let nw = m.create_network(
         ctrl,

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use skylan::sim::{Captured, Host, HostId, Link, NatId, NatKind, Sim};
+use skylan::sim::{AccessLink, Captured, Host, HostId, NatId, NatKind, Sim};
 use skylan::types::{Endpoint, Time, Transmit};
 
 // ----- toy hosts -----
@@ -169,7 +169,7 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-fn public_probe(sim: &mut Sim, addr: &str, link: Link) -> HostId {
+fn public_probe(sim: &mut Sim, addr: &str, link: AccessLink) -> HostId {
     let e = ep(addr);
     sim.add_host(Probe::default(), e.0.ip(), e.0.port(), link, None)
 }
@@ -180,7 +180,7 @@ fn probe_behind(sim: &mut Sim, addr: &str, nat: NatId) -> HostId {
         Probe::default(),
         e.0.ip(),
         e.0.port(),
-        Link::default(),
+        AccessLink::default(),
         Some(nat),
     )
 }
@@ -219,8 +219,8 @@ const CLIENT: &str = "192.0.2.2/5000";
 #[test]
 fn latency_is_the_sum_of_both_access_links() {
     let mut sim = Sim::new(1);
-    let a = public_probe(&mut sim, SERVER, Link::default().with_latency(ms(10)));
-    let b = public_probe(&mut sim, OTHER, Link::default().with_latency(ms(25)));
+    let a = public_probe(&mut sim, SERVER, AccessLink::default().with_latency(ms(10)));
+    let b = public_probe(&mut sim, OTHER, AccessLink::default().with_latency(ms(25)));
     send(&mut sim, a, ep(OTHER), b"one way");
     sim.run_for(Duration::from_secs(1));
     assert_eq!(
@@ -242,7 +242,7 @@ fn round_trips_through_nats_are_twice_the_one_way_sum() {
         Peer::echo(),
         ip("198.51.100.2"),
         9993,
-        Link::default().with_latency(ms(25)),
+        AccessLink::default().with_latency(ms(25)),
         None,
     );
     let nat = sim.add_nat(NatKind::Symmetric, ip(NAT_IP));
@@ -250,7 +250,7 @@ fn round_trips_through_nats_are_twice_the_one_way_sum() {
         Peer::pinger(ep(OTHER), Duration::from_secs(1)),
         ip("192.0.2.2"),
         5000,
-        Link::default().with_latency(ms(7)),
+        AccessLink::default().with_latency(ms(7)),
         Some(nat),
     );
     sim.run_for(Duration::from_millis(4500));
@@ -263,14 +263,14 @@ fn round_trips_through_nats_are_twice_the_one_way_sum() {
 #[test]
 fn a_host_added_later_starts_at_the_current_time() {
     let mut sim = Sim::new(1);
-    let b = public_probe(&mut sim, OTHER, Link::default().with_latency(ms(25)));
+    let b = public_probe(&mut sim, OTHER, AccessLink::default().with_latency(ms(25)));
     sim.run_for(Duration::from_secs(3));
     // Its first timer (time 0) is overdue: it fires at once, at 3 s.
     let pinger = sim.add_host(
         Peer::pinger(ep(OTHER), Duration::from_secs(1)),
         ip("198.51.100.1"),
         9993,
-        Link::default().with_latency(ms(7)),
+        AccessLink::default().with_latency(ms(7)),
         None,
     );
     sim.run_for(Duration::from_millis(1100));
@@ -282,8 +282,8 @@ fn a_host_added_later_starts_at_the_current_time() {
 #[test]
 fn jitter_stays_within_bounds_and_varies() {
     let mut sim = Sim::new(2);
-    let a = public_probe(&mut sim, SERVER, Link::default().with_jitter(ms(5)));
-    let b = public_probe(&mut sim, OTHER, Link::default().with_jitter(ms(3)));
+    let a = public_probe(&mut sim, SERVER, AccessLink::default().with_jitter(ms(5)));
+    let b = public_probe(&mut sim, OTHER, AccessLink::default().with_jitter(ms(3)));
     for i in 0..200u32 {
         send(&mut sim, a, ep(OTHER), &i.to_be_bytes());
     }
@@ -313,8 +313,8 @@ fn loss_rate_matches_configuration() {
     // deviations, and the seed is fixed.
     for (out_loss, in_loss, lo, hi) in [(0.1, 0.0, 8_800, 9_200), (0.1, 0.2, 6_900, 7_500)] {
         let mut sim = Sim::new(3);
-        let a = public_probe(&mut sim, SERVER, Link::default().with_loss(out_loss));
-        let b = public_probe(&mut sim, OTHER, Link::default().with_loss(in_loss));
+        let a = public_probe(&mut sim, SERVER, AccessLink::default().with_loss(out_loss));
+        let b = public_probe(&mut sim, OTHER, AccessLink::default().with_loss(in_loss));
         for i in 0..10_000u32 {
             send(&mut sim, a, ep(OTHER), &i.to_be_bytes());
         }
@@ -329,8 +329,8 @@ fn loss_rate_matches_configuration() {
     }
     // The extremes are exact.
     let mut sim = Sim::new(3);
-    let a = public_probe(&mut sim, SERVER, Link::default().with_loss(1.0));
-    let b = public_probe(&mut sim, OTHER, Link::default());
+    let a = public_probe(&mut sim, SERVER, AccessLink::default().with_loss(1.0));
+    let b = public_probe(&mut sim, OTHER, AccessLink::default());
     send(&mut sim, a, ep(OTHER), b"x");
     send(&mut sim, b, ep(SERVER), b"y");
     sim.run_for(Duration::from_secs(1));
@@ -345,8 +345,8 @@ fn loss_rate_matches_configuration() {
 #[test]
 fn oversized_datagrams_are_dropped_and_counted() {
     let mut sim = Sim::new(4);
-    let a = public_probe(&mut sim, SERVER, Link::default());
-    let b = public_probe(&mut sim, OTHER, Link::default().with_mtu(1280));
+    let a = public_probe(&mut sim, SERVER, AccessLink::default());
+    let b = public_probe(&mut sim, OTHER, AccessLink::default().with_mtu(1280));
     send(&mut sim, a, ep(OTHER), &[1; 1280]);
     send(&mut sim, a, ep(OTHER), &[2; 1281]); // over the receiver's MTU
     send(&mut sim, a, ep(OTHER), &[3; 1472]); // over the receiver's MTU
@@ -378,9 +378,10 @@ struct NatLab {
 impl NatLab {
     fn new(kind: NatKind) -> Self {
         let mut sim = Sim::new(5);
-        let server = public_probe(&mut sim, SERVER, Link::default());
-        let other = public_probe(&mut sim, OTHER, Link::default());
-        let server_other_port = public_probe(&mut sim, SERVER_SAME_IP_OTHER_PORT, Link::default());
+        let server = public_probe(&mut sim, SERVER, AccessLink::default());
+        let other = public_probe(&mut sim, OTHER, AccessLink::default());
+        let server_other_port =
+            public_probe(&mut sim, SERVER_SAME_IP_OTHER_PORT, AccessLink::default());
         let nat = sim.add_nat(kind, ip(NAT_IP));
         let client = probe_behind(&mut sim, CLIENT, nat);
         Self {
@@ -516,7 +517,7 @@ fn outbound_keepalives_hold_a_mapping() {
         Peer::echo(),
         ip("198.51.100.1"),
         9993,
-        Link::default(),
+        AccessLink::default(),
         None,
     );
     let nat = sim.add_nat(NatKind::PortRestricted, ip(NAT_IP));
@@ -525,7 +526,7 @@ fn outbound_keepalives_hold_a_mapping() {
         Peer::pinger(ep(SERVER), Duration::from_secs(25)),
         ip("192.0.2.2"),
         5000,
-        Link::default(),
+        AccessLink::default(),
         Some(nat),
     );
     sim.enable_capture();
@@ -590,7 +591,7 @@ fn nat_reset_and_renumbering_change_the_public_source() {
 #[test]
 fn hosts_behind_one_nat_share_a_lan_and_there_is_no_hairpin() {
     let mut sim = Sim::new(7);
-    let server = public_probe(&mut sim, SERVER, Link::default());
+    let server = public_probe(&mut sim, SERVER, AccessLink::default());
     let nat = sim.add_nat(NatKind::EndpointIndependent, ip(NAT_IP));
     let a = probe_behind(&mut sim, "192.0.2.2/5000", nat);
     let b = probe_behind(&mut sim, "192.0.2.3/5000", nat);
@@ -629,7 +630,7 @@ fn hosts_behind_one_nat_share_a_lan_and_there_is_no_hairpin() {
 #[test]
 fn a_moved_host_appears_from_its_new_address() {
     let mut sim = Sim::new(8);
-    let server = public_probe(&mut sim, SERVER, Link::default());
+    let server = public_probe(&mut sim, SERVER, AccessLink::default());
     let home = sim.add_nat(NatKind::PortRestricted, ip(NAT_IP));
     let cafe = sim.add_nat(NatKind::Symmetric, ip("203.0.113.2"));
     let laptop = probe_behind(&mut sim, CLIENT, home);
@@ -661,14 +662,14 @@ fn a_down_host_neither_sends_receives_nor_wakes() {
         Peer::echo(),
         ip("198.51.100.1"),
         9993,
-        Link::default(),
+        AccessLink::default(),
         None,
     );
     let pinger = sim.add_host(
         Peer::pinger(ep(SERVER), Duration::from_secs(1)),
         ip("198.51.100.2"),
         9993,
-        Link::default(),
+        AccessLink::default(),
         None,
     );
     sim.run_until(Time::from_millis(9_500));
@@ -714,8 +715,8 @@ fn a_down_host_neither_sends_receives_nor_wakes() {
 #[test]
 fn datagrams_in_flight_to_a_host_that_dies_are_dropped() {
     let mut sim = Sim::new(10);
-    let a = public_probe(&mut sim, SERVER, Link::default());
-    let b = public_probe(&mut sim, OTHER, Link::default());
+    let a = public_probe(&mut sim, SERVER, AccessLink::default());
+    let b = public_probe(&mut sim, OTHER, AccessLink::default());
     send(&mut sim, a, ep(OTHER), b"doomed");
     sim.run_for(ms(15));
     sim.set_up(b, false);
@@ -736,9 +737,9 @@ fn datagrams_in_flight_to_a_host_that_dies_are_dropped() {
 #[test]
 fn a_partition_cuts_both_ways_and_heals() {
     let mut sim = Sim::new(11);
-    let a = public_probe(&mut sim, SERVER, Link::default());
-    let b = public_probe(&mut sim, OTHER, Link::default());
-    let c = public_probe(&mut sim, THIRD, Link::default());
+    let a = public_probe(&mut sim, SERVER, AccessLink::default());
+    let b = public_probe(&mut sim, OTHER, AccessLink::default());
+    let c = public_probe(&mut sim, THIRD, AccessLink::default());
     sim.set_partition(a, b, true);
     send(&mut sim, a, ep(OTHER), b"1");
     send(&mut sim, b, ep(SERVER), b"2");
@@ -811,8 +812,8 @@ fn injected_and_replayed_datagrams_take_the_normal_path() {
 #[test]
 fn step_processes_one_event_and_run_until_true_stops_on_time() {
     let mut sim = Sim::new(12);
-    let a = public_probe(&mut sim, SERVER, Link::default());
-    let b = public_probe(&mut sim, OTHER, Link::default().with_latency(ms(5)));
+    let a = public_probe(&mut sim, SERVER, AccessLink::default());
+    let b = public_probe(&mut sim, OTHER, AccessLink::default().with_latency(ms(5)));
     send(&mut sim, a, ep(OTHER), b"x");
     assert!(sim.step(), "reaches the public network");
     assert_eq!(sim.now(), Time::from_millis(10));
@@ -839,14 +840,14 @@ fn timers_fire_at_the_requested_times() {
         Peer::echo(),
         ip("198.51.100.1"),
         9993,
-        Link::default(),
+        AccessLink::default(),
         None,
     );
     let pinger = sim.add_host(
         Peer::pinger(ep(SERVER), ms(300)),
         ip("198.51.100.2"),
         9993,
-        Link::default(),
+        AccessLink::default(),
         None,
     );
     sim.enable_capture();
@@ -898,7 +899,7 @@ fn a_rescheduled_timer_fires_once_at_its_new_time() {
         then: Some(secs(12)),
         fired: Vec::new(),
     };
-    let a = sim.add_host(alarm, ip("198.51.100.1"), 1, Link::default(), None);
+    let a = sim.add_host(alarm, ip("198.51.100.1"), 1, AccessLink::default(), None);
     sim.run_for(Duration::from_secs(1));
     // Earlier: the 10 s entry left in the queue must not count or fire.
     sim.host_mut::<Alarm>(a).wake = Some(secs(2));
@@ -924,7 +925,7 @@ fn a_rescheduled_timer_fires_once_at_its_new_time() {
 /// A mixed world with loss, jitter and every NAT kind; returns its capture and digest.
 fn busy_world(seed: u64) -> (Vec<Captured>, u64, skylan::sim::SimStats) {
     let mut sim = Sim::new(seed);
-    let lossy = Link::default().with_loss(0.05).with_jitter(ms(4));
+    let lossy = AccessLink::default().with_loss(0.05).with_jitter(ms(4));
     let servers: Vec<Endpoint> = (1..=3)
         .map(|i| {
             let addr = ep(&format!("198.51.100.{i}/9993"));
@@ -988,7 +989,7 @@ fn ring(n: u32, secs: u64) -> Sim {
             Peer::pinger(target, Duration::from_secs(1)),
             me.0.ip(),
             me.0.port(),
-            Link::default(),
+            AccessLink::default(),
             None,
         );
     }

@@ -10,13 +10,13 @@ use skylan::node::network::NetworkStatus;
 use skylan::sim::HostId;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{Captured, Link, NatKind};
+use skylan::sim::{AccessLink, Captured, NatKind};
 use skylan::types::{Endpoint, NetworkId};
 
 const SECOND: Duration = Duration::from_secs(1);
 
-fn link() -> Link {
-    Link::default()
+fn link() -> AccessLink {
+    AccessLink::default()
 }
 
 /// Adds a public controller, creates a public network on it, joins `members` and waits
@@ -150,8 +150,8 @@ fn behind_two_symmetric_nats_traffic_stays_relayed_and_arrives() {
 
 #[test]
 fn a_dead_root_is_replaced_by_the_next_one() {
-    let near = Link::default().with_latency(Duration::from_millis(5));
-    let far = Link::default().with_latency(Duration::from_millis(40));
+    let near = AccessLink::default().with_latency(Duration::from_millis(5));
+    let far = AccessLink::default().with_latency(Duration::from_millis(40));
     let mut m = Mesh::build(
         4,
         &[near, far],
@@ -485,7 +485,7 @@ fn large_frames_are_fragmented_and_reassembled_relayed_and_direct() {
 
 #[test]
 fn loss_slows_but_does_not_stop_the_mesh() {
-    let lossy = Link::default().with_loss(0.05);
+    let lossy = AccessLink::default().with_loss(0.05);
     let mut m = Mesh::build(12, &[lossy], &[Placement::Public, Placement::Public], lossy);
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
@@ -540,14 +540,14 @@ fn same_seed_same_run() {
     let run = |seed| {
         let mut m = Mesh::build(
             seed,
-            &[Link::default()
+            &[AccessLink::default()
                 .with_jitter(Duration::from_millis(3))
                 .with_loss(0.02)],
             &[
                 Placement::Behind(NatKind::PortRestricted),
                 Placement::Public,
             ],
-            Link::default()
+            AccessLink::default()
                 .with_jitter(Duration::from_millis(3))
                 .with_loss(0.02),
         );

@@ -24,7 +24,7 @@
 
 use std::collections::HashSet;
 
-use skylan::root::{MAX_HOPS, Root, RootStats};
+use skylan::root::{RELAY_HOP_LIMIT, Root, RootStats};
 use skylan::types::{Endpoint, Time, Transmit};
 use skylan::wire::{self, Kind};
 
@@ -172,7 +172,10 @@ impl Harness {
             for t in &out {
                 if is_relayed_copy(bytes, &t.contents) {
                     relayed += 1;
-                    assert!(header.hops < MAX_HOPS, "relayed a packet at the hop limit");
+                    assert!(
+                        header.hops < RELAY_HOP_LIMIT,
+                        "relayed a packet at the hop limit"
+                    );
                     self.bytes_relayed += t.contents.len();
                 } else {
                     self.check_rendezvous(t, header.hops);

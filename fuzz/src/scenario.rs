@@ -24,7 +24,7 @@ use skylan::node::{self, Node, NodeConfig};
 use skylan::root::Root;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{PORT, planet, test_identity};
-use skylan::sim::{Host, HostId, Link, NatKind, Sim};
+use skylan::sim::{AccessLink, Host, HostId, NatKind, Sim};
 use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Outer, Reassembler};
 use skylan::world::{RootSpec, World};
@@ -279,7 +279,7 @@ fn record() -> Scenario {
 
     let mut sim = Sim::new(SIM_SEED);
     let start = sim.now();
-    let link = Link::default();
+    let link = AccessLink::default();
     let root = Recorder {
         inner: Root::new(root_identity.clone(), Some(&world), ROOT_SEED, start),
         trace: Trace::default(),
@@ -378,7 +378,7 @@ fn record() -> Scenario {
     }
 }
 
-fn add_behind_nat<H: Host>(sim: &mut Sim, host: H, n: u8, link: Link) -> HostId {
+fn add_behind_nat<H: Host>(sim: &mut Sim, host: H, n: u8, link: AccessLink) -> HostId {
     let nat = sim.add_nat(
         NatKind::PortRestricted,
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)),

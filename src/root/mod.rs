@@ -32,10 +32,6 @@ use crate::world::World;
 /// most the header can carry ([`wire::MAX_HOPS`], 7): a packet that needs more than a
 /// few relays is looping.
 pub const RELAY_HOP_LIMIT: u8 = 3;
-/// The old name of [`RELAY_HOP_LIMIT`], kept for callers outside the library that have
-/// not moved yet; not to be confused with [`wire::MAX_HOPS`].
-#[doc(hidden)]
-pub const MAX_HOPS: u8 = RELAY_HOP_LIMIT;
 /// At most one RENDEZVOUS pair per this long for a given pair of nodes.
 pub const RENDEZVOUS_INTERVAL: Duration = Duration::from_secs(10);
 /// Nodes silent for this long are forgotten.

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::cores::NodeHost;
-use super::{HostId, Link, NatKind, Sim};
+use super::{AccessLink, HostId, NatKind, Sim};
 use crate::controller::{Controller, RedbStore};
 use crate::crypto::identity::Identity;
 use crate::node::network::NetworkStatus;
@@ -75,7 +75,12 @@ pub struct Mesh {
 impl Mesh {
     /// Builds a mesh: `roots` root links (one root each), then one node per placement,
     /// all with `link`. Everything is seeded from `seed`.
-    pub fn build(seed: u64, root_links: &[Link], nodes: &[Placement], link: Link) -> Mesh {
+    pub fn build(
+        seed: u64,
+        root_links: &[AccessLink],
+        nodes: &[Placement],
+        link: AccessLink,
+    ) -> Mesh {
         let mut sim = Sim::new(seed);
         let mut next_identity = 0;
         let mut specs = Vec::new();
@@ -112,13 +117,13 @@ impl Mesh {
     }
 
     /// Adds one more node.
-    pub fn add_node(&mut self, placement: Placement, link: Link) -> HostId {
+    pub fn add_node(&mut self, placement: Placement, link: AccessLink) -> HostId {
         let host = self.make_node(false);
         self.place(host, placement, link)
     }
 
     /// Adds a node that also runs a network controller (in-memory database).
-    pub fn add_controller(&mut self, placement: Placement, link: Link) -> HostId {
+    pub fn add_controller(&mut self, placement: Placement, link: AccessLink) -> HostId {
         let host = self.make_node(true);
         self.place(host, placement, link)
     }
@@ -149,7 +154,7 @@ impl Mesh {
         host.with_controller(c, IdentitySigner(test_identity(index)))
     }
 
-    fn place(&mut self, host: NodeHost, placement: Placement, link: Link) -> HostId {
+    fn place(&mut self, host: NodeHost, placement: Placement, link: AccessLink) -> HostId {
         let n = self.nodes.len();
         let id = match placement {
             Placement::Public => {

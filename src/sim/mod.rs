@@ -17,7 +17,7 @@
 //!
 //! # The world
 //!
-//! - A **host** has one UDP socket (`ip:port`) and one access [`Link`]. It is either on
+//! - A **host** has one UDP socket (`ip:port`) and one access [`AccessLink`]. It is either on
 //!   the public network or behind a NAT ([`NatId`]); hosts behind the same NAT form a LAN
 //!   with its own address space (use 192.0.2.0/24 there) and reach each other directly
 //!   by their private addresses.
@@ -85,7 +85,7 @@
 //! # Example
 //!
 //! ```
-//! use skylan::sim::{Host, Link, NatKind, Sim};
+//! use skylan::sim::{Host, AccessLink, NatKind, Sim};
 //! use skylan::types::{Endpoint, Time, Transmit};
 //! use std::time::Duration;
 //!
@@ -112,11 +112,11 @@
 //!
 //! let mut sim = Sim::new(1);
 //! let server_ip = "198.51.100.1".parse().unwrap();
-//! sim.add_host(Echo { out: vec![] }, server_ip, 9993, Link::default(), None);
+//! sim.add_host(Echo { out: vec![] }, server_ip, 9993, AccessLink::default(), None);
 //! let nat = sim.add_nat(NatKind::Symmetric, "203.0.113.1".parse().unwrap());
 //! let to = "198.51.100.1/9993".parse().unwrap();
 //! let hello = Hello { to, out: vec![Transmit { destination: to, contents: b"hi".to_vec() }], replies: 0 };
-//! let client = sim.add_host(hello, "192.0.2.2".parse().unwrap(), 5000, Link::default(), Some(nat));
+//! let client = sim.add_host(hello, "192.0.2.2".parse().unwrap(), 5000, AccessLink::default(), Some(nat));
 //! assert!(sim.run_until_true(Duration::from_secs(1), |s| s.host::<Hello>(client).replies == 1));
 //! assert_eq!(sim.now(), Time::from_millis(40)); // 2 × (10 ms + 10 ms)
 //! ```
@@ -188,7 +188,7 @@ impl fmt::Display for NatId {
 
 /// A host's access link: what every datagram to or from the host goes through.
 #[derive(Clone, Copy, PartialEq, Debug)]
-pub struct Link {
+pub struct AccessLink {
     /// One-way delay added to every datagram crossing the link.
     pub latency: Duration,
     /// Extra one-way delay, uniform in `0..=jitter` per datagram (can reorder).
@@ -200,7 +200,7 @@ pub struct Link {
     pub mtu: usize,
 }
 
-impl Link {
+impl AccessLink {
     /// This link with another latency.
     pub fn with_latency(self, latency: Duration) -> Self {
         Self { latency, ..self }
@@ -222,7 +222,7 @@ impl Link {
     }
 }
 
-impl Default for Link {
+impl Default for AccessLink {
     /// 10 ms, no jitter, no loss, 1472-byte payloads (a 1500-byte IPv4 Ethernet path).
     fn default() -> Self {
         Self {

@@ -22,7 +22,7 @@ use super::hash::{FastMap, FastSet};
 use super::nat::{Nat, NatKind};
 use super::queue::{Datagram, Popped, Queue, Stage};
 use super::rng::SimRng;
-use super::{Captured, Host, HostId, HostStats, Link, NatId, SimStats};
+use super::{AccessLink, Captured, Host, HostId, HostStats, NatId, SimStats};
 use crate::types::{Endpoint, Time, Transmit};
 
 /// Events at a single instant after which the simulator assumes a livelock.
@@ -67,7 +67,7 @@ struct Slot {
     host: Box<dyn AnyHost>,
     addr: SocketAddr,
     behind: Option<NatId>,
-    link: Link,
+    link: AccessLink,
     up: bool,
     /// Already listed in `Sim::dirty`.
     dirty: bool,
@@ -141,7 +141,7 @@ impl Sim {
         host: impl Host,
         ip: IpAddr,
         port: u16,
-        link: Link,
+        link: AccessLink,
         behind: Option<NatId>,
     ) -> HostId {
         let id = HostId(
@@ -225,12 +225,12 @@ impl Sim {
     }
 
     /// The host's access link.
-    pub fn link(&self, id: HostId) -> Link {
+    pub fn link(&self, id: HostId) -> AccessLink {
         self.slot(id).link
     }
 
     /// Replaces the host's access link; datagrams already on it keep their timing.
-    pub fn set_link(&mut self, id: HostId, link: Link) {
+    pub fn set_link(&mut self, id: HostId, link: AccessLink) {
         self.slot_mut(id).link = link;
     }
 

@@ -10,7 +10,7 @@ use skylan::node::switch::{MemberInfo, SwitchSettings};
 use skylan::node::{self, Event, Link as Via, Node, NodeConfig};
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, PORT, Placement, planet, test_identity};
-use skylan::sim::{Captured, Host, HostId, Link, Sim};
+use skylan::sim::{AccessLink, Captured, Host, HostId, Sim};
 use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Header, Kind, Message, OkBody, Outer};
 use skylan::world::{RootSpec, World};
@@ -26,8 +26,8 @@ pub const ATTACKER_POOL: usize = 40;
 
 // ----- helpers ---------------------------------------------------------------------
 
-pub fn link() -> Link {
-    Link::default()
+pub fn link() -> AccessLink {
+    AccessLink::default()
 }
 
 pub fn network() -> NetworkId {
