@@ -30,6 +30,7 @@ use std::collections::HashMap;
 
 use crate::rules::{DecidedBy, Direction, FrameContext, PeerTags, RuleSet, Verdict};
 use crate::types::{NetworkId, NodeAddress};
+use crate::wire::EthernetFrame;
 
 /// Ask again this often while a network has no config.
 pub const CONFIG_RETRY: Duration = Duration::from_secs(3);
@@ -88,6 +89,23 @@ pub struct MemberPolicy {
 /// rule index, or `u16::MAX` for the default action).
 pub type RuleKey = (u32, u16);
 
+/// A frame with its Ethernet header parsed once, for the switch and the rules.
+pub(crate) struct ParsedFrame<'a> {
+    /// The whole frame.
+    pub(crate) bytes: &'a [u8],
+    /// Its header; `None` when it is too short to have one.
+    pub(crate) eth: Option<EthernetFrame<'a>>,
+}
+
+impl<'a> ParsedFrame<'a> {
+    pub(crate) fn parse(bytes: &'a [u8]) -> Self {
+        ParsedFrame {
+            bytes,
+            eth: EthernetFrame::parse(bytes),
+        }
+    }
+}
+
 /// Evaluates `policy` for one frame; true when it may pass (always, without rules).
 /// Counts the deciding rule in `hits`. Outbound, `src` is us; inbound, `dest` is us.
 pub(crate) fn permits(
@@ -96,7 +114,7 @@ pub(crate) fn permits(
     direction: Direction,
     src: NodeAddress,
     dest: NodeAddress,
-    frame: &[u8],
+    frame: &ParsedFrame<'_>,
     random: u32,
 ) -> bool {
     let Some(p) = policy else {
@@ -113,18 +131,20 @@ pub(crate) fn permits(
             (&sender.tags, &sender.capabilities, &p.tags)
         }
     };
-    let decision = p.rules.evaluate(&FrameContext {
+    let ctx = FrameContext {
         direction,
         ztsrc: src,
         ztdest: Some(dest),
-        frame,
+        frame: frame.bytes,
         sender_tags: PeerTags::Known(sender_tags),
         receiver_tags: PeerTags::Known(receiver_tags),
         sender_capabilities: sender_caps,
         ip_authenticated: true,
         mac_authenticated: true,
         random,
-    });
+    };
+    // The switch parsed the header already; the rules read the same view.
+    let decision = p.rules.evaluate_parsed(&ctx, frame.eth.as_ref());
     let key = match decision.decided_by {
         DecidedBy::Rule(r) => (u32::MAX, r),
         DecidedBy::Capability { capability, rule } => (u32::from(capability), rule),

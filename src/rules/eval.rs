@@ -15,6 +15,7 @@
 use super::frame::{Facts, L2};
 use super::table::{Action, Condition, CopyLength, Entry, RuleSet, chr};
 use crate::types::NodeAddress;
+use crate::wire::EthernetFrame;
 
 /// Which side of the overlay is filtering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -294,6 +295,17 @@ impl RuleSet {
     pub fn evaluate(&self, ctx: &FrameContext<'_>) -> Decision {
         evaluate(self, ctx)
     }
+
+    /// [`evaluate`](Self::evaluate) with the frame's Ethernet header already parsed
+    /// (`None`: too short to have one), so a caller that parsed it for its switch does
+    /// not parse it twice. `l2` must be the parse of `ctx.frame`.
+    pub fn evaluate_parsed(
+        &self,
+        ctx: &FrameContext<'_>,
+        l2: Option<&EthernetFrame<'_>>,
+    ) -> Decision {
+        evaluate_facts(self, ctx, Facts::from_l2(l2.copied()), &mut Silent)
+    }
 }
 
 /// How one table ended.
@@ -311,11 +323,16 @@ pub(crate) fn evaluate_with<O: Observer>(
     ctx: &FrameContext<'_>,
     obs: &mut O,
 ) -> Decision {
-    let mut env = Env {
-        ctx,
-        rules,
-        facts: Facts::new(ctx.frame),
-    };
+    evaluate_facts(rules, ctx, Facts::new(ctx.frame), obs)
+}
+
+fn evaluate_facts<'a, O: Observer>(
+    rules: &RuleSet,
+    ctx: &FrameContext<'a>,
+    facts: Facts<'a>,
+    obs: &mut O,
+) -> Decision {
+    let mut env = Env { ctx, rules, facts };
     let mut copies = Copies::default();
     let decided = |verdict, decided_by, deferred, copies| Decision {
         verdict,

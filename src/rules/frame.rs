@@ -62,10 +62,12 @@ pub(crate) struct Facts<'a> {
 
 impl<'a> Facts<'a> {
     pub fn new(frame: &'a [u8]) -> Self {
-        Self {
-            l2: parse_l2(frame),
-            l3: None,
-        }
+        Self::from_l2(parse_l2(frame))
+    }
+
+    /// Facts of a frame whose link layer the caller already parsed.
+    pub fn from_l2(l2: Option<L2<'a>>) -> Self {
+        Self { l2, l3: None }
     }
 
     pub fn l2(&self) -> Option<&L2<'a>> {

@@ -320,6 +320,8 @@ proptest! {
             let slow = reference_evaluate(&rules, &ctx);
             prop_assert_eq!(fast, slow, "frame {:02x?} case {:?}", f, c);
             prop_assert_eq!(explain(&rules, &ctx).decision, fast);
+            let l2 = crate::wire::EthernetFrame::parse(f);
+            prop_assert_eq!(rules.evaluate_parsed(&ctx, l2.as_ref()), fast);
             if !c.outbound {
                 prop_assert!(!fast.deferred, "the receiver never defers");
             }

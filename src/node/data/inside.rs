@@ -1,13 +1,13 @@
 //! Inside → outside: a frame read from our TAP becomes datagrams.
 
 use super::{DataPlane, ToControl};
-use crate::node::network::permits;
+use crate::node::network::{ParsedFrame, permits};
 use crate::node::snapshot::Snapshot;
 use crate::node::switch::{DropReason, Outbound};
 use crate::node::{MAX_FRAME_LEN, TapFrame};
 use crate::rules::Direction;
 use crate::types::{NetworkId, NodeAddress, Time};
-use crate::wire::{self, EthernetFrame};
+use crate::wire;
 
 impl DataPlane {
     /// A frame read from the TAP of `network`: switched to its member(s), filtered by
@@ -30,11 +30,9 @@ impl DataPlane {
         if !net.ok {
             return Err(DropReason::NotAMember);
         }
-        // One parse of the header for the switch; the rules read the same view.
-        match net
-            .switch
-            .outbound_parsed(EthernetFrame::parse(frame).as_ref())
-        {
+        // One parse of the header for the switch and the rules.
+        let parsed = ParsedFrame::parse(frame);
+        match net.switch.outbound_parsed(parsed.eth.as_ref()) {
             Outbound::Unicast(peer) => {
                 let allowed = permits(
                     net.policy.as_deref(),
@@ -42,7 +40,7 @@ impl DataPlane {
                     Direction::Outbound,
                     snap.me,
                     peer,
-                    frame,
+                    &parsed,
                     random,
                 );
                 self.after_rules(snap, now, network, peer, frame, allowed);
@@ -59,7 +57,7 @@ impl DataPlane {
                         Direction::Outbound,
                         snap.me,
                         peer,
-                        frame,
+                        &parsed,
                         random,
                     );
                     self.after_rules(snap, now, network, peer, frame, allowed);
@@ -154,8 +152,13 @@ impl DataPlane {
             self.stats.drop_not_joined += 1;
             return;
         };
-        let eth = EthernetFrame::parse(frame);
-        if !net.ok || net.switch.inbound_parsed(peer, eth.as_ref()).is_err() {
+        let parsed = ParsedFrame::parse(frame);
+        if !net.ok
+            || net
+                .switch
+                .inbound_parsed(peer, parsed.eth.as_ref())
+                .is_err()
+        {
             self.stats.drop_not_member += 1;
             return;
         }
@@ -166,7 +169,7 @@ impl DataPlane {
             Direction::Inbound,
             peer,
             snap.me,
-            frame,
+            &parsed,
             random,
         );
         if !allowed {
