@@ -32,38 +32,27 @@ impl DataPlane {
         }
         // One parse of the header for the switch and the rules.
         let parsed = ParsedFrame::parse(frame);
-        match net.switch.outbound_parsed(parsed.eth.as_ref()) {
-            Outbound::Unicast(peer) => {
-                let allowed = permits(
-                    net.policy.as_deref(),
-                    &mut net.hits,
-                    Direction::Outbound,
-                    snap.me,
-                    peer,
-                    &parsed,
-                    random,
-                );
-                self.after_rules(snap, now, network, peer, frame, allowed);
-            }
-            Outbound::Multicast(peers) => {
-                for (i, peer) in peers.into_iter().enumerate() {
-                    let random = if i == 0 { random } else { self.random() as u32 };
-                    let Some(net) = self.nets.get_mut(&network) else {
-                        break;
-                    };
-                    let allowed = permits(
-                        net.policy.as_deref(),
-                        &mut net.hits,
-                        Direction::Outbound,
-                        snap.me,
-                        peer,
-                        &parsed,
-                        random,
-                    );
-                    self.after_rules(snap, now, network, peer, frame, allowed);
-                }
-            }
-            Outbound::Drop(reason) => return Err(reason),
+        let outbound = net.switch.outbound_parsed(parsed.eth.as_ref());
+        let peers = match &outbound {
+            Outbound::Unicast(peer) => std::slice::from_ref(peer),
+            Outbound::Multicast(peers) => peers.as_slice(),
+            Outbound::Drop(reason) => return Err(*reason),
+        };
+        for (i, &peer) in peers.iter().enumerate() {
+            let random = if i == 0 { random } else { self.random() as u32 };
+            let Some(net) = self.nets.get_mut(&network) else {
+                break;
+            };
+            let allowed = permits(
+                net.policy.as_deref(),
+                &mut net.hits,
+                Direction::Outbound,
+                snap.me,
+                peer,
+                &parsed,
+                random,
+            );
+            self.after_rules(snap, now, network, peer, frame, allowed);
         }
         Ok(())
     }
