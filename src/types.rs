@@ -342,9 +342,8 @@ impl Sub<Duration> for Time {
 /// What records, credentials and configs carry (`creationTime`, a credential's
 /// timestamp) and what people read. [`Time`] is the other clock: monotonic, with an
 /// origin the driver picks, for timers and round trips. Nothing converts one into the
-/// other, except [`From<Time>`](#impl-From%3CTime%3E-for-UnixTime) for the simulator,
-/// whose one virtual clock stands for both. Only `io` reads the real clock
-/// (`io::http::controller::wall_clock`).
+/// other (the simulator, whose one virtual clock stands for both, says so where it
+/// does). Only `io` reads the real clock (`io::http::controller::wall_clock`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Debug)]
 pub struct UnixTime(u64);
 
@@ -389,16 +388,6 @@ impl Sub<Duration> for UnixTime {
     type Output = UnixTime;
     fn sub(self, d: Duration) -> UnixTime {
         UnixTime(self.0.saturating_sub(d.as_micros() as u64))
-    }
-}
-
-/// The simulator's clock starts at zero and stands for both clocks, so its `Time` is
-/// read as that many microseconds after the epoch. Real drivers read the two clocks
-/// separately; this exists only so the controller's entry points the simulator calls
-/// can accept its `Time` until it passes a `UnixTime` itself.
-impl From<Time> for UnixTime {
-    fn from(t: Time) -> UnixTime {
-        UnixTime(t.as_micros())
     }
 }
 

@@ -10,7 +10,7 @@ use skylan::node::network::NetworkStatus;
 use skylan::node::switch::SwitchSettings;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
-use skylan::sim::{AccessLink, HostId};
+use skylan::sim::{AccessLink, HostId, wall};
 use skylan::types::{Mac, NetworkId};
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -149,7 +149,7 @@ fn a_rules_source_that_does_not_compile_is_refused_and_changes_nothing() {
     let body = json!({"rulesSource": "accept ethertype ipv4\ndrop;"});
     let err = m
         .controller(ctrl)
-        .post_network(nw, body.as_object().unwrap(), "test", m.sim.now())
+        .post_network(nw, body.as_object().unwrap(), "test", wall(m.sim.now()))
         .unwrap_err()
         .to_string();
     assert!(err.contains("missing `;`"), "says what is wrong: {err}");

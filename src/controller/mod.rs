@@ -190,9 +190,8 @@ impl Controller {
         &self,
         body: &Map<String, Value>,
         actor: &str,
-        now: impl Into<UnixTime>,
+        now: UnixTime,
     ) -> Result<Saved<Network>, ControllerError> {
-        let now = now.into();
         let mut candidates: Vec<u32> = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             (0..1000).map(|_| rng.next_u32() & 0xff_ffff).collect()
@@ -220,9 +219,8 @@ impl Controller {
         nwid: NetworkId,
         body: &Map<String, Value>,
         actor: &str,
-        now: impl Into<UnixTime>,
+        now: UnixTime,
     ) -> Result<Saved<Network>, ControllerError> {
-        let now = now.into();
         if nwid.controller() != self.address {
             return Err(ControllerError::BadRequest(format!(
                 "network {nwid} belongs to controller {}, this is {}; network IDs here start with {}",
@@ -332,9 +330,8 @@ impl Controller {
         address: NodeAddress,
         body: &Map<String, Value>,
         actor: &str,
-        now: impl Into<UnixTime>,
+        now: UnixTime,
     ) -> Result<Saved<Member>, ControllerError> {
-        let now = now.into();
         let mut out = None;
         let mut changes = Vec::new();
         self.store.write(&mut |txn| {

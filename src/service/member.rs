@@ -270,11 +270,11 @@ impl Serving {
         &mut self,
         node: &mut Node,
         now: Time,
-        wall: impl Into<UnixTime>,
+        wall: UnixTime,
         network: NetworkId,
         member: &PublicIdentity,
     ) -> Result<(), ControllerError> {
-        for a in self.answers_for_request(wall.into(), network, member)? {
+        for a in self.answers_for_request(wall, network, member)? {
             a.apply(node, now);
         }
         Ok(())
@@ -286,10 +286,10 @@ impl Serving {
         &self,
         node: &mut Node,
         now: Time,
-        wall: impl Into<UnixTime>,
+        wall: UnixTime,
         network: NetworkId,
     ) -> Result<(), ControllerError> {
-        for a in self.answers_for_push(wall.into(), network)? {
+        for a in self.answers_for_push(wall, network)? {
             a.apply(node, now);
         }
         Ok(())

@@ -64,7 +64,7 @@ impl NodeHost {
     pub fn push(&mut self, now: Time, network: NetworkId) {
         if let Some(c) = &self.controller {
             // Invariant: a simulated controller's in-memory store does not fail.
-            c.push(&mut self.node, now, now, network)
+            c.push(&mut self.node, now, super::wall(now), network)
                 .expect("simulated controller push");
         }
         self.collect();
@@ -88,8 +88,14 @@ impl NodeHost {
                 } => {
                     if let Some(c) = &mut self.controller {
                         // Invariant: a simulated controller's in-memory store does not fail.
-                        c.on_request(&mut self.node, self.now, self.now, *network, identity)
-                            .expect("simulated controller answers");
+                        c.on_request(
+                            &mut self.node,
+                            self.now,
+                            super::wall(self.now),
+                            *network,
+                            identity,
+                        )
+                        .expect("simulated controller answers");
                     }
                 }
                 _ => {}

@@ -269,7 +269,7 @@ impl Mesh {
             .as_object()
             .cloned()
             .expect("network body is an object");
-        c.create_network(&body, "test", now)
+        c.create_network(&body, "test", super::wall(now))
             .expect("network created")
             .record
             .id
@@ -289,7 +289,7 @@ impl Mesh {
         // Invariant: test bodies are valid.
         let body = body.as_object().cloned().expect("member body is an object");
         self.controller(ctrl)
-            .post_member(network, address, &body, "test", now)
+            .post_member(network, address, &body, "test", super::wall(now))
             .expect("member updated");
         self.sim
             .with_host::<NodeHost, _>(ctrl, |h, now| h.push(now, network));
@@ -305,7 +305,7 @@ impl Mesh {
             .cloned()
             .expect("network body is an object");
         self.controller(ctrl)
-            .post_network(network, &body, "test", now)
+            .post_network(network, &body, "test", super::wall(now))
             .expect("network updated");
         self.sim
             .with_host::<NodeHost, _>(ctrl, |h, now| h.push(now, network));

@@ -137,6 +137,13 @@ mod simulator;
 pub use nat::{DEFAULT_NAT_TIMEOUT, NatKind};
 pub use simulator::Sim;
 
+/// The simulator's wall clock: its one virtual clock stands for both the monotonic
+/// [`Time`] and wall-clock [`UnixTime`](crate::types::UnixTime), read as that many
+/// microseconds after the epoch.
+pub fn wall(now: Time) -> crate::types::UnixTime {
+    crate::types::UnixTime::from_micros(now.as_micros())
+}
+
 /// A sans-IO protocol core the simulator can run (the node and root cores implement it).
 ///
 /// The simulator calls one `handle_*` method at a time, then drains `poll_transmit`
