@@ -164,6 +164,16 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
         stopped.as_secs_f64()
     ));
     wait_status(&tb, &b, &nwid, "ACCESS_DENIED")?;
+    // The device went cleanly: removed by the daemon, not left to a later close.
+    let log = std::fs::read_to_string(&b.log).unwrap_or_default();
+    ensure!(
+        !log.contains("removing the network device"),
+        "b's device removal failed: {}",
+        log.lines()
+            .filter(|l| l.contains("removing the network device"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let nb = network(&tb, &b, &nwid)?;
     ensure!(
         nb["assignedAddresses"]

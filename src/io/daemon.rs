@@ -272,6 +272,7 @@ impl NodeDriver {
             }
             self.flush().await;
         }
+        self.release_taps();
         if let Some(n) = &mut self.networks {
             n.shutdown().await;
         }
@@ -354,6 +355,14 @@ impl NodeDriver {
         }
     }
 
+    /// Lets go of the TAPs before a device is removed: the device goes only when its
+    /// last handle closes, and removal checks that none is still held. The list is
+    /// read again on the next turn.
+    fn release_taps(&mut self) {
+        self.taps.clear();
+        self.taps_generation = u64::MAX;
+    }
+
     /// Re-reads the TAP list when devices came or went.
     fn refresh_taps(&mut self) {
         if let Some(n) = &self.networks {
@@ -391,6 +400,7 @@ impl NodeDriver {
             NodeCommand::Leave(network, tx) => {
                 let was = self.node.networks().iter().any(|n| n.id == network);
                 self.node.leave(network);
+                self.release_taps();
                 if let Some(n) = &mut self.networks {
                     n.leave(network).await;
                 }
@@ -509,6 +519,7 @@ impl NodeDriver {
                     status,
                     NetworkStatus::AccessDenied | NetworkStatus::NotFound
                 ) {
+                    self.release_taps();
                     if let Some(n) = &mut self.networks {
                         n.withdraw(network).await;
                     }
