@@ -446,6 +446,19 @@ fn bulk_tcp_arrives_intact_both_ways_through_segmentation_and_coalescing() -> Re
     let ba = bulk_tcp(&b, &a, &ip_a, 5002, LEN)?;
     ensure!(ab == LEN, "a→b: {ab} of {LEN} bytes arrived intact");
     ensure!(ba == LEN, "b→a: {ba} of {LEN} bytes arrived intact");
+    // The data path runs the cipher the two negotiated, and says which.
+    let peers: Value = serde_json::from_str(&tb.cli(&a, &["-j", "peers"])?.stdout)?;
+    let to_b = peers
+        .as_array()
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p["address"] == b.address.to_string().as_str())
+        })
+        .context("b in a's peers")?;
+    ensure!(
+        to_b["cipher"] == skylan::crypto::preferred_cipher().as_str(),
+        "negotiated cipher: {to_b}"
+    );
     // Both offloads were really in play on both members.
     for d in [&a, &b] {
         let m = tb.metrics(d)?;

@@ -30,7 +30,7 @@ pub use identity::{IDENTITY_LEN, Identity, IdentityCache, POW_THRESHOLD, PublicI
 pub use replay::ReplayWindow;
 pub use session::{
     Cipher, HANDSHAKE_INIT_LEN, HANDSHAKE_RESP_LEN, InitiatorHandshake, Responded, SessionKeys,
-    TAG_LEN, initiate, local_offer, respond,
+    TAG_LEN, initiate, local_offer, preferred_cipher, respond,
 };
 pub use sign::{Signer, UpdateKey, verify_signature};
 

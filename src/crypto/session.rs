@@ -111,6 +111,11 @@ pub fn local_offer() -> u8 {
     offer
 }
 
+/// The cipher two nodes on this machine (or on machines alike) agree on.
+pub fn preferred_cipher() -> Cipher {
+    choose(local_offer(), local_offer())
+}
+
 #[cfg(target_arch = "x86_64")]
 fn hardware_aes() -> bool {
     std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq")

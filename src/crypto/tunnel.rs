@@ -134,6 +134,11 @@ impl SessionState {
         self.remote_index
     }
 
+    /// The data-path cipher the handshake negotiated.
+    pub fn cipher(&self) -> super::Cipher {
+        self.keys.cipher()
+    }
+
     /// When the session was established.
     pub fn created(&self) -> Time {
         self.created

@@ -49,6 +49,7 @@ pub mod switch;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::crypto::Cipher;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::TableError;
 use crate::crypto::tunnel::TunnelError;
@@ -345,6 +346,8 @@ pub struct PeerInfo {
     pub last_rx: Option<Duration>,
     /// True while a session can carry traffic.
     pub session: bool,
+    /// The data-path cipher of the current session, if any.
+    pub cipher: Option<Cipher>,
 }
 
 /// What `info` shows.

@@ -283,6 +283,7 @@ fn peer_json(p: &PeerInfo, now_ms: u64) -> Value {
         "lastReceive": ago(p.last_rx),
         "isBonded": false,
         "session": p.session,
+        "cipher": p.cipher.map(|c| c.as_str()),
         "mtu": crate::node::DEFAULT_PHYS_MTU - PER_FRAME_OVERHEAD,
     })
 }

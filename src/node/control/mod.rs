@@ -288,6 +288,11 @@ impl Control {
                     last_tx: later(p.last_tx, act.tx).map(|t| now.since(t)),
                     last_rx: later(p.last_rx, act.rx).map(|t| now.since(t)),
                     session: self.table.tunnel(address).is_some_and(|t| t.can_seal(now)),
+                    cipher: self
+                        .table
+                        .tunnel(address)
+                        .and_then(|t| t.current())
+                        .map(|s| s.cipher()),
                 }
             })
             .collect();
