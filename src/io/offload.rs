@@ -532,7 +532,9 @@ fn same_headers(a: &[u8], b: &[u8], t: TcpFrame) -> bool {
 }
 
 /// One's-complement sum of `data` as big-endian 16-bit words (odd length padded with
-/// zero), added to `init`; fold with [`fold`].
+/// zero), added to `init`; fold with [`fold`]. Adds 32-bit words into a 64-bit
+/// accumulator (RFC 1071: the same sum; this form vectorizes, which a 64-bit sum with
+/// end-around carry measured 20 % slower than in `benches/offload.rs`).
 fn sum_words(data: &[u8], init: u32) -> u32 {
     let mut sum = u64::from(init);
     let mut chunks = data.chunks_exact(4);
@@ -864,5 +866,35 @@ mod tests {
         };
         assert_eq!(seqs(2), vec![0, 1000, 2000, 3000]);
         assert_eq!(seqs(9), vec![50_000, 51_000, 52_000, 53_000]);
+    }
+
+    #[test]
+    fn the_wide_sum_equals_the_sum_of_16_bit_words() {
+        let naive = |d: &[u8], init: u32| {
+            let mut sum = u64::from(init);
+            for pair in d.chunks(2) {
+                let hi = u64::from(pair[0]) << 8;
+                sum += hi | pair.get(1).map_or(0, |&b| u64::from(b));
+            }
+            while sum >> 16 != 0 {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            sum as u16
+        };
+        let data: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 7) as u8)
+            .collect();
+        for len in 0..data.len() {
+            for init in [0, 0xffff, 0x1_2345, u32::MAX >> 1] {
+                assert_eq!(
+                    fold(sum_words(&data[..len], init)),
+                    naive(&data[..len], init),
+                    "len {len}"
+                );
+            }
+        }
+        // All ones everywhere: the carries must wrap around.
+        let ones = [0xffu8; 64];
+        assert_eq!(fold(sum_words(&ones, 0xffff)), naive(&ones, 0xffff));
     }
 }
