@@ -52,25 +52,13 @@ impl DataPlane {
                 &parsed,
                 random,
             );
-            self.after_rules(snap, now, network, peer, frame, allowed);
+            if allowed {
+                self.send_frame(snap, now, network, peer, frame);
+            } else {
+                self.stats.drop_rules += 1;
+            }
         }
         Ok(())
-    }
-
-    fn after_rules(
-        &mut self,
-        snap: &Snapshot,
-        now: Time,
-        network: NetworkId,
-        peer: NodeAddress,
-        frame: &[u8],
-        allowed: bool,
-    ) {
-        if allowed {
-            self.send_frame(snap, now, network, peer, frame);
-        } else {
-            self.stats.drop_rules += 1;
-        }
     }
 
     /// Seals one frame for `peer` with its current session and queues the datagram(s)
