@@ -284,17 +284,10 @@ impl NodeDriver {
         let now = self.clock.now();
         let local = self.udp.local();
         let node = &mut self.node;
-        match self
-            .udp
-            .try_recv_batch(|from, data| node.handle_datagram_in_place(now, local, from, data))
-        {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-            Err(e) => {
-                tracing::debug!("udp receive: {e}");
-                0
-            }
-        }
+        received(
+            self.udp
+                .try_recv_batch(|from, data| node.handle_datagram_in_place(now, local, from, data)),
+        )
     }
 
     /// Feeds the core up to [`TAP_BATCH`] ready messages of each TAP (a segmentation
@@ -605,14 +598,7 @@ pub async fn run_root(
         loop {
             let now = clock.now();
             let moved =
-                match udp.try_recv_batch(|from, d| root.handle_datagram(now, local, from, d)) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-                    Err(e) => {
-                        tracing::debug!("udp receive: {e}");
-                        0
-                    }
-                };
+                received(udp.try_recv_batch(|from, d| root.handle_datagram(now, local, from, d)));
             while let Some(t) = root.poll_transmit() {
                 transmits.push(t);
             }
@@ -638,6 +624,19 @@ pub async fn run_root(
         }
         udp.send_batch(&mut transmits).await;
         transmits.clear();
+    }
+}
+
+/// How many datagrams a receive batch delivered: none when nothing was ready, and none
+/// (logged) on an error, which only costs this turn.
+fn received(batch: std::io::Result<usize>) -> usize {
+    match batch {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            tracing::debug!("udp receive: {e}");
+            0
+        }
     }
 }
 
