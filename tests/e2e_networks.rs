@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skylan::lab::NatKind;
+use support::networks::{
+    STEP, controller, create_network, managed_ip, network, ping_ip, wait_status,
+};
 use support::{Daemon, Testbed, wait_until};
 
 const ROOT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 31);
@@ -25,54 +28,6 @@ const CTRL_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 32);
 const A_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 33);
 const B_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 34);
 const A_PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 30);
-
-const STEP: Duration = Duration::from_secs(40);
-
-/// Runs `skylan controller ...` on the controller node and parses `-j` output.
-fn controller(tb: &Testbed, ctrl: &Daemon, args: &[&str]) -> Result<Value> {
-    let mut all = vec!["controller"];
-    all.extend_from_slice(args);
-    tb.cli_json(ctrl, &all)
-}
-
-/// The network entry of `networks -j` on `d`.
-fn network(tb: &Testbed, d: &Daemon, nwid: &str) -> Result<Value> {
-    let list = tb.cli_json(d, &["networks"])?;
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["nwid"] == nwid)
-        .cloned()
-        .with_context(|| format!("{} does not list {nwid}: {list}", d.name))
-}
-
-fn wait_status(tb: &Testbed, d: &Daemon, nwid: &str, status: &str) -> Result<Value> {
-    let (n, _) = wait_until(&format!("{} {status} on {nwid}", d.name), STEP, || {
-        let n = network(tb, d, nwid)?;
-        ensure!(n["status"] == status, "status {}", n["status"]);
-        Ok(n)
-    })?;
-    Ok(n)
-}
-
-/// The first managed IPv4 address (without prefix) of a network entry.
-fn managed_ip(n: &Value) -> Result<String> {
-    n["assignedAddresses"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .find(|a| a.contains('.'))
-        .and_then(|a| a.split('/').next())
-        .map(str::to_string)
-        .with_context(|| format!("no managed IPv4 address in {n}"))
-}
-
-/// One system ping from `from`'s namespace; true when answered.
-fn ping_ip(tb: &Testbed, from: &Daemon, ip: &str) -> Result<bool> {
-    let out = tb.exec(&from.host, "ping", &["-c", "1", "-W", "1", ip])?;
-    Ok(out.success())
-}
 
 #[test]
 fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
@@ -92,26 +47,7 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
         tb.wait_online(d, Duration::from_secs(30))?;
     }
 
-    let created = controller(
-        &tb,
-        &ctrl,
-        &[
-            "network",
-            "create",
-            "--name",
-            "lab",
-            "--pool",
-            "198.18.0.10-198.18.0.250",
-            "--route",
-            "198.18.0.0/24",
-            "--private",
-        ],
-    )?;
-    let nwid = created["id"]
-        .as_str()
-        .context("created network has an id")?
-        .to_string();
-    tb.note(format!("created network {nwid}"));
+    let nwid = create_network(&tb, &ctrl, "198.18.0.10-198.18.0.250", "198.18.0.0/24")?;
 
     let joined_at = Instant::now();
     for d in [&a, &b] {

@@ -40,6 +40,8 @@
 // Tests drive real processes and measure how long things take (reported, not asserted).
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
+pub mod networks;
+
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};

@@ -1,0 +1,109 @@
+//! Network steps shared by the end-to-end tests: the controller CLI, a member's entry
+//! in `networks -j`, waiting for a status, and a private network with authorized members.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, ensure};
+use serde_json::Value;
+
+use super::{Daemon, Testbed, wait_until};
+
+/// How long one step of a network's life (a join, an authorization) may take.
+pub const STEP: Duration = Duration::from_secs(40);
+
+/// Runs `skylan controller ...` on the controller node and parses `-j` output.
+pub fn controller(tb: &Testbed, ctrl: &Daemon, args: &[&str]) -> Result<Value> {
+    let mut all = vec!["controller"];
+    all.extend_from_slice(args);
+    tb.cli_json(ctrl, &all)
+}
+
+/// The network entry of `networks -j` on `d`.
+pub fn network(tb: &Testbed, d: &Daemon, nwid: &str) -> Result<Value> {
+    let list = tb.cli_json(d, &["networks"])?;
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .find(|n| n["nwid"] == nwid)
+        .cloned()
+        .with_context(|| format!("{} does not list {nwid}: {list}", d.name))
+}
+
+/// Waits until `d` shows `status` for `nwid`; returns its entry.
+pub fn wait_status(tb: &Testbed, d: &Daemon, nwid: &str, status: &str) -> Result<Value> {
+    let (n, _) = wait_until(&format!("{} {status} on {nwid}", d.name), STEP, || {
+        let n = network(tb, d, nwid)?;
+        ensure!(n["status"] == status, "status {}", n["status"]);
+        Ok(n)
+    })?;
+    Ok(n)
+}
+
+/// The first managed IPv4 address (without prefix) of a network entry.
+pub fn managed_ip(n: &Value) -> Result<String> {
+    n["assignedAddresses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .find(|a| a.contains('.'))
+        .and_then(|a| a.split('/').next())
+        .map(str::to_string)
+        .with_context(|| format!("no managed IPv4 address in {n}"))
+}
+
+/// One system ping from `from`'s namespace; true when answered.
+pub fn ping_ip(tb: &Testbed, from: &Daemon, ip: &str) -> Result<bool> {
+    let out = tb.exec(&from.host, "ping", &["-c", "1", "-W", "1", ip])?;
+    Ok(out.success())
+}
+
+/// Creates a private network named "lab" with `pool` and `route` on `ctrl`; returns
+/// its ID.
+pub fn create_network(tb: &Testbed, ctrl: &Daemon, pool: &str, route: &str) -> Result<String> {
+    let created = controller(
+        tb,
+        ctrl,
+        &[
+            "network",
+            "create",
+            "--name",
+            "lab",
+            "--pool",
+            pool,
+            "--route",
+            route,
+            "--private",
+        ],
+    )?;
+    let nwid = created["id"]
+        .as_str()
+        .context("created network has an id")?
+        .to_string();
+    tb.note(format!("created network {nwid}"));
+    Ok(nwid)
+}
+
+/// [`create_network`], then joins and authorizes `members` and waits until each is OK;
+/// returns the network ID and each member's entry.
+pub fn authorized_network(
+    tb: &Testbed,
+    ctrl: &Daemon,
+    members: &[&Daemon],
+    pool: &str,
+    route: &str,
+) -> Result<(String, Vec<Value>)> {
+    let nwid = create_network(tb, ctrl, pool, route)?;
+    for d in members {
+        tb.cli(d, &["join", &nwid])?;
+    }
+    for d in members {
+        let member = d.address.to_string();
+        controller(tb, ctrl, &["member", "authorize", &nwid, &member])?;
+    }
+    let entries = members
+        .iter()
+        .map(|d| wait_status(tb, d, &nwid, "OK"))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((nwid, entries))
+}
