@@ -49,6 +49,7 @@ PATHS=""             # empty: veth underlay skylan, and vpncloud when its binary
 VPNCLOUD="${VPNCLOUD_BIN:-}"
 PING_COUNT=20
 NET_MTU=""           # empty: the controller's default network MTU
+WORKERS=1            # packet threads of each member
 PROFILE=0
 KEEP=0
 OUT=""
@@ -76,6 +77,7 @@ Options:
                       ~/.cargo/bin/vpncloud)
   -p, --pings N       pings per round and path, 0.2 s apart (default 20)
   -m, --mtu N         set the skylan network's MTU (default: the controller default)
+  -w, --workers N     packet threads of each skylan member (default 1)
       --profile       after the rounds, one more skylan -P 1 run under `perf stat`
                       (syscalls, context switches) and `perf record`
   -o, --out DIR       keep raw results (TSV, iperf3 JSON, perf data) and logs in DIR
@@ -98,6 +100,7 @@ while [ $# -gt 0 ]; do
         --vpncloud) VPNCLOUD="${2:-}"; [ -n "$VPNCLOUD" ] || VPNCLOUD=" "; shift 2 ;;
         -p|--pings) PING_COUNT="${2:-}"; shift 2 ;;
         -m|--mtu) NET_MTU="${2:-}"; shift 2 ;;
+        -w|--workers) WORKERS="${2:-}"; shift 2 ;;
         --profile) PROFILE=1; shift ;;
         -o|--out) OUT="${2:-}"; shift 2 ;;
         -k|--keep) KEEP=1; shift ;;
@@ -134,6 +137,7 @@ for p in $PATHS; do
     esac
 done
 [ -z "$NET_MTU" ] || is_uint "$NET_MTU" || usage_error "--mtu wants a number, got '$NET_MTU'"
+is_uint "$WORKERS" && [ "$WORKERS" -ge 1 ] || usage_error "--workers wants a positive integer, got '$WORKERS'"
 has_path() { [[ " $PATHS " == *" $1 "* ]]; }
 
 # ----- prerequisites ----------------------------------------------------------------
@@ -543,9 +547,9 @@ mkdir -p "$H_ROOT" "$H_CTRL" "$H_A" "$H_B"
 start root "$NS_ROOT" "$SKY" --home "$H_ROOT" root --port "$PORT" --planet "$WORK/planet"
 PID_ROOT=$STARTED
 start ctrl "$NS_CTRL" "$SKY" --home "$H_CTRL" node --port "$PORT" --planet "$WORK/planet" --controller
-start a "$NS_A" "$SKY" --home "$H_A" node --port "$PORT" --planet "$WORK/planet"
+start a "$NS_A" "$SKY" --home "$H_A" node --port "$PORT" --planet "$WORK/planet" --workers "$WORKERS"
 PID_A=$STARTED
-start b "$NS_B" "$SKY" --home "$H_B" node --port "$PORT" --planet "$WORK/planet"
+start b "$NS_B" "$SKY" --home "$H_B" node --port "$PORT" --planet "$WORK/planet" --workers "$WORKERS"
 PID_B=$STARTED
 
 for home in "$H_CTRL" "$H_A" "$H_B"; do
@@ -894,7 +898,7 @@ fi
 
 if [ -s "$THREADS" ]; then
     echo
-    echo "== skylan CPU by thread, median per run (main = the node driver; tokio workers read the TAP)"
+    echo "== skylan CPU by thread, median per run (skylan-packets = the packet loop and control work; skylan-workerN = more packet threads)"
     printf "   %-6s %-5s %-18s %8s %12s %12s\n" streams node thread CPU-s "vol. cs" "invol. cs"
     for streams in $STREAMS; do
         awk -F'\t' -v s="$streams" '$1 == s { print $3 "\t" $4 }' "$THREADS" | sort -u |

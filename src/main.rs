@@ -45,6 +45,10 @@ enum Command {
         /// Also run the network controller (network IDs start with this node's address).
         #[arg(long)]
         controller: bool,
+        /// Packet threads: each moves datagrams and frames on a socket and TAP queue of
+        /// its own (peers spread over them); one also runs the control work.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
     },
     /// Run a root server (planet or moon member).
     Root {
@@ -135,6 +139,7 @@ fn run(args: Args) -> anyhow::Result<String> {
             planet,
             api_port,
             controller,
+            workers,
         } => {
             let options = daemon::NodeOptions {
                 home: args.home,
@@ -142,6 +147,7 @@ fn run(args: Args) -> anyhow::Result<String> {
                 planet,
                 api_port,
                 controller,
+                workers: usize::from(workers),
             };
             runtime.block_on(daemon::run_node(options, shutdown_signal()))?;
             Ok(String::new())

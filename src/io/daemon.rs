@@ -8,18 +8,20 @@
 //! process's main runtime and talk to it only through channels. In the loop, UDP, the
 //! TAPs and the core share one thread: no frame crosses a thread or a channel. Each
 //! turn takes everything ready in bounded batches — one `recvmmsg` of datagrams, up to
-//! [`TAP_BATCH`] frames per TAP — and flushes after each batch, so neither direction
-//! starves the other; it sleeps only when both are drained.
+//! [`TAP_BATCH`](super::packets::TAP_BATCH) frames per TAP — and flushes after each
+//! batch, so neither direction starves the other; it sleeps only when both are drained.
+//! With `--workers N` the packet loop is also the control thread of N - 1 more packet
+//! threads (see [`super::workers`]): it publishes the node's snapshot and TAP list to
+//! them and handles what their data planes hand over.
 //!
 //! Drain order after every batch (the cores' contract): transmits (one `sendmmsg`, with
 //! segmentation offload), TAP frames, events; repeated while events produce more.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use rand_core::{OsRng, RngCore};
@@ -29,16 +31,17 @@ use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult};
 use super::home::{Home, HomeError};
 use super::http;
 use super::networks::Networks;
-use super::offload::{self, Coalescer};
-use super::tap::{self, Tap};
+use super::packets::{PacketIo, TapCounters, received};
+use super::tap::Queues;
 use super::udp::UdpIo;
+use super::workers::Workers;
 use crate::controller::Change;
 use crate::crypto::identity::PublicIdentity;
 use crate::node::network::NetworkStatus;
-use crate::node::{DEFAULT_PHYS_MTU, Event, MAX_FRAME_LEN, Node, NodeConfig};
+use crate::node::{DEFAULT_PHYS_MTU, Event, Node, NodeConfig, NodeStats, ToControl};
 use crate::root::Root;
 use crate::service::member::{self, IdentitySigner, Serving};
-use crate::types::{Mac, NetworkId, Time, Transmit};
+use crate::types::{Mac, NetworkId, Time};
 use crate::world::{World, WorldError};
 
 /// Errors that stop a daemon from starting or running.
@@ -111,6 +114,8 @@ pub struct NodeOptions {
     pub api_port: Option<u16>,
     /// Also run the network controller (its endpoints join the local API).
     pub controller: bool,
+    /// Packet threads (at least one; the first also runs the control work).
+    pub workers: usize,
 }
 
 /// Work for the controller thread: decide, sign, store, and send the answers back to
@@ -122,13 +127,13 @@ enum ControllerWork {
     Changed(NetworkId),
 }
 
-/// Frames read from one TAP before the loop turns to the socket again.
-pub const TAP_BATCH: usize = 64;
+/// Items handed over by workers that one turn of the control thread takes.
+const HANDOVER_BATCH: usize = 256;
 
 /// A node core bound to a UDP socket, ready to run.
 pub struct NodeDriver {
     node: Node,
-    udp: UdpIo,
+    io: PacketIo,
     clock: Clock,
     commands: mpsc::Receiver<NodeCommand>,
     pings: HashMap<u64, oneshot::Sender<PingResult>>,
@@ -136,25 +141,13 @@ pub struct NodeDriver {
     networks: Option<Networks>,
     /// The controller thread's queue, when this node runs one.
     controller: Option<std::sync::mpsc::Sender<ControllerWork>>,
-    /// The TAPs being read, as of `Networks::generation() == taps_generation`.
-    taps: Vec<(NetworkId, Arc<Tap>)>,
+    /// The TAPs in `io` (and published to the workers) are those of
+    /// `Networks::generation() == taps_generation`.
     taps_generation: u64,
-    /// Datagrams the core produced, sent together by `flush`.
-    transmits: Vec<Transmit>,
-    /// One message read from a TAP (virtio header and a frame of up to 64 KiB).
-    message: Vec<u8>,
-    /// Where a segmentation frame is cut into frames.
-    segment: Vec<u8>,
-    /// Merges the frames written to a TAP (see `super::offload`).
-    coalescer: Coalescer,
-    /// Frames the core delivered that no TAP took (none, or its queue was full).
-    tap_drops: u64,
-    /// Messages read from a TAP that could not be turned into frames.
-    tap_bad: u64,
-    /// Messages read from a TAP that were cut into several frames (TCP segmentation).
-    tap_segmented: u64,
-    /// Messages written to a TAP that merged several frames.
-    tap_coalesced: u64,
+    /// The other packet threads, with `--workers` above one.
+    workers: Option<Workers>,
+    /// How many packet threads in all.
+    threads: usize,
 }
 
 impl NodeDriver {
@@ -168,12 +161,13 @@ impl NodeDriver {
             .clone()
             .unwrap_or_else(|| home.path("planet"));
         let world: World = super::home::load_world(&planet)?;
-        let udp = bind_udp(options.port).await?;
+        let threads = options.workers.max(1);
+        let udp = bind_udp(options.port, threads > 1).await?;
         let udp_port = udp.local().0.port();
         let public_identity = identity.public().to_string();
         let address = identity.public().address();
         let clock = Clock::start();
-        let node = Node::new(
+        let mut node = Node::new(
             NodeConfig {
                 identity,
                 world,
@@ -203,6 +197,19 @@ impl NodeDriver {
         } else {
             (None, None)
         };
+        let workers = if threads > 1 {
+            let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, udp_port));
+            let w = Workers::start(threads - 1, &mut node, local, clock)
+                .await
+                .map_err(|source| DaemonError::Bind {
+                    what: "UDP for a packet worker",
+                    addr: local,
+                    source,
+                })?;
+            Some(w)
+        } else {
+            None
+        };
         let handle = NodeHandle {
             tx,
             address,
@@ -213,23 +220,16 @@ impl NodeDriver {
         Ok((
             Self {
                 node,
-                udp,
+                io: PacketIo::new(udp),
                 clock,
                 commands,
                 pings: HashMap::new(),
                 home,
                 networks: None,
                 controller: controller_work,
-                taps: Vec::new(),
                 taps_generation: u64::MAX,
-                transmits: Vec::with_capacity(256),
-                message: vec![0; tap::MESSAGE_LEN],
-                segment: Vec::with_capacity(MAX_FRAME_LEN),
-                coalescer: Coalescer::new(),
-                tap_drops: 0,
-                tap_bad: 0,
-                tap_segmented: 0,
-                tap_coalesced: 0,
+                workers,
+                threads,
             },
             handle,
         ))
@@ -238,13 +238,21 @@ impl NodeDriver {
     /// Runs until `shutdown` completes.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
         tokio::pin!(shutdown);
-        let mut networks = Networks::new(&self.home, self.node.address());
+        let queues = if self.threads > 1 {
+            Queues::Many
+        } else {
+            Queues::One
+        };
+        let mut networks = Networks::new(&self.home, self.node.address(), queues);
         networks.restore(&mut self.node, self.clock.now()).await;
         self.networks = Some(networks);
         loop {
             // Everything ready, in bounded batches, flushing after each.
             loop {
-                let moved = self.pump_udp() + self.pump_taps();
+                let now = self.clock.now();
+                let moved = self.io.pump_udp(&mut self.node, now)
+                    + self.io.pump_taps(&mut self.node, now)
+                    + self.pump_workers(now);
                 self.flush().await;
                 if moved == 0 {
                     break;
@@ -263,107 +271,78 @@ impl NodeDriver {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
             tokio::select! {
                 _ = &mut shutdown => break,
-                r = self.udp.readable() => if let Err(e) = r {
-                    tracing::debug!("udp readiness: {e}");
-                },
-                _ = any_readable(&self.taps) => {}
+                _ = self.io.readable() => {}
+                item = next_item(&mut self.workers) => self.node.handle_control(self.clock.now(), item),
                 _ = tokio::time::sleep_until(deadline.into()) => self.node.handle_timeout(self.clock.now()),
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
             }
             self.flush().await;
         }
-        self.release_taps();
+        if let Some(w) = self.workers.take() {
+            w.stop().await;
+        }
+        self.release_taps().await;
         if let Some(n) = &mut self.networks {
             n.shutdown().await;
         }
         Ok(())
     }
 
-    /// Feeds the core one batch of ready datagrams; returns how many.
-    fn pump_udp(&mut self) -> usize {
-        let now = self.clock.now();
-        let local = self.udp.local();
-        let node = &mut self.node;
-        received(
-            self.udp
-                .try_recv_batch(|from, data| node.handle_datagram_in_place(now, local, from, data)),
-        )
-    }
-
-    /// Feeds the core up to [`TAP_BATCH`] ready messages of each TAP (a segmentation
-    /// message is cut into its frames first); returns how many messages.
-    fn pump_taps(&mut self) -> usize {
-        let now = self.clock.now();
+    /// Hands the core up to [`HANDOVER_BATCH`] items the workers' data planes passed on;
+    /// returns how many.
+    fn pump_workers(&mut self, now: Time) -> usize {
+        let Some(workers) = &mut self.workers else {
+            return 0;
+        };
         let mut moved = 0;
-        for (network, tap) in &self.taps {
-            for _ in 0..TAP_BATCH {
-                match tap.try_read_message(&mut self.message) {
-                    Ok(len) => {
-                        let node = &mut self.node;
-                        let split =
-                            offload::split_read(&mut self.message[..len], &mut self.segment, |f| {
-                                let _ = node.handle_tap_frame(now, *network, f);
-                            });
-                        match split {
-                            Ok(frames) if frames > 1 => self.tap_segmented += 1,
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::trace!(%network, "tap message dropped: {e}");
-                                self.tap_bad += 1;
-                            }
-                        }
-                        moved += 1;
-                    }
-                    Err(e) => {
-                        if e.kind() != std::io::ErrorKind::WouldBlock {
-                            tracing::debug!(%network, "tap read: {e}");
-                        }
-                        break;
-                    }
-                }
-            }
+        while moved < HANDOVER_BATCH {
+            let Some(item) = workers.try_item() else {
+                break;
+            };
+            self.node.handle_control(now, item);
+            moved += 1;
         }
         moved
     }
 
-    /// Gives `frame` to the coalescer (or, with `None`, flushes it) and writes what it
-    /// hands back to `network`'s TAP.
-    fn write_merged(&mut self, network: Option<NetworkId>, frame: Option<&[u8]>) {
-        let Some(network) = network else {
+    /// Lets go of the TAPs before a device is removed: the device goes only when its
+    /// last handle and queue close, and removal checks that none is still held. The
+    /// list is read again on the next turn.
+    async fn release_taps(&mut self) {
+        self.io.set_taps(Vec::new());
+        self.taps_generation = u64::MAX;
+        if let Some(w) = &mut self.workers {
+            w.release_taps().await;
+        }
+    }
+
+    /// Re-reads the TAP list when devices came or went, and passes it on to the workers.
+    fn refresh_taps(&mut self) {
+        let Some(n) = &self.networks else {
             return;
         };
-        let networks = self.networks.as_ref();
-        let (drops, coalesced) = (&mut self.tap_drops, &mut self.tap_coalesced);
-        let mut write = |message: &[u8], frames: usize| {
-            if frames > 1 {
-                *coalesced += 1;
-            }
-            if !networks.is_some_and(|n| n.write_message(network, message)) {
-                *drops += 1;
-            }
-        };
-        match frame {
-            Some(f) => self.coalescer.push(f, &mut write),
-            None => self.coalescer.flush(&mut write),
+        if n.generation() == self.taps_generation {
+            return;
         }
+        let taps = n.taps();
+        self.taps_generation = n.generation();
+        if let Some(w) = &mut self.workers {
+            w.set_taps(taps.clone());
+        }
+        self.io.set_taps(taps);
     }
 
-    /// Lets go of the TAPs before a device is removed: the device goes only when its
-    /// last handle closes, and removal checks that none is still held. The list is
-    /// read again on the next turn.
-    fn release_taps(&mut self) {
-        self.taps.clear();
-        self.taps_generation = u64::MAX;
-    }
-
-    /// Re-reads the TAP list when devices came or went.
-    fn refresh_taps(&mut self) {
-        if let Some(n) = &self.networks {
-            if n.generation() != self.taps_generation {
-                self.taps = n.taps();
-                self.taps_generation = n.generation();
-            }
-        }
+    /// Counters of the core and every packet thread.
+    fn counters(&self) -> (NodeStats, TapCounters) {
+        let (stats, taps) = self
+            .workers
+            .as_ref()
+            .map(Workers::stats)
+            .unwrap_or_default();
+        (
+            self.node.stats().merged(&stats),
+            self.io.counters().merged(&taps),
+        )
     }
 
     async fn command(&mut self, cmd: NodeCommand) {
@@ -376,12 +355,15 @@ impl NodeDriver {
                 let _ = tx.send(self.node.peers(now));
             }
             NodeCommand::Stats(tx) => {
-                let mut stats: Vec<(&'static str, u64)> = self.node.stats().iter().collect();
-                stats.push(("drop_tap_write", self.tap_drops));
-                stats.push(("drop_tap_message", self.tap_bad));
-                stats.push(("tap_segmented_messages", self.tap_segmented));
-                stats.push(("tap_coalesced_messages", self.tap_coalesced));
-                let _ = tx.send(stats);
+                let (stats, taps) = self.counters();
+                let mut named: Vec<(&'static str, u64)> = stats.iter().collect();
+                named.extend(taps.named());
+                let _ = tx.send(named);
+            }
+            NodeCommand::Threads(tx) => {
+                let mut threads = vec![*self.node.stats()];
+                threads.extend(self.workers.iter().flat_map(Workers::per_worker));
+                let _ = tx.send(threads);
             }
             NodeCommand::Join(network, tx) => {
                 self.node.join(now, network);
@@ -393,25 +375,20 @@ impl NodeDriver {
             NodeCommand::Leave(network, tx) => {
                 let was = self.node.networks().iter().any(|n| n.id == network);
                 self.node.leave(network);
-                self.release_taps();
+                self.release_taps().await;
                 if let Some(n) = &mut self.networks {
                     n.leave(network).await;
                 }
                 let _ = tx.send(was);
             }
             NodeCommand::RuleHits(tx) => {
-                let hits = self
-                    .node
-                    .networks()
-                    .into_iter()
-                    .flat_map(|n| {
-                        self.node
-                            .rule_hits(n.id)
-                            .into_iter()
-                            .map(move |(k, v)| (n.id, k, v))
-                    })
-                    .collect();
-                let _ = tx.send(hits);
+                let mut hits = BTreeMap::new();
+                let ours = self.node.data_plane().all_rule_hits();
+                let theirs = self.workers.as_ref().map(Workers::rule_hits);
+                for (network, rule, n) in ours.into_iter().chain(theirs.into_iter().flatten()) {
+                    *hits.entry((network, rule)).or_insert(0) += n;
+                }
+                let _ = tx.send(hits.into_iter().map(|((w, r), n)| (w, r, n)).collect());
             }
             NodeCommand::Networks(tx) => {
                 let me = self.node.address();
@@ -448,30 +425,14 @@ impl NodeDriver {
         }
     }
 
-    /// Sends what the core produced, in the contract's order, until it has nothing left.
+    /// Sends what the core produced, in the contract's order, until it has nothing left,
+    /// and publishes its snapshot to the workers when it changed.
     async fn flush(&mut self) {
         loop {
-            while let Some(t) = self.node.poll_transmit() {
-                self.transmits.push(t);
+            self.io.flush(&mut self.node).await;
+            if let Some(w) = &mut self.workers {
+                w.publish(&self.node);
             }
-            if !self.transmits.is_empty() {
-                self.udp.send_batch(&mut self.transmits).await;
-                // The buffers go back to the core's pool.
-                for t in self.transmits.drain(..) {
-                    self.node.recycle(t.contents);
-                }
-            }
-            // Frames for the TAPs, each flow's consecutive TCP segments merged.
-            let mut current: Option<NetworkId> = None;
-            while let Some(f) = self.node.poll_tap() {
-                if current != Some(f.network) {
-                    self.write_merged(current, None);
-                    current = Some(f.network);
-                }
-                self.write_merged(current, Some(&f.frame));
-                self.node.recycle(f.frame);
-            }
-            self.write_merged(current, None);
             let mut events = false;
             while let Some(event) = self.node.poll_event() {
                 events = true;
@@ -512,7 +473,7 @@ impl NodeDriver {
                     status,
                     NetworkStatus::AccessDenied | NetworkStatus::NotFound
                 ) {
-                    self.release_taps();
+                    self.release_taps().await;
                     if let Some(n) = &mut self.networks {
                         n.withdraw(network).await;
                     }
@@ -587,7 +548,7 @@ pub async fn run_root(
         .as_deref()
         .map(super::home::load_world)
         .transpose()?;
-    let mut udp = bind_udp(options.port).await?;
+    let mut udp = bind_udp(options.port, false).await?;
     let local = udp.local();
     tracing::info!(address = %identity.public().address(), %local, "root listening");
     let clock = Clock::start();
@@ -627,39 +588,25 @@ pub async fn run_root(
     }
 }
 
-/// How many datagrams a receive batch delivered: none when nothing was ready, and none
-/// (logged) on an error, which only costs this turn.
-fn received(batch: std::io::Result<usize>) -> usize {
-    match batch {
-        Ok(n) => n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
-        Err(e) => {
-            tracing::debug!("udp receive: {e}");
-            0
-        }
-    }
-}
-
-/// Binds the UDP socket of a node or root on all IPv4 addresses.
-async fn bind_udp(port: u16) -> Result<UdpIo, DaemonError> {
+/// Binds the UDP socket of a node or root on all IPv4 addresses (shared with the
+/// packet workers when `shared`).
+async fn bind_udp(port: u16, shared: bool) -> Result<UdpIo, DaemonError> {
     let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-    UdpIo::bind(addr).await.map_err(|source| DaemonError::Bind {
-        what: "UDP",
-        addr,
-        source,
-    })
+    UdpIo::bind(addr, shared)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            what: "UDP",
+            addr,
+            source,
+        })
 }
 
-/// Ready when any of `taps` may have a frame; never when there are none.
-fn any_readable(taps: &[(NetworkId, Arc<Tap>)]) -> impl Future<Output = ()> + '_ {
-    std::future::poll_fn(move |cx| {
-        for (_, tap) in taps {
-            if tap.poll_readable(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
+/// The next item a worker handed over; never without workers.
+async fn next_item(workers: &mut Option<Workers>) -> ToControl {
+    match workers {
+        Some(w) => w.next_item().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs `skylan node` until `shutdown` completes: the packet loop on its own thread

@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::controller::{Controller, NetworkConfig};
 use crate::node::network::{NetworkStatus, RuleKey};
-use crate::node::{Link, NodeStatus, PeerInfo};
+use crate::node::{Link, NodeStats, NodeStatus, PeerInfo};
 use crate::service::member::Answer;
 use crate::types::{Mac, NetworkId, NodeAddress};
 
@@ -46,6 +46,8 @@ pub enum NodeCommand {
     Leave(NetworkId, oneshot::Sender<bool>),
     /// `networks`.
     Networks(oneshot::Sender<Vec<NetworkView>>),
+    /// Traffic counters of each packet thread (the control thread first).
+    Threads(oneshot::Sender<Vec<NodeStats>>),
     /// Flow-rule hit counters per network and deciding rule.
     RuleHits(oneshot::Sender<Vec<(NetworkId, RuleKey, u64)>>),
     /// (From the controller thread) configs and refusals to send to members.

@@ -10,5 +10,7 @@ pub mod netconf;
 pub mod netdev;
 pub mod networks;
 pub mod offload;
+pub mod packets;
 pub mod tap;
 pub mod udp;
+pub mod workers;

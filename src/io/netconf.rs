@@ -315,7 +315,7 @@ fn to_io(e: rtnetlink::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::tap::Tap;
+    use crate::io::tap::{Queues, Tap};
     use crate::lab::{Lab, require_root, run_in};
     use std::process::Command;
     use std::time::Duration;
@@ -383,7 +383,7 @@ mod tests {
             .add_public_host("a", "198.51.100.41".parse().unwrap())
             .unwrap();
         in_netns(&host.netns, async || {
-            let tap = Tap::create("sky0", 1400, TAP_MAC).unwrap();
+            let tap = Tap::create("sky0", 1400, TAP_MAC, Queues::One).unwrap();
             let nc = NetConf::new().unwrap();
             let idx = nc.link_index("sky0").await.unwrap();
             assert_eq!(idx, tap.index());

@@ -41,7 +41,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use crate::io::netconf::{NetConf, NetConfError};
-use crate::io::tap::{MIN_MTU, Tap, TapError};
+use crate::io::tap::{MIN_MTU, Queues, Tap, TapError};
 use crate::types::{Mac, NetworkId, NodeAddress};
 
 /// Prefix of every skylan network interface name.
@@ -98,6 +98,8 @@ pub struct DeviceConfig {
     pub addresses: Vec<IpNet>,
     /// The network's routes.
     pub routes: Vec<RouteSpec>,
+    /// One TAP queue, or several for packet workers; fixed for the life of the device.
+    pub queues: Queues,
 }
 
 impl DeviceConfig {
@@ -115,6 +117,7 @@ impl DeviceConfig {
             mtu,
             addresses,
             routes,
+            queues: Queues::One,
         }
     }
 
@@ -334,7 +337,7 @@ impl NetDevice {
     /// inside a tokio runtime on a thread in the target namespace, with `nc` opened there.
     pub async fn create(config: DeviceConfig, nc: &NetConf) -> Result<NetDevice, NetdevError> {
         config.validate()?;
-        let tap = Tap::create(&config.name, config.mtu, config.mac)?;
+        let tap = Tap::create(&config.name, config.mtu, config.mac, config.queues)?;
         let iface = tap.name().to_string();
         match nc.link_index(&iface).await {
             Ok(index) if index == tap.index() => {}
@@ -606,6 +609,7 @@ mod tests {
             mtu: 2800,
             addresses: addresses.iter().map(|a| net(a)).collect(),
             routes: routes.to_vec(),
+            queues: Queues::One,
         }
     }
 

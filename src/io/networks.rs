@@ -11,8 +11,8 @@
 //! ACCESS_DENIED or NOT_FOUND, or that is left, loses its device (addresses and routes
 //! withdrawn, TAP removed) and its cached config.
 //!
-//! The TAPs are read and written by the node driver's packet loop itself
-//! ([`Networks::taps`], [`Networks::write_message`]): no reader task, no channel per frame.
+//! The TAPs are read and written by the node's packet threads themselves
+//! ([`Networks::taps`]): no reader task, no channel per frame.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use super::home::{Home, write_file};
 use super::netconf::NetConf;
 use super::netdev::{DeviceConfig, NetDevice, RouteSpec};
-use super::tap::Tap;
+use super::tap::{Queues, Tap};
 use crate::controller::NetworkConfig;
 use crate::controller::model::DEFAULT_MTU;
 use crate::crypto::identity::PublicIdentity;
@@ -34,6 +34,8 @@ pub struct Networks {
     dir: PathBuf,
     me: NodeAddress,
     netconf: Option<NetConf>,
+    /// Devices get several queues when packet workers read them.
+    queues: Queues,
     devices: HashMap<NetworkId, NetDevice>,
     configs: HashMap<NetworkId, NetworkConfig>,
     /// Bumped whenever a device appears or goes, so the driver knows to re-read
@@ -42,8 +44,8 @@ pub struct Networks {
 }
 
 impl Networks {
-    /// Opens the cache directory.
-    pub fn new(home: &Home, me: NodeAddress) -> Self {
+    /// Opens the cache directory. Devices are made with `queues`.
+    pub fn new(home: &Home, me: NodeAddress, queues: Queues) -> Self {
         let dir = home.path("networks.d");
         let _ = std::fs::create_dir_all(&dir);
         let netconf = match NetConf::new() {
@@ -57,6 +59,7 @@ impl Networks {
             dir,
             me,
             netconf,
+            queues,
             devices: HashMap::new(),
             configs: HashMap::new(),
             generation: 0,
@@ -140,22 +143,6 @@ impl Networks {
         let _ = std::fs::remove_file(self.file(network, "controller"));
     }
 
-    /// Writes a message (virtio header and frame, see [`super::offload`]) to the
-    /// network's TAP without waiting; false when it was dropped (no device, or its queue
-    /// is full).
-    pub fn write_message(&self, network: NetworkId, message: &[u8]) -> bool {
-        let Some(d) = self.devices.get(&network) else {
-            return false;
-        };
-        match d.tap().try_write_message(message) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::trace!(%network, "tap write: {e}");
-                false
-            }
-        }
-    }
-
     /// Every network's TAP, for the driver to read from.
     pub fn taps(&self) -> Vec<(NetworkId, Arc<Tap>)> {
         let mut taps: Vec<(NetworkId, Arc<Tap>)> = self
@@ -200,13 +187,16 @@ impl Networks {
                 via: r.via,
             })
             .collect();
-        let wanted = DeviceConfig::for_network(
-            network,
-            self.me,
-            mtu,
-            config.assigned_addresses.clone(),
-            routes,
-        );
+        let wanted = DeviceConfig {
+            queues: self.queues,
+            ..DeviceConfig::for_network(
+                network,
+                self.me,
+                mtu,
+                config.assigned_addresses.clone(),
+                routes,
+            )
+        };
         self.configs.insert(network, config);
         let Some(nc) = &self.netconf else {
             return;

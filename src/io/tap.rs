@@ -14,8 +14,11 @@
 //!   messages for the driver, which uses [`super::offload`] around them;
 //!   [`Tap::recv`]/[`Tap::send`] move one plain frame (header handled here) for tests
 //!   and tools.
-//! - Dropping the `Tap` closes the fd, which makes the kernel delete the device (with its
-//!   addresses and routes).
+//! - With [`Queues::Many`] the device is multi-queue (`IFF_MULTI_QUEUE`): [`Tap::queue`]
+//!   opens another queue of it, a `Tap` of its own for another thread's runtime; the
+//!   host hands each flow's frames to one queue.
+//! - Dropping the `Tap` closes the fd; when the last queue of a device is closed, the
+//!   kernel deletes the device (with its addresses and routes).
 //! - Addresses and routes are not set here: that is [`crate::io::netconf`]'s job (tun-rs'
 //!   address management is compiled out).
 //!
@@ -73,7 +76,17 @@ pub enum TapError {
     },
 }
 
-/// A TAP device: Ethernet frames in and out of the host's network stack.
+/// How many queues a TAP device may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queues {
+    /// One: the `Tap` that created it.
+    One,
+    /// As many as [`Tap::queue`] opens (`IFF_MULTI_QUEUE`).
+    Many,
+}
+
+/// A TAP device (or one queue of it): Ethernet frames in and out of the host's network
+/// stack.
 pub struct Tap {
     dev: AsyncDevice,
     /// Cached at creation (see module docs).
@@ -87,7 +100,7 @@ pub struct Tap {
 impl Tap {
     /// Creates the TAP `name` in the calling thread's namespace with the given MTU and MAC,
     /// and brings it up. Needs `CAP_NET_ADMIN` and `/dev/net/tun`.
-    pub fn create(name: &str, mtu: u16, mac: Mac) -> Result<Tap, TapError> {
+    pub fn create(name: &str, mtu: u16, mac: Mac, queues: Queues) -> Result<Tap, TapError> {
         check_name(name)?;
         if mtu < MIN_MTU {
             return Err(TapError::BadMtu(mtu));
@@ -111,6 +124,7 @@ impl Tap {
             .name(name)
             .layer(Layer::L2)
             .offload(true)
+            .multi_queue(queues == Queues::Many)
             .enable(false)
             .build_sync()
             .map_err(os(
@@ -134,6 +148,29 @@ impl Tap {
             index,
             mac,
             mtu,
+        })
+    }
+
+    /// Opens another queue of this device, registered with the **calling thread's**
+    /// runtime, with the same offloads. Only for a device created with [`Queues::Many`].
+    pub fn queue(&self) -> Result<Tap, TapError> {
+        let os = |op| {
+            let name = self.name.clone();
+            move |source| TapError::Os {
+                op,
+                name,
+                source,
+                hint: "",
+            }
+        };
+        let dev = self.dev.try_clone().map_err(os("opening another queue"))?;
+        set_offloads(dev.as_raw_fd()).map_err(os("choosing the TAP offloads"))?;
+        Ok(Tap {
+            dev,
+            name: self.name.clone(),
+            index: self.index,
+            mac: self.mac,
+            mtu: self.mtu,
         })
     }
 
@@ -306,20 +343,20 @@ mod tests {
         assert!(check_name("sky0").is_ok());
         assert!(check_name("fifteen-chars-x").is_ok());
         assert!(matches!(
-            Tap::create("sky0", 1400, Mac::BROADCAST),
+            Tap::create("sky0", 1400, Mac::BROADCAST, Queues::One),
             Err(TapError::BadMac(_))
         ));
         assert!(matches!(
-            Tap::create("sky0", 1400, Mac([0; 6])),
+            Tap::create("sky0", 1400, Mac([0; 6]), Queues::One),
             Err(TapError::BadMac(_))
         ));
         assert!(matches!(
-            Tap::create("sky0", 40, MAC),
+            Tap::create("sky0", 40, MAC, Queues::One),
             Err(TapError::BadMtu(40))
         ));
         // No runtime on this thread.
         assert!(matches!(
-            Tap::create("sky0", 1400, MAC),
+            Tap::create("sky0", 1400, MAC, Queues::One),
             Err(TapError::NoRuntime)
         ));
     }
@@ -341,7 +378,7 @@ mod tests {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let tap = Tap::create("sky0", 1380, MAC).unwrap();
+                let tap = Tap::create("sky0", 1380, MAC, Queues::One).unwrap();
                 assert_eq!(tap.name(), "sky0");
                 assert!(tap.index() > 0);
                 let out = std::process::Command::new("ip")
@@ -350,7 +387,7 @@ mod tests {
                     .unwrap();
                 let shown = String::from_utf8_lossy(&out.stdout).into_owned();
                 // A second device with the same name is refused with a clear error.
-                let err = Tap::create("sky0", 1380, MAC).unwrap_err();
+                let err = Tap::create("sky0", 1380, MAC, Queues::One).unwrap_err();
                 assert!(err.to_string().contains("sky0"), "{err}");
                 drop(tap);
                 let gone = std::process::Command::new("ip")

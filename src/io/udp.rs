@@ -3,7 +3,9 @@
 //! Contract:
 //! - [`UdpIo::bind`] opens a non-blocking IPv4 socket registered with the **calling
 //!   thread's** tokio runtime, enlarges its buffers, and turns on UDP generic receive
-//!   offload (`UDP_GRO`) where the kernel has it.
+//!   offload (`UDP_GRO`) where the kernel has it. With `shared` it sets `SO_REUSEPORT`
+//!   before binding, so the packet workers of one node each bind the same port and the
+//!   kernel spreads remote endpoints over their sockets.
 //! - [`UdpIo::try_recv_batch`] takes what is ready with one `recvmmsg` (up to
 //!   [`RECV_BATCH`] messages, each up to 64 KiB): a message the kernel coalesced is cut
 //!   back into its datagrams by the segment size the kernel reports, so callers always
@@ -72,10 +74,20 @@ pub struct UdpIo {
 }
 
 impl UdpIo {
-    /// Binds `addr` in the calling thread's runtime, enlarges the buffers and enables
-    /// GRO (both best effort).
-    pub async fn bind(addr: SocketAddr) -> io::Result<UdpIo> {
-        let socket = UdpSocket::bind(addr).await?;
+    /// Binds `addr` in the calling thread's runtime (with `SO_REUSEPORT` when `shared`),
+    /// enlarges the buffers and enables GRO (both best effort).
+    pub async fn bind(addr: SocketAddr, shared: bool) -> io::Result<UdpIo> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if shared {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket = UdpSocket::from_std(socket.into())?;
         set_socket_buffers(&socket);
         // Best effort: without GRO every datagram is its own message.
         let _ = set_int_option(&socket, libc::SOL_UDP, UDP_GRO, 1);
@@ -97,6 +109,14 @@ impl UdpIo {
     /// Counters.
     pub fn stats(&self) -> UdpStats {
         self.stats
+    }
+
+    /// Ready when a datagram may be waiting.
+    pub fn poll_readable(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.socket.poll_recv_ready(cx)
     }
 
     /// Waits until a datagram may be ready (then call [`try_recv_batch`](Self::try_recv_batch)).
@@ -573,8 +593,8 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             let any = SocketAddr::from(([127, 0, 0, 1], 0));
-            let mut a = UdpIo::bind(any).await.unwrap();
-            let mut b = UdpIo::bind(any).await.unwrap();
+            let mut a = UdpIo::bind(any, false).await.unwrap();
+            let mut b = UdpIo::bind(any, false).await.unwrap();
             let to = b.local();
             let mut queue: Vec<Transmit> = (0..40u8)
                 .map(|i| Transmit {

@@ -26,12 +26,13 @@
 //! something over) the control core, republishes the snapshot if control changed it,
 //! and runs the data plane's inbound checks on frames control received.
 //!
-//! # Several workers (later)
+//! # Several workers
 //! [`Node::snapshot`] (`Send + Sync`) and [`Node::new_data_plane`] (`Send`) are what a
 //! multi-worker driver needs: each worker runs [`DataPlane::inside`] and
 //! [`DataPlane::outside`] on its own data plane with the latest snapshot, and passes
 //! what [`DataPlane::poll_control`] returns to the owner of the `Node`, which calls
-//! [`Node::handle_control`]. Today's drivers use the facade alone.
+//! [`Node::handle_control`]. The node daemon does this with `--workers N`
+//! (`crate::io::workers`); the simulator uses the facade alone.
 //!
 //! # Behaviour
 //! See [`control`] for roots, WHOIS, RENDEZVOUS and paths, [`network`] for networks and

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::ApiError;
 use super::controller::wall_clock;
 use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult};
-use crate::node::{Link, PeerInfo};
+use crate::node::{Link, NodeStats, PeerInfo};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;
 
@@ -133,6 +133,24 @@ async fn metrics(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Ap
         "# TYPE skylan_node_peers gauge\nskylan_node_peers{{link=\"direct\"}} {direct}\nskylan_node_peers{{link=\"relay\"}} {}\n",
         peers.len() - direct
     ));
+    let threads = node.ask(NodeCommand::Threads).await.ok_or_else(stopped)?;
+    for (name, value) in [
+        (
+            "rx_datagrams",
+            (|s: &NodeStats| s.rx_datagrams) as fn(&NodeStats) -> u64,
+        ),
+        ("tx_datagrams", |s| s.tx_datagrams),
+        ("frames_in", |s| s.frames_in),
+        ("frames_out", |s| s.frames_out),
+    ] {
+        out.push_str(&format!("# TYPE skylan_node_thread_{name} counter\n"));
+        for (thread, stats) in threads.iter().enumerate() {
+            out.push_str(&format!(
+                "skylan_node_thread_{name}{{thread=\"{thread}\"}} {}\n",
+                value(stats)
+            ));
+        }
+    }
     let hits = node.ask(NodeCommand::RuleHits).await.ok_or_else(stopped)?;
     if !hits.is_empty() {
         out.push_str("# TYPE skylan_rule_hits counter\n");

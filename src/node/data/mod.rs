@@ -37,8 +37,9 @@
 //! Per joined network it keeps a [`NetworkSwitch`] built from the published settings
 //! (rebuilt when the snapshot's network epoch changes, updated when its config does),
 //! so the MACs learned behind bridges and the switch and rule-hit counters belong to
-//! the data plane. With several workers each would learn on its own; sharing that
-//! table is left for when there is more than one.
+//! the data plane. With several workers each learns on its own: a MAC behind a bridge
+//! is known only to the workers that saw frames from it, and another worker drops a
+//! unicast frame to it as an unknown destination until it has seen one too.
 
 mod inside;
 mod outside;
@@ -227,6 +228,17 @@ impl DataPlane {
             .get(&network)
             .map(|n| n.hits.iter().map(|(k, v)| (*k, *v)).collect())
             .unwrap_or_default();
+        out.sort();
+        out
+    }
+
+    /// Rule hit counters of every joined network, as (network, rule, hits).
+    pub fn all_rule_hits(&self) -> Vec<(NetworkId, RuleKey, u64)> {
+        let mut out: Vec<(NetworkId, RuleKey, u64)> = self
+            .nets
+            .iter()
+            .flat_map(|(id, n)| n.hits.iter().map(move |(k, v)| (*id, *k, *v)))
+            .collect();
         out.sort();
         out
     }

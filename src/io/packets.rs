@@ -1,0 +1,297 @@
+//! The byte-moving half of a packet thread, shared by the node's control thread and its
+//! extra workers: one UDP socket and one queue of each network's TAP, read in bounded
+//! batches into a [`FramePath`] (the whole [`Node`] on the control thread, a
+//! [`DataPlane`] with the latest snapshot on a worker), and what that path produced
+//! written back out.
+//!
+//! Contract:
+//! - [`PacketIo::pump_udp`] and [`PacketIo::pump_taps`] feed one batch each and say how
+//!   much they moved; a TAP message is cut into frames first ([`offload::split_read`]).
+//! - [`PacketIo::flush`] sends the path's datagrams (one `sendmmsg`, buffers recycled)
+//!   and writes its TAP frames, each flow's consecutive TCP segments merged by the
+//!   [`Coalescer`], to this thread's queue of the frame's network; a frame for a network
+//!   this thread has no queue of is dropped and counted, as a full switch port would.
+//! - [`PacketIo::readable`] is ready when the socket or any TAP queue may have input.
+//! - It never blocks and holds no locks; the TAP list is replaced by its owner
+//!   ([`PacketIo::set_taps`]), which must clear it before a device is removed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+
+use super::offload::{self, Coalescer};
+use super::tap::{self, Tap};
+use super::udp::UdpIo;
+use crate::node::snapshot::Snapshot;
+use crate::node::{DataPlane, MAX_FRAME_LEN, Node, TapFrame};
+use crate::types::{Endpoint, NetworkId, Time, Transmit};
+
+/// Frames read from one TAP before the loop turns to the socket again.
+pub const TAP_BATCH: usize = 64;
+
+/// Where a packet thread's input goes and its output comes from.
+pub trait FramePath {
+    /// A datagram arrived (decrypted in place: `data` is unspecified afterwards).
+    fn datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &mut [u8]);
+    /// A frame was read from `network`'s TAP.
+    fn tap_frame(&mut self, now: Time, network: NetworkId, frame: &[u8]);
+    /// The next datagram to send.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// The next frame for a TAP.
+    fn poll_tap(&mut self) -> Option<TapFrame>;
+    /// A buffer handed out earlier, written and given back.
+    fn recycle(&mut self, buf: Vec<u8>);
+}
+
+impl FramePath for Node {
+    fn datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &mut [u8]) {
+        self.handle_datagram_in_place(now, local, from, data);
+    }
+    fn tap_frame(&mut self, now: Time, network: NetworkId, frame: &[u8]) {
+        // A frame the switch drops is counted there.
+        let _ = self.handle_tap_frame(now, network, frame);
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        Node::poll_transmit(self)
+    }
+    fn poll_tap(&mut self) -> Option<TapFrame> {
+        Node::poll_tap(self)
+    }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        Node::recycle(self, buf);
+    }
+}
+
+/// A worker's data plane with the snapshot it reads.
+pub struct WorkerPath {
+    /// The per-frame path.
+    pub data: DataPlane,
+    /// The latest snapshot the control thread published.
+    pub snapshot: Arc<Snapshot>,
+}
+
+impl FramePath for WorkerPath {
+    fn datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &mut [u8]) {
+        self.data.outside_in_place(&self.snapshot, now, from, data);
+    }
+    fn tap_frame(&mut self, now: Time, network: NetworkId, frame: &[u8]) {
+        let _ = self.data.inside(&self.snapshot, now, network, frame);
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.data.poll_transmit()
+    }
+    fn poll_tap(&mut self) -> Option<TapFrame> {
+        self.data.poll_tap()
+    }
+    fn recycle(&mut self, buf: Vec<u8>) {
+        self.data.recycle(buf);
+    }
+}
+
+/// TAP counters of one packet thread (for `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TapCounters {
+    /// Frames the path delivered that no TAP queue took (none, or its queue was full).
+    pub drops: u64,
+    /// Messages read from a TAP that could not be turned into frames.
+    pub bad: u64,
+    /// Messages read from a TAP that were cut into several frames (TCP segmentation).
+    pub segmented: u64,
+    /// Messages written to a TAP that merged several frames.
+    pub coalesced: u64,
+}
+
+impl TapCounters {
+    /// The sum of two threads' counters.
+    pub fn merged(&self, o: &TapCounters) -> TapCounters {
+        TapCounters {
+            drops: self.drops + o.drops,
+            bad: self.bad + o.bad,
+            segmented: self.segmented + o.segmented,
+            coalesced: self.coalesced + o.coalesced,
+        }
+    }
+
+    /// As `/metrics` names them.
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [
+            ("drop_tap_write", self.drops),
+            ("drop_tap_message", self.bad),
+            ("tap_segmented_messages", self.segmented),
+            ("tap_coalesced_messages", self.coalesced),
+        ]
+    }
+}
+
+/// A packet thread's socket, TAP queues and buffers. See the module documentation.
+pub struct PacketIo {
+    udp: UdpIo,
+    taps: Vec<(NetworkId, Arc<Tap>)>,
+    /// Datagrams the path produced, sent together.
+    transmits: Vec<Transmit>,
+    /// One message read from a TAP (virtio header and a frame of up to 64 KiB).
+    message: Vec<u8>,
+    /// Where a segmentation frame is cut into frames.
+    segment: Vec<u8>,
+    coalescer: Coalescer,
+    counters: TapCounters,
+}
+
+impl PacketIo {
+    /// Byte mover around `udp`, with no TAP yet.
+    pub fn new(udp: UdpIo) -> Self {
+        PacketIo {
+            udp,
+            taps: Vec::new(),
+            transmits: Vec::with_capacity(256),
+            message: vec![0; tap::MESSAGE_LEN],
+            segment: Vec::with_capacity(MAX_FRAME_LEN),
+            coalescer: Coalescer::new(),
+            counters: TapCounters::default(),
+        }
+    }
+
+    /// The socket's bound address.
+    pub fn local(&self) -> Endpoint {
+        self.udp.local()
+    }
+
+    /// TAP counters so far.
+    pub fn counters(&self) -> TapCounters {
+        self.counters
+    }
+
+    /// The TAP queues read and written from now on (an empty list lets go of them all).
+    pub fn set_taps(&mut self, taps: Vec<(NetworkId, Arc<Tap>)>) {
+        self.taps = taps;
+    }
+
+    /// The TAP queues in use.
+    pub fn taps(&self) -> &[(NetworkId, Arc<Tap>)] {
+        &self.taps
+    }
+
+    /// Feeds `path` one batch of ready datagrams; returns how many.
+    pub fn pump_udp(&mut self, path: &mut impl FramePath, now: Time) -> usize {
+        let local = self.udp.local();
+        received(
+            self.udp
+                .try_recv_batch(|from, data| path.datagram(now, local, from, data)),
+        )
+    }
+
+    /// Feeds `path` up to [`TAP_BATCH`] ready messages of each TAP queue (a
+    /// segmentation message cut into its frames first); returns how many messages.
+    pub fn pump_taps(&mut self, path: &mut impl FramePath, now: Time) -> usize {
+        let mut moved = 0;
+        for (network, tap) in &self.taps {
+            for _ in 0..TAP_BATCH {
+                let len = match tap.try_read_message(&mut self.message) {
+                    Ok(len) => len,
+                    Err(e) => {
+                        if e.kind() != std::io::ErrorKind::WouldBlock {
+                            tracing::debug!(%network, "tap read: {e}");
+                        }
+                        break;
+                    }
+                };
+                let split = offload::split_read(&mut self.message[..len], &mut self.segment, |f| {
+                    path.tap_frame(now, *network, f)
+                });
+                match split {
+                    Ok(frames) if frames > 1 => self.counters.segmented += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::trace!(%network, "tap message dropped: {e}");
+                        self.counters.bad += 1;
+                    }
+                }
+                moved += 1;
+            }
+        }
+        moved
+    }
+
+    /// Sends every datagram `path` has queued and writes every frame it has for the TAPs.
+    pub async fn flush(&mut self, path: &mut impl FramePath) {
+        while let Some(t) = path.poll_transmit() {
+            self.transmits.push(t);
+        }
+        if !self.transmits.is_empty() {
+            self.udp.send_batch(&mut self.transmits).await;
+            for t in self.transmits.drain(..) {
+                path.recycle(t.contents);
+            }
+        }
+        let mut current: Option<NetworkId> = None;
+        while let Some(f) = path.poll_tap() {
+            if current != Some(f.network) {
+                self.write_merged(current, None);
+                current = Some(f.network);
+            }
+            self.write_merged(current, Some(&f.frame));
+            path.recycle(f.frame);
+        }
+        self.write_merged(current, None);
+    }
+
+    /// Ready when the socket or any TAP queue may have input.
+    pub fn readable(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.udp.poll_readable(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            for (_, tap) in &self.taps {
+                if tap.poll_readable(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        })
+    }
+
+    /// Gives `frame` to the coalescer (or, with `None`, flushes it) and writes what it
+    /// hands back to `network`'s TAP queue.
+    fn write_merged(&mut self, network: Option<NetworkId>, frame: Option<&[u8]>) {
+        let Some(network) = network else {
+            return;
+        };
+        let tap = self
+            .taps
+            .iter()
+            .find(|(id, _)| *id == network)
+            .map(|(_, t)| t);
+        let counters = &mut self.counters;
+        let mut write = |message: &[u8], frames: usize| {
+            if frames > 1 {
+                counters.coalesced += 1;
+            }
+            let written = match tap {
+                Some(t) => t.try_write_message(message).map_err(|e| {
+                    tracing::trace!(%network, "tap write: {e}");
+                }),
+                None => Err(()),
+            };
+            if written.is_err() {
+                counters.drops += 1;
+            }
+        };
+        match frame {
+            Some(f) => self.coalescer.push(f, &mut write),
+            None => self.coalescer.flush(&mut write),
+        }
+    }
+}
+
+/// How many datagrams a receive batch delivered: none when nothing was ready, and none
+/// (logged) on an error, which only costs this turn.
+pub fn received(batch: std::io::Result<usize>) -> usize {
+    match batch {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(e) => {
+            tracing::debug!("udp receive: {e}");
+            0
+        }
+    }
+}
