@@ -26,7 +26,7 @@ use skylan::crypto::identity::{Identity, PublicIdentity};
 use skylan::crypto::table::{SessionTable, TableError};
 use skylan::crypto::tunnel::{REJECT_AFTER, REKEY_AFTER, RESPONDER_REKEY_GRACE, TunnelError};
 use skylan::node::peer::PATH_ALIVE;
-use skylan::node::{Event, Link as Via, Node};
+use skylan::node::{Event, Link as Via};
 use skylan::root::{self, Root};
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, PORT, Placement, planet, test_identity};
@@ -1203,26 +1203,7 @@ fn relayed_fragments_are_not_taken_for_a_direct_path() {
     );
 }
 
-// ----- restarts, NAT rebinding, clocks ---------------------------------------------
-
-/// B restarts (same identity, fresh state) while A still holds their session. A's
-/// traffic must reach B again within a bounded time, without anyone's help.
-#[test]
-fn a_restarted_peer_is_reachable_again_within_30_s() {
-    let (mut m, a, b, a_addr, b_addr) = public_pair(219);
-    assert!(ping(&mut m.sim, a, b_addr, 10 * SECOND).is_some());
-    m.sim.run_for(5 * SECOND);
-    let world = m.world.clone();
-    let now = m.sim.now();
-    *m.sim.host_mut::<NodeHost>(b) =
-        NodeHost::new(Node::new(node_config(test_identity(2), &world, 0x77), now));
-    assert_eq!(m.address(b), b_addr);
-    let took = time_until(&mut m.sim, 60, |s| ping(s, a, b_addr, 2 * SECOND).is_some())
-        .expect("A reaches the restarted B");
-    eprintln!("restart: A -> B answered again after {took:?}");
-    assert!(took <= Duration::from_secs(30), "took {took:?}");
-    assert!(ping(&mut m.sim, b, a_addr, 5 * SECOND).is_some());
-}
+// ----- NAT rebinding, clocks (restarts: tests/sim_restarts.rs) ---------------------------------------------
 
 /// A's NAT forgets its mappings mid-session (router reboot): A's next packets leave
 /// from a new public port. With B public, B must follow at once (A's authenticated

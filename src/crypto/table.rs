@@ -13,6 +13,7 @@
 //! or OS randomness: `now` is an input and the RNG is seeded at construction.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -346,6 +347,22 @@ impl SessionTable {
         Ok(())
     }
 
+    /// `peer` says it holds no session with `remote_index` (see [`Tunnel::peer_lost`]):
+    /// true when that was our current session with it, which is then dropped.
+    pub fn peer_lost(&mut self, peer: NodeAddress, remote_index: u32) -> bool {
+        let Some(tunnel) = self.tunnels.get_mut(&peer) else {
+            return false;
+        };
+        if !tunnel.peer_lost(remote_index) {
+            return false;
+        }
+        self.changed = true;
+        for i in tunnel.take_freed() {
+            self.indices.remove(&i);
+        }
+        true
+    }
+
     /// Expires old sessions of every tunnel and forgets their indices.
     pub fn expire(&mut self, now: Time) {
         for tunnel in self.tunnels.values_mut() {
@@ -396,5 +413,40 @@ impl SessionTable {
                 self.indices.remove(&i);
             }
         }
+    }
+}
+
+/// Which source nodes were recently told SessionUnknown: at most one answer per source
+/// node per [`LostSessionReplies::EVERY`], from a table of at most
+/// [`LostSessionReplies::MAX`] sources, so a flood of Data packets on unknown indices
+/// costs a bounded trickle of 16-byte answers.
+#[derive(Debug, Default)]
+pub struct LostSessionReplies {
+    last: HashMap<NodeAddress, Time>,
+}
+
+impl LostSessionReplies {
+    /// Least time between two answers to one source.
+    pub const EVERY: Duration = Duration::from_secs(1);
+    /// Most sources remembered at once; when full, answers wait until entries age out.
+    pub const MAX: usize = 1024;
+
+    /// True when `src` may be answered now (and records that it was).
+    pub fn allow(&mut self, now: Time, src: NodeAddress) -> bool {
+        if self
+            .last
+            .get(&src)
+            .is_some_and(|t| now.since(*t) < Self::EVERY)
+        {
+            return false;
+        }
+        if self.last.len() >= Self::MAX && !self.last.contains_key(&src) {
+            self.last.retain(|_, t| now.since(*t) < Self::EVERY);
+            if self.last.len() >= Self::MAX {
+                return false;
+            }
+        }
+        self.last.insert(src, now);
+        true
     }
 }

@@ -465,6 +465,23 @@ impl Tunnel {
         }
     }
 
+    /// The peer says it holds no session with `remote_index` (a SessionUnknown): when
+    /// that is the index our current session seals to, stop sealing with it (its local
+    /// index is reported as freed) and return true, so the caller handshakes again.
+    pub fn peer_lost(&mut self, remote_index: u32) -> bool {
+        if self
+            .current
+            .as_ref()
+            .is_none_or(|s| s.remote_index != remote_index)
+        {
+            return false;
+        }
+        self.generation += 1;
+        self.freed
+            .extend(self.current.take().map(|s| s.local_index));
+        true
+    }
+
     /// Drops sessions past [`REJECT_AFTER`] (their indices are reported as freed).
     pub fn expire(&mut self, now: Time) {
         let old = |s: &Session| now.since(s.created) >= REJECT_AFTER;

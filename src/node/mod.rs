@@ -241,6 +241,10 @@ pub struct NodeStats {
     pub drop_queue_full: u64,
     /// Messages dropped because a WHOIS failed.
     pub drop_unreachable: u64,
+    /// SessionUnknown answers sent for Data packets on indices we do not hold.
+    pub lost_session_answers: u64,
+    /// Sessions dropped (and handshakes started) because the peer said it lost them.
+    pub lost_session_rekeys: u64,
     /// Frames delivered to `poll_tap`.
     pub frames_in: u64,
     /// Frames sent to peers.
@@ -271,6 +275,8 @@ impl NodeStats {
             ("drop_rules", self.drop_rules),
             ("drop_queue_full", self.drop_queue_full),
             ("drop_unreachable", self.drop_unreachable),
+            ("lost_session_answers", self.lost_session_answers),
+            ("lost_session_rekeys", self.lost_session_rekeys),
             ("frames_in", self.frames_in),
             ("frames_out", self.frames_out),
             ("handshakes", self.handshakes),
@@ -307,6 +313,8 @@ impl NodeStats {
             drop_rules: self.drop_rules + o.drop_rules,
             drop_queue_full: self.drop_queue_full + o.drop_queue_full,
             drop_unreachable: self.drop_unreachable + o.drop_unreachable,
+            lost_session_answers: self.lost_session_answers + o.lost_session_answers,
+            lost_session_rekeys: self.lost_session_rekeys + o.lost_session_rekeys,
             frames_in: self.frames_in + o.frames_in,
             frames_out: self.frames_out + o.frames_out,
             handshakes: self.handshakes + o.handshakes,

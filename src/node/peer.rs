@@ -100,6 +100,8 @@ pub struct Peer {
     pub last_activity: Option<Time>,
     /// Last handshake we started.
     pub last_handshake: Option<Time>,
+    /// Last time the peer's SessionUnknown made us drop our session and handshake again.
+    pub last_lost_session: Option<Time>,
     /// Last HELLO we sent (roots).
     pub last_hello: Option<Time>,
     /// Smoothed round-trip time, any path.
@@ -121,6 +123,7 @@ impl Peer {
             last_tx: None,
             last_activity: None,
             last_handshake: None,
+            last_lost_session: None,
             last_hello: None,
             latency: None,
             version: None,

@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::crypto::identity::{Identity, PublicIdentity};
-use crate::crypto::table::{SessionTable, TableError};
+use crate::crypto::table::{LostSessionReplies, SessionTable, TableError};
 use crate::crypto::tunnel::TunnelError;
 use crate::types::{Endpoint, NodeAddress, Time, Transmit};
 use crate::wire::{self, Message, OkBody, Outer, Packet};
@@ -102,6 +102,8 @@ struct Known {
 /// The root core. See the module documentation.
 pub struct Root {
     table: SessionTable,
+    /// Rate limit of SessionUnknown answers.
+    lost_replies: LostSessionReplies,
     nodes: HashMap<NodeAddress, Known>,
     /// Public identities of the other roots, served to WHOIS.
     world_roots: Vec<PublicIdentity>,
@@ -127,6 +129,7 @@ impl Root {
             .unwrap_or_default();
         Self {
             table: SessionTable::new(identity, seed),
+            lost_replies: LostSessionReplies::default(),
             nodes: HashMap::new(),
             world_roots,
             rendezvous_sent: HashMap::new(),
@@ -192,7 +195,20 @@ impl Root {
                     Err(e) => self.count(e),
                 }
             }
-            Outer::Data { .. } => self.on_data(now, from, header.hops, data),
+            Outer::Data { receiver_index, .. } => {
+                if self.on_data(now, from, header.hops, data) == Err(TableError::UnknownIndex)
+                    && self.lost_replies.allow(now, header.src)
+                {
+                    // Restarted (or expired the session): the node handshakes again now.
+                    let mut packet = Vec::with_capacity(wire::HEADER_LEN + 4);
+                    Outer::SessionUnknown { receiver_index }.emit(
+                        header.src,
+                        self.address(),
+                        &mut packet,
+                    );
+                    self.send(from, packet);
+                }
+            }
             _ => self.stats.drop_unhandled += 1,
         }
     }
@@ -228,17 +244,30 @@ impl Root {
         Some(self.next_tick)
     }
 
-    fn on_data(&mut self, now: Time, from: Endpoint, hops: u8, data: &[u8]) {
+    fn on_data(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        hops: u8,
+        data: &[u8],
+    ) -> Result<(), TableError> {
         // Decrypted in place in the reused scratch buffer, which the plaintext borrows
         // until the message is handled.
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(data);
-        match self.table.open(now, &mut buf) {
-            Ok(o) => self.on_plaintext(now, from, hops, o.peer, o.counter, o.plaintext),
-            Err(e) => self.count(e),
-        }
+        let result = match self.table.open(now, &mut buf) {
+            Ok(o) => {
+                self.on_plaintext(now, from, hops, o.peer, o.counter, o.plaintext);
+                Ok(())
+            }
+            Err(e) => {
+                self.count(e);
+                Err(e)
+            }
+        };
         self.scratch = buf;
+        result
     }
 
     fn on_plaintext(

@@ -40,6 +40,9 @@
 //! 0x04 Fragment        12 +--------------+---------+---------+------------------+
 //!                         | packet_id 8  | index 1 | count 1 | chunk (≥ 1)      |
 //!                         +--------------+---------+---------+------------------+
+//! 0x05 SessionUnknown  12 +------------------+
+//!                         | receiver_index 4 |  "a Data packet to this index found
+//!                         +------------------+   no session here": handshake again
 //! other                   the header parses as `Kind::Unknown(n)`; roots relay it,
 //!                         nodes drop and count it.
 //! ```
@@ -57,7 +60,12 @@
 //!
 //! Handshake bodies are protected by Noise itself; this layer does not bind their
 //! header, so `crypto` must check the claimed source address against the identity
-//! the handshake proves. Unknown kinds are not authenticated. Fragment headers are
+//! the handshake proves. SessionUnknown is not authenticated: a node acts on it only
+//! when its index is that of the session it sends with (which off-path senders cannot
+//! know), and then only by handshaking again, at most once per
+//! rekey timeout (5 s); it is 16 bytes, smaller
+//! than the Data packet it answers, and rate-limited per source node, so it cannot
+//! amplify. Unknown kinds are not authenticated. Fragment headers are
 //! not authenticated at all: a forged fragment can at worst spoil a reassembly, and
 //! the reassembled Data packet is authenticated as a whole. The reassembler's memory is bounded so a
 //! flood of forged fragments cannot exhaust it ([`Reassembler`]).

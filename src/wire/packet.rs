@@ -61,6 +61,9 @@ pub mod field {
     pub const FRAG_COUNT: usize = 21;
     /// Fragment: start of the chunk.
     pub const FRAG_CHUNK: usize = 22;
+
+    /// SessionUnknown: the receiver index of the Data packet that found no session.
+    pub const UNKNOWN_RECEIVER_INDEX: Range<usize> = 12..16;
 }
 
 /// What an outer packet carries. Unknown values are kept, not rejected, so roots relay
@@ -75,6 +78,8 @@ pub enum Kind {
     Data,
     /// 0x04: one piece of a larger packet.
     Fragment,
+    /// 0x05: "I hold no session with this index" (the sender restarted or forgot it).
+    SessionUnknown,
     /// Any other value.
     Unknown(u8),
 }
@@ -86,6 +91,7 @@ impl From<u8> for Kind {
             0x02 => Kind::HandshakeResp,
             0x03 => Kind::Data,
             0x04 => Kind::Fragment,
+            0x05 => Kind::SessionUnknown,
             other => Kind::Unknown(other),
         }
     }
@@ -98,6 +104,7 @@ impl From<Kind> for u8 {
             Kind::HandshakeResp => 0x02,
             Kind::Data => 0x03,
             Kind::Fragment => 0x04,
+            Kind::SessionUnknown => 0x05,
             Kind::Unknown(other) => other,
         }
     }
@@ -304,6 +311,14 @@ pub enum Outer<'a> {
         /// The bytes of this piece (at least one).
         chunk: &'a [u8],
     },
+    /// The sender holds no session with `receiver_index`: a Data packet to it found none
+    /// (the sender restarted, or expired the session). Not authenticated: it only
+    /// prompts a new handshake when `receiver_index` is that of the session in use,
+    /// which only the two ends and on-path observers know.
+    SessionUnknown {
+        /// The receiver index of the Data packet that found no session.
+        receiver_index: u32,
+    },
     /// A kind this version does not know; relayed by roots, dropped by nodes.
     Unknown {
         /// The kind byte.
@@ -359,6 +374,9 @@ impl<'a> Outer<'a> {
                     chunk,
                 })
             }
+            Kind::SessionUnknown => Ok(Outer::SessionUnknown {
+                receiver_index: r.u32("SessionUnknown receiver index")?,
+            }),
             Kind::Unknown(kind) => Ok(Outer::Unknown { kind, body }),
         }
     }
@@ -370,6 +388,7 @@ impl<'a> Outer<'a> {
             Outer::HandshakeResp { .. } => Kind::HandshakeResp,
             Outer::Data { .. } => Kind::Data,
             Outer::Fragment { .. } => Kind::Fragment,
+            Outer::SessionUnknown { .. } => Kind::SessionUnknown,
             Outer::Unknown { kind, .. } => Kind::from(*kind),
         }
     }
@@ -382,6 +401,7 @@ impl<'a> Outer<'a> {
                 Outer::HandshakeResp { noise, .. } => 8 + noise.len(),
                 Outer::Data { ciphertext, .. } => 12 + ciphertext.len(),
                 Outer::Fragment { chunk, .. } => 10 + chunk.len(),
+                Outer::SessionUnknown { .. } => 4,
                 Outer::Unknown { body, .. } => body.len(),
             }
     }
@@ -430,6 +450,9 @@ impl<'a> Outer<'a> {
                 out.push(index);
                 out.push(count);
                 out.extend_from_slice(chunk);
+            }
+            Outer::SessionUnknown { receiver_index } => {
+                out.extend_from_slice(&receiver_index.to_be_bytes())
             }
             Outer::Unknown { body, .. } => out.extend_from_slice(body),
         }
@@ -584,6 +607,9 @@ mod tests {
                 kind: 0x00,
                 body: &[],
             },
+            Outer::SessionUnknown {
+                receiver_index: 0x0a0b_0c0d,
+            },
         ]
     }
 
@@ -628,6 +654,7 @@ mod tests {
                 Kind::HandshakeResp => HEADER_LEN + 8,
                 Kind::Data => DATA_PREFIX_LEN + TAG_LEN,
                 Kind::Fragment => field::FRAG_CHUNK + 1,
+                Kind::SessionUnknown => field::UNKNOWN_RECEIVER_INDEX.end,
                 Kind::Unknown(_) => HEADER_LEN,
             };
             for len in 0..out.len() {
@@ -772,7 +799,8 @@ mod tests {
                 Just(Kind::HandshakeResp),
                 Just(Kind::Data),
                 Just(Kind::Fragment),
-                (5u8..).prop_map(Kind::Unknown),
+                Just(Kind::SessionUnknown),
+                (6u8..).prop_map(Kind::Unknown),
                 Just(Kind::Unknown(0)),
             ],
             any::<u8>(),
@@ -793,6 +821,7 @@ mod tests {
                 Kind::HandshakeResp => Outer::HandshakeResp { sender_index: i, receiver_index: j, noise: &bytes },
                 Kind::Data => Outer::Data { receiver_index: i, counter: n, ciphertext: &bytes },
                 Kind::Fragment => Outer::Fragment { packet_id: n, index: small % count, count, chunk: &bytes },
+                Kind::SessionUnknown => Outer::SessionUnknown { receiver_index: i },
                 Kind::Unknown(k) => Outer::Unknown { kind: k, body: &bytes },
             };
             let mut out = Vec::new();

@@ -2,6 +2,9 @@
 //! the `Attacker` host (a real session table with a pool identity that can complete
 //! handshakes, seal any message and act as a lying root).
 
+// Each test binary uses a different part of the helpers.
+#![allow(dead_code)]
+
 use rand_chacha::ChaCha20Rng;
 use rand_core::RngCore;
 use skylan::crypto::identity::{Identity, PublicIdentity};

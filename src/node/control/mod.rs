@@ -52,7 +52,7 @@ use super::{
     TICK, WHOIS_GIVE_UP, WHOIS_RETRY,
 };
 use crate::crypto::identity::PublicIdentity;
-use crate::crypto::table::SessionTable;
+use crate::crypto::table::{LostSessionReplies, SessionTable, TableError};
 use crate::crypto::tunnel::REKEY_TIMEOUT;
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
 use crate::wire::{
@@ -75,6 +75,8 @@ struct PendingPing {
 /// The control core. See the module documentation.
 pub struct Control {
     table: SessionTable,
+    /// Rate limit of SessionUnknown answers.
+    lost_replies: LostSessionReplies,
     world: World,
     roots: Vec<NodeAddress>,
     peers: HashMap<NodeAddress, Peer>,
@@ -125,6 +127,7 @@ impl Control {
         }
         Self {
             table,
+            lost_replies: LostSessionReplies::default(),
             world: config.world,
             roots,
             peers,
@@ -454,9 +457,14 @@ impl Control {
                     Err(e) => self.stats.count(e),
                 }
             }
-            Outer::Data { .. } => {
+            Outer::Data { receiver_index, .. } => {
                 let direct = header.hops == 0 && relayed != Some(true);
-                self.on_data(now, from, direct, data)
+                if self.on_data(now, from, direct, data) == Err(TableError::UnknownIndex) {
+                    self.answer_lost_session(now, from, header.src, receiver_index);
+                }
+            }
+            Outer::SessionUnknown { receiver_index } => {
+                self.on_session_unknown(now, header.src, receiver_index)
             }
             _ => self.stats.drop_unknown += 1,
         }
@@ -485,12 +493,60 @@ impl Control {
         }
     }
 
-    fn on_data(&mut self, now: Time, from: Endpoint, direct: bool, data: &mut [u8]) {
+    fn on_data(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        direct: bool,
+        data: &mut [u8],
+    ) -> Result<(), TableError> {
         // Decrypted in place in the buffer the data plane handed over.
         match self.table.open(now, data) {
-            Ok(o) => self.on_plaintext(now, from, direct, o.peer, o.counter, o.plaintext),
-            Err(e) => self.stats.count(e),
+            Ok(o) => {
+                self.on_plaintext(now, from, direct, o.peer, o.counter, o.plaintext);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.count(e);
+                Err(e)
+            }
         }
+    }
+
+    /// A Data packet from `src` named an index we do not hold (we restarted, or
+    /// expired the session): tell it, the way the packet came and at most once a
+    /// second per source, so it handshakes again at once instead of at its next rekey.
+    fn answer_lost_session(&mut self, now: Time, from: Endpoint, src: NodeAddress, index: u32) {
+        if !self.lost_replies.allow(now, src) {
+            return;
+        }
+        let mut packet = Vec::with_capacity(wire::HEADER_LEN + 4);
+        Outer::SessionUnknown {
+            receiver_index: index,
+        }
+        .emit(src, self.address(), &mut packet);
+        self.stats.lost_session_answers += 1;
+        self.push_datagram(now, src, from, packet);
+    }
+
+    /// `peer` says it holds no session with `index`. When that is the session we seal
+    /// with (and we did not act on such news in the last rekey timeout), drop it and
+    /// handshake again; frames meanwhile wait in the peer's queue.
+    fn on_session_unknown(&mut self, now: Time, peer: NodeAddress, index: u32) {
+        let recent = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.last_lost_session)
+            .is_some_and(|t| now.since(t) < REKEY_TIMEOUT);
+        if recent || !self.table.peer_lost(peer, index) {
+            self.stats.drop_unknown_session += 1;
+            return;
+        }
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_lost_session = Some(now);
+        }
+        self.stats.lost_session_rekeys += 1;
+        self.start_handshake(now, peer);
     }
 
     pub(crate) fn on_plaintext(
