@@ -415,15 +415,7 @@ impl Lab {
     /// Ends a process started by [`Lab::spawn`] (SIGTERM, up to 2 s grace, SIGKILL) and
     /// returns how it exited. PIDs this lab did not spawn are refused.
     pub fn kill(&self, pid: u32) -> Result<ExitStatus, LabError> {
-        let child = {
-            let mut state = self.state();
-            let i = state
-                .children
-                .iter()
-                .position(|c| c.id() == pid)
-                .ok_or(LabError::UnknownPid(pid))?;
-            state.children.swap_remove(i)
-        };
+        let child = self.take_child(pid)?;
         let mut ended = terminate(vec![child], KILL_GRACE);
         match ended.pop() {
             Some((_, Ok(status))) => Ok(status),
@@ -433,6 +425,29 @@ impl Lab {
             }),
             None => Err(LabError::UnknownPid(pid)),
         }
+    }
+
+    /// Ends a process started by [`Lab::spawn`] at once with SIGKILL (a crash: no
+    /// chance to clean up) and reaps it.
+    pub fn crash(&self, pid: u32) -> Result<ExitStatus, LabError> {
+        let mut child = self.take_child(pid)?;
+        // An error means it already exited, which `wait` then reports.
+        let _ = child.kill();
+        child.wait().map_err(|source| LabError::Io {
+            what: format!("waiting for process {pid}"),
+            source,
+        })
+    }
+
+    /// Removes a spawned process from the lab's list (its caller ends it).
+    fn take_child(&self, pid: u32) -> Result<Child, LabError> {
+        let mut state = self.state();
+        let i = state
+            .children
+            .iter()
+            .position(|c| c.id() == pid)
+            .ok_or(LabError::UnknownPid(pid))?;
+        Ok(state.children.swap_remove(i))
     }
 
     /// Whether a spawned process has exited (`Some(status)`) or still runs (`None`),

@@ -59,6 +59,15 @@ use skylan::cli::client::{RawResponse, raw_request};
 use skylan::lab::{Lab, LabHost, NatKind, require_root};
 use skylan::types::{Endpoint, NodeAddress};
 
+/// How [`Testbed::restart_after`] ends a daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// SIGTERM: it shuts down cleanly (SIGKILL only after a grace period).
+    Clean,
+    /// SIGKILL at once, like `kill -9` or a power cut of the process.
+    Crash,
+}
+
 /// The UDP port daemons use unless told otherwise (each host has its own namespace, so
 /// they can all use the same one, as on real machines).
 pub const PORT: u16 = 9993;
@@ -416,7 +425,24 @@ impl Testbed {
     /// Stops the daemon and starts it again with the same home and arguments; updates
     /// `daemon.pid`. The address is re-read from `identity.public` and must not change.
     pub fn restart(&self, daemon: &mut Daemon) -> Result<()> {
-        self.stop(daemon)?;
+        self.restart_after(daemon, Ending::Clean)
+    }
+
+    /// [`Testbed::restart`], ending the daemon as `ending` says.
+    pub fn restart_after(&self, daemon: &mut Daemon, ending: Ending) -> Result<()> {
+        match ending {
+            Ending::Clean => self.stop(daemon)?,
+            Ending::Crash => {
+                let status = self
+                    .lab
+                    .crash(daemon.pid)
+                    .with_context(|| format!("killing {}", daemon.name))?;
+                self.note(format!(
+                    "killed {} (pid {}): {status}",
+                    daemon.name, daemon.pid
+                ));
+            }
+        }
         let pid = self.spawn(&daemon.name, &daemon.host, &daemon.args)?;
         let address = self.wait_for_identity(&daemon.name, pid, &daemon.home)?;
         ensure!(
