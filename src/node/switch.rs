@@ -17,8 +17,9 @@
 //!    MACs are allowed too, but never another member's MAC. A group source MAC is always
 //!    dropped.
 //! 3. Unicast destination: a member MAC → that member (if it is in the member list; our
-//!    own MAC is a loop); otherwise the learned table; otherwise dropped. This path does
-//!    not allocate.
+//!    own MAC is a loop); otherwise the learned table; otherwise, for a MAC no member
+//!    owns, every bridge but us (the host may sit behind any of them, as ZeroTier
+//!    does); otherwise dropped. The member and learned cases do not allocate.
 //! 4. Untagged ARP request (broadcast, ethertype 0x0806) for an IPv4 address that members
 //!    own → unicast to the owner(s), even with broadcast disabled (ZeroTier's ARP "ADI"
 //!    scoping, without a gather round). For an address no member owns: the general
@@ -383,11 +384,13 @@ impl NetworkSwitch {
         if let Some(bridge) = self.learned.get(dst) {
             return Outbound::Unicast(bridge);
         }
-        Outbound::Drop(if owner.is_some() {
-            DropReason::NotAMember
-        } else {
-            DropReason::UnknownDestination
-        })
+        if owner.is_some() {
+            return Outbound::Drop(DropReason::NotAMember);
+        }
+        match self.bridges_but_me(usize::MAX) {
+            Some(bridges) => Outbound::Multicast(bridges),
+            None => Outbound::Drop(DropReason::UnknownDestination),
+        }
     }
 
     fn route_arp_request(&self, target: Ipv4Addr) -> Outbound {
@@ -401,18 +404,23 @@ impl NetworkSwitch {
         if self.settings.multicast_limit == 0 {
             return Outbound::Drop(DropReason::MulticastDisabled);
         }
+        match self.bridges_but_me(self.settings.multicast_limit) {
+            Some(bridges) => Outbound::Multicast(bridges),
+            None => Outbound::Drop(DropReason::BroadcastDisabled),
+        }
+    }
+
+    /// Up to `limit` bridges other than us, in group order; `None` when there are none.
+    fn bridges_but_me(&self, limit: usize) -> Option<Vec<NodeAddress>> {
         let bridges: Vec<NodeAddress> = self
             .index
             .group_order
             .iter()
             .take(self.index.bridges_in_order)
-            .take(self.settings.multicast_limit)
+            .take(limit)
             .copied()
             .collect();
-        if bridges.is_empty() {
-            return Outbound::Drop(DropReason::BroadcastDisabled);
-        }
-        Outbound::Multicast(bridges)
+        (!bridges.is_empty()).then_some(bridges)
     }
 
     /// The owners of an address, except us.
@@ -1234,9 +1242,10 @@ mod tests {
             sw.outbound(&ipv4_frame(HOST, mac(me()))),
             Outbound::Unicast(c())
         );
+        // A host not learned yet may be behind any bridge: it goes to all of them.
         assert_eq!(
             sw.outbound(&ipv4_frame(HOST2, mac(me()))),
-            Outbound::Drop(DropReason::UnknownDestination)
+            Outbound::Multicast(vec![c()])
         );
     }
 

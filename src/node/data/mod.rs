@@ -37,9 +37,9 @@
 //! Per joined network it keeps a [`NetworkSwitch`] built from the published settings
 //! (rebuilt when the snapshot's network epoch changes, updated when its config does),
 //! so the MACs learned behind bridges and the switch and rule-hit counters belong to
-//! the data plane. With several workers each learns on its own: a MAC behind a bridge
-//! is known only to the workers that saw frames from it, and another worker drops a
-//! unicast frame to it as an unknown destination until it has seen one too.
+//! the data plane. With several workers each learns on its own: a worker that has not
+//! seen a MAC behind a bridge yet sends frames for it to every bridge, as the switch
+//! does for any MAC no member owns.
 
 mod inside;
 mod outside;
