@@ -105,14 +105,22 @@ impl std::fmt::Debug for AuthToken {
     }
 }
 
-/// Reads `home/authtoken.secret`, creating it (mode 0600, random token) if missing.
+/// What a reader of the token could do (for [`super::home::protect_secret`]).
+const TOKEN_EXPOSED: &str = "anyone who read it could use the local API (join and leave networks, and run this node's controller); to get a new token, delete authtoken.secret and restart";
+
+/// Reads `home/authtoken.secret`, creating it (mode 0600, random token) if missing. An
+/// existing token file with a wider mode is tightened to 0600 with a warning.
 pub fn load_or_create_token(home: &Path) -> io::Result<AuthToken> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
     let path = home.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(AuthToken::new(&text)),
+        Ok(text) if !text.trim().is_empty() => {
+            super::home::protect_secret(&path, TOKEN_EXPOSED)
+                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+            return Ok(AuthToken::new(&text));
+        }
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -477,6 +485,13 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let b = load_or_create_token(dir.path()).unwrap();
         assert_eq!(a.expose(), b.expose());
+        // A token file others can read is made private again.
+        let path = dir.path().join(TOKEN_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let c = load_or_create_token(dir.path()).unwrap();
+        assert_eq!(a.expose(), c.expose());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
