@@ -472,10 +472,11 @@ fn active_bridges_are_listed_in_configs() {
 #[test]
 fn data_survives_reopening_the_database_file() {
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RedbStore::FILE_NAME);
     let nwid;
     {
         let c = Controller::new(
-            Box::new(RedbStore::open(dir.path()).unwrap()),
+            Box::new(RedbStore::create(&path).unwrap()),
             CTRL.parse().unwrap(),
             [1; 32],
         );
@@ -484,7 +485,7 @@ fn data_survives_reopening_the_database_file() {
             .unwrap();
     }
     let c = Controller::new(
-        Box::new(RedbStore::open(dir.path()).unwrap()),
+        Box::new(RedbStore::open(&path).unwrap()),
         CTRL.parse().unwrap(),
         [1; 32],
     );
@@ -503,4 +504,41 @@ fn data_survives_reopening_the_database_file() {
         ),
         Err(ControllerError::Conflict(_))
     ));
+}
+
+// Writing damaged database files is the point of this test.
+#[allow(clippy::disallowed_methods)]
+#[test]
+fn an_empty_or_foreign_database_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RedbStore::FILE_NAME);
+    for (what, bytes) in [
+        ("empty", &b""[..]),
+        (
+            "foreign",
+            &b"this is not a redb database, just some text"[..],
+        ),
+    ] {
+        std::fs::write(&path, bytes).unwrap();
+        let err = RedbStore::open(&path).err().expect(what);
+        assert!(
+            matches!(err, ControllerError::DamagedDatabase { .. }),
+            "{what}: {err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("restore the file from a backup"), "{text}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{what} file kept as it was"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    let err = RedbStore::open(&path).err().expect("missing");
+    assert!(
+        matches!(err, ControllerError::DamagedDatabase { .. }),
+        "{err}"
+    );
+    assert!(!path.exists(), "opening never creates a database");
 }

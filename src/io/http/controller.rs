@@ -22,8 +22,9 @@
 //! the blocking pool (the store fsyncs). The actor recorded in the audit log is
 //! `api <client ip:port>`.
 //!
-//! [`open`] opens the controller database in `<home>/controller.d/`; the node driver
-//! subscribes to its changes to push fresh configs.
+//! [`open`] opens the controller database in `<home>/controller.d/` (making it only
+//! when there is none, and refusing a damaged one); the node driver subscribes to its
+//! changes to push fresh configs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, with_ignored};
 use crate::controller::{Controller, ControllerError, RedbStore};
+use crate::io::home;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// The API version `GET /controller` reports (ZeroTier's current one).
@@ -58,8 +60,16 @@ pub fn wall_clock() -> UnixTime {
     UnixTime::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Opens (creating if needed) the controller of node `address` with its database in
-/// `home/controller.d/`, seeding its network-number RNG from the OS.
+/// Opens the controller of node `address` with its database in
+/// `home/controller.d/controller.redb`, seeding its network-number RNG from the OS.
+///
+/// - No database file yet: a new, empty one is made with mode 0600 (initialized under
+///   a temporary name and renamed into place, so a crash never leaves a half-made one).
+/// - An empty (0-byte), foreign, damaged or unreadable file: refused with
+///   [`ControllerError::DamagedDatabase`], which names the file and what to do. It is
+///   left as it is and never replaced by an empty controller.
+/// - A database file with a wider mode than 0600 is tightened with a warning
+///   ([`home::protect_secret`]).
 pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerError> {
     use rand_core::{OsRng, RngCore};
     let dir = home.join(CONTROLLER_DIR);
@@ -69,12 +79,69 @@ pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerE
             format!("{}: {e}", dir.display()),
         )
     })?;
-    let store = RedbStore::open(&dir)?;
+    let store = open_store(&dir.join(RedbStore::FILE_NAME))?;
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let controller = Controller::new(Box::new(store), address, seed);
     controller.set_rules_compiler(Arc::new(crate::controller::rules::RulesLanguage));
     Ok(controller)
+}
+
+/// What a reader of the database file could learn (for [`home::protect_secret`]).
+const DATABASE_EXPOSED: &str = "it holds every network and member of this controller (member identities, addresses, rules), but no keys";
+
+/// Opens the database at `path`, or makes a new one when there is no file at all; see
+/// [`open`].
+fn open_store(path: &Path) -> Result<RedbStore, ControllerError> {
+    let damaged = |problem: String| ControllerError::DamagedDatabase {
+        path: path.display().to_string(),
+        problem,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return create_store(path),
+        Err(e) => return Err(damaged(format!("cannot be examined ({e})"))),
+        Ok(m) if !m.is_file() => return Err(damaged("is not a regular file".into())),
+        Ok(m) if m.len() == 0 => {
+            return Err(damaged(
+                "is empty (0 bytes): it was truncated or overwritten".into(),
+            ));
+        }
+        Ok(_) => {}
+    }
+    home::protect_secret(path, DATABASE_EXPOSED)
+        .map_err(|e| ControllerError::storage("opening the controller database", e))?;
+    RedbStore::open(path)
+}
+
+/// Makes a new, empty database at `path` (mode 0600): initialized as `<path>.new`, then
+/// renamed into place and the directory synced.
+fn create_store(path: &Path) -> Result<RedbStore, ControllerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ctx = "creating the controller database";
+    let io = |what: &Path, e: std::io::Error| {
+        ControllerError::storage(ctx, format!("{}: {e}", what.display()))
+    };
+    let tmp = path.with_extension("redb.new");
+    // A leftover of a creation that crashed holds no data: begin it again.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&tmp, e)),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, e))?;
+    drop(RedbStore::create(&tmp)?);
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))?;
+    }
+    tracing::info!(file = %path.display(), "created a new, empty controller database");
+    RedbStore::open(path)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -389,4 +456,57 @@ async fn unstable_members(
         "data": data,
         "meta": {"totalCount": members.len(), "authorizedCount": authorized},
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::Map;
+
+    use super::*;
+
+    fn ctrl() -> NodeAddress {
+        "89e92ceee5".parse().unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_database_is_private_and_a_damaged_one_is_refused_and_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let db = home.path().join(CONTROLLER_DIR).join(RedbStore::FILE_NAME);
+        {
+            let c = open(home.path(), ctrl()).unwrap();
+            c.create_network(&Map::new(), "test", UnixTime::EPOCH)
+                .unwrap();
+        }
+        assert_eq!(mode(&db), 0o600);
+        assert!(!db.with_extension("redb.new").exists());
+
+        // A database others can read is made private again, and still opens.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            open(home.path(), ctrl()).unwrap().networks().unwrap().len(),
+            1
+        );
+        assert_eq!(mode(&db), 0o600);
+
+        for (what, bytes) in [("empty", &b""[..]), ("foreign", &b"not a database"[..])] {
+            std::fs::write(&db, bytes).unwrap();
+            let err = open(home.path(), ctrl()).err().expect(what);
+            assert!(
+                matches!(err, ControllerError::DamagedDatabase { .. }),
+                "{what}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&db.display().to_string()), "{text}");
+            assert_eq!(std::fs::read(&db).unwrap(), bytes, "{what}: left as it was");
+            if bytes.is_empty() {
+                assert!(text.contains("is empty (0 bytes)"), "{text}");
+            }
+        }
+    }
 }

@@ -347,7 +347,7 @@ impl From<ControllerError> for ApiError {
             | ControllerError::Rules { .. } => ApiError::BadRequest(msg),
             ControllerError::Conflict(_) => ApiError::Conflict(msg),
             ControllerError::Exhausted(_) => ApiError::Unavailable(msg),
-            ControllerError::Storage { .. } => {
+            ControllerError::Storage { .. } | ControllerError::DamagedDatabase { .. } => {
                 tracing::error!(error = %msg, "controller storage failure");
                 ApiError::Internal(msg)
             }
