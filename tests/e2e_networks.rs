@@ -35,24 +35,8 @@ fn controller(tb: &Testbed, ctrl: &Daemon, args: &[&str]) -> Result<Value> {
     tb.cli_json(ctrl, &all)
 }
 
-/// The network entry of `networks -j` on `d`.
-fn network(tb: &Testbed, d: &Daemon, nwid: &str) -> Result<Value> {
-    let list = tb.cli_json(d, &["networks"])?;
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["nwid"] == nwid)
-        .cloned()
-        .with_context(|| format!("{} does not list {nwid}: {list}", d.name))
-}
-
 fn wait_status(tb: &Testbed, d: &Daemon, nwid: &str, status: &str) -> Result<Value> {
-    let (n, _) = wait_until(&format!("{} {status} on {nwid}", d.name), STEP, || {
-        let n = network(tb, d, nwid)?;
-        ensure!(n["status"] == status, "status {}", n["status"]);
-        Ok(n)
-    })?;
-    Ok(n)
+    tb.wait_network_status(d, nwid, status, STEP)
 }
 
 /// The first managed IPv4 address (without prefix) of a network entry.
@@ -174,7 +158,7 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let nb = network(&tb, &b, &nwid)?;
+    let nb = tb.network(&b, &nwid)?;
     ensure!(
         nb["assignedAddresses"]
             .as_array()
