@@ -814,3 +814,35 @@ fn cli_reports_an_unreachable_controller() {
     assert_eq!(err.exit_code(), 1);
     assert!(err.to_string().contains("cannot reach"), "{err}");
 }
+
+#[test]
+fn raw_rules_are_validated_like_rules_source_and_a_bad_table_changes_nothing() {
+    let s = Server::start();
+    let nwid = new_network(&s, json!({}));
+    let path = format!("/controller/network/{nwid}");
+    let before = s.ok("GET", &path, None);
+    let r = s.req(
+        "POST",
+        &path,
+        Some(json!({"rules": [
+            {"type": "ACTION_ACCEPT"},
+            {"type": "MATCH_ETHERTYPE", "not": false, "or": false},
+            {"type": "ACTION_DROP"}
+        ]})),
+    );
+    assert_eq!(r.status, 400);
+    let e = error_of(&r);
+    assert!(e.contains("rules[1].etherType"), "{e}");
+    assert!(e.contains("MATCH_ETHERTYPE"), "{e}");
+    let r = s.req(
+        "POST",
+        &path,
+        Some(json!({"rules": [{"type": "ACTION_ACCEPT"}, {"type": "MATCH_IP_PROTOCOL", "ipProtocol": 6}]})),
+    );
+    assert_eq!(r.status, 400);
+    assert!(error_of(&r).contains("rules[1]"), "{}", error_of(&r));
+    assert_eq!(s.ok("GET", &path, None), before, "nothing changed");
+    let ok = json!([{"type": "MATCH_ETHERTYPE", "etherType": 2054}, {"type": "ACTION_ACCEPT"}, {"type": "ACTION_DROP"}]);
+    let v = s.ok("POST", &path, Some(json!({"rules": ok})));
+    assert_eq!(v["rules"].as_array().unwrap().len(), 3);
+}

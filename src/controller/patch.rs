@@ -20,7 +20,9 @@
 //!
 //! [`validate_network`] checks a whole record (pools ordered and not overlapping, routes
 //! without host bits and with a gateway of the same family, MTU and multicast limits,
-//! DNS, rule and definition counts); the controller calls it after every patch.
+//! DNS, rule and definition counts, and the rule tables read as members will read them:
+//! raw `rules` are held to the same standard as compiled `rulesSource`); the controller
+//! calls it after every patch.
 //!
 //! Called by the controller service (`controller::Controller`) only.
 
@@ -208,6 +210,7 @@ pub fn validate_network(net: &Network) -> Result<(), ControllerError> {
             format!("at most {MAX_RULES} entries"),
         ));
     }
+    super::rules::check_tables(net)?;
     unique_ids("tags", net.tags.iter().map(|t| t.id))?;
     unique_ids("capabilities", net.capabilities.iter().map(|c| c.id))?;
     for (i, cap) in net.capabilities.iter().enumerate() {
