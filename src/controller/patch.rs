@@ -24,6 +24,11 @@
 //! raw `rules` are held to the same standard as compiled `rulesSource`); the controller
 //! calls it after every patch.
 //!
+//! [`check_default_routes`] and [`check_outside_pools`] refuse, unless the caller
+//! confirmed them ([`Deliberate`](super::Deliberate)), a change that one careless call
+//! could use to cut members off: a new route that replaces the members' default route,
+//! and a new member address outside every pool.
+//!
 //! Called by the controller service (`controller::Controller`) only.
 
 use std::collections::BTreeSet;
@@ -222,6 +227,91 @@ pub fn validate_network(net: &Network) -> Result<(), ControllerError> {
         }
     }
     Ok(())
+}
+
+/// Whether a route takes over members' default route: `0.0.0.0/0` and `::/0`, and the
+/// halves (`0.0.0.0/1` + `128.0.0.0/1`, `::/1` + `8000::/1`) that VPNs push instead.
+pub fn is_default_route(route: &Route) -> bool {
+    route.target.prefix_len() <= 1
+}
+
+/// Refuses default routes ([`is_default_route`]) that `after` adds to `before` (a new
+/// network adds all of its routes) unless the caller `confirmed` them: one such route
+/// carries every member's traffic into the network. Routes the network already had pass,
+/// so a client can post back the object it read.
+pub fn check_default_routes(
+    before: Option<&Network>,
+    after: &Network,
+    confirmed: bool,
+) -> Result<(), ControllerError> {
+    if confirmed {
+        return Ok(());
+    }
+    let had = |r: &Route| before.is_some_and(|b| b.routes.iter().any(|o| o.target == r.target));
+    match after
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| is_default_route(r) && !had(r))
+    {
+        None => Ok(()),
+        Some((i, r)) => Err(ControllerError::field(
+            format!("routes[{i}].target"),
+            format!(
+                "{} would replace the members' default route and carry all their traffic into this network; to push it on purpose, send the request again with ?allowDefaultRoute=true",
+                r.target
+            ),
+        )),
+    }
+}
+
+/// Refuses addresses that `member` gains over `before` and that lie outside every
+/// `ipAssignmentPools` range of `network`, unless the caller `confirmed` them. Pools
+/// are the ranges the operator gave the network; an address outside them (a typo, an
+/// address of the physical network or of a root) can cut the member, or others, off.
+/// Addresses the member already had pass.
+pub fn check_outside_pools(
+    network: &Network,
+    before: Option<&Member>,
+    member: &Member,
+    confirmed: bool,
+) -> Result<(), ControllerError> {
+    if confirmed {
+        return Ok(());
+    }
+    let had = |ip: &IpAddr| before.is_some_and(|b| b.ip_assignments.contains(ip));
+    let in_pool = |ip: &IpAddr| {
+        network.ip_assignment_pools.iter().any(|p| {
+            p.ip_range_start.is_ipv4() == ip.is_ipv4()
+                && (ip_value(p.ip_range_start)..=ip_value(p.ip_range_end)).contains(&ip_value(*ip))
+        })
+    };
+    match member
+        .ip_assignments
+        .iter()
+        .enumerate()
+        .find(|(_, ip)| !had(ip) && !in_pool(ip))
+    {
+        None => Ok(()),
+        Some((i, ip)) => {
+            let pools = if network.ip_assignment_pools.is_empty() {
+                "the network has no ipAssignmentPools".to_string()
+            } else {
+                let ranges: Vec<String> = network
+                    .ip_assignment_pools
+                    .iter()
+                    .map(|p| format!("{}-{}", p.ip_range_start, p.ip_range_end))
+                    .collect();
+                format!("the network's pools are {}", ranges.join(", "))
+            };
+            Err(ControllerError::field(
+                format!("ipAssignments[{i}]"),
+                format!(
+                    "{ip} is outside every address pool ({pools}); an address outside them may belong to another machine or to the physical network. Add a pool that covers it, or, to assign it on purpose, send the request again with ?allowOutsidePools=true"
+                ),
+            ))
+        }
+    }
 }
 
 fn validate_pools(pools: &[IpPool]) -> Result<(), ControllerError> {
@@ -864,6 +954,76 @@ mod tests {
         .unwrap();
         assert_eq!(n.routes[1].via, Some("198.18.0.1".parse().unwrap()));
         assert_eq!(n.routes[2].via, None);
+    }
+
+    #[test]
+    fn new_default_routes_need_confirmation_and_kept_ones_do_not() {
+        let before = net();
+        for target in ["0.0.0.0/0", "::/0", "128.0.0.0/1", "8000::/1"] {
+            let mut n = before.clone();
+            patch(
+                &mut n,
+                json!({"routes": [{"target": "198.18.0.0/24"}, {"target": target}]}),
+            )
+            .unwrap();
+            let e = check_default_routes(Some(&before), &n, false).unwrap_err();
+            assert!(e.to_string().contains("allowDefaultRoute=true"), "{e}");
+            assert_eq!(field_of(e), "routes[1].target", "{target}");
+            check_default_routes(Some(&before), &n, true).unwrap();
+            check_default_routes(None, &n, false).unwrap_err();
+            // Once the network has the route, posting it back needs no confirmation.
+            let mut again = n.clone();
+            patch(
+                &mut again,
+                json!({"name": "renamed", "routes": n.to_api_json()["routes"]}),
+            )
+            .unwrap();
+            check_default_routes(Some(&n), &again, false).unwrap();
+        }
+        let mut n = before.clone();
+        patch(
+            &mut n,
+            json!({"routes": [{"target": "0.0.0.0/2"}, {"target": "fc00::/7"}]}),
+        )
+        .unwrap();
+        check_default_routes(Some(&before), &n, false).unwrap();
+    }
+
+    #[test]
+    fn new_addresses_outside_every_pool_need_confirmation() {
+        let mut n = net();
+        patch(
+            &mut n,
+            json!({"ipAssignmentPools": [
+                {"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.20"},
+                {"ipRangeStart": "fd00::1", "ipRangeEnd": "fd00::ff"}
+            ]}),
+        )
+        .unwrap();
+        let before = member();
+        let mut m = before.clone();
+        let ok = json!({"ipAssignments": ["198.18.0.10", "198.18.0.20", "fd00::ff"]});
+        patch_member(&mut m, &body(ok), UnixTime::EPOCH).unwrap();
+        check_outside_pools(&n, Some(&before), &m, false).unwrap();
+        for outside in [
+            "198.18.0.21",
+            "203.0.113.5",
+            "fd00::100",
+            "::ffff:198.18.0.10",
+        ] {
+            let mut m = before.clone();
+            let b = json!({"ipAssignments": ["198.18.0.11", outside]});
+            patch_member(&mut m, &body(b), UnixTime::EPOCH).unwrap();
+            let e = check_outside_pools(&n, Some(&before), &m, false).unwrap_err();
+            assert!(e.to_string().contains("allowOutsidePools=true"), "{e}");
+            assert!(e.to_string().contains("198.18.0.10-198.18.0.20"), "{e}");
+            assert_eq!(field_of(e), "ipAssignments[1]", "{outside}");
+            check_outside_pools(&n, Some(&before), &m, true).unwrap();
+            // An address the member already holds stays without confirmation.
+            check_outside_pools(&n, Some(&m), &m, false).unwrap();
+        }
+        let e = check_outside_pools(&net(), None, &m, false).unwrap_err();
+        assert!(e.to_string().contains("has no ipAssignmentPools"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,13 @@
 //! | `GET /unstable/controller/network/<nwid>/member` | `{"data": [member, ...], "meta": {"totalCount", "authorizedCount"}}` |
 //! | `GET /controller/audit?after=<seq>&limit=<n>&network=<nwid>` | audit entries, oldest first (skylan extension) |
 //!
+//! Two changes must be confirmed with a query flag, because one careless call could
+//! otherwise cut members off (`controller::Deliberate`): a new route that replaces the
+//! members' default route (`0.0.0.0/0`, `::/0` and their halves) needs
+//! `?allowDefaultRoute=true` on the network POST, and a new member address outside every
+//! `ipAssignmentPools` range needs `?allowOutsidePools=true` on the member POST. Without
+//! the flag such a change is a 400 naming the field and the flag; nothing changes.
+//!
 //! `PUT` is accepted wherever `POST` is, and every path also answers with a trailing
 //! slash (ZeroTier's documentation uses both). Creation and update answer 200 with the
 //! stored object, as ZeroTier does. Body fields skylan ignored (unknown or unsupported)
@@ -32,7 +39,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, RawQuery, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -40,7 +47,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, with_ignored};
-use crate::controller::{Controller, ControllerError, RedbStore};
+use crate::controller::{Controller, ControllerError, Deliberate, RedbStore};
 use crate::io::home;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
@@ -228,6 +235,35 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The confirmations in a request's query: `allowDefaultRoute` and `allowOutsidePools`,
+/// each `true`/`1` or `false`/`0` (a bare name means true). Other parameters are
+/// ignored; a flag with another value is a 400.
+fn deliberate(query: Option<&str>) -> Result<Deliberate, ApiError> {
+    let mut out = Deliberate::default();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        let flag = match name {
+            "allowDefaultRoute" => &mut out.default_route,
+            "allowOutsidePools" => &mut out.outside_pools,
+            _ => continue,
+        };
+        *flag = match value {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "query flag {name}={other:?}: expected true or false"
+                )));
+            }
+        };
+    }
+    Ok(out)
+}
+
 fn parse_nwid(s: &str) -> Result<NetworkId, ApiError> {
     s.parse()
         .map_err(|e| ApiError::BadRequest(format!("bad network ID in path: {e}")))
@@ -262,11 +298,13 @@ async fn list_networks(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
 async fn create_network(
     State(ctx): State<Ctx>,
     actor: Actor,
+    RawQuery(query): RawQuery,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let deliberate = deliberate(query.as_deref())?;
     let now = (ctx.clock)();
     let c = ctx.controller.clone();
-    let saved = blocking(move || c.create_network(&body, &actor.0, now)).await?;
+    let saved = blocking(move || c.create_network_with(&body, deliberate, &actor.0, now)).await?;
     Ok(with_ignored(
         json_response(saved.record.to_api_json()),
         &saved.ignored,
@@ -287,8 +325,10 @@ async fn post_network(
     State(ctx): State<Ctx>,
     actor: Actor,
     UrlPath(nwid): UrlPath<String>,
+    RawQuery(query): RawQuery,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let deliberate = deliberate(query.as_deref())?;
     let now = (ctx.clock)();
     let c = ctx.controller.clone();
     // `<controller address>______`: create with a random unused number.
@@ -302,14 +342,16 @@ async fn post_network(
                 c.address()
             )));
         }
-        let saved = blocking(move || c.create_network(&body, &actor.0, now)).await?;
+        let saved =
+            blocking(move || c.create_network_with(&body, deliberate, &actor.0, now)).await?;
         return Ok(with_ignored(
             json_response(saved.record.to_api_json()),
             &saved.ignored,
         ));
     }
     let nwid = parse_nwid(&nwid)?;
-    let saved = blocking(move || c.post_network(nwid, &body, &actor.0, now)).await?;
+    let saved =
+        blocking(move || c.post_network_with(nwid, &body, deliberate, &actor.0, now)).await?;
     Ok(with_ignored(
         json_response(saved.record.to_api_json()),
         &saved.ignored,
@@ -357,13 +399,17 @@ async fn post_member(
     State(ctx): State<Ctx>,
     actor: Actor,
     UrlPath((nwid, address)): UrlPath<(String, String)>,
+    RawQuery(query): RawQuery,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let nwid = parse_nwid(&nwid)?;
     let address = parse_address(&address)?;
+    let deliberate = deliberate(query.as_deref())?;
     let now = (ctx.clock)();
     let c = ctx.controller.clone();
-    let saved = blocking(move || c.post_member(nwid, address, &body, &actor.0, now)).await?;
+    let saved =
+        blocking(move || c.post_member_with(nwid, address, &body, deliberate, &actor.0, now))
+            .await?;
     Ok(with_ignored(
         json_response(saved.record.to_api_json()),
         &saved.ignored,
@@ -472,6 +518,17 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn confirmations_are_read_from_the_query() {
+        assert_eq!(deliberate(None).unwrap(), Deliberate::default());
+        let d = deliberate(Some("allowDefaultRoute=true&x=y")).unwrap();
+        assert!(d.default_route && !d.outside_pools);
+        let d = deliberate(Some("allowOutsidePools&allowDefaultRoute=0")).unwrap();
+        assert!(!d.default_route && d.outside_pools);
+        let err = deliberate(Some("allowOutsidePools=yes")).unwrap_err();
+        assert!(err.to_string().contains("allowOutsidePools"), "{err}");
     }
 
     #[test]
