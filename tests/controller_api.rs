@@ -954,3 +954,26 @@ fn default_routes_and_addresses_outside_the_pools_need_a_confirming_flag() {
     );
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn an_exhausted_pool_is_409_and_leaves_the_member_unauthorized() {
+    let s = Server::start();
+    let nwid = new_network(
+        &s,
+        json!({
+            "v4AssignMode": {"zt": true},
+            "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.10"}],
+            "routes": [{"target": "198.18.0.0/24"}]
+        }),
+    );
+    let path = |i| format!("/controller/network/{nwid}/member/{}", member_addr(i));
+    s.ok("POST", &path(1), Some(json!({"authorized": true})));
+    let r = s.req("POST", &path(2), Some(json!({"authorized": true})));
+    assert_eq!(r.status, 409);
+    let e = error_of(&r);
+    assert!(
+        e.contains("no IPv4 address left") && e.contains("198.18.0.10"),
+        "{e}"
+    );
+    assert_eq!(s.req("GET", &path(2), None).status, 404);
+}

@@ -42,6 +42,10 @@ pub enum ControllerError {
     /// member holds (HTTP 409). Nothing was changed.
     #[error("{0}")]
     Conflict(String),
+    /// The network's pools cannot give a member the address it should get (HTTP 409).
+    /// Nothing was changed; the message names the pools and what to do.
+    #[error("{0}")]
+    PoolExhausted(String),
     /// No free network number could be found (HTTP 503).
     #[error("{0}")]
     Exhausted(String),

@@ -399,9 +399,19 @@ impl Controller {
             let patched = patch::patch_member(&mut member, body, now)?;
             patch::check_outside_pools(&net, existing.as_ref(), &member, deliberate.outside_pools)?;
             let admitted = member.authorized || !net.private;
-            ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
+            let addressing_changed = existing
+                .as_ref()
+                .is_none_or(|e| addressing(e) != addressing(&member));
+            let assigned = ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
                 Ok::<_, ControllerError>(txn.ip_owner(nwid, ip)?.is_some_and(|o| o != address))
             })?;
+            // A POST that admits a member or changes how it is addressed fails rather
+            // than leave it without the address it should have.
+            if let Some(missing) = assigned.shortage().filter(|_| addressing_changed) {
+                return Err(ControllerError::PoolExhausted(
+                    missing.describe(&net, address),
+                ));
+            }
             if existing.as_ref() != Some(&member) {
                 txn.put_member(&mut member)?;
                 if patched.deauthorized {
@@ -577,7 +587,17 @@ impl Controller {
                     txn.ip_owner(req.nwid, ip)?.is_some_and(|o| o != req.member),
                 )
             })?;
-            if adm.changed || assigned {
+            // The member still gets its config (refusing it would cut it off the network
+            // entirely); the operator learns from the log that the pool is short.
+            if let Some(missing) = assigned.shortage() {
+                tracing::error!(
+                    nwid = %req.nwid,
+                    member = %req.member,
+                    "{}; the member's config goes out without it",
+                    missing.describe(&net, req.member)
+                );
+            }
+            if adm.changed || assigned.changed {
                 txn.put_member(&mut adm.member)?;
                 let action = if existing.is_some() {
                     "member.update"
@@ -623,6 +643,16 @@ impl Controller {
             }
         }
     }
+}
+
+/// What decides a member's automatic addresses: admission and the address settings.
+fn addressing(m: &Member) -> (bool, &[std::net::IpAddr], bool, bool) {
+    (
+        m.authorized,
+        &m.ip_assignments,
+        m.no_auto_assign_ips,
+        m.active_bridge,
+    )
 }
 
 fn not_found_network(nwid: NetworkId) -> ControllerError {

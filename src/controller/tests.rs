@@ -409,6 +409,57 @@ fn config_request_on_public_network_admits_and_assigns() {
 }
 
 #[test]
+fn an_exhausted_pool_is_an_error_not_a_member_without_an_address() {
+    let c = controller();
+    let nwid = c
+        .create_network(
+            &body(json!({
+                "v4AssignMode": {"zt": true},
+                "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.11"}],
+                "routes": [{"target": "198.18.0.0/24", "via": null}]
+            })),
+            "test",
+            t(0),
+        )
+        .unwrap()
+        .record
+        .id;
+    let authorize = json!({"authorized": true});
+    for i in 1..=2 {
+        c.post_member(nwid, addr(i), &body(authorize.clone()), "t", t(i))
+            .unwrap();
+    }
+    let err = c
+        .post_member(nwid, addr(3), &body(authorize.clone()), "t", t(3))
+        .unwrap_err();
+    assert!(matches!(err, ControllerError::PoolExhausted(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("198.18.0.10-198.18.0.11"), "{text}");
+    assert!(text.contains(&addr(3).to_string()), "{text}");
+    assert!(
+        matches!(
+            c.member(nwid, addr(3)),
+            Err(ControllerError::NotFound { .. })
+        ),
+        "nothing was stored"
+    );
+    // A member the node itself created (unauthorized) cannot be authorized either.
+    c.request(&req(nwid, addr(4)), t(4), &signer()).unwrap();
+    let err = c
+        .post_member(nwid, addr(4), &body(authorize.clone()), "t", t(5))
+        .unwrap_err();
+    assert!(matches!(err, ControllerError::PoolExhausted(_)), "{err}");
+    assert!(!c.member(nwid, addr(4)).unwrap().authorized);
+    // Giving it an address by hand, or freeing one, works.
+    c.delete_member(nwid, addr(1), "t", t(6)).unwrap();
+    let m = c
+        .post_member(nwid, addr(4), &body(authorize), "t", t(7))
+        .unwrap()
+        .record;
+    assert_eq!(m.ip_assignments.len(), 1);
+}
+
+#[test]
 fn config_request_for_unknown_network_or_wrong_identity() {
     let c = controller();
     let nwid = lab(&c);

@@ -346,6 +346,10 @@ impl From<ControllerError> for ApiError {
             | ControllerError::BadRequest(_)
             | ControllerError::Rules { .. } => ApiError::BadRequest(msg),
             ControllerError::Conflict(_) => ApiError::Conflict(msg),
+            ControllerError::PoolExhausted(_) => {
+                tracing::error!(error = %msg, "address pool exhausted");
+                ApiError::Conflict(msg)
+            }
             ControllerError::Exhausted(_) => ApiError::Unavailable(msg),
             ControllerError::Storage { .. } | ControllerError::DamagedDatabase { .. } => {
                 tracing::error!(error = %msg, "controller storage failure");
@@ -506,6 +510,10 @@ mod tests {
                 StatusCode::BAD_REQUEST,
             ),
             (ControllerError::Conflict("x".into()), StatusCode::CONFLICT),
+            (
+                ControllerError::PoolExhausted("x".into()),
+                StatusCode::CONFLICT,
+            ),
             (
                 ControllerError::storage("x", "y"),
                 StatusCode::INTERNAL_SERVER_ERROR,
