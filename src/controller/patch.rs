@@ -6,7 +6,7 @@
 //! - A named field with the wrong JSON type or an invalid value is an error naming the
 //!   field (`ipAssignmentPools[1].ipRangeStart`), never a silent default. The caller
 //!   applies the patch to a copy and stores nothing when any field fails, so a bad
-//!   request changes nothing.
+//!   request changes nothing. Names, for instance, may not contain control characters.
 //! - Read-only fields (`id`, `nwid`, `revision`, `creationTime`, ...) are ignored, so a
 //!   UI can post back the object it read. Fields ZeroTier has but skylan does not
 //!   implement (`authTokens`, `remoteTraceTarget`, SSO fields, ...) and unknown fields
@@ -188,12 +188,7 @@ pub fn patch_member(
 
 /// Checks a whole network record; the error names the first offending field.
 pub fn validate_network(net: &Network) -> Result<(), ControllerError> {
-    if net.name.chars().count() > MAX_NAME_CHARS {
-        return Err(ControllerError::field(
-            "name",
-            format!("at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
+    check_name("name", &net.name)?;
     if !(MIN_MTU..=MAX_MTU).contains(&net.mtu) {
         return Err(ControllerError::field(
             "mtu",
@@ -495,13 +490,37 @@ fn string(field: &str, v: &Value) -> Result<String, ControllerError> {
 
 fn name(field: &str, v: &Value) -> Result<String, ControllerError> {
     let s = string(field, v)?;
+    check_name(field, &s)?;
+    Ok(s)
+}
+
+/// A network or member name: at most [`MAX_NAME_CHARS`] characters, none of them a
+/// control character (C0, DEL, C1: line breaks, terminal escapes) or a Unicode
+/// bidirectional override or isolate (which make a name display as another). Names are
+/// printed by the CLI, shown in UIs and written to logs.
+fn check_name(field: &str, s: &str) -> Result<(), ControllerError> {
     if s.chars().count() > MAX_NAME_CHARS {
         return Err(ControllerError::field(
             field,
             format!("at most {MAX_NAME_CHARS} characters"),
         ));
     }
-    Ok(s)
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if let Some((i, c)) = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() || bidi(*c))
+    {
+        return Err(ControllerError::field(
+            field,
+            format!(
+                "character {} is U+{:04X}, a control character; names are shown in terminals, UIs and logs, so they may not contain control characters",
+                i + 1,
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn integer(field: &str, v: &Value, min: u64, max: u64) -> Result<u64, ControllerError> {
@@ -881,6 +900,31 @@ mod tests {
             let err = patch(&mut n, b.clone()).expect_err(&b.to_string());
             assert_eq!(field_of(err), field, "body {b}");
         }
+    }
+
+    #[test]
+    fn names_reject_control_characters() {
+        for bad in [
+            "lab\nEVIL",
+            "a\u{1b}[31mred",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
+            "rtl\u{202e}gnp.exe",
+            "\u{2066}x",
+        ] {
+            let e = patch(&mut net(), json!({"name": bad})).unwrap_err();
+            assert!(e.to_string().contains("control character"), "{bad:?}: {e}");
+            assert_eq!(field_of(e), "name");
+            let e = patch_member(&mut member(), &body(json!({"name": bad})), UnixTime::EPOCH)
+                .unwrap_err();
+            assert_eq!(field_of(e), "name", "{bad:?}");
+        }
+        let e = patch(&mut net(), json!({"name": "ab\u{0}"})).unwrap_err();
+        assert!(e.to_string().contains("character 3 is U+0000"), "{e}");
+        let mut n = net();
+        patch(&mut n, json!({"name": "Büro – Köln 🛰"})).unwrap();
+        assert_eq!(n.name, "Büro – Köln 🛰");
     }
 
     #[test]
