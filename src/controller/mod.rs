@@ -401,7 +401,7 @@ impl Controller {
             let admitted = member.authorized || !net.private;
             let addressing_changed = existing
                 .as_ref()
-                .is_none_or(|e| addressing(e) != addressing(&member));
+                .is_none_or(|e| addressing(&net, e) != addressing(&net, &member));
             let assigned = ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
                 Ok::<_, ControllerError>(txn.ip_owner(nwid, ip)?.is_some_and(|o| o != address))
             })?;
@@ -645,10 +645,11 @@ impl Controller {
     }
 }
 
-/// What decides a member's automatic addresses: admission and the address settings.
-fn addressing(m: &Member) -> (bool, &[std::net::IpAddr], bool, bool) {
+/// What decides a member's automatic addresses: whether it is admitted (authorized, or
+/// on a public network) and its address settings.
+fn addressing<'a>(net: &Network, m: &'a Member) -> (bool, &'a [std::net::IpAddr], bool, bool) {
     (
-        m.authorized,
+        m.authorized || !net.private,
         &m.ip_assignments,
         m.no_auto_assign_ips,
         m.active_bridge,

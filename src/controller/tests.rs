@@ -450,6 +450,24 @@ fn an_exhausted_pool_is_an_error_not_a_member_without_an_address() {
         .unwrap_err();
     assert!(matches!(err, ControllerError::PoolExhausted(_)), "{err}");
     assert!(!c.member(nwid, addr(4)).unwrap().authorized);
+    // On a public network every member is admitted; revoking one whose address the
+    // pool could not supply still works.
+    c.post_network(nwid, &body(json!({"private": false})), "t", t(5))
+        .unwrap();
+    c.request(&req(nwid, addr(5)), t(5), &signer()).unwrap();
+    let m = c
+        .post_member(
+            nwid,
+            addr(5),
+            &body(json!({"authorized": false})),
+            "t",
+            t(5),
+        )
+        .unwrap()
+        .record;
+    assert!(!m.authorized && m.ip_assignments.is_empty());
+    c.post_network(nwid, &body(json!({"private": true})), "t", t(5))
+        .unwrap();
     // Giving it an address by hand, or freeing one, works.
     c.delete_member(nwid, addr(1), "t", t(6)).unwrap();
     let m = c
