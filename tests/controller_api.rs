@@ -587,7 +587,13 @@ fn pool_allocation_is_unique_across_200_members() {
 #[test]
 fn static_address_of_another_member_is_409() {
     let s = Server::start();
-    let nwid = new_network(&s, json!({"routes": [{"target": "198.18.0.0/24"}]}));
+    let nwid = new_network(
+        &s,
+        json!({
+            "ipAssignmentPools": [{"ipRangeStart": "198.18.0.1", "ipRangeEnd": "198.18.0.254"}],
+            "routes": [{"target": "198.18.0.0/24"}]
+        }),
+    );
     let path = |i| format!("/controller/network/{nwid}/member/{}", member_addr(i));
     s.ok(
         "POST",
@@ -667,6 +673,7 @@ fn cli_manages_networks_and_members() {
                     routes: vec![],
                     private: false,
                     public: false,
+                    allow_default_route: false,
                 },
             },
         )
@@ -710,6 +717,7 @@ fn cli_manages_networks_and_members() {
                     bridge: None,
                     no_auto_ip: None,
                     settings: vec!["tags=[[1,2]]".into()],
+                    allow_outside_pools: false,
                 },
             },
         )
@@ -726,6 +734,7 @@ fn cli_manages_networks_and_members() {
                 cmd: NetworkCommand::Set {
                     nwid: nwid.clone(),
                     settings: vec!["mtu=1400".into(), "name=renamed".into()],
+                    allow_default_route: false,
                 },
             },
         )
@@ -748,12 +757,34 @@ fn cli_manages_networks_and_members() {
                 cmd: NetworkCommand::Set {
                     nwid: nwid.clone(),
                     settings: vec!["mtu=5".into()],
+                    allow_default_route: false,
                 },
             },
         )
         .unwrap_err();
     assert_eq!(err.exit_code(), 1);
     assert!(err.to_string().starts_with("400 field `mtu`"), "{err}");
+
+    // A default route needs --allow-default-route.
+    let set_default_route = |allow_default_route| {
+        s.cli(
+            true,
+            ControllerCommand::Network {
+                cmd: NetworkCommand::Set {
+                    nwid: nwid.clone(),
+                    settings: vec![
+                        r#"routes=[{"target":"198.18.0.0/24"},{"target":"::/0","via":"fd00::1"}]"#
+                            .into(),
+                    ],
+                    allow_default_route,
+                },
+            },
+        )
+    };
+    let err = set_default_route(false).unwrap_err();
+    assert!(err.to_string().contains("allowDefaultRoute"), "{err}");
+    let v: Value = serde_json::from_str(&set_default_route(true).unwrap()).unwrap();
+    assert_eq!(v["routes"][1]["target"], "::/0");
 
     let out = s
         .cli(
@@ -813,4 +844,136 @@ fn cli_reports_an_unreachable_controller() {
         controller_cli::run(s.home.path(), port, false, ControllerCommand::Networks).unwrap_err();
     assert_eq!(err.exit_code(), 1);
     assert!(err.to_string().contains("cannot reach"), "{err}");
+}
+
+#[test]
+fn raw_rules_are_validated_like_rules_source_and_a_bad_table_changes_nothing() {
+    let s = Server::start();
+    let nwid = new_network(&s, json!({}));
+    let path = format!("/controller/network/{nwid}");
+    let before = s.ok("GET", &path, None);
+    let r = s.req(
+        "POST",
+        &path,
+        Some(json!({"rules": [
+            {"type": "ACTION_ACCEPT"},
+            {"type": "MATCH_ETHERTYPE", "not": false, "or": false},
+            {"type": "ACTION_DROP"}
+        ]})),
+    );
+    assert_eq!(r.status, 400);
+    let e = error_of(&r);
+    assert!(e.contains("rules[1].etherType"), "{e}");
+    assert!(e.contains("MATCH_ETHERTYPE"), "{e}");
+    let r = s.req(
+        "POST",
+        &path,
+        Some(json!({"rules": [{"type": "ACTION_ACCEPT"}, {"type": "MATCH_IP_PROTOCOL", "ipProtocol": 6}]})),
+    );
+    assert_eq!(r.status, 400);
+    assert!(error_of(&r).contains("rules[1]"), "{}", error_of(&r));
+    assert_eq!(s.ok("GET", &path, None), before, "nothing changed");
+    let ok = json!([{"type": "MATCH_ETHERTYPE", "etherType": 2054}, {"type": "ACTION_ACCEPT"}, {"type": "ACTION_DROP"}]);
+    let v = s.ok("POST", &path, Some(json!({"rules": ok})));
+    assert_eq!(v["rules"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn default_routes_and_addresses_outside_the_pools_need_a_confirming_flag() {
+    let s = Server::start();
+    let nwid = new_network(
+        &s,
+        json!({
+            "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.250"}],
+            "routes": [{"target": "198.18.0.0/24"}]
+        }),
+    );
+    let path = format!("/controller/network/{nwid}");
+    let routes = json!([{"target": "198.18.0.0/24"}, {"target": "0.0.0.0/0", "via": "198.18.0.1"}]);
+    let r = s.req("POST", &path, Some(json!({"routes": routes})));
+    assert_eq!(r.status, 400);
+    let e = error_of(&r);
+    assert!(
+        e.contains("routes[1].target") && e.contains("?allowDefaultRoute=true"),
+        "{e}"
+    );
+    assert_eq!(
+        s.ok("GET", &path, None)["routes"].as_array().unwrap().len(),
+        1
+    );
+    s.ok(
+        "POST",
+        &format!("{path}?allowDefaultRoute=true"),
+        Some(json!({"routes": routes})),
+    );
+    // Posting back what was read needs no flag: only new default routes do.
+    let read = s.ok("GET", &path, None);
+    s.ok(
+        "POST",
+        &path,
+        Some(json!({"name": "x", "routes": read["routes"]})),
+    );
+
+    let member = format!("{path}/member/{}", member_addr(1));
+    let r = s.req(
+        "POST",
+        &member,
+        Some(json!({"ipAssignments": ["203.0.113.7"]})),
+    );
+    assert_eq!(r.status, 400);
+    let e = error_of(&r);
+    assert!(
+        e.contains("ipAssignments[0]") && e.contains("?allowOutsidePools=true"),
+        "{e}"
+    );
+    assert_eq!(
+        s.req("GET", &member, None).status,
+        404,
+        "nothing was created"
+    );
+    s.ok(
+        "POST",
+        &member,
+        Some(json!({"ipAssignments": ["198.18.0.99"]})),
+    );
+    let m = s.ok(
+        "POST",
+        &format!("{member}?allowOutsidePools=true"),
+        Some(json!({"ipAssignments": ["198.18.0.99", "203.0.113.7"]})),
+    );
+    assert_eq!(m["ipAssignments"], json!(["198.18.0.99", "203.0.113.7"]));
+    s.ok(
+        "POST",
+        &member,
+        Some(json!({"name": "kept", "ipAssignments": m["ipAssignments"]})),
+    );
+    let r = s.req(
+        "POST",
+        &format!("{member}?allowOutsidePools=maybe"),
+        Some(json!({})),
+    );
+    assert_eq!(r.status, 400);
+}
+
+#[test]
+fn an_exhausted_pool_is_409_and_leaves_the_member_unauthorized() {
+    let s = Server::start();
+    let nwid = new_network(
+        &s,
+        json!({
+            "v4AssignMode": {"zt": true},
+            "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.10"}],
+            "routes": [{"target": "198.18.0.0/24"}]
+        }),
+    );
+    let path = |i| format!("/controller/network/{nwid}/member/{}", member_addr(i));
+    s.ok("POST", &path(1), Some(json!({"authorized": true})));
+    let r = s.req("POST", &path(2), Some(json!({"authorized": true})));
+    assert_eq!(r.status, 409);
+    let e = error_of(&r);
+    assert!(
+        e.contains("no IPv4 address left") && e.contains("198.18.0.10"),
+        "{e}"
+    );
+    assert_eq!(s.req("GET", &path(2), None).status, 404);
 }

@@ -387,7 +387,12 @@ fn writer(api: Api, state: Arc<Mutex<Expected>>, w: u64, seed: u64) -> u64 {
                 _ => (id, before, "DELETE", None),
             }
         };
-        let path = format!("/controller/network/{NWID}/member/{id}");
+        // Static addresses here lie outside the pool on purpose, so the request says so.
+        let confirm = match &body {
+            Some(b) if b.get("ipAssignments").is_some() => "?allowOutsidePools=true",
+            _ => "",
+        };
+        let path = format!("/controller/network/{NWID}/member/{id}{confirm}");
         match api.send(method, &path, body.as_ref()) {
             Reply::Status(200, v) => {
                 let after = if method == "DELETE" {

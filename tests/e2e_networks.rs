@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skylan::lab::NatKind;
-use support::networks::{
-    STEP, controller, create_network, managed_ip, network, ping_ip, wait_status,
-};
+use support::networks::{STEP, controller, create_network, managed_ip, ping_ip, wait_status};
 use support::{Daemon, Testbed, wait_until};
 
 const ROOT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 31);
@@ -110,7 +108,7 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let nb = network(&tb, &b, &nwid)?;
+    let nb = tb.network(&b, &nwid)?;
     ensure!(
         nb["assignedAddresses"]
             .as_array()

@@ -79,6 +79,9 @@ pub enum NetworkCommand {
         /// Anyone who knows the network ID may join.
         #[arg(long)]
         public: bool,
+        /// Accept a route that replaces the members' default route (0.0.0.0/0, ::/0).
+        #[arg(long)]
+        allow_default_route: bool,
     },
     /// Show a network.
     Show {
@@ -97,6 +100,9 @@ pub enum NetworkCommand {
         /// Fields to change.
         #[arg(value_name = "KEY=VALUE", required = true)]
         settings: Vec<String>,
+        /// Accept a new route that replaces the members' default route (0.0.0.0/0, ::/0).
+        #[arg(long)]
+        allow_default_route: bool,
     },
 }
 
@@ -152,6 +158,9 @@ pub enum MemberCommand {
         /// Other fields as KEY=VALUE (e.g. tags=[[1,2]]).
         #[arg(value_name = "KEY=VALUE")]
         settings: Vec<String>,
+        /// Accept addresses outside every address pool of the network.
+        #[arg(long)]
+        allow_outside_pools: bool,
     },
 }
 
@@ -201,9 +210,15 @@ fn network(api: &ApiClient, json: bool, cmd: NetworkCommand) -> Result<String, C
             routes,
             private,
             public,
+            allow_default_route,
         } => {
             let body = create_body(name, &pools, &routes, private, public)?;
-            let v = api.post("/controller/network", &body)?;
+            let path = confirming(
+                "/controller/network",
+                "allowDefaultRoute",
+                allow_default_route,
+            );
+            let v = api.post(&path, &body)?;
             Ok(if json {
                 pretty(&v)
             } else {
@@ -226,9 +241,15 @@ fn network(api: &ApiClient, json: bool, cmd: NetworkCommand) -> Result<String, C
                 format!("deleted network {nwid} ({})", str_of(&v["name"]))
             })
         }
-        NetworkCommand::Set { nwid, settings } => {
+        NetworkCommand::Set {
+            nwid,
+            settings,
+            allow_default_route,
+        } => {
             let body = settings_body(&settings)?;
-            let v = api.post(&format!("/controller/network/{nwid}"), &body)?;
+            let path = format!("/controller/network/{nwid}");
+            let path = confirming(&path, "allowDefaultRoute", allow_default_route);
+            let v = api.post(&path, &body)?;
             Ok(if json { pretty(&v) } else { format_network(&v) })
         }
     }
@@ -257,6 +278,7 @@ fn member(api: &ApiClient, json: bool, cmd: MemberCommand) -> Result<String, Cli
             bridge,
             no_auto_ip,
             settings,
+            allow_outside_pools,
         } => {
             let mut body = settings_body(&settings)?;
             if !ips.is_empty() {
@@ -277,7 +299,12 @@ fn member(api: &ApiClient, json: bool, cmd: MemberCommand) -> Result<String, Cli
                         .into(),
                 ));
             }
-            (api.post(&path(&nwid, &address), &body)?, None)
+            let path = confirming(
+                &path(&nwid, &address),
+                "allowOutsidePools",
+                allow_outside_pools,
+            );
+            (api.post(&path, &body)?, None)
         }
     };
     if json {
@@ -292,6 +319,15 @@ fn member(api: &ApiClient, json: bool, cmd: MemberCommand) -> Result<String, Cli
         ),
         None => format_member(&v),
     })
+}
+
+/// `path` with the query flag `flag=true` when `on` (a change the user confirmed).
+fn confirming(path: &str, flag: &str, on: bool) -> String {
+    if on {
+        format!("{path}?{flag}=true")
+    } else {
+        path.to_string()
+    }
 }
 
 /// The body of `network create`.

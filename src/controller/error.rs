@@ -42,9 +42,24 @@ pub enum ControllerError {
     /// member holds (HTTP 409). Nothing was changed.
     #[error("{0}")]
     Conflict(String),
+    /// The network's pools cannot give a member the address it should get (HTTP 409).
+    /// Nothing was changed; the message names the pools and what to do.
+    #[error("{0}")]
+    PoolExhausted(String),
     /// No free network number could be found (HTTP 503).
     #[error("{0}")]
     Exhausted(String),
+    /// The controller's database file is damaged, emptied or unreadable. The
+    /// controller refuses to start on it rather than begin again with no networks.
+    #[error(
+        "the controller database {path} {problem}; the controller will not start on a damaged database: restore the file from a backup, or, to start again with no networks and members, move it away"
+    )]
+    DamagedDatabase {
+        /// The database file.
+        path: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The database failed (HTTP 500). The operation was not applied.
     #[error("controller database error while {context}: {message}")]
     Storage {

@@ -20,6 +20,12 @@
 //!   automatically, nor do members that are not admitted (unauthorized on a private
 //!   network).
 //!
+//! - A pool that cannot give an admitted member an address (every assignable address
+//!   held, or none of its addresses assignable) is reported as [`Missing`], never
+//!   passed over in silence: the controller refuses the API call that would leave the
+//!   member without one, and logs it when a node's own request meets a full pool. A
+//!   network without any pool of a family has nothing to give and reports nothing.
+//!
 //! `rfc4193` and `6plane` addresses are pure functions of (network ID, member address);
 //! they are not stored, only placed in the network config.
 //!
@@ -48,35 +54,111 @@ pub fn needs_auto_assign(network: &Network, member: &Member, v4: bool, admitted:
         && !member.has_address_of_family(v4)
 }
 
-/// Gives `member` the automatic addresses it lacks (IPv4 and IPv6 pools). Returns
-/// whether the member changed. `is_taken` says whether another member holds an address.
+/// Why an admitted member did not receive an automatic address of one family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shortage {
+    /// The network has no pool of this family: there is nothing to draw from.
+    NoPool,
+    /// The pools have addresses, but none may be handed out (see [`eligible`]).
+    NoneAssignable,
+    /// Every assignable address examined (`held` of them, at most [`MAX_PROBES`] per
+    /// pool) belongs to another member.
+    Full {
+        /// How many assignable addresses were found held.
+        held: u128,
+    },
+}
+
+/// An automatic address a member should have received but did not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Missing {
+    /// IPv4 (`true`) or IPv6.
+    pub v4: bool,
+    /// Why.
+    pub why: Shortage,
+}
+
+impl Missing {
+    /// Whether the operator has to act: the network has pools of this family that could
+    /// not serve the member ([`Shortage::NoPool`] is not a problem).
+    pub fn is_shortage(&self) -> bool {
+        self.why != Shortage::NoPool
+    }
+
+    /// What went wrong for `member` of `network`, and what to do about it.
+    pub fn describe(&self, network: &Network, member: NodeAddress) -> String {
+        let family = if self.v4 { "IPv4" } else { "IPv6" };
+        let pools: Vec<String> = network
+            .ip_assignment_pools
+            .iter()
+            .filter(|p| p.ip_range_start.is_ipv4() == self.v4)
+            .map(|p| format!("{}-{}", p.ip_range_start, p.ip_range_end))
+            .collect();
+        let why = match self.why {
+            Shortage::NoPool => return format!("network {} has no {family} pool", network.id),
+            Shortage::NoneAssignable => "none of their addresses can be assigned (an address must lie inside a route, and not be a route's network or broadcast address, a gateway or a DNS server)".to_string(),
+            Shortage::Full { held } => format!("all {held} assignable addresses are held by other members"),
+        };
+        format!(
+            "no {family} address left for member {member} in the pools of network {} ({}): {why}; widen a pool or add one, free an address, or give the member an address by hand (ipAssignments) or set noAutoAssignIps",
+            network.id,
+            pools.join(", ")
+        )
+    }
+}
+
+/// What [`assign_missing`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Assigned {
+    /// Addresses were added to the member.
+    pub changed: bool,
+    /// Families the member should have received an address of but did not.
+    pub missing: Vec<Missing>,
+}
+
+impl Assigned {
+    /// The first shortage the operator has to act on, if any.
+    pub fn shortage(&self) -> Option<&Missing> {
+        self.missing.iter().find(|m| m.is_shortage())
+    }
+}
+
+/// Gives `member` the automatic addresses it lacks (IPv4 and IPv6 pools), and says
+/// which it should have had but could not get. `is_taken` says whether another member
+/// holds an address.
 pub fn assign_missing<E>(
     network: &Network,
     member: &mut Member,
     admitted: bool,
     is_taken: &mut dyn FnMut(IpAddr) -> Result<bool, E>,
-) -> Result<bool, E> {
-    let mut changed = false;
+) -> Result<Assigned, E> {
+    let mut out = Assigned::default();
     for v4 in [true, false] {
-        if needs_auto_assign(network, member, v4, admitted)
-            && let Some(ip) = allocate(network, member.address, v4, is_taken)?
-        {
-            member.ip_assignments.push(ip);
-            changed = true;
+        if !needs_auto_assign(network, member, v4, admitted) {
+            continue;
+        }
+        match allocate(network, member.address, v4, is_taken)? {
+            Ok(ip) => {
+                member.ip_assignments.push(ip);
+                out.changed = true;
+            }
+            Err(why) => out.missing.push(Missing { v4, why }),
         }
     }
-    Ok(changed)
+    Ok(out)
 }
 
 /// Finds a free, eligible address of the given family for `member` in the network's
-/// pools, or `None` if every pool is full (or has no eligible address).
+/// pools, or says why there is none.
 pub fn allocate<E>(
     network: &Network,
     member: NodeAddress,
     v4: bool,
     is_taken: &mut dyn FnMut(IpAddr) -> Result<bool, E>,
-) -> Result<Option<IpAddr>, E> {
+) -> Result<Result<IpAddr, Shortage>, E> {
     let seed = spread(network.id, member);
+    let mut any_pool = false;
+    let mut held = 0u128;
     for pool in &network.ip_assignment_pools {
         if pool.ip_range_start.is_ipv4() != v4 || pool.ip_range_end.is_ipv4() != v4 {
             continue;
@@ -86,21 +168,26 @@ pub fn allocate<E>(
         if start > end {
             continue;
         }
+        any_pool = true;
         // Number of addresses minus one, so a whole-space pool does not overflow.
         let span = end - start;
         let mut try_one = |value: u128| -> Result<Option<IpAddr>, E> {
             let ip = from_value(value, v4);
-            if eligible(network, ip) && !is_taken(ip)? {
-                return Ok(Some(ip));
+            if !eligible(network, ip) {
+                return Ok(None);
             }
-            Ok(None)
+            if is_taken(ip)? {
+                held += 1;
+                return Ok(None);
+            }
+            Ok(Some(ip))
         };
         if !v4 && span >= (1u128 << 40) - 1 {
             let direct = start + u128::from(member.value());
             if direct <= end
                 && let Some(ip) = try_one(direct)?
             {
-                return Ok(Some(ip));
+                return Ok(Ok(ip));
             }
         }
         let size = span.checked_add(1);
@@ -115,11 +202,15 @@ pub fn allocate<E>(
                 None => offset.wrapping_add(i),
             };
             if let Some(ip) = try_one(start + rel)? {
-                return Ok(Some(ip));
+                return Ok(Ok(ip));
             }
         }
     }
-    Ok(None)
+    Ok(Err(match (any_pool, held) {
+        (false, _) => Shortage::NoPool,
+        (true, 0) => Shortage::NoneAssignable,
+        (true, held) => Shortage::Full { held },
+    }))
 }
 
 /// Whether `ip` may be handed out automatically on `network` (see the module docs).
@@ -221,7 +312,9 @@ mod tests {
     }
 
     fn alloc_with(n: &Network, m: NodeAddress, taken: &BTreeSet<IpAddr>) -> Option<IpAddr> {
-        allocate::<Infallible>(n, m, true, &mut |ip| Ok(taken.contains(&ip))).unwrap()
+        allocate::<Infallible>(n, m, true, &mut |ip| Ok(taken.contains(&ip)))
+            .unwrap()
+            .ok()
     }
 
     #[test]
@@ -236,6 +329,54 @@ mod tests {
         assert!(!taken.contains(&"198.18.0.0".parse::<IpAddr>().unwrap()));
         assert!(!taken.contains(&"198.18.0.255".parse::<IpAddr>().unwrap()));
         assert_eq!(alloc_with(&n, addr(999), &taken), None);
+        let full = allocate::<Infallible>(&n, addr(999), true, &mut |ip| Ok(taken.contains(&ip)));
+        assert_eq!(full.unwrap(), Err(Shortage::Full { held: 254 }));
+    }
+
+    #[test]
+    fn a_member_the_pools_cannot_serve_is_reported_not_skipped() {
+        let n = network(("198.18.0.1", "198.18.0.2"), "198.18.0.0/24");
+        let mut taken = |_: IpAddr| Ok::<_, Infallible>(true);
+        let mut m = Member::new(n.id, addr(1), UnixTime::EPOCH);
+        let out = assign_missing(&n, &mut m, true, &mut taken).unwrap();
+        assert!(!out.changed && m.ip_assignments.is_empty());
+        let missing = *out.shortage().expect("a shortage");
+        assert_eq!(
+            missing,
+            Missing {
+                v4: true,
+                why: Shortage::Full { held: 2 }
+            }
+        );
+        let text = missing.describe(&n, m.address);
+        assert!(text.contains("198.18.0.1-198.18.0.2"), "{text}");
+        assert!(
+            text.contains("all 2 assignable addresses are held"),
+            "{text}"
+        );
+
+        // A pool outside every route has nothing assignable.
+        let n = network(("198.18.1.1", "198.18.1.9"), "198.18.0.0/24");
+        let out = assign_missing(&n, &mut m, true, &mut |_| Ok::<_, Infallible>(false)).unwrap();
+        assert_eq!(
+            out.shortage().map(|m| m.why),
+            Some(Shortage::NoneAssignable)
+        );
+
+        // No pool of a family: nothing to give, nothing to report.
+        let mut n = network(("198.18.0.1", "198.18.0.9"), "198.18.0.0/24");
+        n.v6_assign_mode.zt = true;
+        let mut m = Member::new(n.id, addr(2), UnixTime::EPOCH);
+        let out = assign_missing(&n, &mut m, true, &mut |_| Ok::<_, Infallible>(false)).unwrap();
+        assert!(out.changed);
+        assert_eq!(
+            out.missing,
+            vec![Missing {
+                v4: false,
+                why: Shortage::NoPool
+            }]
+        );
+        assert_eq!(out.shortage(), None);
     }
 
     #[test]
@@ -279,17 +420,19 @@ mod tests {
         let n = network(("198.18.0.1", "198.18.0.254"), "198.18.0.0/24");
         let mut m = Member::new(n.id, addr(1), UnixTime::EPOCH);
         let mut probe = |_: IpAddr| Ok::<_, Infallible>(false);
-        assert!(!assign_missing(&n, &mut m, false, &mut probe).unwrap());
+        let mut changed =
+            |m: &mut Member, admitted| assign_missing(&n, m, admitted, &mut probe).unwrap().changed;
+        assert!(!changed(&mut m, false));
         m.no_auto_assign_ips = true;
-        assert!(!assign_missing(&n, &mut m, true, &mut probe).unwrap());
+        assert!(!changed(&mut m, true));
         m.no_auto_assign_ips = false;
         m.active_bridge = true;
-        assert!(!assign_missing(&n, &mut m, true, &mut probe).unwrap());
+        assert!(!changed(&mut m, true));
         m.active_bridge = false;
-        assert!(assign_missing(&n, &mut m, true, &mut probe).unwrap());
+        assert!(changed(&mut m, true));
         assert_eq!(m.ip_assignments.len(), 1);
         // Sticky: a member that has an IPv4 address gets no second one.
-        assert!(!assign_missing(&n, &mut m, true, &mut probe).unwrap());
+        assert!(!changed(&mut m, true));
     }
 
     #[test]

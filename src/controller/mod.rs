@@ -100,6 +100,19 @@ impl<F: Fn(&Change) + Send + Sync> ChangeListener for F {
     }
 }
 
+/// Changes an API caller must ask for explicitly, because one careless call could
+/// otherwise cut members off (see `patch::check_default_routes` and
+/// `patch::check_outside_pools`). The HTTP API sets them from the query flags
+/// `?allowDefaultRoute=true` and `?allowOutsidePools=true`; the default allows neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Deliberate {
+    /// Accept new routes that replace the members' default route (`0.0.0.0/0`, `::/0`
+    /// and their halves).
+    pub default_route: bool,
+    /// Accept new member addresses outside every `ipAssignmentPools` range.
+    pub outside_pools: bool,
+}
+
 /// A stored record and the request fields that were ignored while producing it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Saved<T> {
@@ -184,11 +197,23 @@ impl Controller {
     }
 
     /// Creates a network with a random unused number (ZeroTier's `POST
-    /// /controller/network` and `<address>______`) and applies `body` to it.
+    /// /controller/network` and `<address>______`) and applies `body` to it, confirming
+    /// nothing ([`Controller::create_network_with`] can).
     /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn create_network(
         &self,
         body: &Map<String, Value>,
+        actor: &str,
+        now: UnixTime,
+    ) -> Result<Saved<Network>, ControllerError> {
+        self.create_network_with(body, Deliberate::default(), actor, now)
+    }
+
+    /// [`Controller::create_network`] with the changes the caller confirmed.
+    pub fn create_network_with(
+        &self,
+        body: &Map<String, Value>,
+        deliberate: Deliberate,
         actor: &str,
         now: UnixTime,
     ) -> Result<Saved<Network>, ControllerError> {
@@ -208,16 +233,29 @@ impl Controller {
                 "no unused network number found; the controller's 24-bit network space is nearly full".into(),
             ))
         };
-        self.save_network(&choose, body, actor, now)
+        self.save_network(&choose, body, deliberate, actor, now)
     }
 
     /// Creates or partially updates network `nwid` (ZeroTier's `POST
-    /// /controller/network/<nwid>`). `nwid` must belong to this controller.
+    /// /controller/network/<nwid>`), confirming nothing
+    /// ([`Controller::post_network_with`] can). `nwid` must belong to this controller.
     /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn post_network(
         &self,
         nwid: NetworkId,
         body: &Map<String, Value>,
+        actor: &str,
+        now: UnixTime,
+    ) -> Result<Saved<Network>, ControllerError> {
+        self.post_network_with(nwid, body, Deliberate::default(), actor, now)
+    }
+
+    /// [`Controller::post_network`] with the changes the caller confirmed.
+    pub fn post_network_with(
+        &self,
+        nwid: NetworkId,
+        body: &Map<String, Value>,
+        deliberate: Deliberate,
         actor: &str,
         now: UnixTime,
     ) -> Result<Saved<Network>, ControllerError> {
@@ -229,16 +267,18 @@ impl Controller {
                 self.address
             )));
         }
-        self.save_network(&|_| Ok(nwid), body, actor, now)
+        self.save_network(&|_| Ok(nwid), body, deliberate, actor, now)
     }
 
     /// The one network write, shared by create and update: in one transaction, picks
-    /// the network (`choose`), patches it (a new network if there is none) with `body`
-    /// and, if anything changed, stores it, audits it and announces the change.
+    /// the network (`choose`), patches it (a new network if there is none) with `body`,
+    /// refuses unconfirmed default routes and, if anything changed, stores it, audits it
+    /// and announces the change.
     fn save_network(
         &self,
         choose: &dyn Fn(&mut dyn StoreTxn) -> Result<NetworkId, ControllerError>,
         body: &Map<String, Value>,
+        deliberate: Deliberate,
         actor: &str,
         now: UnixTime,
     ) -> Result<Saved<Network>, ControllerError> {
@@ -251,6 +291,7 @@ impl Controller {
             let existing = txn.network(nwid)?;
             let mut net = existing.clone().unwrap_or_else(|| Network::new(nwid, now));
             let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
+            patch::check_default_routes(existing.as_ref(), &net, deliberate.default_route)?;
             if existing.as_ref() != Some(&net) {
                 txn.put_network(&mut net)?;
                 let (action, kind) = match existing {
@@ -322,13 +363,27 @@ impl Controller {
     /// Creates or partially updates a member (ZeroTier's `POST
     /// /controller/network/<nwid>/member/<address>`; creating a record before the node
     /// asks is how members are pre-authorized). Missing pool addresses are assigned in
-    /// the same transaction when the member is admitted.
+    /// the same transaction when the member is admitted. Confirms nothing
+    /// ([`Controller::post_member_with`] can).
     /// `now` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn post_member(
         &self,
         nwid: NetworkId,
         address: NodeAddress,
         body: &Map<String, Value>,
+        actor: &str,
+        now: UnixTime,
+    ) -> Result<Saved<Member>, ControllerError> {
+        self.post_member_with(nwid, address, body, Deliberate::default(), actor, now)
+    }
+
+    /// [`Controller::post_member`] with the changes the caller confirmed.
+    pub fn post_member_with(
+        &self,
+        nwid: NetworkId,
+        address: NodeAddress,
+        body: &Map<String, Value>,
+        deliberate: Deliberate,
         actor: &str,
         now: UnixTime,
     ) -> Result<Saved<Member>, ControllerError> {
@@ -342,10 +397,21 @@ impl Controller {
                 .clone()
                 .unwrap_or_else(|| request::new_member(&net, address, now));
             let patched = patch::patch_member(&mut member, body, now)?;
+            patch::check_outside_pools(&net, existing.as_ref(), &member, deliberate.outside_pools)?;
             let admitted = member.authorized || !net.private;
-            ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
+            let addressing_changed = existing
+                .as_ref()
+                .is_none_or(|e| addressing(&net, e) != addressing(&net, &member));
+            let assigned = ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
                 Ok::<_, ControllerError>(txn.ip_owner(nwid, ip)?.is_some_and(|o| o != address))
             })?;
+            // A POST that admits a member or changes how it is addressed fails rather
+            // than leave it without the address it should have.
+            if let Some(missing) = assigned.shortage().filter(|_| addressing_changed) {
+                return Err(ControllerError::PoolExhausted(
+                    missing.describe(&net, address),
+                ));
+            }
             if existing.as_ref() != Some(&member) {
                 txn.put_member(&mut member)?;
                 if patched.deauthorized {
@@ -521,7 +587,17 @@ impl Controller {
                     txn.ip_owner(req.nwid, ip)?.is_some_and(|o| o != req.member),
                 )
             })?;
-            if adm.changed || assigned {
+            // The member still gets its config (refusing it would cut it off the network
+            // entirely); the operator learns from the log that the pool is short.
+            if let Some(missing) = assigned.shortage() {
+                tracing::error!(
+                    nwid = %req.nwid,
+                    member = %req.member,
+                    "{}; the member's config goes out without it",
+                    missing.describe(&net, req.member)
+                );
+            }
+            if adm.changed || assigned.changed {
                 txn.put_member(&mut adm.member)?;
                 let action = if existing.is_some() {
                     "member.update"
@@ -567,6 +643,17 @@ impl Controller {
             }
         }
     }
+}
+
+/// What decides a member's automatic addresses: whether it is admitted (authorized, or
+/// on a public network) and its address settings.
+fn addressing<'a>(net: &Network, m: &'a Member) -> (bool, &'a [std::net::IpAddr], bool, bool) {
+    (
+        m.authorized || !net.private,
+        &m.ip_assignments,
+        m.no_auto_assign_ips,
+        m.active_bridge,
+    )
 }
 
 fn not_found_network(nwid: NetworkId) -> ControllerError {

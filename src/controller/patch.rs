@@ -6,7 +6,7 @@
 //! - A named field with the wrong JSON type or an invalid value is an error naming the
 //!   field (`ipAssignmentPools[1].ipRangeStart`), never a silent default. The caller
 //!   applies the patch to a copy and stores nothing when any field fails, so a bad
-//!   request changes nothing.
+//!   request changes nothing. Names, for instance, may not contain control characters.
 //! - Read-only fields (`id`, `nwid`, `revision`, `creationTime`, ...) are ignored, so a
 //!   UI can post back the object it read. Fields ZeroTier has but skylan does not
 //!   implement (`authTokens`, `remoteTraceTarget`, SSO fields, ...) and unknown fields
@@ -20,7 +20,14 @@
 //!
 //! [`validate_network`] checks a whole record (pools ordered and not overlapping, routes
 //! without host bits and with a gateway of the same family, MTU and multicast limits,
-//! DNS, rule and definition counts); the controller calls it after every patch.
+//! DNS, rule and definition counts, and the rule tables read as members will read them:
+//! raw `rules` are held to the same standard as compiled `rulesSource`); the controller
+//! calls it after every patch.
+//!
+//! [`check_default_routes`] and [`check_outside_pools`] refuse, unless the caller
+//! confirmed them ([`Deliberate`](super::Deliberate)), a change that one careless call
+//! could use to cut members off: a new route that replaces the members' default route,
+//! and a new member address outside every pool.
 //!
 //! Called by the controller service (`controller::Controller`) only.
 
@@ -181,12 +188,7 @@ pub fn patch_member(
 
 /// Checks a whole network record; the error names the first offending field.
 pub fn validate_network(net: &Network) -> Result<(), ControllerError> {
-    if net.name.chars().count() > MAX_NAME_CHARS {
-        return Err(ControllerError::field(
-            "name",
-            format!("at most {MAX_NAME_CHARS} characters"),
-        ));
-    }
+    check_name("name", &net.name)?;
     if !(MIN_MTU..=MAX_MTU).contains(&net.mtu) {
         return Err(ControllerError::field(
             "mtu",
@@ -208,6 +210,7 @@ pub fn validate_network(net: &Network) -> Result<(), ControllerError> {
             format!("at most {MAX_RULES} entries"),
         ));
     }
+    super::rules::check_tables(net)?;
     unique_ids("tags", net.tags.iter().map(|t| t.id))?;
     unique_ids("capabilities", net.capabilities.iter().map(|c| c.id))?;
     for (i, cap) in net.capabilities.iter().enumerate() {
@@ -219,6 +222,91 @@ pub fn validate_network(net: &Network) -> Result<(), ControllerError> {
         }
     }
     Ok(())
+}
+
+/// Whether a route takes over members' default route: `0.0.0.0/0` and `::/0`, and the
+/// halves (`0.0.0.0/1` + `128.0.0.0/1`, `::/1` + `8000::/1`) that VPNs push instead.
+pub fn is_default_route(route: &Route) -> bool {
+    route.target.prefix_len() <= 1
+}
+
+/// Refuses default routes ([`is_default_route`]) that `after` adds to `before` (a new
+/// network adds all of its routes) unless the caller `confirmed` them: one such route
+/// carries every member's traffic into the network. Routes the network already had pass,
+/// so a client can post back the object it read.
+pub fn check_default_routes(
+    before: Option<&Network>,
+    after: &Network,
+    confirmed: bool,
+) -> Result<(), ControllerError> {
+    if confirmed {
+        return Ok(());
+    }
+    let had = |r: &Route| before.is_some_and(|b| b.routes.iter().any(|o| o.target == r.target));
+    match after
+        .routes
+        .iter()
+        .enumerate()
+        .find(|(_, r)| is_default_route(r) && !had(r))
+    {
+        None => Ok(()),
+        Some((i, r)) => Err(ControllerError::field(
+            format!("routes[{i}].target"),
+            format!(
+                "{} would replace the members' default route and carry all their traffic into this network; to push it on purpose, send the request again with ?allowDefaultRoute=true",
+                r.target
+            ),
+        )),
+    }
+}
+
+/// Refuses addresses that `member` gains over `before` and that lie outside every
+/// `ipAssignmentPools` range of `network`, unless the caller `confirmed` them. Pools
+/// are the ranges the operator gave the network; an address outside them (a typo, an
+/// address of the physical network or of a root) can cut the member, or others, off.
+/// Addresses the member already had pass.
+pub fn check_outside_pools(
+    network: &Network,
+    before: Option<&Member>,
+    member: &Member,
+    confirmed: bool,
+) -> Result<(), ControllerError> {
+    if confirmed {
+        return Ok(());
+    }
+    let had = |ip: &IpAddr| before.is_some_and(|b| b.ip_assignments.contains(ip));
+    let in_pool = |ip: &IpAddr| {
+        network.ip_assignment_pools.iter().any(|p| {
+            p.ip_range_start.is_ipv4() == ip.is_ipv4()
+                && (ip_value(p.ip_range_start)..=ip_value(p.ip_range_end)).contains(&ip_value(*ip))
+        })
+    };
+    match member
+        .ip_assignments
+        .iter()
+        .enumerate()
+        .find(|(_, ip)| !had(ip) && !in_pool(ip))
+    {
+        None => Ok(()),
+        Some((i, ip)) => {
+            let pools = if network.ip_assignment_pools.is_empty() {
+                "the network has no ipAssignmentPools".to_string()
+            } else {
+                let ranges: Vec<String> = network
+                    .ip_assignment_pools
+                    .iter()
+                    .map(|p| format!("{}-{}", p.ip_range_start, p.ip_range_end))
+                    .collect();
+                format!("the network's pools are {}", ranges.join(", "))
+            };
+            Err(ControllerError::field(
+                format!("ipAssignments[{i}]"),
+                format!(
+                    "{ip} is outside every address pool ({pools}); an address outside them may belong to another machine or to the physical network. Add a pool that covers it, or, to assign it on purpose, send the request again with ?allowOutsidePools=true"
+                ),
+            ))
+        }
+    }
 }
 
 fn validate_pools(pools: &[IpPool]) -> Result<(), ControllerError> {
@@ -402,13 +490,37 @@ fn string(field: &str, v: &Value) -> Result<String, ControllerError> {
 
 fn name(field: &str, v: &Value) -> Result<String, ControllerError> {
     let s = string(field, v)?;
+    check_name(field, &s)?;
+    Ok(s)
+}
+
+/// A network or member name: at most [`MAX_NAME_CHARS`] characters, none of them a
+/// control character (C0, DEL, C1: line breaks, terminal escapes) or a Unicode
+/// bidirectional override or isolate (which make a name display as another). Names are
+/// printed by the CLI, shown in UIs and written to logs.
+fn check_name(field: &str, s: &str) -> Result<(), ControllerError> {
     if s.chars().count() > MAX_NAME_CHARS {
         return Err(ControllerError::field(
             field,
             format!("at most {MAX_NAME_CHARS} characters"),
         ));
     }
-    Ok(s)
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if let Some((i, c)) = s
+        .chars()
+        .enumerate()
+        .find(|(_, c)| c.is_control() || bidi(*c))
+    {
+        return Err(ControllerError::field(
+            field,
+            format!(
+                "character {} is U+{:04X}, a control character; names are shown in terminals, UIs and logs, so they may not contain control characters",
+                i + 1,
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn integer(field: &str, v: &Value, min: u64, max: u64) -> Result<u64, ControllerError> {
@@ -791,6 +903,31 @@ mod tests {
     }
 
     #[test]
+    fn names_reject_control_characters() {
+        for bad in [
+            "lab\nEVIL",
+            "a\u{1b}[31mred",
+            "tab\there",
+            "del\u{7f}",
+            "c1\u{85}",
+            "rtl\u{202e}gnp.exe",
+            "\u{2066}x",
+        ] {
+            let e = patch(&mut net(), json!({"name": bad})).unwrap_err();
+            assert!(e.to_string().contains("control character"), "{bad:?}: {e}");
+            assert_eq!(field_of(e), "name");
+            let e = patch_member(&mut member(), &body(json!({"name": bad})), UnixTime::EPOCH)
+                .unwrap_err();
+            assert_eq!(field_of(e), "name", "{bad:?}");
+        }
+        let e = patch(&mut net(), json!({"name": "ab\u{0}"})).unwrap_err();
+        assert!(e.to_string().contains("character 3 is U+0000"), "{e}");
+        let mut n = net();
+        patch(&mut n, json!({"name": "Büro – Köln 🛰"})).unwrap();
+        assert_eq!(n.name, "Büro – Köln 🛰");
+    }
+
+    #[test]
     fn error_message_shows_what_was_sent() {
         let mut n = net();
         let e = patch(&mut n, json!({"mtu": "1500"})).unwrap_err();
@@ -861,6 +998,76 @@ mod tests {
         .unwrap();
         assert_eq!(n.routes[1].via, Some("198.18.0.1".parse().unwrap()));
         assert_eq!(n.routes[2].via, None);
+    }
+
+    #[test]
+    fn new_default_routes_need_confirmation_and_kept_ones_do_not() {
+        let before = net();
+        for target in ["0.0.0.0/0", "::/0", "128.0.0.0/1", "8000::/1"] {
+            let mut n = before.clone();
+            patch(
+                &mut n,
+                json!({"routes": [{"target": "198.18.0.0/24"}, {"target": target}]}),
+            )
+            .unwrap();
+            let e = check_default_routes(Some(&before), &n, false).unwrap_err();
+            assert!(e.to_string().contains("allowDefaultRoute=true"), "{e}");
+            assert_eq!(field_of(e), "routes[1].target", "{target}");
+            check_default_routes(Some(&before), &n, true).unwrap();
+            check_default_routes(None, &n, false).unwrap_err();
+            // Once the network has the route, posting it back needs no confirmation.
+            let mut again = n.clone();
+            patch(
+                &mut again,
+                json!({"name": "renamed", "routes": n.to_api_json()["routes"]}),
+            )
+            .unwrap();
+            check_default_routes(Some(&n), &again, false).unwrap();
+        }
+        let mut n = before.clone();
+        patch(
+            &mut n,
+            json!({"routes": [{"target": "0.0.0.0/2"}, {"target": "fc00::/7"}]}),
+        )
+        .unwrap();
+        check_default_routes(Some(&before), &n, false).unwrap();
+    }
+
+    #[test]
+    fn new_addresses_outside_every_pool_need_confirmation() {
+        let mut n = net();
+        patch(
+            &mut n,
+            json!({"ipAssignmentPools": [
+                {"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.20"},
+                {"ipRangeStart": "fd00::1", "ipRangeEnd": "fd00::ff"}
+            ]}),
+        )
+        .unwrap();
+        let before = member();
+        let mut m = before.clone();
+        let ok = json!({"ipAssignments": ["198.18.0.10", "198.18.0.20", "fd00::ff"]});
+        patch_member(&mut m, &body(ok), UnixTime::EPOCH).unwrap();
+        check_outside_pools(&n, Some(&before), &m, false).unwrap();
+        for outside in [
+            "198.18.0.21",
+            "203.0.113.5",
+            "fd00::100",
+            "::ffff:198.18.0.10",
+        ] {
+            let mut m = before.clone();
+            let b = json!({"ipAssignments": ["198.18.0.11", outside]});
+            patch_member(&mut m, &body(b), UnixTime::EPOCH).unwrap();
+            let e = check_outside_pools(&n, Some(&before), &m, false).unwrap_err();
+            assert!(e.to_string().contains("allowOutsidePools=true"), "{e}");
+            assert!(e.to_string().contains("198.18.0.10-198.18.0.20"), "{e}");
+            assert_eq!(field_of(e), "ipAssignments[1]", "{outside}");
+            check_outside_pools(&n, Some(&before), &m, true).unwrap();
+            // An address the member already holds stays without confirmation.
+            check_outside_pools(&n, Some(&m), &m, false).unwrap();
+        }
+        let e = check_outside_pools(&net(), None, &m, false).unwrap_err();
+        assert!(e.to_string().contains("has no ipAssignmentPools"), "{e}");
     }
 
     #[test]

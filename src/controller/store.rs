@@ -32,8 +32,11 @@
 //! | `audit` | sequence `u64` | `AuditEntry` JSON |
 //! | `meta` | name `&str` | `u64`: `schema_version`, `audit_seq` |
 //!
-//! `RedbStore::open_in_memory` uses redb's in-memory backend for tests and the
-//! simulator. Called by the controller service only.
+//! Opening: [`RedbStore::open`] opens an existing database only and
+//! [`RedbStore::create`] makes a new one; which of the two applies is the driver's
+//! decision (`io::http::controller::open`), so a damaged or emptied file is reported and
+//! never quietly re-initialized. `RedbStore::open_in_memory` uses redb's in-memory
+//! backend for tests and the simulator. Called by the controller service only.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -158,22 +161,36 @@ impl RedbStore {
     /// The database file name inside `controller.d/`.
     pub const FILE_NAME: &'static str = "controller.redb";
 
-    /// Opens (creating if needed) `dir/controller.redb`; `dir` must exist (the driver
-    /// creates it, mode 0700). Recovers from an earlier crash if necessary.
-    pub fn open(dir: &Path) -> Result<Self, ControllerError> {
-        let path = dir.join(Self::FILE_NAME);
-        let db = Database::builder().create(&path).map_err(|e| {
+    /// Opens the existing database file `path` and recovers from an earlier crash if
+    /// necessary. Never creates or initializes one: a missing, empty or foreign file is
+    /// refused as [`ControllerError::DamagedDatabase`], so a damaged database is never
+    /// silently replaced by an empty controller. The driver decides when a database is
+    /// new and makes it with [`RedbStore::create`].
+    pub fn open(path: &Path) -> Result<Self, ControllerError> {
+        let db = Database::builder()
+            .open(path)
+            .map_err(|e| open_error(path, e))?;
+        Self::on_disk(db, path)
+    }
+
+    /// Initializes a new, empty database in `path`, which must not exist or be an empty
+    /// file (the driver creates it with mode 0600 under a temporary name and renames it
+    /// into place once this returns, so a crash never leaves a half-made database where
+    /// [`RedbStore::open`] looks).
+    pub fn create(path: &Path) -> Result<Self, ControllerError> {
+        let db = Database::builder().create(path).map_err(|e| {
             ControllerError::storage(
-                "opening the controller database",
-                format!(
-                    "{}: {e} (is another skylan controller using this home directory?)",
-                    path.display()
-                ),
+                "creating the controller database",
+                format!("{}: {e}", path.display()),
             )
         })?;
+        Self::on_disk(db, path)
+    }
+
+    fn on_disk(db: Database, path: &Path) -> Result<Self, ControllerError> {
         let store = RedbStore {
             db,
-            path: Some(path),
+            path: Some(path.to_path_buf()),
         };
         store.init()?;
         Ok(store)
@@ -223,6 +240,30 @@ impl RedbStore {
             }
         }
         txn.commit().ctx(ctx)
+    }
+}
+
+/// Why an existing database file could not be opened: in use by another process, or
+/// damaged (which the caller must not paper over with a new database).
+fn open_error(path: &Path, e: redb::DatabaseError) -> ControllerError {
+    match e {
+        redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::LockProtocolMismatch => {
+            ControllerError::storage(
+                "opening the controller database",
+                format!(
+                    "{}: {e} (is another skylan controller using this home directory?)",
+                    path.display()
+                ),
+            )
+        }
+        redb::DatabaseError::UpgradeRequired(_) => ControllerError::storage(
+            "opening the controller database",
+            format!("{}: {e}", path.display()),
+        ),
+        other => ControllerError::DamagedDatabase {
+            path: path.display().to_string(),
+            problem: format!("cannot be opened ({other})"),
+        },
     }
 }
 

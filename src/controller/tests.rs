@@ -409,6 +409,75 @@ fn config_request_on_public_network_admits_and_assigns() {
 }
 
 #[test]
+fn an_exhausted_pool_is_an_error_not_a_member_without_an_address() {
+    let c = controller();
+    let nwid = c
+        .create_network(
+            &body(json!({
+                "v4AssignMode": {"zt": true},
+                "ipAssignmentPools": [{"ipRangeStart": "198.18.0.10", "ipRangeEnd": "198.18.0.11"}],
+                "routes": [{"target": "198.18.0.0/24", "via": null}]
+            })),
+            "test",
+            t(0),
+        )
+        .unwrap()
+        .record
+        .id;
+    let authorize = json!({"authorized": true});
+    for i in 1..=2 {
+        c.post_member(nwid, addr(i), &body(authorize.clone()), "t", t(i))
+            .unwrap();
+    }
+    let err = c
+        .post_member(nwid, addr(3), &body(authorize.clone()), "t", t(3))
+        .unwrap_err();
+    assert!(matches!(err, ControllerError::PoolExhausted(_)), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("198.18.0.10-198.18.0.11"), "{text}");
+    assert!(text.contains(&addr(3).to_string()), "{text}");
+    assert!(
+        matches!(
+            c.member(nwid, addr(3)),
+            Err(ControllerError::NotFound { .. })
+        ),
+        "nothing was stored"
+    );
+    // A member the node itself created (unauthorized) cannot be authorized either.
+    c.request(&req(nwid, addr(4)), t(4), &signer()).unwrap();
+    let err = c
+        .post_member(nwid, addr(4), &body(authorize.clone()), "t", t(5))
+        .unwrap_err();
+    assert!(matches!(err, ControllerError::PoolExhausted(_)), "{err}");
+    assert!(!c.member(nwid, addr(4)).unwrap().authorized);
+    // On a public network every member is admitted; revoking one whose address the
+    // pool could not supply still works.
+    c.post_network(nwid, &body(json!({"private": false})), "t", t(5))
+        .unwrap();
+    c.request(&req(nwid, addr(5)), t(5), &signer()).unwrap();
+    let m = c
+        .post_member(
+            nwid,
+            addr(5),
+            &body(json!({"authorized": false})),
+            "t",
+            t(5),
+        )
+        .unwrap()
+        .record;
+    assert!(!m.authorized && m.ip_assignments.is_empty());
+    c.post_network(nwid, &body(json!({"private": true})), "t", t(5))
+        .unwrap();
+    // Giving it an address by hand, or freeing one, works.
+    c.delete_member(nwid, addr(1), "t", t(6)).unwrap();
+    let m = c
+        .post_member(nwid, addr(4), &body(authorize), "t", t(7))
+        .unwrap()
+        .record;
+    assert_eq!(m.ip_assignments.len(), 1);
+}
+
+#[test]
 fn config_request_for_unknown_network_or_wrong_identity() {
     let c = controller();
     let nwid = lab(&c);
@@ -472,10 +541,11 @@ fn active_bridges_are_listed_in_configs() {
 #[test]
 fn data_survives_reopening_the_database_file() {
     let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RedbStore::FILE_NAME);
     let nwid;
     {
         let c = Controller::new(
-            Box::new(RedbStore::open(dir.path()).unwrap()),
+            Box::new(RedbStore::create(&path).unwrap()),
             CTRL.parse().unwrap(),
             [1; 32],
         );
@@ -484,7 +554,7 @@ fn data_survives_reopening_the_database_file() {
             .unwrap();
     }
     let c = Controller::new(
-        Box::new(RedbStore::open(dir.path()).unwrap()),
+        Box::new(RedbStore::open(&path).unwrap()),
         CTRL.parse().unwrap(),
         [1; 32],
     );
@@ -503,4 +573,41 @@ fn data_survives_reopening_the_database_file() {
         ),
         Err(ControllerError::Conflict(_))
     ));
+}
+
+// Writing damaged database files is the point of this test.
+#[allow(clippy::disallowed_methods)]
+#[test]
+fn an_empty_or_foreign_database_file_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(RedbStore::FILE_NAME);
+    for (what, bytes) in [
+        ("empty", &b""[..]),
+        (
+            "foreign",
+            &b"this is not a redb database, just some text"[..],
+        ),
+    ] {
+        std::fs::write(&path, bytes).unwrap();
+        let err = RedbStore::open(&path).err().expect(what);
+        assert!(
+            matches!(err, ControllerError::DamagedDatabase { .. }),
+            "{what}: {err}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("restore the file from a backup"), "{text}");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{what} file kept as it was"
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    let err = RedbStore::open(&path).err().expect("missing");
+    assert!(
+        matches!(err, ControllerError::DamagedDatabase { .. }),
+        "{err}"
+    );
+    assert!(!path.exists(), "opening never creates a database");
 }

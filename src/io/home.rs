@@ -15,6 +15,19 @@
 //!
 //! World files are read here and only parsed and verified by `world`
 //! ([`load_world`], [`load_world_template`]).
+//!
+//! **Damaged state is refused, never replaced.** A home directory that holds part of an
+//! identity is never given a new one: [`Home::load_or_create_identity`] creates an
+//! identity only when neither identity file exists, and refuses to start (naming the file
+//! and what to do) when `identity.secret` is missing, unreadable or invalid, or when
+//! `identity.public` is not the public half of `identity.secret`.
+//!
+//! **Secret files are 0600.** They are created with that mode, and a secret file found
+//! with a wider mode (readable or writable by group or others) is tightened to 0600 with
+//! a warning that says what may have been exposed and what to do about it, as ZeroTier
+//! does with its identity; if the mode cannot be changed (a read-only mount, another
+//! owner), the daemon refuses to start, as OpenSSH refuses a private key others can read
+//! ([`protect_secret`]).
 
 use std::fs;
 use std::io::Write;
@@ -23,11 +36,18 @@ use std::path::{Path, PathBuf};
 
 use rand_core::OsRng;
 
-use crate::crypto::identity::Identity;
+use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::world::{World, WorldError, WorldTemplate};
 
 /// Default home directory.
 pub const DEFAULT_HOME: &str = "/var/lib/skylan";
+/// The node's secret identity (mode 0600).
+pub const IDENTITY_SECRET: &str = "identity.secret";
+/// The node's public identity, derived from the secret one.
+pub const IDENTITY_PUBLIC: &str = "identity.public";
+
+/// What a reader of `identity.secret` could do, and the remedy (for [`protect_secret`]).
+const IDENTITY_EXPOSED: &str = "anyone who read it can act as this node; if that may have happened, give the node a new identity (move identity.secret and identity.public away, restart, and authorize the new address)";
 
 /// What went wrong with a file in the home directory; always names the file.
 #[derive(Debug, thiserror::Error)]
@@ -86,31 +106,38 @@ impl Home {
         self.dir.join(name)
     }
 
-    /// Loads `identity.secret`, or generates a new identity (and writes both identity
-    /// files) when there is none.
+    /// Loads this node's identity from `identity.secret`; generates a new one (and writes
+    /// both identity files) only when neither file exists. Refuses, with a message naming
+    /// the file and what to do, when `identity.secret` is missing next to an existing
+    /// `identity.public` (a new identity would silently change the node's address), when
+    /// it cannot be read or parsed, or when `identity.public` does not belong to it. A
+    /// missing `identity.public` is rewritten from the secret. The secret's mode is
+    /// checked with [`protect_secret`].
     pub fn load_or_create_identity(&self) -> Result<Identity, HomeError> {
-        let secret = self.path("identity.secret");
-        if secret.exists() {
-            let text = read_text(&secret)?;
-            let identity: Identity = text.trim().parse().map_err(|e| HomeError::Invalid {
-                path: secret.clone(),
-                problem: format!(
-                    "not a valid identity ({e}); restore it from a backup or move it away to generate a new one"
-                ),
-            })?;
-            let public = self.path("identity.public");
-            if !public.exists() {
-                write_file(&public, identity.public().to_string().as_bytes(), 0o644)?;
+        let secret = self.path(IDENTITY_SECRET);
+        let public = self.path(IDENTITY_PUBLIC);
+        if !exists(&secret)? {
+            if exists(&public)? {
+                return Err(missing_secret(&secret, &public));
             }
+            let identity = Identity::generate(&mut OsRng);
+            write_file(&secret, identity.to_secret_string().as_bytes(), 0o600)?;
+            write_file(&public, identity.public().to_string().as_bytes(), 0o644)?;
             return Ok(identity);
         }
-        let identity = Identity::generate(&mut OsRng);
-        write_file(&secret, identity.to_secret_string().as_bytes(), 0o600)?;
-        write_file(
-            &self.path("identity.public"),
-            identity.public().to_string().as_bytes(),
-            0o644,
-        )?;
+        protect_secret(&secret, IDENTITY_EXPOSED)?;
+        let text = zeroize::Zeroizing::new(read_text(&secret)?);
+        let identity: Identity = text.trim().parse().map_err(|e| HomeError::Invalid {
+            path: secret.clone(),
+            problem: format!(
+                "not a valid identity ({e}); restore it from a backup (the node's address comes from it, so a new one would be a different node)"
+            ),
+        })?;
+        if exists(&public)? {
+            check_public(&public, &identity)?;
+        } else {
+            write_file(&public, identity.public().to_string().as_bytes(), 0o644)?;
+        }
         Ok(identity)
     }
 
@@ -149,6 +176,86 @@ fn read_world_file(path: &Path) -> Result<String, WorldError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Makes sure the secret file `path` is readable and writable by its owner only. A
+/// wider mode is changed to 0600 with a warning that names the file, its old mode and
+/// `exposed` (what a reader could have done, and the remedy); when the mode cannot be
+/// changed, the error says so and the daemon does not start with a secret others can
+/// read. Changes nothing when the mode is already private.
+pub fn protect_secret(path: &Path, exposed: &str) -> Result<(), HomeError> {
+    let meta = fs::metadata(path).map_err(|source| io_err(path, source))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 == 0 {
+        return Ok(());
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| {
+        HomeError::Invalid {
+            path: path.to_path_buf(),
+            problem: format!(
+                "is a secret but has mode {mode:04o}, and changing it to 0600 failed ({e}); fix it with `chmod 600 {}` (and check who could read it: {exposed})",
+                path.display()
+            ),
+        }
+    })?;
+    tracing::warn!(
+        file = %path.display(),
+        "secret file had mode {mode:04o} (group or others had access); changed it to 0600: {exposed}"
+    );
+    Ok(())
+}
+
+/// Whether `path` exists; an error (other than "not found") names the file, so a
+/// file that cannot be examined is never taken for a missing one.
+fn exists(path: &Path) -> Result<bool, HomeError> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(io_err(path, source)),
+    }
+}
+
+/// The refusal when `identity.secret` is gone but `identity.public` says which node
+/// this home belongs to.
+fn missing_secret(secret: &Path, public: &Path) -> HomeError {
+    let node = read_text(public)
+        .ok()
+        .and_then(|t| t.split(':').next().map(|a| a.trim().to_string()))
+        .filter(|a| a.len() == 10 && a.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map_or_else(|| "a node".to_string(), |a| format!("node {a}"));
+    HomeError::Invalid {
+        path: secret.to_path_buf(),
+        problem: format!(
+            "is missing, but {} is here: this home directory belongs to {node}, and starting with a new identity would silently give the node a new address. Restore identity.secret from a backup; to start over as a new node on purpose, move {} away",
+            public.display(),
+            public.display()
+        ),
+    }
+}
+
+/// Checks that the existing `identity.public` is the public half of `identity`.
+fn check_public(public: &Path, identity: &Identity) -> Result<(), HomeError> {
+    let text = read_text(public)?;
+    let ours = identity.public();
+    let remedy = format!(
+        "identity.secret (node {}) is what the node uses: if that is the right identity, delete {} and skylan writes it again; otherwise restore the matching identity.secret from a backup",
+        ours.address(),
+        public.display()
+    );
+    match text.trim().parse::<PublicIdentity>() {
+        Ok(p) if p == *ours => Ok(()),
+        Ok(p) => Err(HomeError::Invalid {
+            path: public.to_path_buf(),
+            problem: format!(
+                "is the public identity of node {}, which does not match identity.secret; {remedy}",
+                p.address()
+            ),
+        }),
+        Err(e) => Err(HomeError::Invalid {
+            path: public.to_path_buf(),
+            problem: format!("is not a valid public identity ({e}); {remedy}"),
+        }),
+    }
 }
 
 /// Reads a whole text file; the error names the file.
@@ -215,11 +322,88 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_secret_next_to_a_public_identity_is_refused_and_nothing_is_minted() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::create(dir.path()).unwrap();
+        let old = home.load_or_create_identity().unwrap();
+        fs::remove_file(home.path(IDENTITY_SECRET)).unwrap();
+        let public_before = fs::read_to_string(home.path(IDENTITY_PUBLIC)).unwrap();
+        let err = home.load_or_create_identity().unwrap_err().to_string();
+        assert!(err.contains(IDENTITY_SECRET), "{err}");
+        assert!(err.contains("is missing"), "{err}");
+        assert!(err.contains(&old.public().address().to_string()), "{err}");
+        assert!(err.contains("Restore identity.secret"), "{err}");
+        assert!(
+            !home.path(IDENTITY_SECRET).exists(),
+            "no new identity written"
+        );
+        assert_eq!(
+            fs::read_to_string(home.path(IDENTITY_PUBLIC)).unwrap(),
+            public_before
+        );
+    }
+
+    #[test]
+    fn a_public_identity_of_another_node_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::create(&dir.path().join("a")).unwrap();
+        let other = Home::create(&dir.path().join("b")).unwrap();
+        let ours = home.load_or_create_identity().unwrap();
+        let theirs = other.load_or_create_identity().unwrap();
+        fs::copy(other.path(IDENTITY_PUBLIC), home.path(IDENTITY_PUBLIC)).unwrap();
+        let err = home.load_or_create_identity().unwrap_err().to_string();
+        assert!(
+            err.starts_with(&home.path(IDENTITY_PUBLIC).display().to_string()),
+            "{err}"
+        );
+        assert!(
+            err.contains(&theirs.public().address().to_string()),
+            "{err}"
+        );
+        assert!(err.contains(&ours.public().address().to_string()), "{err}");
+        assert!(err.contains("does not match identity.secret"), "{err}");
+
+        fs::write(home.path(IDENTITY_PUBLIC), "rubbish").unwrap();
+        let err = home.load_or_create_identity().unwrap_err().to_string();
+        assert!(err.contains("is not a valid public identity"), "{err}");
+
+        // The remedy the message gives works: the public file is written again.
+        fs::remove_file(home.path(IDENTITY_PUBLIC)).unwrap();
+        let again = home.load_or_create_identity().unwrap();
+        assert_eq!(again.public().address(), ours.public().address());
+        let public = fs::read_to_string(home.path(IDENTITY_PUBLIC)).unwrap();
+        assert_eq!(public, ours.public().to_string());
+    }
+
+    #[test]
+    fn a_secret_with_a_wide_mode_is_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::create(dir.path()).unwrap();
+        home.load_or_create_identity().unwrap();
+        let secret = home.path(IDENTITY_SECRET);
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+        home.load_or_create_identity().unwrap();
+        let mode = fs::metadata(&secret).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
     fn corrupt_identity_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::create(dir.path()).unwrap();
         fs::write(home.path("identity.secret"), "garbage").unwrap();
         let err = home.load_or_create_identity().unwrap_err().to_string();
         assert!(err.contains("identity.secret"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_secret_is_refused_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::create(dir.path()).unwrap();
+        fs::write(home.path(IDENTITY_SECRET), "").unwrap();
+        let err = home.load_or_create_identity().unwrap_err().to_string();
+        assert!(err.contains(IDENTITY_SECRET), "{err}");
+        assert_eq!(fs::read(home.path(IDENTITY_SECRET)).unwrap(), b"");
+        assert!(!home.path(IDENTITY_PUBLIC).exists());
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! Cache files per network: `<nwid>.conf` (the last signed config; empty while none has
 //! arrived — its presence means "joined") and `<nwid>.controller` (the controller's
-//! public identity, to verify the cached config at start).
+//! public identity, to verify the cached config at start). A cached config that cannot
+//! be read or verified at start is logged and moved to `<nwid>.conf.damaged`; it is
+//! never used, and never silently taken for "no config".
 //!
 //! Devices are created only for networks whose config verified; a network that turns
 //! ACCESS_DENIED or NOT_FOUND, or that is left, loses its device (addresses and routes
@@ -15,7 +17,7 @@
 //! ([`Networks::taps`]): no reader task, no channel per frame.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::home::{Home, write_file};
@@ -67,9 +69,20 @@ impl Networks {
     }
 
     /// Joins every cached network, applying its cached config when it still verifies.
+    /// A cached config that cannot be read or does not verify is never used, nor
+    /// quietly dropped: it is logged (which file, what is wrong) and kept beside as
+    /// `<nwid>.conf.damaged`, and the network stays joined and waits for a fresh
+    /// config from its controller.
     pub async fn restore(&mut self, node: &mut Node, now: crate::types::Time) {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return;
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    "cannot list the cached networks, so none are rejoined: {e}"
+                );
+                return;
+            }
         };
         let mut ids: Vec<NetworkId> = entries
             .flatten()
@@ -81,22 +94,20 @@ impl Networks {
         ids.sort();
         for network in ids {
             node.join(now, network);
-            let config = std::fs::read(self.file(network, "conf")).unwrap_or_default();
-            let controller = std::fs::read_to_string(self.file(network, "controller"))
-                .ok()
-                .and_then(|t| t.trim().parse::<PublicIdentity>().ok());
-            let (Some(controller), false) = (controller, config.is_empty()) else {
-                continue;
+            let (config, controller) = match read_cached(&self.dir, network) {
+                Ok(Cached::Joined) => continue,
+                Ok(Cached::Config { config, controller }) => (config, controller),
+                Err(problem) => {
+                    set_aside(&self.dir, network, &problem);
+                    continue;
+                }
             };
-            if controller.address() != network.controller() {
-                continue;
-            }
             match member::apply_config(node, network, controller.signing_key(), &config) {
                 Ok(cfg) => {
                     tracing::info!(%network, "restored cached network config");
                     self.configure(network, cfg).await;
                 }
-                Err(e) => tracing::warn!(%network, "cached config rejected: {e}"),
+                Err(e) => set_aside(&self.dir, network, &format!("does not verify ({e})")),
             }
         }
     }
@@ -231,6 +242,138 @@ impl Networks {
     }
 
     fn file(&self, network: NetworkId, ext: &str) -> PathBuf {
-        self.dir.join(format!("{network}.{ext}"))
+        cache_file(&self.dir, network, ext)
+    }
+}
+
+/// `<dir>/<nwid>.<ext>`.
+fn cache_file(dir: &Path, network: NetworkId, ext: &str) -> PathBuf {
+    dir.join(format!("{network}.{ext}"))
+}
+
+/// What the cache holds for a joined network.
+#[derive(Debug)]
+enum Cached {
+    /// Joined, and no config has arrived yet (an empty `.conf`).
+    Joined,
+    /// The last signed config, and the controller identity that must have signed it.
+    Config {
+        config: Vec<u8>,
+        controller: Box<PublicIdentity>,
+    },
+}
+
+/// Reads the cache files of `network`. `Err` says what is wrong (naming the file), for
+/// a cache that cannot be read or makes no sense.
+fn read_cached(dir: &Path, network: NetworkId) -> Result<Cached, String> {
+    let conf = cache_file(dir, network, "conf");
+    let config = std::fs::read(&conf).map_err(|e| format!("cannot be read ({e})"))?;
+    if config.is_empty() {
+        return Ok(Cached::Joined);
+    }
+    let path = cache_file(dir, network, "controller");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        format!(
+            "cannot be verified: the controller identity {} cannot be read ({e})",
+            path.display()
+        )
+    })?;
+    let controller = text.trim().parse::<PublicIdentity>().map_err(|e| {
+        format!(
+            "cannot be verified: {} is not a public identity ({e})",
+            path.display()
+        )
+    })?;
+    if controller.address() != network.controller() {
+        return Err(format!(
+            "cannot be verified: {} names controller {}, but the network's controller is {}",
+            path.display(),
+            controller.address(),
+            network.controller()
+        ));
+    }
+    Ok(Cached::Config {
+        config,
+        controller: Box::new(controller),
+    })
+}
+
+/// Logs why the cached config of `network` is not used, moves it aside to
+/// `<nwid>.conf.damaged` (for inspection; it replaces an older one) and leaves an empty
+/// `<nwid>.conf`, so the network stays joined and asks its controller again.
+fn set_aside(dir: &Path, network: NetworkId, problem: &str) {
+    let conf = cache_file(dir, network, "conf");
+    let kept = cache_file(dir, network, "conf.damaged");
+    let moved = std::fs::rename(&conf, &kept)
+        .map_err(|e| e.to_string())
+        .and_then(|()| write_file(&conf, b"", 0o600).map_err(|e| e.to_string()));
+    match moved {
+        Ok(()) => tracing::warn!(
+            %network,
+            "the cached network config {} {problem}; not using it. Kept it as {} for inspection; the network stays joined and waits for a fresh config from its controller",
+            conf.display(),
+            kept.display()
+        ),
+        Err(e) => tracing::warn!(
+            %network,
+            "the cached network config {} {problem}; not using it (moving it aside failed: {e}); the network waits for a fresh config from its controller",
+            conf.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NWID: &str = "89e92ceee5000001";
+
+    fn nwid() -> NetworkId {
+        NWID.parse().unwrap()
+    }
+
+    #[test]
+    fn an_empty_cache_file_means_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(format!("{NWID}.conf")), b"").unwrap();
+        assert!(matches!(
+            read_cached(dir.path(), nwid()),
+            Ok(Cached::Joined)
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_or_unverifiable_cache_is_reported_never_taken_for_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join(format!("{NWID}.conf"));
+        // Cannot be read (a directory where the file should be).
+        std::fs::create_dir(&conf).unwrap();
+        let err = read_cached(dir.path(), nwid()).unwrap_err();
+        assert!(err.starts_with("cannot be read"), "{err}");
+        std::fs::remove_dir(&conf).unwrap();
+
+        // A config without the controller identity to check it.
+        std::fs::write(&conf, b"some signed config").unwrap();
+        let err = read_cached(dir.path(), nwid()).unwrap_err();
+        assert!(err.contains(&format!("{NWID}.controller")), "{err}");
+
+        std::fs::write(dir.path().join(format!("{NWID}.controller")), "junk").unwrap();
+        let err = read_cached(dir.path(), nwid()).unwrap_err();
+        assert!(err.contains("is not a public identity"), "{err}");
+    }
+
+    #[test]
+    fn a_damaged_cache_is_kept_aside_and_the_network_stays_joined() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join(format!("{NWID}.conf"));
+        std::fs::write(&conf, b"damaged bytes").unwrap();
+        set_aside(dir.path(), nwid(), "does not verify (test)");
+        assert_eq!(std::fs::read(&conf).unwrap(), b"");
+        let kept = dir.path().join(format!("{NWID}.conf.damaged"));
+        assert_eq!(std::fs::read(kept).unwrap(), b"damaged bytes");
+        assert!(matches!(
+            read_cached(dir.path(), nwid()),
+            Ok(Cached::Joined)
+        ));
     }
 }

@@ -10,13 +10,16 @@
 //!   `skylan idtool generate`), [`Testbed::make_planet`], [`Testbed::start_root`], or
 //!   [`Testbed::start_planet`] for all three at once;
 //! - nodes: [`Testbed::start_node`] (the node makes its own identity, as a user's would),
-//!   [`Testbed::stop`], [`Testbed::restart`] (same home, same arguments);
+//!   [`Testbed::stop`], [`Testbed::restart`] and [`Testbed::start_again`] (same home,
+//!   same arguments),
+//!   [`Testbed::start_expecting_refusal`] (for a home it must refuse to start with);
 //! - the CLI run inside the daemon's namespace: [`Testbed::cli`], [`Testbed::cli_json`],
-//!   [`Testbed::info`], [`Testbed::peers`], [`Testbed::peer`], [`Testbed::ping`]; other
-//!   programs there with [`Testbed::exec`];
+//!   [`Testbed::info`], [`Testbed::peers`], [`Testbed::peer`], [`Testbed::ping`],
+//!   [`Testbed::network`]; other programs there with [`Testbed::exec`];
 //! - the local API from inside the namespace: [`Testbed::http`], [`Testbed::metrics`];
 //! - waiting: [`wait_until`] (a condition with a deadline, reporting the last reason it
-//!   did not hold), [`Testbed::wait_online`], [`Testbed::wait_ping`], and
+//!   did not hold), [`Testbed::wait_online`], [`Testbed::wait_ping`],
+//!   [`Testbed::wait_network_status`], and
 //!   [`Testbed::ping_recovery`] to measure how soon pings get through after a change;
 //! - output: [`Testbed::note`] (timestamped, shown on failure) and [`Testbed::report`]
 //!   (measurements, always shown).
@@ -443,6 +446,12 @@ impl Testbed {
                 ));
             }
         }
+        self.start_again(daemon)
+    }
+
+    /// Starts a stopped daemon again with the same home and arguments; updates
+    /// `daemon.pid`. The address is re-read from `identity.public` and must not change.
+    pub fn start_again(&self, daemon: &mut Daemon) -> Result<()> {
         let pid = self.spawn(&daemon.name, &daemon.host, &daemon.args)?;
         let address = self.wait_for_identity(&daemon.name, pid, &daemon.home)?;
         ensure!(
@@ -452,8 +461,46 @@ impl Testbed {
             daemon.address
         );
         daemon.pid = pid;
-        self.note(format!("restarted {} pid {pid}", daemon.name));
+        self.note(format!("started {} again, pid {pid}", daemon.name));
         Ok(())
+    }
+
+    /// Starts the daemon again (same home and arguments; it must not be running) for a
+    /// state it has to refuse, and waits up to `timeout` for it to exit by itself with a
+    /// failure status. Returns what it logged in this run. A daemon that keeps running
+    /// (or exits 0) is an error; a running one is stopped first.
+    pub fn start_expecting_refusal(
+        &self,
+        daemon: &mut Daemon,
+        timeout: Duration,
+    ) -> Result<String> {
+        let from = std::fs::metadata(&daemon.log).map_or(0, |m| m.len());
+        let pid = self.spawn(&daemon.name, &daemon.host, &daemon.args)?;
+        daemon.pid = pid;
+        let exited = wait_until(
+            &format!("{} to refuse to start", daemon.name),
+            timeout,
+            || {
+                self.lab
+                    .try_wait(pid)?
+                    .ok_or_else(|| anyhow!("{} (pid {pid}) is still running", daemon.name))
+            },
+        );
+        let log = read_from(&daemon.log, from);
+        let status = match exited {
+            Ok((status, _)) => status,
+            Err(e) => {
+                let _ = self.lab.kill(pid);
+                bail!("{e:#}\nit logged:\n{log}");
+            }
+        };
+        ensure!(
+            !status.success(),
+            "{} exited successfully instead of refusing; it logged:\n{log}",
+            daemon.name
+        );
+        self.note(format!("{} refused to start ({status})", daemon.name));
+        Ok(log)
     }
 
     /// Fails (with the log tail) if the daemon's process has exited.
@@ -569,6 +616,35 @@ impl Testbed {
             raw_request(addr, method, path, &[("X-ZT1-Auth", token.as_str())], b"")
         })??;
         Ok(resp)
+    }
+
+    /// The entry of `networks -j` on `daemon` for `nwid`.
+    pub fn network(&self, daemon: &Daemon, nwid: &str) -> Result<Value> {
+        let list = self.cli_json(daemon, &["networks"])?;
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| n["nwid"] == nwid)
+            .cloned()
+            .with_context(|| format!("{} does not list {nwid}: {list}", daemon.name))
+    }
+
+    /// Waits until `networks -j` on `daemon` shows `nwid` with `status` (`OK`,
+    /// `ACCESS_DENIED`, ...); returns the entry.
+    pub fn wait_network_status(
+        &self,
+        daemon: &Daemon,
+        nwid: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let what = format!("{} {status} on {nwid}", daemon.name);
+        let (n, _) = wait_until(&what, timeout, || {
+            let n = self.network(daemon, nwid)?;
+            ensure!(n["status"] == status, "status {}", n["status"]);
+            Ok(n)
+        })?;
+        Ok(n)
     }
 
     /// `GET /metrics`, parsed.
@@ -873,6 +949,20 @@ fn read_address(home: &Path) -> Result<NodeAddress> {
     first
         .parse()
         .map_err(|e| anyhow!("{}: bad address {first:?}: {e}", path.display()))
+}
+
+/// A file's text from byte `offset` on (or why it could not be read).
+fn read_from(path: &Path, offset: u64) -> String {
+    use std::io::{Seek, SeekFrom};
+    let mut text = String::new();
+    let read = File::open(path).and_then(|mut f| {
+        f.seek(SeekFrom::Start(offset))?;
+        f.read_to_string(&mut text)
+    });
+    match read {
+        Ok(_) => text,
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
 }
 
 /// The last `lines` lines of a file (or why it could not be read).

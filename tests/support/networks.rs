@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
-use super::{Daemon, Testbed, wait_until};
+use super::{Daemon, Testbed};
 
 /// How long one step of a network's life (a join, an authorization) may take.
 pub const STEP: Duration = Duration::from_secs(40);
@@ -20,23 +20,12 @@ pub fn controller(tb: &Testbed, ctrl: &Daemon, args: &[&str]) -> Result<Value> {
 
 /// The network entry of `networks -j` on `d`.
 pub fn network(tb: &Testbed, d: &Daemon, nwid: &str) -> Result<Value> {
-    let list = tb.cli_json(d, &["networks"])?;
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .find(|n| n["nwid"] == nwid)
-        .cloned()
-        .with_context(|| format!("{} does not list {nwid}: {list}", d.name))
+    tb.network(d, nwid)
 }
 
-/// Waits until `d` shows `status` for `nwid`; returns its entry.
+/// Waits (up to [`STEP`]) until `d` shows `status` for `nwid`; returns its entry.
 pub fn wait_status(tb: &Testbed, d: &Daemon, nwid: &str, status: &str) -> Result<Value> {
-    let (n, _) = wait_until(&format!("{} {status} on {nwid}", d.name), STEP, || {
-        let n = network(tb, d, nwid)?;
-        ensure!(n["status"] == status, "status {}", n["status"]);
-        Ok(n)
-    })?;
-    Ok(n)
+    tb.wait_network_status(d, nwid, status, STEP)
 }
 
 /// The first managed IPv4 address (without prefix) of a network entry.

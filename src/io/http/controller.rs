@@ -13,6 +13,13 @@
 //! | `GET /unstable/controller/network/<nwid>/member` | `{"data": [member, ...], "meta": {"totalCount", "authorizedCount"}}` |
 //! | `GET /controller/audit?after=<seq>&limit=<n>&network=<nwid>` | audit entries, oldest first (skylan extension) |
 //!
+//! Two changes must be confirmed with a query flag, because one careless call could
+//! otherwise cut members off (`controller::Deliberate`): a new route that replaces the
+//! members' default route (`0.0.0.0/0`, `::/0` and their halves) needs
+//! `?allowDefaultRoute=true` on the network POST, and a new member address outside every
+//! `ipAssignmentPools` range needs `?allowOutsidePools=true` on the member POST. Without
+//! the flag such a change is a 400 naming the field and the flag; nothing changes.
+//!
 //! `PUT` is accepted wherever `POST` is, and every path also answers with a trailing
 //! slash (ZeroTier's documentation uses both). Creation and update answer 200 with the
 //! stored object, as ZeroTier does. Body fields skylan ignored (unknown or unsupported)
@@ -22,8 +29,9 @@
 //! the blocking pool (the store fsyncs). The actor recorded in the audit log is
 //! `api <client ip:port>`.
 //!
-//! [`open`] opens the controller database in `<home>/controller.d/`; the node driver
-//! subscribes to its changes to push fresh configs.
+//! [`open`] opens the controller database in `<home>/controller.d/` (making it only
+//! when there is none, and refusing a damaged one); the node driver subscribes to its
+//! changes to push fresh configs.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -31,7 +39,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, RawQuery, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
@@ -39,7 +47,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, with_ignored};
-use crate::controller::{Controller, ControllerError, RedbStore};
+use crate::controller::{Controller, ControllerError, Deliberate, RedbStore};
+use crate::io::home;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// The API version `GET /controller` reports (ZeroTier's current one).
@@ -58,8 +67,16 @@ pub fn wall_clock() -> UnixTime {
     UnixTime::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Opens (creating if needed) the controller of node `address` with its database in
-/// `home/controller.d/`, seeding its network-number RNG from the OS.
+/// Opens the controller of node `address` with its database in
+/// `home/controller.d/controller.redb`, seeding its network-number RNG from the OS.
+///
+/// - No database file yet: a new, empty one is made with mode 0600 (initialized under
+///   a temporary name and renamed into place, so a crash never leaves a half-made one).
+/// - An empty (0-byte), foreign, damaged or unreadable file: refused with
+///   [`ControllerError::DamagedDatabase`], which names the file and what to do. It is
+///   left as it is and never replaced by an empty controller.
+/// - A database file with a wider mode than 0600 is tightened with a warning
+///   ([`home::protect_secret`]).
 pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerError> {
     use rand_core::{OsRng, RngCore};
     let dir = home.join(CONTROLLER_DIR);
@@ -69,12 +86,69 @@ pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerE
             format!("{}: {e}", dir.display()),
         )
     })?;
-    let store = RedbStore::open(&dir)?;
+    let store = open_store(&dir.join(RedbStore::FILE_NAME))?;
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
     let controller = Controller::new(Box::new(store), address, seed);
     controller.set_rules_compiler(Arc::new(crate::controller::rules::RulesLanguage));
     Ok(controller)
+}
+
+/// What a reader of the database file could learn (for [`home::protect_secret`]).
+const DATABASE_EXPOSED: &str = "it holds every network and member of this controller (member identities, addresses, rules), but no keys";
+
+/// Opens the database at `path`, or makes a new one when there is no file at all; see
+/// [`open`].
+fn open_store(path: &Path) -> Result<RedbStore, ControllerError> {
+    let damaged = |problem: String| ControllerError::DamagedDatabase {
+        path: path.display().to_string(),
+        problem,
+    };
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return create_store(path),
+        Err(e) => return Err(damaged(format!("cannot be examined ({e})"))),
+        Ok(m) if !m.is_file() => return Err(damaged("is not a regular file".into())),
+        Ok(m) if m.len() == 0 => {
+            return Err(damaged(
+                "is empty (0 bytes): it was truncated or overwritten".into(),
+            ));
+        }
+        Ok(_) => {}
+    }
+    home::protect_secret(path, DATABASE_EXPOSED)
+        .map_err(|e| ControllerError::storage("opening the controller database", e))?;
+    RedbStore::open(path)
+}
+
+/// Makes a new, empty database at `path` (mode 0600): initialized as `<path>.new`, then
+/// renamed into place and the directory synced.
+fn create_store(path: &Path) -> Result<RedbStore, ControllerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let ctx = "creating the controller database";
+    let io = |what: &Path, e: std::io::Error| {
+        ControllerError::storage(ctx, format!("{}: {e}", what.display()))
+    };
+    let tmp = path.with_extension("redb.new");
+    // A leftover of a creation that crashed holds no data: begin it again.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&tmp, e)),
+        _ => {}
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io(&tmp, e))?;
+    drop(RedbStore::create(&tmp)?);
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io(dir, e))?;
+    }
+    tracing::info!(file = %path.display(), "created a new, empty controller database");
+    RedbStore::open(path)
 }
 
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
@@ -161,6 +235,35 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// The confirmations in a request's query: `allowDefaultRoute` and `allowOutsidePools`,
+/// each `true`/`1` or `false`/`0` (a bare name means true). Other parameters are
+/// ignored; a flag with another value is a 400.
+fn deliberate(query: Option<&str>) -> Result<Deliberate, ApiError> {
+    let mut out = Deliberate::default();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        let flag = match name {
+            "allowDefaultRoute" => &mut out.default_route,
+            "allowOutsidePools" => &mut out.outside_pools,
+            _ => continue,
+        };
+        *flag = match value {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "query flag {name}={other:?}: expected true or false"
+                )));
+            }
+        };
+    }
+    Ok(out)
+}
+
 fn parse_nwid(s: &str) -> Result<NetworkId, ApiError> {
     s.parse()
         .map_err(|e| ApiError::BadRequest(format!("bad network ID in path: {e}")))
@@ -195,11 +298,13 @@ async fn list_networks(State(ctx): State<Ctx>) -> Result<Response, ApiError> {
 async fn create_network(
     State(ctx): State<Ctx>,
     actor: Actor,
+    RawQuery(query): RawQuery,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let deliberate = deliberate(query.as_deref())?;
     let now = (ctx.clock)();
     let c = ctx.controller.clone();
-    let saved = blocking(move || c.create_network(&body, &actor.0, now)).await?;
+    let saved = blocking(move || c.create_network_with(&body, deliberate, &actor.0, now)).await?;
     Ok(with_ignored(
         json_response(saved.record.to_api_json()),
         &saved.ignored,
@@ -220,8 +325,10 @@ async fn post_network(
     State(ctx): State<Ctx>,
     actor: Actor,
     UrlPath(nwid): UrlPath<String>,
+    RawQuery(query): RawQuery,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    let deliberate = deliberate(query.as_deref())?;
     let now = (ctx.clock)();
     let c = ctx.controller.clone();
     // `<controller address>______`: create with a random unused number.
@@ -235,14 +342,16 @@ async fn post_network(
                 c.address()
             )));
         }
-        let saved = blocking(move || c.create_network(&body, &actor.0, now)).await?;
+        let saved =
+            blocking(move || c.create_network_with(&body, deliberate, &actor.0, now)).await?;
         return Ok(with_ignored(
             json_response(saved.record.to_api_json()),
             &saved.ignored,
         ));
     }
     let nwid = parse_nwid(&nwid)?;
-    let saved = blocking(move || c.post_network(nwid, &body, &actor.0, now)).await?;
+    let saved =
+        blocking(move || c.post_network_with(nwid, &body, deliberate, &actor.0, now)).await?;
     Ok(with_ignored(
         json_response(saved.record.to_api_json()),
         &saved.ignored,
@@ -290,13 +399,17 @@ async fn post_member(
     State(ctx): State<Ctx>,
     actor: Actor,
     UrlPath((nwid, address)): UrlPath<(String, String)>,
+    RawQuery(query): RawQuery,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
     let nwid = parse_nwid(&nwid)?;
     let address = parse_address(&address)?;
+    let deliberate = deliberate(query.as_deref())?;
     let now = (ctx.clock)();
     let c = ctx.controller.clone();
-    let saved = blocking(move || c.post_member(nwid, address, &body, &actor.0, now)).await?;
+    let saved =
+        blocking(move || c.post_member_with(nwid, address, &body, deliberate, &actor.0, now))
+            .await?;
     Ok(with_ignored(
         json_response(saved.record.to_api_json()),
         &saved.ignored,
@@ -389,4 +502,68 @@ async fn unstable_members(
         "data": data,
         "meta": {"totalCount": members.len(), "authorizedCount": authorized},
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use serde_json::Map;
+
+    use super::*;
+
+    fn ctrl() -> NodeAddress {
+        "89e92ceee5".parse().unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn confirmations_are_read_from_the_query() {
+        assert_eq!(deliberate(None).unwrap(), Deliberate::default());
+        let d = deliberate(Some("allowDefaultRoute=true&x=y")).unwrap();
+        assert!(d.default_route && !d.outside_pools);
+        let d = deliberate(Some("allowOutsidePools&allowDefaultRoute=0")).unwrap();
+        assert!(!d.default_route && d.outside_pools);
+        let err = deliberate(Some("allowOutsidePools=yes")).unwrap_err();
+        assert!(err.to_string().contains("allowOutsidePools"), "{err}");
+    }
+
+    #[test]
+    fn a_new_database_is_private_and_a_damaged_one_is_refused_and_kept() {
+        let home = tempfile::tempdir().unwrap();
+        let db = home.path().join(CONTROLLER_DIR).join(RedbStore::FILE_NAME);
+        {
+            let c = open(home.path(), ctrl()).unwrap();
+            c.create_network(&Map::new(), "test", UnixTime::EPOCH)
+                .unwrap();
+        }
+        assert_eq!(mode(&db), 0o600);
+        assert!(!db.with_extension("redb.new").exists());
+
+        // A database others can read is made private again, and still opens.
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(
+            open(home.path(), ctrl()).unwrap().networks().unwrap().len(),
+            1
+        );
+        assert_eq!(mode(&db), 0o600);
+
+        for (what, bytes) in [("empty", &b""[..]), ("foreign", &b"not a database"[..])] {
+            std::fs::write(&db, bytes).unwrap();
+            let err = open(home.path(), ctrl()).err().expect(what);
+            assert!(
+                matches!(err, ControllerError::DamagedDatabase { .. }),
+                "{what}: {err}"
+            );
+            let text = err.to_string();
+            assert!(text.contains(&db.display().to_string()), "{text}");
+            assert_eq!(std::fs::read(&db).unwrap(), bytes, "{what}: left as it was");
+            if bytes.is_empty() {
+                assert!(text.contains("is empty (0 bytes)"), "{text}");
+            }
+        }
+    }
 }

@@ -3,7 +3,9 @@
 //! What this module owns, for every endpoint:
 //! - **Serving.** [`serve`] takes an already bound `tokio::net::TcpListener` (tests
 //!   bind port 0) and a shutdown future, and serves a router until the future resolves,
-//!   finishing requests in flight (mini-redis style).
+//!   finishing requests in flight (mini-redis style). It has header, body and
+//!   write-stall timeouts and a connection cap, so a slow or idle client cannot hold
+//!   the API ([`server`]).
 //! - **Authentication.** [`router`] puts every protected route behind the token from
 //!   `authtoken.secret`, sent as `X-ZT1-Auth: <token>` or `Authorization: Bearer
 //!   <token>` and compared in constant time. `GET /health` needs no token.
@@ -11,8 +13,9 @@
 //!   loopback host (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`, plus any names in
 //!   [`ApiConfig::extra_hosts`]) are refused with 403, before authentication. Requests
 //!   without a `Host` header (HTTP/1.0 tools) are allowed: browsers always send one.
-//! - **Body size limit.** Bodies over [`ApiConfig::body_limit`] (default 1 MiB) are
-//!   refused with 413.
+//! - **Body size and time limits.** Bodies over [`ApiConfig::body_limit`] (default
+//!   1 MiB) are refused with 413; a body that has not arrived within
+//!   [`ApiConfig::body_timeout`] (default 30 s) with 408.
 //! - **Errors.** [`ApiError`] is the single mapping from failures to an HTTP status and
 //!   a `{"error": "..."}` body; unknown paths and methods answer in the same shape.
 //!
@@ -27,12 +30,13 @@
 
 pub mod controller;
 pub mod node;
+pub mod server;
 
-use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -43,13 +47,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
 
+pub use self::server::{ServerLimits, serve, serve_with};
 use crate::controller::ControllerError;
 
 /// Default largest request body (1 MiB: a network with a full 1024-entry rule table
 /// fits several times over).
 pub const DEFAULT_BODY_LIMIT: usize = 1 << 20;
+/// Default time a request body has to arrive (1 MiB over loopback takes milliseconds).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The file in the home directory that holds the API token.
 pub const TOKEN_FILE: &str = "authtoken.secret";
@@ -105,14 +111,22 @@ impl std::fmt::Debug for AuthToken {
     }
 }
 
-/// Reads `home/authtoken.secret`, creating it (mode 0600, random token) if missing.
+/// What a reader of the token could do (for [`super::home::protect_secret`]).
+const TOKEN_EXPOSED: &str = "anyone who read it could use the local API (join and leave networks, and run this node's controller); to get a new token, delete authtoken.secret and restart";
+
+/// Reads `home/authtoken.secret`, creating it (mode 0600, random token) if missing. An
+/// existing token file with a wider mode is tightened to 0600 with a warning.
 pub fn load_or_create_token(home: &Path) -> io::Result<AuthToken> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
 
     let path = home.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(AuthToken::new(&text)),
+        Ok(text) if !text.trim().is_empty() => {
+            super::home::protect_secret(&path, TOKEN_EXPOSED)
+                .map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e.to_string()))?;
+            return Ok(AuthToken::new(&text));
+        }
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -146,17 +160,20 @@ pub struct ApiConfig {
     pub token: AuthToken,
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Longest time a request body may take to arrive (then 408).
+    pub body_timeout: Duration,
     /// Extra `Host` names accepted besides loopback ones (for deployments that expose
     /// the API under a name on purpose). Compared case-insensitively, without port.
     pub extra_hosts: Vec<String>,
 }
 
 impl ApiConfig {
-    /// Defaults: 1 MiB bodies, loopback hosts only.
+    /// Defaults: 1 MiB bodies arriving within 30 s, loopback hosts only.
     pub fn new(token: AuthToken) -> Self {
         ApiConfig {
             token,
             body_limit: DEFAULT_BODY_LIMIT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
             extra_hosts: Vec::new(),
         }
     }
@@ -178,21 +195,6 @@ pub fn router(config: ApiConfig, protected: Router) -> Router {
         .method_not_allowed_fallback(unknown_method)
         .layer(middleware::from_fn_with_state(config.clone(), check_host))
         .layer(DefaultBodyLimit::max(config.body_limit))
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then finishes the requests
-/// in flight and returns.
-pub async fn serve(
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    router: Router,
-) -> io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
 }
 
 async fn health() -> impl IntoResponse {
@@ -238,8 +240,10 @@ async fn check_host(
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    req.extensions_mut()
-        .insert(BodyLimitHint(config.body_limit));
+    req.extensions_mut().insert(BodyRules {
+        limit: config.body_limit,
+        timeout: config.body_timeout,
+    });
     if let Some(host) = req.headers().get(header::HOST) {
         let host = host.to_str().unwrap_or_default();
         if !host_allowed(host, &config.extra_hosts) {
@@ -301,6 +305,9 @@ pub enum ApiError {
     /// 409: conflicts with another record.
     #[error("{0}")]
     Conflict(String),
+    /// 408: the body did not arrive in time.
+    #[error("the request body did not arrive within {0:?}; send it all at once")]
+    RequestTimeout(Duration),
     /// 413: body over the limit.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -322,6 +329,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -338,8 +346,12 @@ impl From<ControllerError> for ApiError {
             | ControllerError::BadRequest(_)
             | ControllerError::Rules { .. } => ApiError::BadRequest(msg),
             ControllerError::Conflict(_) => ApiError::Conflict(msg),
+            ControllerError::PoolExhausted(_) => {
+                tracing::error!(error = %msg, "address pool exhausted");
+                ApiError::Conflict(msg)
+            }
             ControllerError::Exhausted(_) => ApiError::Unavailable(msg),
-            ControllerError::Storage { .. } => {
+            ControllerError::Storage { .. } | ControllerError::DamagedDatabase { .. } => {
                 tracing::error!(error = %msg, "controller storage failure");
                 ApiError::Internal(msg)
             }
@@ -363,17 +375,25 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let limit = req
+        let rules = req
             .extensions()
-            .get::<BodyLimitHint>()
-            .map_or(DEFAULT_BODY_LIMIT, |h| h.0);
-        let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(limit)
-            } else {
-                ApiError::BadRequest(format!("could not read the request body: {rej}"))
-            }
-        })?;
+            .get::<BodyRules>()
+            .copied()
+            .unwrap_or(BodyRules {
+                limit: DEFAULT_BODY_LIMIT,
+                timeout: DEFAULT_BODY_TIMEOUT,
+            });
+        let read = tokio::time::timeout(rules.timeout, Bytes::from_request(req, state));
+        let bytes = read
+            .await
+            .map_err(|_| ApiError::RequestTimeout(rules.timeout))?
+            .map_err(|rej| {
+                if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(rules.limit)
+                } else {
+                    ApiError::BadRequest(format!("could not read the request body: {rej}"))
+                }
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonObject(Map::new()));
         }
@@ -396,9 +416,12 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     }
 }
 
-/// The configured body limit, made visible to extractors for error messages.
+/// The configured body limits, made visible to the body extractor.
 #[derive(Clone, Copy, Debug)]
-struct BodyLimitHint(usize);
+struct BodyRules {
+    limit: usize,
+    timeout: Duration,
+}
 
 /// Adds a response header listing body fields that were ignored.
 fn with_ignored(mut resp: Response, ignored: &[String]) -> Response {
@@ -477,6 +500,13 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let b = load_or_create_token(dir.path()).unwrap();
         assert_eq!(a.expose(), b.expose());
+        // A token file others can read is made private again.
+        let path = dir.path().join(TOKEN_FILE);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let c = load_or_create_token(dir.path()).unwrap();
+        assert_eq!(a.expose(), c.expose());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
@@ -491,6 +521,10 @@ mod tests {
                 StatusCode::BAD_REQUEST,
             ),
             (ControllerError::Conflict("x".into()), StatusCode::CONFLICT),
+            (
+                ControllerError::PoolExhausted("x".into()),
+                StatusCode::CONFLICT,
+            ),
             (
                 ControllerError::storage("x", "y"),
                 StatusCode::INTERNAL_SERVER_ERROR,
