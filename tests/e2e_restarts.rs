@@ -106,8 +106,8 @@ fn restarted_controllers_and_members_are_reached_again_within_10_s() -> Result<(
         for ending in [Ending::Clean, Ending::Crash] {
             tb.restart_after(&mut ctrl, ending)?;
             let since = Instant::now();
-            ctrl_join.push(join_back(&tb, &ctrl, &c, &nwid, since)?);
             ctrl_ping.push(ping_back(&tb, &a, &ip_b, since)?);
+            ctrl_join.push(join_back(&tb, &ctrl, &c, &nwid, since)?);
             tb.note(format!(
                 "controller {ending:?}: join answered, ping through"
             ));

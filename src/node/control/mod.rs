@@ -895,6 +895,15 @@ impl Control {
     /// (it keeps the session in reserve until our first Data packet arrives), with a
     /// HELLO for a root, queued messages, or else an empty keepalive.
     fn on_session_ready(&mut self, now: Time, peer: NodeAddress) {
+        let lost = self
+            .peers
+            .get(&peer)
+            .and_then(|p| p.last_lost_session)
+            .is_some_and(|t| now.since(t) < REKEY_TIMEOUT);
+        if lost {
+            // Config requests sealed on the session the peer had lost went nowhere.
+            self.rerequest_configs_from(now, peer);
+        }
         let queued = self.peers.get(&peer).is_some_and(|p| !p.queue.is_empty());
         if self.roots.contains(&peer) {
             if let Some(p) = self.peers.get_mut(&peer) {

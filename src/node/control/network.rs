@@ -240,6 +240,19 @@ impl Control {
         self.set_status(network, status);
     }
 
+    /// Asks `controller` again at once for every config of its we are still waiting for.
+    pub(crate) fn rerequest_configs_from(&mut self, now: Time, controller: NodeAddress) {
+        let waiting: Vec<NetworkId> = self
+            .networks
+            .iter()
+            .filter(|(id, j)| id.controller() == controller && j.status != NetworkStatus::Ok)
+            .map(|(id, _)| *id)
+            .collect();
+        for network in waiting {
+            self.request_config(now, network);
+        }
+    }
+
     pub(crate) fn refresh_networks(&mut self, now: Time) {
         let due: Vec<NetworkId> = self
             .networks
