@@ -15,7 +15,7 @@
 //! outermost tag (0 when untagged). A tag type with fewer than 4 bytes after it is not
 //! a tag: it stays the ethertype. The view borrows the frame and never panics.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::types::Mac;
 
@@ -129,6 +129,59 @@ impl<'a> EthernetFrame<'a> {
     }
 }
 
+/// The IP address a frame claims to come from, for `chr ipauth` (ZeroTier's reading).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceClaim {
+    /// The frame claims this source address: an IPv4 or IPv6 source, an ARP sender
+    /// address, or the target of an IPv6 neighbour advertisement.
+    Ip(IpAddr),
+    /// An IPv6 neighbour solicitation: its source is unspecified or link-local and
+    /// cannot be checked, so it counts as authenticated (without this, IPv6 could not
+    /// work under `drop not chr ipauth`).
+    Unverifiable,
+    /// No IP source (another ethertype, a VLAN-tagged or truncated frame).
+    None,
+}
+
+impl EthernetFrame<'_> {
+    /// The IP source the frame claims (see [`SourceClaim`]); only untagged frames.
+    pub fn source_claim(&self) -> SourceClaim {
+        let p = self.payload;
+        match self.untagged_ethertype() {
+            Some(ETHERTYPE_IPV4) if p.len() >= 20 && p[0] >> 4 == 4 => {
+                SourceClaim::Ip(IpAddr::V4(Ipv4Addr::new(p[12], p[13], p[14], p[15])))
+            }
+            Some(ETHERTYPE_IPV6) if p.len() >= 40 && p[0] >> 4 == 6 => {
+                let icmp = p[6] == IPPROTO_ICMPV6 && p.len() >= 40 + 8 + 16;
+                match p.get(40) {
+                    Some(&ICMPV6_NEIGHBOR_SOLICITATION) if icmp => SourceClaim::Unverifiable,
+                    Some(&ICMPV6_NEIGHBOR_ADVERTISEMENT) if icmp => {
+                        SourceClaim::Ip(IpAddr::V6(ipv6_at(p, 48)))
+                    }
+                    _ => SourceClaim::Ip(IpAddr::V6(ipv6_at(p, 8))),
+                }
+            }
+            Some(ETHERTYPE_ARP) if p.len() >= ARP_IPV4_LEN && p[2..4] == [0x08, 0x00] => {
+                let s = &p[ARP_SENDER_IP_OFFSET..ARP_SENDER_IP_OFFSET + 4];
+                SourceClaim::Ip(IpAddr::V4(Ipv4Addr::new(s[0], s[1], s[2], s[3])))
+            }
+            _ => SourceClaim::None,
+        }
+    }
+}
+
+/// Offset of the sender protocol address inside the ARP body.
+const ARP_SENDER_IP_OFFSET: usize = 14;
+const IPPROTO_ICMPV6: u8 = 58;
+const ICMPV6_NEIGHBOR_SOLICITATION: u8 = 135;
+const ICMPV6_NEIGHBOR_ADVERTISEMENT: u8 = 136;
+
+fn ipv6_at(b: &[u8], at: usize) -> Ipv6Addr {
+    let mut octets = [0u8; 16];
+    octets.copy_from_slice(&b[at..at + 16]);
+    Ipv6Addr::from(octets)
+}
+
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
 }
@@ -143,6 +196,54 @@ mod tests {
         f.extend_from_slice(&ether_type.to_be_bytes());
         f.extend_from_slice(payload);
         f
+    }
+
+    #[test]
+    fn the_claimed_source_is_read_as_zerotier_reads_it() {
+        let claim = |et, p: &[u8]| EthernetFrame::parse(&frame(et, p)).unwrap().source_claim();
+        let mut v4 = vec![0x45; 20];
+        v4[12..16].copy_from_slice(&[198, 18, 0, 7]);
+        assert_eq!(
+            claim(ETHERTYPE_IPV4, &v4),
+            SourceClaim::Ip("198.18.0.7".parse().unwrap())
+        );
+        let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 2];
+        arp.extend_from_slice(&[2, 0, 0, 0, 0, 1, 198, 18, 0, 9]);
+        arp.extend_from_slice(&[0; 10]);
+        assert_eq!(
+            claim(ETHERTYPE_ARP, &arp),
+            SourceClaim::Ip("198.18.0.9".parse().unwrap())
+        );
+        let src: Ipv6Addr = "fd00::5".parse().unwrap();
+        let target: Ipv6Addr = "fd00::6".parse().unwrap();
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 32, IPPROTO_ICMPV6, 255];
+        v6.extend_from_slice(&src.octets());
+        v6.extend_from_slice(&[0; 16]);
+        let icmp = |kind: u8| {
+            let mut p = v6.clone();
+            p.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+            p.extend_from_slice(&target.octets());
+            p
+        };
+        assert_eq!(
+            claim(ETHERTYPE_IPV6, &icmp(128)),
+            SourceClaim::Ip(src.into())
+        );
+        assert_eq!(
+            claim(ETHERTYPE_IPV6, &icmp(ICMPV6_NEIGHBOR_ADVERTISEMENT)),
+            SourceClaim::Ip(target.into()),
+            "an advertisement vouches for its target"
+        );
+        assert_eq!(
+            claim(ETHERTYPE_IPV6, &icmp(ICMPV6_NEIGHBOR_SOLICITATION)),
+            SourceClaim::Unverifiable
+        );
+        assert_eq!(claim(0x88b5, &[0; 40]), SourceClaim::None);
+        assert_eq!(
+            claim(ETHERTYPE_IPV4, &[0x45; 10]),
+            SourceClaim::None,
+            "truncated"
+        );
     }
 
     #[test]
