@@ -37,7 +37,8 @@
 //! Per joined network it keeps a [`NetworkSwitch`] built from the published settings
 //! (rebuilt when the snapshot's network epoch changes, updated when its config does),
 //! so the MACs learned behind bridges and the switch and rule-hit counters belong to
-//! the data plane. With several workers each would learn on its own; sharing that
+//! the data plane. Rule-hit counters start again from zero when the network's rule set
+//! changes (a rule's number means nothing across rule sets). With several workers each would learn on its own; sharing that
 //! table is left for when there is more than one.
 
 mod inside;
@@ -257,6 +258,11 @@ impl DataPlane {
                         n.config = view.config;
                     }
                     n.ok = view.ok;
+                    // Rule numbers name rules of one rule set: counts start again with
+                    // a new one (tags, members or other settings changing keep them).
+                    if !same_rules(n.policy.as_deref(), view.policy.as_deref()) {
+                        n.hits.clear();
+                    }
                     n.policy = view.policy.clone();
                 }
                 None => {
@@ -351,6 +357,15 @@ impl DataPlane {
             });
         }
         self.recycle(packet);
+    }
+}
+
+/// Whether two policies carry the same rule set (the same `Arc` or equal tables).
+fn same_rules(a: Option<&Policy>, b: Option<&Policy>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a.rules == b.rules,
+        _ => false,
     }
 }
 
