@@ -235,6 +235,7 @@ impl DataPlane {
     /// Periodic work: forgets partial packets that timed out.
     pub fn housekeeping(&mut self, now: crate::types::Time) {
         self.reassembler.expire(now);
+        self.stats.fragments = self.reassembler.stats();
     }
 
     /// Takes in a new snapshot's networks (a no-op when already synced with it): a
