@@ -8,8 +8,8 @@
 //!   the data plane's outside path);
 //! - `round trip`: both, one frame from A's TAP to B's.
 //!
-//! Buffers go back with `recycle`, as a driver gives them back, so the steady state
-//! allocates only where reassembly does. Each at a 1,400-byte frame (more than fits one
+//! Buffers go back with `recycle`, as a driver gives them back, and reassembly reuses
+//! its own, so the steady state allocates no buffers. Each at a 1,400-byte frame (more than fits one
 //! datagram at the default 1,432-byte UDP payload, so it travels as two fragments, as
 //! it does in the daemon), at the largest frame that fits one datagram, and at a full
 //! frame of a 2,756-byte-MTU network (2,770 bytes, two fragments). Time stands still

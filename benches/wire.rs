@@ -10,8 +10,8 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use skylan::types::{NetworkId, NodeAddress, Time};
 use skylan::wire::{
-    DATA_PREFIX_LEN, Message, Outer, Reassembler, TAG_LEN, emit_data_prefix, fragment, parse,
-    parse_data_mut,
+    Arrival, DATA_PREFIX_LEN, Message, Outer, Reassembler, TAG_LEN, emit_data_prefix, fragment,
+    parse, parse_data_mut,
 };
 
 const FRAME_LEN: usize = 1400;
@@ -136,11 +136,19 @@ fn fragments(c: &mut Criterion) {
                     chunk,
                 } = outer
                 {
-                    whole =
-                        reassembler.insert(Time::ZERO, header.src, packet_id, index, count, chunk);
+                    whole = reassembler.insert(
+                        Time::ZERO,
+                        Arrival::KnownPath,
+                        header.src,
+                        packet_id,
+                        index,
+                        count,
+                        chunk,
+                    );
                 }
             }
-            black_box(whole.expect("all fragments delivered"));
+            let whole = black_box(whole.expect("all fragments delivered"));
+            reassembler.recycle(whole);
         })
     });
     group.finish();

@@ -5,8 +5,10 @@
 //! - `NAME.warnings`: its rendered warnings (absent means there must be none);
 //! - `NAME.err`: the rendered error, if it must not compile.
 //!
-//! The `zt-*` expectations were written by hand from ZeroTier's documented examples and
-//! compiled-rule shapes; the others were generated once and reviewed. After an intended
+//! The `zt-*` cases are rule sets ZeroTier's compiler accepts; their `config` parts are
+//! what ZeroTier's own compiler (`rule-compiler.js`, 1.14) prints for the same file,
+//! key for key. The others use skylan's additions or show its errors and warnings; they
+//! were generated once and reviewed. After an intended
 //! change, regenerate with `SKYLAN_BLESS=1 cargo test --test rules_golden` and review the
 //! diff. Files under `tests/rules/lib/` are include targets, not cases.
 // Tests and examples may use files, sockets, threads and processes.

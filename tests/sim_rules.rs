@@ -156,3 +156,42 @@ fn a_rules_source_that_does_not_compile_is_refused_and_changes_nothing() {
     let net = m.controller(ctrl).network(nw).unwrap();
     assert!(net.rules_source.contains("tag ssh"), "unchanged");
 }
+
+#[test]
+fn rule_hit_counters_start_fresh_with_a_new_rule_set() {
+    let (mut m, ctrl, a, b, nw) = setup();
+    assert!(!through_tap(&mut m, b, a, nw, 22));
+    assert!(through_tap(&mut m, b, a, nw, 80));
+    let before = m.node(b).node.rule_hits(nw);
+    let drop_rule = (u32::MAX, 3);
+    assert!(
+        before.iter().any(|(k, n)| *k == drop_rule && *n == 1),
+        "{before:?}"
+    );
+
+    // A change that keeps the rules (a new name) keeps the counts.
+    m.update_network(ctrl, nw, json!({"name": "renamed"}));
+    m.sim.run_for(5 * SECOND);
+    assert_eq!(m.node(b).node.rule_hits(nw), before);
+
+    // New rules: the old numbers mean other rules now, so counting starts again.
+    m.update_network(
+        ctrl,
+        nw,
+        json!({"rulesSource": "accept ethertype arp;\naccept;"}),
+    );
+    let mut delivered = false;
+    for _ in 0..10 {
+        if through_tap(&mut m, b, a, nw, 22) {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "the new rules took effect");
+    let after = m.node(b).node.rule_hits(nw);
+    assert_eq!(
+        after,
+        vec![((u32::MAX, 1), 1)],
+        "only the new rule set's hit"
+    );
+}

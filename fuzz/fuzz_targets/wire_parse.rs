@@ -14,7 +14,7 @@ use std::time::Duration;
 use libfuzzer_sys::fuzz_target;
 use skylan::types::Time;
 use skylan::wire::{
-    self, HEADER_LEN, Message, Outer, Packet, Reassembler, ReassemblyLimits, TAG_LEN,
+    self, Arrival, HEADER_LEN, Message, Outer, Packet, Reassembler, ReassemblyLimits, TAG_LEN,
 };
 
 const LIMITS: ReassemblyLimits = ReassemblyLimits {
@@ -74,9 +74,15 @@ fn datagram(reassembler: &mut Reassembler, now: Time, bytes: &[u8]) {
             count,
             chunk,
         } => {
-            if let Some(packet) =
-                reassembler.insert(now, header.src, packet_id, index, count, chunk)
-            {
+            if let Some(packet) = reassembler.insert(
+                now,
+                Arrival::KnownPath,
+                header.src,
+                packet_id,
+                index,
+                count,
+                chunk,
+            ) {
                 let (inner, _) = wire::parse(&packet).expect("reassembled packets have a header");
                 assert_eq!(inner.src, header.src);
                 assert_ne!(inner.kind, wire::Kind::Fragment);

@@ -133,9 +133,15 @@ impl Trace {
                         chunk,
                     },
                 )) => {
-                    if let Some(whole) =
-                        reassembler.insert(*now, header.src, packet_id, index, count, chunk)
-                    {
+                    if let Some(whole) = reassembler.insert(
+                        *now,
+                        wire::Arrival::KnownPath,
+                        header.src,
+                        packet_id,
+                        index,
+                        count,
+                        chunk,
+                    ) {
                         joined.push(Recorded {
                             bytes: whole,
                             ..recorded.clone()

@@ -251,6 +251,8 @@ pub struct NodeStats {
     pub frames_out: u64,
     /// Handshakes completed (both roles).
     pub handshakes: u64,
+    /// Fragment reassembly: fragments and partial packets dropped, by reason.
+    pub fragments: wire::ReassemblyStats,
 }
 
 impl NodeStats {
@@ -282,6 +284,7 @@ impl NodeStats {
             ("handshakes", self.handshakes),
         ]
         .into_iter()
+        .chain(self.fragments.iter())
     }
 
     /// Total of all drop counters.
@@ -318,6 +321,7 @@ impl NodeStats {
             frames_in: self.frames_in + o.frames_in,
             frames_out: self.frames_out + o.frames_out,
             handshakes: self.handshakes + o.handshakes,
+            fragments: self.fragments.merged(&o.fragments),
         }
     }
 

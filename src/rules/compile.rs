@@ -100,8 +100,24 @@ pub struct Compiled {
     pub names: Names,
     /// Where each rule came from.
     pub origins: Origins,
+    /// Values the compiled JSON shows as the source wrote them.
+    pub spellings: Spellings,
     /// Things that compile but are probably mistakes.
     pub warnings: Vec<Diagnostic>,
+}
+
+/// Values that ZeroTier's compiler copies into its JSON as the source wrote them instead
+/// of rendering them: the networks of `ipsrc`/`ipdest` (`FD00:0::1/64` stays so) and the
+/// node addresses of `tee`, `watch` and `redirect` (`89E92CEEE5` stays so). Only values
+/// whose spelling differs from the canonical rendering are listed, as `(entry index,
+/// text)` in index order. [`Compiled`]'s JSON uses them; the [`RuleSet`] itself (what
+/// nodes evaluate and the controller stores and renders) holds the parsed values.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spellings {
+    /// For the base table.
+    pub base: Vec<(usize, String)>,
+    /// One list per capability, in [`RuleSet::capabilities`] order.
+    pub capabilities: Vec<Vec<(usize, String)>>,
 }
 
 /// Tag and capability names of a compiled rule set.
@@ -355,6 +371,7 @@ impl<'l> Compiler<'l> {
         }
         let mut capabilities = Vec::new();
         let mut cap_origins = Vec::new();
+        let mut cap_spellings = Vec::new();
         for c in &caps {
             let what = format!("capability `{}`", c.ast.name.text.to_lowercase());
             let mut t = Table::new(MAX_CAPABILITY_ENTRIES, &what);
@@ -373,6 +390,7 @@ impl<'l> Compiler<'l> {
                 .map_err(|e| Box::new(self.err(c.ast.name.span, e.to_string())))?;
             capabilities.push(cap);
             cap_origins.push(t.origins);
+            cap_spellings.push(t.written);
         }
         self.lint_table(&base, true);
         if base.entries.is_empty() && capabilities.is_empty() {
@@ -422,6 +440,10 @@ impl<'l> Compiler<'l> {
             origins: Origins {
                 base: base.origins,
                 capabilities: cap_origins,
+            },
+            spellings: Spellings {
+                base: base.written,
+                capabilities: cap_spellings,
             },
             warnings: self.warnings,
         })
@@ -632,6 +654,9 @@ impl<'l> Compiler<'l> {
                 TagProp::Enum(v, n) => {
                     let value = self.u32_arg(v, "an enum value")?;
                     let lc = n.text.to_lowercase();
+                    if flag_masks.contains_key(&lc) {
+                        return Err(self.enum_and_flag(n, &name));
+                    }
                     if !enum_names.insert(lc.clone()) {
                         return Err(Box::new(
                             self.err(n.span, format!("enum name `{lc}` is used twice")),
@@ -660,6 +685,9 @@ impl<'l> Compiler<'l> {
                         }
                     }
                     let lc = n.text.to_lowercase();
+                    if enum_names.contains(&lc) {
+                        return Err(self.enum_and_flag(n, &name));
+                    }
                     if flag_masks.insert(lc.clone(), mask).is_some() {
                         return Err(Box::new(
                             self.err(n.span, format!("flag name `{lc}` is used twice")),
@@ -697,6 +725,20 @@ impl<'l> Compiler<'l> {
             info,
             name_span: t.name.span,
         })
+    }
+
+    /// A name given to both an enum value and a flag of one tag.
+    fn enum_and_flag(&self, n: &Word, tag: &str) -> Box<Diagnostic> {
+        Box::new(
+            self.err(
+                n.span,
+                format!(
+                    "`{}` names both an enum value and a flag of tag `{tag}`",
+                    n.text
+                ),
+            )
+            .with_hint("give them different names (ZeroTier reads such a name as the flag in rules but as the enum value in `default`)"),
+        )
     }
 
     fn tag_value_hint(&self, t: &TagInfo) -> String {
@@ -875,8 +917,12 @@ impl<'l> Compiler<'l> {
         out: &mut Table,
     ) -> CResult<()> {
         let mut entries = Vec::with_capacity(r.matches.len() + 1);
+        let mut written = Vec::new();
         for (i, m) in r.matches.iter().enumerate() {
-            let entry = self.match_entry(ctx, m, frames)?;
+            let (entry, spelling) = self.match_entry(ctx, m, frames)?;
+            if let Some(text) = spelling {
+                written.push((out.entries.len() + i, text));
+            }
             if i == 0 && entry.or {
                 let span = m
                     .modifiers
@@ -894,7 +940,10 @@ impl<'l> Compiler<'l> {
             }
             entries.push(Entry::Match(entry));
         }
-        let action = self.action(r, frames)?;
+        let (action, spelling) = self.action(r, frames)?;
+        if let Some(text) = spelling {
+            written.push((out.entries.len() + entries.len(), text));
+        }
         entries.push(Entry::Action(action));
         if out.entries.len() + entries.len() > out.limit {
             let mut d = self
@@ -912,6 +961,7 @@ impl<'l> Compiler<'l> {
             return Err(Box::new(d));
         }
         out.entries.extend(entries);
+        out.written.extend(written);
         let (line, col) = self.sources.line_col(r.span.file, r.action_span.start);
         let via = frames
             .iter()
@@ -936,7 +986,9 @@ impl<'l> Compiler<'l> {
         Ok(())
     }
 
-    fn action(&self, r: &RuleAst, frames: &[Frame<'_>]) -> CResult<Action> {
+    /// The rule's action, and the observer's address as written when that is not its
+    /// canonical form (see [`Spellings`]).
+    fn action(&self, r: &RuleAst, frames: &[Frame<'_>]) -> CResult<(Action, Option<String>)> {
         let arg = |i: usize| -> CResult<Word> {
             // Invariant: the grammar gives tee/watch two arguments and redirect one.
             let w = r.action_args.get(i).cloned().unwrap_or(Word {
@@ -945,26 +997,31 @@ impl<'l> Compiler<'l> {
             });
             self.substitute(&w, frames)
         };
-        let addr =
-            |w: &Word| values::node_address(&w.text).map_err(|e| self.value_err(w.span, e, frames));
+        let addr = |w: &Word| {
+            let to =
+                values::node_address(&w.text).map_err(|e| self.value_err(w.span, e, frames))?;
+            let spelling = (to.to_string() != w.text).then(|| w.text.clone());
+            Ok::<_, Box<Diagnostic>>((to, spelling))
+        };
         Ok(match r.action {
-            ActionKw::Accept => Action::Accept,
-            ActionKw::Drop => Action::Drop,
-            ActionKw::Break => Action::Break,
+            ActionKw::Accept => (Action::Accept, None),
+            ActionKw::Drop => (Action::Drop, None),
+            ActionKw::Break => (Action::Break, None),
             ActionKw::Tee | ActionKw::Watch => {
                 let (l, t) = (arg(0)?, arg(1)?);
                 let length =
                     values::copy_length(&l.text).map_err(|e| self.value_err(l.span, e, frames))?;
-                let to = addr(&t)?;
+                let (to, spelling) = addr(&t)?;
                 if r.action == ActionKw::Tee {
-                    Action::Tee { to, length }
+                    (Action::Tee { to, length }, spelling)
                 } else {
-                    Action::Watch { to, length }
+                    (Action::Watch { to, length }, spelling)
                 }
             }
-            ActionKw::Redirect => Action::Redirect {
-                to: addr(&arg(0)?)?,
-            },
+            ActionKw::Redirect => {
+                let (to, spelling) = addr(&arg(0)?)?;
+                (Action::Redirect { to }, spelling)
+            }
             ActionKw::Priority => {
                 let mut d = self
                     .err(r.action_span, "`priority` is not supported")
@@ -975,7 +1032,14 @@ impl<'l> Compiler<'l> {
         })
     }
 
-    fn match_entry(&self, ctx: &Ctx<'_>, m: &MatchAst, frames: &[Frame<'_>]) -> CResult<Match> {
+    /// One match entry, and its network as written when that is not its canonical form
+    /// (see [`Spellings`]).
+    fn match_entry(
+        &self,
+        ctx: &Ctx<'_>,
+        m: &MatchAst,
+        frames: &[Frame<'_>],
+    ) -> CResult<(Match, Option<String>)> {
         let mut not = false;
         let mut or = false;
         let mut and_seen = false;
@@ -1132,7 +1196,16 @@ impl<'l> Compiler<'l> {
                 Condition::Tag { op, id, value }
             }
         };
-        Ok(Match { not, or, condition })
+        let spelling = match condition {
+            Condition::Ipv4Source(n) | Condition::Ipv4Dest(n) => {
+                Some(values::ip_spelling(&a0.text, 32)).filter(|t| *t != n.to_string())
+            }
+            Condition::Ipv6Source(n) | Condition::Ipv6Dest(n) => {
+                Some(values::ip_spelling(&a0.text, 128)).filter(|t| *t != n.to_string())
+            }
+            _ => None,
+        };
+        Ok((Match { not, or, condition }, spelling))
     }
 
     fn conflicting(&self, span: Span, frames: &[Frame<'_>]) -> Box<Diagnostic> {
@@ -1252,6 +1325,8 @@ struct Table {
     /// Per rule: the action keyword's span, and whether it was written directly (not
     /// produced by a macro), for warnings.
     spans: Vec<(Span, bool)>,
+    /// Values as written, by entry index (see [`Spellings`]).
+    written: Vec<(usize, String)>,
     limit: usize,
     what: String,
 }
@@ -1262,6 +1337,7 @@ impl Table {
             entries: Vec::new(),
             origins: Vec::new(),
             spans: Vec::new(),
+            written: Vec::new(),
             limit,
             what: what.to_string(),
         }

@@ -13,7 +13,7 @@
 //! [`rule_count`](super::rule_count)) and increment the reported index.
 
 use super::frame::{Facts, L2};
-use super::table::{Action, Condition, CopyLength, Entry, RuleSet, chr};
+use super::table::{Action, Condition, Entry, RuleSet, chr};
 use crate::types::NodeAddress;
 use crate::wire::EthernetFrame;
 
@@ -449,10 +449,7 @@ fn run_table<O: Observer>(
                         Action::Tee { to, length } | Action::Watch { to, length } => {
                             let watch = matches!(a, Action::Watch { .. });
                             let payload = env.facts.l2().map(|l| l.payload.len()).unwrap_or(0);
-                            let payload_len = match length {
-                                CopyLength::Whole => payload,
-                                CopyLength::Bytes(n) => payload.min(usize::from(n.get())),
-                            };
+                            let payload_len = length.copied(payload);
                             let copied = !env.is_endpoint(to)
                                 && copies.push(FrameCopy {
                                     to,

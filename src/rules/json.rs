@@ -12,7 +12,11 @@
 //! ```
 //!
 //! Capabilities are `{"id":N,"default":bool,"rules":[...]}`, tags `{"id":N,"default":N|null}`.
-//! Writing uses ZeroTier's key order (`type`, `not`, `or`, then the fields). Reading is
+//! Writing uses ZeroTier's key order (`type`, `not`, `or`, then the fields). A
+//! [`RuleSet`] (what the controller stores and ships) is written in canonical form, as
+//! ZeroTier's controller renders rules; [`Compiled`] (what `skylan rules compile -j`
+//! prints) writes IP networks and `tee`/`watch`/`redirect` addresses as the source
+//! spelled them, as ZeroTier's compiler does (see [`Spellings`]). Reading is
 //! strict where ZeroTier is silent: an unknown `type`, a missing field or a value out of
 //! range is an error naming the JSON path (`rules[3].etherType`), never a silently
 //! dropped or truncated rule. `MATCH_TAGS_SAMENESS` (the old name of
@@ -22,7 +26,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use super::compile::{Compiled, Names};
+use super::compile::{Compiled, Names, Spellings};
 use super::error::RulesError;
 use super::table::{
     Action, ByteRange, Capability, Condition, CopyLength, Entry, Match, PortRange, RuleSet, TagDef,
@@ -145,26 +149,87 @@ pub fn entry_fields(e: &Entry) -> (&'static str, bool, bool, Vec<(&'static str, 
 
 impl Serialize for Entry {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let (ty, not, or, fields) = entry_fields(self);
+        EntryJson {
+            entry: self,
+            written: None,
+        }
+        .serialize(s)
+    }
+}
+
+/// An entry with, optionally, its `ip` or `address` value as the source wrote it.
+struct EntryJson<'a> {
+    entry: &'a Entry,
+    written: Option<&'a str>,
+}
+
+impl Serialize for EntryJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let (ty, not, or, fields) = entry_fields(self.entry);
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("type", ty)?;
-        if let Entry::Match(_) = self {
+        if let Entry::Match(_) = self.entry {
             m.serialize_entry("not", &not)?;
             m.serialize_entry("or", &or)?;
         }
         for (k, v) in &fields {
-            m.serialize_entry(k, v)?;
+            match self.written {
+                Some(text) if matches!(*k, "ip" | "address") => m.serialize_entry(k, text)?,
+                _ => m.serialize_entry(k, v)?,
+            }
         }
         m.end()
     }
 }
 
+/// A table, each entry with its spelling from `written` (`(index, text)` in index order).
+struct TableJson<'a> {
+    entries: &'a [Entry],
+    written: &'a [(usize, String)],
+}
+
+impl Serialize for TableJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut q = s.serialize_seq(Some(self.entries.len()))?;
+        let mut written = self.written.iter().peekable();
+        for (i, entry) in self.entries.iter().enumerate() {
+            let text = written.next_if(|(at, _)| *at == i).map(|(_, t)| t.as_str());
+            q.serialize_element(&EntryJson {
+                entry,
+                written: text,
+            })?;
+        }
+        q.end()
+    }
+}
+
 impl Serialize for Capability {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        CapabilityJson {
+            cap: self,
+            written: &[],
+        }
+        .serialize(s)
+    }
+}
+
+struct CapabilityJson<'a> {
+    cap: &'a Capability,
+    written: &'a [(usize, String)],
+}
+
+impl Serialize for CapabilityJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("id", &self.id)?;
-        m.serialize_entry("default", &self.default)?;
-        m.serialize_entry("rules", self.entries())?;
+        m.serialize_entry("id", &self.cap.id)?;
+        m.serialize_entry("default", &self.cap.default)?;
+        m.serialize_entry(
+            "rules",
+            &TableJson {
+                entries: self.cap.entries(),
+                written: self.written,
+            },
+        )?;
         m.end()
     }
 }
@@ -178,13 +243,50 @@ impl Serialize for TagDef {
     }
 }
 
-/// `{"rules":[...],"capabilities":[...],"tags":[...]}` — the three controller fields.
+/// `{"rules":[...],"capabilities":[...],"tags":[...]}` — the three controller fields,
+/// every value in its canonical form.
 impl Serialize for RuleSet {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ConfigJson {
+            rules: self,
+            spellings: &Spellings::default(),
+        }
+        .serialize(s)
+    }
+}
+
+/// The three controller fields with the values in `spellings` as written.
+struct ConfigJson<'a> {
+    rules: &'a RuleSet,
+    spellings: &'a Spellings,
+}
+
+impl Serialize for ConfigJson<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("rules", self.entries())?;
-        m.serialize_entry("capabilities", self.capabilities())?;
-        m.serialize_entry("tags", self.tags())?;
+        m.serialize_entry(
+            "rules",
+            &TableJson {
+                entries: self.rules.entries(),
+                written: &self.spellings.base,
+            },
+        )?;
+        let caps: Vec<CapabilityJson<'_>> = self
+            .rules
+            .capabilities()
+            .iter()
+            .enumerate()
+            .map(|(i, cap)| CapabilityJson {
+                cap,
+                written: self
+                    .spellings
+                    .capabilities
+                    .get(i)
+                    .map_or(&[][..], Vec::as_slice),
+            })
+            .collect();
+        m.serialize_entry("capabilities", &caps)?;
+        m.serialize_entry("tags", self.rules.tags())?;
         m.end()
     }
 }
@@ -234,7 +336,13 @@ impl Serialize for TagsByName<'_> {
 impl Serialize for Compiled {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(3))?;
-        m.serialize_entry("config", &self.rules)?;
+        m.serialize_entry(
+            "config",
+            &ConfigJson {
+                rules: &self.rules,
+                spellings: &self.spellings,
+            },
+        )?;
         let caps: Vec<(&str, u32)> = self
             .names
             .capabilities

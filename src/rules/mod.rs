@@ -49,7 +49,7 @@ mod tests;
 pub use compile::{
     CapabilityInfo, Compiled, LoadedSource, MAX_INCLUDE_DEPTH, MAX_INCLUDED_FILES, MAX_MACRO_DEPTH,
     MAX_MACRO_EXPANSIONS, MAX_SOURCE_BYTES, Names, NoIncludes, Origin, Origins, RESERVED_WORDS,
-    SourceLoader, TagInfo, compile, compile_str,
+    SourceLoader, Spellings, TagInfo, compile, compile_str,
 };
 pub use error::{Diagnostic, RulesError, Severity};
 pub use eval::{

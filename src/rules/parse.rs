@@ -656,6 +656,25 @@ fn syntax_error(e: &pest::error::Error<Rule>, sources: &Sources, file: u16) -> D
         return d;
     }
 
+    // `and`, `or` or `not` with no match after it (ZeroTier ignores it; it is a slip).
+    let last_word = prev
+        .first()
+        .map(|(_, w)| w.to_lowercase())
+        .unwrap_or_default();
+    if (at_eof || found == ";") && ["and", "or", "not"].contains(&last_word.as_str()) {
+        let (at, w) = prev[0];
+        let span = Span {
+            file,
+            start: at as u32,
+            end: (at + w.len()) as u32,
+        };
+        return sources
+            .error(span, format!("`{w}` is not followed by a match"))
+            .with_hint(format!(
+                "add the match it was meant for, or remove `{w}` (ZeroTier's compiler ignores it silently)"
+            ));
+    }
+
     if expects(Rule::macro_params) {
         return sources
             .error(span_found, "malformed macro parameter list")
@@ -710,12 +729,6 @@ fn syntax_error(e: &pest::error::Error<Rule>, sources: &Sources, file: u16) -> D
                 format!("missing `;` at the end of the tag definition {before}"),
                 after_prev,
                 "end a tag definition with `;`: `tag name id 1 default 0;`",
-            )
-        } else if at_eof {
-            (
-                "missing `;` at the end of the last rule".to_string(),
-                after_prev,
-                "every rule ends with `;`, for example `accept ethertype arp;`",
             )
         } else {
             (
@@ -901,8 +914,48 @@ mod tests {
         assert_eq!(d.message, "missing `;` before `accept`");
         assert_eq!((d.line, d.col), (1, 21));
         assert!(d.hint.unwrap().contains("ends with `;`"));
-        let d = err("accept ethertype arp");
-        assert_eq!(d.message, "missing `;` at the end of the last rule");
+    }
+
+    #[test]
+    fn the_last_rule_or_tag_may_leave_out_its_semicolon() {
+        // ZeroTier's compiler accepts a file that ends without the last `;`.
+        for src in [
+            "accept ethertype arp",
+            "accept ethertype arp;\ndrop",
+            "accept ethertype arp;\ndrop dport 22  # last\n",
+            "tee 0 89e92ceee5",
+            "accept;\ntag t id 1 default 0\n",
+        ] {
+            let items = parse(src).unwrap_or_else(|d| panic!("{src:?}: {d}"));
+            assert!(!items.is_empty(), "{src:?}");
+        }
+        let items = parse("accept ethertype arp;\ndrop").unwrap();
+        assert!(matches!(&items[1], Item::Rule(r) if r.action == ActionKw::Drop));
+        // Blocks still need their own `;`, and only the end of the file ends a rule.
+        let d = err("cap c id 1 accept dport 22");
+        assert_eq!(
+            d.message,
+            "the `cap` block `c` is not closed at the end of the file"
+        );
+        assert!(
+            err("accept ethertype arp\naccept;")
+                .message
+                .contains("missing `;`")
+        );
+    }
+
+    #[test]
+    fn trailing_connectives_are_refused() {
+        // ZeroTier ignores a `not` or `and` with no match after it; it is a mistake.
+        for (src, word) in [
+            ("accept dport 22 and;", "and"),
+            ("accept dport 22 not ;", "not"),
+            ("accept dport 22 or", "or"),
+        ] {
+            let d = err(src);
+            assert_eq!(d.message, format!("`{word}` is not followed by a match"));
+            assert_eq!((d.line, d.col), (1, 17), "{src:?}");
+        }
     }
 
     #[test]

@@ -120,7 +120,7 @@ fn action() -> impl Strategy<Value = Action> {
         4 => Just(Action::Accept),
         3 => Just(Action::Drop),
         2 => Just(Action::Break),
-        1 => ((0u8..5), prop_oneof![Just(CopyLength::Whole), Just(CopyLength::from_i64(20).unwrap_or(CopyLength::Whole))])
+        1 => ((0u8..5), prop_oneof![Just(CopyLength::Whole), Just(CopyLength::WholeAsZero), Just(CopyLength::from_i64(20).unwrap_or(CopyLength::Whole))])
             .prop_map(|(i, length)| Action::Tee { to: addr(i), length }),
         1 => (0u8..5).prop_map(|i| Action::Watch { to: addr(i), length: CopyLength::Whole }),
         1 => (0u8..5).prop_map(|i| Action::Redirect { to: addr(i) }),

@@ -133,8 +133,10 @@ fn run_table(w: &World<'_>, entries: &[Entry], salt: u32) -> (End, Vec<FrameCopy
                             copies.push(FrameCopy {
                                 to,
                                 watch: matches!(a, Action::Watch { .. }),
+                                // Written out here rather than through `copied`, so the
+                                // reference does not share the evaluator's code.
                                 payload_len: match length {
-                                    CopyLength::Whole => payload,
+                                    CopyLength::Whole | CopyLength::WholeAsZero => payload,
                                     CopyLength::Bytes(n) => payload.min(n.get() as usize),
                                 },
                             });

@@ -226,10 +226,16 @@ impl Action {
 }
 
 /// How many bytes of a frame's Ethernet payload a `tee`/`watch` copies.
+///
+/// `-1` and `0` both mean the whole frame; which one was written is kept, so the
+/// compiled JSON says what the source said (ZeroTier's compiler writes the number as
+/// given, and its controller keeps a 0 as 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CopyLength {
-    /// The whole frame (written `-1` or `0`).
+    /// The whole frame, written `-1`.
     Whole,
+    /// The whole frame, written `0` (ZeroTier's engine reads a length of 0 as "no limit").
+    WholeAsZero,
     /// At most this many bytes of the Ethernet payload (1-65535).
     Bytes(std::num::NonZeroU16),
 }
@@ -238,17 +244,27 @@ impl CopyLength {
     /// From the language/JSON number: -1 and 0 mean the whole frame.
     pub fn from_i64(n: i64) -> Option<CopyLength> {
         match n {
-            -1 | 0 => Some(CopyLength::Whole),
+            -1 => Some(CopyLength::Whole),
+            0 => Some(CopyLength::WholeAsZero),
             1..=65535 => std::num::NonZeroU16::new(n as u16).map(CopyLength::Bytes),
             _ => None,
         }
     }
 
-    /// The JSON number: -1 for the whole frame.
+    /// The JSON number, as written: -1 or 0 for the whole frame, else the byte count.
     pub fn to_i64(self) -> i64 {
         match self {
             CopyLength::Whole => -1,
+            CopyLength::WholeAsZero => 0,
             CopyLength::Bytes(n) => i64::from(n.get()),
+        }
+    }
+
+    /// How many payload bytes of a frame whose payload is `payload` bytes are copied.
+    pub fn copied(self, payload: usize) -> usize {
+        match self {
+            CopyLength::Whole | CopyLength::WholeAsZero => payload,
+            CopyLength::Bytes(n) => payload.min(usize::from(n.get())),
         }
     }
 }
@@ -776,7 +792,10 @@ mod tests {
     #[test]
     fn copy_length_accepts_zerotier_forms() {
         assert_eq!(CopyLength::from_i64(-1), Some(CopyLength::Whole));
-        assert_eq!(CopyLength::from_i64(0), Some(CopyLength::Whole));
+        assert_eq!(CopyLength::from_i64(0), Some(CopyLength::WholeAsZero));
+        assert_eq!(CopyLength::from_i64(0).map(|c| c.to_i64()), Some(0));
+        assert_eq!(CopyLength::WholeAsZero.copied(1500), 1500);
+        assert_eq!(CopyLength::from_i64(128).map(|c| c.copied(1500)), Some(128));
         assert_eq!(CopyLength::from_i64(128).map(|c| c.to_i64()), Some(128));
         assert_eq!(CopyLength::from_i64(65536), None);
         assert_eq!(CopyLength::from_i64(-2), None);

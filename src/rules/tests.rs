@@ -664,3 +664,113 @@ fn explain_names_the_default_and_capabilities() {
         "{text}"
     );
 }
+
+// ----- compatibility with ZeroTier's compiler (docs/rules.md lists every difference) -----
+
+#[test]
+fn a_last_rule_without_its_semicolon_compiles_as_in_zerotier() {
+    let c = compiled("accept ethertype arp;\naccept dport 22\n");
+    assert_eq!(rule_count(c.rules.entries()), 2);
+    assert_eq!(
+        verdict(&c.rules, "tcp to 198.18.0.2:22", &OUT),
+        Verdict::Accept
+    );
+    let c = compiled("accept ethertype arp;\ndrop");
+    assert_eq!(rule_count(c.rules.entries()), 2);
+    let c = compiled("accept;\ntag role id 1 default 2");
+    assert_eq!(c.names.tag("role").and_then(|t| t.default), Some(2));
+    // Only the end of the file stands in for the `;`.
+    let d = error("accept ethertype arp\naccept;");
+    assert_eq!(d.message, "missing `;` before `accept`");
+}
+
+#[test]
+fn tee_and_watch_keep_a_written_zero_length() {
+    let c = compiled("tee 0 3333333333;\nwatch -1 4444444444;\naccept;");
+    let json: serde_json::Value = serde_json::from_str(&c.to_json_pretty()).unwrap();
+    assert_eq!(json["config"]["rules"][0]["length"], 0);
+    assert_eq!(json["config"]["rules"][1]["length"], -1);
+    let stored: serde_json::Value = serde_json::from_str(&c.rules.to_json_pretty()).unwrap();
+    assert_eq!(
+        stored["rules"][0]["length"], 0,
+        "the controller keeps it too"
+    );
+    // Both still copy the whole frame.
+    let d = decide(&c.rules, "tcp size 300", &OUT);
+    let lens: Vec<usize> = d.copies.iter().map(|c| c.payload_len).collect();
+    assert_eq!(lens, vec![300, 300]);
+}
+
+#[test]
+fn addresses_and_networks_appear_in_the_compiled_json_as_written() {
+    let c = compiled(
+        "macro obs($who) watch 64 $who ipsrc FD00:0:0::/16; ;\n\
+         cap c id 7 redirect DEADBEEF11 ipdest 2001:DB8::1; accept; ;\n\
+         tee -1 89E92CEEE5 ipdest 198.18.0.1/015;\n\
+         include obs(89e92CEEE6)\n\
+         accept ipsrc fd00::/8;",
+    );
+    let json: serde_json::Value = serde_json::from_str(&c.to_json_pretty()).unwrap();
+    let rules = &json["config"]["rules"];
+    assert_eq!(rules[0]["ip"], "198.18.0.1/015");
+    assert_eq!(rules[1]["address"], "89E92CEEE5");
+    assert_eq!(rules[2]["ip"], "FD00:0:0::/16");
+    assert_eq!(rules[3]["address"], "89e92CEEE6");
+    assert_eq!(rules[4]["ip"], "fd00::/8");
+    let cap = &json["config"]["capabilities"][0]["rules"];
+    assert_eq!(
+        cap[0]["ip"], "2001:DB8::1/128",
+        "a bare address gets its /128"
+    );
+    assert_eq!(cap[1]["address"], "DEADBEEF11");
+    // The rule set itself (what the controller stores and nodes run) is canonical...
+    let stored: serde_json::Value = serde_json::from_str(&c.rules.to_json_pretty()).unwrap();
+    assert_eq!(stored["rules"][1]["address"], "89e92ceee5");
+    assert_eq!(stored["rules"][2]["ip"], "fd00::/16");
+    assert_eq!(
+        stored["capabilities"][0]["rules"][0]["ip"],
+        "2001:db8::1/128"
+    );
+    // ...and the spelled JSON reads back into the same rule set.
+    let back = RuleSet::from_json_values(
+        &json["config"]["rules"],
+        &json["config"]["capabilities"],
+        &json["config"]["tags"],
+    )
+    .unwrap();
+    assert_eq!(back, c.rules);
+    let d = decide(&c.rules, "udp from [fd00::1]:5 to [fd00::2]:6", &OUT);
+    let to: Vec<NodeAddress> = d.copies.iter().map(|c| c.to).collect();
+    assert_eq!(to, vec![node("89e92ceee6")]);
+}
+
+#[test]
+fn deliberate_differences_from_zerotiers_compiler() {
+    // Tag defaults of 2^31 and above keep their value (ZeroTier writes a negative one).
+    let c = compiled("tag big id 1 default 3000000000;\naccept;");
+    let json: serde_json::Value = serde_json::from_str(&c.to_json_pretty()).unwrap();
+    assert_eq!(json["config"]["tags"][0]["default"], 3_000_000_000u64);
+    // A name that is both an enum value and a flag of one tag is refused (ZeroTier reads
+    // it as the flag in rules and as the enum value in `default`).
+    for src in [
+        "tag t id 1 enum 1 x flag 2 x default x;\naccept tseq t x;",
+        "tag t id 1 flag 2 X enum 1 x;\naccept;",
+    ] {
+        let d = error(src);
+        assert!(
+            d.message
+                .contains("names both an enum value and a flag of tag `t`"),
+            "{d}"
+        );
+    }
+    // A trailing `not` or `and` is an error (ZeroTier ignores it).
+    assert_eq!(
+        error("accept dport 22 not;").message,
+        "`not` is not followed by a match"
+    );
+    // `#` starts a comment even inside a word (in ZeroTier only at the start of one).
+    let c = compiled("accept ethertype arp#ARP only\n;\naccept dport 22#ssh\n;");
+    let json: serde_json::Value = serde_json::from_str(&c.to_json_pretty()).unwrap();
+    assert_eq!(json["config"]["rules"][0]["etherType"], 0x0806);
+    assert_eq!(json["config"]["rules"][2]["start"], 22);
+}

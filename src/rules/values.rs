@@ -166,6 +166,17 @@ pub(crate) fn ip_net(text: &str) -> VResult<IpNet> {
     })
 }
 
+/// How ZeroTier's compiler writes the network `text` (already accepted by [`ip_net`])
+/// into the compiled JSON: as written. A bare address (our extension) gets the `/bits`
+/// of a single host (`max_bits`: 32 or 128) appended.
+pub(crate) fn ip_spelling(text: &str, max_bits: u8) -> String {
+    if text.contains('/') {
+        text.to_string()
+    } else {
+        format!("{text}/{max_bits}")
+    }
+}
+
 /// An ethertype: a number 0-65535 or one of the names in [`ETHERTYPES`].
 pub(crate) fn ethertype(text: &str) -> VResult<u16> {
     let lc = text.to_ascii_lowercase();

@@ -3,26 +3,53 @@
 //!
 //! [`fragment`] cuts a whole outer packet (header included) into 2..=16 chunks of
 //! nearly equal size and wraps each in a Fragment packet with the original's
-//! destination, source and flags. [`Reassembler`] collects chunks per
-//! `(source, packet_id)` and returns the original bytes once all have arrived.
+//! destination, source and flags. [`Reassembler`] collects chunks and returns the
+//! original bytes once all have arrived.
 //!
-//! Fragments are not authenticated, so the reassembler assumes an attacker can send
-//! any number of them with any source address. Its invariants, which hold after every
-//! call: at most `max_packets` partial packets in total and `max_per_source` per
-//! source address, at most `max_bytes` of chunk data buffered, no partial packet
-//! older than `timeout` once `insert` or `expire` has been called with a later time,
-//! and no partial packet longer than `max_packet_len`. When a limit would be exceeded
-//! the *oldest* partial packet (of that source, or overall) is evicted, so a flood
-//! delays reassembly but never grows memory. Every dropped fragment or packet is
-//! counted in [`ReassemblyStats`] by reason.
+//! # What can be trusted, and the keying that follows
 //!
-//! The node core owns one reassembler and feeds it the fields of each
-//! [`Outer::Fragment`](super::Outer::Fragment) it receives. A reassembled packet
-//! carries the header as the sender wrote it; the hops added by relays are on the
-//! fragments' headers, so path decisions use the hop count of the fragments. A fragment
-//! arriving after its packet completed starts a new partial packet that times out.
+//! Packets are sealed first and fragmented after, so reassembly happens *before*
+//! decryption: nothing in a fragment is authenticated, and an attacker can send any
+//! number of them claiming any source node address. The reassembled packet is
+//! authenticated as a whole afterwards (a forged chunk only makes it fail). What the
+//! receiver does know is where the datagram came from, and which endpoints its own
+//! authenticated sessions use for each peer. So the caller states, per fragment, its
+//! [`Arrival`]: on a known path of the claimed source (the peer's direct path, or the
+//! root relaying for it), or unverified from some IP address. Partial packets are kept
+//! per *owner*: the claimed peer for known-path fragments, the sending IP address for
+//! the others. The key is `(owner, source, packet_id)`, so a fragment from elsewhere
+//! cannot even touch a known-path partial packet (to discard it as inconsistent).
+//!
+//! Invariants, which hold after every call: at most `max_packets` partial packets in
+//! total and `max_per_source` per owner, at most `max_bytes` of chunk data buffered, no
+//! partial packet older than `timeout` once `insert` or `expire` has been called with a
+//! later time, and no partial packet longer than `max_packet_len`. When a limit would
+//! be exceeded, the *oldest* partial packet that the new fragment may displace is
+//! evicted: the owner's own for the per-owner limit; for the global limits, the oldest
+//! unverified one, and only for a known-path fragment, failing that, the oldest
+//! known-path one. An unverified fragment that finds no room is refused. So a flood of
+//! forged fragments evicts the flooder's own packets and other unverified ones, never
+//! a peer's on its known path, and memory never grows. What remains open is as far as
+//! unauthenticated fragments allow: an attacker who also spoofs the peer's own IP and
+//! port gets its fragments counted as the peer's (and can then evict only that peer's
+//! packets), and fragments relayed by the root that relays for a peer count as the
+//! peer's, so on a relayed path the protection is as strong as the root's check of
+//! which source address a sender may use. Every dropped fragment or packet is counted
+//! in [`ReassemblyStats`] by reason.
+//!
+//! Buffers are reused: a partial packet's chunks live in one buffer, and the returned
+//! packet is built in another; both come from a small pool that finished partial
+//! packets and [`Reassembler::recycle`] refill, so steady reassembly allocates nothing.
+//!
+//! The node's data plane owns one reassembler and feeds it the fields of each
+//! [`Outer::Fragment`](super::Outer::Fragment) it receives, with the arrival judged
+//! from its published snapshot. A reassembled packet carries the header as the sender
+//! wrote it; the hops added by relays are on the fragments' headers, so path decisions
+//! use the hop count of the fragments. A fragment arriving after its packet completed
+//! starts a new partial packet that times out.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::WireError;
@@ -92,9 +119,10 @@ pub fn fragment(packet: &[u8], max_len: usize, packet_id: u64) -> Result<Vec<Vec
 /// Bounds on what a [`Reassembler`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReassemblyLimits {
-    /// Partial packets in flight from all sources together.
+    /// Partial packets in flight from all senders together.
     pub max_packets: usize,
-    /// Partial packets in flight from one source address.
+    /// Partial packets in flight from one sender: one peer on a known path, or one IP
+    /// address otherwise (see [`Arrival`]).
     pub max_per_source: usize,
     /// Chunk bytes buffered in total (raised to `max_packet_len` if lower, so one
     /// packet of the largest size can always complete).
@@ -106,7 +134,7 @@ pub struct ReassemblyLimits {
 }
 
 impl Default for ReassemblyLimits {
-    /// 256 packets, 8 per source, 4 MiB, 64 KiB per packet, 2 s.
+    /// 256 packets, 8 per sender, 4 MiB, 64 KiB per packet, 2 s.
     fn default() -> Self {
         Self {
             max_packets: 256,
@@ -116,6 +144,21 @@ impl Default for ReassemblyLimits {
             timeout: Duration::from_secs(2),
         }
     }
+}
+
+/// How a fragment reached us: what decides whose partial packets it may displace.
+///
+/// The caller judges it from what it knows to be authenticated (the node core: the
+/// endpoints its sessions publish for each peer); the fragment itself proves nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// From an endpoint the caller has an authenticated path on for the fragment's
+    /// claimed source: the peer's direct path, or the root that relays for it. Only
+    /// fragments that also arrive that way can evict this source's partial packets.
+    KnownPath,
+    /// From anywhere else. The sender is whoever can send from this IP address; its
+    /// partial packets are bounded per address and never displace known-path ones.
+    Unverified(IpAddr),
 }
 
 /// What a [`Reassembler`] did with the fragments it was given; every fragment that did
@@ -131,6 +174,9 @@ pub struct ReassemblyStats {
     pub bad_fragment: u64,
     /// Fragments dropped because the same index had already arrived with the same bytes.
     pub duplicate: u64,
+    /// Fragments from an unverified sender dropped because every slot (or byte) is held
+    /// by partial packets from known paths, which such fragments may not evict.
+    pub refused: u64,
     /// Partial packets discarded because a fragment contradicted them (another count,
     /// or the same index with other bytes).
     pub inconsistent: u64,
@@ -141,10 +187,62 @@ pub struct ReassemblyStats {
     pub malformed: u64,
     /// Partial packets given up after `timeout`.
     pub timed_out: u64,
-    /// Partial packets evicted because their source had `max_per_source` in flight.
+    /// Partial packets evicted because their sender had `max_per_source` in flight.
     pub evicted_per_source: u64,
     /// Partial packets evicted because `max_packets` or `max_bytes` was reached.
     pub evicted_global: u64,
+}
+
+impl ReassemblyStats {
+    /// Every counter with its metric name (drops start with `drop_fragment_`).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> {
+        [
+            ("fragments_accepted", self.fragments_accepted),
+            ("fragment_packets_reassembled", self.packets_reassembled),
+            ("drop_fragment_bad", self.bad_fragment),
+            ("drop_fragment_duplicate", self.duplicate),
+            ("drop_fragment_refused", self.refused),
+            ("drop_fragment_inconsistent", self.inconsistent),
+            ("drop_fragment_too_large", self.too_large),
+            ("drop_fragment_malformed", self.malformed),
+            ("drop_fragment_timed_out", self.timed_out),
+            ("drop_fragment_evicted_per_source", self.evicted_per_source),
+            ("drop_fragment_evicted_global", self.evicted_global),
+        ]
+        .into_iter()
+    }
+
+    /// The sum of two sets of counters.
+    pub fn merged(&self, o: &ReassemblyStats) -> ReassemblyStats {
+        ReassemblyStats {
+            fragments_accepted: self.fragments_accepted + o.fragments_accepted,
+            packets_reassembled: self.packets_reassembled + o.packets_reassembled,
+            bad_fragment: self.bad_fragment + o.bad_fragment,
+            duplicate: self.duplicate + o.duplicate,
+            refused: self.refused + o.refused,
+            inconsistent: self.inconsistent + o.inconsistent,
+            too_large: self.too_large + o.too_large,
+            malformed: self.malformed + o.malformed,
+            timed_out: self.timed_out + o.timed_out,
+            evicted_per_source: self.evicted_per_source + o.evicted_per_source,
+            evicted_global: self.evicted_global + o.evicted_global,
+        }
+    }
+}
+
+/// Whose a partial packet is: the unit of the per-sender limit and of eviction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Owner {
+    /// A peer whose fragments arrived on a known path ([`Arrival::KnownPath`]).
+    Peer(NodeAddress),
+    /// Whoever sends from this address ([`Arrival::Unverified`]).
+    Address(IpAddr),
+}
+
+impl Owner {
+    fn known(self) -> bool {
+        matches!(self, Owner::Peer(_))
+    }
 }
 
 /// Puts fragments back together with bounded memory (see the module docs for the
@@ -152,28 +250,41 @@ pub struct ReassemblyStats {
 #[derive(Debug)]
 pub struct Reassembler {
     limits: ReassemblyLimits,
-    /// Partial packets keyed by a sequence number given in arrival order of their
-    /// first fragment, so the first entry is the oldest.
-    partials: BTreeMap<u64, Partial>,
-    /// `(source, packet_id)` → sequence number.
-    by_id: HashMap<(NodeAddress, u64), u64>,
-    /// Sequence numbers per source, oldest first; no empty lists are kept.
-    by_source: HashMap<NodeAddress, VecDeque<u64>>,
+    /// Partial packets; `None` slots are listed in `free`. Grows to at most
+    /// `max_packets` slots and is reused from then on.
+    slots: Vec<Option<Partial>>,
+    free: Vec<usize>,
+    /// `(owner, source, packet_id)` → slot.
+    by_id: HashMap<(Owner, NodeAddress, u64), usize>,
+    /// Partial packets per owner; no zero counts are kept.
+    per_owner: HashMap<Owner, usize>,
+    /// Partial packets held (`Some` slots).
+    live: usize,
+    /// Arrival order of first fragments, so eviction can pick the oldest.
     next_seq: u64,
-    /// Sum of `Partial::bytes`.
+    /// No partial packet was created before this (it may be earlier than the oldest
+    /// one still held; `expire` then rescans).
+    earliest: Option<Time>,
+    /// Sum of the partial packets' chunk bytes.
     bytes: usize,
+    /// Buffers of finished partial packets and recycled results, for reuse.
+    spare: Vec<Vec<u8>>,
     stats: ReassemblyStats,
 }
 
 #[derive(Debug)]
 struct Partial {
+    owner: Owner,
     src: NodeAddress,
     packet_id: u64,
+    seq: u64,
     created: Time,
-    /// One slot per fragment; `chunks.len()` is the fragment count.
-    chunks: Vec<Option<Box<[u8]>>>,
-    received: usize,
-    bytes: usize,
+    count: u8,
+    received: u8,
+    /// Where each fragment's chunk is in `data` (offset, length), by index.
+    chunks: [Option<(usize, usize)>; MAX_FRAGMENTS],
+    /// The chunks in arrival order.
+    data: Vec<u8>,
 }
 
 /// Why a partial packet is removed before completing.
@@ -206,21 +317,28 @@ impl Reassembler {
         };
         Self {
             limits,
-            partials: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             by_id: HashMap::new(),
-            by_source: HashMap::new(),
+            per_owner: HashMap::new(),
+            live: 0,
             next_seq: 0,
+            earliest: None,
             bytes: 0,
+            spare: Vec::new(),
             stats: ReassemblyStats::default(),
         }
     }
 
-    /// Takes one fragment (the fields of an `Outer::Fragment` and the header's source)
-    /// and returns the whole original packet when this was its last missing piece.
-    /// Expires old partial packets first.
+    /// Takes one fragment (the fields of an `Outer::Fragment`, the header's source and
+    /// how it arrived) and returns the whole original packet when this was its last
+    /// missing piece. Expires old partial packets first. Give the returned buffer back
+    /// with [`recycle`](Self::recycle) to have it reused.
+    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &mut self,
         now: Time,
+        arrival: Arrival,
         src: NodeAddress,
         packet_id: u64,
         index: u8,
@@ -233,56 +351,74 @@ impl Reassembler {
             return None;
         }
         self.expire(now);
+        let owner = match arrival {
+            Arrival::KnownPath => Owner::Peer(src),
+            Arrival::Unverified(ip) => Owner::Address(ip),
+        };
 
-        let seq = match self.by_id.get(&(src, packet_id)) {
-            Some(&seq) => {
-                let partial = self.partials.get(&seq)?;
-                let slot = partial.chunks.get(usize::from(index));
-                if partial.chunks.len() != usize::from(count) {
-                    self.remove(seq, Some(Removal::Inconsistent));
+        let slot = match self.by_id.get(&(owner, src, packet_id)) {
+            Some(&slot) => {
+                let partial = self.slots.get(slot)?.as_ref()?;
+                if partial.count != count {
+                    self.discard(slot, Some(Removal::Inconsistent));
                     return None;
                 }
-                if let Some(Some(existing)) = slot {
-                    if **existing == *chunk {
+                if let Some((at, len)) = partial.chunks[usize::from(index)] {
+                    if partial.data[at..at + len] == *chunk {
                         self.stats.duplicate += 1;
                     } else {
-                        self.remove(seq, Some(Removal::Inconsistent));
+                        self.discard(slot, Some(Removal::Inconsistent));
                     }
                     return None;
                 }
-                if partial.bytes + chunk.len() > self.limits.max_packet_len {
-                    self.remove(seq, Some(Removal::TooLarge));
+                if partial.data.len() + chunk.len() > self.limits.max_packet_len {
+                    self.discard(slot, Some(Removal::TooLarge));
                     return None;
                 }
-                seq
+                slot
             }
-            None => self.start(now, src, packet_id, count),
+            None => match self.start(now, owner, src, packet_id, count) {
+                Some(slot) => slot,
+                None => {
+                    self.stats.refused += 1;
+                    return None;
+                }
+            },
         };
 
-        // Make room for the chunk by evicting the oldest other partial packets. This
-        // ends: this partial plus the chunk fits in max_packet_len <= max_bytes.
+        // Make room for the chunk by evicting other partial packets, oldest first, that
+        // this fragment may displace. For a known path this ends: this partial plus the
+        // chunk fits in max_packet_len <= max_bytes.
         while self.bytes + chunk.len() > self.limits.max_bytes {
-            let Some(victim) = self.partials.keys().copied().find(|&s| s != seq) else {
-                break;
-            };
-            self.remove(victim, Some(Removal::Global));
+            match self.victim(owner.known(), Some(slot)) {
+                Some(victim) => self.discard(victim, Some(Removal::Global)),
+                None => {
+                    if self.slots[slot].as_ref().is_some_and(|p| p.received == 0) {
+                        self.discard(slot, None);
+                    }
+                    self.stats.refused += 1;
+                    return None;
+                }
+            }
         }
 
-        let partial = self.partials.get_mut(&seq)?;
-        partial.chunks[usize::from(index)] = Some(chunk.into());
+        let partial = self.slots.get_mut(slot)?.as_mut()?;
+        partial.chunks[usize::from(index)] = Some((partial.data.len(), chunk.len()));
+        partial.data.extend_from_slice(chunk);
         partial.received += 1;
-        partial.bytes += chunk.len();
         self.bytes += chunk.len();
         self.stats.fragments_accepted += 1;
-        if partial.received < partial.chunks.len() {
+        if partial.received < partial.count {
             return None;
         }
 
-        let partial = self.remove(seq, None)?;
-        let mut packet = Vec::with_capacity(partial.bytes);
-        for chunk in partial.chunks.iter().flatten() {
-            packet.extend_from_slice(chunk);
+        let partial = self.remove(slot, None)?;
+        let mut packet = self.spare.pop().unwrap_or_default();
+        packet.clear();
+        for &(at, len) in partial.chunks.iter().flatten() {
+            packet.extend_from_slice(&partial.data[at..at + len]);
         }
+        self.recycle(partial.data);
         match Header::parse(&packet) {
             Ok(header) if header.kind != Kind::Fragment && header.src == src => {
                 self.stats.packets_reassembled += 1;
@@ -290,26 +426,50 @@ impl Reassembler {
             }
             _ => {
                 self.stats.malformed += 1;
+                self.recycle(packet);
                 None
             }
         }
     }
 
-    /// Gives up partial packets whose first fragment is `timeout` or more before `now`.
-    pub fn expire(&mut self, now: Time) {
-        while let Some((&seq, oldest)) = self.partials.first_key_value() {
-            if now.since(oldest.created) < self.limits.timeout {
-                break;
-            }
-            self.remove(seq, Some(Removal::TimedOut));
+    /// Gives a buffer back (a packet [`insert`](Self::insert) returned) so that a later
+    /// partial packet reuses it instead of allocating.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        // One buffer per partial packet that may be held, plus the one being returned.
+        if self.spare.len() <= self.limits.max_packets && buf.capacity() > 0 {
+            self.spare.push(buf);
         }
     }
 
-    /// When the oldest partial packet times out, for the caller's timer.
+    /// Gives up partial packets whose first fragment is `timeout` or more before `now`.
+    pub fn expire(&mut self, now: Time) {
+        let Some(earliest) = self.earliest else {
+            return;
+        };
+        if now.since(earliest) < self.limits.timeout {
+            return;
+        }
+        let mut still = None;
+        for slot in 0..self.slots.len() {
+            let Some(created) = self.slots[slot].as_ref().map(|p| p.created) else {
+                continue;
+            };
+            if now.since(created) >= self.limits.timeout {
+                self.discard(slot, Some(Removal::TimedOut));
+            } else {
+                still = Some(still.map_or(created, |t: Time| t.min(created)));
+            }
+        }
+        self.earliest = still;
+    }
+
+    /// When the oldest partial packet times out, for the caller's timer (possibly a
+    /// little early: [`expire`](Self::expire) then finds nothing to do).
     pub fn next_expiry(&self) -> Option<Time> {
-        self.partials
-            .first_key_value()
-            .map(|(_, p)| p.created + self.limits.timeout)
+        if self.live == 0 {
+            return None;
+        }
+        self.earliest.map(|t| t + self.limits.timeout)
     }
 
     /// Drop and completion counters since creation.
@@ -324,7 +484,7 @@ impl Reassembler {
 
     /// Partial packets held now.
     pub fn packets_in_flight(&self) -> usize {
-        self.partials.len()
+        self.live
     }
 
     /// Chunk bytes held now.
@@ -332,49 +492,97 @@ impl Reassembler {
         self.bytes
     }
 
-    /// Starts a partial packet, evicting the oldest ones first if the per-source or
-    /// total packet limit is reached. Returns its sequence number.
-    fn start(&mut self, now: Time, src: NodeAddress, packet_id: u64, count: u8) -> u64 {
-        let own = self.by_source.get(&src).map_or(0, VecDeque::len);
-        if own >= self.limits.max_per_source {
-            if let Some(oldest) = self.by_source.get(&src).and_then(|q| q.front().copied()) {
-                self.remove(oldest, Some(Removal::PerSource));
+    /// Starts a partial packet, evicting first the owner's oldest one if it has
+    /// `max_per_source` in flight, and one it may displace if `max_packets` are held.
+    /// Returns its slot, or `None` if there is no room this fragment may take.
+    fn start(
+        &mut self,
+        now: Time,
+        owner: Owner,
+        src: NodeAddress,
+        packet_id: u64,
+        count: u8,
+    ) -> Option<usize> {
+        if self.per_owner.get(&owner).copied().unwrap_or(0) >= self.limits.max_per_source {
+            if let Some(oldest) = self.oldest(|p| p.owner == owner, None) {
+                self.discard(oldest, Some(Removal::PerSource));
             }
         }
-        if self.partials.len() >= self.limits.max_packets {
-            if let Some(oldest) = self.partials.keys().next().copied() {
-                self.remove(oldest, Some(Removal::Global));
-            }
+        if self.live >= self.limits.max_packets {
+            let victim = self.victim(owner.known(), None)?;
+            self.discard(victim, Some(Removal::Global));
         }
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.partials.insert(
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        let partial = Partial {
+            owner,
+            src,
+            packet_id,
             seq,
-            Partial {
-                src,
-                packet_id,
-                created: now,
-                chunks: vec![None; usize::from(count)],
-                received: 0,
-                bytes: 0,
-            },
-        );
-        self.by_id.insert((src, packet_id), seq);
-        self.by_source.entry(src).or_default().push_back(seq);
-        seq
+            created: now,
+            count,
+            received: 0,
+            chunks: [None; MAX_FRAGMENTS],
+            data,
+        };
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot] = Some(partial);
+                slot
+            }
+            None => {
+                self.slots.push(Some(partial));
+                self.slots.len() - 1
+            }
+        };
+        self.live += 1;
+        self.by_id.insert((owner, src, packet_id), slot);
+        *self.per_owner.entry(owner).or_insert(0) += 1;
+        self.earliest = Some(self.earliest.map_or(now, |t| t.min(now)));
+        Some(slot)
+    }
+
+    /// The partial packet a fragment may evict to make room: the oldest unverified
+    /// one, or for a known-path fragment the oldest of any kind. Never `except`.
+    fn victim(&self, known: bool, except: Option<usize>) -> Option<usize> {
+        self.oldest(|p| !p.owner.known(), except)
+            .or_else(|| known.then(|| self.oldest(|_| true, except)).flatten())
+    }
+
+    /// The slot of the oldest partial packet matching `pick`, other than `except`.
+    fn oldest(&self, pick: impl Fn(&Partial) -> bool, except: Option<usize>) -> Option<usize> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|&(slot, _)| Some(slot) != except)
+            .filter_map(|(slot, p)| p.as_ref().filter(|p| pick(p)).map(|p| (p.seq, slot)))
+            .min()
+            .map(|(_, slot)| slot)
+    }
+
+    /// Removes a partial packet and keeps its buffer for reuse.
+    fn discard(&mut self, slot: usize, reason: Option<Removal>) {
+        if let Some(partial) = self.remove(slot, reason) {
+            self.recycle(partial.data);
+        }
     }
 
     /// Removes a partial packet from every index, counting `reason` if it is a drop.
-    fn remove(&mut self, seq: u64, reason: Option<Removal>) -> Option<Partial> {
-        let partial = self.partials.remove(&seq)?;
-        self.by_id.remove(&(partial.src, partial.packet_id));
-        if let Some(queue) = self.by_source.get_mut(&partial.src) {
-            queue.retain(|&s| s != seq);
-            if queue.is_empty() {
-                self.by_source.remove(&partial.src);
+    fn remove(&mut self, slot: usize, reason: Option<Removal>) -> Option<Partial> {
+        let partial = self.slots.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        self.live -= 1;
+        self.by_id
+            .remove(&(partial.owner, partial.src, partial.packet_id));
+        if let Some(n) = self.per_owner.get_mut(&partial.owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_owner.remove(&partial.owner);
             }
         }
-        self.bytes -= partial.bytes;
+        self.bytes -= partial.data.len();
         let counter = match reason {
             None => None,
             Some(Removal::Inconsistent) => Some(&mut self.stats.inconsistent),
@@ -413,8 +621,23 @@ mod tests {
         out
     }
 
-    /// Feeds one datagram to the reassembler as the node core would.
+    const KNOWN: Arrival = Arrival::KnownPath;
+
+    fn ip(last: u8) -> Arrival {
+        Arrival::Unverified(IpAddr::from([203, 0, 113, last]))
+    }
+
+    /// Feeds one datagram, arrived on the peer's known path, as the node core would.
     fn feed(r: &mut Reassembler, now: Time, datagram: &[u8]) -> Option<Vec<u8>> {
+        feed_as(r, now, KNOWN, datagram)
+    }
+
+    fn feed_as(
+        r: &mut Reassembler,
+        now: Time,
+        arrival: Arrival,
+        datagram: &[u8],
+    ) -> Option<Vec<u8>> {
         let (header, outer) = parse(datagram).expect("fragment parses");
         let Outer::Fragment {
             packet_id,
@@ -425,7 +648,7 @@ mod tests {
         else {
             panic!("not a fragment: {outer:?}");
         };
-        r.insert(now, header.src, packet_id, index, count, chunk)
+        r.insert(now, arrival, header.src, packet_id, index, count, chunk)
     }
 
     #[test]
@@ -513,11 +736,11 @@ mod tests {
     fn inconsistent_fragments_discard_the_partial_packet() {
         let src = addr(7);
         let mut r = Reassembler::default();
-        assert_eq!(r.insert(Time::ZERO, src, 1, 0, 3, b"aaaa"), None);
-        assert_eq!(r.insert(Time::ZERO, src, 1, 0, 3, b"bbbb"), None);
+        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 0, 3, b"aaaa"), None);
+        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 0, 3, b"bbbb"), None);
         assert_eq!(r.packets_in_flight(), 0);
-        assert_eq!(r.insert(Time::ZERO, src, 2, 0, 3, b"aaaa"), None);
-        assert_eq!(r.insert(Time::ZERO, src, 2, 1, 4, b"aaaa"), None);
+        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 2, 0, 3, b"aaaa"), None);
+        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 2, 1, 4, b"aaaa"), None);
         assert_eq!(r.packets_in_flight(), 0);
         assert_eq!(r.stats().inconsistent, 2);
         for (index, count, chunk) in [
@@ -526,7 +749,10 @@ mod tests {
             (0, 17, b"x"),
             (0, 2, b""),
         ] {
-            assert_eq!(r.insert(Time::ZERO, src, 3, index, count, chunk), None);
+            assert_eq!(
+                r.insert(Time::ZERO, KNOWN, src, 3, index, count, chunk),
+                None
+            );
         }
         assert_eq!(r.stats().bad_fragment, 4);
         assert_eq!(r.packets_in_flight(), 0);
@@ -537,17 +763,23 @@ mod tests {
         let src = addr(7);
         let mut r = Reassembler::default();
         // Too short for a header.
-        r.insert(Time::ZERO, src, 1, 0, 2, b"ab");
-        assert_eq!(r.insert(Time::ZERO, src, 1, 1, 2, b"cd"), None);
+        r.insert(Time::ZERO, KNOWN, src, 1, 0, 2, b"ab");
+        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 1, 2, b"cd"), None);
         // A valid packet, but from another source than the fragments claim.
         let other = packet(addr(8), 100);
-        r.insert(Time::ZERO, src, 2, 0, 2, &other[..50]);
-        assert_eq!(r.insert(Time::ZERO, src, 2, 1, 2, &other[50..]), None);
+        r.insert(Time::ZERO, KNOWN, src, 2, 0, 2, &other[..50]);
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, 2, 1, 2, &other[50..]),
+            None
+        );
         // A fragment inside fragments.
         let mut nested = packet(src, 100);
         nested[field::KIND] = Kind::Fragment.into();
-        r.insert(Time::ZERO, src, 3, 0, 2, &nested[..50]);
-        assert_eq!(r.insert(Time::ZERO, src, 3, 1, 2, &nested[50..]), None);
+        r.insert(Time::ZERO, KNOWN, src, 3, 0, 2, &nested[..50]);
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, 3, 1, 2, &nested[50..]),
+            None
+        );
         assert_eq!(r.stats().malformed, 3);
         assert_eq!(r.stats().packets_reassembled, 0);
     }
@@ -578,10 +810,10 @@ mod tests {
             max_packet_len: 100,
             ..ReassemblyLimits::default()
         });
-        assert_eq!(r.insert(Time::ZERO, src, 1, 0, 3, &[1; 101]), None);
+        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 0, 3, &[1; 101]), None);
         assert_eq!(r.stats().bad_fragment, 1);
-        r.insert(Time::ZERO, src, 2, 0, 3, &[1; 60]);
-        r.insert(Time::ZERO, src, 2, 1, 3, &[1; 60]);
+        r.insert(Time::ZERO, KNOWN, src, 2, 0, 3, &[1; 60]);
+        r.insert(Time::ZERO, KNOWN, src, 2, 1, 3, &[1; 60]);
         assert_eq!(r.stats().too_large, 1);
         assert_eq!((r.packets_in_flight(), r.buffered_bytes()), (0, 0));
     }
@@ -596,7 +828,7 @@ mod tests {
         feed(&mut r, Time::ZERO, &fragments[0]);
         let flooder = addr(0x0a0b0c0d0e);
         for id in 0..10_000u64 {
-            r.insert(Time::ZERO, flooder, id, 0, 16, &[0u8; 1000]);
+            r.insert(Time::ZERO, KNOWN, flooder, id, 0, 16, &[0u8; 1000]);
             assert!(r.packets_in_flight() <= 1 + limits.max_per_source);
         }
         assert_eq!(
@@ -622,14 +854,22 @@ mod tests {
             let src = addr(1 + i % 1000);
             let now = Time::from_millis(i / 10);
             let len = 1 + (i as usize * 131) % 1400;
-            r.insert(now, src, i, (i % 3) as u8, 4, &vec![i as u8; len]);
+            // Half the senders are peers on known paths, half bare addresses.
+            let (arrival, owner) = if i % 2 == 0 {
+                (KNOWN, Owner::Peer(src))
+            } else {
+                let a = IpAddr::from([198, 51, 100, (i % 200) as u8]);
+                (Arrival::Unverified(a), Owner::Address(a))
+            };
+            r.insert(now, arrival, src, i, (i % 3) as u8, 4, &vec![i as u8; len]);
             peak.0 = peak.0.max(r.packets_in_flight());
             peak.1 = peak.1.max(r.buffered_bytes());
             assert!(r.packets_in_flight() <= limits.max_packets);
             assert!(r.buffered_bytes() <= limits.max_bytes);
-            let per_source = r.by_source.get(&src).map_or(0, VecDeque::len);
-            assert!(per_source <= limits.max_per_source);
-            assert!(r.by_id.len() == r.partials.len() && r.by_source.len() <= r.partials.len());
+            assert!(r.per_owner.get(&owner).copied().unwrap_or(0) <= limits.max_per_source);
+            assert!(r.by_id.len() == r.live && r.per_owner.len() <= r.live);
+            assert!(r.slots.len() <= limits.max_packets);
+            assert!(r.spare.len() <= limits.max_packets + 1);
         }
         assert_eq!(peak.0, limits.max_packets, "the flood reached the limit");
         let stats = r.stats();
@@ -656,17 +896,118 @@ mod tests {
     }
 
     #[test]
+    fn unverified_fragments_never_evict_a_known_paths_packets() {
+        let limits = ReassemblyLimits {
+            max_packets: 16,
+            max_per_source: 4,
+            ..ReassemblyLimits::default()
+        };
+        let mut r = Reassembler::new(limits);
+        let peer = addr(0x0102030405);
+        let original = packet(peer, 3000);
+        let fragments = fragment(&original, 1400, 77).unwrap();
+        feed(&mut r, Time::ZERO, &fragments[0]);
+        // Forged fragments from a thousand addresses, half claiming to be the peer and
+        // a few even guessing its packet ID, with other bytes.
+        for i in 0..10_000u64 {
+            let src = if i % 2 == 0 { peer } else { addr(1 + i) };
+            let id = if i % 100 == 0 { 77 } else { i };
+            let from = ip((i % 250) as u8);
+            let out = r.insert(Time::ZERO, from, src, id, 1, 3, &[0xee; 1000]);
+            assert_eq!(out, None);
+            assert!(r.packets_in_flight() <= limits.max_packets);
+        }
+        assert!(r.stats().evicted_global > 0, "the flood filled the table");
+        assert_eq!(
+            r.stats().inconsistent,
+            0,
+            "other senders' IDs are their own"
+        );
+        feed(&mut r, Time::ZERO, &fragments[2]);
+        assert_eq!(feed(&mut r, Time::ZERO, &fragments[1]), Some(original));
+    }
+
+    #[test]
+    fn a_table_full_of_known_paths_refuses_unverified_fragments() {
+        let mut r = Reassembler::new(ReassemblyLimits {
+            max_packets: 4,
+            max_per_source: 4,
+            ..ReassemblyLimits::default()
+        });
+        for id in 0..4 {
+            r.insert(Time::ZERO, KNOWN, addr(1), id, 0, 2, &[1; 100]);
+        }
+        assert_eq!(
+            r.insert(Time::ZERO, ip(9), addr(2), 1, 0, 2, &[1; 100]),
+            None
+        );
+        assert_eq!(r.stats().refused, 1);
+        assert_eq!(r.packets_in_flight(), 4);
+        // Another known path may take the oldest slot.
+        r.insert(Time::ZERO, KNOWN, addr(3), 1, 0, 2, &[1; 100]);
+        assert_eq!(r.stats().evicted_global, 1);
+        assert_eq!(r.packets_in_flight(), 4);
+        // Bytes too: an unverified fragment cannot push known-path bytes out.
+        let mut r = Reassembler::new(ReassemblyLimits {
+            max_bytes: 3000,
+            max_packet_len: 2000,
+            ..ReassemblyLimits::default()
+        });
+        r.insert(Time::ZERO, KNOWN, addr(1), 1, 0, 2, &[0; 1500]);
+        r.insert(Time::ZERO, ip(1), addr(2), 1, 0, 2, &[0; 1000]);
+        assert_eq!(
+            r.insert(Time::ZERO, ip(2), addr(3), 1, 0, 2, &[0; 1000]),
+            None
+        );
+        assert_eq!(r.stats().evicted_global, 1, "the older unverified one went");
+        // This one evicts the other unverified packet and still does not fit.
+        assert_eq!(
+            r.insert(Time::ZERO, ip(3), addr(4), 1, 0, 2, &[0; 1600]),
+            None
+        );
+        assert_eq!((r.stats().evicted_global, r.stats().refused), (2, 1));
+        assert_eq!((r.packets_in_flight(), r.buffered_bytes()), (1, 1500));
+    }
+
+    #[test]
+    fn reassembly_reuses_its_buffers() {
+        let src = addr(7);
+        let mut r = Reassembler::default();
+        let reassemble = |r: &mut Reassembler, id: u64| {
+            let mut out = None;
+            for f in fragment(&packet(src, 3000), 1400, id).unwrap() {
+                out = feed(r, Time::ZERO, &f);
+            }
+            out.expect("reassembled")
+        };
+        let first = reassemble(&mut r, 1);
+        r.recycle(first);
+        let pooled: Vec<*const u8> = r.spare.iter().map(|b| b.as_ptr()).collect();
+        assert_eq!(
+            pooled.len(),
+            2,
+            "the partial's buffer and the returned packet"
+        );
+        for id in 2..10 {
+            let again = reassemble(&mut r, id);
+            assert!(pooled.contains(&again.as_ptr()), "no new buffer");
+            r.recycle(again);
+            assert_eq!(r.spare.len(), 2);
+        }
+    }
+
+    #[test]
     fn byte_limit_evicts_oldest_packets() {
         let mut r = Reassembler::new(ReassemblyLimits {
             max_bytes: 3000,
             max_packet_len: 2000,
             ..ReassemblyLimits::default()
         });
-        r.insert(Time::ZERO, addr(1), 1, 0, 2, &[0; 1000]);
-        r.insert(Time::ZERO, addr(2), 1, 0, 2, &[0; 1000]);
-        r.insert(Time::ZERO, addr(3), 1, 0, 2, &[0; 1000]);
+        r.insert(Time::ZERO, KNOWN, addr(1), 1, 0, 2, &[0; 1000]);
+        r.insert(Time::ZERO, KNOWN, addr(2), 1, 0, 2, &[0; 1000]);
+        r.insert(Time::ZERO, KNOWN, addr(3), 1, 0, 2, &[0; 1000]);
         assert_eq!(r.buffered_bytes(), 3000);
-        r.insert(Time::ZERO, addr(4), 1, 0, 2, &[0; 1500]);
+        r.insert(Time::ZERO, KNOWN, addr(4), 1, 0, 2, &[0; 1500]);
         assert_eq!(r.stats().evicted_global, 2);
         assert_eq!(r.buffered_bytes(), 2500);
         assert_eq!(r.packets_in_flight(), 2);

@@ -67,8 +67,9 @@
 //! than the Data packet it answers, and rate-limited per source node, so it cannot
 //! amplify. Unknown kinds are not authenticated. Fragment headers are
 //! not authenticated at all: a forged fragment can at worst spoil a reassembly, and
-//! the reassembled Data packet is authenticated as a whole. The reassembler's memory is bounded so a
-//! flood of forged fragments cannot exhaust it ([`Reassembler`]).
+//! the reassembled Data packet is authenticated as a whole. The reassembler's memory is
+//! bounded so a flood of forged fragments cannot exhaust it, and its partial packets
+//! are kept per sender so forged ones cannot evict a peer's ([`Reassembler`]).
 //!
 //! # Inner messages
 //!
@@ -132,7 +133,8 @@ mod reader;
 
 pub use ethernet::{ETHERNET_HEADER_LEN, EthernetFrame};
 pub use fragment::{
-    FRAGMENT_OVERHEAD, MAX_FRAGMENTS, Reassembler, ReassemblyLimits, ReassemblyStats, fragment,
+    Arrival, FRAGMENT_OVERHEAD, MAX_FRAGMENTS, Reassembler, ReassemblyLimits, ReassemblyStats,
+    fragment,
 };
 pub use message::{
     ECHO_MAX_LEN, ErrorCode, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN, IdentityBytes,

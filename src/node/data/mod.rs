@@ -37,9 +37,10 @@
 //! Per joined network it keeps a [`NetworkSwitch`] built from the published settings
 //! (rebuilt when the snapshot's network epoch changes, updated when its config does),
 //! so the MACs learned behind bridges and the switch and rule-hit counters belong to
-//! the data plane. With several workers each learns on its own: a worker that has not
-//! seen a MAC behind a bridge yet sends frames for it to every bridge, as the switch
-//! does for any MAC no member owns.
+//! the data plane. Rule-hit counters start again from zero when the network's rule set
+//! changes (a rule's number means nothing across rule sets). With several workers each
+//! learns on its own: a worker that has not seen a MAC behind a bridge yet sends frames
+//! for it to every bridge, as the switch does for any MAC no member owns.
 
 mod inside;
 mod outside;
@@ -246,6 +247,7 @@ impl DataPlane {
     /// Periodic work: forgets partial packets that timed out.
     pub fn housekeeping(&mut self, now: crate::types::Time) {
         self.reassembler.expire(now);
+        self.stats.fragments = self.reassembler.stats();
     }
 
     /// Takes in a new snapshot's networks (a no-op when already synced with it): a
@@ -269,6 +271,11 @@ impl DataPlane {
                         n.config = view.config;
                     }
                     n.ok = view.ok;
+                    // Rule numbers name rules of one rule set: counts start again with
+                    // a new one (tags, members or other settings changing keep them).
+                    if !same_rules(n.policy.as_deref(), view.policy.as_deref()) {
+                        n.hits.clear();
+                    }
                     n.policy = view.policy.clone();
                 }
                 None => {
@@ -363,6 +370,15 @@ impl DataPlane {
             });
         }
         self.recycle(packet);
+    }
+}
+
+/// Whether two policies carry the same rule set (the same `Arc` or equal tables).
+fn same_rules(a: Option<&Policy>, b: Option<&Policy>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => std::ptr::eq(a, b) || a.rules == b.rules,
+        _ => false,
     }
 }
 

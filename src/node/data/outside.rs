@@ -3,12 +3,14 @@
 use super::{DataPlane, ToControl};
 use crate::crypto::table::TableError;
 use crate::node::snapshot::{RxSession, Snapshot};
-use crate::types::{Endpoint, Time};
-use crate::wire::{self, Message, Outer};
+use crate::types::{Endpoint, NodeAddress, Time};
+use crate::wire::{self, Arrival, Message, Outer};
 
 impl DataPlane {
     /// A datagram from `from`. A Data packet on a confirmed session is copied into a
-    /// reused buffer and opened there; fragments are reassembled without a copy. Frames
+    /// reused buffer and opened there; fragments are reassembled in reused buffers, kept
+    /// apart by how they arrived (on a published path of the peer they claim to come
+    /// from, or from some other address: see [`wire::Arrival`]). Frames
     /// go to [`poll_tap`](Self::poll_tap), anything else to
     /// [`poll_control`](Self::poll_control).
     pub fn outside(&mut self, snap: &Snapshot, now: Time, from: Endpoint, datagram: &[u8]) {
@@ -71,13 +73,17 @@ impl DataPlane {
                 count,
                 chunk,
             } if relayed.is_none() => {
-                let mut whole = self
+                let arrival = arrival(snap, header.src, from);
+                let whole = self
                     .reassembler
-                    .insert(now, header.src, packet_id, index, count, chunk)?;
+                    .insert(now, arrival, header.src, packet_id, index, count, chunk);
+                self.stats.fragments = self.reassembler.stats();
+                let mut whole = whole?;
                 let relayed = Some(header.hops > 0);
                 if let Some((rx, direct)) = self.classify(snap, now, from, &whole, relayed) {
                     self.open(snap, now, from, direct, rx, &mut whole);
                 }
+                self.reassembler.recycle(whole);
                 return None;
             }
             Outer::Data { receiver_index, .. } => receiver_index,
@@ -147,5 +153,20 @@ impl DataPlane {
             }
         }
         self.deliver(snap, now, peer, network, frame);
+    }
+}
+
+/// How a fragment claiming to come from `src` reached us: on a path the control core
+/// published for that peer (its direct path, or the root that relays for it), or from
+/// anywhere else. Only the former may displace that peer's partial packets.
+fn arrival(snap: &Snapshot, src: NodeAddress, from: Endpoint) -> Arrival {
+    let known = snap
+        .peers
+        .get(&src)
+        .is_some_and(|p| p.direct == Some(from) || p.route.as_ref().is_some_and(|r| r.to == from));
+    if known {
+        Arrival::KnownPath
+    } else {
+        Arrival::Unverified(from.0.ip())
     }
 }
