@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skylan::lab::NatKind;
-use support::networks::{STEP, controller, create_network, managed_ip, ping_ip, wait_status};
+use support::networks::{
+    STEP, controller, create_network, managed_ip, network, ping_ip, wait_status,
+};
 use support::{Daemon, Testbed, wait_until};
 
 const ROOT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 31);
@@ -302,6 +304,49 @@ fn rules_allow_ssh_only_from_the_tagged_member_and_changes_apply() -> Result<()>
         changed_at.elapsed().as_secs_f64(),
         took.as_secs_f64()
     ));
+
+    // Spoofing: b gives its device an address the controller did not assign. With every
+    // frame accepted it works; with `drop not chr ipauth` it does not (the receiver checks
+    // too), while b's own address keeps working.
+    let device = network(&tb, &b, &nwid)?["portDeviceName"]
+        .as_str()
+        .context("b's device")?
+        .to_string();
+    let spoofed = "198.18.2.77";
+    let added = tb.exec(
+        &b.host,
+        "ip",
+        &["addr", "add", &format!("{spoofed}/32"), "dev", &device],
+    )?;
+    ensure!(added.success(), "adding {spoofed} on b: {added:?}");
+    let ping_from = |src: &str| -> Result<bool> {
+        Ok(tb
+            .exec(&b.host, "ping", &["-c", "1", "-W", "1", "-I", src, &ip_a])?
+            .success())
+    };
+    wait_until(
+        "b pings a from an unassigned address while all is accepted",
+        STEP,
+        || {
+            ensure!(ping_from(spoofed)?, "no reply");
+            Ok(())
+        },
+    )?;
+    controller(
+        &tb,
+        &ctrl,
+        &[
+            "network",
+            "set",
+            &nwid,
+            "rulesSource=drop not chr ipauth; accept;",
+        ],
+    )?;
+    wait_until("the unassigned address stops working", STEP, || {
+        ensure!(!ping_from(spoofed)?, "still answered");
+        Ok(())
+    })?;
+    ensure!(ping_from(&ip_b)?, "b's own address still works");
     tb.finish();
     Ok(())
 }

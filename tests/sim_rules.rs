@@ -27,13 +27,26 @@ accept;
 
 /// An Ethernet/IPv4/TCP SYN from `from` to `to` on `network`, to `dport`.
 fn syn(m: &Mesh, from: HostId, to: HostId, network: NetworkId, dport: u16) -> Vec<u8> {
+    syn_from(m, from, to, network, dport, [198, 18, 0, 2])
+}
+
+/// [`syn`] with the IPv4 source address `src`.
+fn syn_from(
+    m: &Mesh,
+    from: HostId,
+    to: HostId,
+    network: NetworkId,
+    dport: u16,
+    src: [u8; 4],
+) -> Vec<u8> {
     let mut f = Vec::new();
     f.extend_from_slice(&Mac::for_member(m.address(to), network).0);
     f.extend_from_slice(&Mac::for_member(m.address(from), network).0);
     f.extend_from_slice(&[0x08, 0x00]);
     // IPv4: version/IHL, TOS, total length 40, id, flags, TTL 64, TCP, checksum 0.
     f.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
-    f.extend_from_slice(&[198, 18, 0, 2, 198, 18, 0, 3]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[198, 18, 0, 3]);
     // TCP: ports, seq, ack, data offset 5, SYN, window, checksum, urgent.
     f.extend_from_slice(&40000u16.to_be_bytes());
     f.extend_from_slice(&dport.to_be_bytes());
@@ -194,4 +207,88 @@ fn rule_hit_counters_start_fresh_with_a_new_rule_set() {
         vec![((u32::MAX, 1), 1)],
         "only the new rule set's hit"
     );
+}
+
+/// An ARP reply from `from` to `to` claiming `sender_ip`.
+fn arp_reply(m: &Mesh, from: HostId, to: HostId, nw: NetworkId, sender_ip: [u8; 4]) -> Vec<u8> {
+    let (src, dst) = (
+        Mac::for_member(m.address(from), nw),
+        Mac::for_member(m.address(to), nw),
+    );
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&sender_ip);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&[198, 18, 0, 3]);
+    f
+}
+
+#[test]
+fn members_cannot_send_from_addresses_they_were_not_given() {
+    let mut m = Mesh::build(
+        32,
+        &[AccessLink::default()],
+        &[Placement::Public, Placement::Public],
+        AccessLink::default(),
+    );
+    let ctrl = m.add_controller(Placement::Public, AccessLink::default());
+    m.settle();
+    let nw = m.create_network(
+        ctrl,
+        json!({"name": "nospoof", "private": true,
+               "ipAssignmentPools": [{"ipRangeStart": "198.18.0.2", "ipRangeEnd": "198.18.0.99"}],
+               "rulesSource": "drop not chr ipauth;\naccept;\n"}),
+    );
+    let (a, b) = (m.nodes[0], m.nodes[1]);
+    for h in [a, b] {
+        m.join(h, nw);
+    }
+    m.sim.run_for(2 * SECOND);
+    m.set_member(
+        ctrl,
+        nw,
+        a,
+        json!({"authorized": true, "ipAssignments": ["198.18.0.3"]}),
+    );
+    m.set_member(
+        ctrl,
+        nw,
+        b,
+        json!({"authorized": true, "ipAssignments": ["198.18.0.2"]}),
+    );
+    for h in [a, b] {
+        assert!(m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
+    }
+    m.sim.run_for(2 * SECOND);
+    let delivered = |m: &mut Mesh, f: Vec<u8>| {
+        let before = m.node(a).tap.len();
+        let _ = m
+            .sim
+            .with_host::<NodeHost, _>(b, |h, now| h.node.handle_tap_frame(now, nw, &f));
+        m.sim.run_for(SECOND);
+        m.node(a).tap.len() > before
+    };
+    let own = syn_from(&m, b, a, nw, 80, [198, 18, 0, 2]);
+    assert!(delivered(&mut m, own), "from its own address");
+    for spoofed in [[198, 18, 0, 3], [198, 18, 0, 77]] {
+        let f = syn_from(&m, b, a, nw, 80, spoofed);
+        assert!(!delivered(&mut m, f), "from {spoofed:?}, not b's");
+        let f = arp_reply(&m, b, a, nw, spoofed);
+        assert!(!delivered(&mut m, f), "ARP claiming {spoofed:?}");
+    }
+    let f = arp_reply(&m, b, a, nw, [198, 18, 0, 2]);
+    assert!(delivered(&mut m, f), "ARP for its own address");
+    // A modified b without rules: a's copy still refuses the spoofed source.
+    let members = [m.address(a), m.address(b)];
+    m.sim.with_host::<NodeHost, _>(b, |h, _| {
+        h.node
+            .set_network(nw, u64::MAX, SwitchSettings::open(&members), None)
+    });
+    let dropped = m.node(a).node.stats().drop_rules;
+    let f = syn_from(&m, b, a, nw, 80, [198, 18, 0, 3]);
+    assert!(!delivered(&mut m, f), "the receiver checks too");
+    assert_eq!(m.node(a).node.stats().drop_rules, dropped + 1);
 }

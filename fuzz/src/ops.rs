@@ -47,6 +47,35 @@ pub fn is_handshake_init(bytes: &[u8]) -> bool {
     wire::Header::parse(bytes).is_ok_and(|h| h.kind == wire::Kind::HandshakeInit)
 }
 
+/// True when `answer` is the one answer an unauthenticated datagram may get: a 16-byte
+/// SessionUnknown sent back to where `input` came from, to its claimed source, and
+/// (for a Data packet) naming its receiver index. A Fragment that completes a Data
+/// packet gets the same answer for the reassembled packet.
+pub fn is_session_unknown_answer(
+    input: &[u8],
+    from: Endpoint,
+    answer: &skylan::types::Transmit,
+) -> bool {
+    let Ok((h, outer)) = wire::parse(input) else {
+        return false;
+    };
+    let Ok((a, wire::Outer::SessionUnknown { receiver_index })) = wire::parse(&answer.contents)
+    else {
+        return false;
+    };
+    let index_ok = match outer {
+        wire::Outer::Data {
+            receiver_index: i, ..
+        } => i == receiver_index,
+        wire::Outer::Fragment { .. } => true,
+        _ => false,
+    };
+    answer.destination == from
+        && index_ok
+        && (a.dest, a.src, a.hops) == (h.src, h.dest, 0)
+        && answer.contents.len() == wire::HEADER_LEN + 4
+}
+
 /// A reader over the fuzzer's bytes that returns `None` at the end.
 pub struct Cursor<'a> {
     data: &'a [u8],

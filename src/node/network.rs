@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use super::switch::NetworkSwitch;
 use crate::rules::{DecidedBy, Direction, FrameContext, PeerTags, RuleSet, Verdict};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::EthernetFrame;
@@ -108,9 +109,12 @@ impl<'a> ParsedFrame<'a> {
 
 /// Evaluates `policy` for one frame; true when it may pass (always, without rules).
 /// Counts the deciding rule in `hits`. Outbound, `src` is us; inbound, `dest` is us.
+/// `switch` says who owns which addresses (`chr ipauth`, `chr macauth`).
+#[allow(clippy::too_many_arguments)] // one frame's whole context, read in one place
 pub(crate) fn permits(
     policy: Option<&Policy>,
     hits: &mut HashMap<RuleKey, u64>,
+    switch: &NetworkSwitch,
     direction: Direction,
     src: NodeAddress,
     dest: NodeAddress,
@@ -131,6 +135,7 @@ pub(crate) fn permits(
             (&sender.tags, &sender.capabilities, &p.tags)
         }
     };
+    let (ip_authenticated, mac_authenticated) = switch.ownership(src, frame.eth.as_ref());
     let ctx = FrameContext {
         direction,
         ztsrc: src,
@@ -139,8 +144,8 @@ pub(crate) fn permits(
         sender_tags: PeerTags::Known(sender_tags),
         receiver_tags: PeerTags::Known(receiver_tags),
         sender_capabilities: sender_caps,
-        ip_authenticated: true,
-        mac_authenticated: true,
+        ip_authenticated,
+        mac_authenticated,
         random,
     };
     // The switch parsed the header already; the rules read the same view.

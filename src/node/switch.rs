@@ -55,7 +55,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::types::{Mac, NetworkId, NodeAddress};
 use crate::wire::EthernetFrame;
-use crate::wire::ethernet::ETHERTYPE_IPV6;
+use crate::wire::ethernet::{ETHERTYPE_IPV6, SourceClaim};
 
 /// At most this many MACs behind bridges are remembered; the oldest is forgotten first.
 pub const LEARNED_MACS_MAX: usize = 4096;
@@ -507,6 +507,27 @@ impl NetworkSwitch {
     }
 
     /// True if `mac` is the member MAC of a member (us included).
+    /// What `chr ipauth` and `chr macauth` say about a frame `sender` sent (or, for us,
+    /// sends): whether the IP source it claims is one of the sender's managed addresses
+    /// (a neighbour solicitation counts as yes, a frame without an IP source as no),
+    /// and whether its source MAC is the sender's member MAC (a host behind a bridge
+    /// is not). ZeroTier's meaning, with the controller's assignments as the owners.
+    pub fn ownership(&self, sender: NodeAddress, eth: Option<&EthernetFrame<'_>>) -> (bool, bool) {
+        let Some(eth) = eth else {
+            return (false, false);
+        };
+        let ip = match eth.source_claim() {
+            SourceClaim::Ip(ip) => self
+                .index
+                .ip_owners
+                .get(&ip)
+                .is_some_and(|owners| owners.contains(&sender)),
+            SourceClaim::Unverifiable => true,
+            SourceClaim::None => false,
+        };
+        (ip, eth.src_mac() == Mac::for_member(sender, self.network))
+    }
+
     fn is_member_mac(&self, mac: Mac) -> bool {
         mac == self.my_mac
             || mac

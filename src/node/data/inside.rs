@@ -46,6 +46,7 @@ impl DataPlane {
             let allowed = permits(
                 net.policy.as_deref(),
                 &mut net.hits,
+                &net.switch,
                 Direction::Outbound,
                 snap.me,
                 peer,
@@ -143,6 +144,7 @@ impl DataPlane {
         let allowed = permits(
             net.policy.as_deref(),
             &mut net.hits,
+            &net.switch,
             Direction::Inbound,
             peer,
             snap.me,
