@@ -249,6 +249,8 @@ pub struct NodeStats {
     pub frames_in: u64,
     /// Frames sent to peers.
     pub frames_out: u64,
+    /// Copies of frames sent to observers (`tee`, `watch`).
+    pub frames_copied: u64,
     /// Handshakes completed (both roles).
     pub handshakes: u64,
     /// Fragment reassembly: fragments and partial packets dropped, by reason.
@@ -281,6 +283,7 @@ impl NodeStats {
             ("lost_session_rekeys", self.lost_session_rekeys),
             ("frames_in", self.frames_in),
             ("frames_out", self.frames_out),
+            ("frames_copied", self.frames_copied),
             ("handshakes", self.handshakes),
         ]
         .into_iter()
@@ -320,6 +323,7 @@ impl NodeStats {
             lost_session_rekeys: self.lost_session_rekeys + o.lost_session_rekeys,
             frames_in: self.frames_in + o.frames_in,
             frames_out: self.frames_out + o.frames_out,
+            frames_copied: self.frames_copied + o.frames_copied,
             handshakes: self.handshakes + o.handshakes,
             fragments: self.fragments.merged(&o.fragments),
         }
@@ -657,9 +661,15 @@ impl Node {
             if self.control.settle(now) {
                 self.data.sync(self.control.snapshot());
             }
-            while let Some((peer, network, frame)) = self.control.poll_delivery() {
-                self.data
-                    .deliver(self.control.snapshot(), now, peer, network, &frame);
+            while let Some(d) = self.control.poll_delivery() {
+                self.data.deliver(
+                    self.control.snapshot(),
+                    now,
+                    d.peer,
+                    d.network,
+                    d.flags,
+                    &d.frame,
+                );
             }
             if !self.data.has_control() {
                 break;

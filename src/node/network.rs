@@ -29,7 +29,7 @@ use std::time::Duration;
 use std::collections::HashMap;
 
 use super::switch::NetworkSwitch;
-use crate::rules::{DecidedBy, Direction, FrameContext, PeerTags, RuleSet, Verdict};
+use crate::rules::{Copies, DecidedBy, Direction, FrameContext, PeerTags, RuleSet, Verdict};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::EthernetFrame;
 
@@ -107,11 +107,19 @@ impl<'a> ParsedFrame<'a> {
     }
 }
 
-/// Evaluates `policy` for one frame; true when it may pass (always, without rules).
-/// Counts the deciding rule in `hits`. Outbound, `src` is us; inbound, `dest` is us.
-/// `switch` says who owns which addresses (`chr ipauth`, `chr macauth`).
+/// What the rules decided about one frame: pass, drop or redirect it, and which
+/// observers get a copy (`tee`, `watch`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Judgement {
+    pub(crate) verdict: Verdict,
+    pub(crate) copies: Copies,
+}
+
+/// Evaluates `policy` for one frame (without rules every frame passes). Counts the
+/// deciding rule in `hits`. Outbound, `src` is us; inbound, `dest` is us. `switch` says
+/// who owns which addresses (`chr ipauth`, `chr macauth`).
 #[allow(clippy::too_many_arguments)] // one frame's whole context, read in one place
-pub(crate) fn permits(
+pub(crate) fn judge(
     policy: Option<&Policy>,
     hits: &mut HashMap<RuleKey, u64>,
     switch: &NetworkSwitch,
@@ -120,9 +128,12 @@ pub(crate) fn permits(
     dest: NodeAddress,
     frame: &ParsedFrame<'_>,
     random: u32,
-) -> bool {
+) -> Judgement {
     let Some(p) = policy else {
-        return true;
+        return Judgement {
+            verdict: Verdict::Accept,
+            copies: Copies::default(),
+        };
     };
     let none = MemberPolicy::default();
     let (sender_tags, sender_caps, receiver_tags) = match direction {
@@ -156,7 +167,10 @@ pub(crate) fn permits(
         DecidedBy::Default => (u32::MAX, u16::MAX),
     };
     *hits.entry(key).or_insert(0) += 1;
-    matches!(decision.verdict, Verdict::Accept)
+    Judgement {
+        verdict: decision.verdict,
+        copies: decision.copies,
+    }
 }
 
 /// What `networks` shows about one network.

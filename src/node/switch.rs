@@ -295,6 +295,30 @@ impl NetworkSwitch {
         eth: Option<&EthernetFrame<'_>>,
     ) -> Result<(), DropReason> {
         let verdict = self.check_inbound(from, eth);
+        self.count_inbound(verdict)
+    }
+
+    /// [`inbound`](Self::inbound) for a frame another member's rules copied or redirected
+    /// to us: only the sender is checked (a member, not us); its MACs are someone
+    /// else's conversation, so nothing is learned from them. Counts the frame.
+    pub fn inbound_forwarded(
+        &mut self,
+        from: NodeAddress,
+        eth: Option<&EthernetFrame<'_>>,
+    ) -> Result<(), DropReason> {
+        let verdict = if eth.is_none() {
+            Err(DropReason::TooShort)
+        } else if from == self.me {
+            Err(DropReason::Looped)
+        } else if !self.index.members.contains(&from) {
+            Err(DropReason::NotAMember)
+        } else {
+            Ok(())
+        };
+        self.count_inbound(verdict)
+    }
+
+    fn count_inbound(&mut self, verdict: Result<(), DropReason>) -> Result<(), DropReason> {
         match verdict {
             Ok(()) => self.stats.accepted_in += 1,
             Err(reason) => self.stats.drops[reason.index()] += 1,

@@ -230,6 +230,11 @@ pub const SOFTWARE_VERSION: SoftwareVersion = SoftwareVersion {
     patch: 0,
 };
 
+/// FRAME flag: a copy or a redirection that a flow rule of the sender made (`tee`,
+/// `watch`, `redirect`). The receiver delivers it although its destination MAC is
+/// another's, and never copies or redirects it again.
+pub const FRAME_FORWARDED: u8 = 0x01;
+
 /// A decrypted inner message, borrowing byte payloads from the plaintext buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -269,7 +274,8 @@ pub enum Message<'a> {
     Frame {
         /// The network the frame belongs to.
         network: NetworkId,
-        /// Per-frame flags, reserved (sent 0 by this version).
+        /// Per-frame flags: [`FRAME_FORWARDED`]; the other bits are reserved (sent 0,
+        /// ignored).
         flags: u8,
         /// The whole Ethernet frame: dst mac | src mac | ethertype | payload
         /// (at least [`ETHERNET_HEADER_LEN`] bytes).

@@ -91,7 +91,9 @@
 //! 0x04  Whois                  count 1 | count × node address 5
 //! 0x05  Rendezvous             peer address 5 | count 1 | count × endpoint
 //! 0x06  Frame                  network id 8 | flags 1 | Ethernet frame (rest:
-//!                              dst mac 6 | src mac 6 | ethertype 2 | payload)
+//!                              dst mac 6 | src mac 6 | ethertype 2 | payload);
+//!                              flags bit 0: FRAME_FORWARDED (a rule's copy or
+//!                              redirection), other bits 0
 //! 0x07  Echo                   bytes (rest, ≤ 256)
 //! 0x08  MulticastLike          reserved
 //! 0x09  NetworkConfigRequest   network id 8 | revision 8 (the config the member holds,
@@ -137,9 +139,9 @@ pub use fragment::{
     fragment,
 };
 pub use message::{
-    ECHO_MAX_LEN, ErrorCode, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN, IdentityBytes,
-    MAX_LIST_LEN, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION, SoftwareVersion, Verb,
-    emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
+    ECHO_MAX_LEN, ErrorCode, FRAME_FORWARDED, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,
+    IdentityBytes, MAX_LIST_LEN, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION,
+    SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
 };
 pub use packet::{
     DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAX_HOPS, Outer, Packet, TAG_LEN, data_aad,

@@ -72,6 +72,20 @@ struct PendingPing {
     sent: Time,
 }
 
+/// A Frame control received (on a session the data plane did not hold yet), for the
+/// data plane's checks and delivery.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The authenticated sender.
+    pub peer: NodeAddress,
+    /// The frame's network.
+    pub network: NetworkId,
+    /// Its FRAME flags.
+    pub flags: u8,
+    /// The Ethernet frame.
+    pub frame: Vec<u8>,
+}
+
 /// The control core. See the module documentation.
 pub struct Control {
     table: SessionTable,
@@ -98,7 +112,7 @@ pub struct Control {
     epochs: u64,
     /// Frames from opened messages control handled (the first packet on a new
     /// session), for the data plane's inbound checks: (peer, network, frame).
-    deliveries: VecDeque<(NodeAddress, NetworkId, Vec<u8>)>,
+    deliveries: VecDeque<Delivery>,
 }
 
 impl Control {
@@ -215,12 +229,13 @@ impl Control {
             ToControl::Frame {
                 network,
                 peer,
+                flags,
                 frame,
             } => {
                 self.touch_activity(now, *peer);
                 let msg = Message::Frame {
                     network: *network,
-                    flags: 0,
+                    flags: *flags,
                     frame,
                 };
                 self.send_message(now, *peer, &msg);
@@ -254,7 +269,7 @@ impl Control {
 
     /// The next frame control received (on a session it just promoted) for the data
     /// plane's inbound checks: (sender, network, frame).
-    pub fn poll_delivery(&mut self) -> Option<(NodeAddress, NetworkId, Vec<u8>)> {
+    pub fn poll_delivery(&mut self) -> Option<Delivery> {
         self.deliveries.pop_front()
     }
 
@@ -644,9 +659,18 @@ impl Control {
                 }
                 self.on_rendezvous(now, other, &endpoints);
             }
-            Message::Frame { network, frame, .. } => {
+            Message::Frame {
+                network,
+                flags,
+                frame,
+            } => {
                 // Checked and delivered by the data plane (switch, rules, TAP queue).
-                self.deliveries.push_back((peer, network, frame.to_vec()));
+                self.deliveries.push_back(Delivery {
+                    peer,
+                    network,
+                    flags,
+                    frame: frame.to_vec(),
+                });
             }
             Message::NetworkConfigRequest { network, revision } => {
                 self.on_config_request(now, peer, network, revision)

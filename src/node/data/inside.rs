@@ -1,13 +1,22 @@
-//! Inside → outside: a frame read from our TAP becomes datagrams.
+//! Inside → outside: a frame read from our TAP becomes datagrams; and the last step of
+//! outside → inside, a received Frame's checks and delivery.
+//!
+//! What the rules decide is carried out on both sides, as ZeroTier does: a `redirect`
+//! sends the frame to its target instead (outbound) or forwards it there instead of
+//! delivering it (inbound); `tee` and `watch` send each observer a copy of the frame
+//! cut to the rule's length. Such frames travel with [`wire::FRAME_FORWARDED`]: the
+//! receiver delivers them although their destination MAC is another's, checks that the
+//! sender is a member and applies its own rules, and never copies or redirects them
+//! again (so two members' rules cannot bounce a frame between them).
 
 use super::{DataPlane, ToControl};
-use crate::node::network::{ParsedFrame, permits};
+use crate::node::network::{ParsedFrame, judge};
 use crate::node::snapshot::Snapshot;
 use crate::node::switch::{DropReason, Outbound};
 use crate::node::{MAX_FRAME_LEN, TapFrame};
-use crate::rules::Direction;
+use crate::rules::{Copies, Direction, Verdict};
 use crate::types::{NetworkId, NodeAddress, Time};
-use crate::wire;
+use crate::wire::{self, FRAME_FORWARDED};
 
 impl DataPlane {
     /// A frame read from the TAP of `network`: switched to its member(s), filtered by
@@ -43,7 +52,7 @@ impl DataPlane {
             let Some(net) = self.nets.get_mut(&network) else {
                 break;
             };
-            let allowed = permits(
+            let judged = judge(
                 net.policy.as_deref(),
                 &mut net.hits,
                 &net.switch,
@@ -53,11 +62,14 @@ impl DataPlane {
                 &parsed,
                 random,
             );
-            if allowed {
-                self.send_frame(snap, now, network, peer, frame);
-            } else {
-                self.stats.drop_rules += 1;
+            match judged.verdict {
+                Verdict::Accept => self.send_frame(snap, now, network, peer, 0, frame),
+                Verdict::Redirect { to } => {
+                    self.send_frame(snap, now, network, to, FRAME_FORWARDED, frame)
+                }
+                Verdict::Drop => self.stats.drop_rules += 1,
             }
+            self.send_copies(snap, now, network, &judged.copies, &parsed);
         }
         Ok(())
     }
@@ -70,6 +82,7 @@ impl DataPlane {
         now: Time,
         network: NetworkId,
         peer: NodeAddress,
+        flags: u8,
         frame: &[u8],
     ) {
         if peer == snap.me || frame.len() > MAX_FRAME_LEN {
@@ -85,6 +98,7 @@ impl DataPlane {
             self.hand_to_control(ToControl::Frame {
                 network,
                 peer,
+                flags,
                 frame,
             });
             return;
@@ -94,7 +108,7 @@ impl DataPlane {
         let sealed = session.seal(now, &mut buf, |info, b| {
             let aad = wire::emit_data_prefix(peer, me, info.receiver_index, info.counter, b);
             let start = b.len();
-            wire::emit_frame_header(network, 0, b);
+            wire::emit_frame_header(network, flags, b);
             b.extend_from_slice(frame);
             (aad, start)
         });
@@ -105,6 +119,7 @@ impl DataPlane {
             self.hand_to_control(ToControl::Frame {
                 network,
                 peer,
+                flags,
                 frame: buf,
             });
             return;
@@ -114,14 +129,46 @@ impl DataPlane {
         self.push_datagram(route.to, buf, snap.phys_mtu);
     }
 
+    /// Sends each observer its copy of `frame` (cut to the rule's length), flagged as
+    /// forwarded.
+    fn send_copies(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        network: NetworkId,
+        copies: &Copies,
+        frame: &ParsedFrame<'_>,
+    ) {
+        let Some(eth) = &frame.eth else {
+            return;
+        };
+        let header = frame.bytes.len() - eth.payload.len();
+        for copy in copies.iter() {
+            let len = header + copy.payload_len.min(eth.payload.len());
+            self.stats.frames_copied += 1;
+            self.send_frame(
+                snap,
+                now,
+                network,
+                copy.to,
+                FRAME_FORWARDED,
+                &frame.bytes[..len],
+            );
+        }
+    }
+
     /// Delivers a Frame an authenticated `peer` sent on `network` to the TAP queue, if
-    /// the network is OK, its switch admits it and the receiving side's rules accept it.
+    /// the network is OK, its switch admits it and the receiving side's rules accept it;
+    /// forwards it where those rules redirect or copy it. A frame with
+    /// [`FRAME_FORWARDED`] (another member's copy or redirection) needs only its sender
+    /// to be a member and our rules to accept it, and goes nowhere else.
     pub(crate) fn deliver(
         &mut self,
         snap: &Snapshot,
         now: Time,
         peer: NodeAddress,
         network: NetworkId,
+        flags: u8,
         frame: &[u8],
     ) {
         self.sync(snap);
@@ -131,17 +178,18 @@ impl DataPlane {
             return;
         };
         let parsed = ParsedFrame::parse(frame);
-        if !net.ok
-            || net
-                .switch
-                .inbound_parsed(peer, parsed.eth.as_ref())
-                .is_err()
-        {
+        let forwarded = flags & FRAME_FORWARDED != 0;
+        let admitted = if forwarded {
+            net.switch.inbound_forwarded(peer, parsed.eth.as_ref())
+        } else {
+            net.switch.inbound_parsed(peer, parsed.eth.as_ref())
+        };
+        if !net.ok || admitted.is_err() {
             self.stats.drop_not_member += 1;
             return;
         }
         // The receiver's own copy of the rules: a modified sender cannot bypass them.
-        let allowed = permits(
+        let judged = judge(
             net.policy.as_deref(),
             &mut net.hits,
             &net.switch,
@@ -151,9 +199,19 @@ impl DataPlane {
             &parsed,
             random,
         );
-        if !allowed {
-            self.stats.drop_rules += 1;
-            return;
+        if !forwarded {
+            self.send_copies(snap, now, network, &judged.copies, &parsed);
+        }
+        match judged.verdict {
+            Verdict::Accept => {}
+            Verdict::Redirect { to } if !forwarded => {
+                self.send_frame(snap, now, network, to, FRAME_FORWARDED, frame);
+                return;
+            }
+            Verdict::Redirect { .. } | Verdict::Drop => {
+                self.stats.drop_rules += 1;
+                return;
+            }
         }
         if let Some(p) = snap.peers.get(&peer) {
             p.activity.touched(now);

@@ -101,6 +101,8 @@ pub enum ToControl {
         network: NetworkId,
         /// The recipient.
         peer: NodeAddress,
+        /// FRAME flags ([`wire::FRAME_FORWARDED`] for a rule's copy or redirection).
+        flags: u8,
         /// The Ethernet frame.
         frame: Vec<u8>,
     },

@@ -134,7 +134,12 @@ impl DataPlane {
                 return;
             }
         };
-        let Ok(Message::Frame { network, frame, .. }) = Message::parse(plaintext) else {
+        let Ok(Message::Frame {
+            network,
+            flags,
+            frame,
+        }) = Message::parse(plaintext)
+        else {
             let plaintext = self.buffer_from(plaintext);
             self.hand_to_control(ToControl::Opened {
                 from,
@@ -152,7 +157,7 @@ impl DataPlane {
                 self.hand_to_control(ToControl::Seen { peer, from });
             }
         }
-        self.deliver(snap, now, peer, network, frame);
+        self.deliver(snap, now, peer, network, flags, frame);
     }
 }
 
