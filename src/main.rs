@@ -124,7 +124,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("skylan: {e}");
-            ExitCode::from(1)
+            let code = e
+                .downcast_ref::<client::CliError>()
+                .map_or(1, |c| c.exit_code());
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
 }
