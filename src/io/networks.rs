@@ -246,6 +246,7 @@ impl Networks {
     /// The network is refused or gone: withdraw its device and cached config (stays joined).
     pub async fn withdraw(&mut self, network: NetworkId) {
         self.configs.remove(&network);
+        self.skipped.remove(&network);
         let _ = write_file(&self.file(network, "conf"), b"", 0o600);
         self.remove_device(network).await;
     }
