@@ -1,8 +1,8 @@
 //! Members opt in, end to end with real processes in namespaces: a network whose
 //! controller pushes a default route, a global address and route, and a route over the
 //! root's own underlay address. By default the member's device gets none of them;
-//! `skylan set <nwid> allowDefault=true allowGlobal=true` installs the default route and
-//! the global address and route at once (checked with `ip` inside the member's
+//! `skylan set <nwid> allowDefault=true allowGlobal=true` installs the default route (as
+//! its two /1 halves) and the global address and route at once (checked with `ip` inside the member's
 //! namespace), while the route over the root's address is never installed and is
 //! reported; the settings survive a restart and are forgotten by leave/join (as
 //! ZeroTier does); the local API's `POST /network/<nwid>` changes them too.
@@ -105,6 +105,23 @@ fn routes(tb: &Testbed, d: &Daemon, dev: &str) -> Result<Vec<String>> {
             }
         })
         .collect())
+}
+
+/// Whether `routes` hold the network's default route: installed as its two halves via
+/// the gateway (so it wins over a host default route without replacing it).
+fn has_default_route(routes: &[String]) -> bool {
+    ["0.0.0.0/1", "128.0.0.0/1"]
+        .iter()
+        .all(|half| routes.contains(&format!("{half} via {GATEWAY}")))
+}
+
+/// Whether any of `routes` is a default route or a half of one.
+fn any_default_route(routes: &[String]) -> bool {
+    routes.iter().any(|r| {
+        ["default", "0.0.0.0/1", "128.0.0.0/1"]
+            .iter()
+            .any(|d| r.starts_with(d))
+    })
 }
 
 /// The entry of a network's `skipped` for an address or a route target.
@@ -224,7 +241,8 @@ fn members_opt_in_to_global_addresses_and_default_routes_never_over_a_root() -> 
     })?;
     let (addrs, rts) = (addresses(&tb, &a, &dev)?, routes(&tb, &a, &dev)?);
     ensure!(!addrs.iter().any(|x| x == GLOBAL_ADDRESS), "{addrs:?}");
-    for unwanted in ["default", GLOBAL_ROUTE, OVER_ROOT] {
+    ensure!(!any_default_route(&rts), "{rts:?}");
+    for unwanted in [GLOBAL_ROUTE, OVER_ROOT] {
         ensure!(
             !rts.iter().any(|r| r.starts_with(unwanted)),
             "{unwanted} in {rts:?}"
@@ -270,10 +288,7 @@ fn members_opt_in_to_global_addresses_and_default_routes_never_over_a_root() -> 
     );
     let (addrs, rts) = (addresses(&tb, &a, &dev)?, routes(&tb, &a, &dev)?);
     ensure!(addrs.iter().any(|x| x == GLOBAL_ADDRESS), "{addrs:?}");
-    ensure!(
-        rts.contains(&format!("default via {GATEWAY}")),
-        "no default route: {rts:?}"
-    );
+    ensure!(has_default_route(&rts), "no default route: {rts:?}");
     ensure!(rts.iter().any(|r| r == GLOBAL_ROUTE), "{rts:?}");
     ensure!(!rts.iter().any(|r| r.starts_with(OVER_ROOT)), "{rts:?}");
     let n = tb.network(&a, &nwid)?;
@@ -311,7 +326,7 @@ fn members_opt_in_to_global_addresses_and_default_routes_never_over_a_root() -> 
     );
     wait_until("the default route is back after the restart", STEP, || {
         ensure!(
-            routes(&tb, &a, &dev)?.contains(&format!("default via {GATEWAY}")),
+            has_default_route(&routes(&tb, &a, &dev)?),
             "{}",
             device_state(&tb, &a, &dev)
         );
@@ -324,7 +339,7 @@ fn members_opt_in_to_global_addresses_and_default_routes_never_over_a_root() -> 
     let out = tb.cli(&a, &["set", &nwid, "allowDefault=0"])?;
     ensure!(out.success(), "{}", out.stderr);
     let rts = routes(&tb, &a, &dev)?;
-    ensure!(!rts.iter().any(|r| r.starts_with("default")), "{rts:?}");
+    ensure!(!any_default_route(&rts), "{rts:?}");
     ensure!(rts.iter().any(|r| r == GLOBAL_ROUTE), "{rts:?}");
 
     // The local API: wrong types are refused, booleans change the settings.
