@@ -81,8 +81,18 @@ enum Command {
         /// The network ID.
         network: String,
     },
-    /// List joined networks: status, MAC, device, managed addresses.
+    /// List joined networks: status, MAC, device, managed addresses, and what is not
+    /// installed and why.
     Networks,
+    /// Change this member's opt-ins for a joined network: which managed addresses and
+    /// routes are installed (e.g. `set NWID allowDefault=true allowGlobal=true`).
+    Set {
+        /// The network ID.
+        network: String,
+        /// allowManaged, allowGlobal, allowDefault or allowDNS = true|false (or 1|0).
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        settings: Vec<String>,
+    },
     /// Administer the network controller of the local node (`skylan node --controller`).
     Controller {
         #[command(subcommand)]
@@ -124,7 +134,10 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("skylan: {e}");
-            ExitCode::from(1)
+            let code = e
+                .downcast_ref::<client::CliError>()
+                .map_or(1, |c| c.exit_code());
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }
 }
@@ -167,6 +180,9 @@ fn run(args: Args) -> anyhow::Result<String> {
         Command::Join { network } => Ok(cli::join(&args.home, &network, args.json)?),
         Command::Leave { network } => Ok(cli::leave(&args.home, &network, args.json)?),
         Command::Networks => Ok(cli::networks(&args.home, args.json)?),
+        Command::Set { network, settings } => {
+            Ok(cli::set(&args.home, &network, &settings, args.json)?)
+        }
         Command::Controller { command } => {
             let port = home::Home::existing(&args.home)
                 .read_port()

@@ -1,12 +1,14 @@
-//! `skylan info`, `peers` and `ping`: ask the local daemon's API and print
-//! `zerotier-cli`-style text (or the API's JSON with `-j`).
+//! `skylan info`, `peers`, `ping`, `join`, `leave`, `networks` and `set`: ask the local
+//! daemon's API and print `zerotier-cli`-style text (or the API's JSON with `-j`).
 
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use super::client::{ApiClient, CliError};
+use crate::service::optin::parse_assignment;
+use crate::types::NetworkId;
 
 /// `skylan info`: `200 info <address> <version> ONLINE|OFFLINE`.
 pub fn info(home: &Path, json: bool) -> Result<String, CliError> {
@@ -150,7 +152,7 @@ fn pretty(v: &Value) -> String {
 
 /// `skylan join NWID`: `200 join OK`.
 pub fn join(home: &Path, network: &str, json: bool) -> Result<String, CliError> {
-    let v = ApiClient::for_home(home, None)?.post(&format!("/network/{network}"), &Value::Null)?;
+    let v = ApiClient::for_home(home, None)?.post(&format!("/network/{network}"), &json!({}))?;
     Ok(if json {
         pretty(&v)
     } else {
@@ -199,10 +201,150 @@ pub fn networks(home: &Path, json: bool) -> Result<String, CliError> {
                 ips.join(",")
             },
         ));
+        out.extend(skipped_lines(n));
     }
     Ok(out.join("\n"))
 }
 
+/// `    skipped route 0.0.0.0/0 via 198.18.0.1: <why>`, one line per entry of a network's
+/// `skipped` (indented, as `zerotier-cli` prints its extra lines).
+fn skipped_lines(n: &Value) -> impl Iterator<Item = String> + '_ {
+    n["skipped"].as_array().into_iter().flatten().map(|s| {
+        let item = match (s["address"].as_str(), s["via"].as_str()) {
+            (Some(a), _) => format!("address {a}"),
+            (None, Some(via)) => format!("route {} via {via}", text(&s["target"])),
+            (None, None) => format!("route {}", text(&s["target"])),
+        };
+        format!("    skipped {item}: {}", text(&s["message"]))
+    })
+}
+
+/// `skylan set NWID KEY=VALUE...`: changes the member's opt-ins of a joined network in
+/// one request; prints the settings in force and what stays skipped (`-j`: the network
+/// object). Bad arguments are usage errors, found before the daemon is asked.
+pub fn set(
+    home: &Path,
+    network: &str,
+    assignments: &[String],
+    json: bool,
+) -> Result<String, CliError> {
+    let (network, body) = parse_set(network, assignments)?;
+    let api = ApiClient::for_home(home, None)?;
+    let path = format!("/network/{network}");
+    // POST joins too (ZeroTier's API); `set` only changes a network already joined.
+    match api.get(&path) {
+        Err(CliError::Refused { status: 404, .. }) => {
+            return Err(CliError::Refused {
+                status: 404,
+                message: format!(
+                    "not a member of network {network}; join it first with `skylan join {network}`"
+                ),
+            });
+        }
+        other => other?,
+    };
+    let n = api.post(&path, &Value::Object(body))?;
+    if json {
+        return Ok(pretty(&n));
+    }
+    let settings: Vec<String> = ["allowManaged", "allowGlobal", "allowDefault", "allowDNS"]
+        .iter()
+        .map(|k| format!("{k}={}", text(&n[*k])))
+        .collect();
+    let mut out = vec![format!("200 set {network} {}", settings.join(" "))];
+    out.extend(skipped_lines(&n));
+    Ok(out.join("\n"))
+}
+
+/// The network and the API body of `skylan set NWID KEY=VALUE...`; a usage error names
+/// what is wrong (an unknown key with the nearest name, a value that is not a boolean).
+pub fn parse_set(
+    network: &str,
+    assignments: &[String],
+) -> Result<(NetworkId, Map<String, Value>), CliError> {
+    let network: NetworkId = network.parse().map_err(|e| {
+        CliError::Usage(format!(
+            "{network:?} is not a network ID (16 hex digits): {e}"
+        ))
+    })?;
+    if assignments.is_empty() {
+        return Err(CliError::Usage(
+            "name at least one setting, e.g. allowDefault=true".into(),
+        ));
+    }
+    let mut body = Map::new();
+    for a in assignments {
+        let (setting, value) = parse_assignment(a).map_err(|e| CliError::Usage(e.to_string()))?;
+        body.insert(setting.name().into(), Value::Bool(value));
+    }
+    Ok((network, body))
+}
+
 fn or_dash(s: String) -> String {
     if s.is_empty() { "-".into() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn set_arguments_become_one_json_body_with_real_booleans() {
+        let (network, body) = parse_set(
+            "89e92ceee5000001",
+            &args(&[
+                "allowDefault=true",
+                "allowGlobal=1",
+                "allowManaged=f",
+                "allowDNS=false",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(network.to_string(), "89e92ceee5000001");
+        assert_eq!(
+            Value::Object(body),
+            json!({"allowDefault": true, "allowGlobal": true, "allowManaged": false, "allowDNS": false})
+        );
+    }
+
+    #[test]
+    fn bad_set_arguments_are_usage_errors_that_say_what_to_write() {
+        let usage = |network: &str, list: &[&str]| {
+            let e = parse_set(network, &args(list)).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{e}");
+            e.to_string()
+        };
+        let e = usage("89e92ceee5000001", &["allowDefualt=true"]);
+        assert!(e.contains("did you mean `allowDefault`?"), "{e}");
+        let e = usage("89e92ceee5000001", &["allowDefault=yes please"]);
+        assert!(e.contains("must be true or false"), "{e}");
+        let e = usage("89e92ceee5000001", &["allowDefault"]);
+        assert!(e.contains("KEY=VALUE"), "{e}");
+        let e = usage("89e92ceee5", &["allowDefault=true"]);
+        assert!(e.contains("not a network ID"), "{e}");
+        let e = usage("89e92ceee5000001", &[]);
+        assert!(e.contains("at least one setting"), "{e}");
+    }
+
+    #[test]
+    fn skipped_items_print_as_indented_lines() {
+        let n = json!({"skipped": [
+            {"address": "203.0.113.10/24", "reason": "allowGlobal", "message": "not private"},
+            {"target": "0.0.0.0/0", "via": "198.18.9.1", "reason": "allowDefault", "message": "a default route"},
+            {"target": "198.51.100.48/29", "via": null, "reason": "underlay", "message": "carries the root"},
+        ]});
+        let lines: Vec<String> = skipped_lines(&n).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "    skipped address 203.0.113.10/24: not private",
+                "    skipped route 0.0.0.0/0 via 198.18.9.1: a default route",
+                "    skipped route 198.51.100.48/29: carries the root",
+            ]
+        );
+    }
 }

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult};
+use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
 use super::home::{Home, HomeError};
 use super::http;
 use super::networks::Networks;
@@ -264,6 +264,9 @@ impl NodeDriver {
                 self.flush().await;
             }
             self.refresh_taps();
+            if let Some(n) = &mut self.networks {
+                n.watch_underlay(&self.node, self.clock.now()).await;
+            }
             let deadline = self
                 .node
                 .poll_timeout()
@@ -367,7 +370,7 @@ impl NodeDriver {
             }
             NodeCommand::Join(network, tx) => {
                 self.node.join(now, network);
-                if let Some(n) = &self.networks {
+                if let Some(n) = &mut self.networks {
                     n.joined(network);
                 }
                 let _ = tx.send(());
@@ -405,9 +408,29 @@ impl NodeDriver {
                             .as_ref()
                             .and_then(|x| x.device(n.id).map(str::to_string)),
                         config: self.networks.as_ref().and_then(|x| x.config(n.id).cloned()),
+                        settings: self
+                            .networks
+                            .as_ref()
+                            .map(|x| x.settings(n.id))
+                            .unwrap_or_default(),
+                        skipped: self
+                            .networks
+                            .as_ref()
+                            .map(|x| x.skipped(n.id).to_vec())
+                            .unwrap_or_default(),
                     })
                     .collect();
                 let _ = tx.send(views);
+            }
+            NodeCommand::SetNetwork(network, changes, tx) => {
+                let joined = self.node.networks().iter().any(|n| n.id == network);
+                let result = match &mut self.networks {
+                    Some(n) if joined => {
+                        n.set(network, &changes).await.map(drop).map_err(Into::into)
+                    }
+                    _ => Err(SetNetworkError::NotJoined(network)),
+                };
+                let _ = tx.send(result);
             }
             NodeCommand::Answers(answers) => {
                 for a in &answers {

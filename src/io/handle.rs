@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::home::HomeError;
 use crate::controller::{Controller, NetworkConfig};
 use crate::node::network::{NetworkStatus, RuleKey};
 use crate::node::{Link, NodeStats, NodeStatus, PeerInfo};
 use crate::service::member::Answer;
+use crate::service::optin::{Changes, NetworkSettings, Skipped};
 use crate::types::{Mac, NetworkId, NodeAddress};
 
 /// The answer to a ping.
@@ -46,6 +48,12 @@ pub enum NodeCommand {
     Leave(NetworkId, oneshot::Sender<bool>),
     /// `networks`.
     Networks(oneshot::Sender<Vec<NetworkView>>),
+    /// `set`: changes the opt-ins of a joined network and re-applies its device.
+    SetNetwork(
+        NetworkId,
+        Changes,
+        oneshot::Sender<Result<(), SetNetworkError>>,
+    ),
     /// Traffic counters of each packet thread (the control thread first).
     Threads(oneshot::Sender<Vec<NodeStats>>),
     /// Flow-rule hit counters per network and deciding rule.
@@ -67,6 +75,21 @@ pub struct NetworkView {
     pub device: Option<String>,
     /// The config in force.
     pub config: Option<NetworkConfig>,
+    /// The member's opt-ins.
+    pub settings: NetworkSettings,
+    /// Managed addresses and routes of the config that are not installed, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Why [`NodeCommand::SetNetwork`] changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum SetNetworkError {
+    /// The network is not joined.
+    #[error("not a member of network {0}; join it first with `skylan join {0}`")]
+    NotJoined(NetworkId),
+    /// The settings file could not be written.
+    #[error("the settings were not changed: {0}")]
+    Save(#[from] HomeError),
 }
 
 /// A cloneable handle the API uses to talk to the node driver.

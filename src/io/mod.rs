@@ -13,4 +13,5 @@ pub mod offload;
 pub mod packets;
 pub mod tap;
 pub mod udp;
+pub mod underlay;
 pub mod workers;

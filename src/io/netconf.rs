@@ -48,6 +48,15 @@ pub enum NetConfError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The kernel would not list what was asked.
+    #[error("listing {what}: {source}")]
+    List {
+        /// What was being listed (e.g. `routes`).
+        what: &'static str,
+        /// The kernel's answer.
+        #[source]
+        source: io::Error,
+    },
     /// The kernel refused a request.
     #[error("{op} on interface {iface}: {source}")]
     Op {
@@ -65,9 +74,9 @@ impl NetConfError {
     /// The kernel's errno for a refused request (`libc::EEXIST`, `libc::ENODEV`, ...).
     pub fn errno(&self) -> Option<i32> {
         match self {
-            NetConfError::Op { source, .. } | NetConfError::Connect(source) => {
-                source.raw_os_error()
-            }
+            NetConfError::Op { source, .. }
+            | NetConfError::List { source, .. }
+            | NetConfError::Connect(source) => source.raw_os_error(),
             _ => None,
         }
     }
@@ -211,6 +220,26 @@ impl NetConf {
             .await
     }
 
+    /// Every route of the main routing table, IPv4 and IPv6: its destination prefix and
+    /// output interface (none for multipath, blackhole and unreachable routes).
+    pub async fn main_routes(&self) -> Result<Vec<MainRoute>, NetConfError> {
+        let mut out = Vec::new();
+        let dumps = [
+            RouteMessageBuilder::<Ipv4Addr>::new().build(),
+            RouteMessageBuilder::<Ipv6Addr>::new().build(),
+        ];
+        for request in dumps {
+            let mut routes = self.handle.route().get(request).execute();
+            while let Some(route) = routes.try_next().await.map_err(|e| NetConfError::List {
+                what: "routes",
+                source: to_io(e),
+            })? {
+                out.extend(main_route(&route));
+            }
+        }
+        Ok(out)
+    }
+
     /// Turns a netlink result into ours, naming the interface when that fails.
     async fn check(
         &self,
@@ -287,6 +316,47 @@ fn route_message(
         msg.header.scope = RouteScope::Link;
     }
     Ok(msg)
+}
+
+/// A route of the main table, as [`NetConf::main_routes`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MainRoute {
+    /// The destination prefix (`0.0.0.0/0` for a default route).
+    pub target: IpNet,
+    /// The output interface, when the route has one.
+    pub ifindex: Option<u32>,
+}
+
+/// The route in `msg` if it belongs to the main table.
+fn main_route(msg: &rtnetlink::packet_route::route::RouteMessage) -> Option<MainRoute> {
+    use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteHeader};
+    let mut table = u32::from(msg.header.table);
+    let mut destination = None;
+    let mut ifindex = None;
+    for attribute in &msg.attributes {
+        match attribute {
+            RouteAttribute::Table(t) => table = *t,
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                destination = Some(IpAddr::V4(*ip))
+            }
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => {
+                destination = Some(IpAddr::V6(*ip))
+            }
+            RouteAttribute::Oif(index) => ifindex = Some(*index),
+            _ => {}
+        }
+    }
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let destination = match (destination, msg.header.address_family) {
+        (Some(ip), _) => ip,
+        (None, rtnetlink::packet_route::AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (None, rtnetlink::packet_route::AddressFamily::Inet6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        (None, _) => return None,
+    };
+    let target = IpNet::new(destination, msg.header.destination_prefix_length).ok()?;
+    Some(MainRoute { target, ifindex })
 }
 
 fn route_text(verb: &str, target: IpNet, via: Option<IpAddr>) -> String {

@@ -21,6 +21,10 @@
 //!   addresses (the kernel already added that prefix route with the address, and
 //!   withdrawing ours would take the kernel's with it), and a route via one of our own
 //!   addresses (we are that gateway; the route is for the other members).
+//! - A default route (`0.0.0.0/0`, `::/0`) is installed as its two halves (`0.0.0.0/1` and
+//!   `128.0.0.0/1`, `::/1` and `8000::/1`), as ZeroTier does: the halves win over the
+//!   host's own default route by being more specific, where a second `/0` would be
+//!   refused by the kernel (`EEXIST`) or lose on metric.
 //! - The [`NetConf`] passed in must live in the namespace the TAP is created in; `create`
 //!   checks it. Everything here needs `CAP_NET_ADMIN` and a tokio runtime.
 //!
@@ -178,8 +182,8 @@ impl DeviceConfig {
             .collect()
     }
 
-    /// The routes to install (see the module docs for the two kinds left out), normalized
-    /// and without repeats.
+    /// The routes to install (see the module docs for the two kinds left out, and default
+    /// routes split in halves), normalized and without repeats.
     fn wanted_routes(&self) -> Vec<RouteSpec> {
         let prefixes: HashSet<IpNet> = self.addresses.iter().map(|a| a.trunc()).collect();
         let own: HashSet<IpAddr> = self.addresses.iter().map(|a| a.addr()).collect();
@@ -187,6 +191,7 @@ impl DeviceConfig {
         self.routes
             .iter()
             .map(|r| r.normalized())
+            .flat_map(halves)
             .filter(|r| match r.via {
                 None => !prefixes.contains(&r.target),
                 Some(gw) => !own.contains(&gw),
@@ -194,6 +199,21 @@ impl DeviceConfig {
             .filter(|r| seen.insert(*r))
             .collect()
     }
+}
+
+/// A default route as its two halves (see the module docs); any other route as it is.
+fn halves(route: RouteSpec) -> Vec<RouteSpec> {
+    if route.target.prefix_len() != 0 {
+        return vec![route];
+    }
+    // A /0 always has /1 subnets.
+    route
+        .target
+        .subnets(1)
+        .into_iter()
+        .flatten()
+        .map(|target| RouteSpec { target, ..route })
+        .collect()
 }
 
 /// One thing [`NetDevice::create`] or [`NetDevice::apply`] changed on the host.
@@ -753,6 +773,28 @@ mod tests {
             vec![
                 Step::DelRoute(subnet),
                 Step::AddAddress(net("198.18.0.1/24")),
+            ]
+        );
+    }
+
+    #[test]
+    fn default_routes_are_installed_as_their_halves() {
+        let c = config(
+            &["198.18.0.9/24", "fd00:5a::9/88"],
+            &[
+                route("0.0.0.0/0", Some("198.18.0.1")),
+                route("::/0", None),
+                route("198.19.0.0/16", None),
+            ],
+        );
+        assert_eq!(
+            c.wanted_routes(),
+            vec![
+                route("0.0.0.0/1", Some("198.18.0.1")),
+                route("128.0.0.0/1", Some("198.18.0.1")),
+                route("::/1", None),
+                route("8000::/1", None),
+                route("198.19.0.0/16", None),
             ]
         );
     }

@@ -13,23 +13,49 @@
 //! ACCESS_DENIED or NOT_FOUND, or that is left, loses its device (addresses and routes
 //! withdrawn, TAP removed) and its cached config.
 //!
+//! **Opt-ins.** The member's settings for a network (`allowManaged`, `allowGlobal`,
+//! `allowDefault`, `allowDNS`; see [`crate::service::optin`]) live in
+//! `<nwid>.local.conf`, in ZeroTier's format, and decide which of the config's addresses
+//! and routes the device gets. [`Networks::set`] saves a change and re-applies the
+//! device at once (addresses and routes added or withdrawn). Leaving a network deletes
+//! its `.local.conf`, as ZeroTier does: a later join starts from the defaults. A
+//! `.local.conf` that cannot be read is logged, and until it is fixed (or removed, for
+//! the defaults; `skylan set` rewrites it) the network installs nothing managed: a
+//! member who turned something off is never opted in by a damaged file.
+//!
+//! **Underlay.** No managed route (nor an address's prefix route) is installed that
+//! would carry the underlay address of a root or a peer into the overlay.
+//! [`Networks::watch_underlay`], called from the packet loop, notes the paths the node
+//! core reports every [`UNDERLAY_CHECK`], lists the host's routes, and re-applies every
+//! device when what it found changed, so a route that would take a newly seen peer's
+//! path is withdrawn within that time. Every skipped item is shown in `networks` with
+//! its reason and logged once when it starts being skipped.
+//!
 //! The TAPs are read and written by the node's packet threads themselves
 //! ([`Networks::taps`]): no reader task, no channel per frame.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::home::{Home, write_file};
+use ipnet::IpNet;
+
+use super::home::{Home, HomeError, write_file};
 use super::netconf::NetConf;
 use super::netdev::{DeviceConfig, NetDevice, RouteSpec};
 use super::tap::{Queues, Tap};
+use super::underlay::Endpoints;
 use crate::controller::NetworkConfig;
 use crate::controller::model::DEFAULT_MTU;
 use crate::crypto::identity::PublicIdentity;
 use crate::node::Node;
 use crate::service::member;
-use crate::types::{NetworkId, NodeAddress};
+use crate::service::optin::{self, NetworkSettings, Setting, SkipReason, Skipped, Underlay};
+use crate::types::{NetworkId, NodeAddress, Time};
+
+/// How often [`Networks::watch_underlay`] looks at the node's paths and the host's routes.
+pub const UNDERLAY_CHECK: Duration = Duration::from_secs(5);
 
 /// See the module documentation.
 pub struct Networks {
@@ -43,6 +69,16 @@ pub struct Networks {
     /// Bumped whenever a device appears or goes, so the driver knows to re-read
     /// [`taps`](Self::taps).
     generation: u64,
+    /// The member's opt-ins per joined network, as loaded or last set.
+    settings: HashMap<NetworkId, NetworkSettings>,
+    /// What the last plan of each network left out, and why.
+    skipped: HashMap<NetworkId, Vec<Skipped>>,
+    /// Underlay addresses of roots and peers, as the node reported them.
+    endpoints: Endpoints,
+    /// What the last plan protected, to re-plan only when it changes.
+    underlay: Vec<Underlay>,
+    /// When [`watch_underlay`](Self::watch_underlay) looks next.
+    next_check: Instant,
 }
 
 impl Networks {
@@ -65,6 +101,11 @@ impl Networks {
             devices: HashMap::new(),
             configs: HashMap::new(),
             generation: 0,
+            settings: HashMap::new(),
+            skipped: HashMap::new(),
+            endpoints: Endpoints::default(),
+            underlay: Vec::new(),
+            next_check: Instant::now(),
         }
     }
 
@@ -92,8 +133,10 @@ impl Networks {
             })
             .collect();
         ids.sort();
+        self.endpoints.note(&node.peers(now), Instant::now());
         for network in ids {
             node.join(now, network);
+            self.load_settings(network);
             let (config, controller) = match read_cached(&self.dir, network) {
                 Ok(Cached::Joined) => continue,
                 Ok(Cached::Config { config, controller }) => (config, controller),
@@ -112,11 +155,72 @@ impl Networks {
         }
     }
 
-    /// Records a join (so a restart rejoins).
-    pub fn joined(&self, network: NetworkId) {
+    /// Records a join (so a restart rejoins) and reads the network's opt-ins.
+    pub fn joined(&mut self, network: NetworkId) {
         let path = self.file(network, "conf");
         if !path.exists() {
             let _ = write_file(&path, b"", 0o600);
+        }
+        if !self.settings.contains_key(&network) {
+            self.load_settings(network);
+        }
+    }
+
+    /// The opt-ins of a network (the defaults for one never joined).
+    pub fn settings(&self, network: NetworkId) -> NetworkSettings {
+        self.settings.get(&network).copied().unwrap_or_default()
+    }
+
+    /// What the device of a network does not install, and why.
+    pub fn skipped(&self, network: NetworkId) -> &[Skipped] {
+        self.skipped.get(&network).map_or(&[], Vec::as_slice)
+    }
+
+    /// Changes opt-ins of a joined network: saves them to `<nwid>.local.conf`, then
+    /// re-applies the network's device at once. Nothing changes when saving fails.
+    pub async fn set(
+        &mut self,
+        network: NetworkId,
+        changes: &[(Setting, bool)],
+    ) -> Result<NetworkSettings, HomeError> {
+        let settings = self.settings(network).with(changes);
+        write_file(
+            &self.file(network, "local.conf"),
+            settings.to_local_conf().as_bytes(),
+            0o644,
+        )?;
+        self.settings.insert(network, settings);
+        tracing::info!(%network, settings = %settings.summary(), "network settings changed");
+        if let Some(config) = self.configs.get(&network).cloned() {
+            self.configure(network, config).await;
+        }
+        Ok(settings)
+    }
+
+    /// Every [`UNDERLAY_CHECK`]: notes the paths in `node`'s peer list, and re-applies
+    /// every device if the underlay addresses or the host routes that reach them changed
+    /// (see the module documentation). Cheap between checks.
+    pub async fn watch_underlay(&mut self, node: &Node, now: Time) {
+        let at = Instant::now();
+        if at < self.next_check {
+            return;
+        }
+        self.next_check = at + UNDERLAY_CHECK;
+        self.endpoints.note(&node.peers(now), at);
+        if self.configs.is_empty() {
+            return;
+        }
+        let underlay = self.current_underlay().await;
+        if underlay == self.underlay {
+            return;
+        }
+        let configs: Vec<(NetworkId, NetworkConfig)> = self
+            .configs
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect();
+        for (network, config) in configs {
+            self.configure_with(network, config, &underlay).await;
         }
     }
 
@@ -142,16 +246,20 @@ impl Networks {
     /// The network is refused or gone: withdraw its device and cached config (stays joined).
     pub async fn withdraw(&mut self, network: NetworkId) {
         self.configs.remove(&network);
+        self.skipped.remove(&network);
         let _ = write_file(&self.file(network, "conf"), b"", 0o600);
         self.remove_device(network).await;
     }
 
-    /// Leaves a network: device and cache removed.
+    /// Leaves a network: device, cache and opt-ins removed.
     pub async fn leave(&mut self, network: NetworkId) {
         self.configs.remove(&network);
+        self.settings.remove(&network);
+        self.skipped.remove(&network);
         self.remove_device(network).await;
         let _ = std::fs::remove_file(self.file(network, "conf"));
         let _ = std::fs::remove_file(self.file(network, "controller"));
+        let _ = std::fs::remove_file(self.file(network, "local.conf"));
     }
 
     /// Every network's TAP, for the driver to read from.
@@ -189,8 +297,28 @@ impl Networks {
     }
 
     async fn configure(&mut self, network: NetworkId, config: NetworkConfig) {
+        let underlay = self.current_underlay().await;
+        self.configure_with(network, config, &underlay).await;
+    }
+
+    /// Configures the device of `network` with what [`optin::plan`] lets through,
+    /// protecting `underlay`.
+    async fn configure_with(
+        &mut self,
+        network: NetworkId,
+        config: NetworkConfig,
+        underlay: &[Underlay],
+    ) {
+        self.underlay = underlay.to_vec();
         let mtu = u16::try_from(config.mtu).unwrap_or(DEFAULT_MTU as u16);
-        let routes = config
+        let plan = optin::plan(
+            &config.assigned_addresses,
+            &config.routes,
+            self.settings(network),
+            underlay,
+        );
+        self.note_skipped(network, plan.skipped);
+        let routes = plan
             .routes
             .iter()
             .map(|r| RouteSpec {
@@ -200,13 +328,7 @@ impl Networks {
             .collect();
         let wanted = DeviceConfig {
             queues: self.queues,
-            ..DeviceConfig::for_network(
-                network,
-                self.me,
-                mtu,
-                config.assigned_addresses.clone(),
-                routes,
-            )
+            ..DeviceConfig::for_network(network, self.me, mtu, plan.addresses, routes)
         };
         self.configs.insert(network, config);
         let Some(nc) = &self.netconf else {
@@ -241,8 +363,86 @@ impl Networks {
         }
     }
 
+    /// The underlay addresses to protect now, with the host routes that reach them (not
+    /// counting our own devices' routes).
+    async fn current_underlay(&self) -> Vec<Underlay> {
+        let Some(nc) = &self.netconf else {
+            return self.endpoints.resolve(None);
+        };
+        let ours: Vec<u32> = self.devices.values().map(|d| d.tap().index()).collect();
+        match nc.main_routes().await {
+            Ok(all) => {
+                let routes: Vec<IpNet> = all
+                    .into_iter()
+                    .filter(|r| r.ifindex.is_none_or(|i| !ours.contains(&i)))
+                    .map(|r| r.target)
+                    .collect();
+                self.endpoints.resolve(Some(&routes))
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "{e}; until the routes can be read, no managed route that contains a root's or peer's address is installed"
+                );
+                self.endpoints.resolve(None)
+            }
+        }
+    }
+
+    /// Records what the plan of `network` skipped, logging each item once when it
+    /// starts being skipped (or skipped for another reason).
+    fn note_skipped(&mut self, network: NetworkId, skipped: Vec<Skipped>) {
+        let before = self.skipped.get(&network);
+        for s in &skipped {
+            if before.is_some_and(|b| b.contains(s)) {
+                continue;
+            }
+            match s.reason {
+                SkipReason::Underlay(_) | SkipReason::Unusable(_) => {
+                    tracing::warn!(%network, "not installing managed {}: {}", s.item, s.reason)
+                }
+                _ => tracing::info!(%network, "not installing managed {}: {}", s.item, s.reason),
+            }
+        }
+        self.skipped.insert(network, skipped);
+    }
+
+    /// Reads `<nwid>.local.conf`: the defaults when there is none; everything off, with a
+    /// warning, when it cannot be read (see the module documentation).
+    fn load_settings(&mut self, network: NetworkId) {
+        let path = self.file(network, "local.conf");
+        let settings = match read_settings(&path) {
+            Ok(s) => s,
+            Err(problem) => {
+                tracing::warn!(
+                    %network,
+                    "the network settings {} {problem}; no managed addresses or routes are installed until it is fixed, removed (for the defaults) or rewritten with `skylan set {network} KEY=VALUE`",
+                    path.display()
+                );
+                NetworkSettings {
+                    allow_managed: false,
+                    allow_global: false,
+                    allow_default: false,
+                    allow_dns: false,
+                }
+            }
+        };
+        self.settings.insert(network, settings);
+    }
+
     fn file(&self, network: NetworkId, ext: &str) -> PathBuf {
         cache_file(&self.dir, network, ext)
+    }
+}
+
+/// The settings in `path`: the defaults when it does not exist; `Err` says what is
+/// wrong with it.
+fn read_settings(path: &Path) -> Result<NetworkSettings, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            NetworkSettings::from_local_conf(&text).map_err(|e| format!("is damaged ({e})"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::default()),
+        Err(e) => Err(format!("cannot be read ({e})")),
     }
 }
 
@@ -360,6 +560,21 @@ mod tests {
         std::fs::write(dir.path().join(format!("{NWID}.controller")), "junk").unwrap();
         let err = read_cached(dir.path(), nwid()).unwrap_err();
         assert!(err.contains("is not a public identity"), "{err}");
+    }
+
+    #[test]
+    fn settings_files_default_when_missing_and_report_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(format!("{NWID}.local.conf"));
+        assert_eq!(read_settings(&path), Ok(NetworkSettings::default()));
+        std::fs::write(&path, "allowManaged=1\nallowGlobal=1\n").unwrap();
+        assert!(read_settings(&path).unwrap().allow_global);
+        std::fs::write(&path, "allowGlobal=perhaps\n").unwrap();
+        let err = read_settings(&path).unwrap_err();
+        assert!(
+            err.starts_with("is damaged (line 1: allowGlobal=perhaps"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub use compile::{
     MAX_MACRO_EXPANSIONS, MAX_SOURCE_BYTES, Names, NoIncludes, Origin, Origins, RESERVED_WORDS,
     SourceLoader, Spellings, TagInfo, compile, compile_str,
 };
+/// Did-you-mean for names outside the rules language too (the CLI's settings).
+pub(crate) use error::suggest;
 pub use error::{Diagnostic, RulesError, Severity};
 pub use eval::{
     ActionEffect, Copies, DecidedBy, Decision, Direction, FrameContext, FrameCopy, MAX_COPIES,

@@ -1,8 +1,10 @@
 //! What both the node daemon and the simulator do with a node core's events and the
 //! controller's decisions, so the two run the same code: verifying and applying signed
-//! configs on a member, answering and pushing configs on the controller.
+//! configs on a member, answering and pushing configs on the controller ([`member`]);
+//! and which managed addresses and routes a member installs ([`optin`]).
 //!
 //! Imports point down: this layer may use `node` and `controller`; neither of them
 //! imports it. Only `io`, `sim` and `lab` call it.
 
 pub mod member;
+pub mod optin;

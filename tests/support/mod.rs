@@ -16,7 +16,8 @@
 //! - the CLI run inside the daemon's namespace: [`Testbed::cli`], [`Testbed::cli_json`],
 //!   [`Testbed::info`], [`Testbed::peers`], [`Testbed::peer`], [`Testbed::ping`],
 //!   [`Testbed::network`]; other programs there with [`Testbed::exec`];
-//! - the local API from inside the namespace: [`Testbed::http`], [`Testbed::metrics`];
+//! - the local API from inside the namespace: [`Testbed::http`],
+//!   [`Testbed::http_with_body`], [`Testbed::metrics`];
 //! - waiting: [`wait_until`] (a condition with a deadline, reporting the last reason it
 //!   did not hold), [`Testbed::wait_online`], [`Testbed::wait_ping`],
 //!   [`Testbed::wait_network_status`], and
@@ -603,6 +604,18 @@ impl Testbed {
     /// One request to the daemon's local API from inside its namespace (127.0.0.1 at the
     /// port in `skylan.port`), with the token from its home.
     pub fn http(&self, daemon: &Daemon, method: &str, path: &str) -> Result<RawResponse> {
+        self.http_with_body(daemon, method, path, b"")
+    }
+
+    /// [`Testbed::http`] with a request body.
+    pub fn http_with_body(
+        &self,
+        daemon: &Daemon,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> Result<RawResponse> {
+        let body = body.to_vec();
         let token = std::fs::read_to_string(daemon.home.join("authtoken.secret"))
             .with_context(|| format!("reading {}'s API token", daemon.name))?;
         let port: u16 = std::fs::read_to_string(daemon.home.join("skylan.port"))
@@ -613,7 +626,7 @@ impl Testbed {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let token = token.trim().to_string();
         let resp = daemon.host.run(move || {
-            raw_request(addr, method, path, &[("X-ZT1-Auth", token.as_str())], b"")
+            raw_request(addr, method, path, &[("X-ZT1-Auth", token.as_str())], &body)
         })??;
         Ok(resp)
     }

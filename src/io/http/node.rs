@@ -1,7 +1,16 @@
 //! The node's endpoints of the local API: `GET /status`, `GET /peer`, `GET /peer/<addr>`,
-//! `POST /peer/<addr>/ping` and `GET /metrics` (Prometheus text). JSON shapes follow
-//! ZeroTier's service API (`address`, `online`, `paths[]`, `role`, `latency`, ...) with a
-//! few additions (`link`, `relay`, `mtu`), so existing scripts find the fields they know.
+//! `POST /peer/<addr>/ping`, `GET /metrics` (Prometheus text), `GET /network`, and
+//! `GET|POST|DELETE /network/<nwid>`. JSON shapes follow ZeroTier's service API
+//! (`address`, `online`, `paths[]`, `role`, `latency`, ...) with a few additions (`link`,
+//! `relay`, `mtu`), so existing scripts find the fields they know.
+//!
+//! `POST /network/<nwid>` joins, and changes the member's opt-ins named in the body
+//! (`allowManaged`, `allowGlobal`, `allowDefault`, `allowDNS`; booleans, anything else
+//! is a 400 and changes nothing), as ZeroTier's does; other fields are ignored and named
+//! in a `skylan-ignored-fields` header. The network object adds `skipped`: the managed
+//! addresses and routes of the config that are not installed, each with a `reason` code
+//! (the setting that would allow it, or `underlay` / `scope` for what nothing allows)
+//! and a `message`.
 //!
 //! Every handler asks the node driver through its [`NodeHandle`] (a channel); none
 //! touches the node core directly.
@@ -14,10 +23,11 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::ApiError;
 use super::controller::wall_clock;
-use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult};
+use super::{ApiError, JsonObject, with_ignored};
+use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
 use crate::node::{Link, NodeStats, PeerInfo};
+use crate::service::optin::{Changes, Managed, Setting, Skipped};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;
 
@@ -201,16 +211,53 @@ async fn network(
 async fn join(
     State(node): State<NodeHandle>,
     Path(nwid): Path<String>,
+    JsonObject(body): JsonObject,
 ) -> Result<impl IntoResponse, ApiError> {
     let nwid = parse_network(&nwid)?;
+    let (changes, ignored) = settings_from_body(&body)?;
     node.ask(|tx| NodeCommand::Join(nwid, tx))
         .await
         .ok_or_else(stopped)?;
+    if !changes.is_empty() {
+        node.ask(|tx| NodeCommand::SetNetwork(nwid, changes, tx))
+            .await
+            .ok_or_else(stopped)?
+            .map_err(|e| match e {
+                SetNetworkError::NotJoined(_) => ApiError::NotFound(e.to_string()),
+                SetNetworkError::Save(_) => ApiError::Internal(e.to_string()),
+            })?;
+    }
     let list = node.ask(NodeCommand::Networks).await.ok_or_else(stopped)?;
-    list.iter()
+    let n = list
+        .iter()
         .find(|n| n.id == nwid)
-        .map(|n| axum::Json(network_json(n)))
-        .ok_or_else(|| ApiError::Internal("joined network vanished".into()))
+        .ok_or_else(|| ApiError::Internal("joined network vanished".into()))?;
+    Ok(with_ignored(
+        axum::Json(network_json(n)).into_response(),
+        &ignored,
+    ))
+}
+
+/// The opt-in changes a `POST /network/<nwid>` body asks for, and the names of the
+/// fields it ignores. A setting that is not a boolean is a 400.
+fn settings_from_body(
+    body: &serde_json::Map<String, Value>,
+) -> Result<(Changes, Vec<String>), ApiError> {
+    let mut changes = Vec::new();
+    let mut ignored = Vec::new();
+    for (key, value) in body {
+        let Some(setting) = Setting::ALL.into_iter().find(|s| s.name() == key) else {
+            ignored.push(key.clone());
+            continue;
+        };
+        let Some(value) = value.as_bool() else {
+            return Err(ApiError::BadRequest(format!(
+                "field `{key}`: expected true or false, got {value}"
+            )));
+        };
+        changes.push((setting, value));
+    }
+    Ok((changes, ignored))
 }
 
 async fn leave(
@@ -261,9 +308,28 @@ fn network_json(n: &NetworkView) -> Value {
             "metric": 0,
         })).collect::<Vec<_>>()).unwrap_or_default(),
         "dns": c.map(|c| json!({"domain": c.dns.domain, "servers": c.dns.servers})).unwrap_or(json!({"domain": "", "servers": []})),
-        "allowManaged": true,
+        "allowManaged": n.settings.allow_managed,
+        "allowGlobal": n.settings.allow_global,
+        "allowDefault": n.settings.allow_default,
+        "allowDNS": n.settings.allow_dns,
+        "skipped": n.skipped.iter().map(skipped_json).collect::<Vec<_>>(),
         "bridge": false,
     })
+}
+
+/// One entry of a network's `skipped`: the address, or the route's `target` and `via`,
+/// with the reason's code and a message.
+fn skipped_json(s: &Skipped) -> Value {
+    let mut v = match s.item {
+        Managed::Address(a) => json!({"address": a.to_string()}),
+        Managed::Route(r) => json!({
+            "target": r.target.to_string(),
+            "via": r.via.map(|v| v.to_string()),
+        }),
+    };
+    v["reason"] = json!(s.reason.code());
+    v["message"] = json!(s.reason.to_string());
+    v
 }
 
 fn parse_address(text: &str) -> Result<NodeAddress, ApiError> {
