@@ -377,8 +377,14 @@ impl NetDevice {
             config: config.clone(),
             installed,
         };
-        // On error `dev` is dropped here, and with it the TAP and anything installed.
-        dev.apply(&config, nc).await?;
+        if let Err(e) = dev.apply(&config, nc).await {
+            // Deleting the TAP takes what was installed with it; wait until the kernel
+            // has removed it, so the name is free again when this returns.
+            if let Err(gone) = dev.remove(nc).await {
+                tracing::warn!("removing a half-configured device: {gone}");
+            }
+            return Err(e);
+        }
         Ok(dev)
     }
 
