@@ -351,6 +351,42 @@ fn rules_allow_ssh_only_from_the_tagged_member_and_changes_apply() -> Result<()>
     Ok(())
 }
 
+#[test]
+fn a_member_whose_device_cannot_be_made_shows_a_port_error() -> Result<()> {
+    let Some(tb) = Testbed::new("a_member_whose_device_cannot_be_made", "e2eport")? else {
+        return Ok(());
+    };
+    let Members { ctrl, a, nwid, .. } = start_members(&tb, "port", "198.18.3")?;
+    // Something else already has the interface name the network's device would get.
+    let name = skylan::io::netdev::interface_name(nwid.parse()?);
+    let peer = format!("{name}x");
+    let taken = tb.exec(
+        &a.host,
+        "ip",
+        &["link", "add", &name, "type", "veth", "peer", "name", &peer],
+    )?;
+    ensure!(taken.success(), "ip link add {name}: {taken:?}");
+    tb.cli(&a, &["join", &nwid])?;
+    let addr = a.address.to_string();
+    controller(&tb, &ctrl, &["member", "authorize", &nwid, &addr])?;
+    let n = wait_status(&tb, &a, &nwid, "PORT_ERROR")?;
+    ensure!(
+        n["portError"] != 0
+            && n["portErrorMessage"]
+                .as_str()
+                .is_some_and(|m| m.contains(&name)),
+        "the port error names the device: {n}"
+    );
+    let text = tb.cli(&a, &["networks"])?;
+    ensure!(
+        text.stdout.contains("PORT_ERROR") && text.stdout.contains("port error:"),
+        "networks says so: {}",
+        text.stdout
+    );
+    tb.finish();
+    Ok(())
+}
+
 /// A deterministic byte pattern (so the receiver can check every byte).
 fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(2_654_435_761) >> 13) as u8

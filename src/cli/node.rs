@@ -202,6 +202,10 @@ pub fn networks(home: &Path, json: bool) -> Result<String, CliError> {
             },
         ));
         out.extend(skipped_lines(n));
+        let port_error = text(&n["portErrorMessage"]);
+        if !port_error.is_empty() {
+            out.push(format!("    port error: {port_error}"));
+        }
     }
     Ok(out.join("\n"))
 }

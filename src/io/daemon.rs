@@ -407,6 +407,10 @@ impl NodeDriver {
                             .networks
                             .as_ref()
                             .and_then(|x| x.device(n.id).map(str::to_string)),
+                        port_error: self
+                            .networks
+                            .as_ref()
+                            .and_then(|x| x.port_error(n.id).map(str::to_string)),
                         config: self.networks.as_ref().and_then(|x| x.config(n.id).cloned()),
                         settings: self
                             .networks

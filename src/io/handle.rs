@@ -73,6 +73,8 @@ pub struct NetworkView {
     pub mac: Mac,
     /// The TAP device, once configured.
     pub device: Option<String>,
+    /// Why the network has no device although configured (shown as PORT_ERROR).
+    pub port_error: Option<String>,
     /// The config in force.
     pub config: Option<NetworkConfig>,
     /// The member's opt-ins.

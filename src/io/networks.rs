@@ -66,6 +66,8 @@ pub struct Networks {
     queues: Queues,
     devices: HashMap<NetworkId, NetDevice>,
     configs: HashMap<NetworkId, NetworkConfig>,
+    /// Why a configured network has no device (ZeroTier's PORT_ERROR).
+    port_errors: HashMap<NetworkId, String>,
     /// Bumped whenever a device appears or goes, so the driver knows to re-read
     /// [`taps`](Self::taps).
     generation: u64,
@@ -100,6 +102,7 @@ impl Networks {
             queues,
             devices: HashMap::new(),
             configs: HashMap::new(),
+            port_errors: HashMap::new(),
             generation: 0,
             settings: HashMap::new(),
             skipped: HashMap::new(),
@@ -283,6 +286,11 @@ impl Networks {
         self.configs.get(&network)
     }
 
+    /// Why a configured network has no device, if it failed to get one.
+    pub fn port_error(&self, network: NetworkId) -> Option<&str> {
+        self.port_errors.get(&network).map(String::as_str)
+    }
+
     /// The device name of a network, if it has one.
     pub fn device(&self, network: NetworkId) -> Option<&str> {
         self.devices.get(&network).map(|d| d.name())
@@ -332,6 +340,8 @@ impl Networks {
         };
         self.configs.insert(network, config);
         let Some(nc) = &self.netconf else {
+            self.port_errors
+                .insert(network, "netlink is not available to this process".into());
             return;
         };
         if let Some(dev) = self.devices.get_mut(&network) {
@@ -348,14 +358,19 @@ impl Networks {
             Ok(dev) => {
                 tracing::info!(%network, device = dev.name(), "network device up");
                 self.devices.insert(network, dev);
+                self.port_errors.remove(&network);
                 self.generation += 1;
             }
-            Err(e) => tracing::warn!(%network, "cannot create the network device: {e}"),
+            Err(e) => {
+                tracing::warn!(%network, "cannot create the network device: {e}");
+                self.port_errors.insert(network, e.to_string());
+            }
         }
     }
 
     async fn remove_device(&mut self, network: NetworkId) {
         self.generation += 1;
+        self.port_errors.remove(&network);
         if let (Some(dev), Some(nc)) = (self.devices.remove(&network), &self.netconf) {
             if let Err(e) = dev.remove(nc).await {
                 tracing::warn!(%network, "removing the network device: {e}");

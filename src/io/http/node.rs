@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use super::controller::wall_clock;
 use super::{ApiError, JsonObject, with_ignored};
 use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
+use crate::node::network::NetworkStatus;
 use crate::node::{Link, NodeStats, PeerInfo};
 use crate::service::optin::{Changes, Managed, Setting, Skipped};
 use crate::types::{NetworkId, NodeAddress};
@@ -292,7 +293,12 @@ fn network_json(n: &NetworkView) -> Value {
         "id": n.id.to_string(),
         "nwid": n.id.to_string(),
         "name": c.map(|c| c.name.clone()).unwrap_or_default(),
-        "status": n.status.as_str(),
+        "status": match &n.port_error {
+            Some(_) if n.status == NetworkStatus::Ok => "PORT_ERROR",
+            _ => n.status.as_str(),
+        },
+        "portError": if n.port_error.is_some() { -1 } else { 0 },
+        "portErrorMessage": n.port_error.clone().unwrap_or_default(),
         "type": match c { Some(c) if !c.private => "PUBLIC", Some(_) => "PRIVATE", None => "UNKNOWN" },
         "mac": n.mac.to_string(),
         "mtu": c.map(|c| c.mtu).unwrap_or(0),
