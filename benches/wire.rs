@@ -129,22 +129,8 @@ fn fragments(c: &mut Criterion) {
             let mut whole = None;
             for datagram in fragment(black_box(&packet), 1400, id).expect("fits") {
                 let (header, outer) = parse(&datagram).expect("valid fragment");
-                if let Outer::Fragment {
-                    packet_id,
-                    index,
-                    count,
-                    chunk,
-                } = outer
-                {
-                    whole = reassembler.insert(
-                        Time::ZERO,
-                        Arrival::KnownPath,
-                        header.src,
-                        packet_id,
-                        index,
-                        count,
-                        chunk,
-                    );
+                if let Some(piece) = outer.piece() {
+                    whole = reassembler.insert(Time::ZERO, Arrival::KnownPath, header.src, piece);
                 }
             }
             let whole = black_box(whole.expect("all fragments delivered"));

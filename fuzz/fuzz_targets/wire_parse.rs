@@ -68,21 +68,9 @@ fn datagram(reassembler: &mut Reassembler, now: Time, bytes: &[u8]) {
 
     match outer {
         Outer::Data { ciphertext, .. } => plaintext(&ciphertext[..ciphertext.len() - TAG_LEN]),
-        Outer::Fragment {
-            packet_id,
-            index,
-            count,
-            chunk,
-        } => {
-            if let Some(packet) = reassembler.insert(
-                now,
-                Arrival::KnownPath,
-                header.src,
-                packet_id,
-                index,
-                count,
-                chunk,
-            ) {
+        Outer::Fragment { .. } => {
+            let piece = outer.piece().expect("a fragment");
+            if let Some(packet) = reassembler.insert(now, Arrival::KnownPath, header.src, piece) {
                 let (inner, _) = wire::parse(&packet).expect("reassembled packets have a header");
                 assert_eq!(inner.src, header.src);
                 assert_ne!(inner.kind, wire::Kind::Fragment);

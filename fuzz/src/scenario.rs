@@ -124,24 +124,11 @@ impl Trace {
                 bytes: bytes.clone(),
             };
             match wire::parse(bytes) {
-                Ok((
-                    header,
-                    Outer::Fragment {
-                        packet_id,
-                        index,
-                        count,
-                        chunk,
-                    },
-                )) => {
-                    if let Some(whole) = reassembler.insert(
-                        *now,
-                        wire::Arrival::KnownPath,
-                        header.src,
-                        packet_id,
-                        index,
-                        count,
-                        chunk,
-                    ) {
+                Ok((header, outer @ Outer::Fragment { .. })) => {
+                    let piece = outer.piece().expect("a fragment");
+                    if let Some(whole) =
+                        reassembler.insert(*now, wire::Arrival::KnownPath, header.src, piece)
+                    {
                         joined.push(Recorded {
                             bytes: whole,
                             ..recorded.clone()

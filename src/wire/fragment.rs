@@ -53,7 +53,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use super::WireError;
-use super::packet::{HEADER_LEN, Header, Kind, check_fragment, field};
+use super::packet::{HEADER_LEN, Header, Kind, Piece, check_fragment, field};
 use crate::types::{NodeAddress, Time};
 
 /// Most fragments one packet may be cut into (the count is 2..=16).
@@ -330,21 +330,23 @@ impl Reassembler {
         }
     }
 
-    /// Takes one fragment (the fields of an `Outer::Fragment`, the header's source and
-    /// how it arrived) and returns the whole original packet when this was its last
-    /// missing piece. Expires old partial packets first. Give the returned buffer back
-    /// with [`recycle`](Self::recycle) to have it reused.
-    #[allow(clippy::too_many_arguments)]
+    /// Takes one fragment (its fields, the header's source and how it arrived) and
+    /// returns the whole original packet when this was its last missing piece. Expires
+    /// old partial packets first. Give the returned buffer back with
+    /// [`recycle`](Self::recycle) to have it reused.
     pub fn insert(
         &mut self,
         now: Time,
         arrival: Arrival,
         src: NodeAddress,
-        packet_id: u64,
-        index: u8,
-        count: u8,
-        chunk: &[u8],
+        piece: Piece<'_>,
     ) -> Option<Vec<u8>> {
+        let Piece {
+            packet_id,
+            index,
+            count,
+            chunk,
+        } = piece;
         if check_fragment(index, count, chunk).is_err() || chunk.len() > self.limits.max_packet_len
         {
             self.stats.bad_fragment += 1;
@@ -602,6 +604,15 @@ impl Reassembler {
 mod tests {
     use super::*;
     use crate::wire::{Outer, parse};
+
+    fn piece(packet_id: u64, index: u8, count: u8, chunk: &[u8]) -> Piece<'_> {
+        Piece {
+            packet_id,
+            index,
+            count,
+            chunk,
+        }
+    }
     use proptest::prelude::*;
 
     fn addr(v: u64) -> NodeAddress {
@@ -639,16 +650,8 @@ mod tests {
         datagram: &[u8],
     ) -> Option<Vec<u8>> {
         let (header, outer) = parse(datagram).expect("fragment parses");
-        let Outer::Fragment {
-            packet_id,
-            index,
-            count,
-            chunk,
-        } = outer
-        else {
-            panic!("not a fragment: {outer:?}");
-        };
-        r.insert(now, arrival, header.src, packet_id, index, count, chunk)
+        let piece = outer.piece().expect("a fragment");
+        r.insert(now, arrival, header.src, piece)
     }
 
     #[test]
@@ -736,11 +739,23 @@ mod tests {
     fn inconsistent_fragments_discard_the_partial_packet() {
         let src = addr(7);
         let mut r = Reassembler::default();
-        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 0, 3, b"aaaa"), None);
-        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 0, 3, b"bbbb"), None);
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, piece(1, 0, 3, b"aaaa")),
+            None
+        );
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, piece(1, 0, 3, b"bbbb")),
+            None
+        );
         assert_eq!(r.packets_in_flight(), 0);
-        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 2, 0, 3, b"aaaa"), None);
-        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 2, 1, 4, b"aaaa"), None);
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, piece(2, 0, 3, b"aaaa")),
+            None
+        );
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, piece(2, 1, 4, b"aaaa")),
+            None
+        );
         assert_eq!(r.packets_in_flight(), 0);
         assert_eq!(r.stats().inconsistent, 2);
         for (index, count, chunk) in [
@@ -750,7 +765,7 @@ mod tests {
             (0, 2, b""),
         ] {
             assert_eq!(
-                r.insert(Time::ZERO, KNOWN, src, 3, index, count, chunk),
+                r.insert(Time::ZERO, KNOWN, src, piece(3, index, count, chunk)),
                 None
             );
         }
@@ -763,21 +778,24 @@ mod tests {
         let src = addr(7);
         let mut r = Reassembler::default();
         // Too short for a header.
-        r.insert(Time::ZERO, KNOWN, src, 1, 0, 2, b"ab");
-        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 1, 2, b"cd"), None);
+        r.insert(Time::ZERO, KNOWN, src, piece(1, 0, 2, b"ab"));
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, piece(1, 1, 2, b"cd")),
+            None
+        );
         // A valid packet, but from another source than the fragments claim.
         let other = packet(addr(8), 100);
-        r.insert(Time::ZERO, KNOWN, src, 2, 0, 2, &other[..50]);
+        r.insert(Time::ZERO, KNOWN, src, piece(2, 0, 2, &other[..50]));
         assert_eq!(
-            r.insert(Time::ZERO, KNOWN, src, 2, 1, 2, &other[50..]),
+            r.insert(Time::ZERO, KNOWN, src, piece(2, 1, 2, &other[50..])),
             None
         );
         // A fragment inside fragments.
         let mut nested = packet(src, 100);
         nested[field::KIND] = Kind::Fragment.into();
-        r.insert(Time::ZERO, KNOWN, src, 3, 0, 2, &nested[..50]);
+        r.insert(Time::ZERO, KNOWN, src, piece(3, 0, 2, &nested[..50]));
         assert_eq!(
-            r.insert(Time::ZERO, KNOWN, src, 3, 1, 2, &nested[50..]),
+            r.insert(Time::ZERO, KNOWN, src, piece(3, 1, 2, &nested[50..])),
             None
         );
         assert_eq!(r.stats().malformed, 3);
@@ -810,10 +828,13 @@ mod tests {
             max_packet_len: 100,
             ..ReassemblyLimits::default()
         });
-        assert_eq!(r.insert(Time::ZERO, KNOWN, src, 1, 0, 3, &[1; 101]), None);
+        assert_eq!(
+            r.insert(Time::ZERO, KNOWN, src, piece(1, 0, 3, &[1; 101])),
+            None
+        );
         assert_eq!(r.stats().bad_fragment, 1);
-        r.insert(Time::ZERO, KNOWN, src, 2, 0, 3, &[1; 60]);
-        r.insert(Time::ZERO, KNOWN, src, 2, 1, 3, &[1; 60]);
+        r.insert(Time::ZERO, KNOWN, src, piece(2, 0, 3, &[1; 60]));
+        r.insert(Time::ZERO, KNOWN, src, piece(2, 1, 3, &[1; 60]));
         assert_eq!(r.stats().too_large, 1);
         assert_eq!((r.packets_in_flight(), r.buffered_bytes()), (0, 0));
     }
@@ -828,7 +849,7 @@ mod tests {
         feed(&mut r, Time::ZERO, &fragments[0]);
         let flooder = addr(0x0a0b0c0d0e);
         for id in 0..10_000u64 {
-            r.insert(Time::ZERO, KNOWN, flooder, id, 0, 16, &[0u8; 1000]);
+            r.insert(Time::ZERO, KNOWN, flooder, piece(id, 0, 16, &[0u8; 1000]));
             assert!(r.packets_in_flight() <= 1 + limits.max_per_source);
         }
         assert_eq!(
@@ -861,7 +882,8 @@ mod tests {
                 let a = IpAddr::from([198, 51, 100, (i % 200) as u8]);
                 (Arrival::Unverified(a), Owner::Address(a))
             };
-            r.insert(now, arrival, src, i, (i % 3) as u8, 4, &vec![i as u8; len]);
+            let chunk = vec![i as u8; len];
+            r.insert(now, arrival, src, piece(i, (i % 3) as u8, 4, &chunk));
             peak.0 = peak.0.max(r.packets_in_flight());
             peak.1 = peak.1.max(r.buffered_bytes());
             assert!(r.packets_in_flight() <= limits.max_packets);
@@ -913,7 +935,7 @@ mod tests {
             let src = if i % 2 == 0 { peer } else { addr(1 + i) };
             let id = if i % 100 == 0 { 77 } else { i };
             let from = ip((i % 250) as u8);
-            let out = r.insert(Time::ZERO, from, src, id, 1, 3, &[0xee; 1000]);
+            let out = r.insert(Time::ZERO, from, src, piece(id, 1, 3, &[0xee; 1000]));
             assert_eq!(out, None);
             assert!(r.packets_in_flight() <= limits.max_packets);
         }
@@ -935,16 +957,16 @@ mod tests {
             ..ReassemblyLimits::default()
         });
         for id in 0..4 {
-            r.insert(Time::ZERO, KNOWN, addr(1), id, 0, 2, &[1; 100]);
+            r.insert(Time::ZERO, KNOWN, addr(1), piece(id, 0, 2, &[1; 100]));
         }
         assert_eq!(
-            r.insert(Time::ZERO, ip(9), addr(2), 1, 0, 2, &[1; 100]),
+            r.insert(Time::ZERO, ip(9), addr(2), piece(1, 0, 2, &[1; 100])),
             None
         );
         assert_eq!(r.stats().refused, 1);
         assert_eq!(r.packets_in_flight(), 4);
         // Another known path may take the oldest slot.
-        r.insert(Time::ZERO, KNOWN, addr(3), 1, 0, 2, &[1; 100]);
+        r.insert(Time::ZERO, KNOWN, addr(3), piece(1, 0, 2, &[1; 100]));
         assert_eq!(r.stats().evicted_global, 1);
         assert_eq!(r.packets_in_flight(), 4);
         // Bytes too: an unverified fragment cannot push known-path bytes out.
@@ -953,16 +975,16 @@ mod tests {
             max_packet_len: 2000,
             ..ReassemblyLimits::default()
         });
-        r.insert(Time::ZERO, KNOWN, addr(1), 1, 0, 2, &[0; 1500]);
-        r.insert(Time::ZERO, ip(1), addr(2), 1, 0, 2, &[0; 1000]);
+        r.insert(Time::ZERO, KNOWN, addr(1), piece(1, 0, 2, &[0; 1500]));
+        r.insert(Time::ZERO, ip(1), addr(2), piece(1, 0, 2, &[0; 1000]));
         assert_eq!(
-            r.insert(Time::ZERO, ip(2), addr(3), 1, 0, 2, &[0; 1000]),
+            r.insert(Time::ZERO, ip(2), addr(3), piece(1, 0, 2, &[0; 1000])),
             None
         );
         assert_eq!(r.stats().evicted_global, 1, "the older unverified one went");
         // This one evicts the other unverified packet and still does not fit.
         assert_eq!(
-            r.insert(Time::ZERO, ip(3), addr(4), 1, 0, 2, &[0; 1600]),
+            r.insert(Time::ZERO, ip(3), addr(4), piece(1, 0, 2, &[0; 1600])),
             None
         );
         assert_eq!((r.stats().evicted_global, r.stats().refused), (2, 1));
@@ -1003,11 +1025,11 @@ mod tests {
             max_packet_len: 2000,
             ..ReassemblyLimits::default()
         });
-        r.insert(Time::ZERO, KNOWN, addr(1), 1, 0, 2, &[0; 1000]);
-        r.insert(Time::ZERO, KNOWN, addr(2), 1, 0, 2, &[0; 1000]);
-        r.insert(Time::ZERO, KNOWN, addr(3), 1, 0, 2, &[0; 1000]);
+        r.insert(Time::ZERO, KNOWN, addr(1), piece(1, 0, 2, &[0; 1000]));
+        r.insert(Time::ZERO, KNOWN, addr(2), piece(1, 0, 2, &[0; 1000]));
+        r.insert(Time::ZERO, KNOWN, addr(3), piece(1, 0, 2, &[0; 1000]));
         assert_eq!(r.buffered_bytes(), 3000);
-        r.insert(Time::ZERO, KNOWN, addr(4), 1, 0, 2, &[0; 1500]);
+        r.insert(Time::ZERO, KNOWN, addr(4), piece(1, 0, 2, &[0; 1500]));
         assert_eq!(r.stats().evicted_global, 2);
         assert_eq!(r.buffered_bytes(), 2500);
         assert_eq!(r.packets_in_flight(), 2);

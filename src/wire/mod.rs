@@ -144,8 +144,8 @@ pub use message::{
     SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
 };
 pub use packet::{
-    DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAX_HOPS, Outer, Packet, TAG_LEN, data_aad,
-    emit_data_prefix, field, parse, parse_data_mut,
+    DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAX_HOPS, Outer, Packet, Piece, TAG_LEN,
+    data_aad, emit_data_prefix, field, parse, parse_data_mut,
 };
 
 /// Why bytes could not be parsed (or a packet could not be fragmented).

@@ -328,6 +328,20 @@ pub enum Outer<'a> {
     },
 }
 
+/// The fields of one Fragment packet (what [`Reassembler::insert`](super::Reassembler::insert)
+/// takes), from [`Outer::piece`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece<'a> {
+    /// Identifies the packet (per source) the piece belongs to.
+    pub packet_id: u64,
+    /// Position of this piece, `0..count`.
+    pub index: u8,
+    /// How many pieces, `2..=16`.
+    pub count: u8,
+    /// The bytes of this piece.
+    pub chunk: &'a [u8],
+}
+
 /// Parses a whole datagram: header plus body. Never panics, never allocates.
 pub fn parse(buf: &[u8]) -> Result<(Header, Outer<'_>), WireError> {
     let header = Header::parse(buf)?;
@@ -378,6 +392,24 @@ impl<'a> Outer<'a> {
                 receiver_index: r.u32("SessionUnknown receiver index")?,
             }),
             Kind::Unknown(kind) => Ok(Outer::Unknown { kind, body }),
+        }
+    }
+
+    /// The fields of a Fragment; `None` for any other kind.
+    pub fn piece(&self) -> Option<Piece<'a>> {
+        match *self {
+            Outer::Fragment {
+                packet_id,
+                index,
+                count,
+                chunk,
+            } => Some(Piece {
+                packet_id,
+                index,
+                count,
+                chunk,
+            }),
+            _ => None,
         }
     }
 

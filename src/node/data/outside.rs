@@ -67,16 +67,10 @@ impl DataPlane {
             return None;
         }
         let index = match outer {
-            Outer::Fragment {
-                packet_id,
-                index,
-                count,
-                chunk,
-            } if relayed.is_none() => {
+            Outer::Fragment { .. } if relayed.is_none() => {
+                let piece = outer.piece()?;
                 let arrival = arrival(snap, header.src, from);
-                let whole = self
-                    .reassembler
-                    .insert(now, arrival, header.src, packet_id, index, count, chunk);
+                let whole = self.reassembler.insert(now, arrival, header.src, piece);
                 self.stats.fragments = self.reassembler.stats();
                 let mut whole = whole?;
                 let relayed = Some(header.hops > 0);
