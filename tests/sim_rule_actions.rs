@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use skylan::node::network::NetworkStatus;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
 use skylan::sim::{AccessLink, HostId};
@@ -26,21 +25,12 @@ fn setup(seed: u64, rules: impl Fn(&str) -> String) -> (Mesh, [HostId; 3], Netwo
     m.settle();
     let [a, b, c] = [m.nodes[0], m.nodes[1], m.nodes[2]];
     let source = rules(&m.address(c).to_string());
-    let nw = m.create_network(
+    let authorized = json!({"authorized": true});
+    let nw = m.network_with_members(
         ctrl,
         json!({"name": "actions", "private": true, "rulesSource": source}),
+        &[a, b, c].map(|h| (h, authorized.clone())),
     );
-    for h in [a, b, c] {
-        m.join(h, nw);
-    }
-    m.sim.run_for(2 * SECOND);
-    for h in [a, b, c] {
-        m.set_member(ctrl, nw, h, json!({"authorized": true}));
-    }
-    for h in [a, b, c] {
-        assert!(m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
-    }
-    m.sim.run_for(2 * SECOND);
     (m, [a, b, c], nw)
 }
 

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use serde_json::json;
-use skylan::node::network::NetworkStatus;
 use skylan::node::switch::SwitchSettings;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement};
@@ -74,21 +73,15 @@ fn setup() -> (Mesh, HostId, HostId, HostId, NetworkId) {
     );
     let ctrl = m.add_controller(Placement::Public, AccessLink::default());
     m.settle();
-    let nw = m.create_network(
+    let (a, b) = (m.nodes[0], m.nodes[1]);
+    let nw = m.network_with_members(
         ctrl,
         json!({"name": "rules", "private": true, "rulesSource": SSH_ONLY_FROM_TAGGED}),
+        &[
+            (a, json!({"authorized": true, "tags": [[1, 1]]})),
+            (b, json!({"authorized": true, "tags": [[1, 0]]})),
+        ],
     );
-    let (a, b) = (m.nodes[0], m.nodes[1]);
-    for h in [a, b] {
-        m.join(h, nw);
-    }
-    m.sim.run_for(2 * SECOND);
-    m.set_member(ctrl, nw, a, json!({"authorized": true, "tags": [[1, 1]]}));
-    m.set_member(ctrl, nw, b, json!({"authorized": true, "tags": [[1, 0]]}));
-    for h in [a, b] {
-        assert!(m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
-    }
-    m.sim.run_for(2 * SECOND);
     (m, ctrl, a, b, nw)
 }
 
@@ -236,33 +229,23 @@ fn members_cannot_send_from_addresses_they_were_not_given() {
     );
     let ctrl = m.add_controller(Placement::Public, AccessLink::default());
     m.settle();
-    let nw = m.create_network(
+    let (a, b) = (m.nodes[0], m.nodes[1]);
+    let nw = m.network_with_members(
         ctrl,
         json!({"name": "nospoof", "private": true,
                "ipAssignmentPools": [{"ipRangeStart": "198.18.0.2", "ipRangeEnd": "198.18.0.99"}],
                "rulesSource": "drop not chr ipauth;\naccept;\n"}),
+        &[
+            (
+                a,
+                json!({"authorized": true, "ipAssignments": ["198.18.0.3"]}),
+            ),
+            (
+                b,
+                json!({"authorized": true, "ipAssignments": ["198.18.0.2"]}),
+            ),
+        ],
     );
-    let (a, b) = (m.nodes[0], m.nodes[1]);
-    for h in [a, b] {
-        m.join(h, nw);
-    }
-    m.sim.run_for(2 * SECOND);
-    m.set_member(
-        ctrl,
-        nw,
-        a,
-        json!({"authorized": true, "ipAssignments": ["198.18.0.3"]}),
-    );
-    m.set_member(
-        ctrl,
-        nw,
-        b,
-        json!({"authorized": true, "ipAssignments": ["198.18.0.2"]}),
-    );
-    for h in [a, b] {
-        assert!(m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
-    }
-    m.sim.run_for(2 * SECOND);
     let delivered = |m: &mut Mesh, f: Vec<u8>| {
         let before = m.node(a).tap.len();
         let _ = m

@@ -275,6 +275,34 @@ impl Mesh {
             .id
     }
 
+    /// Creates a network on controller host `ctrl` from `body`, has every member join,
+    /// gives each its member body (e.g. `{"authorized": true}`), and runs until all are
+    /// OK (panics after 10 s) and the pushes have settled.
+    pub fn network_with_members(
+        &mut self,
+        ctrl: HostId,
+        body: serde_json::Value,
+        members: &[(HostId, serde_json::Value)],
+    ) -> NetworkId {
+        let network = self.create_network(ctrl, body);
+        for (h, _) in members {
+            self.join(*h, network);
+        }
+        self.sim.run_for(Duration::from_secs(2));
+        for (h, member) in members {
+            self.set_member(ctrl, network, *h, member.clone());
+        }
+        for (h, _) in members {
+            assert!(
+                self.wait_status(*h, network, NetworkStatus::Ok, Duration::from_secs(10)),
+                "member {} got no config",
+                self.address(*h)
+            );
+        }
+        self.sim.run_for(Duration::from_secs(2));
+        network
+    }
+
     /// Changes member `member` of `network` on controller host `ctrl` (a partial
     /// ZeroTier member body, e.g. `{"authorized": true}`), then pushes the change.
     pub fn set_member(
