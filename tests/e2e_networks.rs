@@ -19,7 +19,7 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skylan::lab::NatKind;
 use support::networks::{
-    STEP, controller, create_network, managed_ip, network, ping_ip, wait_status,
+    STEP, controller, create_network, managed_ip, network, ping_ip, set_rules, wait_status,
 };
 use support::{Daemon, Testbed, wait_until};
 
@@ -258,16 +258,7 @@ fn rules_allow_ssh_only_from_the_tagged_member_and_changes_apply() -> Result<()>
     let Members {
         ctrl, a, b, nwid, ..
     } = start_members(&tb, "ssh", "198.18.2")?;
-    controller(
-        &tb,
-        &ctrl,
-        &[
-            "network",
-            "set",
-            &nwid,
-            &format!("rulesSource={SSH_FROM_TAGGED}"),
-        ],
-    )?;
+    set_rules(&tb, &ctrl, &nwid, SSH_FROM_TAGGED)?;
     for (d, tag) in [(&a, 1), (&b, 0)] {
         tb.cli(d, &["join", &nwid])?;
         let addr = d.address.to_string();
@@ -290,11 +281,7 @@ fn rules_allow_ssh_only_from_the_tagged_member_and_changes_apply() -> Result<()>
     ensure!(ping_ip(&tb, &b, &ip_a)?, "other traffic still flows");
 
     let changed_at = Instant::now();
-    controller(
-        &tb,
-        &ctrl,
-        &["network", "set", &nwid, "rulesSource=accept;"],
-    )?;
+    set_rules(&tb, &ctrl, &nwid, "accept;")?;
     let (_, took) = wait_until("b connects to a:22 after the rule change", STEP, || {
         ensure!(tcp_connects(&b, &ip_a)?, "still refused");
         Ok(())
@@ -332,16 +319,7 @@ fn rules_allow_ssh_only_from_the_tagged_member_and_changes_apply() -> Result<()>
             Ok(())
         },
     )?;
-    controller(
-        &tb,
-        &ctrl,
-        &[
-            "network",
-            "set",
-            &nwid,
-            "rulesSource=drop not chr ipauth; accept;",
-        ],
-    )?;
+    set_rules(&tb, &ctrl, &nwid, "drop not chr ipauth; accept;")?;
     wait_until("the unassigned address stops working", STEP, || {
         ensure!(!ping_from(spoofed)?, "still answered");
         Ok(())

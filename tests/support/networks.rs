@@ -18,6 +18,12 @@ pub fn controller(tb: &Testbed, ctrl: &Daemon, args: &[&str]) -> Result<Value> {
     tb.cli_json(ctrl, &all)
 }
 
+/// Sets `nwid`'s rules to `source` (the rules language) on the controller `ctrl`.
+pub fn set_rules(tb: &Testbed, ctrl: &Daemon, nwid: &str, source: &str) -> Result<Value> {
+    let field = format!("rulesSource={source}");
+    controller(tb, ctrl, &["network", "set", nwid, &field])
+}
+
 /// The network entry of `networks -j` on `d`.
 pub fn network(tb: &Testbed, d: &Daemon, nwid: &str) -> Result<Value> {
     tb.network(d, nwid)
