@@ -388,9 +388,15 @@ impl<'a> Outer<'a> {
                     chunk,
                 })
             }
-            Kind::SessionUnknown => Ok(Outer::SessionUnknown {
-                receiver_index: r.u32("SessionUnknown receiver index")?,
-            }),
+            Kind::SessionUnknown => {
+                let receiver_index = r.u32("SessionUnknown receiver index")?;
+                if !r.rest().is_empty() {
+                    return Err(WireError::BadLength(
+                        "SessionUnknown carries only a receiver index",
+                    ));
+                }
+                Ok(Outer::SessionUnknown { receiver_index })
+            }
             Kind::Unknown(kind) => Ok(Outer::Unknown { kind, body }),
         }
     }
@@ -696,6 +702,19 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn session_unknown_with_trailing_bytes_is_refused() {
+        let mut out = Vec::new();
+        Outer::SessionUnknown { receiver_index: 7 }.emit(a(), b(), &mut out);
+        out.extend_from_slice(&[0; 32]);
+        assert_eq!(
+            parse(&out),
+            Err(WireError::BadLength(
+                "SessionUnknown carries only a receiver index"
+            ))
+        );
     }
 
     #[test]
