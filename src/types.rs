@@ -337,13 +337,56 @@ impl Sub<Duration> for Time {
     }
 }
 
+/// A token bucket on the core clock: `rate` tokens a second, at most `burst` saved up.
+/// The caller passes the same `rate` and `burst` every time (they are not stored, so a
+/// table of buckets stays small).
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    tokens: f64,
+    at: Time,
+}
+
+impl TokenBucket {
+    /// A bucket holding `burst` tokens at `now`.
+    pub fn full(burst: u32, now: Time) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Time, rate: u32, burst: u32) {
+        let elapsed = now.since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * f64::from(rate)).min(f64::from(burst));
+        self.at = self.at.max(now);
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: Time, rate: u32, burst: u32) -> bool {
+        self.refill(now, rate, burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// True when the bucket has refilled to `burst` by `now` (nothing to remember).
+    pub fn is_full(&mut self, now: Time, rate: u32, burst: u32) -> bool {
+        self.refill(now, rate, burst);
+        self.tokens >= f64::from(burst)
+    }
+}
+
 /// Wall-clock time: microseconds since 1970-01-01 00:00 UTC (Unix time).
 ///
 /// What records, credentials and configs carry (`creationTime`, a credential's
 /// timestamp) and what people read. [`Time`] is the other clock: monotonic, with an
 /// origin the driver picks, for timers and round trips. Nothing converts one into the
 /// other (the simulator, whose one virtual clock stands for both, says so where it
-/// does). Only `io` reads the real clock (`io::http::controller::wall_clock`).
+/// does), except handshake timestamps, which add the wall-clock origin a driver gives
+/// the session table to `Time`. Only `io` reads the real clock (`io::http::controller::wall_clock`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Debug)]
 pub struct UnixTime(u64);
 

@@ -21,17 +21,17 @@ mod adversary;
 use adversary::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use skylan::crypto::ReplayWindow;
-use skylan::crypto::identity::{Identity, PublicIdentity};
-use skylan::crypto::table::{SessionTable, TableError};
+use skylan::crypto::identity::Identity;
+use skylan::crypto::table::{InitAnswer, SessionTable, TableError};
 use skylan::crypto::tunnel::{REJECT_AFTER, REKEY_AFTER, RESPONDER_REKEY_GRACE, TunnelError};
+use skylan::crypto::{HandshakeTimestamp, ReplayWindow};
 use skylan::node::peer::PATH_ALIVE;
 use skylan::node::{Event, Link as Via};
 use skylan::root::{self, Root};
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, PORT, Placement, planet, test_identity};
 use skylan::sim::{AccessLink, Captured, Host, NatKind, Sim};
-use skylan::types::{NodeAddress, Time, Transmit};
+use skylan::types::{Endpoint, NodeAddress, Time, Transmit};
 use skylan::wire::{self, Header, Kind, Message, OkBody, Outer};
 use skylan::world::{RootSpec, World};
 use std::net::{IpAddr, Ipv4Addr};
@@ -379,46 +379,30 @@ fn a_handshake_init_flood_is_counted_and_leaves_no_state() {
     const N: u64 = 60;
     for i in 0..N {
         let (claimed, msg1) = throwaway_init(&mut rng, &b_identity);
-        let pkt = packet(
-            Outer::HandshakeInit {
-                sender_index: i as u32 + 1,
-                noise: &msg1,
-            },
-            b_addr,
-            claimed,
-        );
+        let pkt = handshake_init(i as u32 + 1, &msg1, &b_identity, claimed);
         m.sim.inject(spoofer(), b_ep, pkt);
         let mut garbage = vec![0u8; skylan::crypto::HANDSHAKE_INIT_LEN];
         rng.fill_bytes(&mut garbage);
-        let pkt = packet(
-            Outer::HandshakeInit {
-                sender_index: i as u32 + 1,
-                noise: &garbage,
-            },
-            b_addr,
-            claimed,
-        );
+        let pkt = handshake_init(i as u32 + 1, &garbage, &b_identity, claimed);
         m.sim.inject(spoofer(), b_ep, pkt);
+        // Without a valid mac1 it costs one hash and is counted apart.
+        let mut no_mac = pkt_without_mac(&garbage, b_addr, claimed);
+        m.sim.inject(spoofer(), b_ep, std::mem::take(&mut no_mac));
     }
     // A real identity (the attacker's) claiming to be A.
     let attacker = test_identity(ATTACKER_POOL);
     for i in 0..N {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
-        let (_, msg1) = skylan::crypto::initiate(&attacker, &b_identity, seed).unwrap();
-        let pkt = packet(
-            Outer::HandshakeInit {
-                sender_index: i as u32 + 1,
-                noise: &msg1,
-            },
-            b_addr,
-            a_addr,
-        );
+        let stamp = HandshakeTimestamp::from_unix_micros(u64::MAX / 2 + i);
+        let (_, msg1) = skylan::crypto::initiate(&attacker, &b_identity, seed, stamp).unwrap();
+        let pkt = handshake_init(i as u32 + 1, &msg1, &b_identity, a_addr);
         m.sim.inject(spoofer(), b_ep, pkt);
     }
     m.sim.run_for(SECOND);
     let after = stats(&m.sim, b);
     assert_eq!(after.drop_handshake - before.drop_handshake, 2 * N);
+    assert_eq!(after.drop_handshake_mac - before.drop_handshake_mac, N);
     assert_eq!(after.drop_source_mismatch - before.drop_source_mismatch, N);
     assert_eq!(after.handshakes, before.handshakes);
     assert_eq!(
@@ -430,72 +414,18 @@ fn a_handshake_init_flood_is_counted_and_leaves_no_state() {
     measure_bogus_init_cost(test_identity(2));
 }
 
-/// A Noise IK message 1 for `responder` from fresh random keys, carrying a 69-byte
-/// identity that matches the Noise static key but (almost surely) fails the proof of
-/// work. Returns the address it claims and the message.
-fn throwaway_init(rng: &mut ChaCha20Rng, responder: &PublicIdentity) -> (NodeAddress, Vec<u8>) {
-    let mut x_secret = [0u8; 32];
-    rng.fill_bytes(&mut x_secret);
-    let x_public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(x_secret));
-    let mut ed_seed = [0u8; 32];
-    rng.fill_bytes(&mut ed_seed);
-    let ed_public = ed25519_dalek::SigningKey::from_bytes(&ed_seed).verifying_key();
-    let claimed = random_address(rng);
-    let mut identity = Vec::with_capacity(69);
-    identity.extend_from_slice(&claimed.to_bytes());
-    identity.extend_from_slice(ed_public.as_bytes());
-    identity.extend_from_slice(x_public.as_bytes());
-    let mut eph_seed = [0u8; 32];
-    rng.fill_bytes(&mut eph_seed);
-    let params: snow::params::NoiseParams = "Noise_IK_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
-    let resolver = snow::resolvers::FallbackResolver::new(
-        Box::new(SeededResolver(eph_seed)),
-        Box::new(snow::resolvers::DefaultResolver),
-    );
-    let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
-        .prologue(b"skylan-session-v1")
-        .unwrap()
-        .local_private_key(&x_secret)
-        .unwrap()
-        .remote_public_key(responder.agreement_key())
-        .unwrap()
-        .build_initiator()
-        .unwrap();
-    let mut msg1 = vec![0u8; skylan::crypto::HANDSHAKE_INIT_LEN];
-    let len = state.write_message(&identity, &mut msg1).unwrap();
-    msg1.truncate(len);
-    (claimed, msg1)
-}
-
-/// Gives snow a seeded RNG (the library is built without an OS RNG) and falls back to
-/// its default primitives for everything else.
-struct SeededResolver([u8; 32]);
-
-struct SeededRandom(ChaCha20Rng);
-
-impl snow::types::Random for SeededRandom {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl snow::resolvers::CryptoResolver for SeededResolver {
-    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
-        Some(Box::new(SeededRandom(ChaCha20Rng::from_seed(self.0))))
-    }
-    fn resolve_dh(&self, _: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
-        None
-    }
-    fn resolve_hash(&self, _: &snow::params::HashChoice) -> Option<Box<dyn snow::types::Hash>> {
-        None
-    }
-    fn resolve_cipher(
-        &self,
-        _: &snow::params::CipherChoice,
-    ) -> Option<Box<dyn snow::types::Cipher>> {
-        None
-    }
+/// A HandshakeInit with `noise` whose MACs are zero (no mac1).
+fn pkt_without_mac(noise: &[u8], dest: NodeAddress, src: NodeAddress) -> Vec<u8> {
+    packet(
+        Outer::HandshakeInit {
+            sender_index: 1,
+            noise,
+            mac1: [0; wire::MAC_LEN],
+            mac2: [0; wire::MAC_LEN],
+        },
+        dest,
+        src,
+    )
 }
 
 /// Prints what one bogus init costs the responder against what it costs the sender.
@@ -511,17 +441,33 @@ fn measure_bogus_init_cost(identity: Identity) {
         .collect();
     let craft = start.elapsed() / n;
     let mut table = SessionTable::new(identity, [1; 32]);
+    let from: Endpoint = "192.0.2.66:9".parse().unwrap();
+    let packets: Vec<Vec<u8>> = inits
+        .iter()
+        .map(|(claimed, msg1)| handshake_init(7, msg1, &responder, *claimed))
+        .collect();
     let start = Instant::now();
-    for (claimed, msg1) in &inits {
-        let header = Header::new(Kind::HandshakeInit, responder.address(), *claimed);
+    for pkt in &packets {
         assert_eq!(
-            table.on_handshake_init(Time::ZERO, &header, 7, msg1).err(),
+            table.on_handshake_init(Time::ZERO, from, pkt).err(),
             Some(TableError::Handshake)
         );
     }
     let verify = start.elapsed() / n;
+    let junk: Vec<Vec<u8>> = inits
+        .iter()
+        .map(|(claimed, msg1)| pkt_without_mac(msg1, responder.address(), *claimed))
+        .collect();
+    let start = Instant::now();
+    for pkt in &junk {
+        assert_eq!(
+            table.on_handshake_init(Time::ZERO, from, pkt).err(),
+            Some(TableError::BadMac)
+        );
+    }
+    let no_mac = start.elapsed() / n;
     eprintln!(
-        "bogus HandshakeInit: attacker spends {craft:?} to craft one, the responder {verify:?} to refuse it"
+        "bogus HandshakeInit: attacker spends {craft:?} to craft one, the responder {verify:?} to refuse it with a valid mac1, {no_mac:?} without"
     );
 }
 
@@ -612,14 +558,11 @@ fn sessions_rekey_at_120_s_are_refused_at_180_s_and_tolerate_reordering() {
     let t0 = Time::from_millis(5_000);
     let init = a.handshake_packet(t0, b_addr).unwrap();
     let (h, outer) = wire::parse(&init).unwrap();
-    let Outer::HandshakeInit {
-        sender_index,
-        noise,
-    } = outer
-    else {
-        panic!("an init")
+    assert!(matches!(outer, Outer::HandshakeInit { .. }) && h.src == a_addr);
+    let from: Endpoint = "198.51.100.1:9993".parse().unwrap();
+    let Ok(InitAnswer::Session { reply: resp, .. }) = b.on_handshake_init(t0, from, &init) else {
+        panic!("an answer")
     };
-    let (_, resp) = b.on_handshake_init(t0, &h, sender_index, noise).unwrap();
     let (h, outer) = wire::parse(&resp).unwrap();
     let Outer::HandshakeResp {
         sender_index,

@@ -19,6 +19,7 @@
 //! with shared [`tunnel::SessionState`]s), `root` (worlds, identity
 //! cache), `controller` (signing), `io` (generating and storing identities).
 
+pub mod guard;
 pub mod identity;
 pub mod replay;
 pub mod session;
@@ -29,8 +30,8 @@ pub mod tunnel;
 pub use identity::{IDENTITY_LEN, Identity, IdentityCache, POW_THRESHOLD, PublicIdentity};
 pub use replay::ReplayWindow;
 pub use session::{
-    Cipher, HANDSHAKE_INIT_LEN, HANDSHAKE_RESP_LEN, InitiatorHandshake, Responded, SessionKeys,
-    TAG_LEN, initiate, local_offer, preferred_cipher, respond,
+    Cipher, HANDSHAKE_INIT_LEN, HANDSHAKE_RESP_LEN, HandshakeTimestamp, InitiatorHandshake,
+    Responded, SessionKeys, TAG_LEN, initiate, local_offer, preferred_cipher, respond,
 };
 pub use sign::{Signer, UpdateKey, verify_signature};
 

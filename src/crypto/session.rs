@@ -1,24 +1,29 @@
 //! Sessions: the Noise IK handshake and the data-path keys it produces.
 //!
 //! Handshake: `Noise_IK_25519_ChaChaPoly_BLAKE2s` (via `snow`) with prologue
-//! `skylan-session-v1`. The initiator knows the responder's X25519 key (from WHOIS, a
+//! `skylan-session-v2`. The initiator knows the responder's X25519 key (from WHOIS, a
 //! world or a cache); the responder learns the initiator's from message 1.
 //!
 //! ```text
 //! initiator                                           responder
-//!   initiate(local, remote, seed) ── message 1 (166 B) ──▶ respond(local, msg1, seed)
+//!   initiate(local, remote, seed, ts) ── message 1 (178 B) ──▶ respond(local, msg1, seed)
 //!     e, es, s, ss, payload = initiator's 69-byte public identity | ciphers offered 1
+//!                             | timestamp 12
 //!   finish(msg2)  ◀── message 2 (49 B): e, ee, se, payload = cipher chosen 1 ──
 //! ```
+//!
+//! The timestamp ([`HandshakeTimestamp`], seconds and nanoseconds of wall-clock time)
+//! only ever grows for one initiator; a responder refuses a message 1 whose timestamp
+//! is not newer than the last one it accepted from that peer, so a recorded message 1
+//! is refused for good, not only while its ephemeral key is remembered.
 //!
 //! Cipher negotiation: the initiator offers the data-path ciphers it runs fast (a bit
 //! set: [`Cipher::ChaCha20Poly1305`] always, [`Cipher::Aes256Gcm`] where the CPU has
 //! AES instructions); the responder chooses AES-256-GCM when both offer it, else
 //! ChaCha20-Poly1305, and says which in message 2. Both payloads are encrypted and
-//! bound into the handshake hash, so neither can be changed on the way. Version 1
-//! messages (165-byte message 1 without the offer, 48-byte message 2 without the
-//! choice) are still accepted and mean ChaCha20-Poly1305, so nodes can be upgraded one
-//! at a time.
+//! bound into the handshake hash, so neither can be changed on the way. Protocol 1
+//! messages (other prologue, no timestamp) are refused: a peer that could leave the
+//! timestamp out could replay old messages.
 //!
 //! [`respond`] guarantees that the X25519 key inside the 69-byte identity equals the
 //! Noise static key that authenticated message 1; the caller must still check the
@@ -55,14 +60,18 @@ const NOISE_PARAMS: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 
 /// Bound into the handshake hash so a skylan handshake cannot be confused with any
 /// other protocol's use of the same Noise pattern.
-const PROLOGUE: &[u8] = b"skylan-session-v1";
+const PROLOGUE: &[u8] = b"skylan-session-v2";
 
 /// Length of the AEAD tag appended by [`SessionKeys::seal`].
 pub const TAG_LEN: usize = 16;
 
+/// Length of a [`HandshakeTimestamp`].
+pub const TIMESTAMP_LEN: usize = 12;
+
 /// Length of Noise message 1: ephemeral (32) + encrypted static (32 + 16) + encrypted
-/// 69-byte identity and the cipher offer (69 + 1 + 16).
-pub const HANDSHAKE_INIT_LEN: usize = 32 + 32 + TAG_LEN + IDENTITY_LEN + 1 + TAG_LEN;
+/// 69-byte identity, cipher offer and timestamp (69 + 1 + 12 + 16).
+pub const HANDSHAKE_INIT_LEN: usize =
+    32 + 32 + TAG_LEN + IDENTITY_LEN + 1 + TIMESTAMP_LEN + TAG_LEN;
 
 /// Length of Noise message 2: ephemeral (32) + the encrypted cipher choice (1 + 16).
 pub const HANDSHAKE_RESP_LEN: usize = 32 + 1 + TAG_LEN;
@@ -141,6 +150,36 @@ fn choose(offer: u8, accept: u8) -> Cipher {
     }
 }
 
+/// When a message 1 was made: seconds (u64) and nanoseconds (u32) since the Unix
+/// epoch, big-endian, so that byte order is time order (TAI64N's idea).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HandshakeTimestamp([u8; TIMESTAMP_LEN]);
+
+impl HandshakeTimestamp {
+    /// The timestamp `micros` microseconds after the Unix epoch.
+    pub fn from_unix_micros(micros: u64) -> Self {
+        let mut b = [0u8; TIMESTAMP_LEN];
+        b[..8].copy_from_slice(&(micros / 1_000_000).to_be_bytes());
+        b[8..].copy_from_slice(&((micros % 1_000_000) as u32 * 1000).to_be_bytes());
+        Self(b)
+    }
+
+    /// The next representable timestamp (one nanosecond later).
+    pub fn next(self) -> Self {
+        let secs = u64::from_be_bytes(self.0[..8].try_into().unwrap_or_default());
+        let nanos = u32::from_be_bytes(self.0[8..].try_into().unwrap_or_default());
+        let (secs, nanos) = if nanos + 1 >= 1_000_000_000 {
+            (secs.saturating_add(1), 0)
+        } else {
+            (secs, nanos + 1)
+        };
+        let mut b = [0u8; TIMESTAMP_LEN];
+        b[..8].copy_from_slice(&secs.to_be_bytes());
+        b[8..].copy_from_slice(&nanos.to_be_bytes());
+        Self(b)
+    }
+}
+
 /// The initiator's state between sending message 1 and receiving message 2.
 pub struct InitiatorHandshake {
     state: snow::HandshakeState,
@@ -160,6 +199,9 @@ pub struct Responded {
     /// The initiator's 69-byte public identity, as sent. Its X25519 key is the Noise
     /// static key that authenticated the message; its address is not yet checked.
     pub initiator: [u8; IDENTITY_LEN],
+    /// When the initiator made message 1 (by its clock); must be newer than the last
+    /// one accepted from it.
+    pub timestamp: HandshakeTimestamp,
     /// Message 2, to send back.
     pub reply: Vec<u8>,
     /// The session keys (responder's directions).
@@ -167,19 +209,22 @@ pub struct Responded {
 }
 
 /// Starts a handshake with `remote`. Returns the state to keep and message 1, whose
-/// payload is `local`'s 69-byte public identity and this machine's cipher offer.
+/// payload is `local`'s 69-byte public identity, this machine's cipher offer and
+/// `timestamp`.
 pub fn initiate(
     local: &Identity,
     remote: &PublicIdentity,
     seed: [u8; 32],
+    timestamp: HandshakeTimestamp,
 ) -> Result<(InitiatorHandshake, Vec<u8>), CryptoError> {
-    initiate_offering(local, remote, seed, local_offer())
+    initiate_offering(local, remote, seed, timestamp, local_offer())
 }
 
 fn initiate_offering(
     local: &Identity,
     remote: &PublicIdentity,
     seed: [u8; 32],
+    timestamp: HandshakeTimestamp,
     offer: u8,
 ) -> Result<(InitiatorHandshake, Vec<u8>), CryptoError> {
     let secret = local.agreement_secret();
@@ -190,6 +235,7 @@ fn initiate_offering(
         .map_err(|_| CryptoError::Handshake("could not set up the Noise initiator"))?;
     let mut payload = local.public().to_bytes().to_vec();
     payload.push(offer);
+    payload.extend_from_slice(&timestamp.0);
     let mut message = vec![0u8; HANDSHAKE_INIT_LEN];
     let len = state
         .write_message(&payload, &mut message)
@@ -201,7 +247,7 @@ fn initiate_offering(
 impl InitiatorHandshake {
     /// Reads message 2 and derives the session keys (initiator's directions).
     pub fn finish(mut self, msg2: &[u8]) -> Result<SessionKeys, CryptoError> {
-        if msg2.len() != HANDSHAKE_RESP_LEN && msg2.len() != HANDSHAKE_RESP_LEN - 1 {
+        if msg2.len() != HANDSHAKE_RESP_LEN {
             return Err(CryptoError::Handshake("message 2 has the wrong length"));
         }
         let mut payload = [0u8; HANDSHAKE_RESP_LEN];
@@ -215,8 +261,6 @@ impl InitiatorHandshake {
             ));
         }
         let cipher = match &payload[..len] {
-            // A version 1 responder: no choice means ChaCha20-Poly1305.
-            [] => Cipher::ChaCha20Poly1305,
             [b] => Cipher::from_byte(*b)
                 .filter(|c| c.bit() & self.offer != 0)
                 .ok_or(CryptoError::Handshake(
@@ -242,7 +286,7 @@ fn respond_accepting(
     seed: [u8; 32],
     accept: u8,
 ) -> Result<Responded, CryptoError> {
-    if msg1.len() != HANDSHAKE_INIT_LEN && msg1.len() != HANDSHAKE_INIT_LEN - 1 {
+    if msg1.len() != HANDSHAKE_INIT_LEN {
         return Err(CryptoError::Handshake("message 1 has the wrong length"));
     }
     let secret = local.agreement_secret();
@@ -254,14 +298,17 @@ fn respond_accepting(
     let len = state
         .read_message(msg1, &mut payload)
         .map_err(|_| CryptoError::Handshake("message 1 did not authenticate"))?;
-    // Version 1 initiators send the identity alone; version 2 add their offer.
-    let (identity, offer) = match &payload[..len] {
-        [identity @ .., offer] if len == IDENTITY_LEN + 1 => (identity, Some(*offer)),
-        identity => (identity, None),
-    };
-    let initiator: [u8; IDENTITY_LEN] = identity
-        .try_into()
-        .map_err(|_| CryptoError::Handshake("message 1 does not carry a 69-byte identity"))?;
+    if len != IDENTITY_LEN + 1 + TIMESTAMP_LEN {
+        return Err(CryptoError::Handshake(
+            "message 1 does not carry an identity, an offer and a timestamp",
+        ));
+    }
+    let (identity, rest) = payload[..len].split_at(IDENTITY_LEN);
+    let offer = rest[0];
+    let mut initiator = [0u8; IDENTITY_LEN];
+    initiator.copy_from_slice(identity);
+    let mut timestamp = [0u8; TIMESTAMP_LEN];
+    timestamp.copy_from_slice(&rest[1..]);
     let remote_static = state
         .get_remote_static()
         .ok_or(CryptoError::Handshake("message 1 has no static key"))?;
@@ -270,13 +317,8 @@ fn respond_accepting(
             "the identity in message 1 does not match its Noise static key",
         ));
     }
-    let (cipher, choice) = match offer {
-        Some(offer) => {
-            let c = choose(offer, accept);
-            (c, vec![c.bit()])
-        }
-        None => (Cipher::ChaCha20Poly1305, Vec::new()),
-    };
+    let cipher = choose(offer, accept);
+    let choice = [cipher.bit()];
     let mut reply = vec![0u8; HANDSHAKE_RESP_LEN];
     let len = state
         .write_message(&choice, &mut reply)
@@ -285,6 +327,7 @@ fn respond_accepting(
     let (to_responder, to_initiator) = raw_split(&mut state);
     Ok(Responded {
         initiator,
+        timestamp: HandshakeTimestamp(timestamp),
         reply,
         keys: SessionKeys::from_raw(&to_initiator, &to_responder, cipher),
     })
@@ -298,6 +341,10 @@ fn raw_split(state: &mut snow::HandshakeState) -> (Zeroizing<[u8; 32]>, Zeroizin
 }
 
 fn builder(seed: [u8; 32]) -> snow::Builder<'static> {
+    builder_with_prologue(seed, PROLOGUE)
+}
+
+fn builder_with_prologue(seed: [u8; 32], prologue: &'static [u8]) -> snow::Builder<'static> {
     // Invariant: NOISE_PARAMS is a constant, supported protocol name (covered by every
     // handshake test), so parsing cannot fail.
     let params: NoiseParams = NOISE_PARAMS
@@ -307,7 +354,7 @@ fn builder(seed: [u8; 32]) -> snow::Builder<'static> {
         FallbackResolver::new(Box::new(SeededResolver { seed }), Box::new(DefaultResolver));
     // Invariant: the prologue is set once on a fresh builder, the only failure case.
     snow::Builder::with_resolver(params, Box::new(resolver))
-        .prologue(PROLOGUE)
+        .prologue(prologue)
         .expect("the prologue is set once")
 }
 
@@ -438,6 +485,10 @@ mod tests {
     use std::sync::OnceLock;
 
     /// Two identities shared by the tests (generation costs ~0.5 s each).
+    fn ts() -> HandshakeTimestamp {
+        HandshakeTimestamp::from_unix_micros(1_765_000_000_000_000)
+    }
+
     fn pair() -> &'static (Identity, Identity) {
         static PAIR: OnceLock<(Identity, Identity)> = OnceLock::new();
         PAIR.get_or_init(|| {
@@ -455,7 +506,7 @@ mod tests {
 
     fn handshake(seed_a: u8, seed_b: u8) -> (SessionKeys, Responded, Vec<u8>) {
         let (a, b) = pair();
-        let (hs, msg1) = initiate(a, b.public(), [seed_a; 32]).unwrap();
+        let (hs, msg1) = initiate(a, b.public(), [seed_a; 32], ts()).unwrap();
         let msg1_copy = msg1.clone();
         let responded = respond(b, &msg1, [seed_b; 32]).unwrap();
         let keys = hs.finish(&responded.reply).unwrap();
@@ -508,7 +559,7 @@ mod tests {
     #[test]
     fn message_1_for_someone_else_is_refused() {
         let (a, b) = pair();
-        let (_, msg1) = initiate(a, b.public(), [30; 32]).unwrap();
+        let (_, msg1) = initiate(a, b.public(), [30; 32], ts()).unwrap();
         assert!(matches!(
             respond(third(), &msg1, [31; 32]),
             Err(CryptoError::Handshake(_))
@@ -518,7 +569,7 @@ mod tests {
     #[test]
     fn tampered_or_truncated_handshake_messages_are_refused() {
         let (a, b) = pair();
-        let (_, msg1) = initiate(a, b.public(), [40; 32]).unwrap();
+        let (_, msg1) = initiate(a, b.public(), [40; 32], ts()).unwrap();
         for i in [0, 31, 32, 70, 100, HANDSHAKE_INIT_LEN - 1] {
             let mut bad = msg1.clone();
             bad[i] ^= 0x01;
@@ -527,20 +578,20 @@ mod tests {
         assert!(respond(b, &msg1[..HANDSHAKE_INIT_LEN - 1], [41; 32]).is_err());
         assert!(respond(b, &[], [41; 32]).is_err());
 
-        let (hs, msg1) = initiate(a, b.public(), [42; 32]).unwrap();
+        let (hs, msg1) = initiate(a, b.public(), [42; 32], ts()).unwrap();
         let responded = respond(b, &msg1, [43; 32]).unwrap();
         let mut bad = responded.reply.clone();
         bad[40] ^= 0x01;
         assert!(hs.finish(&bad).is_err());
-        let (hs, _) = initiate(a, b.public(), [44; 32]).unwrap();
+        let (hs, _) = initiate(a, b.public(), [44; 32], ts()).unwrap();
         assert!(hs.finish(&responded.reply[..10]).is_err());
     }
 
     #[test]
     fn reply_for_another_handshake_is_refused() {
         let (a, b) = pair();
-        let (hs1, _) = initiate(a, b.public(), [50; 32]).unwrap();
-        let (_, msg1b) = initiate(a, b.public(), [51; 32]).unwrap();
+        let (hs1, _) = initiate(a, b.public(), [50; 32], ts()).unwrap();
+        let (_, msg1b) = initiate(a, b.public(), [51; 32], ts()).unwrap();
         let responded = respond(b, &msg1b, [52; 32]).unwrap();
         assert!(hs1.finish(&responded.reply).is_err());
     }
@@ -560,6 +611,7 @@ mod tests {
         let mut msg1 = vec![0u8; HANDSHAKE_INIT_LEN];
         let mut payload = third().public().to_bytes().to_vec();
         payload.push(Cipher::ChaCha20Poly1305.bit());
+        payload.extend_from_slice(&[0; TIMESTAMP_LEN]);
         let len = state.write_message(&payload, &mut msg1).unwrap();
         assert_eq!(len, HANDSHAKE_INIT_LEN);
         assert_eq!(
@@ -640,7 +692,7 @@ mod tests {
     /// Runs a handshake with explicit offers; returns both sides' keys.
     fn negotiate(offer: u8, accept: u8) -> Result<(SessionKeys, SessionKeys), CryptoError> {
         let (a, b) = pair();
-        let (hs, msg1) = initiate_offering(a, b.public(), [20; 32], offer)?;
+        let (hs, msg1) = initiate_offering(a, b.public(), [20; 32], ts(), offer)?;
         let responded = respond_accepting(b, &msg1, [21; 32], accept)?;
         Ok((hs.finish(&responded.reply)?, responded.keys))
     }
@@ -672,32 +724,45 @@ mod tests {
     }
 
     #[test]
-    fn version_1_messages_without_offer_or_choice_mean_chacha() {
+    fn protocol_1_messages_are_refused() {
         let (a, b) = pair();
-        // A version 1 initiator: the identity alone.
-        let mut state = builder([30; 32])
+        // A protocol 1 initiator: old prologue, identity and offer, no timestamp.
+        let mut state = builder_with_prologue([30; 32], b"skylan-session-v1")
             .local_private_key(&a.agreement_secret()[..])
             .and_then(|x| x.remote_public_key(b.public().agreement_key()))
             .and_then(|x| x.build_initiator())
             .unwrap();
+        let mut payload = a.public().to_bytes().to_vec();
+        payload.push(local_offer());
         let mut msg1 = vec![0u8; HANDSHAKE_INIT_LEN];
-        let n = state
-            .write_message(&a.public().to_bytes(), &mut msg1)
-            .unwrap();
+        let n = state.write_message(&payload, &mut msg1).unwrap();
         msg1.truncate(n);
-        assert_eq!(msg1.len(), HANDSHAKE_INIT_LEN - 1);
-        let responded = respond(b, &msg1, [31; 32]).unwrap();
-        assert_eq!(
-            responded.reply.len(),
-            HANDSHAKE_RESP_LEN - 1,
-            "no choice byte back"
-        );
-        assert_eq!(responded.keys.cipher(), Cipher::ChaCha20Poly1305);
-        // A version 1 responder answering our offer with an empty payload.
-        let both = Cipher::ChaCha20Poly1305.bit() | Cipher::Aes256Gcm.bit();
-        let (hs, msg1) = initiate_offering(a, b.public(), [32; 32], both).unwrap();
+        assert!(respond(b, &msg1, [31; 32]).is_err());
+        // The same padded to the new length still fails: the prologue differs.
+        msg1.resize(HANDSHAKE_INIT_LEN, 0);
+        assert!(respond(b, &msg1, [31; 32]).is_err());
+        // A responder that answers without a cipher choice is refused too.
+        let (hs, msg1) = initiate(a, b.public(), [32; 32], ts()).unwrap();
         let msg2 = reply_by_hand(b, &msg1, &[]);
-        assert_eq!(hs.finish(&msg2).unwrap().cipher(), Cipher::ChaCha20Poly1305);
+        assert!(hs.finish(&msg2).is_err());
+    }
+
+    #[test]
+    fn the_timestamp_travels_encrypted_and_orders_by_time() {
+        let (a, b) = pair();
+        let t = HandshakeTimestamp::from_unix_micros(1_765_000_000_123_456);
+        let (_, msg1) = initiate(a, b.public(), [34; 32], t).unwrap();
+        assert_eq!(respond(b, &msg1, [35; 32]).unwrap().timestamp, t);
+        assert!(HandshakeTimestamp::from_unix_micros(1_765_000_000_123_457) > t);
+        assert!(t.next() > t);
+        assert!(
+            HandshakeTimestamp::from_unix_micros(999_999).next()
+                == HandshakeTimestamp::from_unix_micros(999_999).next()
+        );
+        assert!(
+            HandshakeTimestamp::from_unix_micros(2_000_000)
+                > HandshakeTimestamp::from_unix_micros(1_999_999).next()
+        );
     }
 
     /// Message 2 from `responder` to `msg1` with any payload we like.
@@ -718,7 +783,7 @@ mod tests {
     fn a_choice_that_was_not_offered_is_refused() {
         let (a, b) = pair();
         let chacha = Cipher::ChaCha20Poly1305.bit();
-        let (hs, msg1) = initiate_offering(a, b.public(), [40; 32], chacha).unwrap();
+        let (hs, msg1) = initiate_offering(a, b.public(), [40; 32], ts(), chacha).unwrap();
         let msg2 = reply_by_hand(b, &msg1, &[Cipher::Aes256Gcm.bit()]);
         assert!(hs.finish(&msg2).is_err());
     }

@@ -1,6 +1,9 @@
 //! The session table of one node or root: every [`Tunnel`] it has, the map from local
 //! session index to peer, the cache of verified identities, and whole-packet handling
-//! for the three authenticated packet kinds (HandshakeInit, HandshakeResp, Data).
+//! for the three authenticated packet kinds (HandshakeInit, HandshakeResp, Data) and
+//! for CookieReply. Every HandshakeInit passes the [`Guard`] (mac1, and under load
+//! mac2 and a per-address budget) before any public-key work, and is refused unless
+//! its timestamp is newer than the last one accepted from that peer.
 //!
 //! Contract: [`SessionTable::open`] is the only way to turn a Data datagram into
 //! plaintext, and it returns the peer address the *session* belongs to, which it has
@@ -10,7 +13,9 @@
 //! it checks the same session-owner rule, and hands every other packet to the table.)
 //! [`SessionTable::take_changed`] tells the owner when confirmed sessions changed, so it
 //! publishes them again. The table never reads a clock
-//! or OS randomness: `now` is an input and the RNG is seeded at construction.
+//! or OS randomness: `now` is an input, the RNG is seeded at construction, and the
+//! wall clock our own handshake timestamps come from is `now` plus the origin the
+//! driver sets with [`SessionTable::set_wall_origin`].
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,11 +23,12 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+use super::guard::{self, Guard, MacKeys, Verdict};
 use super::identity::{Identity, IdentityCache, PublicIdentity};
-use super::session;
+use super::session::{self, HandshakeTimestamp};
 use super::tunnel::{Tunnel, TunnelError};
-use crate::types::{NodeAddress, Time};
-use crate::wire::{self, Header, Message, Outer};
+use crate::types::{Endpoint, NodeAddress, Time, UnixTime};
+use crate::wire::{self, Header, MAC_LEN, Message, Outer};
 
 /// Why a packet was refused by the session table; each is a drop counter in the cores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -45,9 +51,30 @@ pub enum TableError {
     /// A packet too short for its kind.
     #[error("malformed packet")]
     Malformed,
-    /// A HandshakeInit answered before.
+    /// A HandshakeInit answered before, or not newer than the last one accepted.
     #[error("replayed handshake")]
     Replay,
+    /// A HandshakeInit whose mac1 is wrong (junk, or meant for someone else).
+    #[error("handshake with a bad mac1")]
+    BadMac,
+    /// A HandshakeInit over its source address's budget while we are under load.
+    #[error("handshake over its source's budget")]
+    RateLimited,
+}
+
+/// What to send back for a HandshakeInit the table accepted.
+#[derive(Debug)]
+pub enum InitAnswer {
+    /// A new responder session with `peer`; send `reply` (a HandshakeResp).
+    Session {
+        /// The initiator.
+        peer: NodeAddress,
+        /// The HandshakeResp datagram.
+        reply: Vec<u8>,
+    },
+    /// Under load and the message had no valid mac2: send this CookieReply datagram
+    /// back the way the message came, and nothing else.
+    Cookie(Vec<u8>),
 }
 
 /// An authenticated, decrypted Data packet.
@@ -68,6 +95,10 @@ pub struct SessionTable {
     tunnels: HashMap<NodeAddress, Tunnel>,
     indices: HashMap<u32, NodeAddress>,
     identities: IdentityCache,
+    guard: Guard,
+    /// Wall-clock time at `Time::ZERO`, for our handshake timestamps.
+    wall_origin: UnixTime,
+    last_timestamp: Option<HandshakeTimestamp>,
     /// Set whenever a confirmed session appears, is promoted, expires or goes away;
     /// see [`SessionTable::take_changed`].
     changed: bool,
@@ -77,6 +108,9 @@ impl SessionTable {
     /// A table for `local`, whose handshake randomness and session indices come from `seed`.
     pub fn new(local: Identity, seed: [u8; 32]) -> Self {
         Self {
+            guard: Guard::new(local.public().agreement_key()),
+            wall_origin: UnixTime::EPOCH,
+            last_timestamp: None,
             local,
             rng: ChaCha20Rng::from_seed(seed),
             tunnels: HashMap::new(),
@@ -84,6 +118,18 @@ impl SessionTable {
             identities: IdentityCache::new(4096),
             changed: false,
         }
+    }
+
+    /// Sets the wall-clock time that `Time::ZERO` stands for (the driver's start), from
+    /// which our handshake timestamps are made. Without it they count from the epoch,
+    /// which is what the simulator wants.
+    pub fn set_wall_origin(&mut self, origin: UnixTime) {
+        self.wall_origin = origin;
+    }
+
+    /// True while the guard demands cookies of handshakes (see [`guard`]).
+    pub fn under_load(&self, now: Time) -> bool {
+        self.guard.under_load(now)
     }
 
     /// Our identity.
@@ -170,29 +216,70 @@ impl SessionTable {
         }
         let index = self.allocate_index(peer);
         let seed = self.seed();
+        let timestamp = self.timestamp(now);
+        let src = self.address();
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
         let msg1 = tunnel
-            .initiate(&self.local, index, seed, now)
+            .initiate(&self.local, index, seed, timestamp, now)
             .map_err(|_| TableError::Handshake)?;
-        self.collect_freed(peer);
-        let mut out = Vec::with_capacity(wire::HEADER_LEN + 4 + msg1.len());
+        let mut out = Vec::with_capacity(wire::HEADER_LEN + 4 + msg1.len() + 2 * MAC_LEN);
         Outer::HandshakeInit {
             sender_index: index,
             noise: &msg1,
+            mac1: [0; MAC_LEN],
+            mac2: [0; MAC_LEN],
         }
-        .emit(peer, self.address(), &mut out);
+        .emit(peer, src, &mut out);
+        let keys = MacKeys::for_responder(tunnel.remote().agreement_key());
+        let mac1 = guard::write_macs(&mut out, &keys, tunnel.cookie(now));
+        tunnel.set_sent_mac1(mac1);
+        self.collect_freed(peer);
         Ok(out)
     }
 
-    /// Answers a HandshakeInit: verifies the initiator, records the responder session and
-    /// returns the initiator's address and the HandshakeResp datagram to send back.
+    /// Answers a HandshakeInit datagram that arrived from `from`: passes it through the
+    /// guard (which may answer with a cookie instead), verifies the initiator, records
+    /// the responder session and returns the HandshakeResp to send back.
     pub fn on_handshake_init(
         &mut self,
         now: Time,
-        header: &Header,
-        sender_index: u32,
-        noise: &[u8],
-    ) -> Result<(NodeAddress, Vec<u8>), TableError> {
+        from: Endpoint,
+        datagram: &[u8],
+    ) -> Result<InitAnswer, TableError> {
+        let Ok((
+            header,
+            Outer::HandshakeInit {
+                sender_index,
+                noise,
+                ..
+            },
+        )) = wire::parse(datagram)
+        else {
+            return Err(TableError::Malformed);
+        };
+        let rng = &mut self.rng;
+        match self.guard.check(now, from, datagram, || {
+            let mut secret = [0u8; 32];
+            rng.fill_bytes(&mut secret);
+            secret
+        }) {
+            Verdict::Admit => {}
+            Verdict::BadMac => return Err(TableError::BadMac),
+            Verdict::RateLimited => return Err(TableError::RateLimited),
+            Verdict::Cookie { mac1 } => {
+                let mut nonce = [0u8; wire::COOKIE_NONCE_LEN];
+                self.rng.fill_bytes(&mut nonce);
+                let sealed = self.guard.cookie_reply(from, &mac1, nonce);
+                let mut out = Vec::with_capacity(wire::HEADER_LEN + 60);
+                Outer::CookieReply {
+                    receiver_index: sender_index,
+                    nonce,
+                    sealed,
+                }
+                .emit(header.src, self.address(), &mut out);
+                return Ok(InitAnswer::Cookie(out));
+            }
+        }
         // Cheap checks before any Diffie-Hellman: a replayed message 1 (its ephemeral key
         // was answered before) from the peer it claims to come from.
         let ephemeral: [u8; 32] = noise
@@ -227,8 +314,12 @@ impl SessionTable {
             return Err(TableError::Handshake);
         }
         self.add_peer(initiator);
-        let index = self.allocate_index(peer);
         // Invariant: `add_peer` just inserted the tunnel if it was missing.
+        let tunnel = self.tunnels.get_mut(&peer).expect("tunnel added above");
+        if !tunnel.accept_timestamp(responded.timestamp) {
+            return Err(TableError::Replay);
+        }
+        let index = self.allocate_index(peer);
         let tunnel = self.tunnels.get_mut(&peer).expect("tunnel added above");
         tunnel.accept(responded.keys, index, sender_index, ephemeral, now);
         self.collect_freed(peer);
@@ -239,7 +330,29 @@ impl SessionTable {
             noise: &responded.reply,
         }
         .emit(peer, self.address(), &mut out);
-        Ok((peer, out))
+        Ok(InitAnswer::Session { peer, reply: out })
+    }
+
+    /// Takes a CookieReply to a HandshakeInit of ours; returns the peer, to which the
+    /// caller sends a new HandshakeInit (it carries the cookie in mac2) at once.
+    pub fn on_cookie_reply(
+        &mut self,
+        now: Time,
+        header: &Header,
+        receiver_index: u32,
+        nonce: &[u8; wire::COOKIE_NONCE_LEN],
+        sealed: &[u8; wire::COOKIE_LEN],
+    ) -> Result<NodeAddress, TableError> {
+        let peer = *self
+            .indices
+            .get(&receiver_index)
+            .ok_or(TableError::UnknownIndex)?;
+        if peer != header.src {
+            return Err(TableError::SourceMismatch);
+        }
+        let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
+        tunnel.take_cookie(now, receiver_index, nonce, sealed)?;
+        Ok(peer)
     }
 
     /// Completes a handshake we started; returns the peer whose session is now current.
@@ -389,6 +502,18 @@ impl SessionTable {
     /// Every peer address with a tunnel.
     pub fn peers(&self) -> impl Iterator<Item = NodeAddress> + '_ {
         self.tunnels.keys().copied()
+    }
+
+    /// Our timestamp for a HandshakeInit made at `now`: wall-clock time, and always
+    /// later than the one before.
+    fn timestamp(&mut self, now: Time) -> HandshakeTimestamp {
+        let micros = self.wall_origin.as_micros().saturating_add(now.as_micros());
+        let mut t = HandshakeTimestamp::from_unix_micros(micros);
+        if let Some(last) = self.last_timestamp.filter(|l| t <= *l) {
+            t = last.next();
+        }
+        self.last_timestamp = Some(t);
+        t
     }
 
     fn seed(&mut self) -> [u8; 32] {

@@ -36,11 +36,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::CryptoError;
+use super::guard;
 use super::identity::Identity;
 use super::identity::PublicIdentity;
 use super::replay::ReplayWindow;
-use super::session::{self, InitiatorHandshake, SessionKeys};
+use super::session::{self, HandshakeTimestamp, InitiatorHandshake, SessionKeys};
 use crate::types::Time;
+use crate::wire::{self, MAC_LEN};
 
 /// The initiator of a session starts a new handshake once it is this old.
 pub const REKEY_AFTER: Duration = Duration::from_secs(120);
@@ -220,8 +222,11 @@ type Session = Arc<SessionState>;
 struct Pending {
     state: InitiatorHandshake,
     seed: [u8; 32],
+    timestamp: HandshakeTimestamp,
     local_index: u32,
     sent_at: Time,
+    /// mac1 of the HandshakeInit sent, which a cookie reply to it is bound to.
+    mac1: [u8; MAC_LEN],
 }
 
 /// How many unconfirmed responder sessions a tunnel keeps at once, so a replayed
@@ -251,6 +256,10 @@ pub struct Tunnel {
     next: Vec<Session>,
     /// Ephemeral keys of HandshakeInits already answered, oldest first.
     ephemerals: VecDeque<[u8; 32]>,
+    /// The newest HandshakeInit timestamp accepted from the remote.
+    latest_timestamp: Option<HandshakeTimestamp>,
+    /// A cookie the remote gave us (under load) and when.
+    cookie: Option<(Time, [u8; MAC_LEN])>,
     freed: Vec<u32>,
     /// Bumped whenever `current` or `previous` changes, so a core that publishes them
     /// (the node's snapshot) knows when to publish again.
@@ -267,6 +276,8 @@ impl Tunnel {
             previous: None,
             next: Vec::new(),
             ephemerals: VecDeque::new(),
+            latest_timestamp: None,
+            cookie: None,
             freed: Vec::new(),
             generation: 0,
         }
@@ -284,18 +295,67 @@ impl Tunnel {
         local: &Identity,
         local_index: u32,
         seed: [u8; 32],
+        timestamp: HandshakeTimestamp,
         now: Time,
     ) -> Result<Vec<u8>, CryptoError> {
-        let (state, msg1) = session::initiate(local, &self.remote, seed)?;
+        let (state, msg1) = session::initiate(local, &self.remote, seed, timestamp)?;
         if let Some(old) = self.pending.replace(Pending {
             state,
             seed,
+            timestamp,
             local_index,
             sent_at: now,
+            mac1: [0; MAC_LEN],
         }) {
             self.freed.push(old.local_index);
         }
         Ok(msg1)
+    }
+
+    /// Records the mac1 of the HandshakeInit just sent for the pending handshake.
+    pub fn set_sent_mac1(&mut self, mac1: [u8; MAC_LEN]) {
+        if let Some(p) = self.pending.as_mut() {
+            p.mac1 = mac1;
+        }
+    }
+
+    /// The cookie to put in mac2 of our next HandshakeInit, while it is fresh.
+    pub fn cookie(&self, now: Time) -> Option<&[u8; MAC_LEN]> {
+        self.cookie
+            .as_ref()
+            .filter(|(at, _)| now.since(*at) < guard::COOKIE_USE)
+            .map(|(_, c)| c)
+    }
+
+    /// Takes a CookieReply to our pending HandshakeInit with `receiver_index`: keeps
+    /// the cookie when it opens with that message's mac1. The caller then sends a new
+    /// HandshakeInit, which carries it.
+    pub fn take_cookie(
+        &mut self,
+        now: Time,
+        receiver_index: u32,
+        nonce: &[u8; wire::COOKIE_NONCE_LEN],
+        sealed: &[u8; wire::COOKIE_LEN],
+    ) -> Result<(), TunnelError> {
+        let mac1 = match &self.pending {
+            Some(p) if p.local_index == receiver_index => p.mac1,
+            _ => return Err(TunnelError::UnexpectedResponse),
+        };
+        let keys = guard::MacKeys::for_responder(self.remote.agreement_key());
+        let cookie = guard::open_cookie(&keys, &mac1, nonce, sealed).ok_or(TunnelError::Decrypt)?;
+        self.cookie = Some((now, cookie));
+        Ok(())
+    }
+
+    /// Records the timestamp of a HandshakeInit from the remote that authenticated:
+    /// false (and nothing recorded) when it is not newer than the newest accepted so
+    /// far, which makes the message a replay.
+    pub fn accept_timestamp(&mut self, timestamp: HandshakeTimestamp) -> bool {
+        if self.latest_timestamp.is_some_and(|t| timestamp <= t) {
+            return false;
+        }
+        self.latest_timestamp = Some(timestamp);
+        true
     }
 
     /// True while a handshake we started is waiting for its response.
@@ -323,18 +383,25 @@ impl Tunnel {
             .pending
             .take()
             .expect("pending handshake checked above");
-        let (seed, sent_at) = (pending.seed, pending.sent_at);
+        let (seed, sent_at, timestamp, mac1) = (
+            pending.seed,
+            pending.sent_at,
+            pending.timestamp,
+            pending.mac1,
+        );
         let keys = match pending.state.finish(msg2) {
             Ok(keys) => keys,
             Err(_) => {
                 // `finish` consumed the state: rebuild it from the seed, same index.
-                match session::initiate(local, &self.remote, seed) {
+                match session::initiate(local, &self.remote, seed, timestamp) {
                     Ok((state, _)) => {
                         self.pending = Some(Pending {
                             state,
                             seed,
+                            timestamp,
                             local_index: receiver_index,
                             sent_at,
+                            mac1,
                         })
                     }
                     Err(_) => self.freed.push(receiver_index),

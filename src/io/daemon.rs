@@ -41,7 +41,7 @@ use crate::node::network::NetworkStatus;
 use crate::node::{DEFAULT_PHYS_MTU, Event, Node, NodeConfig, NodeStats, ToControl};
 use crate::root::Root;
 use crate::service::member::{self, IdentitySigner, Serving};
-use crate::types::{Mac, NetworkId, Time};
+use crate::types::{Mac, NetworkId, Time, UnixTime};
 use crate::world::{World, WorldError};
 
 /// Errors that stop a daemon from starting or running.
@@ -86,6 +86,13 @@ impl Clock {
     /// Now, as a core sees it.
     pub fn now(&self) -> Time {
         Time::from_micros(self.0.elapsed().as_micros() as u64)
+    }
+
+    /// The wall-clock time that core time zero stands for (what handshake timestamps
+    /// count from).
+    pub fn wall_origin(&self) -> UnixTime {
+        let now = http::controller::wall_clock().as_micros();
+        UnixTime::from_micros(now.saturating_sub(self.now().as_micros()))
     }
 
     /// The instant a core time stands for.
@@ -176,6 +183,7 @@ impl NodeDriver {
             },
             clock.now(),
         );
+        node.set_wall_origin(clock.wall_origin());
         let (tx, commands) = mpsc::channel(64);
         let (controller, controller_work) = if options.controller {
             let c = Arc::new(
@@ -580,6 +588,7 @@ pub async fn run_root(
     tracing::info!(address = %identity.public().address(), %local, "root listening");
     let clock = Clock::start();
     let mut root = Root::new(identity, world.as_ref(), os_seed(), clock.now());
+    root.set_wall_origin(clock.wall_origin());
     tokio::pin!(shutdown);
     let mut transmits = Vec::with_capacity(256);
     loop {

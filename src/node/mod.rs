@@ -241,6 +241,12 @@ pub struct NodeStats {
     pub drop_queue_full: u64,
     /// Messages dropped because a WHOIS failed.
     pub drop_unreachable: u64,
+    /// HandshakeInits dropped for a bad mac1 (before any public-key work).
+    pub drop_handshake_mac: u64,
+    /// HandshakeInits over their source address's budget while under load.
+    pub drop_handshake_rate: u64,
+    /// CookieReplies sent instead of answering a HandshakeInit while under load.
+    pub cookie_replies: u64,
     /// SessionUnknown answers sent for Data packets on indices we do not hold.
     pub lost_session_answers: u64,
     /// Sessions dropped (and handshakes started) because the peer said it lost them.
@@ -279,6 +285,9 @@ impl NodeStats {
             ("drop_rules", self.drop_rules),
             ("drop_queue_full", self.drop_queue_full),
             ("drop_unreachable", self.drop_unreachable),
+            ("drop_handshake_mac", self.drop_handshake_mac),
+            ("drop_handshake_rate", self.drop_handshake_rate),
+            ("cookie_replies", self.cookie_replies),
             ("lost_session_answers", self.lost_session_answers),
             ("lost_session_rekeys", self.lost_session_rekeys),
             ("frames_in", self.frames_in),
@@ -319,6 +328,9 @@ impl NodeStats {
             drop_rules: self.drop_rules + o.drop_rules,
             drop_queue_full: self.drop_queue_full + o.drop_queue_full,
             drop_unreachable: self.drop_unreachable + o.drop_unreachable,
+            drop_handshake_mac: self.drop_handshake_mac + o.drop_handshake_mac,
+            drop_handshake_rate: self.drop_handshake_rate + o.drop_handshake_rate,
+            cookie_replies: self.cookie_replies + o.cookie_replies,
             lost_session_answers: self.lost_session_answers + o.lost_session_answers,
             lost_session_rekeys: self.lost_session_rekeys + o.lost_session_rekeys,
             frames_in: self.frames_in + o.frames_in,
@@ -338,6 +350,8 @@ impl NodeStats {
             TableError::SourceMismatch => self.drop_source_mismatch += 1,
             TableError::Handshake | TableError::UnknownPeer => self.drop_handshake += 1,
             TableError::Malformed => self.drop_malformed += 1,
+            TableError::BadMac => self.drop_handshake_mac += 1,
+            TableError::RateLimited => self.drop_handshake_rate += 1,
         }
     }
 }
@@ -408,6 +422,13 @@ impl Node {
     /// Our address.
     pub fn address(&self) -> NodeAddress {
         self.control.address()
+    }
+
+    /// Sets the wall-clock time `Time::ZERO` stands for, which our handshake
+    /// timestamps count from (see `SessionTable::set_wall_origin`); the simulator
+    /// leaves it at the epoch.
+    pub fn set_wall_origin(&mut self, origin: crate::types::UnixTime) {
+        self.control.set_wall_origin(origin);
     }
 
     /// The verified identity of a peer we have a tunnel with (or our own).

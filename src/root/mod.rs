@@ -5,9 +5,12 @@
 //!   from, which is how a node behind NAT learns its external endpoint;
 //! - **WHOIS**: answers with the public identities of nodes that handshaked with it
 //!   (and of the other roots of its world);
-//! - **relay**: forwards any packet whose destination is another node it knows, after
+//! - **relay**: forwards a packet whose destination is another node it knows, after
 //!   incrementing the hop count, without decrypting it (it cannot: sessions are
-//!   end-to-end). Packets with [`RELAY_HOP_LIMIT`] hops are dropped;
+//!   end-to-end). Only for sources that said hello (an authenticated packet taught the
+//!   root their endpoint) and only from that endpoint's IP address, each held to
+//!   [`RELAY_PER_SOURCE_PER_SEC`], so the root is no free reflector toward its nodes
+//!   for anyone who forges a source. Packets with [`RELAY_HOP_LIMIT`] hops are dropped;
 //! - **RENDEZVOUS**: when it relays a packet that came straight from its source, it
 //!   sends both ends each other's endpoint (at most once per pair per
 //!   [`RENDEZVOUS_INTERVAL`]) so they can try a direct path.
@@ -22,9 +25,9 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use crate::crypto::identity::{Identity, PublicIdentity};
-use crate::crypto::table::{LostSessionReplies, SessionTable, TableError};
+use crate::crypto::table::{InitAnswer, LostSessionReplies, SessionTable, TableError};
 use crate::crypto::tunnel::TunnelError;
-use crate::types::{Endpoint, NodeAddress, Time, Transmit};
+use crate::types::{Endpoint, NodeAddress, Time, TokenBucket, Transmit, UnixTime};
 use crate::wire::{self, Message, OkBody, Outer, Packet};
 use crate::world::World;
 
@@ -40,6 +43,11 @@ pub const NODE_EXPIRE: Duration = Duration::from_secs(600);
 pub const MAX_NODES: usize = 1_000_000;
 /// At most this many identities in one WHOIS answer (nodes ask for one at a time).
 pub const MAX_WHOIS_ANSWERS: usize = 2;
+/// Packets per second a root relays for one source node (a burst of
+/// [`RELAY_PER_SOURCE_BURST`]); about 560 Mbit/s of 1,400-byte packets.
+pub const RELAY_PER_SOURCE_PER_SEC: u32 = 50_000;
+/// See [`RELAY_PER_SOURCE_PER_SEC`].
+pub const RELAY_PER_SOURCE_BURST: u32 = 5_000;
 /// Housekeeping period.
 pub const TICK: Duration = Duration::from_secs(5);
 
@@ -58,10 +66,20 @@ pub struct RootStats {
     pub drop_malformed: u64,
     /// Relay requests for nodes we do not know.
     pub drop_unknown_dest: u64,
+    /// Relay requests from sources that did not say hello, or not from their address.
+    pub drop_unknown_src: u64,
+    /// Relay requests over their source's rate.
+    pub drop_relay_rate: u64,
     /// Relay requests over the hop limit.
     pub drop_hops: u64,
     /// Handshakes refused (bad crypto or identity).
     pub drop_handshake: u64,
+    /// HandshakeInits dropped for a bad mac1 (before any public-key work).
+    pub drop_handshake_mac: u64,
+    /// HandshakeInits over their source address's budget while under load.
+    pub drop_handshake_rate: u64,
+    /// CookieReplies sent instead of answering a HandshakeInit while under load.
+    pub cookie_replies: u64,
     /// Data packets naming no session, or whose source does not own it.
     pub drop_unknown_session: u64,
     /// Replayed or too-old packets.
@@ -82,8 +100,13 @@ impl RootStats {
             ("rendezvous", self.rendezvous),
             ("drop_malformed", self.drop_malformed),
             ("drop_unknown_dest", self.drop_unknown_dest),
+            ("drop_unknown_src", self.drop_unknown_src),
+            ("drop_relay_rate", self.drop_relay_rate),
             ("drop_hops", self.drop_hops),
             ("drop_handshake", self.drop_handshake),
+            ("drop_handshake_mac", self.drop_handshake_mac),
+            ("drop_handshake_rate", self.drop_handshake_rate),
+            ("cookie_replies", self.cookie_replies),
             ("drop_unknown_session", self.drop_unknown_session),
             ("drop_replay", self.drop_replay),
             ("drop_auth", self.drop_auth),
@@ -97,6 +120,18 @@ struct Known {
     /// Last endpoint an authenticated zero-hop packet came from.
     endpoint: Option<Endpoint>,
     last_rx: Time,
+    /// What the node may still have relayed.
+    relay_budget: TokenBucket,
+}
+
+impl Known {
+    fn new(endpoint: Option<Endpoint>, now: Time) -> Self {
+        Self {
+            endpoint,
+            last_rx: now,
+            relay_budget: TokenBucket::full(RELAY_PER_SOURCE_BURST, now),
+        }
+    }
 }
 
 /// The root core. See the module documentation.
@@ -145,6 +180,12 @@ impl Root {
         self.table.address()
     }
 
+    /// Sets the wall-clock time `Time::ZERO` stands for (see
+    /// [`SessionTable::set_wall_origin`]).
+    pub fn set_wall_origin(&mut self, origin: UnixTime) {
+        self.table.set_wall_origin(origin);
+    }
+
     /// Counters.
     pub fn stats(&self) -> &RootStats {
         &self.stats
@@ -170,25 +211,20 @@ impl Root {
             return;
         }
         match outer {
-            Outer::HandshakeInit {
-                sender_index,
-                noise,
-            } => {
+            Outer::HandshakeInit { .. } => {
                 if self.nodes.len() >= MAX_NODES && !self.nodes.contains_key(&header.src) {
                     self.stats.drop_handshake += 1;
                     return;
                 }
-                match self
-                    .table
-                    .on_handshake_init(now, &header, sender_index, noise)
-                {
-                    Ok((peer, reply)) => {
+                match self.table.on_handshake_init(now, from, data) {
+                    Ok(InitAnswer::Cookie(reply)) => {
+                        self.stats.cookie_replies += 1;
+                        self.send(from, reply);
+                    }
+                    Ok(InitAnswer::Session { peer, reply }) => {
                         // Tracked from the handshake on, so silent ones expire too; the
                         // endpoint is learned only from Data.
-                        let known = self.nodes.entry(peer).or_insert(Known {
-                            endpoint: None,
-                            last_rx: now,
-                        });
+                        let known = self.nodes.entry(peer).or_insert(Known::new(None, now));
                         known.last_rx = now;
                         self.send(from, reply);
                     }
@@ -280,13 +316,12 @@ impl Root {
         plaintext: &[u8],
     ) {
         if hops == 0 && (self.nodes.len() < MAX_NODES || self.nodes.contains_key(&peer)) {
-            self.nodes.insert(
-                peer,
-                Known {
-                    endpoint: Some(from),
-                    last_rx: now,
-                },
-            );
+            let known = self
+                .nodes
+                .entry(peer)
+                .or_insert_with(|| Known::new(None, now));
+            known.endpoint = Some(from);
+            known.last_rx = now;
         }
         let reply = match Message::parse(plaintext) {
             Ok(Message::Hello(hello)) => Some(Message::hello_ok(counter, &hello, from)),
@@ -348,6 +383,23 @@ impl Root {
     ) {
         if hops >= RELAY_HOP_LIMIT {
             self.stats.drop_hops += 1;
+            return;
+        }
+        // The source said hello, from this address (the port may have changed since:
+        // a NAT rebinding), and has budget left.
+        let Some(source) = self
+            .nodes
+            .get_mut(&src)
+            .filter(|k| k.endpoint.is_some_and(|e| e.0.ip() == from.0.ip()))
+        else {
+            self.stats.drop_unknown_src += 1;
+            return;
+        };
+        if !source
+            .relay_budget
+            .take(now, RELAY_PER_SOURCE_PER_SEC, RELAY_PER_SOURCE_BURST)
+        {
+            self.stats.drop_relay_rate += 1;
             return;
         }
         let Some(to) = self.nodes.get(&dest).and_then(|k| k.endpoint) else {
@@ -418,6 +470,8 @@ impl Root {
             TableError::Malformed => &mut self.stats.drop_malformed,
             TableError::Handshake => &mut self.stats.drop_handshake,
             TableError::Replay => &mut self.stats.drop_replay,
+            TableError::BadMac => &mut self.stats.drop_handshake_mac,
+            TableError::RateLimited => &mut self.stats.drop_handshake_rate,
             _ => &mut self.stats.drop_unknown_session,
         };
         *counter += 1;

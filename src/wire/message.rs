@@ -221,7 +221,7 @@ impl OkBody<'_> {
 }
 
 /// Protocol version carried in HELLO.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Software version reported in HELLO.
 pub const SOFTWARE_VERSION: SoftwareVersion = SoftwareVersion {

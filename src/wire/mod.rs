@@ -28,9 +28,9 @@
 //! What follows the header depends on `kind`:
 //!
 //! ```text
-//! 0x01 HandshakeInit   12 +----------------+------------------------------------+
-//!                         | sender_index 4 | Noise IK message 1 (opaque)        |
-//!                         +----------------+------------------------------------+
+//! 0x01 HandshakeInit   12 +----------------+-----------------------------+---------+---------+
+//!                         | sender_index 4 | Noise IK message 1 (opaque) | mac1 16 | mac2 16 |
+//!                         +----------------+-----------------------------+---------+---------+
 //! 0x02 HandshakeResp   12 +----------------+------------------+-----------------+
 //!                         | sender_index 4 | receiver_index 4 | Noise IK msg 2  |
 //!                         +----------------+------------------+-----------------+
@@ -43,6 +43,9 @@
 //! 0x05 SessionUnknown  12 +------------------+
 //!                         | receiver_index 4 |  "a Data packet to this index found
 //!                         +------------------+   no session here": handshake again
+//! 0x06 CookieReply     12 +------------------+----------+------------------------+
+//!                         | receiver_index 4 | nonce 24 | sealed cookie 16 + 16  |
+//!                         +------------------+----------+------------------------+
 //! other                   the header parses as `Kind::Unknown(n)`; roots relay it,
 //!                         nodes drop and count it.
 //! ```
@@ -60,7 +63,13 @@
 //!
 //! Handshake bodies are protected by Noise itself; this layer does not bind their
 //! header, so `crypto` must check the claimed source address against the identity
-//! the handshake proves. SessionUnknown is not authenticated: a node acts on it only
+//! the handshake proves. The two MACs that end a HandshakeInit (protocol 2) cover
+//! every byte before them except the flags byte; they are not authentication but
+//! cost control: mac1 (keyed by the responder's public key) lets a responder drop
+//! junk with one hash, and mac2 (keyed by a cookie bound to the sender's IP address
+//! and port) is demanded only under load. A CookieReply carries that cookie sealed with
+//! the HandshakeInit's mac1 as associated data; it is 72 bytes, smaller than the
+//! 226-byte HandshakeInit it answers. `crypto::guard` has the details. SessionUnknown is not authenticated: a node acts on it only
 //! when its index is that of the session it sends with (which off-path senders cannot
 //! know), and then only by handshaking again, at most once per
 //! rekey timeout (5 s); it is 16 bytes, smaller
@@ -144,8 +153,9 @@ pub use message::{
     SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
 };
 pub use packet::{
-    DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAX_HOPS, Outer, Packet, Piece, TAG_LEN,
-    data_aad, emit_data_prefix, field, parse, parse_data_mut,
+    COOKIE_LEN, COOKIE_NONCE_LEN, DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAC_LEN,
+    MAX_HOPS, Outer, Packet, Piece, TAG_LEN, data_aad, emit_data_prefix, field, parse,
+    parse_data_mut,
 };
 
 /// Why bytes could not be parsed (or a packet could not be fragmented).
@@ -252,6 +262,8 @@ mod tests {
                 emit(Outer::HandshakeInit {
                     sender_index: 1,
                     noise: &noise,
+                    mac1: [1; MAC_LEN],
+                    mac2: [0; MAC_LEN],
                 }),
             ),
             (
@@ -260,6 +272,14 @@ mod tests {
                     sender_index: 2,
                     receiver_index: 1,
                     noise: &noise[..48],
+                }),
+            ),
+            (
+                "seed-cookie-reply",
+                emit(Outer::CookieReply {
+                    receiver_index: 1,
+                    nonce: [5; COOKIE_NONCE_LEN],
+                    sealed: [6; COOKIE_LEN],
                 }),
             ),
             (

@@ -21,6 +21,13 @@ pub const TAG_LEN: usize = 16;
 /// has it rather than forward it again.
 pub const MAX_HOPS: u8 = 7;
 
+/// Length of each of the two MACs that end a HandshakeInit (see `crypto::guard`).
+pub const MAC_LEN: usize = 16;
+/// Length of a CookieReply's nonce (XChaCha20-Poly1305).
+pub const COOKIE_NONCE_LEN: usize = 24;
+/// Length of a CookieReply's sealed cookie: 16 bytes and a 16-byte tag.
+pub const COOKIE_LEN: usize = 32;
+
 /// Mask of the hop count bits in the flags byte.
 const HOPS_MASK: u8 = 0x07;
 
@@ -64,6 +71,13 @@ pub mod field {
 
     /// SessionUnknown: the receiver index of the Data packet that found no session.
     pub const UNKNOWN_RECEIVER_INDEX: Range<usize> = 12..16;
+
+    /// CookieReply: the initiator's session index from the HandshakeInit answered.
+    pub const COOKIE_RECEIVER_INDEX: Range<usize> = 12..16;
+    /// CookieReply: the XChaCha20-Poly1305 nonce.
+    pub const COOKIE_NONCE: Range<usize> = 16..40;
+    /// CookieReply: the sealed cookie and its tag.
+    pub const COOKIE_SEALED: Range<usize> = 40..72;
 }
 
 /// What an outer packet carries. Unknown values are kept, not rejected, so roots relay
@@ -80,6 +94,8 @@ pub enum Kind {
     Fragment,
     /// 0x05: "I hold no session with this index" (the sender restarted or forgot it).
     SessionUnknown,
+    /// 0x06: "I am under load: repeat your HandshakeInit with this cookie".
+    CookieReply,
     /// Any other value.
     Unknown(u8),
 }
@@ -92,6 +108,7 @@ impl From<u8> for Kind {
             0x03 => Kind::Data,
             0x04 => Kind::Fragment,
             0x05 => Kind::SessionUnknown,
+            0x06 => Kind::CookieReply,
             other => Kind::Unknown(other),
         }
     }
@@ -105,6 +122,7 @@ impl From<Kind> for u8 {
             Kind::Data => 0x03,
             Kind::Fragment => 0x04,
             Kind::SessionUnknown => 0x05,
+            Kind::CookieReply => 0x06,
             Kind::Unknown(other) => other,
         }
     }
@@ -281,6 +299,10 @@ pub enum Outer<'a> {
         sender_index: u32,
         /// Noise IK message 1, opaque to this layer.
         noise: &'a [u8],
+        /// Keyed by the responder's public key; checked before any public-key work.
+        mac1: [u8; MAC_LEN],
+        /// Keyed by a cookie from the responder, or zero when the sender has none.
+        mac2: [u8; MAC_LEN],
     },
     /// Second handshake message.
     HandshakeResp {
@@ -319,6 +341,17 @@ pub enum Outer<'a> {
         /// The receiver index of the Data packet that found no session.
         receiver_index: u32,
     },
+    /// The answer of a responder under load to a HandshakeInit without a valid mac2:
+    /// a cookie for the sender's address, sealed so that only the sender of that
+    /// HandshakeInit can open it (see `crypto::guard`).
+    CookieReply {
+        /// The initiator's session index from the HandshakeInit answered.
+        receiver_index: u32,
+        /// XChaCha20-Poly1305 nonce.
+        nonce: [u8; COOKIE_NONCE_LEN],
+        /// The sealed 16-byte cookie and its tag.
+        sealed: [u8; COOKIE_LEN],
+    },
     /// A kind this version does not know; relayed by roots, dropped by nodes.
     Unknown {
         /// The kind byte.
@@ -353,10 +386,25 @@ impl<'a> Outer<'a> {
     fn parse_body(kind: Kind, body: &'a [u8]) -> Result<Self, WireError> {
         let mut r = Reader::new(body);
         match kind {
-            Kind::HandshakeInit => Ok(Outer::HandshakeInit {
-                sender_index: r.u32("HandshakeInit sender index")?,
-                noise: r.rest(),
-            }),
+            Kind::HandshakeInit => {
+                let sender_index = r.u32("HandshakeInit sender index")?;
+                let rest = r.rest();
+                let noise_len = rest
+                    .len()
+                    .checked_sub(2 * MAC_LEN)
+                    .ok_or(WireError::Truncated("HandshakeInit MACs"))?;
+                let (noise, macs) = rest.split_at(noise_len);
+                let mut mac1 = [0; MAC_LEN];
+                let mut mac2 = [0; MAC_LEN];
+                mac1.copy_from_slice(&macs[..MAC_LEN]);
+                mac2.copy_from_slice(&macs[MAC_LEN..]);
+                Ok(Outer::HandshakeInit {
+                    sender_index,
+                    noise,
+                    mac1,
+                    mac2,
+                })
+            }
             Kind::HandshakeResp => Ok(Outer::HandshakeResp {
                 sender_index: r.u32("HandshakeResp sender index")?,
                 receiver_index: r.u32("HandshakeResp receiver index")?,
@@ -397,6 +445,21 @@ impl<'a> Outer<'a> {
                 }
                 Ok(Outer::SessionUnknown { receiver_index })
             }
+            Kind::CookieReply => {
+                let receiver_index = r.u32("CookieReply receiver index")?;
+                let nonce = r.array::<COOKIE_NONCE_LEN>("CookieReply nonce")?;
+                let sealed = r.array::<COOKIE_LEN>("CookieReply cookie")?;
+                if !r.rest().is_empty() {
+                    return Err(WireError::BadLength(
+                        "CookieReply carries only an index, a nonce and a cookie",
+                    ));
+                }
+                Ok(Outer::CookieReply {
+                    receiver_index,
+                    nonce,
+                    sealed,
+                })
+            }
             Kind::Unknown(kind) => Ok(Outer::Unknown { kind, body }),
         }
     }
@@ -427,6 +490,7 @@ impl<'a> Outer<'a> {
             Outer::Data { .. } => Kind::Data,
             Outer::Fragment { .. } => Kind::Fragment,
             Outer::SessionUnknown { .. } => Kind::SessionUnknown,
+            Outer::CookieReply { .. } => Kind::CookieReply,
             Outer::Unknown { kind, .. } => Kind::from(*kind),
         }
     }
@@ -435,11 +499,12 @@ impl<'a> Outer<'a> {
     pub fn buffer_len(&self) -> usize {
         HEADER_LEN
             + match self {
-                Outer::HandshakeInit { noise, .. } => 4 + noise.len(),
+                Outer::HandshakeInit { noise, .. } => 4 + noise.len() + 2 * MAC_LEN,
                 Outer::HandshakeResp { noise, .. } => 8 + noise.len(),
                 Outer::Data { ciphertext, .. } => 12 + ciphertext.len(),
                 Outer::Fragment { chunk, .. } => 10 + chunk.len(),
                 Outer::SessionUnknown { .. } => 4,
+                Outer::CookieReply { .. } => 4 + COOKIE_NONCE_LEN + COOKIE_LEN,
                 Outer::Unknown { body, .. } => body.len(),
             }
     }
@@ -456,9 +521,13 @@ impl<'a> Outer<'a> {
             Outer::HandshakeInit {
                 sender_index,
                 noise,
+                mac1,
+                mac2,
             } => {
                 out.extend_from_slice(&sender_index.to_be_bytes());
                 out.extend_from_slice(noise);
+                out.extend_from_slice(&mac1);
+                out.extend_from_slice(&mac2);
             }
             Outer::HandshakeResp {
                 sender_index,
@@ -491,6 +560,15 @@ impl<'a> Outer<'a> {
             }
             Outer::SessionUnknown { receiver_index } => {
                 out.extend_from_slice(&receiver_index.to_be_bytes())
+            }
+            Outer::CookieReply {
+                receiver_index,
+                nonce,
+                sealed,
+            } => {
+                out.extend_from_slice(&receiver_index.to_be_bytes());
+                out.extend_from_slice(&nonce);
+                out.extend_from_slice(&sealed);
             }
             Outer::Unknown { body, .. } => out.extend_from_slice(body),
         }
@@ -615,6 +693,8 @@ mod tests {
             Outer::HandshakeInit {
                 sender_index: 0xdead_beef,
                 noise: &[7; 96],
+                mac1: [1; MAC_LEN],
+                mac2: [2; MAC_LEN],
             },
             Outer::HandshakeResp {
                 sender_index: 1,
@@ -647,6 +727,11 @@ mod tests {
             },
             Outer::SessionUnknown {
                 receiver_index: 0x0a0b_0c0d,
+            },
+            Outer::CookieReply {
+                receiver_index: 0xdead_beef,
+                nonce: [3; COOKIE_NONCE_LEN],
+                sealed: [4; COOKIE_LEN],
             },
         ]
     }
@@ -688,7 +773,8 @@ mod tests {
             let mut out = Vec::new();
             outer.emit(a(), b(), &mut out);
             let fixed = match outer.kind() {
-                Kind::HandshakeInit => HEADER_LEN + 4,
+                Kind::HandshakeInit => HEADER_LEN + 4 + 2 * MAC_LEN,
+                Kind::CookieReply => field::COOKIE_SEALED.end,
                 Kind::HandshakeResp => HEADER_LEN + 8,
                 Kind::Data => DATA_PREFIX_LEN + TAG_LEN,
                 Kind::Fragment => field::FRAG_CHUNK + 1,
@@ -851,7 +937,8 @@ mod tests {
                 Just(Kind::Data),
                 Just(Kind::Fragment),
                 Just(Kind::SessionUnknown),
-                (6u8..).prop_map(Kind::Unknown),
+                Just(Kind::CookieReply),
+                (7u8..).prop_map(Kind::Unknown),
                 Just(Kind::Unknown(0)),
             ],
             any::<u8>(),
@@ -868,7 +955,8 @@ mod tests {
                            d in 1u64..0xff_0000_0000, s in 1u64..0xff_0000_0000) {
             let count = 2 + small % 15;
             let outer = match kind {
-                Kind::HandshakeInit => Outer::HandshakeInit { sender_index: i, noise: &bytes },
+                Kind::HandshakeInit => Outer::HandshakeInit { sender_index: i, noise: &bytes, mac1: [small; MAC_LEN], mac2: [j as u8; MAC_LEN] },
+                Kind::CookieReply => Outer::CookieReply { receiver_index: i, nonce: [small; COOKIE_NONCE_LEN], sealed: [j as u8; COOKIE_LEN] },
                 Kind::HandshakeResp => Outer::HandshakeResp { sender_index: i, receiver_index: j, noise: &bytes },
                 Kind::Data => Outer::Data { receiver_index: i, counter: n, ciphertext: &bytes },
                 Kind::Fragment => Outer::Fragment { packet_id: n, index: small % count, count, chunk: &bytes },

@@ -52,12 +52,10 @@ use super::{
     TICK, WHOIS_GIVE_UP, WHOIS_RETRY,
 };
 use crate::crypto::identity::PublicIdentity;
-use crate::crypto::table::{LostSessionReplies, SessionTable, TableError};
+use crate::crypto::table::{InitAnswer, LostSessionReplies, SessionTable, TableError};
 use crate::crypto::tunnel::REKEY_TIMEOUT;
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
-use crate::wire::{
-    self, Header, Hello, Message, OkBody, Outer, PROTOCOL_VERSION, SOFTWARE_VERSION, Verb,
-};
+use crate::wire::{self, Hello, Message, OkBody, Outer, PROTOCOL_VERSION, SOFTWARE_VERSION, Verb};
 use crate::world::{World, WorldKind};
 use network::Joined;
 
@@ -165,6 +163,11 @@ impl Control {
     /// Our address.
     pub fn address(&self) -> NodeAddress {
         self.table.address()
+    }
+
+    /// See [`SessionTable::set_wall_origin`].
+    pub fn set_wall_origin(&mut self, origin: crate::types::UnixTime) {
+        self.table.set_wall_origin(origin);
     }
 
     /// The verified identity of a peer we have a tunnel with (or our own).
@@ -449,10 +452,7 @@ impl Control {
             return;
         }
         match outer {
-            Outer::HandshakeInit {
-                sender_index,
-                noise,
-            } => self.on_handshake_init(now, from, &header, sender_index, noise),
+            Outer::HandshakeInit { .. } => self.on_handshake_init(now, from, data),
             Outer::HandshakeResp {
                 sender_index,
                 receiver_index,
@@ -481,28 +481,39 @@ impl Control {
             Outer::SessionUnknown { receiver_index } => {
                 self.on_session_unknown(now, header.src, receiver_index)
             }
+            Outer::CookieReply {
+                receiver_index,
+                nonce,
+                sealed,
+            } => match self
+                .table
+                .on_cookie_reply(now, &header, receiver_index, &nonce, &sealed)
+            {
+                // The peer is under load: try again at once, now with its cookie.
+                Ok(peer) => self.send_handshake(now, peer),
+                Err(e) => self.stats.count(e),
+            },
             _ => self.stats.drop_unknown += 1,
         }
     }
 
-    fn on_handshake_init(
-        &mut self,
-        now: Time,
-        from: Endpoint,
-        header: &Header,
-        sender_index: u32,
-        noise: &[u8],
-    ) {
-        match self
-            .table
-            .on_handshake_init(now, header, sender_index, noise)
-        {
-            Ok((peer, reply)) => {
+    fn on_handshake_init(&mut self, now: Time, from: Endpoint, datagram: &[u8]) {
+        match self.table.on_handshake_init(now, from, datagram) {
+            Ok(InitAnswer::Session { peer, reply }) => {
                 self.peers
                     .entry(peer)
                     .or_insert_with(|| Peer::new(Role::Leaf));
                 // Answer the way it came: directly, or through the relaying root.
                 self.push_datagram(now, peer, from, reply);
+            }
+            Ok(InitAnswer::Cookie(reply)) => {
+                // To the address it came from, whoever the header claims sent it.
+                self.stats.cookie_replies += 1;
+                self.stats.tx_datagrams += 1;
+                self.transmits.push_back(Transmit {
+                    destination: from,
+                    contents: reply,
+                });
             }
             Err(e) => self.stats.count(e),
         }
@@ -908,7 +919,14 @@ impl Control {
         {
             return;
         }
-        p.last_handshake = Some(now);
+        self.send_handshake(now, peer);
+    }
+
+    /// Sends a new HandshakeInit to `peer` now, whatever is pending.
+    fn send_handshake(&mut self, now: Time, peer: NodeAddress) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.last_handshake = Some(now);
+        }
         match self.table.handshake_packet(now, peer) {
             Ok(packet) => self.route(now, peer, packet),
             Err(e) => self.stats.count(e),
