@@ -223,14 +223,12 @@ impl Guard {
         if !bool::from(mac1.ct_eq(&packet[at1..at2])) {
             return Verdict::BadMac;
         }
-        if !self.under_load(now) {
-            if self.load.take(now, HANDSHAKES_PER_SEC, HANDSHAKES_PER_SEC) {
-                return Verdict::Admit;
-            }
+        // Every HandshakeInit with a good mac1 spends from the load budget; running
+        // out starts (or prolongs) the time under load.
+        if !self.load.take(now, HANDSHAKES_PER_SEC, HANDSHAKES_PER_SEC) {
             self.loaded_until = Some(now + LOAD_HOLD);
-        } else if !self.load.take(now, HANDSHAKES_PER_SEC, HANDSHAKES_PER_SEC) {
-            // Still more than the budget: stay under load.
-            self.loaded_until = Some(now + LOAD_HOLD);
+        } else if !self.under_load(now) {
+            return Verdict::Admit;
         }
         self.rotate(now, fresh_secret);
         let valid_mac2 = [self.secret, self.previous_secret].iter().any(|s| {

@@ -343,13 +343,7 @@ impl SessionTable {
         nonce: &[u8; wire::COOKIE_NONCE_LEN],
         sealed: &[u8; wire::COOKIE_LEN],
     ) -> Result<NodeAddress, TableError> {
-        let peer = *self
-            .indices
-            .get(&receiver_index)
-            .ok_or(TableError::UnknownIndex)?;
-        if peer != header.src {
-            return Err(TableError::SourceMismatch);
-        }
+        let peer = self.owner_of(receiver_index, header.src)?;
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
         tunnel.take_cookie(now, receiver_index, nonce, sealed)?;
         Ok(peer)
@@ -364,13 +358,7 @@ impl SessionTable {
         receiver_index: u32,
         noise: &[u8],
     ) -> Result<NodeAddress, TableError> {
-        let peer = *self
-            .indices
-            .get(&receiver_index)
-            .ok_or(TableError::UnknownIndex)?;
-        if peer != header.src {
-            return Err(TableError::SourceMismatch);
-        }
+        let peer = self.owner_of(receiver_index, header.src)?;
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
         let generation = tunnel.generation();
         let result = tunnel.complete(&self.local, receiver_index, sender_index, noise, now);
@@ -389,13 +377,7 @@ impl SessionTable {
         datagram: &'a mut [u8],
     ) -> Result<Opened<'a>, TableError> {
         let data = wire::parse_data_mut(datagram).map_err(|_| TableError::Malformed)?;
-        let peer = *self
-            .indices
-            .get(&data.receiver_index)
-            .ok_or(TableError::UnknownIndex)?;
-        if peer != data.header.src {
-            return Err(TableError::SourceMismatch);
-        }
+        let peer = self.owner_of(data.receiver_index, data.header.src)?;
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
         let counter = data.counter;
         let generation = tunnel.generation();
@@ -514,6 +496,16 @@ impl SessionTable {
         }
         self.last_timestamp = Some(t);
         t
+    }
+
+    /// The peer our session `index` belongs to, which must be the packet's (claimed)
+    /// source `src`.
+    fn owner_of(&self, index: u32, src: NodeAddress) -> Result<NodeAddress, TableError> {
+        let peer = *self.indices.get(&index).ok_or(TableError::UnknownIndex)?;
+        if peer != src {
+            return Err(TableError::SourceMismatch);
+        }
+        Ok(peer)
     }
 
     fn seed(&mut self) -> [u8; 32] {
