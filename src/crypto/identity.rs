@@ -296,13 +296,10 @@ impl PublicIdentity {
             return Err(CryptoError::WeakKey("the Ed25519 key has small order"));
         }
         let agreement_key = PublicKey::from(*agreement);
-        if !StaticSecret::from(PROBE_SCALAR)
-            .diffie_hellman(&agreement_key)
-            .was_contributory()
-        {
+        if !contributory(agreement) {
             return Err(CryptoError::WeakKey("the X25519 key has small order"));
         }
-        let hash = with_pow_memory(|memory| pow_hash(signing, agreement, memory));
+        let hash = address_hash(signing, agreement);
         let derived = address_from_hash(&hash)?;
         if derived != claimed {
             return Err(CryptoError::AddressMismatch { claimed, derived });
@@ -377,6 +374,25 @@ fn parse_public_parts(
     signing.copy_from_slice(&public[..32]);
     agreement.copy_from_slice(&public[32..]);
     PublicIdentity::from_parts(address, &signing, &agreement)
+}
+
+/// True unless X25519 with this point yields zero (a point of small order).
+fn contributory(agreement: &[u8; 32]) -> bool {
+    #[cfg(fuzzing)]
+    return super::fuzz_memo::x25519(PROBE_SCALAR, *agreement) != [0; 32];
+    #[cfg(not(fuzzing))]
+    StaticSecret::from(PROBE_SCALAR)
+        .diffie_hellman(&PublicKey::from(*agreement))
+        .was_contributory()
+}
+
+/// The proof-of-work hash of a key pair (remembered per process in fuzz builds).
+fn address_hash(signing: &[u8; 32], agreement: &[u8; 32]) -> [u8; POW_HASH_LEN] {
+    let compute = || with_pow_memory(|memory| pow_hash(signing, agreement, memory));
+    #[cfg(fuzzing)]
+    return super::fuzz_memo::address_hash(signing, agreement, compute);
+    #[cfg(not(fuzzing))]
+    compute()
 }
 
 /// Runs `f` with this thread's reusable argon2 working memory.

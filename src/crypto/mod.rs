@@ -19,6 +19,8 @@
 //! with shared [`tunnel::SessionState`]s), `root` (worlds, identity
 //! cache), `controller` (signing), `io` (generating and storing identities).
 
+#[cfg(fuzzing)]
+mod fuzz_memo;
 pub mod guard;
 pub mod identity;
 pub mod replay;
