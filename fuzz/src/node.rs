@@ -155,7 +155,7 @@ impl Harness {
             s,
             node: s.fresh_node(),
             now: s.start,
-            feed: Feed::new(s, &s.node),
+            feed: Feed::new(s, &s.node, s.node_identity.public()),
             allowed,
             targets: targets(s),
             networks: [s.network(), other],

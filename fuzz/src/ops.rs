@@ -23,6 +23,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use skylan::crypto::PublicIdentity;
+use skylan::crypto::guard::{MacKeys, write_macs};
 use skylan::types::Endpoint;
 use skylan::wire::{self, FRAGMENT_OVERHEAD};
 
@@ -355,8 +357,15 @@ impl Op {
 
 /// Where a core target's datagrams come from: the recorded trace of its core, and the
 /// source endpoints a selector byte picks from.
+///
+/// A `Mutate` or `Splice` op that yields a HandshakeInit gets a correct mac1 for the
+/// core (anyone can compute it: it is keyed by the core's public key), so mutations
+/// reach the handshake behind the mac1 check instead of all stopping there. `Raw`
+/// bytes are delivered as they are, which keeps the mac1 refusal itself covered.
 pub struct Feed {
     trace: &'static Trace,
+    /// The MAC keys of HandshakeInits sent to the core.
+    macs: MacKeys,
     /// Strangers first, then every endpoint of the conversation.
     sources: Vec<Endpoint>,
     /// The core's own socket, for `Raw` datagrams.
@@ -365,12 +374,13 @@ pub struct Feed {
 
 impl Feed {
     /// The feed of a core whose recorded inputs are `trace`.
-    pub fn new(s: &'static Scenario, trace: &'static Trace) -> Self {
+    pub fn new(s: &'static Scenario, trace: &'static Trace, core: &PublicIdentity) -> Self {
         let mut sources: Vec<Endpoint> = strangers().to_vec();
         sources.extend(s.endpoints.iter().copied());
         let local = trace.datagrams.first().map_or(sources[0], |r| r.local);
         Feed {
             trace,
+            macs: MacKeys::for_responder(core.agreement_key()),
             sources,
             local,
         }
@@ -399,7 +409,7 @@ impl Feed {
                     for e in edits {
                         e.apply(&mut bytes);
                     }
-                    (r.local, source(*from, Some(r.from)), bytes)
+                    (r.local, source(*from, Some(r.from)), self.with_mac1(bytes))
                 })
                 .into_iter()
                 .collect(),
@@ -441,12 +451,24 @@ impl Feed {
                     let keep = (*keep as usize).min(r.bytes.len());
                     let mut spliced = r.bytes[..keep].to_vec();
                     spliced.extend_from_slice(bytes);
-                    (r.local, source(*from, Some(r.from)), spliced)
+                    (
+                        r.local,
+                        source(*from, Some(r.from)),
+                        self.with_mac1(spliced),
+                    )
                 })
                 .into_iter()
                 .collect(),
             Op::Advance { .. } | Op::Command(_) => Vec::new(),
         }
+    }
+
+    /// `bytes` with a correct mac1 (and no mac2) if they are a HandshakeInit.
+    fn with_mac1(&self, mut bytes: Vec<u8>) -> Vec<u8> {
+        if is_handshake_init(&bytes) {
+            write_macs(&mut bytes, &self.macs, None);
+        }
+        bytes
     }
 }
 

@@ -108,7 +108,7 @@ impl Harness {
             s,
             root: s.fresh_root(),
             now: s.start,
-            feed: Feed::new(s, &s.root),
+            feed: Feed::new(s, &s.root, s.root_identity.public()),
             allowed: s.endpoints.iter().copied().collect(),
             bytes_in: 0,
             bytes_relayed: 0,
