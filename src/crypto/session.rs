@@ -228,12 +228,27 @@ fn initiate_offering(
     offer: u8,
 ) -> Result<(InitiatorHandshake, Vec<u8>), CryptoError> {
     let secret = local.agreement_secret();
+    let identity = local.public().to_bytes();
+    let (state, message) = message1(&secret, &identity, remote, seed, timestamp, offer)?;
+    Ok((InitiatorHandshake { state, offer }, message))
+}
+
+/// Message 1 from raw parts: an X25519 secret and the 69 identity bytes to claim (which
+/// the simulator's forgeries need not prove). Returns the initiator state and the message.
+pub(crate) fn message1(
+    secret: &[u8; 32],
+    identity: &[u8; IDENTITY_LEN],
+    remote: &PublicIdentity,
+    seed: [u8; 32],
+    timestamp: HandshakeTimestamp,
+    offer: u8,
+) -> Result<(snow::HandshakeState, Vec<u8>), CryptoError> {
     let mut state = builder(seed)
         .local_private_key(&secret[..])
         .and_then(|b| b.remote_public_key(remote.agreement_key()))
         .and_then(|b| b.build_initiator())
         .map_err(|_| CryptoError::Handshake("could not set up the Noise initiator"))?;
-    let mut payload = local.public().to_bytes().to_vec();
+    let mut payload = identity.to_vec();
     payload.push(offer);
     payload.extend_from_slice(&timestamp.0);
     let mut message = vec![0u8; HANDSHAKE_INIT_LEN];
@@ -241,7 +256,7 @@ fn initiate_offering(
         .write_message(&payload, &mut message)
         .map_err(|_| CryptoError::Handshake("could not write message 1"))?;
     message.truncate(len);
-    Ok((InitiatorHandshake { state, offer }, message))
+    Ok((state, message))
 }
 
 impl InitiatorHandshake {

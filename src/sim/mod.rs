@@ -127,6 +127,7 @@ use std::time::Duration;
 use crate::types::{Endpoint, Time, Transmit};
 
 pub mod cores;
+pub mod forge;
 mod hash;
 pub mod mesh;
 mod nat;

@@ -5,13 +5,13 @@
 // Each test binary uses a different part of the helpers.
 #![allow(dead_code)]
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::{RngCore, SeedableRng};
 use skylan::crypto::identity::{Identity, PublicIdentity};
 use skylan::crypto::table::{InitAnswer, SessionTable};
 use skylan::node::switch::{MemberInfo, SwitchSettings};
 use skylan::node::{self, Event, Link as Via, Node, NodeConfig};
 use skylan::sim::cores::NodeHost;
+#[allow(unused_imports)] // not every test binary forges handshakes
+pub use skylan::sim::forge::{handshake_init, random_address, throwaway_init};
 use skylan::sim::mesh::{Mesh, PORT, Placement, planet, test_identity};
 use skylan::sim::{AccessLink, Captured, Host, HostId, Sim};
 use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
@@ -204,29 +204,6 @@ pub fn packet(outer: Outer<'_>, dest: NodeAddress, src: NodeAddress) -> Vec<u8> 
     out
 }
 
-/// A HandshakeInit datagram to `responder` carrying `noise`, with a correct mac1 (which
-/// anyone who knows the responder's public identity can compute) and no mac2.
-pub fn handshake_init(
-    sender_index: u32,
-    noise: &[u8],
-    responder: &PublicIdentity,
-    src: NodeAddress,
-) -> Vec<u8> {
-    let mut out = packet(
-        Outer::HandshakeInit {
-            sender_index,
-            noise,
-            mac1: [0; wire::MAC_LEN],
-            mac2: [0; wire::MAC_LEN],
-        },
-        responder.address(),
-        src,
-    );
-    let keys = skylan::crypto::guard::MacKeys::for_responder(responder.agreement_key());
-    skylan::crypto::guard::write_macs(&mut out, &keys, None);
-    out
-}
-
 /// A planet whose one root (`root`, at 198.51.100.1) is added by `add_root`, and `n`
 /// public nodes (pool identities 1..=n at 198.51.100.101..), settled.
 pub fn small_world(
@@ -257,15 +234,6 @@ pub fn small_world(
     });
     assert!(online, "the nodes reached the root");
     nodes
-}
-
-pub fn random_address(rng: &mut ChaCha20Rng) -> NodeAddress {
-    loop {
-        let v = rng.next_u64() & 0xff_ffff_ffff;
-        if let Ok(a) = NodeAddress::new(v) {
-            return a;
-        }
-    }
 }
 
 // ----- the attacker host -----------------------------------------------------------
@@ -439,75 +407,4 @@ pub fn attacker_connects(sim: &mut Sim, att: HostId, peer: &PublicIdentity, to: 
 
 pub fn node_identity(m: &Mesh, index: usize) -> PublicIdentity {
     test_identity(m.roots.len() + index).public().clone()
-}
-
-/// A Noise IK message 1 for `responder` from fresh random keys, carrying a 69-byte
-/// identity that matches the Noise static key but (almost surely) fails the proof of
-/// work. Returns the address it claims and the message.
-pub fn throwaway_init(rng: &mut ChaCha20Rng, responder: &PublicIdentity) -> (NodeAddress, Vec<u8>) {
-    let mut x_secret = [0u8; 32];
-    rng.fill_bytes(&mut x_secret);
-    let x_public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(x_secret));
-    let mut ed_seed = [0u8; 32];
-    rng.fill_bytes(&mut ed_seed);
-    let ed_public = ed25519_dalek::SigningKey::from_bytes(&ed_seed).verifying_key();
-    let claimed = random_address(rng);
-    let mut identity = Vec::with_capacity(69);
-    identity.extend_from_slice(&claimed.to_bytes());
-    identity.extend_from_slice(ed_public.as_bytes());
-    identity.extend_from_slice(x_public.as_bytes());
-    let mut eph_seed = [0u8; 32];
-    rng.fill_bytes(&mut eph_seed);
-    let params: snow::params::NoiseParams = "Noise_IK_25519_ChaChaPoly_BLAKE2s".parse().unwrap();
-    let resolver = snow::resolvers::FallbackResolver::new(
-        Box::new(SeededResolver(eph_seed)),
-        Box::new(snow::resolvers::DefaultResolver),
-    );
-    let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
-        .prologue(b"skylan-session-v2")
-        .unwrap()
-        .local_private_key(&x_secret)
-        .unwrap()
-        .remote_public_key(responder.agreement_key())
-        .unwrap()
-        .build_initiator()
-        .unwrap();
-    // Identity, the cipher offer and a timestamp: what protocol 2 carries.
-    identity.push(1);
-    identity.extend_from_slice(&[0; 12]);
-    let mut msg1 = vec![0u8; skylan::crypto::HANDSHAKE_INIT_LEN];
-    let len = state.write_message(&identity, &mut msg1).unwrap();
-    msg1.truncate(len);
-    (claimed, msg1)
-}
-
-/// Gives snow a seeded RNG (the library is built without an OS RNG) and falls back to
-/// its default primitives for everything else.
-pub struct SeededResolver([u8; 32]);
-
-struct SeededRandom(ChaCha20Rng);
-
-impl snow::types::Random for SeededRandom {
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
-        self.0.fill_bytes(dest);
-        Ok(())
-    }
-}
-
-impl snow::resolvers::CryptoResolver for SeededResolver {
-    fn resolve_rng(&self) -> Option<Box<dyn snow::types::Random>> {
-        Some(Box::new(SeededRandom(ChaCha20Rng::from_seed(self.0))))
-    }
-    fn resolve_dh(&self, _: &snow::params::DHChoice) -> Option<Box<dyn snow::types::Dh>> {
-        None
-    }
-    fn resolve_hash(&self, _: &snow::params::HashChoice) -> Option<Box<dyn snow::types::Hash>> {
-        None
-    }
-    fn resolve_cipher(
-        &self,
-        _: &snow::params::CipherChoice,
-    ) -> Option<Box<dyn snow::types::Cipher>> {
-        None
-    }
 }
