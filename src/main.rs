@@ -62,6 +62,7 @@ enum Command {
     /// Show this node's address, version and whether it reaches a root.
     Info,
     /// List peers: role, latency, DIRECT or RELAY, path, MTU.
+    #[command(visible_alias = "listpeers")]
     Peers,
     /// Ping a node through the overlay; one line per reply with path and round trip.
     Ping {
@@ -83,6 +84,7 @@ enum Command {
     },
     /// List joined networks: status, MAC, device, managed addresses, and what is not
     /// installed and why.
+    #[command(visible_alias = "listnetworks")]
     Networks,
     /// Change this member's opt-ins for a joined network: which managed addresses and
     /// routes are installed (e.g. `set NWID allowDefault=true allowGlobal=true`).
@@ -127,10 +129,17 @@ fn main() -> ExitCode {
         .init();
     match run(args) {
         Ok(out) => {
-            if !out.is_empty() {
-                println!("{}", out.trim_end());
+            if out.is_empty() {
+                return ExitCode::SUCCESS;
             }
-            ExitCode::SUCCESS
+            match skylan::cli::print_line(out.trim_end()) {
+                // A reader that went away early (`| head`) is not a failure.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("skylan: cannot write the output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
         }
         Err(e) => {
             eprintln!("skylan: {e}");

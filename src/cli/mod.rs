@@ -9,3 +9,13 @@ pub mod controller;
 pub mod idtool;
 pub mod node;
 pub mod rules;
+
+/// Writes `text` and a newline to standard output. A reader that went away (a closed
+/// pipe, as in `skylan peers | head -1`) is an error of kind `BrokenPipe`, which callers
+/// treat as the end of the output, not as a failure (`println!` would panic).
+pub fn print_line(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")?;
+    out.flush()
+}

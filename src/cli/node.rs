@@ -75,28 +75,32 @@ pub fn peers(home: &Path, json: bool) -> Result<String, CliError> {
 pub fn ping(home: &Path, address: &str, count: u32, json: bool) -> Result<String, CliError> {
     let api = ApiClient::for_home(home, None)?;
     let path = format!("/peer/{address}/ping");
-    let mut lines = Vec::new();
     let mut replies = Vec::new();
     for i in 0..count.max(1) {
         if i > 0 {
             std::thread::sleep(Duration::from_secs(1));
         }
         let r = api.post(&path, &Value::Null)?;
-        if r["reply"].as_bool() == Some(true) {
-            let line = format!(
+        let reply = (r["reply"].as_bool() == Some(true)).then(|| {
+            format!(
                 "reply from {address}: time={:.2} ms via {} {}",
                 r["latency"].as_f64().unwrap_or(0.0),
                 text(&r["link"]),
                 text(&r["path"])
-            );
-            if !json {
-                println!("{line}");
-            }
-            lines.push(line);
-        } else if !json {
-            println!("no reply from {address}");
-        }
+            )
+        });
+        let shown = json
+            || super::print_line(
+                reply
+                    .as_deref()
+                    .unwrap_or(&format!("no reply from {address}")),
+            )
+            .is_ok();
         replies.push(r);
+        if !shown {
+            // Nobody reads the output any more (`| head`): stop pinging.
+            break;
+        }
     }
     let got = replies
         .iter()
