@@ -29,11 +29,13 @@ pub enum CliError {
     },
     /// Nothing answered on the API port.
     #[error(
-        "cannot reach the skylan API at 127.0.0.1:{port}: {source}; check that `skylan node --controller` runs with this --home and that TCP port {port} can be reached via 127.0.0.1"
+        "cannot reach the skylan API at 127.0.0.1:{port}: {source}; is the node running? Check that `{daemon}` runs with this --home and that TCP port {port} can be reached via 127.0.0.1"
     )]
     Unreachable {
         /// The port tried.
         port: u16,
+        /// The command that serves what was asked (`skylan node`, or with `--controller`).
+        daemon: &'static str,
         /// Why.
         source: io::Error,
     },
@@ -68,7 +70,14 @@ impl CliError {
 pub struct ApiClient {
     addr: SocketAddr,
     token: String,
+    /// The command that serves what this client asks for (named in hints).
+    daemon: &'static str,
 }
+
+/// The daemon that serves the node's endpoints.
+const NODE_DAEMON: &str = "skylan node";
+/// The daemon that serves the controller's endpoints.
+const CONTROLLER_DAEMON: &str = "skylan node --controller";
 
 impl ApiClient {
     /// A client for 127.0.0.1:`port` presenting `token`.
@@ -76,6 +85,16 @@ impl ApiClient {
         ApiClient {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
             token: token.to_string(),
+            daemon: NODE_DAEMON,
+        }
+    }
+
+    /// This client asks for the controller's endpoints: hints name
+    /// `skylan node --controller`, and a node without a controller says so.
+    pub fn for_controller(self) -> Self {
+        ApiClient {
+            daemon: CONTROLLER_DAEMON,
+            ..self
         }
     }
 
@@ -106,6 +125,7 @@ impl ApiClient {
             raw_request(self.addr, method, path, &headers, body.as_bytes()).map_err(|source| {
                 CliError::Unreachable {
                     port: self.addr.port(),
+                    daemon: self.daemon,
                     source,
                 }
             })?;
@@ -121,6 +141,16 @@ impl ApiClient {
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&resp.body).into_owned());
+            let message = if resp.status == 404
+                && self.daemon == CONTROLLER_DAEMON
+                && message.starts_with("no endpoint")
+            {
+                format!(
+                    "this node runs no network controller; start it with `{CONTROLLER_DAEMON}` ({message})"
+                )
+            } else {
+                message
+            };
             return Err(CliError::Refused {
                 status: resp.status,
                 message,
