@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
 use super::home::{Home, HomeError};
 use super::http;
+use super::netdev;
 use super::networks::Networks;
 use super::packets::{PacketIo, TapCounters, received};
 use super::tap::Queues;
@@ -407,29 +408,36 @@ impl NodeDriver {
                     .node
                     .networks()
                     .into_iter()
-                    .map(|n| NetworkView {
-                        id: n.id,
-                        status: n.status,
-                        mac: Mac::for_member(me, n.id),
-                        device: self
+                    .map(|n| {
+                        let device = self
                             .networks
                             .as_ref()
-                            .and_then(|x| x.device(n.id).map(str::to_string)),
-                        port_error: self
-                            .networks
-                            .as_ref()
-                            .and_then(|x| x.port_error(n.id).map(str::to_string)),
-                        config: self.networks.as_ref().and_then(|x| x.config(n.id).cloned()),
-                        settings: self
-                            .networks
-                            .as_ref()
-                            .map(|x| x.settings(n.id))
-                            .unwrap_or_default(),
-                        skipped: self
-                            .networks
-                            .as_ref()
-                            .map(|x| x.skipped(n.id).to_vec())
-                            .unwrap_or_default(),
+                            .and_then(|x| x.device(n.id).map(str::to_string));
+                        NetworkView {
+                            id: n.id,
+                            status: n.status,
+                            mac: Mac::for_member(me, n.id),
+                            multicast: device
+                                .as_deref()
+                                .map(netdev::multicast_groups)
+                                .unwrap_or_default(),
+                            device,
+                            port_error: self
+                                .networks
+                                .as_ref()
+                                .and_then(|x| x.port_error(n.id).map(str::to_string)),
+                            config: self.networks.as_ref().and_then(|x| x.config(n.id).cloned()),
+                            settings: self
+                                .networks
+                                .as_ref()
+                                .map(|x| x.settings(n.id))
+                                .unwrap_or_default(),
+                            skipped: self
+                                .networks
+                                .as_ref()
+                                .map(|x| x.skipped(n.id).to_vec())
+                                .unwrap_or_default(),
+                        }
                     })
                     .collect();
                 let _ = tx.send(views);

@@ -81,6 +81,8 @@ pub struct NetworkView {
     pub settings: NetworkSettings,
     /// Managed addresses and routes of the config that are not installed, and why.
     pub skipped: Vec<Skipped>,
+    /// The Ethernet multicast groups the device listens to.
+    pub multicast: Vec<Mac>,
 }
 
 /// Why [`NodeCommand::SetNetwork`] changed nothing.

@@ -303,7 +303,7 @@ fn network_json(n: &NetworkView) -> Value {
         "mac": n.mac.to_string(),
         "mtu": c.map(|c| c.mtu).unwrap_or(0),
         "broadcastEnabled": c.map(|c| c.enable_broadcast).unwrap_or(false),
-        "multicastSubscriptions": [],
+        "multicastSubscriptions": n.multicast.iter().map(|m| json!({"mac": m.to_string(), "adi": 0})).collect::<Vec<_>>(),
         "portDeviceName": n.device.clone().unwrap_or_default(),
         "netconfRevision": c.map(|c| c.revision).unwrap_or(0),
         "assignedAddresses": c.map(|c| c.assigned_addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
@@ -319,7 +319,7 @@ fn network_json(n: &NetworkView) -> Value {
         "allowDefault": n.settings.allow_default,
         "allowDNS": n.settings.allow_dns,
         "skipped": n.skipped.iter().map(skipped_json).collect::<Vec<_>>(),
-        "bridge": false,
+        "bridge": c.is_some_and(|c| c.active_bridges.contains(&c.issued_to)),
     })
 }
 
