@@ -83,6 +83,17 @@ fn members_join_get_addresses_ping_and_are_revoked() -> Result<()> {
         first_ping.as_secs_f64()
     ));
     ensure!(ping_ip(&tb, &b, &ip_a)?, "b pings a back");
+    // The network JSON reports the kernel's view of the TAP: its IPv4 all-hosts group
+    // (joined once the device is up with an address), and no bridging for a member the
+    // controller did not make an active bridge.
+    let na = network(&tb, &a, &nwid)?;
+    ensure!(
+        na["multicastSubscriptions"]
+            .as_array()
+            .is_some_and(|groups| groups.iter().any(|g| g["mac"] == "01:00:5e:00:00:01")),
+        "a's TAP lists the all-hosts group: {na}"
+    );
+    ensure!(na["bridge"] == false, "a is not a bridge: {na}");
 
     // Revocation: b deauthorized; a's pings to b stop and b's status turns ACCESS_DENIED.
     let revoked_at = Instant::now();

@@ -90,7 +90,7 @@ impl ApiClient {
     }
 
     /// This client asks for the controller's endpoints: hints name
-    /// `skylan node --controller`, and a node without a controller says so.
+    /// `skylan node --controller`.
     pub fn for_controller(self) -> Self {
         ApiClient {
             daemon: CONTROLLER_DAEMON,
@@ -141,16 +141,6 @@ impl ApiClient {
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&resp.body).into_owned());
-            let message = if resp.status == 404
-                && self.daemon == CONTROLLER_DAEMON
-                && message.starts_with("no endpoint")
-            {
-                format!(
-                    "this node runs no network controller; start it with `{CONTROLLER_DAEMON}` ({message})"
-                )
-            } else {
-                message
-            };
             return Err(CliError::Refused {
                 status: resp.status,
                 message,

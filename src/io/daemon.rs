@@ -404,6 +404,7 @@ impl NodeDriver {
             }
             NodeCommand::Networks(tx) => {
                 let me = self.node.address();
+                let mut groups = netdev::multicast_groups();
                 let views = self
                     .node
                     .networks()
@@ -418,8 +419,8 @@ impl NodeDriver {
                             status: n.status,
                             mac: Mac::for_member(me, n.id),
                             multicast: device
-                                .as_deref()
-                                .map(netdev::multicast_groups)
+                                .as_ref()
+                                .and_then(|d| groups.remove(d))
                                 .unwrap_or_default(),
                             device,
                             port_error: self
@@ -676,13 +677,12 @@ pub async fn run_node(
             source,
         })?;
     home.write_port(listener.local_addr()?.port())?;
-    let mut protected = http::node::routes(handle.clone());
-    if let Some(controller) = &handle.controller {
-        protected = protected.merge(http::controller::routes(
-            controller.clone(),
-            Arc::new(http::controller::wall_clock),
-        ));
-    }
+    let protected = http::node::routes(handle.clone()).merge(match &handle.controller {
+        Some(controller) => {
+            http::controller::routes(controller.clone(), Arc::new(http::controller::wall_clock))
+        }
+        None => http::controller::absent(),
+    });
     let router = http::router(http::ApiConfig::new(token), protected);
     let (api_stop, mut api_stopped) = watch::channel(false);
     let api = tokio::spawn(http::serve(

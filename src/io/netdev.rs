@@ -36,7 +36,7 @@
 //! Callers: the node driver, once per joined network, when a network config arrives or
 //! changes; its frame loop reads and writes through [`NetDevice::tap`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -61,32 +61,30 @@ pub fn interface_name(network: NetworkId) -> String {
     format!("{INTERFACE_PREFIX}{:08x}", network.value() & 0xffff_ffff)
 }
 
-/// The Ethernet multicast groups the kernel has `device` listening to (what ZeroTier
-/// reports as a network's `multicastSubscriptions`), from `/proc/net/dev_mcast`; empty
-/// when the file cannot be read.
-pub fn multicast_groups(device: &str) -> Vec<Mac> {
+/// The Ethernet multicast groups the kernel has each device listening to (what ZeroTier
+/// reports as a network's `multicastSubscriptions`), by device name, from one read of
+/// `/proc/net/dev_mcast`; empty when the file cannot be read.
+pub fn multicast_groups() -> HashMap<String, Vec<Mac>> {
     std::fs::read_to_string("/proc/net/dev_mcast")
-        .map(|text| parse_dev_mcast(&text, device))
+        .map(|text| parse_dev_mcast(&text))
         .unwrap_or_default()
 }
 
-/// `device`'s addresses in the text of `/proc/net/dev_mcast` (lines of: index, name,
-/// users, global flag, address as 12 hex digits). Lines that do not parse are skipped.
-fn parse_dev_mcast(text: &str, device: &str) -> Vec<Mac> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let [_, name, _, _, hex] = fields[..] else {
-                return None;
-            };
-            if name != device || hex.len() != 12 {
-                return None;
-            }
-            let mut bytes = [0u8; 6];
-            hex::decode_to_slice(hex, &mut bytes).ok()?;
-            Some(Mac(bytes))
-        })
-        .collect()
+/// The text of `/proc/net/dev_mcast` (lines of: index, name, users, global flag,
+/// address as 12 hex digits) as addresses by device. Lines that do not parse are skipped.
+fn parse_dev_mcast(text: &str) -> HashMap<String, Vec<Mac>> {
+    let mut groups: HashMap<String, Vec<Mac>> = HashMap::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, name, _, _, hex] = fields[..] else {
+            continue;
+        };
+        let mut bytes = [0u8; 6];
+        if hex.len() == 12 && hex::decode_to_slice(hex, &mut bytes).is_ok() {
+            groups.entry(name.to_string()).or_default().push(Mac(bytes));
+        }
+    }
+    groups
 }
 
 /// A route the network config asks for.
@@ -641,23 +639,6 @@ fn plan(installed: &Installed, new: &DeviceConfig) -> Vec<Step> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn multicast_groups_come_from_dev_mcast() {
-        let text = "2    eth0            1     0     333300000001\n\
-                    3    skya000dbdc     1     0     01005e000001\n\
-                    3    skya000dbdc     2     0     3333ff395fca\n\
-                    3    skya000dbdc     1     0     nothex000000\n\
-                    garbage\n";
-        assert_eq!(
-            parse_dev_mcast(text, "skya000dbdc"),
-            vec![
-                "01:00:5e:00:00:01".parse::<Mac>().unwrap(),
-                "33:33:ff:39:5f:ca".parse().unwrap()
-            ]
-        );
-        assert!(parse_dev_mcast(text, "skyother").is_empty());
-    }
     use super::*;
 
     fn net(s: &str) -> IpNet {
@@ -913,5 +894,24 @@ mod tests {
             .to_string(),
             "MTU 2800 -> 1400"
         );
+    }
+
+    #[test]
+    fn multicast_groups_come_from_dev_mcast() {
+        let text = "2    eth0            1     0     333300000001\n\
+                    3    skya000dbdc     1     0     01005e000001\n\
+                    3    skya000dbdc     2     0     3333ff395fca\n\
+                    3    skya000dbdc     1     0     nothex000000\n\
+                    garbage\n";
+        let groups = parse_dev_mcast(text);
+        assert_eq!(
+            groups["skya000dbdc"],
+            vec![
+                "01:00:5e:00:00:01".parse::<Mac>().unwrap(),
+                "33:33:ff:39:5f:ca".parse().unwrap()
+            ]
+        );
+        assert_eq!(groups["eth0"].len(), 1);
+        assert!(!groups.contains_key("skyother"));
     }
 }

@@ -42,7 +42,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, RawQuery, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, any, get};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -207,6 +207,24 @@ pub fn routes(controller: Arc<Controller>, clock: Clock) -> Router {
             .route(&format!("{path}/"), handler);
     }
     r.with_state(ctx)
+}
+
+/// What a node without a controller answers on every controller path: 404 saying so
+/// and how to start one, instead of the generic "no endpoint" (merged in place of
+/// [`routes`]; the token check still comes first).
+pub fn absent() -> Router {
+    let answer = any(|| async {
+        ApiError::NotFound(
+            "this node runs no network controller; start it with `skylan node --controller`".into(),
+        )
+    });
+    [
+        "/controller",
+        "/controller/{*rest}",
+        "/unstable/controller/{*rest}",
+    ]
+    .into_iter()
+    .fold(Router::new(), |r, path| r.route(path, answer.clone()))
 }
 
 /// Who made a request, for the audit log.
@@ -564,6 +582,33 @@ mod tests {
             if bytes.is_empty() {
                 assert!(text.contains("is empty (0 bytes)"), "{text}");
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_without_a_controller_says_so_on_every_controller_path() {
+        let mut router = absent();
+        for path in [
+            "/controller",
+            "/controller/network/8056c2e21c000001/member",
+            "/unstable/controller/network",
+        ] {
+            let request = axum::http::Request::get(path)
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let response = tower_service::Service::call(&mut router, request)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 404, "{path}");
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            assert!(
+                String::from_utf8_lossy(&body).contains(
+                    "this node runs no network controller; start it with `skylan node --controller`"
+                ),
+                "{path}: {body:?}"
+            );
         }
     }
 }
