@@ -26,6 +26,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use skylan::crypto::PublicIdentity;
 use skylan::sim::forge::{handshake_init, throwaway_init};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// Floods a skylan root or node with forged-source HandshakeInits.
 #[derive(Parser)]
@@ -152,47 +153,23 @@ fn build_datagram(
 }
 
 /// A raw IPv4 socket that sends whole IP datagrams (`IPPROTO_RAW` implies IP_HDRINCL).
-struct RawSocket(libc::c_int);
+struct RawSocket(Socket);
 
 impl RawSocket {
     fn open() -> anyhow::Result<RawSocket> {
-        // SAFETY: plain socket(2) call; the descriptor is owned by the returned value.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("opening a raw socket (needs root or CAP_NET_RAW)");
-        }
-        Ok(RawSocket(fd))
+        Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .map(RawSocket)
+        .context("opening a raw socket (needs root or CAP_NET_RAW)")
     }
 
     /// Sends one datagram; false if the kernel refused it (e.g. a full queue).
     fn send(&self, packet: &[u8], target: SocketAddrV4) -> bool {
-        let address = libc::sockaddr_in {
-            sin_family: libc::AF_INET as libc::sa_family_t,
-            sin_port: target.port().to_be(),
-            sin_addr: libc::in_addr {
-                s_addr: u32::from(*target.ip()).to_be(),
-            },
-            sin_zero: [0; 8],
-        };
-        // SAFETY: the buffer and the address are valid for the lengths passed.
-        let n = unsafe {
-            libc::sendto(
-                self.0,
-                packet.as_ptr().cast(),
-                packet.len(),
-                0,
-                (&raw const address).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        n == packet.len() as isize
-    }
-}
-
-impl Drop for RawSocket {
-    fn drop(&mut self) {
-        // SAFETY: the descriptor is ours and closed once.
-        unsafe { libc::close(self.0) };
+        self.0
+            .send_to(packet, &SockAddr::from(target))
+            .is_ok_and(|n| n == packet.len())
     }
 }
