@@ -109,17 +109,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-die() {
-    echo "e2e.sh: $*" >&2
-    exit 1
-}
-
-usage_error() {
-    echo "e2e.sh: $* (see --help)" >&2
-    exit 2
-}
-
-is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+LAB_NAME=e2e.sh
+# shellcheck source=benches/lab.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lab.sh"
 is_uint "$ROUNDS" && [ "$ROUNDS" -ge 1 ] || usage_error "--rounds wants a positive integer, got '$ROUNDS'"
 is_uint "$SECONDS_PER_RUN" && [ "$SECONDS_PER_RUN" -ge 2 ] || usage_error "--time wants at least 2 seconds, got '$SECONDS_PER_RUN'"
 is_uint "$PING_COUNT" && [ "$PING_COUNT" -ge 1 ] || usage_error "--pings wants a positive integer, got '$PING_COUNT'"
@@ -186,85 +178,14 @@ CLK_TCK="$(getconf CLK_TCK)"
 
 # ----- bookkeeping and cleanup ------------------------------------------------------
 
-ID="skb-$$"
-PIDS=()        # every background process this script started and has not reaped
-NAMESPACES=()  # every namespace this script created
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/skylan-e2e.XXXXXX")"
+lab_begin skb
 
-# Ends our processes (SIGTERM, up to 3 s grace, then SIGKILL), deletes our namespaces
-# and the work directory. Runs on every exit path.
-cleanup() {
-    local rc=$?
-    trap - EXIT INT TERM ERR
-    set +e
-    local pid i alive
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null
-    done
-    for i in $(seq 30); do
-        alive=0
-        for pid in "${PIDS[@]}"; do
-            if running "$pid"; then alive=1; fi
-        done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do
-        if running "$pid"; then
-            echo "e2e.sh: pid $pid ignored SIGTERM; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null
-        fi
-        wait "$pid" 2>/dev/null
-    done
-    for ((i = ${#NAMESPACES[@]} - 1; i >= 0; i--)); do
-        ip netns del "${NAMESPACES[$i]}" 2>/dev/null
-    done
-    if [ -n "$OUT" ] && [ -d "$WORK" ]; then
+# Copies the raw results and logs out when --out was given (run by the cleanup).
+lab_on_exit() {
+    if [ -n "$OUT" ]; then
         mkdir -p "$OUT" && cp -r "$WORK/logs" "$WORK/raw" "$OUT/" 2>/dev/null
         echo "raw results and logs kept in $OUT"
     fi
-    if [ "$KEEP" = 1 ]; then
-        echo "work directory kept: $WORK"
-    else
-        rm -rf "$WORK"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'echo "e2e.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
-
-# A child of ours that has not exited (a zombie counts as exited). Only asked about
-# PIDs we have not reaped, so the PID cannot belong to another process yet.
-running() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [ "${stat%% *}" != Z ]
-}
-
-# Drops a PID we have reaped with `wait` (it may be reused by then: never signal it).
-forget() {
-    local keep=() pid
-    for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
-    PIDS=("${keep[@]}")
-}
-
-# Namespaces left by earlier runs that were killed before their trap could run
-# (skb-<pid>-* whose pid is gone). Only the names are removed; processes still inside
-# are listed so they can be ended by hand.
-sweep_stale() {
-    local ns pid left
-    for ns in $(ip netns list | awk '{print $1}' | grep -E '^skb-[0-9]+-' || true); do
-        pid="${ns#skb-}"
-        pid="${pid%%-*}"
-        if ! kill -0 "$pid" 2>/dev/null; then
-            left="$(ip netns pids "$ns" 2>/dev/null | tr '\n' ' ')"
-            echo "   removing stale namespace $ns of an earlier run${left:+ (processes still inside: ${left}- end them by hand)}"
-            ip netns del "$ns" 2>/dev/null || true
-        fi
-    done
 }
 
 mkdir -p "$WORK/logs" "$WORK/raw"
@@ -281,20 +202,12 @@ RATIOS="$WORK/raw/ratios.tsv"      # path base streams round ratio (throughput, 
 
 # ----- namespaces -------------------------------------------------------------------
 
-BB="$ID-bb"
-NS_ROOT="$ID-root"
-NS_CTRL="$ID-ctrl"
-NS_A="$ID-a"
-NS_B="$ID-b"
+# The skylan hosts (root, ctrl, a, b on 198.51.100.241-244) come from lab.sh.
 NS_VA="$ID-va"
 NS_VB="$ID-vb"
 NS_VCA="$ID-vca"
 NS_VCB="$ID-vcb"
 
-IP_ROOT=198.51.100.241
-IP_CTRL=198.51.100.242
-IP_A=198.51.100.243
-IP_B=198.51.100.244
 IP_VA=198.51.100.245
 IP_VB=198.51.100.246
 IP_VCA=198.51.100.247
@@ -310,86 +223,9 @@ VC_MTU=1413
 # address (nothing is sent) and panics when there is no route to it; a host route to
 # `lo` inside its namespace satisfies the lookup and keeps anything from leaving.
 VC_RESOLVER=8.8.8.8
-POOL=198.18.77.10-198.18.77.20
-ROUTE=198.18.77.0/24
-PORT=9993
 IPERF_PORT=5201
 
-add_ns() {
-    ip netns add "$1" || die "cannot create namespace $1"
-    NAMESPACES+=("$1")
-    ip -n "$1" link set lo up
-}
-
-# A host on the backbone bridge: eth0 in the host's namespace, its peer PORT on br0.
-add_host() {
-    local ns="$1" ip="$2" port="$3"
-    add_ns "$ns"
-    ip -n "$BB" link add "$port" type veth peer name eth0 netns "$ns"
-    ip -n "$BB" link set "$port" master br0 up
-    ip -n "$ns" addr add "$ip/24" dev eth0
-    ip -n "$ns" link set eth0 up
-}
-
-# ----- processes and CLI ------------------------------------------------------------
-
-# start NAME NETNS PROGRAM ARGS...: runs PROGRAM in NETNS in the background with its
-# output in logs/NAME.log; sets STARTED to its PID (ip netns exec execs the program, so
-# the PID is the program's own).
-start() {
-    local name="$1" ns="$2"
-    shift 2
-    SKYLAN_LOG="$LOG_FILTER" ip netns exec "$ns" "$@" >>"$WORK/logs/$name.log" 2>&1 &
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
-
-# sky NETNS HOME ARGS...: the skylan CLI inside a namespace, with a timeout.
-sky() {
-    local ns="$1" home="$2"
-    shift 2
-    timeout 20 ip netns exec "$ns" "$SKY" --home "$home" "$@"
-}
-
-# wait_for WHAT SECONDS COMMAND...: retries COMMAND every 0.3 s until it succeeds.
-wait_for() {
-    local what="$1" limit="$2"
-    shift 2
-    local deadline=$((SECONDS + limit))
-    until "$@" >/dev/null 2>&1; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "e2e.sh: timed out after ${limit}s waiting for $what" >&2
-            show_logs
-            exit 1
-        fi
-        sleep 0.3
-    done
-}
-
-show_logs() {
-    local f
-    for f in "$WORK"/logs/*.log; do
-        [ -e "$f" ] || continue
-        echo "----- last lines of $(basename "$f") -----" >&2
-        tail -n 25 "$f" >&2
-    done
-}
-
-check_alive() {
-    running "$2" || { echo "e2e.sh: $1 (pid $2) exited" >&2; show_logs; exit 1; }
-}
-
-node_address() { cut -d: -f1 "$1/identity.public"; }
-
-is_online() { sky "$1" "$2" info -j | jq -e '.online == true'; }
-
-network_field() { # NETNS HOME NWID JQ-EXPR
-    sky "$1" "$2" networks -j | jq -er --arg n "$3" ".[] | select(.nwid == \$n) | $4"
-}
-
-network_ok() {
-    network_field "$1" "$2" "$3" 'select(.status == "OK") | .assignedAddresses[] | select(contains("."))'
-}
+# ----- processes and CLI (the rest is in lab.sh) ------------------------------------
 
 link_is_direct() { # NETNS HOME PEER-ADDRESS
     sky "$1" "$2" ping "$3" -c 1 -j | jq -e '.[0].reply == true and .[0].link == "DIRECT"'
@@ -474,13 +310,6 @@ diff_counters() {
 
 # ----- statistics -------------------------------------------------------------------
 
-# The median of the numbers on stdin (one a line); "-" when there are none.
-median() {
-    sort -g | awk '{ v[NR] = $1 } END {
-        if (NR == 0) { print "-"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
 # "min-max" of the numbers on stdin.
 range() {
     sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { if (NR) printf "%s-%s", lo, hi; else print "-" }'
@@ -498,17 +327,7 @@ echo "   binary $SKY"
 echo "   $(uname -sr), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 sweep_stale
 
-add_ns "$BB"
-ip -n "$BB" link add br0 type bridge
-ip -n "$BB" link set br0 up
-# Bridged frames skip the IP netfilter hooks (br_netfilter), as on a plain switch.
-for knob in bridge-nf-call-iptables bridge-nf-call-ip6tables bridge-nf-call-arptables; do
-    ip netns exec "$BB" sysctl -qw "net.bridge.$knob=0" 2>/dev/null || true
-done
-add_host "$NS_ROOT" "$IP_ROOT" p1
-add_host "$NS_CTRL" "$IP_CTRL" p2
-add_host "$NS_A" "$IP_A" p3
-add_host "$NS_B" "$IP_B" p4
+lab_backbone
 
 add_ns "$NS_VA"
 add_ns "$NS_VB"
@@ -525,61 +344,20 @@ if has_path vpncloud; then
     ip -n "$NS_VCB" route add "$VC_RESOLVER/32" dev lo
 fi
 
-# Nothing can leave the lab: no namespace of ours has a default route (the backbone has
-# no addresses or routes at all), so a packet to any address outside the lab's subnets
-# has nowhere to go.
-for ns in "${NAMESPACES[@]}"; do
-    [ -z "$(ip -n "$ns" route show default)" ] || die "namespace $ns has a default route"
-    [ -z "$(ip -n "$ns" -6 route show default)" ] || die "namespace $ns has an IPv6 default route"
-done
-[ -z "$(ip -n "$BB" route show)" ] || die "the backbone namespace $BB has routes"
+lab_check_sealed
 
 # ----- start skylan -----------------------------------------------------------------
 
-H_ROOT="$WORK/root"
-H_CTRL="$WORK/ctrl"
-H_A="$WORK/a"
-H_B="$WORK/b"
-mkdir -p "$H_ROOT" "$H_CTRL" "$H_A" "$H_B"
-"$SKY" idtool generate "$H_ROOT/identity.secret" "$H_ROOT/identity.public" >/dev/null
-"$SKY" idtool mkplanet --root "$H_ROOT/identity.public@$IP_ROOT/$PORT" --out "$WORK/planet" >/dev/null
-
-start root "$NS_ROOT" "$SKY" --home "$H_ROOT" root --port "$PORT" --planet "$WORK/planet"
-PID_ROOT=$STARTED
-start ctrl "$NS_CTRL" "$SKY" --home "$H_CTRL" node --port "$PORT" --planet "$WORK/planet" --controller
-start a "$NS_A" "$SKY" --home "$H_A" node --port "$PORT" --planet "$WORK/planet" --workers "$WORKERS"
-PID_A=$STARTED
-start b "$NS_B" "$SKY" --home "$H_B" node --port "$PORT" --planet "$WORK/planet" --workers "$WORKERS"
-PID_B=$STARTED
-
-for home in "$H_CTRL" "$H_A" "$H_B"; do
-    wait_for "$(basename "$home") to write its identity" 60 test -s "$home/identity.public"
-done
-check_alive root "$PID_ROOT"
-ADDR_A="$(node_address "$H_A")"
-ADDR_B="$(node_address "$H_B")"
-wait_for "ctrl online" 60 is_online "$NS_CTRL" "$H_CTRL"
-wait_for "a online" 60 is_online "$NS_A" "$H_A"
-wait_for "b online" 60 is_online "$NS_B" "$H_B"
-
-NWID="$(sky "$NS_CTRL" "$H_CTRL" controller network create --name bench --pool "$POOL" \
-    --route "$ROUTE" --private -j | jq -er .id)" || die "creating the network failed"
+lab_start_skylan --workers "$WORKERS"
+lab_create_network bench
 if [ -n "$NET_MTU" ]; then
     sky "$NS_CTRL" "$H_CTRL" controller network set "$NWID" "mtu=$NET_MTU" -j >/dev/null \
         || die "setting mtu=$NET_MTU on $NWID failed (the controller takes 1280-10000)"
 fi
-sky "$NS_A" "$H_A" join "$NWID" >/dev/null
-sky "$NS_B" "$H_B" join "$NWID" >/dev/null
-sky "$NS_CTRL" "$H_CTRL" controller member authorize "$NWID" "$ADDR_A" -j >/dev/null
-sky "$NS_CTRL" "$H_CTRL" controller member authorize "$NWID" "$ADDR_B" -j >/dev/null
-wait_for "a OK on $NWID" 60 network_ok "$NS_A" "$H_A" "$NWID"
-wait_for "b OK on $NWID" 60 network_ok "$NS_B" "$H_B" "$NWID"
-OVL_B="$(network_ok "$NS_B" "$H_B" "$NWID" | head -n1)"
-OVL_B="${OVL_B%%/*}"
+lab_join_members
 DEV_A="$(network_field "$NS_A" "$H_A" "$NWID" .portDeviceName)"
 DEV_B="$(network_field "$NS_B" "$H_B" "$NWID" .portDeviceName)"
 TAP_MTU="$(ip -n "$NS_A" -o link show dev "$DEV_A" | sed -n 's/.* mtu \([0-9]*\).*/\1/p')"
-wait_for "a pinging b at $OVL_B" 60 ip netns exec "$NS_A" ping -c 1 -W 1 "$OVL_B"
 wait_for "a direct path to b" 60 link_is_direct "$NS_A" "$H_A" "$ADDR_B"
 echo "   network $NWID, a $ADDR_A -> b $ADDR_B ($OVL_B) on a direct path; TAP $DEV_A mtu $TAP_MTU"
 

@@ -74,9 +74,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-die() { echo "flood.sh: $*" >&2; exit 1; }
-usage_error() { echo "flood.sh: $* (see --help)" >&2; exit 2; }
-is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
+LAB_NAME=flood.sh
+# shellcheck source=benches/lab.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lab.sh"
 [ -n "${RATES// /}" ] || usage_error "--rates is empty"
 for r in $RATES; do is_uint "$r" || usage_error "--rates wants numbers, got '$RATES'"; done
 is_uint "$WINDOW" && [ "$WINDOW" -ge 8 ] || usage_error "--seconds wants at least 8, got '$WINDOW'"
@@ -107,148 +107,17 @@ CLK_TCK="$(getconf CLK_TCK)"
 
 # ----- bookkeeping and cleanup ------------------------------------------------------
 
-ID="skf-$$"
-PIDS=()        # every background process this script started and has not reaped
-NAMESPACES=()  # every namespace this script created
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/skylan-flood.XXXXXX")"
-mkdir -p "$WORK/logs"
+lab_begin skf
 ROWS="$WORK/rows.tsv"  # one line per rate, the table's columns
 : >"$ROWS"
 
-# Ends our processes (SIGTERM, up to 3 s grace, then SIGKILL), deletes our namespaces
-# and the work directory. Runs on every exit path.
-cleanup() {
-    local rc=$? pid i alive
-    trap - EXIT INT TERM ERR
-    set +e
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for i in $(seq 30); do
-        alive=0
-        for pid in "${PIDS[@]}"; do if running "$pid"; then alive=1; fi; done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for pid in "${PIDS[@]}"; do
-        if running "$pid"; then
-            echo "flood.sh: pid $pid ignored SIGTERM; sending SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null
-        fi
-        wait "$pid" 2>/dev/null
-    done
-    for ((i = ${#NAMESPACES[@]} - 1; i >= 0; i--)); do ip netns del "${NAMESPACES[$i]}" 2>/dev/null; done
-    if [ "$KEEP" = 1 ]; then echo "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'echo "flood.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
-
-# A child of ours that has not exited (a zombie counts as exited).
-running() {
-    local stat
-    stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
-    stat="${stat##*) }"
-    [ "${stat%% *}" != Z ]
-}
-
-# Drops a PID we have reaped with `wait` (it may be reused by then: never signal it).
-forget() {
-    local keep=() pid
-    for pid in "${PIDS[@]}"; do [ "$pid" = "$1" ] || keep+=("$pid"); done
-    PIDS=("${keep[@]}")
-}
-
-# Ends one of our processes (SIGTERM, up to 5 s grace, then SIGKILL) and reaps it.
-stop() {
-    local i
-    kill -TERM "$1" 2>/dev/null || true
-    for i in $(seq 50); do running "$1" || break; sleep 0.1; done
-    if running "$1"; then kill -KILL "$1" 2>/dev/null || true; fi
-    wait "$1" 2>/dev/null || true
-    forget "$1"
-}
-
-# Namespaces of earlier runs killed before their trap ran (skf-<pid>-* whose pid is gone).
-sweep_stale() {
-    local ns pid
-    for ns in $(ip netns list | awk '{print $1}' | grep -E '^skf-[0-9]+-' || true); do
-        pid="${ns#skf-}"
-        pid="${pid%%-*}"
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "   removing stale namespace $ns of an earlier run"
-            ip netns del "$ns" 2>/dev/null || true
-        fi
-    done
-}
-
 # ----- helpers ----------------------------------------------------------------------
 
-BB="$ID-bb" NS_ROOT="$ID-root" NS_CTRL="$ID-ctrl" NS_A="$ID-a" NS_B="$ID-b" NS_FL="$ID-fl"
-IP_ROOT=198.51.100.241 IP_CTRL=198.51.100.242 IP_A=198.51.100.243 IP_B=198.51.100.244
+# The skylan hosts (root, ctrl, a, b on 198.51.100.241-244) come from lab.sh.
+NS_FL="$ID-fl"
 IP_FL=198.51.100.249
 FORGED=192.0.2.0/24
-POOL=198.18.77.10-198.18.77.20
-ROUTE=198.18.77.0/24
-PORT=9993
 
-add_ns() {
-    ip netns add "$1" || die "cannot create namespace $1"
-    NAMESPACES+=("$1")
-    ip -n "$1" link set lo up
-}
-
-# A host on the backbone bridge: eth0 in the host's namespace, its peer PORT on br0.
-add_host() {
-    add_ns "$1"
-    ip -n "$BB" link add "$3" type veth peer name eth0 netns "$1"
-    ip -n "$BB" link set "$3" master br0 up
-    ip -n "$1" addr add "$2/24" dev eth0
-    ip -n "$1" link set eth0 up
-}
-
-# start NAME NETNS PROGRAM ARGS...: runs PROGRAM in NETNS in the background, output in
-# logs/NAME.log; STARTED is its PID (ip netns exec execs the program).
-start() {
-    local name="$1" ns="$2"
-    shift 2
-    SKYLAN_LOG="$LOG_FILTER" ip netns exec "$ns" "$@" >>"$WORK/logs/$name.log" 2>&1 &
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
-
-sky() { local ns="$1" home="$2"; shift 2; timeout 20 ip netns exec "$ns" "$SKY" --home "$home" "$@"; }
-
-# wait_for WHAT SECONDS COMMAND...: retries COMMAND every 0.3 s until it succeeds.
-wait_for() {
-    local what="$1" limit="$2" deadline=$((SECONDS + $2))
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        if [ "$SECONDS" -ge "$deadline" ]; then
-            echo "flood.sh: timed out after ${limit}s waiting for $what" >&2
-            show_logs
-            exit 1
-        fi
-        sleep 0.3
-    done
-}
-
-show_logs() {
-    local f
-    for f in "$WORK"/logs/*.log; do
-        [ -e "$f" ] || continue
-        echo "----- last lines of $(basename "$f") -----" >&2
-        tail -n 15 "$f" >&2
-    done
-}
-
-check_alive() { running "$2" || { echo "flood.sh: $1 (pid $2) exited" >&2; show_logs; exit 1; }; }
-node_address() { cut -d: -f1 "$1/identity.public"; }
-is_online() { sky "$1" "$2" info -j | jq -e '.online == true'; }
-network_ok() { # NETNS HOME NWID -> the member's IPv4 address once the network is OK
-    sky "$1" "$2" networks -j | jq -er --arg n "$3" \
-        '.[] | select(.nwid == $n and .status == "OK") | .assignedAddresses[] | select(contains("."))'
-}
 peer_link() { sky "$NS_A" "$H_A" peers -j | jq -r --arg b "$ADDR_B" '.[] | select(.address == $b) | .link'; }
 is_relay() { [ "$(peer_link)" = RELAY ]; }
 
@@ -269,10 +138,6 @@ snapshot() {
     ip netns exec "$NS_FL" nft -j list counters table inet skf |
         jq -r '.nftables[].counter? | select(.) | "\(.name)_packets \(.packets)\n\(.name)_bytes \(.bytes)"'
 }
-median() {
-    sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }
-        if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
 
 # ----- build the lab ----------------------------------------------------------------
 
@@ -281,16 +146,7 @@ echo "   binaries $SKY, $FLOOD"
 echo "   $(uname -sr), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 sweep_stale
 
-add_ns "$BB"
-ip -n "$BB" link add br0 type bridge
-ip -n "$BB" link set br0 up
-for knob in bridge-nf-call-iptables bridge-nf-call-ip6tables bridge-nf-call-arptables; do
-    ip netns exec "$BB" sysctl -qw "net.bridge.$knob=0" 2>/dev/null || true
-done
-add_host "$NS_ROOT" "$IP_ROOT" p1
-add_host "$NS_CTRL" "$IP_CTRL" p2
-add_host "$NS_A" "$IP_A" p3
-add_host "$NS_B" "$IP_B" p4
+lab_backbone
 add_host "$NS_FL" "$IP_FL" p5
 
 # a and b may not talk directly: everything between them goes through the root.
@@ -317,49 +173,13 @@ table inet skf {
 }
 EOF
 
-# Nothing can leave the lab: no namespace of ours has a default route.
-for ns in "${NAMESPACES[@]}"; do
-    [ -z "$(ip -n "$ns" route show default)" ] || die "namespace $ns has a default route"
-done
+lab_check_sealed
 
 # ----- start skylan -----------------------------------------------------------------
 
-H_ROOT="$WORK/root" H_CTRL="$WORK/ctrl" H_A="$WORK/a" H_B="$WORK/b"
-mkdir -p "$H_ROOT" "$H_CTRL" "$H_A" "$H_B"
-"$SKY" idtool generate "$H_ROOT/identity.secret" "$H_ROOT/identity.public" >/dev/null
-"$SKY" idtool mkplanet --root "$H_ROOT/identity.public@$IP_ROOT/$PORT" --out "$WORK/planet" >/dev/null
-
-start root "$NS_ROOT" "$SKY" --home "$H_ROOT" root --port "$PORT" --planet "$WORK/planet"
-PID_ROOT=$STARTED
-start ctrl "$NS_CTRL" "$SKY" --home "$H_CTRL" node --port "$PORT" --planet "$WORK/planet" --controller
-start a "$NS_A" "$SKY" --home "$H_A" node --port "$PORT" --planet "$WORK/planet"
-PID_A=$STARTED
-B_CMD=("$SKY" --home "$H_B" node --port "$PORT" --planet "$WORK/planet")
-start b "$NS_B" "${B_CMD[@]}"
-PID_B=$STARTED
-
-for home in "$H_CTRL" "$H_A" "$H_B"; do
-    wait_for "$(basename "$home") to write its identity" 60 test -s "$home/identity.public"
-done
-check_alive root "$PID_ROOT"
-ADDR_A="$(node_address "$H_A")"
-ADDR_B="$(node_address "$H_B")"
-for n in "ctrl $NS_CTRL $H_CTRL" "a $NS_A $H_A" "b $NS_B $H_B"; do
-    set -- $n
-    wait_for "$1 online" 60 is_online "$2" "$3"
-done
-NWID="$(sky "$NS_CTRL" "$H_CTRL" controller network create --name flood --pool "$POOL" \
-    --route "$ROUTE" --private -j | jq -er .id)" || die "creating the network failed"
-for n in "$NS_A $H_A $ADDR_A" "$NS_B $H_B $ADDR_B"; do
-    set -- $n
-    sky "$1" "$2" join "$NWID" >/dev/null
-    sky "$NS_CTRL" "$H_CTRL" controller member authorize "$NWID" "$3" -j >/dev/null
-done
-wait_for "a OK on $NWID" 60 network_ok "$NS_A" "$H_A" "$NWID"
-wait_for "b OK on $NWID" 60 network_ok "$NS_B" "$H_B" "$NWID"
-OVL_B="$(network_ok "$NS_B" "$H_B" "$NWID" | head -n1)"
-OVL_B="${OVL_B%%/*}"
-wait_for "a pinging b at $OVL_B" 60 ip netns exec "$NS_A" ping -c 1 -W 1 "$OVL_B"
+lab_start_skylan
+lab_create_network flood
+lab_join_members
 wait_for "a seeing b as RELAY" 20 is_relay || true
 echo "   network $NWID, a $ADDR_A -> b $ADDR_B ($OVL_B), link $(peer_link); direct UDP a <-> b dropped"
 
