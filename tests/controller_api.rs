@@ -977,3 +977,70 @@ fn an_exhausted_pool_is_409_and_leaves_the_member_unauthorized() {
     );
     assert_eq!(s.req("GET", &path(2), None).status, 404);
 }
+
+#[test]
+fn rules_compile_without_saving_and_errors_carry_line_and_column() {
+    let s = Server::start();
+    let nwid = new_network(&s, json!({}));
+    let audit_before = s.ok("GET", "/controller/audit", None);
+    let compile = |source: &str| {
+        raw_request(
+            s.addr(),
+            "POST",
+            "/controller/rules/compile",
+            &[("X-ZT1-Auth", &s.token), ("Content-Type", "text/plain")],
+            source.as_bytes(),
+        )
+        .unwrap()
+    };
+    let r = compile("accept ethertype arp;\ndrop dport 22;\naccept;\n");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = json_of(&r);
+    assert_eq!(v["rules"].as_array().unwrap().len(), 5);
+    assert_eq!(
+        v["origins"][1],
+        json!({"line": 2, "column": 1, "text": "drop dport 22;"})
+    );
+    let broken = "accept ethertype arp;\ndrop dport 22 and;\n";
+    let r = compile(broken);
+    assert_eq!(r.status, 400);
+    let v = json_of(&r);
+    assert_eq!(
+        (v["line"].as_u64(), v["column"].as_u64()),
+        (Some(2), Some(15)),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("`and`"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("line 2, column 15"),
+        "{v}"
+    );
+    assert_eq!(
+        s.ok("GET", "/controller/audit", None),
+        audit_before,
+        "compiling saves nothing"
+    );
+
+    // Saving the same text as rulesSource fails at the same place, in the same shape.
+    let r = s.req(
+        "POST",
+        &format!("/controller/network/{nwid}"),
+        Some(json!({"rulesSource": broken})),
+    );
+    assert_eq!(r.status, 400);
+    assert_eq!(json_of(&r), v);
+}
+
+#[test]
+fn cli_prints_a_login_link_with_the_token_in_the_fragment() {
+    let s = Server::start();
+    let out = s.cli(false, ControllerCommand::Ui).unwrap();
+    let link = format!("http://127.0.0.1:{}/ui/#token={}", s.port, s.token);
+    assert!(out.lines().any(|l| l == link), "{out}");
+    let v: Value = serde_json::from_str(&s.cli(true, ControllerCommand::Ui).unwrap()).unwrap();
+    assert_eq!(v["url"], link);
+    // The page itself needs no token and carries no data.
+    let r = raw_request(s.addr(), "GET", "/ui/", &[], b"").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(!String::from_utf8_lossy(&r.body).contains(&s.token));
+}

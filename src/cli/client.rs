@@ -98,6 +98,16 @@ impl ApiClient {
         }
     }
 
+    /// The API's TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The token this client presents (for a login link; never print it otherwise).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// `GET path`, expecting 2xx JSON.
     pub fn get(&self, path: &str) -> Result<Value, CliError> {
         self.call("GET", path, None)

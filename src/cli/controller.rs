@@ -12,6 +12,8 @@
 //! `name` and `rulesSource` are always strings; `KEY:=JSON` forces JSON; `KEY=@FILE`
 //! sends the file's contents as a string (`rulesSource=@lab.rules`).
 //!
+//! `skylan controller ui` prints a login link for the web UI ([`login_link`]).
+//!
 //! The HTTP client is a small blocking HTTP/1.1 client over `std::net::TcpStream`
 //! ([`raw_request`]), also used by tests that need full control over headers.
 
@@ -44,6 +46,10 @@ pub enum ControllerCommand {
         #[command(subcommand)]
         cmd: MemberCommand,
     },
+    /// Print a login link for the web UI: open it in a browser on this machine. The
+    /// link carries the API token after `#` (browsers never send that part to a server):
+    /// treat it like the token.
+    Ui,
     /// Show the audit log (every change: who, what, when, before/after).
     Audit {
         /// Only entries about this network.
@@ -187,6 +193,18 @@ pub fn run(home: &Path, port: u16, json: bool, cmd: ControllerCommand) -> Result
             Ok(format_members(&v))
         }
         ControllerCommand::Member { cmd } => member(&api, json, cmd),
+        ControllerCommand::Ui => {
+            // Only a controller that answers gets a link (the UI would show nothing else).
+            api.get("/controller")?;
+            let url = login_link(&api);
+            Ok(if json {
+                pretty(&json!({ "url": url }))
+            } else {
+                format!(
+                    "Open this link in a browser on this machine (it holds the API token; do not share it):\n{url}"
+                )
+            })
+        }
         ControllerCommand::Audit {
             network,
             after,
@@ -319,6 +337,12 @@ fn member(api: &ApiClient, json: bool, cmd: MemberCommand) -> Result<String, Cli
         ),
         None => format_member(&v),
     })
+}
+
+/// The web UI's login link: `http://127.0.0.1:<port>/ui/#token=<token>`. The token is
+/// in the fragment, which browsers keep to themselves, so it reaches no server log.
+pub fn login_link(api: &ApiClient) -> String {
+    format!("http://127.0.0.1:{}/ui/#token={}", api.port(), api.token())
 }
 
 /// `path` with the query flag `flag=true` when `on` (a change the user confirmed).

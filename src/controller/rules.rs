@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::error::ControllerError;
 use super::model::{CapabilityDef, Network, TagDef};
 use super::patch::{CompiledRules, RulesCompileError, RulesCompiler};
-use crate::rules::{RuleSet, RuleTableError, RulesError, TableKind, compile_str};
+use crate::rules::{Diagnostic, RuleSet, RuleTableError, RulesError, TableKind, compile_str};
 
 /// Checks the network's rule table and capability rule tables the way members read
 /// them from a config; the error names the offending rule by index and says what is
@@ -91,21 +91,7 @@ pub struct RulesLanguage;
 
 impl RulesCompiler for RulesLanguage {
     fn compile(&self, source: &str) -> Result<CompiledRules, RulesCompileError> {
-        let compiled = compile_str(source).map_err(|e| match e {
-            RulesError::Source(d) => RulesCompileError {
-                line: d.line,
-                column: d.col,
-                message: match &d.hint {
-                    Some(h) => format!("{} ({h})", d.message),
-                    None => d.message.clone(),
-                },
-            },
-            other => RulesCompileError {
-                line: 1,
-                column: 1,
-                message: other.to_string(),
-            },
-        })?;
+        let compiled = compile_str(source).map_err(compile_error)?;
         let json = serde_json::to_value(&compiled.rules).unwrap_or(Value::Null);
         let internal = |what: &str| RulesCompileError {
             line: 1,
@@ -126,6 +112,65 @@ impl RulesCompiler for RulesLanguage {
             tags,
         })
     }
+}
+
+/// A compile failure as the controller reports it: line, column (1-based) and the
+/// message with the compiler's hint appended. Problems without a source position
+/// (a broken limit) point at 1:1.
+fn compile_error(e: RulesError) -> RulesCompileError {
+    match e {
+        RulesError::Source(d) => RulesCompileError {
+            line: d.line,
+            column: d.col,
+            message: message_and_hint(&d),
+        },
+        other => RulesCompileError {
+            line: 1,
+            column: 1,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// A diagnostic's message with its hint, if any, in parentheses.
+fn message_and_hint(d: &Diagnostic) -> String {
+    match &d.hint {
+        Some(h) => format!("{} ({h})", d.message),
+        None => d.message.clone(),
+    }
+}
+
+/// Compiles rules source without saving anything, for editors (`POST
+/// /controller/rules/compile`): the compiled ZeroTier JSON a network would store
+/// (`rules`, `capabilities`, `tags`), plus where each base rule came from (`origins`:
+/// one `{line, column, text}` per rule, in rule order, so rule index `i` of a hit
+/// counter is `origins[i]`) and the compiler's `warnings` (`{line, column, message}`).
+/// Fails exactly where saving the same text as `rulesSource` would.
+pub fn preview(source: &str) -> Result<Value, RulesCompileError> {
+    let compiled = compile_str(source).map_err(compile_error)?;
+    let mut out = serde_json::to_value(&compiled.rules).unwrap_or(Value::Null);
+    let Value::Object(map) = &mut out else {
+        return Err(RulesCompileError {
+            line: 1,
+            column: 1,
+            message: "compiled rules have no JSON form".into(),
+        });
+    };
+    let origins = compiled
+        .origins
+        .base
+        .iter()
+        .map(|o| serde_json::json!({"line": o.line, "column": o.col, "text": o.text}));
+    map.insert("origins".into(), Value::Array(origins.collect()));
+    let warnings = compiled.warnings.iter().map(|d| {
+        serde_json::json!({
+            "line": d.line,
+            "column": d.col,
+            "message": message_and_hint(d),
+        })
+    });
+    map.insert("warnings".into(), Value::Array(warnings.collect()));
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -228,5 +273,27 @@ mod tests {
             .compile("accept ethertype ipv4\ndrop;")
             .unwrap_err();
         assert_eq!((err.line, err.column), (1, 22), "{err:?}");
+    }
+
+    #[test]
+    fn a_preview_locates_each_rule_and_fails_where_saving_would() {
+        let source = "# lab\naccept ethertype arp;\n\ndrop dport 22;\naccept;\n";
+        let v = preview(source).unwrap();
+        let saved = RulesLanguage.compile(source).unwrap();
+        assert_eq!(v["rules"], Value::Array(saved.rules));
+        let lines: Vec<u64> = v["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["line"].as_u64().unwrap())
+            .collect();
+        assert_eq!(lines, [2, 4, 5]);
+        assert_eq!(v["origins"][1]["text"], "drop dport 22;");
+        assert!(v["warnings"].is_array());
+        let err = preview("accept ethertype ipv4\ndrop;").unwrap_err();
+        let saving = RulesLanguage
+            .compile("accept ethertype ipv4\ndrop;")
+            .unwrap_err();
+        assert_eq!(err, saving);
     }
 }

@@ -12,6 +12,7 @@
 //! | `GET /unstable/controller/network` | `{"data": [network + "meta"], "meta": {"networkCount"}}` |
 //! | `GET /unstable/controller/network/<nwid>/member` | `{"data": [member, ...], "meta": {"totalCount", "authorizedCount"}}` |
 //! | `GET /controller/audit?after=<seq>&limit=<n>&network=<nwid>` | audit entries, oldest first (skylan extension) |
+//! | `POST /controller/rules/compile` | body = rules source text; compiles without saving: `{"rules", "capabilities", "tags", "origins", "warnings"}`, or a 400 with `line`, `column`, `message` (skylan extension, for editors) |
 //!
 //! Two changes must be confirmed with a query flag, because one careless call could
 //! otherwise cut members off (`controller::Deliberate`): a new route that replaces the
@@ -42,11 +43,11 @@ use axum::Router;
 use axum::extract::{ConnectInfo, FromRequestParts, Path as UrlPath, Query, RawQuery, State};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, any, get};
+use axum::routing::{MethodRouter, any, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, JsonObject, with_ignored};
+use super::{ApiError, JsonObject, TextBody, with_ignored};
 use crate::controller::{Controller, ControllerError, Deliberate, RedbStore};
 use crate::io::home;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
@@ -173,7 +174,7 @@ struct Ctx {
 pub fn routes(controller: Arc<Controller>, clock: Clock) -> Router {
     let ctx = Ctx { controller, clock };
     let mut r = Router::new();
-    let endpoints: [(&str, MethodRouter<Ctx>); 8] = [
+    let endpoints: [(&str, MethodRouter<Ctx>); 9] = [
         ("/controller", get(status)),
         (
             "/controller/network",
@@ -195,6 +196,7 @@ pub fn routes(controller: Arc<Controller>, clock: Clock) -> Router {
                 .delete(delete_member),
         ),
         ("/controller/audit", get(audit)),
+        ("/controller/rules/compile", post(compile_rules)),
         ("/unstable/controller/network", get(unstable_networks)),
         (
             "/unstable/controller/network/{nwid}/member",
@@ -481,6 +483,22 @@ async fn audit(State(ctx): State<Ctx>, Query(q): Query<AuditQuery>) -> Result<Re
     })
     .await?;
     Ok(json_response(json!(entries)))
+}
+
+/// Compiles rules source without saving ([`crate::controller::rules::preview`]); the
+/// same text POSTed as a network's `rulesSource` fails at the same line and column.
+async fn compile_rules(TextBody(source): TextBody) -> Result<Response, ApiError> {
+    let compiled = tokio::task::spawn_blocking(move || crate::controller::rules::preview(&source))
+        .await
+        .map_err(|e| ApiError::Internal(format!("rules compiler task failed: {e}")))?;
+    match compiled {
+        Ok(v) => Ok(json_response(v)),
+        Err(e) => Err(ApiError::Rules {
+            line: e.line,
+            column: e.column,
+            message: e.message,
+        }),
+    }
 }
 
 async fn unstable_networks(State(ctx): State<Ctx>) -> Result<Response, ApiError> {

@@ -8,7 +8,8 @@
 //!   the API ([`server`]).
 //! - **Authentication.** [`router`] puts every protected route behind the token from
 //!   `authtoken.secret`, sent as `X-ZT1-Auth: <token>` or `Authorization: Bearer
-//!   <token>` and compared in constant time. `GET /health` needs no token.
+//!   <token>` and compared in constant time. `GET /health` and the web UI's static
+//!   files ([`ui`], under `/ui`; they hold no data) need no token.
 //! - **DNS-rebinding defence.** Requests whose `Host` header names anything but a
 //!   loopback host (`localhost`, `*.localhost`, 127.0.0.0/8, `::1`, plus any names in
 //!   [`ApiConfig::extra_hosts`]) are refused with 403, before authentication. Requests
@@ -31,6 +32,7 @@
 pub mod controller;
 pub mod node;
 pub mod server;
+pub mod ui;
 
 use std::io;
 use std::net::IpAddr;
@@ -179,7 +181,8 @@ impl ApiConfig {
     }
 }
 
-/// The whole API: `GET /health` without authentication, `protected` behind the token,
+/// The whole API: `GET /health` and the web UI's files ([`ui::routes`]) without
+/// authentication, `protected` behind the token,
 /// the `Host` check and body limit on everything, JSON errors for unknown paths and
 /// methods.
 pub fn router(config: ApiConfig, protected: Router) -> Router {
@@ -190,6 +193,7 @@ pub fn router(config: ApiConfig, protected: Router) -> Router {
     ));
     Router::new()
         .route("/health", get(health))
+        .merge(ui::routes())
         .merge(protected)
         .fallback(unknown_path)
         .method_not_allowed_fallback(unknown_method)
@@ -288,6 +292,17 @@ pub enum ApiError {
     /// 400: the request is malformed (body, path, field).
     #[error("{0}")]
     BadRequest(String),
+    /// 400: rules source that does not compile; the body adds `line`, `column` (1-based)
+    /// and `message` beside `error`, for editors.
+    #[error("rulesSource line {line}, column {column}: {message}")]
+    Rules {
+        /// 1-based line.
+        line: u32,
+        /// 1-based column.
+        column: u32,
+        /// The compiler's message.
+        message: String,
+    },
     /// 401: no token or a wrong one.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -323,7 +338,7 @@ impl ApiError {
     /// The HTTP status for this error.
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::Rules { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::ForbiddenHost(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -342,9 +357,18 @@ impl From<ControllerError> for ApiError {
         let msg = e.to_string();
         match e {
             ControllerError::NotFound { .. } => ApiError::NotFound(msg),
-            ControllerError::BadField { .. }
-            | ControllerError::BadRequest(_)
-            | ControllerError::Rules { .. } => ApiError::BadRequest(msg),
+            ControllerError::Rules {
+                line,
+                column,
+                message,
+            } => ApiError::Rules {
+                line,
+                column,
+                message,
+            },
+            ControllerError::BadField { .. } | ControllerError::BadRequest(_) => {
+                ApiError::BadRequest(msg)
+            }
             ControllerError::Conflict(_) => ApiError::Conflict(msg),
             ControllerError::PoolExhausted(_) => {
                 tracing::error!(error = %msg, "address pool exhausted");
@@ -361,7 +385,17 @@ impl From<ControllerError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.to_string()});
+        let mut body = json!({"error": self.to_string()});
+        if let ApiError::Rules {
+            line,
+            column,
+            message,
+        } = &self
+        {
+            body["line"] = json!(line);
+            body["column"] = json!(column);
+            body["message"] = json!(message);
+        }
         (self.status(), axum::Json(body)).into_response()
     }
 }
@@ -375,25 +409,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let rules = req
-            .extensions()
-            .get::<BodyRules>()
-            .copied()
-            .unwrap_or(BodyRules {
-                limit: DEFAULT_BODY_LIMIT,
-                timeout: DEFAULT_BODY_TIMEOUT,
-            });
-        let read = tokio::time::timeout(rules.timeout, Bytes::from_request(req, state));
-        let bytes = read
-            .await
-            .map_err(|_| ApiError::RequestTimeout(rules.timeout))?
-            .map_err(|rej| {
-                if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge(rules.limit)
-                } else {
-                    ApiError::BadRequest(format!("could not read the request body: {rej}"))
-                }
-            })?;
+        let bytes = read_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonObject(Map::new()));
         }
@@ -414,6 +430,43 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             ))),
         }
     }
+}
+
+/// A request body read as UTF-8 text (rules source), under the same size and time
+/// limits as [`JsonObject`].
+pub struct TextBody(pub String);
+
+impl<S: Send + Sync> FromRequest<S> for TextBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        String::from_utf8(bytes.to_vec())
+            .map(TextBody)
+            .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8 text: {e}")))
+    }
+}
+
+/// Reads a whole request body within the configured size and time limits.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let rules = req
+        .extensions()
+        .get::<BodyRules>()
+        .copied()
+        .unwrap_or(BodyRules {
+            limit: DEFAULT_BODY_LIMIT,
+            timeout: DEFAULT_BODY_TIMEOUT,
+        });
+    let read = tokio::time::timeout(rules.timeout, Bytes::from_request(req, state));
+    read.await
+        .map_err(|_| ApiError::RequestTimeout(rules.timeout))?
+        .map_err(|rej| {
+            if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(rules.limit)
+            } else {
+                ApiError::BadRequest(format!("could not read the request body: {rej}"))
+            }
+        })
 }
 
 /// The configured body limits, made visible to the body extractor.
