@@ -277,15 +277,8 @@ diff_threads() {
 # its TAP device's counters (tap_tx_dropped: frames the kernel could not queue for the
 # daemon to read), and the daemon's own /metrics counters.
 node_counters() { # NETNS HOME DEVICE
-    local ns="$1" home="$2" dev="$3" token port
-    tap_counters "$ns" "$dev"
-    token="$(cat "$home/authtoken.secret")"
-    port="$(cat "$home/skylan.port")"
-    # The local API over bash's /dev/tcp, so no HTTP client is needed.
-    TOKEN="$token" PORT="$port" timeout 5 ip netns exec "$ns" bash -c '
-        exec 3<>"/dev/tcp/127.0.0.1/$PORT" || exit 0
-        printf "GET /metrics HTTP/1.0\r\nHost: localhost\r\nX-ZT1-Auth: %s\r\n\r\n" "$TOKEN" >&3
-        cat <&3' | tr -d '\r' | awk '/^skylan_node_[a-z_]+ [0-9]+$/ { sub("skylan_node_", "", $1); print $1, $2 }' || true
+    tap_counters "$1" "$3"
+    api_counters "$1" "$2" skylan_node
 }
 
 # A namespace's UDP counters ("udp_InDatagrams", "udp_RcvbufErrors", ...) and a TAP

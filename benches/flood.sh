@@ -125,8 +125,9 @@ now() { date +%s.%N; }
 
 # Everything counted over a window, as "name value" lines: the root's CPU ticks, its
 # namespace's UDP counters (udp_RcvbufErrors: datagrams the kernel dropped because the
-# root's socket buffer was full), and the flooder namespace's nftables counters (sent:
-# the flood as it left; replies: what the root sent to the forged sources).
+# root's socket buffer was full), the flooder namespace's nftables counters (sent:
+# the flood as it left; replies: what the root sent to the forged sources), and the
+# root's own counters from its /metrics (as root_<name>).
 snapshot() {
     local s
     s="$(cat "/proc/$PID_ROOT/stat")"
@@ -137,6 +138,7 @@ snapshot() {
         if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else for (i = 2; i <= NF; i++) print "udp_" n[i], $i }'
     ip netns exec "$NS_FL" nft -j list counters table inet skf |
         jq -r '.nftables[].counter? | select(.) | "\(.name)_packets \(.packets)\n\(.name)_bytes \(.bytes)"'
+    api_counters "$NS_ROOT" "$H_ROOT" skylan_root | sed 's/^/root_/'
 }
 
 # ----- build the lab ----------------------------------------------------------------
@@ -188,7 +190,9 @@ echo "   network $NWID, a $ADDR_A -> b $ADDR_B ($OVL_B), link $(peer_link); dire
 # sample WINDOW OUTFILE: over WINDOW seconds, one line: the root's CPU (% of one core:
 # total user system), its peak RSS and socket receive queue (MB), UDP datagrams in and
 # receive-buffer drops per second in its namespace, flood packets sent per second,
-# replies to forged sources per second, and reply bytes per flood byte.
+# replies to forged sources per second, reply bytes per flood byte, and per second the
+# root's cookie replies, the handshakes it dropped for their cookie budget and for a bad
+# mac1.
 sample() {
     local before rss q max=0 maxq=0 i
     before="$(snapshot)"
@@ -201,9 +205,10 @@ sample() {
     done
     awk -v hz="$CLK_TCK" -v m="$max" -v q="$maxq" 'NR == FNR { b[$1] = $2; next } { d[$1] = $2 - b[$1] }
         END { t = d["time"]; u = 100 * d["utime"] / hz / t; s = 100 * d["stime"] / hz / t
-            printf "%.0f %.0f %.0f %.1f %.1f %.0f %.0f %.0f %.0f %s\n", u + s, u, s, m / 1024, q / 1048576,
+            printf "%.0f %.0f %.0f %.1f %.1f %.0f %.0f %.0f %.0f %s %.0f %.0f %.0f\n", u + s, u, s, m / 1024, q / 1048576,
                 d["udp_InDatagrams"] / t, d["udp_RcvbufErrors"] / t, d["sent_packets"] / t, d["replies_packets"] / t,
-                (d["sent_bytes"] > 0 ? sprintf("%.2f", d["replies_bytes"] / d["sent_bytes"]) : "-") }
+                (d["sent_bytes"] > 0 ? sprintf("%.2f", d["replies_bytes"] / d["sent_bytes"]) : "-"),
+                d["root_cookie_replies"] / t, d["root_drop_cookie_rate"] / t, d["root_drop_handshake_mac"] / t }
     ' <(echo "$before") <(snapshot) >"$2"
 }
 
@@ -266,7 +271,7 @@ for rate in $RATES; do
     restart_b "$flooder"
     wait "$sampler" || die "sampling the root failed (did it exit?)"
     forget "$sampler"
-    read -r cpu cpu_user cpu_sys rss queue udp_in rcvbuf sent replies reply_ratio <"$WORK/sample"
+    read -r cpu cpu_user cpu_sys rss queue udp_in rcvbuf sent replies reply_ratio cookies withheld badmac <"$WORK/sample"
     flood_line="(no flood)"
     if [ -n "$flooder" ]; then
         # A flooder that cannot keep up sends until its count is done: up to 60 s more.
@@ -285,6 +290,7 @@ for rate in $RATES; do
     echo "   flooder: $flood_line; in the window: $sent/s"
     echo "   root: CPU $cpu % (user $cpu_user, system $cpu_sys), RSS max $rss MB, receive queue max $queue MB;"
     echo "         UDP in $udp_in/s, receive-buffer drops $rcvbuf/s; replies to forged sources $replies/s ($reply_ratio bytes per flood byte)"
+    echo "         cookie replies $cookies/s, handshakes withheld for the cookie budget $withheld/s, bad mac1 $badmac/s"
     echo "   relayed ping a -> b: median $p_med ms, max $p_max ms, loss $p_loss %; b restart: ONLINE after $R_ONLINE s, a's ping through after $R_PING s"
 done
 

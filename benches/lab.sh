@@ -294,6 +294,22 @@ lab_join_members() {
     wait_for "a pinging b at $OVL_B" 60 ip netns exec "$NS_A" ping -c 1 -W 1 "$OVL_B"
 }
 
+# The counters of the daemon (node or root) whose home is HOME, from its /metrics, as
+# "name value" lines: PREFIX_dropped_total{reason="R"} as drop_R, PREFIX_NAME_total as
+# NAME. The local API is reached over bash's /dev/tcp, so no HTTP client is needed.
+api_counters() { # NETNS HOME PREFIX
+    local ns="$1" home="$2" prefix="$3"
+    TOKEN="$(cat "$home/authtoken.secret")" PORT="$(cat "$home/skylan.port")" \
+        timeout 5 ip netns exec "$ns" bash -c '
+        exec 3<>"/dev/tcp/127.0.0.1/$PORT" || exit 0
+        printf "GET /metrics HTTP/1.0\r\nHost: localhost\r\nX-ZT1-Auth: %s\r\n\r\n" "$TOKEN" >&3
+        cat <&3' | tr -d '\r' | awk -v p="$prefix" '
+        index($1, p "_dropped_total{reason=\"") == 1 {
+            r = substr($1, length(p) + 24); sub(/"}$/, "", r); print "drop_" r, $2; next }
+        $1 ~ /^[a-z_]+_total$/ && index($1, p "_") == 1 {
+            n = substr($1, length(p) + 2); sub(/_total$/, "", n); print n, $2 }' || true
+}
+
 # ----- numbers ----------------------------------------------------------------------
 
 # The median of the numbers on stdin (one a line); "-" when there are none.

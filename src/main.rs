@@ -58,6 +58,9 @@ enum Command {
         /// The world this root belongs to, to answer WHOIS for its fellow roots.
         #[arg(long)]
         planet: Option<PathBuf>,
+        /// Local API TCP port on 127.0.0.1 (`/metrics`, `/health`), if not the UDP port.
+        #[arg(long)]
+        api_port: Option<u16>,
     },
     /// Show this node's address, version and whether it reaches a root.
     Info,
@@ -174,11 +177,16 @@ fn run(args: Args) -> anyhow::Result<String> {
             runtime.block_on(daemon::run_node(options, shutdown_signal()))?;
             Ok(String::new())
         }
-        Command::Root { port, planet } => {
+        Command::Root {
+            port,
+            planet,
+            api_port,
+        } => {
             let options = daemon::RootOptions {
                 home: args.home,
                 port,
                 world: planet,
+                api_port,
             };
             runtime.block_on(daemon::run_root(options, shutdown_signal()))?;
             Ok(String::new())

@@ -365,9 +365,11 @@ fn garbage(rng: &mut ChaCha8Rng, kind: u32, dest: NodeAddress) -> Vec<u8> {
     data
 }
 
+const MALFORMED: &str = "skylan_node_dropped_total{reason=\"malformed\"}";
+
 fn drops(m: &support::Metrics) -> f64 {
     m.iter()
-        .filter(|(k, _)| k.starts_with("skylan_node_drop_"))
+        .filter(|(k, _)| k.starts_with("skylan_node_dropped_total{"))
         .map(|(_, v)| v)
         .sum()
 }
@@ -393,7 +395,7 @@ fn a_garbage_flood_is_dropped_and_counted_and_the_node_keeps_working() -> Result
     tb.wait_ping(&p, &t, "first reply", FIRST_REPLY, |x| x.reply)?;
 
     let before = tb.metrics(&t)?;
-    for name in ["skylan_node_drop_malformed", "skylan_node_rx_datagrams"] {
+    for name in [MALFORMED, "skylan_node_rx_datagrams_total"] {
         ensure!(
             before.contains_key(name),
             "/metrics lacks {name}: {before:?}"
@@ -422,7 +424,7 @@ fn a_garbage_flood_is_dropped_and_counted_and_the_node_keeps_working() -> Result
     let short = f64::from(PACKETS / SHAPES);
     let (after, _) = support::wait_until("the flood counted", Duration::from_secs(20), || {
         let m = tb.metrics(&t)?;
-        let malformed = m["skylan_node_drop_malformed"] - before["skylan_node_drop_malformed"];
+        let malformed = m[MALFORMED] - before[MALFORMED];
         let dropped = drops(&m) - drops(&before);
         ensure!(
             malformed >= short * 0.5 && dropped >= f64::from(PACKETS) * 0.5,
@@ -432,7 +434,7 @@ fn a_garbage_flood_is_dropped_and_counted_and_the_node_keeps_working() -> Result
     })?;
     let increases: Vec<String> = after
         .iter()
-        .filter(|(k, _)| k.starts_with("skylan_node_drop_"))
+        .filter(|(k, _)| k.starts_with("skylan_node_dropped_total{"))
         .map(|(k, v)| (k, v - before.get(k).copied().unwrap_or(0.0)))
         .filter(|(_, d)| *d > 0.0)
         .map(|(k, d)| format!("{k} +{d}"))
@@ -446,7 +448,7 @@ fn a_garbage_flood_is_dropped_and_counted_and_the_node_keeps_working() -> Result
         increases.len() >= 3,
         "garbage of {SHAPES} shapes should raise several drop reasons: {increases:?}"
     );
-    let rx = after["skylan_node_rx_datagrams"] - before["skylan_node_rx_datagrams"];
+    let rx = after["skylan_node_rx_datagrams_total"] - before["skylan_node_rx_datagrams_total"];
     ensure!(
         rx >= f64::from(PACKETS) * 0.5,
         "rx_datagrams rose by only {rx}"

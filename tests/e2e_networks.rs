@@ -468,17 +468,17 @@ fn bulk_tcp_arrives_intact_both_ways_through_segmentation_and_coalescing() -> Re
         let m = tb.metrics(d)?;
         let count = |name: &str| m.get(name).copied().unwrap_or(0.0);
         ensure!(
-            count("skylan_node_tap_segmented_messages") > 0.0,
+            count("skylan_node_tap_segmented_messages_total") > 0.0,
             "{}: no TCP segmentation frame was cut: {m:?}",
             d.name
         );
         ensure!(
-            count("skylan_node_tap_coalesced_messages") > 0.0,
+            count("skylan_node_tap_coalesced_messages_total") > 0.0,
             "{}: no frames were merged on writing: {m:?}",
             d.name
         );
         ensure!(
-            count("skylan_node_drop_tap_message") == 0.0,
+            count("skylan_node_dropped_total{reason=\"tap_message\"}") == 0.0,
             "{}: {m:?}",
             d.name
         );

@@ -128,16 +128,16 @@ fn two_packet_threads_share_the_port_and_the_taps() -> Result<()> {
 
     // Garbage from many source ports lands on both threads' sockets, and /metrics
     // counts each datagram once.
-    let before = metric(&tb, &b, "skylan_node_drop_malformed")?;
+    let before = metric(&tb, &b, "skylan_node_dropped_total{reason=\"malformed\"}")?;
     spray(&spray_host, B_IP)?;
     let wanted = before + f64::from(SPRAY_PORTS);
     wait_until("b counts every malformed datagram", STEP, || {
-        let now = metric(&tb, &b, "skylan_node_drop_malformed")?;
+        let now = metric(&tb, &b, "skylan_node_dropped_total{reason=\"malformed\"}")?;
         ensure!(now == wanted, "{now} of {wanted}: {:?}", tb.metrics(&b)?);
         Ok(())
     })?;
     for thread in 0..2 {
-        let name = format!("skylan_node_thread_rx_datagrams{{thread=\"{thread}\"}}");
+        let name = format!("skylan_node_thread_rx_datagrams_total{{thread=\"{thread}\"}}");
         let got = metric(&tb, &b, &name)?;
         ensure!(got > 0.0, "thread {thread} of b received nothing");
     }

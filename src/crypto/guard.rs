@@ -27,9 +27,21 @@
 //! initiator that sent that message can use it. The initiator then sends a fresh
 //! HandshakeInit with mac2 keyed by the cookie. A sender that forges its source address
 //! never sees the cookie, so under load only real source addresses get through, and
-//! each of those is held to a per-address budget ([`PER_ADDRESS_PER_SEC`]). Nothing
-//! here allocates per packet except the 60-byte cookie reply; the per-address table is
-//! bounded by [`MAX_ADDRESSES`].
+//! each of those is held to a per-address budget ([`PER_ADDRESS_PER_SEC`]).
+//!
+//! Cookie replies are budgeted too, so a flood of forged HandshakeInits does not make
+//! the responder send one datagram per datagram it gets: each source address gets at
+//! most [`COOKIES_PER_ADDRESS_PER_SEC`], and all of them together at most
+//! [`COOKIES_PER_SEC`]; a HandshakeInit over either budget is dropped without an
+//! answer ([`Verdict::Withheld`]). A real initiator needs one cookie per
+//! [`COOKIE_USE`], so only a forger who uses its very address can starve it, and one
+//! who spreads over many addresses meets the total cap.
+//!
+//! Nothing here allocates per packet except the 60-byte cookie reply. The two
+//! per-address tables are bounded by [`MAX_ADDRESSES`]; when one is full, addresses
+//! whose budget is whole again are forgotten (at most once per [`SWEEP_INTERVAL`], so a
+//! full table never costs a scan per packet), and new addresses meanwhile get no
+//! per-address budget (cookies: only the total one).
 //!
 //! Sans-IO: time is an input and the cookie secret comes from the caller's RNG.
 
@@ -55,9 +67,19 @@ pub const LOAD_HOLD: Duration = Duration::from_secs(1);
 pub const PER_ADDRESS_PER_SEC: u32 = 20;
 /// See [`PER_ADDRESS_PER_SEC`].
 pub const PER_ADDRESS_BURST: u32 = 10;
-/// Most source addresses with a budget at once; when full, addresses whose budget is
-/// whole again are forgotten, and new ones wait until some are.
+/// CookieReplies per second to one source address (a burst of
+/// [`COOKIES_PER_ADDRESS_BURST`]).
+pub const COOKIES_PER_ADDRESS_PER_SEC: u32 = 10;
+/// See [`COOKIES_PER_ADDRESS_PER_SEC`].
+pub const COOKIES_PER_ADDRESS_BURST: u32 = 10;
+/// CookieReplies per second in all (a burst of one second's worth): about 1.8 MB/s of
+/// answers at most, whatever arrives.
+pub const COOKIES_PER_SEC: u32 = 20_000;
+/// Most source addresses with a budget at once, in each of the two tables (handshakes,
+/// cookies); see the module documentation for what happens when one is full.
 pub const MAX_ADDRESSES: usize = 65_536;
+/// A full address table is swept for forgettable entries at most this often.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a cookie secret lives; a cookie stays valid for at most twice this long.
 pub const COOKIE_SECRET_LIFE: Duration = Duration::from_secs(120);
 /// How long an initiator uses a cookie it was given (a little less than a secret's
@@ -174,6 +196,53 @@ pub enum Verdict {
     BadMac,
     /// The source address spent its budget, or the budget table is full.
     RateLimited,
+    /// Under load and no valid mac2, but the cookie budget (the source address's or
+    /// the total) is spent: drop it without an answer.
+    Withheld,
+}
+
+/// Token buckets for source addresses, at most [`MAX_ADDRESSES`] of them.
+struct AddressBudgets {
+    rate: u32,
+    burst: u32,
+    buckets: HashMap<IpAddr, TokenBucket>,
+    last_sweep: Option<Time>,
+}
+
+impl AddressBudgets {
+    fn new(rate: u32, burst: u32) -> Self {
+        Self {
+            rate,
+            burst,
+            buckets: HashMap::new(),
+            last_sweep: None,
+        }
+    }
+
+    /// Takes a token of `ip`'s budget; `None` when `ip` has none and there is no room
+    /// for it.
+    fn take(&mut self, now: Time, ip: IpAddr) -> Option<bool> {
+        let (rate, burst) = (self.rate, self.burst);
+        if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_ADDRESSES {
+            if self
+                .last_sweep
+                .is_some_and(|t| now.since(t) < SWEEP_INTERVAL)
+            {
+                return None;
+            }
+            self.last_sweep = Some(now);
+            self.buckets.retain(|_, b| !b.is_full(now, rate, burst));
+            if self.buckets.len() >= MAX_ADDRESSES {
+                return None;
+            }
+        }
+        Some(
+            self.buckets
+                .entry(ip)
+                .or_insert_with(|| TokenBucket::full(burst, now))
+                .take(now, rate, burst),
+        )
+    }
 }
 
 /// The responder's side: its own MAC keys, the cookie secret, the load budget and
@@ -185,7 +254,9 @@ pub struct Guard {
     secret_born: Option<Time>,
     load: TokenBucket,
     loaded_until: Option<Time>,
-    addresses: HashMap<IpAddr, TokenBucket>,
+    handshakes: AddressBudgets,
+    cookies: AddressBudgets,
+    all_cookies: TokenBucket,
 }
 
 impl Guard {
@@ -198,7 +269,9 @@ impl Guard {
             secret_born: None,
             load: TokenBucket::full(HANDSHAKES_PER_SEC, Time::ZERO),
             loaded_until: None,
-            addresses: HashMap::new(),
+            handshakes: AddressBudgets::new(PER_ADDRESS_PER_SEC, PER_ADDRESS_BURST),
+            cookies: AddressBudgets::new(COOKIES_PER_ADDRESS_PER_SEC, COOKIES_PER_ADDRESS_BURST),
+            all_cookies: TokenBucket::full(COOKIES_PER_SEC, Time::ZERO),
         }
     }
 
@@ -236,9 +309,16 @@ impl Guard {
             bool::from(covered_mac(&cookie, packet, at2).ct_eq(&packet[at2..]))
         });
         if !valid_mac2 {
-            return Verdict::Cookie { mac1 };
+            // The address's own budget first: a flood from a few addresses must not
+            // spend the total one that everybody else shares.
+            let own = self.cookies.take(now, from.0.ip()) != Some(false);
+            return if own && self.all_cookies.take(now, COOKIES_PER_SEC, COOKIES_PER_SEC) {
+                Verdict::Cookie { mac1 }
+            } else {
+                Verdict::Withheld
+            };
         }
-        if self.address_budget(now, from.0.ip()) {
+        if self.handshakes.take(now, from.0.ip()) == Some(true) {
             Verdict::Admit
         } else {
             Verdict::RateLimited
@@ -280,23 +360,10 @@ impl Guard {
         self.secret_born = Some(now);
     }
 
-    fn address_budget(&mut self, now: Time, ip: IpAddr) -> bool {
-        if !self.addresses.contains_key(&ip) && self.addresses.len() >= MAX_ADDRESSES {
-            self.addresses
-                .retain(|_, b| !b.is_full(now, PER_ADDRESS_PER_SEC, PER_ADDRESS_BURST));
-            if self.addresses.len() >= MAX_ADDRESSES {
-                return false;
-            }
-        }
-        self.addresses
-            .entry(ip)
-            .or_insert_with(|| TokenBucket::full(PER_ADDRESS_BURST, now))
-            .take(now, PER_ADDRESS_PER_SEC, PER_ADDRESS_BURST)
-    }
-
-    /// Number of source addresses holding a budget (bounded by [`MAX_ADDRESSES`]).
+    /// Number of source addresses holding a handshake or cookie budget (each table
+    /// bounded by [`MAX_ADDRESSES`]).
     pub fn tracked_addresses(&self) -> usize {
-        self.addresses.len()
+        self.handshakes.buckets.len() + self.cookies.buckets.len()
     }
 }
 
@@ -460,5 +527,71 @@ mod tests {
             g.check(t, from, &p, || [0; 32]);
         }
         assert!(g.tracked_addresses() <= MAX_ADDRESSES);
+    }
+
+    /// A guard under load (for an hour) with its cookie secret in place.
+    fn loaded() -> Guard {
+        let mut g = Guard::new(&KEY);
+        g.loaded_until = Some(Time::from_millis(3_600_000));
+        g.secret_born = Some(Time::ZERO);
+        g
+    }
+
+    fn v4(i: u32) -> Endpoint {
+        Endpoint(std::net::SocketAddr::new(
+            IpAddr::V4(std::net::Ipv4Addr::from(0xc000_0200 + i)),
+            9,
+        ))
+    }
+
+    #[test]
+    fn cookies_are_budgeted_per_source_address() {
+        let mut g = loaded();
+        let mut p = packet(214);
+        write_macs(&mut p, &MacKeys::for_responder(&KEY), None);
+        let t = Time::from_millis(1);
+        for _ in 0..COOKIES_PER_ADDRESS_BURST {
+            assert!(matches!(
+                g.check(t, v4(1), &p, || [0; 32]),
+                Verdict::Cookie { .. }
+            ));
+        }
+        assert_eq!(g.check(t, v4(1), &p, || [0; 32]), Verdict::Withheld);
+        // Another address is not held back by the first one's flood.
+        assert!(matches!(
+            g.check(t, v4(2), &p, || [0; 32]),
+            Verdict::Cookie { .. }
+        ));
+        // The budget comes back with time.
+        let later = t + Duration::from_millis(200);
+        assert!(matches!(
+            g.check(later, v4(1), &p, || [0; 32]),
+            Verdict::Cookie { .. }
+        ));
+    }
+
+    #[test]
+    fn cookies_are_capped_in_all_and_a_full_address_table_is_not_rescanned() {
+        let mut g = loaded();
+        let mut p = packet(214);
+        write_macs(&mut p, &MacKeys::for_responder(&KEY), None);
+        let t = Time::from_millis(1);
+        let count = |g: &mut Guard, at: Time, from: std::ops::Range<u32>| {
+            from.filter(|&i| matches!(g.check(at, v4(i), &p, || [0; 32]), Verdict::Cookie { .. }))
+                .count()
+        };
+        let n = MAX_ADDRESSES as u32 + 1_000;
+        // One packet per address from more addresses than either cap: the total cap
+        // holds, and the table stays bounded.
+        assert_eq!(count(&mut g, t, 0..n), COOKIES_PER_SEC as usize);
+        assert!(g.tracked_addresses() <= MAX_ADDRESSES);
+        // Half a second later half the total budget is back, for addresses the full
+        // table has no room for as well.
+        let half = t + Duration::from_millis(500);
+        assert_eq!(
+            count(&mut g, half, n..n + COOKIES_PER_SEC),
+            COOKIES_PER_SEC as usize / 2
+        );
+        assert_eq!(g.cookies.last_sweep, Some(t));
     }
 }

@@ -60,6 +60,9 @@ pub enum TableError {
     /// A HandshakeInit over its source address's budget while we are under load.
     #[error("handshake over its source's budget")]
     RateLimited,
+    /// A HandshakeInit that would have got a cookie, over the cookie budget.
+    #[error("cookie reply withheld: over the cookie budget")]
+    CookieWithheld,
 }
 
 /// What to send back for a HandshakeInit the table accepted.
@@ -266,6 +269,7 @@ impl SessionTable {
             Verdict::Admit => {}
             Verdict::BadMac => return Err(TableError::BadMac),
             Verdict::RateLimited => return Err(TableError::RateLimited),
+            Verdict::Withheld => return Err(TableError::CookieWithheld),
             Verdict::Cookie { mac1 } => {
                 let mut nonce = [0u8; wire::COOKIE_NONCE_LEN];
                 self.rng.fill_bytes(&mut nonce);

@@ -578,7 +578,14 @@ pub struct RootOptions {
     pub port: u16,
     /// The world this root belongs to, so it can answer WHOIS for its fellow roots.
     pub world: Option<PathBuf>,
+    /// Local API TCP port (`/metrics`, `/health`), if not the UDP port.
+    pub api_port: Option<u16>,
 }
+
+/// The receive buffer of a root's socket. Small on purpose: when more arrives than the
+/// root can handle (a flood), a deep queue would only delay every legitimate packet
+/// behind it; this one holds a few milliseconds of work.
+pub const ROOT_RECEIVE_BUFFER: usize = 2 << 20;
 
 /// Runs `skylan root` until `shutdown` completes.
 pub async fn run_root(
@@ -593,8 +600,12 @@ pub async fn run_root(
         .map(super::home::load_world)
         .transpose()?;
     let mut udp = bind_udp(options.port, false).await?;
+    udp.set_receive_buffer(ROOT_RECEIVE_BUFFER);
     let local = udp.local();
-    tracing::info!(address = %identity.public().address(), %local, "root listening");
+    let (report, reports) = watch::channel(Default::default());
+    let api_port = options.api_port.unwrap_or(local.0.port());
+    let api = LocalApi::start(&home, api_port, http::root::routes(reports)).await?;
+    tracing::info!(address = %identity.public().address(), %local, api = api_port, "root listening");
     let clock = Clock::start();
     let mut root = Root::new(identity, world.as_ref(), os_seed(), clock.now());
     root.set_wall_origin(clock.wall_origin());
@@ -614,6 +625,7 @@ pub async fn run_root(
                 break;
             }
         }
+        report.send_replace((*root.stats(), root.node_count()));
         let deadline = root
             .poll_timeout()
             .map(|t| clock.instant(t))
@@ -623,7 +635,10 @@ pub async fn run_root(
                 tracing::debug!("udp readiness: {e}");
             },
             _ = tokio::time::sleep_until(deadline.into()) => root.handle_timeout(clock.now()),
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                api.stop().await;
+                return Ok(());
+            }
         }
         while let Some(t) = root.poll_transmit() {
             transmits.push(t);
@@ -654,6 +669,48 @@ async fn next_item(workers: &mut Option<Workers>) -> ToControl {
     }
 }
 
+/// The local API server of a daemon, on 127.0.0.1.
+struct LocalApi {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl LocalApi {
+    /// Binds 127.0.0.1:`port`, records the port in the home directory and serves
+    /// `protected` behind the token of `authtoken.secret` (made if missing).
+    async fn start(home: &Home, port: u16, protected: axum::Router) -> Result<Self, DaemonError> {
+        let token = http::load_or_create_token(home.dir()).map_err(|source| HomeError::Io {
+            path: home.path(http::TOKEN_FILE),
+            source,
+        })?;
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: "the local API",
+                addr,
+                source,
+            })?;
+        home.write_port(listener.local_addr()?.port())?;
+        let router = http::router(http::ApiConfig::new(token), protected);
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(http::serve(
+            listener,
+            async move {
+                let _ = stopped.changed().await;
+            },
+            router,
+        ));
+        Ok(LocalApi { stop, task })
+    }
+
+    /// Stops serving after the requests in flight.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
 /// Runs `skylan node` until `shutdown` completes: the packet loop on its own thread
 /// (see the module documentation), and the local API on 127.0.0.1 (with the
 /// controller's endpoints when `options.controller`) on the calling runtime.
@@ -663,35 +720,14 @@ pub async fn run_node(
 ) -> Result<(), DaemonError> {
     let (handle, packets) = start_packet_thread(options.clone()).await?;
     let home = Home::create(&options.home)?;
-    let token = http::load_or_create_token(home.dir()).map_err(|source| HomeError::Io {
-        path: home.path(http::TOKEN_FILE),
-        source,
-    })?;
     let api_port = options.api_port.unwrap_or(handle.udp_port);
-    let api_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, api_port));
-    let listener = tokio::net::TcpListener::bind(api_addr)
-        .await
-        .map_err(|source| DaemonError::Bind {
-            what: "the local API",
-            addr: api_addr,
-            source,
-        })?;
-    home.write_port(listener.local_addr()?.port())?;
     let protected = http::node::routes(handle.clone()).merge(match &handle.controller {
         Some(controller) => {
             http::controller::routes(controller.clone(), Arc::new(http::controller::wall_clock))
         }
         None => http::controller::absent(),
     });
-    let router = http::router(http::ApiConfig::new(token), protected);
-    let (api_stop, mut api_stopped) = watch::channel(false);
-    let api = tokio::spawn(http::serve(
-        listener,
-        async move {
-            let _ = api_stopped.changed().await;
-        },
-        router,
-    ));
+    let api = LocalApi::start(&home, api_port, protected).await?;
     tracing::info!(address = %handle.address, udp = handle.udp_port, api = api_port, "node running");
     let PacketThread {
         thread,
@@ -703,8 +739,7 @@ pub async fn run_node(
         _ = &mut done => {}
     }
     let _ = stop.send(true);
-    let _ = api_stop.send(true);
-    let _ = api.await;
+    api.stop().await;
     let result = tokio::task::spawn_blocking(move || thread.join())
         .await
         .map_err(|e| DaemonError::Io(std::io::Error::other(e.to_string())))?;

@@ -101,6 +101,15 @@ impl UdpIo {
         })
     }
 
+    /// Sets the receive buffer to `bytes` (past the system limit when privileged), in
+    /// place of the large default; failures are logged and otherwise ignored.
+    pub fn set_receive_buffer(&mut self, bytes: usize) {
+        let buffer = (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF);
+        if set_buffer(&self.socket, buffer, bytes).is_err() {
+            tracing::debug!("could not set the UDP receive buffer");
+        }
+    }
+
     /// The bound address.
     pub fn local(&self) -> Endpoint {
         self.local
@@ -513,17 +522,26 @@ fn set_int_option(
 /// Enlarges the socket's buffers: past the system limit when privileged
 /// (`SO_RCVBUFFORCE`), up to it otherwise. Failures only cost throughput.
 fn set_socket_buffers(socket: &UdpSocket) {
-    let size = libc::c_int::try_from(SOCKET_BUFFER).unwrap_or(libc::c_int::MAX);
-    for (force, plain) in [
+    for buffer in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
     ] {
-        if set_int_option(socket, libc::SOL_SOCKET, force, size).is_err()
-            && set_int_option(socket, libc::SOL_SOCKET, plain, size).is_err()
-        {
+        if set_buffer(socket, buffer, SOCKET_BUFFER).is_err() {
             tracing::debug!("could not enlarge the UDP socket buffers");
         }
     }
+}
+
+/// Sets one buffer size with its (privileged, past the system limit) `force` option,
+/// or with the `plain` one (up to the limit).
+fn set_buffer(
+    socket: &UdpSocket,
+    (force, plain): (libc::c_int, libc::c_int),
+    bytes: usize,
+) -> io::Result<()> {
+    let size = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int_option(socket, libc::SOL_SOCKET, force, size)
+        .or_else(|_| set_int_option(socket, libc::SOL_SOCKET, plain, size))
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ mod tests {
             last_rx: None,
             session: false,
             cipher: None,
+            traffic: Default::default(),
         }
     }
 

@@ -61,7 +61,7 @@ use control::Control;
 pub use data::{DataPlane, ToControl};
 use network::{NetworkInfo, NetworkStatus, Policy, RuleKey};
 use peer::Role;
-pub use snapshot::Snapshot;
+pub use snapshot::{PeerTraffic, Snapshot};
 use switch::{DropReason, SwitchSettings, SwitchStats};
 
 /// How often the node wakes up for housekeeping.
@@ -247,6 +247,8 @@ pub struct NodeStats {
     pub drop_handshake_rate: u64,
     /// CookieReplies sent instead of answering a HandshakeInit while under load.
     pub cookie_replies: u64,
+    /// HandshakeInits dropped unanswered because the cookie budget was spent.
+    pub drop_cookie_rate: u64,
     /// SessionUnknown answers sent for Data packets on indices we do not hold.
     pub lost_session_answers: u64,
     /// Sessions dropped (and handshakes started) because the peer said it lost them.
@@ -288,6 +290,7 @@ impl NodeStats {
             ("drop_handshake_mac", self.drop_handshake_mac),
             ("drop_handshake_rate", self.drop_handshake_rate),
             ("cookie_replies", self.cookie_replies),
+            ("drop_cookie_rate", self.drop_cookie_rate),
             ("lost_session_answers", self.lost_session_answers),
             ("lost_session_rekeys", self.lost_session_rekeys),
             ("frames_in", self.frames_in),
@@ -331,6 +334,7 @@ impl NodeStats {
             drop_handshake_mac: self.drop_handshake_mac + o.drop_handshake_mac,
             drop_handshake_rate: self.drop_handshake_rate + o.drop_handshake_rate,
             cookie_replies: self.cookie_replies + o.cookie_replies,
+            drop_cookie_rate: self.drop_cookie_rate + o.drop_cookie_rate,
             lost_session_answers: self.lost_session_answers + o.lost_session_answers,
             lost_session_rekeys: self.lost_session_rekeys + o.lost_session_rekeys,
             frames_in: self.frames_in + o.frames_in,
@@ -352,6 +356,7 @@ impl NodeStats {
             TableError::Malformed => self.drop_malformed += 1,
             TableError::BadMac => self.drop_handshake_mac += 1,
             TableError::RateLimited => self.drop_handshake_rate += 1,
+            TableError::CookieWithheld => self.drop_cookie_rate += 1,
         }
     }
 }
@@ -379,6 +384,8 @@ pub struct PeerInfo {
     pub session: bool,
     /// The data-path cipher of the current session, if any.
     pub cipher: Option<Cipher>,
+    /// Frames and bytes each way.
+    pub traffic: PeerTraffic,
 }
 
 /// What `info` shows.

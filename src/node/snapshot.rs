@@ -138,9 +138,16 @@ pub(crate) struct NetworkView {
 
 /// Per-frame facts about one peer, written by the data plane with plain atomic stores
 /// and taken (reset to "nothing new") by the control core when it folds them in. Times
-/// are microseconds plus one; 0 means nothing since the last fold.
+/// are microseconds plus one; 0 means nothing since the last fold. The frame and byte
+/// totals only grow (for `/metrics`); [`PeerActivity::take`] leaves them alone.
 #[derive(Debug, Default)]
 pub struct PeerActivity {
+    /// Frames sent to the peer, and their bytes (Ethernet frame lengths).
+    frames_out: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Frames from the peer delivered to a TAP, and their bytes.
+    frames_in: AtomicU64,
+    bytes_in: AtomicU64,
     /// Last authenticated packet from the peer.
     rx: AtomicU64,
     /// Last packet sent to the peer's published direct path (or through this root).
@@ -149,6 +156,19 @@ pub struct PeerActivity {
     active: AtomicU64,
     /// Last authenticated zero-hop packet on the published direct path.
     path_rx: AtomicU64,
+}
+
+/// Frames and bytes carried to and from one peer since it was first seen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// Frames sealed for the peer.
+    pub frames_out: u64,
+    /// Their Ethernet bytes.
+    pub bytes_out: u64,
+    /// Frames from the peer delivered to a TAP.
+    pub frames_in: u64,
+    /// Their Ethernet bytes.
+    pub bytes_in: u64,
 }
 
 /// What [`PeerActivity::take`] hands the control core.
@@ -175,9 +195,28 @@ impl PeerActivity {
         self.tx.store(stamp(now), Ordering::Relaxed);
     }
 
-    /// A frame was carried to or from the peer.
-    pub(crate) fn touched(&self, now: Time) {
+    /// A frame of `len` bytes was sealed for the peer.
+    pub(crate) fn frame_sent(&self, now: Time, len: usize) {
         self.active.store(stamp(now), Ordering::Relaxed);
+        self.frames_out.fetch_add(1, Ordering::Relaxed);
+        self.bytes_out.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// A frame of `len` bytes from the peer was delivered.
+    pub(crate) fn frame_received(&self, now: Time, len: usize) {
+        self.active.store(stamp(now), Ordering::Relaxed);
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.bytes_in.fetch_add(len as u64, Ordering::Relaxed);
+    }
+
+    /// The running totals.
+    pub(crate) fn traffic(&self) -> PeerTraffic {
+        PeerTraffic {
+            frames_out: self.frames_out.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            frames_in: self.frames_in.load(Ordering::Relaxed),
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+        }
     }
 
     /// Everything since the last call, resetting the counters.
@@ -225,12 +264,22 @@ mod tests {
         let t = Time::from_millis(1_000);
         a.received(t, false);
         a.sent(t);
-        a.touched(t);
+        a.frame_sent(t, 100);
+        a.frame_received(t, 60);
         let seen = a.peek();
         assert_eq!((seen.rx, seen.tx, seen.active), (Some(t), Some(t), Some(t)));
         assert_eq!(seen.path_rx, None, "not on the published path");
         assert_eq!(a.take(), seen);
         assert_eq!(a.take(), Activity::default(), "taken once");
+        // The traffic totals are not taken.
+        a.frame_sent(t, 40);
+        let totals = PeerTraffic {
+            frames_out: 2,
+            bytes_out: 140,
+            frames_in: 1,
+            bytes_in: 60,
+        };
+        assert_eq!(a.traffic(), totals);
     }
 
     #[test]

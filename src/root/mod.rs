@@ -80,6 +80,8 @@ pub struct RootStats {
     pub drop_handshake_rate: u64,
     /// CookieReplies sent instead of answering a HandshakeInit while under load.
     pub cookie_replies: u64,
+    /// HandshakeInits dropped unanswered because the cookie budget was spent.
+    pub drop_cookie_rate: u64,
     /// Data packets naming no session, or whose source does not own it.
     pub drop_unknown_session: u64,
     /// Replayed or too-old packets.
@@ -107,6 +109,7 @@ impl RootStats {
             ("drop_handshake_mac", self.drop_handshake_mac),
             ("drop_handshake_rate", self.drop_handshake_rate),
             ("cookie_replies", self.cookie_replies),
+            ("drop_cookie_rate", self.drop_cookie_rate),
             ("drop_unknown_session", self.drop_unknown_session),
             ("drop_replay", self.drop_replay),
             ("drop_auth", self.drop_auth),
@@ -472,6 +475,7 @@ impl Root {
             TableError::Replay => &mut self.stats.drop_replay,
             TableError::BadMac => &mut self.stats.drop_handshake_mac,
             TableError::RateLimited => &mut self.stats.drop_handshake_rate,
+            TableError::CookieWithheld => &mut self.stats.drop_cookie_rate,
             _ => &mut self.stats.drop_unknown_session,
         };
         *counter += 1;

@@ -30,7 +30,9 @@
 //! randomness (for tokens).
 
 pub mod controller;
+pub mod metrics;
 pub mod node;
+pub mod root;
 pub mod server;
 pub mod ui;
 

@@ -1,5 +1,5 @@
 //! The node's endpoints of the local API: `GET /status`, `GET /peer`, `GET /peer/<addr>`,
-//! `POST /peer/<addr>/ping`, `GET /metrics` (Prometheus text), `GET /network`, and
+//! `POST /peer/<addr>/ping`, `GET /metrics` ([`super::metrics`]), `GET /network`, and
 //! `GET|POST|DELETE /network/<nwid>`. JSON shapes follow ZeroTier's service API
 //! (`address`, `online`, `paths[]`, `role`, `latency`, ...) with a few additions (`link`,
 //! `relay`, `mtu`), so existing scripts find the fields they know.
@@ -19,15 +19,17 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::response::IntoResponse;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 use super::controller::wall_clock;
+use super::metrics::{self, NodeMetrics};
 use super::{ApiError, JsonObject, with_ignored};
 use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
 use crate::node::network::NetworkStatus;
-use crate::node::{Link, NodeStats, PeerInfo};
+use crate::node::{Link, PeerInfo};
 use crate::service::optin::{Changes, Managed, Setting, Skipped};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;
@@ -127,67 +129,14 @@ async fn ping(
     Ok(axum::Json(body))
 }
 
-async fn metrics(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
-    let stats = node.ask(NodeCommand::Stats).await.ok_or_else(stopped)?;
-    let peers = node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?;
-    let mut out = String::new();
-    for (name, value) in stats {
-        out.push_str(&format!(
-            "# TYPE skylan_node_{name} counter\nskylan_node_{name} {value}\n"
-        ));
-    }
-    let direct = peers
-        .iter()
-        .filter(|p| matches!(p.link, Some(Link::Direct(_))))
-        .count();
-    out.push_str(&format!(
-        "# TYPE skylan_node_peers gauge\nskylan_node_peers{{link=\"direct\"}} {direct}\nskylan_node_peers{{link=\"relay\"}} {}\n",
-        peers.len() - direct
-    ));
-    let threads = node.ask(NodeCommand::Threads).await.ok_or_else(stopped)?;
-    for (name, value) in [
-        (
-            "rx_datagrams",
-            (|s: &NodeStats| s.rx_datagrams) as fn(&NodeStats) -> u64,
-        ),
-        ("tx_datagrams", |s| s.tx_datagrams),
-        ("frames_in", |s| s.frames_in),
-        ("frames_out", |s| s.frames_out),
-    ] {
-        out.push_str(&format!("# TYPE skylan_node_thread_{name} counter\n"));
-        for (thread, stats) in threads.iter().enumerate() {
-            out.push_str(&format!(
-                "skylan_node_thread_{name}{{thread=\"{thread}\"}} {}\n",
-                value(stats)
-            ));
-        }
-    }
-    let hits = node.ask(NodeCommand::RuleHits).await.ok_or_else(stopped)?;
-    if !hits.is_empty() {
-        out.push_str("# TYPE skylan_rule_hits counter\n");
-    }
-    for (network, (table, rule), n) in hits {
-        let table = if table == u32::MAX {
-            "base".to_string()
-        } else {
-            format!("cap{table}")
-        };
-        let rule = if rule == u16::MAX {
-            "default".to_string()
-        } else {
-            rule.to_string()
-        };
-        out.push_str(&format!(
-            "skylan_rule_hits{{network=\"{network}\",table=\"{table}\",rule=\"{rule}\"}} {n}\n"
-        ));
-    }
-    Ok((
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        out,
-    ))
+async fn metrics(State(node): State<NodeHandle>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let m = NodeMetrics {
+        counters: node.ask(NodeCommand::Stats).await.ok_or_else(stopped)?,
+        threads: node.ask(NodeCommand::Threads).await.ok_or_else(stopped)?,
+        peers: node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?,
+        rule_hits: node.ask(NodeCommand::RuleHits).await.ok_or_else(stopped)?,
+    };
+    Ok(metrics::node_page(metrics::Format::from_headers(&headers), &m).into_response())
 }
 
 async fn networks(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {

@@ -314,6 +314,7 @@ impl Control {
                         .tunnel(address)
                         .and_then(|t| t.current())
                         .map(|s| s.cipher()),
+                    traffic: p.activity.traffic(),
                 }
             })
             .collect();

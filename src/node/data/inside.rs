@@ -124,7 +124,7 @@ impl DataPlane {
             });
             return;
         }
-        activity.touched(now);
+        activity.frame_sent(now, frame.len());
         route.via.sent(now);
         self.push_datagram(route.to, buf, snap.phys_mtu);
     }
@@ -214,7 +214,7 @@ impl DataPlane {
             }
         }
         if let Some(p) = snap.peers.get(&peer) {
-            p.activity.touched(now);
+            p.activity.frame_received(now, frame.len());
         }
         self.stats.frames_in += 1;
         let frame = self.buffer_from(frame);
