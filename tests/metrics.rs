@@ -263,3 +263,40 @@ fn a_root_serves_health_and_live_metrics_on_its_api_port() {
     );
     assert_eq!(rx, Some(1.0), "{page}");
 }
+
+#[test]
+fn the_grafana_dashboard_asks_only_for_metrics_that_exist() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/monitoring/grafana-dashboard.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut exprs = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            exprs.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let node = metrics::node_page(Format::Prometheus, &node_metrics()).finish();
+    let root_counters: Vec<_> = skylan::root::RootStats::default().iter().collect();
+    let root = metrics::root_page(Format::Prometheus, &root_counters, 1);
+    let pages = format!("{node}{}", root.finish());
+    let known: std::collections::BTreeSet<&str> = pages
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(['{', ' ']).next().unwrap())
+        .collect();
+    for expr in &exprs {
+        let mut rest = expr.as_str();
+        while let Some(at) = rest.find("skylan_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                known.contains(name.as_str()),
+                "{name} (in {expr}) is on no page"
+            );
+            rest = &rest[at + name.len()..];
+        }
+    }
+}
