@@ -7,10 +7,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
-use skylan::cli::{client, controller as controller_cli, node as cli};
-use skylan::io::{daemon, home};
+use skylan::cli::{client, controller as controller_cli, docs, node as cli};
+use skylan::io::{daemon, home, local};
 
 #[derive(Parser)]
 #[command(
@@ -33,13 +33,15 @@ struct Args {
 enum Command {
     /// Run the node daemon.
     Node {
-        /// UDP port; the local API listens on the same TCP port on 127.0.0.1.
-        #[arg(long, default_value_t = 9993)]
-        port: u16,
+        /// UDP port; the local API listens on the same TCP port on 127.0.0.1 [default:
+        /// `primaryPort` in <home>/local.toml, else 9993].
+        #[arg(long)]
+        port: Option<u16>,
         /// The planet file (default: <home>/planet).
         #[arg(long)]
         planet: Option<PathBuf>,
-        /// Local API TCP port, if not the UDP port.
+        /// Local API TCP port, if not the UDP port [default: `apiPort` in
+        /// <home>/local.toml].
         #[arg(long)]
         api_port: Option<u16>,
         /// Also run the network controller (network IDs start with this node's address).
@@ -113,6 +115,19 @@ enum Command {
         #[command(subcommand)]
         command: skylan::cli::idtool::IdtoolCommand,
     },
+    /// Print a shell completion script (e.g. `skylan completions bash >
+    /// /etc/bash_completion.d/skylan`).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, or write one page per command into a directory.
+    Man {
+        /// Write skylan.1, skylan-node.1, ... into this directory (made if missing).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Build a throw-away lab of network namespaces and show skylan at work (needs root).
     Demo {
         /// Keep the lab running after the script until Ctrl-C.
@@ -166,13 +181,16 @@ fn run(args: Args) -> anyhow::Result<String> {
             controller,
             workers,
         } => {
+            // Flags win over <home>/local.toml, which wins over the built-in defaults.
+            let local = local::LocalConfig::load(&args.home)?;
             let options = daemon::NodeOptions {
                 home: args.home,
-                port,
+                port: port.or(local.port).unwrap_or(local::DEFAULT_PORT),
                 planet,
-                api_port,
+                api_port: api_port.or(local.api_port),
                 controller,
                 workers: usize::from(workers),
+                network_defaults: local.networks,
             };
             runtime.block_on(daemon::run_node(options, shutdown_signal()))?;
             Ok(String::new())
@@ -208,6 +226,8 @@ fn run(args: Args) -> anyhow::Result<String> {
         }
         Command::Idtool { command } => Ok(skylan::cli::idtool::run(command)?),
         Command::Rules { command } => Ok(skylan::cli::rules::run(command)?),
+        Command::Completions { shell } => Ok(docs::completions(Args::command(), shell)),
+        Command::Man { out } => Ok(docs::man(Args::command(), out.as_deref())?),
         Command::Demo { keep } => Ok(skylan::lab::demo::run(&skylan::lab::demo::DemoOptions {
             skylan: None,
             keep,

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
 use super::home::{Home, HomeError};
 use super::http;
+use super::local::NetworkDefaults;
 use super::netdev;
 use super::networks::Networks;
 use super::packets::{PacketIo, TapCounters, received};
@@ -124,6 +125,8 @@ pub struct NodeOptions {
     pub controller: bool,
     /// Packet threads (at least one; the first also runs the control work).
     pub workers: usize,
+    /// The opt-ins a network starts with when joined (from `<home>/local.toml`).
+    pub network_defaults: NetworkDefaults,
 }
 
 /// Work for the controller thread: decide, sign, store, and send the answers back to
@@ -156,6 +159,8 @@ pub struct NodeDriver {
     workers: Option<Workers>,
     /// How many packet threads in all.
     threads: usize,
+    /// Handed to [`Networks`] when the driver starts.
+    network_defaults: NetworkDefaults,
 }
 
 impl NodeDriver {
@@ -239,6 +244,7 @@ impl NodeDriver {
                 taps_generation: u64::MAX,
                 workers,
                 threads,
+                network_defaults: options.network_defaults.clone(),
             },
             handle,
         ))
@@ -252,7 +258,12 @@ impl NodeDriver {
         } else {
             Queues::One
         };
-        let mut networks = Networks::new(&self.home, self.node.address(), queues);
+        let mut networks = Networks::new(
+            &self.home,
+            self.node.address(),
+            queues,
+            std::mem::take(&mut self.network_defaults),
+        );
         networks.restore(&mut self.node, self.clock.now()).await;
         self.networks = Some(networks);
         loop {

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod handle;
 pub mod home;
 pub mod http;
+pub mod local;
 pub mod netconf;
 pub mod netdev;
 pub mod networks;

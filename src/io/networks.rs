@@ -18,7 +18,8 @@
 //! `<nwid>.local.conf`, in ZeroTier's format, and decide which of the config's addresses
 //! and routes the device gets. [`Networks::set`] saves a change and re-applies the
 //! device at once (addresses and routes added or withdrawn). Leaving a network deletes
-//! its `.local.conf`, as ZeroTier does: a later join starts from the defaults. A
+//! its `.local.conf`, as ZeroTier does: a later join starts from the defaults (ZeroTier's,
+//! or those of `<home>/local.toml`, see [`super::local`]). A
 //! `.local.conf` that cannot be read is logged, and until it is fixed (or removed, for
 //! the defaults; `skylan set` rewrites it) the network installs nothing managed: a
 //! member who turned something off is never opted in by a damaged file.
@@ -42,6 +43,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 
 use super::home::{Home, HomeError, write_file};
+use super::local::NetworkDefaults;
 use super::netconf::NetConf;
 use super::netdev::{DeviceConfig, NetDevice, RouteSpec};
 use super::tap::{Queues, Tap};
@@ -81,11 +83,14 @@ pub struct Networks {
     underlay: Vec<Underlay>,
     /// When [`watch_underlay`](Self::watch_underlay) looks next.
     next_check: Instant,
+    /// The opt-ins of a network without a `.local.conf` (from `local.toml`).
+    defaults: NetworkDefaults,
 }
 
 impl Networks {
-    /// Opens the cache directory. Devices are made with `queues`.
-    pub fn new(home: &Home, me: NodeAddress, queues: Queues) -> Self {
+    /// Opens the cache directory. Devices are made with `queues`; a network without a
+    /// `.local.conf` has the opt-ins of `defaults`.
+    pub fn new(home: &Home, me: NodeAddress, queues: Queues, defaults: NetworkDefaults) -> Self {
         let dir = home.path("networks.d");
         let _ = std::fs::create_dir_all(&dir);
         let netconf = match NetConf::new() {
@@ -109,6 +114,7 @@ impl Networks {
             endpoints: Endpoints::default(),
             underlay: Vec::new(),
             next_check: Instant::now(),
+            defaults,
         }
     }
 
@@ -171,7 +177,10 @@ impl Networks {
 
     /// The opt-ins of a network (the defaults for one never joined).
     pub fn settings(&self, network: NetworkId) -> NetworkSettings {
-        self.settings.get(&network).copied().unwrap_or_default()
+        self.settings
+            .get(&network)
+            .copied()
+            .unwrap_or_else(|| self.defaults.for_network(network))
     }
 
     /// What the device of a network does not install, and why.
@@ -425,7 +434,7 @@ impl Networks {
     /// warning, when it cannot be read (see the module documentation).
     fn load_settings(&mut self, network: NetworkId) {
         let path = self.file(network, "local.conf");
-        let settings = match read_settings(&path) {
+        let settings = match read_settings(&path, self.defaults.for_network(network)) {
             Ok(s) => s,
             Err(problem) => {
                 tracing::warn!(
@@ -449,14 +458,14 @@ impl Networks {
     }
 }
 
-/// The settings in `path`: the defaults when it does not exist; `Err` says what is
-/// wrong with it.
-fn read_settings(path: &Path) -> Result<NetworkSettings, String> {
+/// The settings in `path`: `defaults` when it does not exist; `Err` says what is wrong
+/// with it.
+fn read_settings(path: &Path, defaults: NetworkSettings) -> Result<NetworkSettings, String> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             NetworkSettings::from_local_conf(&text).map_err(|e| format!("is damaged ({e})"))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(NetworkSettings::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(defaults),
         Err(e) => Err(format!("cannot be read ({e})")),
     }
 }
@@ -581,11 +590,14 @@ mod tests {
     fn settings_files_default_when_missing_and_report_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("{NWID}.local.conf"));
-        assert_eq!(read_settings(&path), Ok(NetworkSettings::default()));
+        // Missing: the defaults given (those of local.toml), whatever they are.
+        let defaults = NetworkSettings::default().with(&[(Setting::AllowDns, true)]);
+        assert_eq!(read_settings(&path, defaults), Ok(defaults));
         std::fs::write(&path, "allowManaged=1\nallowGlobal=1\n").unwrap();
-        assert!(read_settings(&path).unwrap().allow_global);
+        let read = read_settings(&path, defaults).unwrap();
+        assert!(read.allow_global && !read.allow_dns);
         std::fs::write(&path, "allowGlobal=perhaps\n").unwrap();
-        let err = read_settings(&path).unwrap_err();
+        let err = read_settings(&path, defaults).unwrap_err();
         assert!(
             err.starts_with("is damaged (line 1: allowGlobal=perhaps"),
             "{err}"
