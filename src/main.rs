@@ -54,13 +54,14 @@ enum Command {
     },
     /// Run a root server (planet or moon member).
     Root {
-        /// UDP port.
-        #[arg(long, default_value_t = 9993)]
-        port: u16,
+        /// UDP port [default: `primaryPort` in <home>/local.toml, else 9993].
+        #[arg(long)]
+        port: Option<u16>,
         /// The world this root belongs to, to answer WHOIS for its fellow roots.
         #[arg(long)]
         planet: Option<PathBuf>,
-        /// Local API TCP port on 127.0.0.1 (`/metrics`, `/health`), if not the UDP port.
+        /// Local API TCP port on 127.0.0.1 (`/metrics`, `/health`), if not the UDP port
+        /// [default: `apiPort` in <home>/local.toml].
         #[arg(long)]
         api_port: Option<u16>,
     },
@@ -200,11 +201,13 @@ fn run(args: Args) -> anyhow::Result<String> {
             planet,
             api_port,
         } => {
+            // As for the node; a root has no networks, so only [settings] matters.
+            let local = local::LocalConfig::load(&args.home)?;
             let options = daemon::RootOptions {
                 home: args.home,
-                port,
+                port: port.or(local.port).unwrap_or(local::DEFAULT_PORT),
                 world: planet,
-                api_port,
+                api_port: api_port.or(local.api_port),
             };
             runtime.block_on(daemon::run_root(options, shutdown_signal()))?;
             Ok(String::new())

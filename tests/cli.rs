@@ -139,13 +139,18 @@ fn node_home(dir: &std::path::Path) -> std::path::PathBuf {
 /// Starts `skylan node` on `home` with `args`; returns it and the API port it records
 /// in `<home>/skylan.port` once it serves.
 fn start_node(home: &std::path::Path, args: &[&str]) -> (Running, u16) {
+    start_daemon(home, "node", args)
+}
+
+/// Starts `skylan DAEMON` (node or root) on `home` with `args`, as [`start_node`].
+fn start_daemon(home: &std::path::Path, daemon: &str, args: &[&str]) -> (Running, u16) {
     let port_file = home.join("skylan.port");
     let _ = std::fs::remove_file(&port_file);
     let node = Running(
         skylan()
             .arg("--home")
             .arg(home)
-            .arg("node")
+            .arg(daemon)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -160,7 +165,7 @@ fn start_node(home: &std::path::Path, args: &[&str]) -> (Running, u16) {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    panic!("the node wrote no {}", port_file.display());
+    panic!("the {daemon} wrote no {}", port_file.display());
 }
 
 fn free_tcp_port() -> u16 {
@@ -181,6 +186,18 @@ fn local_toml_sets_the_ports_and_flags_win() {
     assert_eq!(start_node(&home, &[]).1, from_file);
     let flag = from_flag.to_string();
     assert_eq!(start_node(&home, &["--api-port", &flag]).1, from_flag);
+}
+
+#[test]
+fn local_toml_sets_the_ports_of_a_root_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_tcp_port();
+    std::fs::write(
+        dir.path().join("local.toml"),
+        format!("[settings]\nprimaryPort = 0\napiPort = {api}\n"),
+    )
+    .unwrap();
+    assert_eq!(start_daemon(dir.path(), "root", &[]).1, api);
 }
 
 #[test]

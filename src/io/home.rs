@@ -10,6 +10,7 @@
 //! | `authtoken.secret` | `io::http` (the local API token) | the CLI |
 //! | `skylan.port` | [`Home::write_port`] | the CLI ([`Home::read_port`]) |
 //! | `planet` | the operator (`skylan idtool mkplanet`) | the daemon ([`load_world`]) |
+//! | `local.toml` | the operator | `skylan node` and `skylan root`, at start ([`super::local`]) |
 //! | `networks.d/` | `io::networks` | `io::networks`, at start |
 //! | `controller.d/` | the controller store | the controller store |
 //!

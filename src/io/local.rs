@@ -1,5 +1,6 @@
 //! `<home>/local.toml`: a node's own settings, like ZeroTier's `local.conf`. Optional;
-//! a missing file means every default. Read once by `skylan node` at start.
+//! a missing file means every default. Read once at start by `skylan node` and by
+//! `skylan root` (which uses only `[settings]`).
 //!
 //! ```toml
 //! [settings]
@@ -28,8 +29,8 @@
 //! one looks like a typo ([`LocalConfigError`]). A setting that is silently ignored is
 //! worse than a daemon that says why it stopped.
 //!
-//! Callers: `main.rs` for `skylan node` (ports) and the node driver (opt-in defaults,
-//! through [`NetworkDefaults`]).
+//! Callers: `main.rs` for `skylan node` and `skylan root` (ports) and the node driver
+//! (opt-in defaults, through [`NetworkDefaults`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
