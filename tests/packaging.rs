@@ -1,14 +1,23 @@
 //! What a Debian user installs: the systemd units in `packaging/systemd/` pass
 //! `systemd-analyze verify` and stay hardened (`systemd-analyze security`), their
-//! `ExecStart` lines are accepted by this binary, and `packaging/build-deb.sh` makes a
-//! package of the built binary with the units, manual pages and completions in the
-//! places Debian looks for them. The tools come from Debian's `systemd` and `dpkg`
-//! (installed by `.ci/run`); a test whose tool is missing says so loudly and passes.
+//! `ExecStart` lines are accepted by this binary, the daemons work with no more
+//! privilege than the units leave them (a node with only the unit's capability set makes
+//! its TAP device, addresses and routes in a lab namespace; a root runs as an
+//! unprivileged user with no capabilities), and `packaging/build-deb.sh` makes a package
+//! of the built binary with the units, manual pages and completions in the places Debian
+//! looks for them. The tools come from Debian's `systemd`, `dpkg` and `util-linux`
+//! (`setpriv`), installed by `.ci/run`; a test whose tool is missing, or that needs root
+//! without it, says so loudly and passes. Nothing here runs systemd itself, so the units'
+//! seccomp and address-family filters are checked only by `systemd-analyze`.
 // Tests may use files and processes.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use skylan::lab::{Lab, require_root, run_in};
 
 const UNITS: [&str; 2] = ["skylan-node.service", "skylan-root.service"];
 /// `systemd-analyze security` exposure above which a unit counts as weakened (0 is
@@ -182,4 +191,228 @@ fn the_deb_holds_binary_units_man_pages_and_completions() {
     let bash =
         std::fs::read_to_string(tree.join("usr/share/bash-completion/completions/skylan")).unwrap();
     assert!(bash.contains("join") && bash.contains("complete -F"));
+}
+
+/// A daemon process, killed when dropped (even when the test fails).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A line of `/proc/<pid>/status`, e.g. `CapBnd`.
+fn proc_status(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{key}:")));
+    line.unwrap().split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Waits for `<home>/skylan.port`, which a daemon writes once its API serves.
+fn wait_for_api(home: &Path, daemon: &mut Running) -> u16 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(text) = std::fs::read_to_string(home.join("skylan.port"))
+            && let Ok(port) = text.trim().parse()
+        {
+            return port;
+        }
+        if let Some(status) = daemon.0.try_wait().unwrap() {
+            panic!("the daemon ended ({status}) before its API served");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no {} after 20 s", home.join("skylan.port").display());
+}
+
+/// `skylan -j --home HOME ARGS` inside `netns`, as JSON.
+fn cli_json(netns: &str, home: &Path, args: &[&str]) -> Value {
+    let out = run(Command::new("ip")
+        .args(["netns", "exec", netns, skylan_bin(), "-j", "--home"])
+        .arg(home)
+        .args(args));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `setpriv --bounding-set` for the unit's `CapabilityBoundingSet=` (`-all,+net_admin`).
+fn bounding_set(unit: &str) -> String {
+    let text = std::fs::read_to_string(repo().join("packaging/systemd").join(unit)).unwrap();
+    let caps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .unwrap();
+    let mut set = String::from("-all");
+    for cap in caps.split_whitespace() {
+        let name = cap.strip_prefix("CAP_").unwrap().to_lowercase();
+        set.push_str(&format!(",+{name}"));
+    }
+    set
+}
+
+/// One host in a lab namespace of its own, and an empty home directory for a daemon.
+struct Bench {
+    /// Removes the namespace when dropped: keep it bound until the end of the test.
+    lab: Lab,
+    netns: String,
+    dir: tempfile::TempDir,
+    home: PathBuf,
+}
+
+/// A [`Bench`] with its host at `ip`, or `None` (having said why) when `test` cannot
+/// run here: it needs root and `setpriv`.
+fn bench(test: &str, tag: &str, ip: &str) -> Option<Bench> {
+    if !require_root(test) || !have("setpriv", test) {
+        return None;
+    }
+    let lab = Lab::new(tag).unwrap();
+    let netns = lab.add_public_host("h", ip.parse().unwrap()).unwrap().netns;
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    Some(Bench {
+        lab,
+        netns,
+        dir,
+        home,
+    })
+}
+
+#[test]
+fn a_node_with_only_the_units_capabilities_makes_its_device() {
+    let test = "a_node_with_only_the_units_capabilities_makes_its_device";
+    let Some(Bench {
+        lab: _lab,
+        netns,
+        dir,
+        home,
+    }) = bench(test, "unitcaps", "198.51.100.61")
+    else {
+        return;
+    };
+    // A planet whose root is in the lab and never answers: the controller is this node.
+    let (secret, public) = (dir.path().join("r.secret"), dir.path().join("r.public"));
+    run(Command::new(skylan_bin())
+        .args(["idtool", "generate"])
+        .args([&secret, &public]));
+    run(Command::new(skylan_bin())
+        .args(["idtool", "mkplanet", "--root"])
+        .arg(format!("{}@198.51.100.62/9993", public.display()))
+        .arg("--out")
+        .arg(home.join("planet")));
+    let caps = bounding_set("skylan-node.service");
+    let mut node = Running(
+        Command::new("ip")
+            .args(["netns", "exec", &netns, "setpriv"])
+            .arg(format!("--bounding-set={caps}"))
+            .args([
+                "--inh-caps=-all",
+                "--no-new-privs",
+                "--",
+                skylan_bin(),
+                "--home",
+            ])
+            .arg(&home)
+            .args(["node", "--controller"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_api(&home, &mut node);
+    // `ip netns exec` and `setpriv` exec: the pid is skylan's. CAP_NET_ADMIN is bit 12.
+    assert_eq!(proc_status(node.0.id(), "CapEff"), "0000000000001000");
+
+    let address = cli_json(&netns, &home, &["info"])["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let network = cli_json(
+        &netns,
+        &home,
+        &[
+            "controller",
+            "network",
+            "create",
+            "--pool",
+            "198.18.61.10-198.18.61.20",
+        ],
+    );
+    let nwid = network["id"].as_str().unwrap().to_string();
+    cli_json(&netns, &home, &["join", &nwid]);
+    cli_json(
+        &netns,
+        &home,
+        &["controller", "member", "authorize", &nwid, &address],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let device = loop {
+        let networks = cli_json(&netns, &home, &["networks"]);
+        let n = networks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["nwid"] == nwid.as_str());
+        if let Some(n) = n.filter(|n| n["status"] == "OK" && n["portDeviceName"].is_string()) {
+            break n["portDeviceName"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "not OK after 20 s: {networks}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let shown = text(&run(
+        Command::new("ip").args(["-n", &netns, "-o", "addr", "show", "dev", &device])
+    ));
+    assert!(
+        shown.contains("198.18.61."),
+        "no managed address on {device}: {shown}"
+    );
+}
+
+#[test]
+fn a_root_runs_as_an_unprivileged_user_with_no_capabilities() {
+    let test = "a_root_runs_as_an_unprivileged_user_with_no_capabilities";
+    assert_eq!(bounding_set("skylan-root.service"), "-all");
+    let Some(Bench {
+        lab: _lab,
+        netns,
+        dir,
+        home,
+    }) = bench(test, "unitroot", "198.51.100.63")
+    else {
+        return;
+    };
+    // Like DynamicUser=: a user that owns nothing but the state directory.
+    let nobody = "65534";
+    run(Command::new("chown")
+        .args([&format!("{nobody}:{nobody}")])
+        .arg(dir.path())
+        .arg(&home));
+    let mut root = Running(
+        Command::new("ip")
+            .args(["netns", "exec", &netns, "setpriv"])
+            .args([&format!("--reuid={nobody}"), &format!("--regid={nobody}")])
+            .args(["--clear-groups", "--bounding-set=-all", "--inh-caps=-all"])
+            .args(["--no-new-privs", "--", skylan_bin(), "--home"])
+            .arg(&home)
+            .args(["root", "--port", "9993"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let port = wait_for_api(&home, &mut root);
+    assert_eq!(proc_status(root.0.id(), "CapEff"), "0000000000000000");
+    assert_eq!(proc_status(root.0.id(), "Uid"), nobody);
+    let health = run_in(&netns, move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    })
+    .unwrap();
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
 }
