@@ -75,13 +75,16 @@ EOF
 
 mkdir -p "$root/DEBIAN"
 installed_kb=$(du -sk --exclude=DEBIAN "$root" | cut -f1)
+# The newest glibc symbol version the binary asks for (what dpkg-shlibdeps would find,
+# without needing dpkg-dev); Rust's unwinder also links libgcc_s.
+glibc=$(grep -ao 'GLIBC_2\.[0-9.]*' "$binary" | sort -uV | tail -n 1 | sed 's/^GLIBC_//')
 cat >"$root/DEBIAN/control" <<EOF
 Package: skylan
 Version: $version
 Architecture: $arch
 Maintainer: skylan maintainers <skylan@localhost>
 Installed-Size: $installed_kb
-Depends: libc6
+Depends: libc6 (>= ${glibc:-2.17}), libgcc-s1
 Section: net
 Priority: optional
 Description: end-to-end encrypted virtual Ethernet overlay

@@ -157,7 +157,8 @@ fn the_deb_holds_binary_units_man_pages_and_completions() {
     for field in [
         "Package: skylan",
         &version,
-        "Depends: libc6",
+        "Depends: libc6 (>= 2.",
+        "libgcc-s1",
         "postinst",
         "prerm",
     ] {
