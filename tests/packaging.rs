@@ -183,6 +183,13 @@ fn the_deb_holds_binary_units_man_pages_and_completions() {
     }
     assert!(!contents.contains("./etc/"), "conffiles: {contents}");
 
+    // The maintainer scripts are valid sh.
+    let control = dir.path().join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    for script in ["postinst", "prerm", "postrm"] {
+        run(Command::new("sh").arg("-n").arg(control.join(script)));
+    }
+
     let tree = dir.path().join("tree");
     run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree));
     let page = text(&run(Command::new("gzip")
