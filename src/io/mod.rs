@@ -3,6 +3,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod daemon;
+pub mod dns;
 pub mod handle;
 pub mod home;
 pub mod http;

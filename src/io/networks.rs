@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
+use super::dns::HostDns;
 use super::home::{Home, HomeError, write_file};
 use super::local::NetworkDefaults;
 use super::netconf::NetConf;
@@ -49,11 +50,13 @@ use super::netdev::{DeviceConfig, NetDevice, RouteSpec};
 use super::tap::{Queues, Tap};
 use super::underlay::Endpoints;
 use crate::controller::NetworkConfig;
-use crate::controller::model::DEFAULT_MTU;
+use crate::controller::model::{DEFAULT_MTU, Dns};
 use crate::crypto::identity::PublicIdentity;
 use crate::node::Node;
 use crate::service::member;
-use crate::service::optin::{self, NetworkSettings, Setting, SkipReason, Skipped, Underlay};
+use crate::service::optin::{
+    self, Managed, NetworkSettings, Setting, SkipReason, Skipped, Underlay,
+};
 use crate::types::{NetworkId, NodeAddress, Time};
 
 /// How often [`Networks::watch_underlay`] looks at the node's paths and the host's routes.
@@ -85,6 +88,8 @@ pub struct Networks {
     next_check: Instant,
     /// The opt-ins of a network without a `.local.conf` (from `local.toml`).
     defaults: NetworkDefaults,
+    /// DNS settings given to the host's resolver.
+    dns: HostDns,
 }
 
 impl Networks {
@@ -115,6 +120,7 @@ impl Networks {
             underlay: Vec::new(),
             next_check: Instant::now(),
             defaults,
+            dns: HostDns::detect(),
         }
     }
 
@@ -334,7 +340,7 @@ impl Networks {
             self.settings(network),
             underlay,
         );
-        self.note_skipped(network, plan.skipped);
+        let mut skipped = plan.skipped;
         let routes = plan
             .routes
             .iter()
@@ -347,11 +353,36 @@ impl Networks {
             queues: self.queues,
             ..DeviceConfig::for_network(network, self.me, mtu, plan.addresses, routes)
         };
+        let dns = optin::dns(&config.dns, self.settings(network)).map(Option::<&Dns>::cloned);
+        let dns_wanted = dns.as_ref().ok().map(Option::is_some);
         self.configs.insert(network, config);
+        if let Some(device) = self.set_up_device(network, wanted).await {
+            let outcome = match dns {
+                Ok(Some(dns)) => self.dns.apply(&device, &dns).await,
+                Ok(None) => Ok(()),
+                Err(s) => Err(s.reason),
+            };
+            // Whatever is not (or no longer) set takes back what an earlier config set.
+            if let Err(reason) = outcome {
+                skipped.push(Skipped {
+                    item: Managed::Dns,
+                    reason,
+                });
+            }
+            if !matches!(dns_wanted, Some(true)) || outcome.is_err() {
+                self.dns.revert(&device).await;
+            }
+        }
+        self.note_skipped(network, skipped);
+    }
+
+    /// Makes or updates the device of `network`; its name, or `None` when there is
+    /// none (the reason is in `port_errors`).
+    async fn set_up_device(&mut self, network: NetworkId, wanted: DeviceConfig) -> Option<String> {
         let Some(nc) = &self.netconf else {
             self.port_errors
                 .insert(network, "netlink is not available to this process".into());
-            return;
+            return None;
         };
         if let Some(dev) = self.devices.get_mut(&network) {
             match dev.apply(&wanted, nc).await {
@@ -361,18 +392,21 @@ impl Networks {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(%network, "network device update failed: {e}"),
             }
-            return;
+            return Some(dev.name().to_string());
         }
         match NetDevice::create(wanted, nc).await {
             Ok(dev) => {
                 tracing::info!(%network, device = dev.name(), "network device up");
+                let name = dev.name().to_string();
                 self.devices.insert(network, dev);
                 self.port_errors.remove(&network);
                 self.generation += 1;
+                Some(name)
             }
             Err(e) => {
                 tracing::warn!(%network, "cannot create the network device: {e}");
                 self.port_errors.insert(network, e.to_string());
+                None
             }
         }
     }
@@ -381,6 +415,7 @@ impl Networks {
         self.generation += 1;
         self.port_errors.remove(&network);
         if let (Some(dev), Some(nc)) = (self.devices.remove(&network), &self.netconf) {
+            self.dns.revert(dev.name()).await;
             if let Err(e) = dev.remove(nc).await {
                 tracing::warn!(%network, "removing the network device: {e}");
             }

@@ -39,7 +39,9 @@
 //! tests and demo use it for overlays) and fc00::/7 (unique local, which includes
 //! ZeroTier-style `rfc4193` and `6plane` addresses). Everything else is global.
 //!
-//! **allowDNS** is kept and shown, but DNS is not configured on the host yet.
+//! **allowDNS**: a config's DNS servers and search domain are set on the network's
+//! device only with allowDNS ([`dns`]; the node driver applies them through
+//! systemd-resolved, see `io::dns`).
 //!
 //! # Settings file
 //!
@@ -57,7 +59,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use crate::controller::model::Route;
+use crate::controller::model::{Dns, Route};
 use crate::controller::patch::is_default_route;
 use crate::types::NodeAddress;
 
@@ -292,6 +294,21 @@ pub fn underlay_route_len(ip: IpAddr, routes: &[IpNet]) -> Option<u8> {
         .max()
 }
 
+/// Whether a config's `dns` goes on the host: `Ok(Some)` to apply, `Ok(None)` when it
+/// sets nothing, `Err` (with allowDNS off) to list as skipped.
+pub fn dns(dns: &Dns, settings: NetworkSettings) -> Result<Option<&Dns>, Skipped> {
+    if dns.servers.is_empty() && dns.domain.is_empty() {
+        return Ok(None);
+    }
+    if !settings.allow_dns {
+        return Err(Skipped {
+            item: Managed::Dns,
+            reason: SkipReason::NeedsDns,
+        });
+    }
+    Ok(Some(dns))
+}
+
 /// A managed item from a network config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Managed {
@@ -299,12 +316,15 @@ pub enum Managed {
     Address(IpNet),
     /// A route.
     Route(Route),
+    /// The network's DNS servers and search domain.
+    Dns,
 }
 
 impl fmt::Display for Managed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Managed::Address(a) => write!(f, "address {a}"),
+            Managed::Dns => write!(f, "DNS settings"),
             Managed::Route(Route {
                 target,
                 via: Some(gw),
@@ -327,11 +347,18 @@ pub enum SkipReason {
     NeedsDefault(IpNet),
     /// Not entirely private, and allowGlobal is false.
     NeedsGlobal(IpNet),
+    /// DNS settings, and allowDNS is false.
+    NeedsDns,
+    /// DNS settings, and the host has no systemd-resolved (`resolvectl`).
+    NoResolver,
+    /// DNS settings, and `resolvectl` failed (the log says how).
+    ResolverFailed,
 }
 
 impl SkipReason {
     /// A short code for scripts: the setting that would allow it (`allowManaged`,
-    /// `allowDefault`, `allowGlobal`), or `underlay` / `scope` for what nothing allows.
+    /// `allowDefault`, `allowGlobal`, `allowDNS`), `underlay` / `scope` for what nothing
+    /// allows, or `resolver` for DNS settings this host cannot take.
     pub fn code(&self) -> &'static str {
         match self {
             SkipReason::NotManaged => "allowManaged",
@@ -339,6 +366,8 @@ impl SkipReason {
             SkipReason::Underlay(_) => "underlay",
             SkipReason::NeedsDefault(_) => "allowDefault",
             SkipReason::NeedsGlobal(_) => "allowGlobal",
+            SkipReason::NeedsDns => "allowDNS",
+            SkipReason::NoResolver | SkipReason::ResolverFailed => "resolver",
         }
     }
 }
@@ -370,6 +399,16 @@ impl fmt::Display for SkipReason {
             SkipReason::NeedsGlobal(p) => write!(
                 f,
                 "{p} is not in a private range: installed only with allowGlobal=true"
+            ),
+            SkipReason::NeedsDns => write!(f, "applied to the host only with allowDNS=true"),
+            SkipReason::NoResolver => write!(
+                f,
+                "this host has no systemd-resolved (`resolvectl` is not on PATH); set the \
+                 servers in the host's resolver configuration by hand"
+            ),
+            SkipReason::ResolverFailed => write!(
+                f,
+                "`resolvectl` failed (the log says how); is systemd-resolved running?"
             ),
         }
     }
@@ -544,6 +583,25 @@ fn never(net: IpNet) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_goes_on_the_host_only_when_allowed_and_when_there_is_some() {
+        let none = Dns::default();
+        let some = Dns {
+            domain: "lab.example".into(),
+            servers: vec!["198.18.0.53".parse().unwrap()],
+        };
+        let off = NetworkSettings::default();
+        let on = off.with(&[(Setting::AllowDns, true)]);
+        assert_eq!(dns(&none, off), Ok(None));
+        assert_eq!(dns(&none, on), Ok(None));
+        assert_eq!(dns(&some, on), Ok(Some(&some)));
+        let skipped = dns(&some, off).unwrap_err();
+        assert_eq!(
+            (skipped.item, skipped.reason.code()),
+            (Managed::Dns, "allowDNS")
+        );
+    }
 
     fn net(s: &str) -> IpNet {
         s.parse().expect("test prefix")

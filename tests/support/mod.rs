@@ -119,6 +119,8 @@ pub struct Daemon {
     pub pid: u32,
     /// Everything after the binary on its command line (kept for restarts).
     args: Vec<OsString>,
+    /// Environment variables set for it (kept for restarts).
+    env: Vec<(OsString, OsString)>,
     /// Its log file.
     pub log: PathBuf,
 }
@@ -344,7 +346,7 @@ impl Testbed {
         let mut args: Vec<OsString> = vec!["--home".into(), spec.home.clone().into_os_string()];
         args.extend(["root".into(), "--port".into(), spec.port.to_string().into()]);
         args.extend(["--planet".into(), planet.as_os_str().to_owned()]);
-        let pid = self.spawn(&spec.name, &spec.host, &args)?;
+        let pid = self.spawn(&spec.name, &spec.host, &args, &[])?;
         self.note(format!(
             "started root {} ({}) at {}/{} pid {pid}",
             spec.name, spec.address, spec.host.ip, spec.port
@@ -358,6 +360,7 @@ impl Testbed {
             address: spec.address,
             pid,
             args,
+            env: Vec::new(),
             log: self.log_path(&spec.name),
         })
     }
@@ -389,12 +392,24 @@ impl Testbed {
         planet: &Path,
         extra: &[&str],
     ) -> Result<Daemon> {
+        self.start_node_with_env(name, host, planet, extra, Vec::new())
+    }
+
+    /// [`start_node`](Self::start_node) with environment variables set for the daemon.
+    pub fn start_node_with_env(
+        &self,
+        name: &str,
+        host: &LabHost,
+        planet: &Path,
+        extra: &[&str],
+        env: Vec<(OsString, OsString)>,
+    ) -> Result<Daemon> {
         let home = self.home(name)?;
         let mut args: Vec<OsString> = vec!["--home".into(), home.clone().into_os_string()];
         args.extend(["node".into(), "--port".into(), PORT.to_string().into()]);
         args.extend(["--planet".into(), planet.as_os_str().to_owned()]);
         args.extend(extra.iter().map(OsString::from));
-        let pid = self.spawn(name, host, &args)?;
+        let pid = self.spawn(name, host, &args, &env)?;
         let address = self.wait_for_identity(name, pid, &home)?;
         self.note(format!(
             "started node {name} ({address}) on {} pid {pid}",
@@ -409,6 +424,7 @@ impl Testbed {
             address,
             pid,
             args,
+            env,
             log: self.log_path(name),
         })
     }
@@ -453,7 +469,7 @@ impl Testbed {
     /// Starts a stopped daemon again with the same home and arguments; updates
     /// `daemon.pid`. The address is re-read from `identity.public` and must not change.
     pub fn start_again(&self, daemon: &mut Daemon) -> Result<()> {
-        let pid = self.spawn(&daemon.name, &daemon.host, &daemon.args)?;
+        let pid = self.spawn(&daemon.name, &daemon.host, &daemon.args, &daemon.env)?;
         let address = self.wait_for_identity(&daemon.name, pid, &daemon.home)?;
         ensure!(
             address == daemon.address,
@@ -476,7 +492,7 @@ impl Testbed {
         timeout: Duration,
     ) -> Result<String> {
         let from = std::fs::metadata(&daemon.log).map_or(0, |m| m.len());
-        let pid = self.spawn(&daemon.name, &daemon.host, &daemon.args)?;
+        let pid = self.spawn(&daemon.name, &daemon.host, &daemon.args, &daemon.env)?;
         daemon.pid = pid;
         let exited = wait_until(
             &format!("{} to refuse to start", daemon.name),
@@ -787,7 +803,13 @@ impl Testbed {
     }
 
     /// Starts `skylan <args>` in `host` with its output appended to `<name>.log`.
-    fn spawn(&self, name: &str, host: &LabHost, args: &[OsString]) -> Result<u32> {
+    fn spawn(
+        &self,
+        name: &str,
+        host: &LabHost,
+        args: &[OsString],
+        env: &[(OsString, OsString)],
+    ) -> Result<u32> {
         let log_path = self.log_path(name);
         let mut log = OpenOptions::new()
             .create(true)
@@ -802,6 +824,7 @@ impl Testbed {
         )?;
         let mut cmd = host.command(skylan_bin());
         cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env(
                 "SKYLAN_LOG",
                 std::env::var(LOG_FILTER_ENV).unwrap_or_else(|_| "info".into()),

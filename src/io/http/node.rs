@@ -272,8 +272,8 @@ fn network_json(n: &NetworkView) -> Value {
     })
 }
 
-/// One entry of a network's `skipped`: the address, or the route's `target` and `via`,
-/// with the reason's code and a message.
+/// One entry of a network's `skipped`: the address, the route's `target` and `via`, or
+/// `"dns": true` for the network's DNS settings, with the reason's code and a message.
 fn skipped_json(s: &Skipped) -> Value {
     let mut v = match s.item {
         Managed::Address(a) => json!({"address": a.to_string()}),
@@ -281,6 +281,7 @@ fn skipped_json(s: &Skipped) -> Value {
             "target": r.target.to_string(),
             "via": r.via.map(|v| v.to_string()),
         }),
+        Managed::Dns => json!({"dns": true}),
     };
     v["reason"] = json!(s.reason.code());
     v["message"] = json!(s.reason.to_string());
