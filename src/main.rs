@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use skylan::cli::{client, controller as controller_cli, docs, node as cli};
+use skylan::cli::{client, controller as controller_cli, docs, dump, node as cli};
 use skylan::io::{daemon, home, local};
 
 #[derive(Parser)]
@@ -67,6 +67,13 @@ enum Command {
     },
     /// Show this node's address, version and whether it reaches a root.
     Info,
+    /// Print what a bug report needs (versions, home directory listing, status, peers,
+    /// networks, metrics, the end of the log), with secrets removed.
+    Dump {
+        /// Take the log from this file (default: the systemd journal).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
     /// List peers: role, latency, DIRECT or RELAY, path, MTU.
     #[command(visible_alias = "listpeers")]
     Peers,
@@ -213,6 +220,7 @@ fn run(args: Args) -> anyhow::Result<String> {
             Ok(String::new())
         }
         Command::Info => Ok(cli::info(&args.home, args.json)?),
+        Command::Dump { log } => Ok(dump::dump(&args.home, log.as_deref())?),
         Command::Peers => Ok(cli::peers(&args.home, args.json)?),
         Command::Ping { address, count } => Ok(cli::ping(&args.home, &address, count, args.json)?),
         Command::Join { network } => Ok(cli::join(&args.home, &network, args.json)?),

@@ -267,3 +267,46 @@ fn local_toml_with_an_unknown_key_stops_the_node_naming_file_line_and_key() {
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(stderr.contains("did you mean `allowDNS`?"), "{stderr}");
 }
+
+#[test]
+fn dump_reports_a_running_node_without_its_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = node_home(dir.path());
+    let api = free_tcp_port().to_string();
+    let (_node, _) = start_node(&home, &["--port", "0", "--api-port", &api, "--controller"]);
+    let log = dir.path().join("node.log");
+    std::fs::write(&log, "a log line\n").unwrap();
+    let out = skylan()
+        .arg("--home")
+        .arg(&home)
+        .args(["dump", "--log"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let report = String::from_utf8(out.stdout).unwrap();
+    let token = std::fs::read_to_string(home.join("authtoken.secret")).unwrap();
+    let secret = std::fs::read_to_string(home.join("identity.secret")).unwrap();
+    let secret_key = secret.trim().rsplit(':').next().unwrap();
+    assert!(!report.contains(token.trim()), "the token is in the dump");
+    assert!(
+        !report.contains(secret_key),
+        "the identity secret is in the dump"
+    );
+    let address = std::fs::read_to_string(home.join("identity.public")).unwrap();
+    let address = &address[..10];
+    for wanted in [
+        "## version and host",
+        " identity.secret\n",
+        "## GET /status",
+        &format!("\"address\": \"{address}\""),
+        "## GET /peer",
+        "## GET /network",
+        "## GET /controller",
+        "## GET /metrics",
+        "skylan_node_rx_datagrams_total",
+        "## log\n\na log line",
+    ] {
+        assert!(report.contains(wanted), "no {wanted:?} in:\n{report}");
+    }
+}

@@ -50,6 +50,9 @@ pub enum CliError {
     /// The command line is wrong.
     #[error("{0}")]
     Usage(String),
+    /// A file the command reads is wrong (`file:line:col: what`); nothing was sent.
+    #[error("{0}")]
+    File(String),
     /// The answer could not be understood.
     #[error("unexpected answer from the API: {0}")]
     Protocol(String),
@@ -127,26 +130,36 @@ impl ApiClient {
     /// `error` message.
     pub fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, CliError> {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let resp = self.request(method, path, body.as_bytes())?;
+        if resp.body.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&resp.body)
+            .map_err(|e| CliError::Protocol(format!("{method} {path}: body is not JSON: {e}")))
+    }
+
+    /// `GET path` for a text answer (such as `/metrics`), expecting 2xx.
+    pub fn get_text(&self, path: &str) -> Result<String, CliError> {
+        let resp = self.request("GET", path, b"")?;
+        Ok(String::from_utf8_lossy(&resp.body).into_owned())
+    }
+
+    /// Sends one request with the token; a 2xx answer, or [`CliError::Refused`] with
+    /// the API's `error` message.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> Result<RawResponse, CliError> {
         let headers = [
             ("X-ZT1-Auth", self.token.as_str()),
             ("Content-Type", "application/json"),
         ];
-        let resp =
-            raw_request(self.addr, method, path, &headers, body.as_bytes()).map_err(|source| {
-                CliError::Unreachable {
-                    port: self.addr.port(),
-                    daemon: self.daemon,
-                    source,
-                }
-            })?;
-        let value: Value = if resp.body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&resp.body).map_err(|e| {
-                CliError::Protocol(format!("{method} {path}: body is not JSON: {e}"))
-            })?
-        };
+        let resp = raw_request(self.addr, method, path, &headers, body).map_err(|source| {
+            CliError::Unreachable {
+                port: self.addr.port(),
+                daemon: self.daemon,
+                source,
+            }
+        })?;
         if !(200..300).contains(&resp.status) {
+            let value: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
             let message = value["error"]
                 .as_str()
                 .map(str::to_string)
@@ -156,7 +169,7 @@ impl ApiClient {
                 message,
             });
         }
-        Ok(value)
+        Ok(resp)
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod client;
 pub mod controller;
 pub mod docs;
+pub mod dump;
 pub mod idtool;
 pub mod node;
 pub mod rules;
