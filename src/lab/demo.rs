@@ -42,7 +42,7 @@ use serde_json::Value;
 use crate::cli::client::ApiClient;
 use crate::lab::{self, Lab, LabError, LabHost, NatKind};
 use plumbing::{
-    CmdOutput, SignalGuard, WorkDir, check_tool, clear_interrupt, interrupted, run_command,
+    CmdOutput, SignalGuard, WorkDir, clear_interrupt, ensure_tools, interrupted, run_command,
     run_command_with, sweep_stale, unix_now,
 };
 
@@ -100,11 +100,11 @@ pub enum DemoError {
     NotRoot,
     /// A tool the demo runs is not installed.
     #[error(
-        "`{tool}` was not found; install it (apt-get install -y iproute2 nftables iputils-ping)"
+        "the demo needs {packages}, which could not be installed; install them (apt-get install -y {packages}) and run it again"
     )]
     MissingTool {
-        /// The program.
-        tool: String,
+        /// The Debian packages missing.
+        packages: String,
     },
     /// Building or tearing down the lab failed.
     #[error("the namespace lab: {0}")]
@@ -149,7 +149,7 @@ pub fn run(options: &DemoOptions) -> Result<String, DemoError> {
     if !lab::is_root() {
         return Err(DemoError::NotRoot);
     }
-    check_tool("ping")?;
+    ensure_tools()?;
     let exe = match &options.skylan {
         Some(p) => p.clone(),
         None => std::env::current_exe().map_err(|source| DemoError::Io {

@@ -184,18 +184,71 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
-/// Fails with [`DemoError::MissingTool`] when `tool` cannot be started.
-pub(super) fn check_tool(tool: &str) -> Result<(), DemoError> {
-    match Command::new(tool)
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
+/// The programs the demo and its lab run, with the Debian package of each.
+pub(super) const TOOLS: [(&str, &str); 3] = [
+    ("ip", "iproute2"),
+    ("nft", "nftables"),
+    ("ping", "iputils-ping"),
+];
+
+/// True when `tool` can be started.
+fn runs(tool: &str) -> bool {
+    !matches!(
+        Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound
+    )
+}
+
+/// The packages to install so that every tool of `tools` runs, given which run now.
+pub(super) fn missing_packages<'a>(
+    tools: &[(&str, &'a str)],
+    runs: impl Fn(&str) -> bool,
+) -> Vec<&'a str> {
+    tools
+        .iter()
+        .filter(|(tool, _)| !runs(tool))
+        .map(|(_, package)| *package)
+        .collect()
+}
+
+/// Makes sure every program of [`TOOLS`] runs: installs the missing ones' packages with
+/// `apt-get` (saying so first), and fails with [`DemoError::MissingTool`] naming what
+/// to install where that is not possible.
+pub(super) fn ensure_tools() -> Result<(), DemoError> {
+    let missing = missing_packages(&TOOLS, runs);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing.join(" ");
+    if !runs("apt-get") {
+        return Err(DemoError::MissingTool { packages: list });
+    }
+    println!("The demo needs {list}; installing with apt-get.");
+    // apt-get's output is shown only when it fails.
+    let apt = |args: &[&str]| match Command::new("apt-get")
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .output()
     {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DemoError::MissingTool {
-            tool: tool.to_string(),
-        }),
-        _ => Ok(()),
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr).trim_end());
+            false
+        }
+        Err(_) => false,
+    };
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(&missing);
+    // A fresh machine may have no package lists yet: fetch them and try once more.
+    let installed = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    if installed && missing_packages(&TOOLS, runs).is_empty() {
+        Ok(())
+    } else {
+        Err(DemoError::MissingTool { packages: list })
     }
 }
 
@@ -276,6 +329,14 @@ pub(super) fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_packages_of_missing_tools_are_installed() {
+        let none = missing_packages(&TOOLS, |_| true);
+        assert!(none.is_empty());
+        let some = missing_packages(&TOOLS, |tool| tool == "ip");
+        assert_eq!(some, ["nftables", "iputils-ping"]);
+    }
     use crate::lab::demo::COMMAND_TIMEOUT;
 
     #[test]
