@@ -11,6 +11,7 @@ pub mod dump;
 pub mod idtool;
 pub mod node;
 pub mod rules;
+pub mod table;
 
 /// Writes `text` and a newline to standard output. A reader that went away (a closed
 /// pipe, as in `skylan peers | head -1`) is an error of kind `BrokenPipe`, which callers

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::client::{ApiClient, CliError};
+use super::table::Table;
 use crate::service::optin::parse_assignment;
 use crate::types::NetworkId;
 
@@ -35,13 +36,13 @@ pub fn peers(home: &Path, json: bool) -> Result<String, CliError> {
         return Ok(pretty(&list));
     }
     let now = list_now(&list);
-    let mut out = vec![
-        "200 peers".to_string(),
-        format!(
-            "{:<10} {:<7} {:<6} {:>7} {:<6} {:>7} {:>7} {:>5} path",
-            "<ztaddr>", "<ver>", "<role>", "<lat>", "<link>", "<lastTX>", "<lastRX>", "<mtu>"
-        ),
-    ];
+    let mut table = Table::new(&[
+        "<ztaddr>", "<ver>", "<role>", "<lat>", "<link>", "<lastTX>", "<lastRX>", "<mtu>", "path",
+    ])
+    .right(3)
+    .right(5)
+    .right(6)
+    .right(7);
     for p in list.as_array().into_iter().flatten() {
         let latency = match p["latency"].as_f64() {
             Some(l) if l >= 0.0 => format!("{l:.0}"),
@@ -52,8 +53,7 @@ pub fn peers(home: &Path, json: bool) -> Result<String, CliError> {
             "RELAY" => format!("via {}", text(&p["relay"])),
             _ => "-".into(),
         };
-        out.push(format!(
-            "{:<10} {:<7} {:<6} {:>7} {:<6} {:>7} {:>7} {:>5} {path}",
+        table.row(vec![
             text(&p["address"]),
             text(&p["version"]),
             text(&p["role"]),
@@ -65,9 +65,10 @@ pub fn peers(home: &Path, json: bool) -> Result<String, CliError> {
                 .as_u64()
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "-".into()),
-        ));
+            path,
+        ]);
     }
-    Ok(out.join("\n"))
+    Ok(format!("200 peers\n{}", table.render()))
 }
 
 /// `skylan ping ADDR -c N`: one line per reply with round trip and path; an error when
@@ -219,6 +220,7 @@ pub fn networks(home: &Path, json: bool) -> Result<String, CliError> {
 fn skipped_lines(n: &Value) -> impl Iterator<Item = String> + '_ {
     n["skipped"].as_array().into_iter().flatten().map(|s| {
         let item = match (s["address"].as_str(), s["via"].as_str()) {
+            _ if s["dns"] == true => "DNS settings".to_string(),
             (Some(a), _) => format!("address {a}"),
             (None, Some(via)) => format!("route {} via {via}", text(&s["target"])),
             (None, None) => format!("route {}", text(&s["target"])),
@@ -344,6 +346,7 @@ mod tests {
             {"address": "203.0.113.10/24", "reason": "allowGlobal", "message": "not private"},
             {"target": "0.0.0.0/0", "via": "198.18.9.1", "reason": "allowDefault", "message": "a default route"},
             {"target": "198.51.100.48/29", "via": null, "reason": "underlay", "message": "carries the root"},
+            {"dns": true, "reason": "allowDNS", "message": "only with allowDNS=true"},
         ]});
         let lines: Vec<String> = skipped_lines(&n).collect();
         assert_eq!(
@@ -352,6 +355,7 @@ mod tests {
                 "    skipped address 203.0.113.10/24: not private",
                 "    skipped route 0.0.0.0/0 via 198.18.9.1: a default route",
                 "    skipped route 198.51.100.48/29: carries the root",
+                "    skipped DNS settings: only with allowDNS=true",
             ]
         );
     }
