@@ -168,6 +168,9 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
+            if let Some(Exit(status)) = e.downcast_ref::<Exit>() {
+                return ExitCode::from(*status);
+            }
             eprintln!("skylan: {e}");
             let code = e
                 .downcast_ref::<client::CliError>()
@@ -176,6 +179,18 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// A command's exit status after it printed its output: a result, not a failure.
+#[derive(Debug)]
+struct Exit(u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit status {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
 
 fn run(args: Args) -> anyhow::Result<String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -233,7 +248,14 @@ fn run(args: Args) -> anyhow::Result<String> {
             let port = home::Home::existing(&args.home)
                 .read_port()
                 .unwrap_or(client::DEFAULT_API_PORT);
-            Ok(controller_cli::run(&args.home, port, args.json, command)?)
+            let (out, status) =
+                controller_cli::run_with_status(&args.home, port, args.json, command)?;
+            if status != 0 {
+                // `controller plan --detailed-exitcode` with changes: the plan, status 2.
+                let _ = skylan::cli::print_line(out.trim_end());
+                return Err(Exit(status).into());
+            }
+            Ok(out)
         }
         Command::Idtool { command } => Ok(skylan::cli::idtool::run(command)?),
         Command::Rules { command } => Ok(skylan::cli::rules::run(command)?),

@@ -1044,3 +1044,161 @@ fn cli_prints_a_login_link_with_the_token_in_the_fragment() {
     assert_eq!(r.status, 200);
     assert!(!String::from_utf8_lossy(&r.body).contains(&s.token));
 }
+
+/// Networks as code: `skylan controller plan | apply FILE` against a real controller API.
+#[test]
+fn a_network_file_is_planned_applied_and_audited() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nets.toml");
+    let rules = dir.path().join("office.rules");
+    std::fs::write(
+        &rules,
+        "accept ethertype arp;\naccept ethertype ipv4;\ndrop;\n",
+    )
+    .unwrap();
+    let write = |mtu: u32| {
+        std::fs::write(
+            &file,
+            format!(
+                "[network.office]\nmtu = {mtu}\nv4AssignMode = {{ zt = true }}\n\
+                 ipAssignmentPools = [{{ ipRangeStart = \"198.18.0.10\", ipRangeEnd = \"198.18.0.250\" }}]\n\
+                 routes = [{{ target = \"198.18.0.0/24\" }}]\nrulesFile = \"office.rules\"\n\n\
+                 [network.office.member.0123456789]\nname = \"laptop\"\nauthorized = true\n"
+            ),
+        )
+        .unwrap()
+    };
+    let plan = |detailed_exitcode| ControllerCommand::Plan {
+        file: file.clone(),
+        detailed_exitcode,
+    };
+    let apply = || ControllerCommand::Apply { file: file.clone() };
+    let status = |cmd| controller_cli::run_with_status(s.home.path(), s.port, false, cmd);
+    write(1400);
+
+    // On an empty controller the plan creates everything and changes nothing.
+    let (text, code) = status(plan(true)).unwrap();
+    assert_eq!(code, 2, "changes pending: {text}");
+    assert!(
+        text.starts_with("+ network office (ID picked on apply)\n"),
+        "{text}"
+    );
+    assert!(text.contains("    mtu: 1400\n"), "{text}");
+    assert!(text.contains("      + accept ethertype arp;\n"), "{text}");
+    assert!(
+        text.contains("+ member 0123456789 of network office"),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("Plan: 2 to create, 0 to change, 0 to delete."),
+        "{text}"
+    );
+    let v: Value = serde_json::from_str(&s.cli(true, plan(false)).unwrap()).unwrap();
+    assert_eq!(v["changes"].as_array().unwrap().len(), 2);
+    assert_eq!(v["applied"], false);
+    assert_eq!(s.ok("GET", "/controller/network", None), json!([]));
+
+    // Apply creates them and says how to pin the new network's ID.
+    let text = s.cli(false, apply()).unwrap();
+    assert!(
+        text.contains("\nApplied: 2 created, 0 changed, 0 deleted (audit change "),
+        "{text}"
+    );
+    let ids = s.ok("GET", "/controller/network", None);
+    let nwid = ids[0].as_str().unwrap().to_string();
+    assert!(
+        text.contains(&format!(
+            "pin it with `id = \"{nwid}\"` under [network.office]"
+        )),
+        "{text}"
+    );
+    let net = s.ok("GET", &format!("/controller/network/{nwid}"), None);
+    assert_eq!(net["mtu"], 1400);
+    assert_eq!(
+        net["rulesSource"],
+        "accept ethertype arp;\naccept ethertype ipv4;\ndrop;\n"
+    );
+    let m = s.ok(
+        "GET",
+        &format!("/controller/network/{nwid}/member/0123456789"),
+        None,
+    );
+    assert_eq!(m["authorized"], true);
+    assert_eq!(m["ipAssignments"].as_array().unwrap().len(), 1);
+
+    // Planned again: nothing to do.
+    let (text, code) = status(plan(true)).unwrap();
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(
+        text,
+        "No changes: the controller matches ".to_string() + &file.display().to_string() + "."
+    );
+
+    // A changed file shows exactly the change, and applying it is audited.
+    write(1500);
+    let text = s.cli(false, plan(false)).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "~ network office {nwid}\n    mtu: 1400 -> 1500\n\nPlan: 0 to create, 1 to change, 0 to delete."
+        )
+    );
+    let v: Value = serde_json::from_str(&s.cli(true, apply()).unwrap()).unwrap();
+    assert_eq!(v["applied"], true);
+    let change_id = v["changeId"].as_str().unwrap().to_string();
+    let audit: Value = serde_json::from_str(
+        &s.cli(
+            true,
+            ControllerCommand::Audit {
+                network: Some(nwid.clone()),
+                after: 0,
+                limit: 50,
+            },
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let last = audit.as_array().unwrap().last().unwrap();
+    assert_eq!(last["action"], "network.update");
+    assert_eq!(last["change"], change_id.as_str());
+    assert!(
+        last["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("apply nets.toml (api 127.0.0.1:"),
+        "{last}"
+    );
+    assert_eq!(
+        last["changes"]["mtu"],
+        json!({"before": 1400, "after": 1500})
+    );
+    let logged = audit.as_array().unwrap().len();
+
+    // A file error or a refused change is reported and changes nothing.
+    std::fs::write(&rules, "accept ethertype arp;\naccept ipprotocol tcpp;\n").unwrap();
+    let err = s.cli(false, apply()).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("{}:2:", rules.display())), "{err}");
+    std::fs::write(&rules, "drop;\n").unwrap();
+    std::fs::write(
+        &file,
+        "[network.office]\nmtu = 1600\n\n[network.vpn]\nroutes = [{ target = \"0.0.0.0/0\", via = \"198.18.0.1\" }]\n",
+    )
+    .unwrap();
+    let err = s.cli(false, apply()).unwrap_err().to_string();
+    assert!(err.contains("network.vpn.routes[0].target"), "{err}");
+    assert!(err.contains("allowDefaultRoute"), "{err}");
+    assert_eq!(
+        s.ok("GET", &format!("/controller/network/{nwid}"), None)["mtu"],
+        1500
+    );
+    assert_eq!(
+        s.ok("GET", "/controller/network", None)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let audit = s.ok("GET", &format!("/controller/audit?network={nwid}"), None);
+    assert_eq!(audit.as_array().unwrap().len(), logged, "no audit entry");
+}

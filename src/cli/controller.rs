@@ -17,12 +17,14 @@
 //! The HTTP client is a small blocking HTTP/1.1 client over `std::net::TcpStream`
 //! ([`raw_request`]), also used by tests that need full control over headers.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
 use super::client::{ApiClient, CliError};
+use super::netfile;
+use crate::controller::declare::Plan;
 
 /// `skylan controller` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -50,6 +52,21 @@ pub enum ControllerCommand {
     /// link carries the API token after `#` (browsers never send that part to a server):
     /// treat it like the token.
     Ui,
+    /// Show what applying a network file would change: `+` create, `~` change
+    /// (`field: old -> new`), `-` delete, and what the file leaves alone.
+    Plan {
+        /// The network file (TOML; see the README's "Networks as code").
+        file: PathBuf,
+        /// Exit 0 when there is nothing to change, 2 when there is (1 on errors).
+        #[arg(long)]
+        detailed_exitcode: bool,
+    },
+    /// Make the controller's networks as a network file says, all or nothing; every
+    /// change goes to the audit log under one change ID.
+    Apply {
+        /// The network file (TOML).
+        file: PathBuf,
+    },
     /// Show the audit log (every change: who, what, when, before/after).
     Audit {
         /// Only entries about this network.
@@ -173,7 +190,61 @@ pub enum MemberCommand {
 /// Runs one controller command against the API on 127.0.0.1:`port` with the token in
 /// `home`, returning what to print (JSON when `json`).
 pub fn run(home: &Path, port: u16, json: bool, cmd: ControllerCommand) -> Result<String, CliError> {
+    run_with_status(home, port, json, cmd).map(|(out, _)| out)
+}
+
+/// [`run`], with the exit status the command asks for besides printing: 2 for
+/// `plan --detailed-exitcode` when there are changes, 0 otherwise.
+pub fn run_with_status(
+    home: &Path,
+    port: u16,
+    json: bool,
+    cmd: ControllerCommand,
+) -> Result<(String, u8), CliError> {
+    match cmd {
+        ControllerCommand::Plan {
+            file,
+            detailed_exitcode,
+        } => {
+            let plan = declare(home, port, &file, true)?;
+            let pending = detailed_exitcode && !plan.changes.is_empty();
+            Ok((show_plan(&plan, &file, json), if pending { 2 } else { 0 }))
+        }
+        ControllerCommand::Apply { file } => {
+            let plan = declare(home, port, &file, false)?;
+            Ok((show_plan(&plan, &file, json), 0))
+        }
+        other => {
+            let api = ApiClient::for_home(home, Some(port))?.for_controller();
+            Ok((run_one(&api, json, other)?, 0))
+        }
+    }
+}
+
+/// Reads a network file (its errors come first: nothing is sent) and sends it to
+/// `POST /controller/apply` (`dry_run`: a plan).
+fn declare(home: &Path, port: u16, file: &Path, dry_run: bool) -> Result<Plan, CliError> {
+    let desired = netfile::load(file)?;
     let api = ApiClient::for_home(home, Some(port))?.for_controller();
+    let body = serde_json::to_value(&desired).map_err(|e| CliError::Protocol(e.to_string()))?;
+    let path = if dry_run {
+        "/controller/apply?dryRun=true"
+    } else {
+        "/controller/apply"
+    };
+    serde_json::from_value(api.post(path, &body)?)
+        .map_err(|e| CliError::Protocol(format!("POST {path}: not a plan: {e}")))
+}
+
+fn show_plan(plan: &Plan, file: &Path, json: bool) -> String {
+    if json {
+        return serde_json::to_string_pretty(plan).unwrap_or_default();
+    }
+    netfile::format_plan(plan, &file.display().to_string())
+}
+
+/// The commands that are one or a few API calls.
+fn run_one(api: &ApiClient, json: bool, cmd: ControllerCommand) -> Result<String, CliError> {
     match cmd {
         ControllerCommand::Networks => {
             if json {
@@ -182,7 +253,7 @@ pub fn run(home: &Path, port: u16, json: bool, cmd: ControllerCommand) -> Result
             let v = api.get("/unstable/controller/network")?;
             Ok(format_networks(&v))
         }
-        ControllerCommand::Network { cmd } => network(&api, json, cmd),
+        ControllerCommand::Network { cmd } => network(api, json, cmd),
         ControllerCommand::Members { nwid } => {
             if json {
                 return Ok(pretty(
@@ -192,11 +263,11 @@ pub fn run(home: &Path, port: u16, json: bool, cmd: ControllerCommand) -> Result
             let v = api.get(&format!("/unstable/controller/network/{nwid}/member"))?;
             Ok(format_members(&v))
         }
-        ControllerCommand::Member { cmd } => member(&api, json, cmd),
+        ControllerCommand::Member { cmd } => member(api, json, cmd),
         ControllerCommand::Ui => {
             // Only a controller that answers gets a link (the UI would show nothing else).
             api.get("/controller")?;
-            let url = login_link(&api);
+            let url = login_link(api);
             Ok(if json {
                 pretty(&json!({ "url": url }))
             } else {
@@ -217,6 +288,9 @@ pub fn run(home: &Path, port: u16, json: bool, cmd: ControllerCommand) -> Result
             let v = api.get(&path)?;
             Ok(if json { pretty(&v) } else { format_audit(&v) })
         }
+        ControllerCommand::Plan { .. } | ControllerCommand::Apply { .. } => Err(CliError::Usage(
+            "plan and apply read a network file first; they run through run_with_status".into(),
+        )),
     }
 }
 
@@ -665,13 +739,17 @@ fn format_audit(v: &Value) -> String {
             .as_object()
             .map(|c| c.keys().collect())
             .unwrap_or_default();
+        let actor = match &e["change"] {
+            Value::String(id) => format!("{}, change {id}", str_of(&e["actor"])),
+            _ => str_of(&e["actor"]),
+        };
         out.push(format!(
             "#{:<6} {} {:<15} {:<27} by {}  [{}]",
             e["seq"],
             e["time"],
             str_of(&e["action"]),
             target,
-            str_of(&e["actor"]),
+            actor,
             fields
                 .iter()
                 .map(|s| s.as_str())

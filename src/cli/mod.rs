@@ -9,6 +9,7 @@ pub mod controller;
 pub mod docs;
 pub mod dump;
 pub mod idtool;
+pub mod netfile;
 pub mod node;
 pub mod rules;
 pub mod table;

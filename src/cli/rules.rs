@@ -238,7 +238,8 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-fn read_limited(p: &Path) -> Result<String, String> {
+/// Reads a rules file: a regular UTF-8 file of at most `MAX_SOURCE_BYTES`.
+pub(crate) fn read_limited(p: &Path) -> Result<String, String> {
     let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
     if !meta.is_file() {
         return Err("not a regular file".into());

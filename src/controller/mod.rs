@@ -8,6 +8,9 @@
 //! - [`ipam`]: IPv4/IPv6 pool allocation and the derived rfc4193/6plane addresses.
 //! - [`request`]: the pure decision for a node's config request.
 //! - [`credential`]: membership credentials, network configs, signing and verifying.
+//! - [`declare`]: declarative networks: the difference between a desired state (a
+//!   network file) and the controller, and [`Controller::apply`], which makes it so in
+//!   one transaction.
 //! - [`store`]: the `Store` trait (atomic, durable transactions with an allocation
 //!   index and an audit log) and its redb implementation.
 //! - [`Controller`] (this file): the service the HTTP API and the node driver call. It
@@ -34,6 +37,7 @@
 //! the simulator.
 
 pub mod credential;
+pub mod declare;
 pub mod error;
 pub mod ipam;
 pub mod model;
@@ -217,14 +221,24 @@ impl Controller {
         actor: &str,
         now: UnixTime,
     ) -> Result<Saved<Network>, ControllerError> {
+        let choose = self.unused_network_id();
+        self.save_network(&choose, body, deliberate, actor, now)
+    }
+
+    /// Picks a random unused network number inside a transaction: the candidates are
+    /// drawn now (from the seeded RNG), the first one free in the transaction wins.
+    fn unused_network_id(
+        &self,
+    ) -> impl Fn(&mut dyn StoreTxn) -> Result<NetworkId, ControllerError> + use<> {
         let mut candidates: Vec<u32> = {
             let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
             (0..1000).map(|_| rng.next_u32() & 0xff_ffff).collect()
         };
         candidates.retain(|n| *n != 0);
-        let choose = |txn: &mut dyn StoreTxn| {
+        let address = self.address;
+        move |txn: &mut dyn StoreTxn| {
             for n in &candidates {
-                let nwid = NetworkId::new(self.address, *n);
+                let nwid = NetworkId::new(address, *n);
                 if txn.network(nwid)?.is_none() {
                     return Ok(nwid);
                 }
@@ -232,8 +246,7 @@ impl Controller {
             Err(ControllerError::Exhausted(
                 "no unused network number found; the controller's 24-bit network space is nearly full".into(),
             ))
-        };
-        self.save_network(&choose, body, deliberate, actor, now)
+        }
     }
 
     /// Creates or partially updates network `nwid` (ZeroTier's `POST
@@ -270,10 +283,8 @@ impl Controller {
         self.save_network(&|_| Ok(nwid), body, deliberate, actor, now)
     }
 
-    /// The one network write, shared by create and update: in one transaction, picks
-    /// the network (`choose`), patches it (a new network if there is none) with `body`,
-    /// refuses unconfirmed default routes and, if anything changed, stores it, audits it
-    /// and announces the change.
+    /// Network create and update: in one transaction, picks the network (`choose`) and
+    /// writes `body` to it ([`write_network`]); then announces the change, if any.
     fn save_network(
         &self,
         choose: &dyn Fn(&mut dyn StoreTxn) -> Result<NetworkId, ControllerError>,
@@ -284,46 +295,26 @@ impl Controller {
     ) -> Result<Saved<Network>, ControllerError> {
         let compiler = self.compiler();
         let mut out = None;
-        let mut changes = Vec::new();
         self.store.write(&mut |txn| {
-            changes.clear();
             let nwid = choose(txn)?;
-            let existing = txn.network(nwid)?;
-            let mut net = existing.clone().unwrap_or_else(|| Network::new(nwid, now));
-            let ignored = patch::patch_network(&mut net, body, compiler.as_deref())?;
-            patch::check_default_routes(existing.as_ref(), &net, deliberate.default_route)?;
-            if existing.as_ref() != Some(&net) {
-                txn.put_network(&mut net)?;
-                let (action, kind) = match existing {
-                    Some(_) => ("network.update", ChangeKind::Updated),
-                    None => ("network.create", ChangeKind::Created),
-                };
-                let before = existing.as_ref().map(Network::to_api_json);
-                audit(
-                    txn,
-                    actor,
-                    action,
-                    nwid,
-                    None,
-                    before.as_ref(),
-                    Some(&net.to_api_json()),
-                    now,
-                )?;
-                changes.push(Change {
-                    nwid,
-                    member: None,
-                    kind,
-                    revoked: false,
-                });
-            }
-            out = Some(Saved {
-                record: net,
-                ignored,
-            });
+            let who = Author::new(actor, now);
+            out = Some(write_network(
+                txn,
+                nwid,
+                body,
+                deliberate,
+                compiler.as_deref(),
+                &who,
+            )?);
             Ok(())
         })?;
-        self.announce(&changes);
-        out.ok_or_else(|| ControllerError::storage("saving a network", "no result"))
+        let written =
+            out.ok_or_else(|| ControllerError::storage("saving a network", "no result"))?;
+        self.announce(written.change.as_slice());
+        Ok(Saved {
+            record: written.record,
+            ignored: written.ignored,
+        })
     }
 
     /// Deletes a network and all its members; returns the deleted network.
@@ -338,15 +329,14 @@ impl Controller {
             let net = txn
                 .delete_network(nwid)?
                 .ok_or_else(|| not_found_network(nwid))?;
-            audit(
+            let who = Author::new(actor, now);
+            who.record(
                 txn,
-                actor,
                 "network.delete",
                 nwid,
                 None,
                 Some(&net.to_api_json()),
                 None,
-                now,
             )?;
             out = Some(net);
             Ok(())
@@ -388,67 +378,18 @@ impl Controller {
         now: UnixTime,
     ) -> Result<Saved<Member>, ControllerError> {
         let mut out = None;
-        let mut changes = Vec::new();
         self.store.write(&mut |txn| {
-            changes.clear();
-            let mut net = txn.network(nwid)?.ok_or_else(|| not_found_network(nwid))?;
-            let existing = txn.member(nwid, address)?;
-            let mut member = existing
-                .clone()
-                .unwrap_or_else(|| request::new_member(&net, address, now));
-            let patched = patch::patch_member(&mut member, body, now)?;
-            patch::check_outside_pools(&net, existing.as_ref(), &member, deliberate.outside_pools)?;
-            let admitted = member.authorized || !net.private;
-            let addressing_changed = existing
-                .as_ref()
-                .is_none_or(|e| addressing(&net, e) != addressing(&net, &member));
-            let assigned = ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
-                Ok::<_, ControllerError>(txn.ip_owner(nwid, ip)?.is_some_and(|o| o != address))
-            })?;
-            // A POST that admits a member or changes how it is addressed fails rather
-            // than leave it without the address it should have.
-            if let Some(missing) = assigned.shortage().filter(|_| addressing_changed) {
-                return Err(ControllerError::PoolExhausted(
-                    missing.describe(&net, address),
-                ));
-            }
-            if existing.as_ref() != Some(&member) {
-                txn.put_member(&mut member)?;
-                if patched.deauthorized {
-                    net.membership_revision += 1;
-                    txn.put_network(&mut net)?;
-                }
-                let (action, kind) = match existing {
-                    Some(_) => ("member.update", ChangeKind::Updated),
-                    None => ("member.create", ChangeKind::Created),
-                };
-                let before = existing.as_ref().map(Member::to_api_json);
-                let after = member.to_api_json();
-                audit(
-                    txn,
-                    actor,
-                    action,
-                    nwid,
-                    Some(address),
-                    before.as_ref(),
-                    Some(&after),
-                    now,
-                )?;
-                changes.push(Change {
-                    nwid,
-                    member: Some(address),
-                    kind,
-                    revoked: patched.deauthorized,
-                });
-            }
-            out = Some(Saved {
-                record: member,
-                ignored: patched.ignored,
-            });
+            let who = Author::new(actor, now);
+            out = Some(write_member(txn, nwid, address, body, deliberate, &who)?);
             Ok(())
         })?;
-        self.announce(&changes);
-        out.ok_or_else(|| ControllerError::storage("saving a member", "no result"))
+        let written =
+            out.ok_or_else(|| ControllerError::storage("saving a member", "no result"))?;
+        self.announce(written.change.as_slice());
+        Ok(Saved {
+            record: written.record,
+            ignored: written.ignored,
+        })
     }
 
     /// Deletes a member and frees its addresses; returns the deleted record. A node
@@ -462,36 +403,12 @@ impl Controller {
     ) -> Result<Member, ControllerError> {
         let mut out = None;
         self.store.write(&mut |txn| {
-            let mut net = txn.network(nwid)?.ok_or_else(|| not_found_network(nwid))?;
-            let member = txn
-                .delete_member(nwid, address)?
-                .ok_or_else(|| not_found_member(nwid, address))?;
-            if member.authorized {
-                net.membership_revision += 1;
-                txn.put_network(&mut net)?;
-            }
-            let before = member.to_api_json();
-            audit(
-                txn,
-                actor,
-                "member.delete",
-                nwid,
-                Some(address),
-                Some(&before),
-                None,
-                now,
-            )?;
-            out = Some(member);
+            out = Some(remove_member(txn, nwid, address, &Author::new(actor, now))?);
             Ok(())
         })?;
         let member =
             out.ok_or_else(|| ControllerError::storage("deleting a member", "no result"))?;
-        self.announce(&[Change {
-            nwid,
-            member: Some(address),
-            kind: ChangeKind::Deleted,
-            revoked: member.authorized,
-        }]);
+        self.announce(&[member_deleted(&member)]);
         Ok(member)
     }
 
@@ -606,15 +523,13 @@ impl Controller {
                 };
                 let before = existing.as_ref().map(Member::to_api_json);
                 let after = adm.member.to_api_json();
-                audit(
+                Author::new(&actor, now).record(
                     txn,
-                    &actor,
                     action,
                     req.nwid,
                     Some(req.member),
                     before.as_ref(),
                     Some(&after),
-                    now,
                 )?;
             }
             let bridges = txn.active_bridges(req.nwid)?;
@@ -668,28 +583,208 @@ fn not_found_member(nwid: NetworkId, address: NodeAddress) -> ControllerError {
     }
 }
 
-/// Appends an audit entry describing the difference between `before` and `after`.
-#[allow(clippy::too_many_arguments)]
-fn audit(
-    txn: &mut dyn StoreTxn,
-    actor: &str,
-    action: &str,
-    nwid: NetworkId,
-    member: Option<NodeAddress>,
-    before: Option<&Value>,
-    after: Option<&Value>,
+/// Who makes a write and when, as the audit log records it.
+#[derive(Clone, Copy, Debug)]
+struct Author<'a> {
+    /// `api <peer>`, `node <address>`, `apply <file> (api <peer>)`.
+    actor: &'a str,
+    /// The change ID that the entries of one [`Controller::apply`] share.
+    change: Option<&'a str>,
     now: UnixTime,
-) -> Result<(), ControllerError> {
-    let mut entry = AuditEntry {
-        seq: 0,
-        time: now.as_millis(),
-        actor: actor.to_string(),
-        action: action.to_string(),
+}
+
+impl<'a> Author<'a> {
+    fn new(actor: &'a str, now: UnixTime) -> Self {
+        Author {
+            actor,
+            change: None,
+            now,
+        }
+    }
+
+    /// Appends an audit entry describing the difference between `before` and `after`.
+    fn record(
+        &self,
+        txn: &mut dyn StoreTxn,
+        action: &str,
+        nwid: NetworkId,
+        member: Option<NodeAddress>,
+        before: Option<&Value>,
+        after: Option<&Value>,
+    ) -> Result<(), ControllerError> {
+        let mut entry = AuditEntry {
+            seq: 0,
+            time: self.now.as_millis(),
+            actor: self.actor.to_string(),
+            action: action.to_string(),
+            nwid,
+            member: member.map(|m| m.to_string()),
+            changes: diff(before, after),
+            change: self.change.map(str::to_string),
+        };
+        txn.append_audit(&mut entry)
+    }
+
+    /// Audits a record just stored (created when there is no `before`) and returns the
+    /// change to announce. `at` is the network and, for a member record, the member.
+    fn saved(
+        &self,
+        txn: &mut dyn StoreTxn,
+        at: (NetworkId, Option<NodeAddress>),
+        before: Option<Value>,
+        after: Value,
+    ) -> Result<Change, ControllerError> {
+        let (nwid, member) = at;
+        let (verb, kind) = match before {
+            Some(_) => ("update", ChangeKind::Updated),
+            None => ("create", ChangeKind::Created),
+        };
+        let record = if member.is_some() {
+            "member"
+        } else {
+            "network"
+        };
+        let action = format!("{record}.{verb}");
+        self.record(txn, &action, nwid, member, before.as_ref(), Some(&after))?;
+        Ok(Change {
+            nwid,
+            member,
+            kind,
+            revoked: false,
+        })
+    }
+}
+
+/// A record written inside a transaction, and the change to announce once it commits
+/// (`None`: the write changed nothing and stored nothing).
+struct Written<T> {
+    record: T,
+    ignored: Vec<String>,
+    change: Option<Change>,
+}
+
+/// The one network write, shared by create, update and apply: patches network `nwid`
+/// (a new network if there is none) with `body`, refuses unconfirmed default routes
+/// and, if anything changed, stores it and audits it.
+fn write_network(
+    txn: &mut dyn StoreTxn,
+    nwid: NetworkId,
+    body: &Map<String, Value>,
+    deliberate: Deliberate,
+    compiler: Option<&dyn RulesCompiler>,
+    who: &Author,
+) -> Result<Written<Network>, ControllerError> {
+    let existing = txn.network(nwid)?;
+    let mut net = existing
+        .clone()
+        .unwrap_or_else(|| Network::new(nwid, who.now));
+    let ignored = patch::patch_network(&mut net, body, compiler)?;
+    patch::check_default_routes(existing.as_ref(), &net, deliberate.default_route)?;
+    let mut change = None;
+    if existing.as_ref() != Some(&net) {
+        txn.put_network(&mut net)?;
+        let before = existing.as_ref().map(Network::to_api_json);
+        let saved = who.saved(txn, (nwid, None), before, net.to_api_json())?;
+        change = Some(saved);
+    }
+    Ok(Written {
+        record: net,
+        ignored,
+        change,
+    })
+}
+
+/// The one member write, shared by the member POST and apply: patches member `address`
+/// of `nwid` (a new record if there is none) with `body`, refuses unconfirmed addresses
+/// outside the pools, assigns missing pool addresses when the member is admitted and,
+/// if anything changed, stores it (raising the network's membership revision when the
+/// member lost access) and audits it.
+fn write_member(
+    txn: &mut dyn StoreTxn,
+    nwid: NetworkId,
+    address: NodeAddress,
+    body: &Map<String, Value>,
+    deliberate: Deliberate,
+    who: &Author,
+) -> Result<Written<Member>, ControllerError> {
+    let now = who.now;
+    let mut net = txn.network(nwid)?.ok_or_else(|| not_found_network(nwid))?;
+    let existing = txn.member(nwid, address)?;
+    let mut member = existing
+        .clone()
+        .unwrap_or_else(|| request::new_member(&net, address, now));
+    let patched = patch::patch_member(&mut member, body, now)?;
+    patch::check_outside_pools(&net, existing.as_ref(), &member, deliberate.outside_pools)?;
+    let admitted = member.authorized || !net.private;
+    let addressing_changed = existing
+        .as_ref()
+        .is_none_or(|e| addressing(&net, e) != addressing(&net, &member));
+    let assigned = ipam::assign_missing(&net, &mut member, admitted, &mut |ip| {
+        Ok::<_, ControllerError>(txn.ip_owner(nwid, ip)?.is_some_and(|o| o != address))
+    })?;
+    // A write that admits a member or changes how it is addressed fails rather than
+    // leave it without the address it should have.
+    if let Some(missing) = assigned.shortage().filter(|_| addressing_changed) {
+        return Err(ControllerError::PoolExhausted(
+            missing.describe(&net, address),
+        ));
+    }
+    let mut change = None;
+    if existing.as_ref() != Some(&member) {
+        txn.put_member(&mut member)?;
+        if patched.deauthorized {
+            net.membership_revision += 1;
+            txn.put_network(&mut net)?;
+        }
+        let before = existing.as_ref().map(Member::to_api_json);
+        let saved = who.saved(txn, (nwid, Some(address)), before, member.to_api_json())?;
+        change = Some(Change {
+            revoked: patched.deauthorized,
+            ..saved
+        });
+    }
+    Ok(Written {
+        record: member,
+        ignored: patched.ignored,
+        change,
+    })
+}
+
+/// Deletes a member inside a transaction, frees its addresses, raises the network's
+/// membership revision if it was authorized, and audits it; returns the deleted record.
+fn remove_member(
+    txn: &mut dyn StoreTxn,
+    nwid: NetworkId,
+    address: NodeAddress,
+    who: &Author,
+) -> Result<Member, ControllerError> {
+    let mut net = txn.network(nwid)?.ok_or_else(|| not_found_network(nwid))?;
+    let member = txn
+        .delete_member(nwid, address)?
+        .ok_or_else(|| not_found_member(nwid, address))?;
+    if member.authorized {
+        net.membership_revision += 1;
+        txn.put_network(&mut net)?;
+    }
+    who.record(
+        txn,
+        "member.delete",
         nwid,
-        member: member.map(|m| m.to_string()),
-        changes: diff(before, after),
-    };
-    txn.append_audit(&mut entry)
+        Some(address),
+        Some(&member.to_api_json()),
+        None,
+    )?;
+    Ok(member)
+}
+
+/// The change a member's deletion announces: everyone's configs when it had access.
+fn member_deleted(member: &Member) -> Change {
+    Change {
+        nwid: member.nwid,
+        member: Some(member.address),
+        kind: ChangeKind::Deleted,
+        revoked: member.authorized,
+    }
 }
 
 /// Top-level fields that differ between two JSON objects (revision counters excluded:

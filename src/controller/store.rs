@@ -76,6 +76,10 @@ pub struct AuditEntry {
     pub member: Option<String>,
     /// Changed fields: name → `{"before": old, "after": new}` (null when absent).
     pub changes: BTreeMap<String, FieldChange>,
+    /// The change ID shared by every entry of one `apply` of a network file (16 hex
+    /// digits); absent for single API calls and config requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<String>,
 }
 
 /// A field's value before and after a change.
@@ -114,6 +118,10 @@ pub trait Store: Send + Sync {
 
 /// Operations inside a write transaction (see the module docs for the guarantees).
 pub trait StoreTxn {
+    /// All network IDs, in order (as this transaction sees them).
+    fn network_ids(&self) -> Result<Vec<NetworkId>, ControllerError>;
+    /// All members of a network, by address (as this transaction sees them).
+    fn members(&self, nwid: NetworkId) -> Result<Vec<Member>, ControllerError>;
     /// One network.
     fn network(&self, nwid: NetworkId) -> Result<Option<Network>, ControllerError>;
     /// One member.
@@ -327,6 +335,33 @@ fn get_member(
     }
 }
 
+fn list_networks(
+    t: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<Vec<NetworkId>, ControllerError> {
+    let ctx = "listing networks";
+    let mut out = Vec::new();
+    for item in t.range::<u64>(..).ctx(ctx)? {
+        let (k, _) = item.ctx(ctx)?;
+        out.push(NetworkId::from_u64(k.value()).ctx(ctx)?);
+    }
+    Ok(out)
+}
+
+fn list_members(
+    t: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    nwid: NetworkId,
+) -> Result<Vec<Member>, ControllerError> {
+    let ctx = "listing members";
+    let n = nwid.value();
+    let mut out = Vec::new();
+    for item in t.range((n, 0u64)..=(n, u64::MAX)).ctx(ctx)? {
+        let (k, v) = item.ctx(ctx)?;
+        let what = format!("member {:010x} of {nwid}", k.value().1);
+        out.push(decode(&what, v.value())?);
+    }
+    Ok(out)
+}
+
 fn list_bridges(
     t: &impl ReadableTable<(u64, u64), ()>,
     nwid: NetworkId,
@@ -343,15 +378,8 @@ fn list_bridges(
 
 impl Store for RedbStore {
     fn network_ids(&self) -> Result<Vec<NetworkId>, ControllerError> {
-        let ctx = "listing networks";
-        let r = self.db.begin_read().ctx(ctx)?;
-        let t = r.open_table(NETWORKS).ctx(ctx)?;
-        let mut out = Vec::new();
-        for item in t.range::<u64>(..).ctx(ctx)? {
-            let (k, _) = item.ctx(ctx)?;
-            out.push(NetworkId::from_u64(k.value()).ctx(ctx)?);
-        }
-        Ok(out)
+        let r = self.db.begin_read().ctx("listing networks")?;
+        list_networks(&r.open_table(NETWORKS).ctx("listing networks")?)
     }
 
     fn network(&self, nwid: NetworkId) -> Result<Option<Network>, ControllerError> {
@@ -373,17 +401,8 @@ impl Store for RedbStore {
     }
 
     fn members(&self, nwid: NetworkId) -> Result<Vec<Member>, ControllerError> {
-        let ctx = "listing members";
-        let r = self.db.begin_read().ctx(ctx)?;
-        let t = r.open_table(MEMBERS).ctx(ctx)?;
-        let n = nwid.value();
-        let mut out = Vec::new();
-        for item in t.range((n, 0u64)..=(n, u64::MAX)).ctx(ctx)? {
-            let (k, v) = item.ctx(ctx)?;
-            let what = format!("member {:010x} of {nwid}", k.value().1);
-            out.push(decode(&what, v.value())?);
-        }
-        Ok(out)
+        let r = self.db.begin_read().ctx("listing members")?;
+        list_members(&r.open_table(MEMBERS).ctx("listing members")?, nwid)
     }
 
     fn active_bridges(&self, nwid: NetworkId) -> Result<Vec<NodeAddress>, ControllerError> {
@@ -430,6 +449,14 @@ struct RedbTxn<'a> {
 }
 
 impl StoreTxn for RedbTxn<'_> {
+    fn network_ids(&self) -> Result<Vec<NetworkId>, ControllerError> {
+        list_networks(&self.txn.open_table(NETWORKS).ctx("listing networks")?)
+    }
+
+    fn members(&self, nwid: NetworkId) -> Result<Vec<Member>, ControllerError> {
+        list_members(&self.txn.open_table(MEMBERS).ctx("listing members")?, nwid)
+    }
+
     fn network(&self, nwid: NetworkId) -> Result<Option<Network>, ControllerError> {
         let t = self.txn.open_table(NETWORKS).ctx("reading a network")?;
         get_network(&t, nwid)

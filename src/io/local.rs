@@ -213,8 +213,9 @@ impl<'de> Deserialize<'de> for NetworkKey {
 }
 
 /// serde's "unknown field `x`, expected one of `a`, `b`" in the file's words, with the
-/// nearest expected key when `x` looks like a typo of it.
-fn explain(message: &str) -> String {
+/// nearest expected key when `x` looks like a typo of it. Also used for network files
+/// (`cli::netfile`).
+pub(crate) fn explain(message: &str) -> String {
     let message = message.trim_end();
     let Some(rest) = message.strip_prefix("unknown field ") else {
         return message.to_string();
@@ -235,7 +236,7 @@ fn explain(message: &str) -> String {
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
+pub(crate) fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;

@@ -12,6 +12,7 @@
 //! | `GET /unstable/controller/network` | `{"data": [network + "meta"], "meta": {"networkCount"}}` |
 //! | `GET /unstable/controller/network/<nwid>/member` | `{"data": [member, ...], "meta": {"totalCount", "authorizedCount"}}` |
 //! | `GET /controller/audit?after=<seq>&limit=<n>&network=<nwid>` | audit entries, oldest first (skylan extension) |
+//! | `POST /controller/apply[?dryRun=true]` | body = a desired state (`controller::declare::Desired`): makes the controller's networks so in one transaction, or with `dryRun` only says what would change; answers the `Plan` (skylan extension, for `skylan controller plan\|apply`) |
 //! | `POST /controller/rules/compile` | body = rules source text; compiles without saving: `{"rules", "capabilities", "tags", "origins", "warnings"}`, or a 400 with `line`, `column`, `message` (skylan extension, for editors) |
 //!
 //! Two changes must be confirmed with a query flag, because one careless call could
@@ -48,6 +49,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, TextBody, with_ignored};
+use crate::controller::declare::Desired;
 use crate::controller::{Controller, ControllerError, Deliberate, RedbStore};
 use crate::io::home;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
@@ -174,7 +176,7 @@ struct Ctx {
 pub fn routes(controller: Arc<Controller>, clock: Clock) -> Router {
     let ctx = Ctx { controller, clock };
     let mut r = Router::new();
-    let endpoints: [(&str, MethodRouter<Ctx>); 9] = [
+    let endpoints: [(&str, MethodRouter<Ctx>); 10] = [
         ("/controller", get(status)),
         (
             "/controller/network",
@@ -196,6 +198,7 @@ pub fn routes(controller: Arc<Controller>, clock: Clock) -> Router {
                 .delete(delete_member),
         ),
         ("/controller/audit", get(audit)),
+        ("/controller/apply", post(apply)),
         ("/controller/rules/compile", post(compile_rules)),
         ("/unstable/controller/network", get(unstable_networks)),
         (
@@ -447,6 +450,33 @@ async fn delete_member(
     let c = ctx.controller.clone();
     let m = blocking(move || c.delete_member(nwid, address, &actor.0, now)).await?;
     Ok(json_response(m.to_api_json()))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplyQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Applies a desired state (`Controller::apply`); the audit log's actor is
+/// `apply <source> (api <client>)`.
+async fn apply(
+    State(ctx): State<Ctx>,
+    actor: Actor,
+    Query(q): Query<ApplyQuery>,
+    JsonObject(body): JsonObject,
+) -> Result<Response, ApiError> {
+    let desired: Desired = serde_json::from_value(Value::Object(body))
+        .map_err(|e| ApiError::BadRequest(format!("not a desired state: {e}")))?;
+    let actor = match desired.source.as_str() {
+        "" => format!("apply ({})", actor.0),
+        source => format!("apply {source} ({})", actor.0),
+    };
+    let now = (ctx.clock)();
+    let c = ctx.controller.clone();
+    let plan = blocking(move || c.apply(&desired, q.dry_run, &actor, now)).await?;
+    Ok(json_response(json!(plan)))
 }
 
 #[derive(Deserialize)]
