@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 
 use super::client::{ApiClient, CliError};
 use super::netfile;
+use super::table::{Table, utc};
 use crate::controller::declare::Plan;
 
 /// `skylan controller` subcommands.
@@ -579,21 +580,19 @@ fn or_dash(s: String) -> String {
 }
 
 fn format_networks(v: &Value) -> String {
-    let mut out = format!(
-        "{:<16}  {:<20}  {:<7}  {:>7}  {:>10}\n",
-        "NWID", "NAME", "TYPE", "MEMBERS", "AUTHORIZED"
-    );
+    let mut t = Table::new(&["NWID", "NAME", "TYPE", "MEMBERS", "AUTHORIZED"])
+        .right(3)
+        .right(4);
     for n in v["data"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<16}  {:<20}  {:<7}  {:>7}  {:>10}\n",
+        t.row(vec![
             str_of(&n["id"]),
             or_dash(str_of(&n["name"])),
-            network_type(n),
-            n["meta"]["totalMemberCount"],
-            n["meta"]["authorizedMemberCount"],
-        ));
+            network_type(n).into(),
+            n["meta"]["totalMemberCount"].to_string(),
+            n["meta"]["authorizedMemberCount"].to_string(),
+        ]);
     }
-    out.trim_end().to_string()
+    t.render()
 }
 
 fn network_type(n: &Value) -> &'static str {
@@ -665,25 +664,22 @@ fn format_network(n: &Value) -> String {
 }
 
 fn format_members(v: &Value) -> String {
-    let mut out = format!(
-        "{:<10}  {:<20}  {:<10}  {:<6}  {}\n",
-        "ADDRESS", "NAME", "AUTHORIZED", "BRIDGE", "IPS"
-    );
+    let mut t = Table::new(&["ADDRESS", "NAME", "AUTHORIZED", "BRIDGE", "IPS"]);
     for m in v["data"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "{:<10}  {:<20}  {:<10}  {:<6}  {}\n",
+        t.row(vec![
             str_of(&m["id"]),
             or_dash(str_of(&m["name"])),
-            yes_no(&m["authorized"]),
-            yes_no(&m["activeBridge"]),
+            yes_no(&m["authorized"]).into(),
+            yes_no(&m["activeBridge"]).into(),
             ip_list(m),
-        ));
+        ]);
     }
-    out.push_str(&format!(
-        "{} members, {} authorized",
-        v["meta"]["totalCount"], v["meta"]["authorizedCount"]
-    ));
-    out
+    format!(
+        "{}\n{} members, {} authorized",
+        t.render(),
+        v["meta"]["totalCount"],
+        v["meta"]["authorizedCount"]
+    )
 }
 
 fn yes_no(v: &Value) -> &'static str {
@@ -729,38 +725,33 @@ fn format_member(m: &Value) -> String {
 }
 
 fn format_audit(v: &Value) -> String {
-    let mut out = Vec::new();
+    let mut t = Table::new(&["SEQ", "TIME", "ACTION", "TARGET", "BY", "FIELDS"]).right(0);
     for e in v.as_array().into_iter().flatten() {
         let target = match &e["member"] {
             Value::String(m) => format!("{}/{m}", str_of(&e["nwid"])),
             _ => str_of(&e["nwid"]),
         };
-        let fields: Vec<&String> = e["changes"]
+        let fields: Vec<&str> = e["changes"]
             .as_object()
-            .map(|c| c.keys().collect())
+            .map(|c| c.keys().map(String::as_str).collect())
             .unwrap_or_default();
         let actor = match &e["change"] {
             Value::String(id) => format!("{}, change {id}", str_of(&e["actor"])),
             _ => str_of(&e["actor"]),
         };
-        out.push(format!(
-            "#{:<6} {} {:<15} {:<27} by {}  [{}]",
-            e["seq"],
-            e["time"],
+        t.row(vec![
+            format!("#{}", e["seq"]),
+            utc(e["time"].as_u64().unwrap_or(0)),
             str_of(&e["action"]),
             target,
             actor,
-            fields
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+            fields.join(", "),
+        ]);
     }
-    if out.is_empty() {
+    if v.as_array().is_none_or(Vec::is_empty) {
         return "no audit entries".into();
     }
-    out.join("\n")
+    t.render()
 }
 
 #[cfg(test)]
