@@ -26,6 +26,7 @@ use super::client::{ApiClient, CliError};
 use super::netfile;
 use super::table::{Table, utc};
 use crate::controller::declare::Plan;
+use crate::controller::patch::{MEMBER_FIELDS, NETWORK_FIELDS};
 
 /// `skylan controller` subcommands.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
@@ -339,7 +340,7 @@ fn network(api: &ApiClient, json: bool, cmd: NetworkCommand) -> Result<String, C
             settings,
             allow_default_route,
         } => {
-            let body = settings_body(&settings)?;
+            let body = settings_body(&settings, NETWORK_FIELDS)?;
             let path = format!("/controller/network/{nwid}");
             let path = confirming(&path, "allowDefaultRoute", allow_default_route);
             let v = api.post(&path, &body)?;
@@ -373,7 +374,7 @@ fn member(api: &ApiClient, json: bool, cmd: MemberCommand) -> Result<String, Cli
             settings,
             allow_outside_pools,
         } => {
-            let mut body = settings_body(&settings)?;
+            let mut body = settings_body(&settings, MEMBER_FIELDS)?;
             if !ips.is_empty() {
                 body["ipAssignments"] = json!(ips);
             }
@@ -529,8 +530,10 @@ fn covering_prefix(start: std::net::IpAddr, end: std::net::IpAddr) -> Result<Str
 /// Fields that are always sent as strings by `KEY=VALUE`.
 const STRING_FIELDS: &[&str] = &["name", "rulesSource"];
 
-/// Turns `KEY=VALUE` / `KEY:=JSON` / `KEY=@FILE` arguments into a JSON object.
-fn settings_body(settings: &[String]) -> Result<Value, CliError> {
+/// Turns `KEY=VALUE` / `KEY:=JSON` / `KEY=@FILE` arguments into a JSON object; a key
+/// not in `known` is a usage error naming the nearest known key (the API itself ignores
+/// fields it does not know, as ZeroTier's does, so a typo would otherwise do nothing).
+fn settings_body(settings: &[String], known: &[&str]) -> Result<Value, CliError> {
     let mut body = Map::new();
     for s in settings {
         let (key, value) = if let Some((k, v)) = s.split_once(":=") {
@@ -557,6 +560,16 @@ fn settings_body(settings: &[String]) -> Result<Value, CliError> {
         };
         if key.is_empty() {
             return Err(CliError::Usage(format!("{s:?}: the key is empty")));
+        }
+        if !known.contains(&key) {
+            let hint = match crate::rules::suggest(key, known.iter().copied()) {
+                Some(k) => format!("did you mean `{k}`? "),
+                None => String::new(),
+            };
+            return Err(CliError::Usage(format!(
+                "{s:?}: unknown key `{key}`; {hint}the keys are {}",
+                known.join(", ")
+            )));
         }
         body.insert(key.to_string(), value);
     }
@@ -760,23 +773,29 @@ mod tests {
 
     #[test]
     fn settings_are_json_when_possible_and_strings_otherwise() {
-        let v = settings_body(&[
-            "mtu=1400".into(),
-            "private=false".into(),
-            "name=123".into(),
-            "dns={\"domain\":\"lab.example\"}".into(),
-            "foo=bar baz".into(),
-            "tags:=[[1,2]]".into(),
-        ])
+        let v = settings_body(
+            &[
+                "mtu=1400".into(),
+                "private=false".into(),
+                "name=123".into(),
+                "dns={\"domain\":\"lab.example\"}".into(),
+                "rulesSource=bar baz".into(),
+                "tags:=[[1,2]]".into(),
+            ],
+            NETWORK_FIELDS,
+        )
         .unwrap();
         assert_eq!(
             v,
             json!({"mtu": 1400, "private": false, "name": "123",
-                   "dns": {"domain": "lab.example"}, "foo": "bar baz", "tags": [[1, 2]]})
+                   "dns": {"domain": "lab.example"}, "rulesSource": "bar baz", "tags": [[1, 2]]})
         );
-        assert!(settings_body(&["novalue".into()]).is_err());
-        assert!(settings_body(&["x:=nope".into()]).is_err());
-        assert!(settings_body(&["=1".into()]).is_err());
+        assert!(settings_body(&["novalue".into()], NETWORK_FIELDS).is_err());
+        assert!(settings_body(&["mtu:=nope".into()], NETWORK_FIELDS).is_err());
+        assert!(settings_body(&["=1".into()], NETWORK_FIELDS).is_err());
+        let typo = settings_body(&["mtuu=1400".into()], NETWORK_FIELDS).unwrap_err();
+        assert!(typo.to_string().contains("did you mean `mtu`?"), "{typo}");
+        assert!(settings_body(&["authorised=true".into()], MEMBER_FIELDS).is_err());
     }
 
     #[test]
@@ -784,7 +803,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("lab.rules");
         std::fs::write(&f, "accept;\n").unwrap();
-        let v = settings_body(&[format!("rulesSource=@{}", f.display())]).unwrap();
+        let v = settings_body(&[format!("rulesSource=@{}", f.display())], NETWORK_FIELDS).unwrap();
         assert_eq!(v, json!({"rulesSource": "accept;\n"}));
     }
 

@@ -70,6 +70,35 @@ pub struct RulesCompileError {
     pub message: String,
 }
 
+/// Network fields a patch sets (what `skylan controller network set` accepts).
+pub const NETWORK_FIELDS: &[&str] = &[
+    "name",
+    "private",
+    "enableBroadcast",
+    "multicastLimit",
+    "mtu",
+    "v4AssignMode",
+    "v6AssignMode",
+    "ipAssignmentPools",
+    "routes",
+    "rules",
+    "rulesSource",
+    "tags",
+    "capabilities",
+    "dns",
+];
+
+/// Member fields a patch sets (what `skylan controller member set` accepts).
+pub const MEMBER_FIELDS: &[&str] = &[
+    "authorized",
+    "activeBridge",
+    "noAutoAssignIps",
+    "name",
+    "ipAssignments",
+    "tags",
+    "capabilities",
+];
+
 /// Network fields that cannot be set through the API (silently ignored).
 const NETWORK_READ_ONLY: &[&str] = &[
     "id",
