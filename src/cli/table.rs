@@ -72,20 +72,20 @@ pub fn utc(ms: u64) -> String {
     if ms == 0 {
         return "-".into();
     }
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days);
+    let (year, month, day, secs) = civil_utc(ms);
     format!(
         "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
     )
 }
 
-/// The proleptic Gregorian (year, month, day) of a count of days since 1970-01-01
-/// (Howard Hinnant's `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+/// The proleptic Gregorian (year, month, day, seconds into the day) of a Unix time in
+/// milliseconds, in UTC (Howard Hinnant's `civil_from_days`).
+pub(crate) fn civil_utc(ms: u64) -> (u64, u64, u64, u64) {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z % 146_097;
@@ -95,7 +95,7 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    (year, month, day, rest)
 }
 
 #[cfg(test)]

@@ -1203,38 +1203,25 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        const KEYS: &[&str] = &[
-            "name",
-            "private",
-            "enableBroadcast",
-            "multicastLimit",
-            "mtu",
-            "v4AssignMode",
-            "v6AssignMode",
-            "ipAssignmentPools",
-            "routes",
-            "rules",
-            "rulesSource",
-            "tags",
-            "capabilities",
-            "dns",
-            "id",
-            "revision",
-            "authorized",
-            "activeBridge",
-            "noAutoAssignIps",
-            "ipAssignments",
-            "zt",
-            "6plane",
-            "target",
-            "via",
-            "ipRangeStart",
-            "ipRangeEnd",
-            "domain",
-            "servers",
-            "type",
-            "default",
-        ];
+        /// Every field either kind of patch knows, read-only ones, and keys of the
+        /// nested objects.
+        fn keys() -> Vec<&'static str> {
+            let nested = [
+                "id",
+                "revision",
+                "zt",
+                "6plane",
+                "target",
+                "via",
+                "ipRangeStart",
+                "ipRangeEnd",
+                "domain",
+                "servers",
+                "type",
+                "default",
+            ];
+            [NETWORK_FIELDS, MEMBER_FIELDS, &nested[..]].concat()
+        }
 
         fn leaf() -> impl Strategy<Value = Value> {
             prop_oneof![
@@ -1265,7 +1252,7 @@ mod tests {
             leaf().prop_recursive(4, 48, 6, |inner| {
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                    prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(
+                    prop::collection::vec((prop::sample::select(keys()), inner), 0..6).prop_map(
                         |kv| Value::Object(
                             kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
                         )
@@ -1275,7 +1262,7 @@ mod tests {
         }
 
         fn body() -> impl Strategy<Value = Map<String, Value>> {
-            prop::collection::vec((prop::sample::select(KEYS), value()), 0..8)
+            prop::collection::vec((prop::sample::select(keys()), value()), 0..8)
                 .prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
         }
 
