@@ -229,6 +229,7 @@ impl NodeDriver {
             address,
             public_identity,
             udp_port,
+            home: home.dir().to_path_buf(),
             controller,
         };
         Ok((

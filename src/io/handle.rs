@@ -106,6 +106,8 @@ pub struct NodeHandle {
     pub public_identity: String,
     /// The UDP port.
     pub udp_port: u16,
+    /// The home directory (reported as `homeDir` in `GET /status`).
+    pub home: std::path::PathBuf,
     /// The controller, when this node runs one.
     pub controller: Option<Arc<Controller>>,
 }

@@ -9,6 +9,7 @@
 //! | `identity.secret`, `identity.public` | [`Home::load_or_create_identity`] | the daemon, `skylan node` |
 //! | `authtoken.secret` | `io::http` (the local API token) | the CLI |
 //! | `skylan.port` | [`Home::write_port`] | the CLI ([`Home::read_port`]) |
+//! | `zerotier-one.port` | [`Home::write_port`] (the same port) | ZeroTier's `zerotier-cli -D<home>`, which looks for its port there |
 //! | `planet` | the operator (`skylan idtool mkplanet`) | the daemon ([`load_world`]) |
 //! | `local.toml` | the operator | `skylan node` and `skylan root`, at start ([`super::local`]) |
 //! | `networks.d/` | `io::networks` | `io::networks`, at start |
@@ -142,13 +143,15 @@ impl Home {
         Ok(identity)
     }
 
-    /// Records the local API port for the CLI.
+    /// Records the local API port for the CLI, and under ZeroTier's name for ZeroTier's
+    /// tools pointed at this home (`zerotier-cli -D<home>` reads `zerotier-one.port` and
+    /// `authtoken.secret` there, and fails without the port file). `skylan.port` comes
+    /// last: its presence tells that the API serves.
     pub fn write_port(&self, port: u16) -> Result<(), HomeError> {
-        write_file(
-            &self.path("skylan.port"),
-            port.to_string().as_bytes(),
-            0o644,
-        )
+        for name in ["zerotier-one.port", "skylan.port"] {
+            write_file(&self.path(name), port.to_string().as_bytes(), 0o644)?;
+        }
+        Ok(())
     }
 
     /// The local API port the daemon recorded.

@@ -1,12 +1,54 @@
 //! Network steps shared by the end-to-end tests: the controller CLI, a member's entry
 //! in `networks -j`, waiting for a status, and a private network with authorized members.
 
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::{Daemon, Testbed};
+
+/// A planet of one root, a node running the controller and member nodes, all online.
+pub struct ControlledLab {
+    /// The root (kept so it runs for the test's life).
+    pub roots: Vec<Daemon>,
+    /// The node with `--controller`.
+    pub ctrl: Daemon,
+    /// The members, in the order asked for.
+    pub members: Vec<Daemon>,
+}
+
+/// Starts a root at `root_ip`, a controller node at `ctrl_ip` and one node per
+/// `(name, ip)` of `members`, each in its own public host, and waits (up to [`STEP`])
+/// until all are online.
+pub fn start_controlled_lab(
+    tb: &Testbed,
+    root_ip: Ipv4Addr,
+    ctrl_ip: Ipv4Addr,
+    members: &[(&str, Ipv4Addr)],
+) -> Result<ControlledLab> {
+    let root_host = tb.public_host("root", root_ip)?;
+    let (roots, planet) = tb.start_planet(&[("root", &root_host)])?;
+    let ctrl = tb.start_node(
+        "ctrl",
+        &tb.public_host("ctrl", ctrl_ip)?,
+        &planet,
+        &["--controller"],
+    )?;
+    let members = members
+        .iter()
+        .map(|(name, ip)| tb.start_node(name, &tb.public_host(name, *ip)?, &planet, &[]))
+        .collect::<Result<Vec<_>>>()?;
+    for d in std::iter::once(&ctrl).chain(&members) {
+        tb.wait_online(d, STEP)?;
+    }
+    Ok(ControlledLab {
+        roots,
+        ctrl,
+        members,
+    })
+}
 
 /// How long one step of a network's life (a join, an authorization) may take.
 pub const STEP: Duration = Duration::from_secs(40);

@@ -1,8 +1,21 @@
 //! The node's endpoints of the local API: `GET /status`, `GET /peer`, `GET /peer/<addr>`,
-//! `POST /peer/<addr>/ping`, `GET /metrics` ([`super::metrics`]), `GET /network`, and
-//! `GET|POST|DELETE /network/<nwid>`. JSON shapes follow ZeroTier's service API
-//! (`address`, `online`, `paths[]`, `role`, `latency`, ...) with a few additions (`link`,
-//! `relay`, `mtu`), so existing scripts find the fields they know.
+//! `POST /peer/<addr>/ping`, `GET /metrics` ([`super::metrics`]), `GET /moon`,
+//! `GET /network`, and `GET|POST|DELETE /network/<nwid>`.
+//!
+//! **ZeroTier's service API, field for field.** Every field zerotier-one's
+//! `service/OneService.cpp` writes for these endpoints is here with the same JSON type,
+//! so tools written for it work unchanged (checked against the example responses in
+//! `tests/fixtures/zerotier/` by `tests/e2e_zerotier_api.rs`). Where skylan has nothing to
+//! report it gives ZeroTier's value for "none", never `null` in place of a number or a
+//! boolean: `tcpFallbackActive`, `tunneled`, `dhcp`, `allowTcpFallbackRelay`,
+//! `portMappingEnabled` are `false`; a path's `trustedPathId` and `localSocket`,
+//! `versionBuild`, `secondaryPort`, `tertiaryPort` and a route's `flags` and `metric` are
+//! `0`; `softwareUpdate` is `"disable"`. A peer's `latency` is whole milliseconds (-1 when
+//! unknown), as ZeroTier's. `GET /moon` is `[]`: a node orbits no moons yet. `DELETE`
+//! answers `{"result": true}` (plus `id`). Skylan's own additions stay: a peer's `link`,
+//! `relay`, `session`, `cipher`, `mtu`, `lastSend`/`lastReceive`; status's top-level
+//! `surfaceAddresses`; a network's `portErrorMessage` and `skipped`. Unlike ZeroTier, an
+//! unknown peer or network is a 404 rather than `{}`.
 //!
 //! `POST /network/<nwid>` joins, and changes the member's opt-ins named in the body
 //! (`allowManaged`, `allowGlobal`, `allowDefault`, `allowDNS`; booleans, anything else
@@ -50,6 +63,7 @@ pub fn routes(handle: NodeHandle) -> Router {
         .route("/peer/{address}", get(peer))
         .route("/peer/{address}/ping", post(ping))
         .route("/metrics", get(metrics))
+        .route("/moon", get(moons))
         .route("/network", get(networks))
         .route(
             "/network/{nwid}",
@@ -65,28 +79,50 @@ fn stopped() -> ApiError {
 async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
     let s = node.ask(NodeCommand::Status).await.ok_or_else(stopped)?;
     let v = crate::wire::SOFTWARE_VERSION;
+    let surface: Vec<String> = s.surface.map(|e| vec![e.to_string()]).unwrap_or_default();
     Ok(axum::Json(json!({
         "address": s.address.to_string(),
         "publicIdentity": node.public_identity,
         "online": s.online,
+        "tcpFallbackActive": false,
         "version": version_string(v),
         "versionMajor": v.major,
         "versionMinor": v.minor,
         "versionRev": v.patch,
+        "versionBuild": 0,
         "clock": wall_clock().as_millis(),
-        "config": {"settings": {"primaryPort": node.udp_port}},
-        "surfaceAddresses": s.surface.map(|e| vec![e.to_string()]).unwrap_or_default(),
+        "config": {"settings": {
+            "primaryPort": node.udp_port,
+            "secondaryPort": 0,
+            "tertiaryPort": 0,
+            "allowTcpFallbackRelay": false,
+            "forceTcpRelay": false,
+            "portMappingEnabled": false,
+            "homeDir": node.home.display().to_string(),
+            "listeningOn": [format!("0.0.0.0/{}", node.udp_port)],
+            "surfaceAddresses": surface,
+            "softwareUpdate": "disable",
+            "softwareUpdateChannel": "release",
+        }},
+        "surfaceAddresses": surface,
         "planetWorldId": s.world.0,
         "planetWorldTimestamp": s.world.1,
-        "tcpFallbackActive": false,
     })))
+}
+
+/// `GET /moon`: the moons this node orbits, in ZeroTier's shape (`id`, `timestamp`,
+/// `signature`, `updatesMustBeSignedBy`, `roots`, `waiting`). A node orbits none yet.
+async fn moons() -> impl IntoResponse {
+    axum::Json(json!([]))
 }
 
 async fn peers(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
     let list = node.ask(NodeCommand::Peers).await.ok_or_else(stopped)?;
     let now = wall_clock().as_millis();
     Ok(axum::Json(Value::Array(
-        list.iter().map(|p| peer_json(p, now)).collect(),
+        list.iter()
+            .map(|p| peer_json(p, now, node.udp_port))
+            .collect(),
     )))
 }
 
@@ -99,7 +135,7 @@ async fn peer(
     let now = wall_clock().as_millis();
     list.iter()
         .find(|p| p.address == address)
-        .map(|p| axum::Json(peer_json(p, now)))
+        .map(|p| axum::Json(peer_json(p, now, node.udp_port)))
         .ok_or_else(|| ApiError::NotFound(format!("no peer {address}")))
 }
 
@@ -224,9 +260,7 @@ async fn leave(
             "not a member of network {nwid}"
         )));
     }
-    Ok(axum::Json(
-        json!({"id": nwid.to_string(), "result": "left"}),
-    ))
+    Ok(axum::Json(json!({"id": nwid.to_string(), "result": true})))
 }
 
 fn parse_network(text: &str) -> Result<NetworkId, ApiError> {
@@ -251,6 +285,7 @@ fn network_json(n: &NetworkView) -> Value {
         "type": match c { Some(c) if !c.private => "PUBLIC", Some(_) => "PRIVATE", None => "UNKNOWN" },
         "mac": n.mac.to_string(),
         "mtu": c.map(|c| c.mtu).unwrap_or(0),
+        "dhcp": false,
         "broadcastEnabled": c.map(|c| c.enable_broadcast).unwrap_or(false),
         "multicastSubscriptions": n.multicast.iter().map(|m| json!({"mac": m.to_string(), "adi": 0})).collect::<Vec<_>>(),
         "portDeviceName": n.device.clone().unwrap_or_default(),
@@ -293,7 +328,11 @@ fn parse_address(text: &str) -> Result<NodeAddress, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("bad node address: {e}")))
 }
 
-fn peer_json(p: &PeerInfo, now_ms: u64) -> Value {
+/// ZeroTier's peer object (`address`, `version*`, `latency` in whole milliseconds or -1,
+/// `role`, `isBonded`, `tunneled`, `paths[]` with `trustedPathId`, `localSocket`,
+/// `localPort`), plus `link`, `relay`, `session`, `cipher` and `mtu`. `local_port` is
+/// the node's UDP port: every path leaves from it.
+fn peer_json(p: &PeerInfo, now_ms: u64, local_port: u16) -> Value {
     let (kind, via) = link_fields(p.link);
     let preferred = match p.link {
         Some(Link::Direct(ep)) => Some(ep),
@@ -304,7 +343,7 @@ fn peer_json(p: &PeerInfo, now_ms: u64) -> Value {
     json!({
         "address": p.address.to_string(),
         "role": p.role.as_str(),
-        "latency": p.latency.map(millis).unwrap_or(-1.0),
+        "latency": p.latency.map(whole_millis).unwrap_or(-1),
         "version": version.map(version_string).unwrap_or_else(|| "-".into()),
         "versionMajor": version.map(|v| i64::from(v.major)).unwrap_or(-1),
         "versionMinor": version.map(|v| i64::from(v.minor)).unwrap_or(-1),
@@ -318,10 +357,14 @@ fn peer_json(p: &PeerInfo, now_ms: u64) -> Value {
             "preferred": Some(*ep) == preferred,
             "lastSend": ago(p.last_tx),
             "lastReceive": ago(p.last_rx),
+            "trustedPathId": 0,
+            "localSocket": 0,
+            "localPort": local_port,
         })).collect::<Vec<_>>(),
         "lastSend": ago(p.last_tx),
         "lastReceive": ago(p.last_rx),
         "isBonded": false,
+        "tunneled": false,
         "session": p.session,
         "cipher": p.cipher.map(|c| c.as_str()),
         "mtu": crate::node::DEFAULT_PHYS_MTU - PER_FRAME_OVERHEAD,
@@ -343,6 +386,11 @@ fn version_string(v: SoftwareVersion) -> String {
 
 fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}
+
+/// Rounded to the nearest millisecond, as ZeroTier reports a peer's latency.
+fn whole_millis(d: Duration) -> i64 {
+    i64::try_from(d.as_micros().saturating_add(500) / 1000).unwrap_or(i64::MAX)
 }
 
 fn millis_u64(d: Duration) -> u64 {
