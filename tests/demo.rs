@@ -110,7 +110,7 @@ fn the_demo_runs_every_step_and_leaves_nothing_behind() -> Result<()> {
     eprintln!("{err}");
     assert!(status.success(), "skylan demo failed ({status}):\n{err}");
     for wanted in [
-        "[1/10] Building the lab",
+        "[1/11] Building the lab",
         "200 info ",
         " ONLINE",
         "created network ",
@@ -124,9 +124,12 @@ fn the_demo_runs_every_step_and_leaves_nothing_behind() -> Result<()> {
         "bytes from 198.18.0.",
         "3 packets transmitted, 3 received",
         "200 peers",
+        "drop ipprotocol 1 and ipdest 198.18.0.",
+        "skylan_rule_hits_total{",
+        "(rules back to `accept;`: carol answers again)",
         "deauthorized member ",
         "alice and bob are unaffected",
-        "[10/10] Tearing down",
+        "[11/11] Tearing down",
         "namespaces deleted",
         "join → first ping:",
         "revocation latency:          ≤ ",
@@ -186,7 +189,7 @@ fn sigint_in_the_middle_tears_the_lab_down() -> Result<()> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with("[5/10]") => break,
+            Ok(line) if line.starts_with("[5/11]") => break,
             Ok(_) => {}
             Err(_) => {
                 let _ = child.kill();

@@ -68,7 +68,7 @@ const CAROL_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 22);
 const CAROL_PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
 
 /// Number of numbered steps (the header of each says `[n/STEPS]`).
-const STEPS: usize = 10;
+const STEPS: usize = 11;
 /// How often waits poll.
 const POLL: Duration = Duration::from_millis(25);
 /// Daemons start, create identities (a proof of work each) and reach the root.
@@ -354,7 +354,7 @@ impl Demo {
         })
     }
 
-    /// Steps 2 to 9; returns the summary text.
+    /// Steps 2 to 10; returns the summary text.
     fn script(&mut self, keep: bool) -> Result<String, DemoError> {
         self.planet()?;
         self.start_daemons()?;
@@ -663,17 +663,87 @@ impl Demo {
         )?))
     }
 
-    // ----- FLOW RULES: the next step of the script goes here. -------------------------
-    // PRODUCT.md: the demo shows "a rule that blocks and one that allows". That step will
-    // push a rule set with `skylan controller network set <nwid> rulesSource=@FILE`, show
-    // a ping the rules drop and one they accept, and print the rules' hit counters from
-    // `/metrics`. It runs here, while all three are members, before the revocation. Until
-    // then this does nothing and is not counted in `STEPS`.
-    fn flow_rules(&mut self, _nwid: &str) -> Result<(), DemoError> {
+    /// Step 9: a rule that blocks and one that allows. The network's rules drop pings
+    /// to carol and accept everything else; alice's pings to carol stop while bob still
+    /// answers, and alice's `/metrics` counts the hits per rule. Then the rules go back
+    /// to accepting everything, for the revocation step.
+    fn flow_rules(&mut self, nwid: &str) -> Result<(), DemoError> {
+        self.say
+            .begin("Flow rules: one drops pings to carol, one accepts the rest");
+        let carol = self.sites[CAROL].ip.clone();
+        let blocking = format!(
+            "# carol answers no pings; everything else passes\n\
+             drop ipprotocol 1 and ipdest {carol}/32;\n\
+             accept;\n"
+        );
+        self.set_rules(nwid, "office.rules", &blocking)?;
+        let bob = self.sites[BOB].ip.clone();
+        self.wait_for(
+            "alice's pings to carol to be dropped",
+            CONFIG_TIMEOUT,
+            || Ok((!self.quiet_ping(ALICE, &carol)).then_some(())),
+        )?;
+        let to_carol = self.ping(ALICE, &format!("-n -c 2 -i 0.2 -w 2 {carol}"))?;
+        let to_bob = self.ping(ALICE, &format!("-n -c 2 -i 0.2 -w 3 {bob}"))?;
+        if to_carol.status.success() || !to_bob.status.success() {
+            return Err(self.fail(
+                "with the rules in place, carol should not answer alice's pings and bob should",
+            ));
+        }
+        let home = self.sites[ALICE].home.clone();
+        let metrics = lab::run_in(&self.sites[ALICE].host.netns, move || {
+            ApiClient::for_home(&home, None)?.get_text("/metrics")
+        })
+        .map_err(|e| self.fail(e.to_string()))?
+        .map_err(|e| self.fail(e.to_string()))?;
+        let hits: Vec<&str> = metrics
+            .lines()
+            .filter(|l| l.starts_with("skylan_rule_hits_total"))
+            .collect();
+        self.say
+            .out("alice's rule hit counters (rule 0 drops, 1 accepts; GET /metrics):");
+        self.say.block(&hits.join("\n"));
+        self.set_rules(nwid, "open.rules", "accept;\n")?;
+        self.wait_for(
+            "alice's pings to carol to pass again",
+            CONFIG_TIMEOUT,
+            || Ok(self.quiet_ping(ALICE, &carol).then_some(())),
+        )?;
+        self.say
+            .out("(rules back to `accept;`: carol answers again)");
+        self.say.done();
         Ok(())
     }
 
-    /// Step 9: deauthorize carol while alice pings her every 10 ms; measure when the
+    /// Writes `rules` to `$DIR/<file>` and makes it the network's rules on the controller.
+    fn set_rules(&self, nwid: &str, file: &str, rules: &str) -> Result<(), DemoError> {
+        let path = self.dir.0.join(file);
+        fs::write(&path, rules).map_err(|source| DemoError::Io {
+            what: format!("writing {}", path.display()),
+            source,
+        })?;
+        self.say.out(&format!("$DIR/{file}:"));
+        self.say.block(rules);
+        let args = format!(
+            "controller network set {nwid} rulesSource=@{}",
+            path.display()
+        );
+        self.skylan(CTL, &args)?;
+        self.say.prompt(
+            self.sites[CTL].name,
+            &format!("skylan controller network set {nwid} rulesSource=@$DIR/{file}"),
+        );
+        Ok(())
+    }
+
+    /// One ping from `site` to `ip` with a one-second wait, not shown: true on a reply.
+    fn quiet_ping(&self, site: usize, ip: &str) -> bool {
+        let mut cmd = self.sites[site].host.command("ping");
+        cmd.args(["-n", "-c", "1", "-W", "1", ip]);
+        run_command(&mut cmd, COMMAND_TIMEOUT).is_ok_and(|o| o.status.success())
+    }
+
+    /// Step 10: deauthorize carol while alice pings her every 10 ms; measure when the
     /// replies stop after the API call, and check that alice and bob still talk.
     fn revoke(&mut self, nwid: &str) -> Result<(), DemoError> {
         self.say
@@ -789,7 +859,7 @@ impl Demo {
         Ok(())
     }
 
-    /// Step 10 (on every path): end the daemons, delete the namespaces and the work
+    /// Step 11 (on every path): end the daemons, delete the namespaces and the work
     /// directory, and check that nothing of this lab is left.
     fn teardown(self) -> Result<(), DemoError> {
         let Demo {
