@@ -89,11 +89,6 @@ impl HostDns {
             }
         }
     }
-
-    /// Forgets `device` without running anything (it is gone, and its settings with it).
-    pub fn forget(&mut self, device: &str) {
-        self.applied.remove(device);
-    }
 }
 
 fn is_executable(path: &Path) -> bool {

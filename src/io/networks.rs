@@ -354,23 +354,20 @@ impl Networks {
             ..DeviceConfig::for_network(network, self.me, mtu, plan.addresses, routes)
         };
         let dns = optin::dns(&config.dns, self.settings(network)).map(Option::<&Dns>::cloned);
-        let dns_wanted = dns.as_ref().ok().map(Option::is_some);
         self.configs.insert(network, config);
         if let Some(device) = self.set_up_device(network, wanted).await {
-            let outcome = match dns {
-                Ok(Some(dns)) => self.dns.apply(&device, &dns).await,
-                Ok(None) => Ok(()),
-                Err(s) => Err(s.reason),
-            };
             // Whatever is not (or no longer) set takes back what an earlier config set.
+            let outcome = match dns {
+                Ok(Some(dns)) => self.dns.apply(&device, &dns).await.map_err(Some),
+                Ok(None) => Err(None),
+                Err(s) => Err(Some(s.reason)),
+            };
             if let Err(reason) = outcome {
-                skipped.push(Skipped {
+                self.dns.revert(&device).await;
+                skipped.extend(reason.map(|reason| Skipped {
                     item: Managed::Dns,
                     reason,
-                });
-            }
-            if !matches!(dns_wanted, Some(true)) || outcome.is_err() {
-                self.dns.revert(&device).await;
+                }));
             }
         }
         self.note_skipped(network, skipped);
