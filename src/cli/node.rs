@@ -11,7 +11,8 @@ use super::table::Table;
 use crate::service::optin::parse_assignment;
 use crate::types::NetworkId;
 
-/// `skylan info`: `200 info <address> <version> ONLINE|OFFLINE`.
+/// `skylan info`: `200 info <address> <version> ONLINE|OFFLINE`, and when offline a
+/// second line with the reason.
 pub fn info(home: &Path, json: bool) -> Result<String, CliError> {
     let status = ApiClient::for_home(home, None)?.get("/status")?;
     if json {
@@ -22,11 +23,15 @@ pub fn info(home: &Path, json: bool) -> Result<String, CliError> {
     } else {
         "OFFLINE"
     };
-    Ok(format!(
+    let mut out = format!(
         "200 info {} {} {online}",
         text(&status["address"]),
         text(&status["version"])
-    ))
+    );
+    if let Some(reason) = status["offlineReason"].as_str() {
+        out.push_str(&format!("\n    {reason}"));
+    }
+    Ok(out)
 }
 
 /// `skylan peers`: one line per peer.

@@ -547,6 +547,8 @@ impl NodeDriver {
             }
             Event::LinkChanged { peer, link } => tracing::info!(%peer, %link, "link changed"),
             Event::Unreachable(peer) => tracing::info!(%peer, "no root knows this address"),
+            Event::Online { root } => tracing::info!(%root, "online: a root answers"),
+            Event::Offline { reason } => tracing::warn!("offline: {reason}"),
         }
     }
 }

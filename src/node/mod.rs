@@ -67,7 +67,7 @@ use switch::{DropReason, SwitchSettings, SwitchStats};
 /// How often the node wakes up for housekeeping.
 pub const TICK: Duration = Duration::from_secs(1);
 /// HELLO to each root this often (also the NAT keepalive towards roots).
-pub const ROOT_HELLO_INTERVAL: Duration = Duration::from_secs(10);
+pub const ROOT_HELLO_INTERVAL: Duration = Duration::from_secs(5);
 /// Keepalive on an idle direct path this often (short enough for common NAT timeouts).
 pub const KEEPALIVE: Duration = Duration::from_secs(10);
 /// If we sent and heard nothing back for this long, the session is presumed lost
@@ -151,6 +151,16 @@ pub enum Event {
     },
     /// A WHOIS for an address got no answer in time.
     Unreachable(NodeAddress),
+    /// A root answers again after none did (or for the first time).
+    Online {
+        /// The root relaying now.
+        root: NodeAddress,
+    },
+    /// No root answers any more.
+    Offline {
+        /// Why, in words (see [`NodeStatus::offline_reason`]).
+        reason: String,
+    },
     /// (Controller) a member asks for a network's config; answer with
     /// [`Node::send_network_config`] or [`Node::send_network_error`].
     ConfigRequested {
@@ -395,6 +405,8 @@ pub struct NodeStatus {
     pub address: NodeAddress,
     /// True when at least one root answers.
     pub online: bool,
+    /// While offline, why: which roots were tried and since when none answered.
+    pub offline_reason: Option<String>,
     /// Our endpoint as the preferred root sees it.
     pub surface: Option<Endpoint>,
     /// The world in use: ID and revision.

@@ -104,6 +104,11 @@ pub struct Peer {
     pub last_lost_session: Option<Time>,
     /// Last HELLO we sent (roots).
     pub last_hello: Option<Time>,
+    /// When the first HELLO since the root last answered was sent (roots; see
+    /// `control::roots` for how it decides liveness).
+    pub probe_since: Option<Time>,
+    /// Our endpoint as this root saw it in its last HELLO answer (roots).
+    pub observed: Option<Endpoint>,
     /// Smoothed round-trip time, any path.
     pub latency: Option<Duration>,
     /// Software version the peer reported in HELLO.
@@ -125,6 +130,8 @@ impl Peer {
             last_handshake: None,
             last_lost_session: None,
             last_hello: None,
+            probe_since: None,
+            observed: None,
             latency: None,
             version: None,
             activity: Arc::default(),

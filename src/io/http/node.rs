@@ -14,7 +14,7 @@
 //! unknown), as ZeroTier's. `GET /moon` is `[]`: a node orbits no moons yet. `DELETE`
 //! answers `{"result": true}` (plus `id`). Skylan's own additions stay: a peer's `link`,
 //! `relay`, `session`, `cipher`, `mtu`, `lastSend`/`lastReceive`; status's top-level
-//! `surfaceAddresses`; a network's `portErrorMessage` and `skipped`. Unlike ZeroTier, an
+//! `surfaceAddresses` and `offlineReason` (null while online); a network's `portErrorMessage` and `skipped`. Unlike ZeroTier, an
 //! unknown peer or network is a 404 rather than `{}`.
 //!
 //! `POST /network/<nwid>` joins, and changes the member's opt-ins named in the body
@@ -84,6 +84,7 @@ async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Api
         "address": s.address.to_string(),
         "publicIdentity": node.public_identity,
         "online": s.online,
+        "offlineReason": s.offline_reason,
         "tcpFallbackActive": false,
         "version": version_string(v),
         "versionMajor": v.major,

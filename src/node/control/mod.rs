@@ -37,19 +37,21 @@
 //!   nothing unauthenticated changes a path, a session or reaches the TAP.
 
 pub(crate) mod network;
+mod paths;
+mod roots;
+
+pub use roots::{ROOT_ANSWER_TIMEOUT, ROOT_RETRY, RootReport};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::data::ToControl;
 use super::network::NetworkStatus;
-use super::peer::{self, PATH_ALIVE, Path, Peer, Role};
+use super::peer::{self, Peer, Role};
 use super::snapshot::{Activity, NetworkView, Route, RxSession, Snapshot, TxPeer, later};
 use super::{
-    Event, KEEPALIVE, Link, MAX_PENDING_OUTPUT, NodeConfig, NodeError, NodeStats, NodeStatus,
-    PEER_FORGET, PING_TIMEOUT, PROBE_INTERVAL, PeerInfo, ROOT_HELLO_INTERVAL, SILENCE_REHANDSHAKE,
-    TICK, WHOIS_GIVE_UP, WHOIS_RETRY,
+    Event, KEEPALIVE, Link, MAX_PENDING_OUTPUT, NodeConfig, NodeError, NodeStats, PEER_FORGET,
+    PING_TIMEOUT, PeerInfo, SILENCE_REHANDSHAKE, TICK, WHOIS_GIVE_UP, WHOIS_RETRY,
 };
 use crate::crypto::identity::PublicIdentity;
 use crate::crypto::table::{InitAnswer, LostSessionReplies, SessionTable, TableError};
@@ -111,6 +113,8 @@ pub struct Control {
     /// Frames from opened messages control handled (the first packet on a new
     /// session), for the data plane's inbound checks: (peer, network, frame).
     deliveries: VecDeque<Delivery>,
+    /// Whether a root was alive at the last tick (to report changes once).
+    was_online: bool,
 }
 
 impl Control {
@@ -157,6 +161,7 @@ impl Control {
             dirty: true,
             epochs: 0,
             deliveries: VecDeque::new(),
+            was_online: false,
         }
     }
 
@@ -281,16 +286,6 @@ impl Control {
         Some(self.next_tick)
     }
 
-    /// What `info` shows.
-    pub fn status(&self, now: Time) -> NodeStatus {
-        NodeStatus {
-            address: self.address(),
-            online: self.best_root(now).is_some(),
-            surface: self.surface,
-            world: (self.world.id, self.world.timestamp),
-        }
-    }
-
     /// What `peers` shows, sorted by address (with what the data plane reported since
     /// the last fold).
     pub fn peers(&self, now: Time) -> Vec<PeerInfo> {
@@ -304,8 +299,12 @@ impl Control {
                     role: p.role,
                     version: p.version,
                     latency: p.latency,
-                    link: self.link_for(now, address),
-                    paths: p.paths.iter().map(|x| (x.endpoint, x.alive(now))).collect(),
+                    link: self.shown_link(now, address),
+                    paths: p
+                        .paths
+                        .iter()
+                        .map(|x| (x.endpoint, x.alive(now) && !self.dead_root(now, address)))
+                        .collect(),
                     last_tx: later(p.last_tx, act.tx).map(|t| now.since(t)),
                     last_rx: later(p.last_rx, act.rx).map(|t| now.since(t)),
                     session: self.table.tunnel(address).is_some_and(|t| t.can_seal(now)),
@@ -633,6 +632,9 @@ impl Control {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.version = Some(ok.version);
                     p.record_rtt(direct.then_some(from), rtt);
+                    if from_root {
+                        p.observed = Some(ok.observed);
+                    }
                 }
                 if from_root && self.best_root(now) == Some(peer) {
                     self.surface = Some(ok.observed);
@@ -757,48 +759,6 @@ impl Control {
             rtt,
             link,
         });
-    }
-
-    fn on_rendezvous(&mut self, now: Time, other: NodeAddress, endpoints: &[Endpoint]) {
-        // Only for peers we are talking to: a RENDEZVOUS about a stranger (a root
-        // introducing someone after spoofed traffic) must not create state.
-        if other == self.address()
-            || self.roots.contains(&other)
-            || self.table.tunnel(other).is_none()
-        {
-            return;
-        }
-        let p = self
-            .peers
-            .entry(other)
-            .or_insert_with(|| Peer::new(Role::Leaf));
-        for ep in endpoints.iter().take(peer::MAX_PATHS) {
-            p.add_candidate(now, *ep);
-        }
-        self.probe_candidates(now, other);
-    }
-
-    /// Sends an authenticated probe straight to each unconfirmed candidate path of
-    /// `peer` (at most once per [`PROBE_INTERVAL`] each). Whichever side's probe gets
-    /// through first opens the NAT mappings for the other's answer. Needs a session:
-    /// until there is one, candidates wait and are probed from the next tick on.
-    fn probe_candidates(&mut self, now: Time, peer: NodeAddress) {
-        if !self.table.tunnel(peer).is_some_and(|t| t.can_seal(now)) {
-            return;
-        }
-        let due: Vec<Endpoint> = match self.peers.get(&peer) {
-            Some(p) => p
-                .paths
-                .iter()
-                .filter(|x| x.wants_probe(now))
-                .filter(|x| x.last_tx.is_none_or(|t| now.since(t) >= PROBE_INTERVAL))
-                .map(|x| x.endpoint)
-                .collect(),
-            None => return,
-        };
-        for ep in due {
-            self.hello_via(now, peer, Some(ep));
-        }
     }
 
     /// A HELLO built now: our version, a timestamp the answer echoes (latency), our world.
@@ -1036,37 +996,6 @@ impl Control {
             .map(Link::Relay)
     }
 
-    /// The endpoint to reach a root by: its best alive path, else the configured
-    /// endpoint tried least recently (so a dead endpoint does not hold us forever).
-    fn root_endpoint(&self, now: Time, root: NodeAddress) -> Option<Endpoint> {
-        let p = self.peers.get(&root)?;
-        if let Some(path) = p.best_path(now) {
-            return Some(path.endpoint);
-        }
-        p.paths
-            .iter()
-            .min_by_key(|x| x.last_tx)
-            .map(|x: &Path| x.endpoint)
-    }
-
-    /// The alive root with the lowest latency.
-    fn best_root(&self, now: Time) -> Option<NodeAddress> {
-        self.roots
-            .iter()
-            .filter_map(|r| self.peers.get(r).map(|p| (r, p)))
-            .filter(|(_, p)| p.last_rx.is_some_and(|t| now.since(t) < PATH_ALIVE))
-            .min_by_key(|(_, p)| p.latency.unwrap_or(Duration::MAX))
-            .map(|(r, _)| *r)
-    }
-
-    fn root_at(&self, endpoint: Endpoint) -> Option<NodeAddress> {
-        self.roots.iter().copied().find(|r| {
-            self.peers
-                .get(r)
-                .is_some_and(|p| p.paths.iter().any(|x| x.endpoint == endpoint))
-        })
-    }
-
     fn note_link(&mut self, now: Time, peer: NodeAddress) {
         if self.roots.contains(&peer) {
             return;
@@ -1109,21 +1038,7 @@ impl Control {
             self.maintain_peer(now, peer);
         }
         self.forget_idle_peers(now);
-    }
-
-    fn hello_root(&mut self, now: Time, root: NodeAddress) {
-        let due = self.peers.get(&root).is_some_and(|p| {
-            p.last_hello
-                .is_none_or(|t| now.since(t) >= ROOT_HELLO_INTERVAL)
-        });
-        if !due {
-            return;
-        }
-        if let Some(p) = self.peers.get_mut(&root) {
-            p.last_hello = Some(now);
-        }
-        let hello = self.hello(now);
-        self.send_message(now, root, &hello);
+        self.note_online(now);
     }
 
     fn maintain_peer(&mut self, now: Time, peer: NodeAddress) {
@@ -1159,12 +1074,7 @@ impl Control {
             self.hello_via(now, peer, Some(ep));
         }
         let keep: Vec<Endpoint> = if self.roots.contains(&peer) {
-            self.world
-                .roots
-                .iter()
-                .filter(|r| r.identity.address() == peer)
-                .flat_map(|r| r.endpoints.iter().copied())
-                .collect()
+            self.configured_endpoints(peer)
         } else {
             Vec::new()
         };
