@@ -58,6 +58,7 @@ use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
 use crate::wire::{self, SoftwareVersion};
 use crate::world::World;
 use control::Control;
+pub use control::{ROOT_ANSWER_TIMEOUT, ROOT_RETRY, RootReport};
 pub use data::{DataPlane, ToControl};
 use network::{NetworkInfo, NetworkStatus, Policy, RuleKey};
 use peer::Role;
@@ -564,6 +565,20 @@ impl Node {
     /// What `peers` shows, sorted by address.
     pub fn peers(&self, now: Time) -> Vec<PeerInfo> {
         self.control.peers(now)
+    }
+
+    /// Every root with its liveness, latency and our endpoint as it saw us (`netcheck`).
+    pub fn roots_report(&self, now: Time) -> Vec<RootReport> {
+        self.control.roots_report(now)
+    }
+
+    /// Sends every root a HELLO now, so a [`Node::roots_report`] taken a moment later
+    /// is fresh (`netcheck`).
+    pub fn hello_roots_now(&mut self, now: Time) {
+        self.now = now;
+        self.control.fold();
+        self.control.hello_roots_now(now);
+        self.run_control(now);
     }
 
     /// Joins `network`: asks its controller for a config now and keeps asking until it
