@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
 use super::home::{Home, HomeError};
 use super::http;
+use super::interfaces;
 use super::local::NetworkDefaults;
 use super::netdev;
 use super::networks::Networks;
@@ -161,6 +162,12 @@ pub struct NodeDriver {
     threads: usize,
     /// Handed to [`Networks`] when the driver starts.
     network_defaults: NetworkDefaults,
+    /// Our UDP port, which local endpoints pair with interface addresses.
+    udp_port: u16,
+    /// `interfacePrefixBlacklist` of `<home>/local.toml`.
+    interface_blacklist: Vec<String>,
+    /// When to look at the host's interfaces again ([`interfaces::REFRESH`]).
+    next_interfaces: Instant,
 }
 
 impl NodeDriver {
@@ -224,6 +231,11 @@ impl NodeDriver {
         } else {
             None
         };
+        // `skylan node` refused a bad local.toml before it got here; this reads the one
+        // key the driver itself needs.
+        let interface_blacklist = super::local::LocalConfig::load(&options.home)
+            .map(|l| l.interface_prefix_blacklist)
+            .unwrap_or_default();
         let handle = NodeHandle {
             tx,
             address,
@@ -246,6 +258,9 @@ impl NodeDriver {
                 workers,
                 threads,
                 network_defaults: options.network_defaults.clone(),
+                udp_port,
+                interface_blacklist,
+                next_interfaces: Instant::now(),
             },
             handle,
         ))
@@ -285,6 +300,9 @@ impl NodeDriver {
                 self.flush().await;
             }
             self.refresh_taps();
+            if self.refresh_local_endpoints() {
+                self.flush().await;
+            }
             if let Some(n) = &mut self.networks {
                 n.watch_underlay(&self.node, self.clock.now()).await;
             }
@@ -310,6 +328,19 @@ impl NodeDriver {
             n.shutdown().await;
         }
         Ok(())
+    }
+
+    /// Tells the core the host's endpoints (interface addresses with our UDP port) at
+    /// start and every [`interfaces::REFRESH`]; the core pushes them to peers when they
+    /// changed. True when it looked.
+    fn refresh_local_endpoints(&mut self) -> bool {
+        if Instant::now() < self.next_interfaces {
+            return false;
+        }
+        self.next_interfaces = Instant::now() + interfaces::REFRESH;
+        let endpoints = interfaces::local_endpoints(self.udp_port, &self.interface_blacklist);
+        self.node.set_local_endpoints(self.clock.now(), endpoints);
+        true
     }
 
     /// Hands the core up to [`HANDOVER_BATCH`] items the workers' data planes passed on;

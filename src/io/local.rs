@@ -6,6 +6,7 @@
 //! [settings]
 //! primaryPort = 9993        # UDP port (and the local API's, unless apiPort says otherwise)
 //! apiPort = 9993            # local API TCP port on 127.0.0.1
+//! interfacePrefixBlacklist = ["docker", "veth"]   # interfaces never told to peers
 //!
 //! [network.default]         # opt-ins of every network joined, until `skylan set` changes them
 //! allowManaged = true
@@ -53,6 +54,10 @@ pub struct LocalConfig {
     pub port: Option<u16>,
     /// `settings.apiPort`: the local API's TCP port.
     pub api_port: Option<u16>,
+    /// `settings.interfacePrefixBlacklist` (ZeroTier's key): interfaces whose name
+    /// starts with one of these are never told to peers as local endpoints
+    /// (`io::interfaces`; `lo`, `zt`, `tun`, `tap` and skylan's own are never told).
+    pub interface_prefix_blacklist: Vec<String>,
     /// The `[network.*]` tables.
     pub networks: NetworkDefaults,
 }
@@ -138,6 +143,7 @@ impl LocalConfig {
         Ok(LocalConfig {
             port: file.settings.primary_port,
             api_port: file.settings.api_port,
+            interface_prefix_blacklist: file.settings.interface_prefix_blacklist,
             networks,
         })
     }
@@ -159,6 +165,8 @@ struct FileModel {
 struct SettingsModel {
     primary_port: Option<u16>,
     api_port: Option<u16>,
+    #[serde(default)]
+    interface_prefix_blacklist: Vec<String>,
 }
 
 /// A `[network.*]` table: each opt-in it names.
@@ -288,6 +296,23 @@ mod tests {
     }
 
     #[test]
+    fn the_interface_prefix_blacklist_is_a_list_of_names() {
+        let config =
+            parse("[settings]\ninterfacePrefixBlacklist = [\"docker\", \"veth\"]\n").unwrap();
+        assert_eq!(config.interface_prefix_blacklist, ["docker", "veth"]);
+        assert!(parse("").unwrap().interface_prefix_blacklist.is_empty());
+        let e = parse("[settings]\ninterfacePrefixBlacklist = \"docker\"\n").unwrap_err();
+        assert!(e.starts_with("/h/local.toml:2:"), "{e}");
+        let e = parse("[settings]\ninterfacePrefixBlacklist = [1]\n").unwrap_err();
+        assert!(e.starts_with("/h/local.toml:2:"), "{e}");
+        let e = parse("[settings]\ninterfacePrefixBlackList = []\n").unwrap_err();
+        assert!(
+            e.ends_with("did you mean `interfacePrefixBlacklist`?"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_names_file_line_and_the_nearest_key() {
         let e = parse("[network.default]\nallowManaged = true\nallowDefualt = true\n").unwrap_err();
         assert!(
@@ -323,6 +348,7 @@ mod tests {
         let example = include_str!("../../examples/deploy/local.toml");
         let config = parse(example).unwrap();
         assert_eq!(config.port, Some(DEFAULT_PORT));
+        assert_eq!(config.interface_prefix_blacklist, ["docker", "veth"]);
         let this = config.networks.for_network(NWID.parse().unwrap());
         assert!(this.allow_managed && this.allow_global && !this.allow_default);
     }

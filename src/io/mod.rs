@@ -7,6 +7,7 @@ pub mod dns;
 pub mod handle;
 pub mod home;
 pub mod http;
+pub mod interfaces;
 pub mod local;
 pub mod netconf;
 pub mod netdev;

@@ -239,6 +239,10 @@ pub struct NodeStats {
     pub drop_expired: u64,
     /// Control messages a leaf only accepts from roots, from someone else.
     pub drop_not_from_root: u64,
+    /// PushDirectPaths from a root or from a node we exchange no user traffic with.
+    pub drop_push_not_peer: u64,
+    /// PushDirectPaths over the sending peer's rate limit.
+    pub drop_push_rate: u64,
     /// Frames for networks we have not joined.
     pub drop_not_joined: u64,
     /// Frames refused by a network's switch (sender not on the roster, wrong MAC, ...),
@@ -292,6 +296,8 @@ impl NodeStats {
             ("drop_auth", self.drop_auth),
             ("drop_expired", self.drop_expired),
             ("drop_not_from_root", self.drop_not_from_root),
+            ("drop_push_not_peer", self.drop_push_not_peer),
+            ("drop_push_rate", self.drop_push_rate),
             ("drop_not_joined", self.drop_not_joined),
             ("drop_not_member", self.drop_not_member),
             ("drop_not_from_controller", self.drop_not_from_controller),
@@ -336,6 +342,8 @@ impl NodeStats {
             drop_auth: self.drop_auth + o.drop_auth,
             drop_expired: self.drop_expired + o.drop_expired,
             drop_not_from_root: self.drop_not_from_root + o.drop_not_from_root,
+            drop_push_not_peer: self.drop_push_not_peer + o.drop_push_not_peer,
+            drop_push_rate: self.drop_push_rate + o.drop_push_rate,
             drop_not_joined: self.drop_not_joined + o.drop_not_joined,
             drop_not_member: self.drop_not_member + o.drop_not_member,
             drop_not_from_controller: self.drop_not_from_controller + o.drop_not_from_controller,
@@ -579,6 +587,23 @@ impl Node {
         self.control.fold();
         self.control.hello_roots_now(now);
         self.run_control(now);
+    }
+
+    /// Our own endpoints, as the driver finds them (each interface address with the
+    /// node's UDP port), at start and whenever they may have changed. Peers we talk to
+    /// hear them (PushDirectPaths), so two nodes behind one NAT go direct over their
+    /// LAN; see [`control`] for when and to whom.
+    pub fn set_local_endpoints(&mut self, now: Time, endpoints: Vec<Endpoint>) {
+        self.now = now;
+        self.control.fold();
+        self.control.set_local_endpoints(now, endpoints);
+        self.run_control(now);
+    }
+
+    /// Our endpoints as last set with [`Node::set_local_endpoints`] (implausible ones
+    /// left out).
+    pub fn local_endpoints(&self) -> &[Endpoint] {
+        self.control.local_endpoints()
     }
 
     /// Joins `network`: asks its controller for a config now and keeps asking until it

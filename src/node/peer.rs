@@ -4,7 +4,9 @@
 //! Path rules (the anti-spoofing contract): a path is *learned* only from an
 //! authenticated packet that arrived with zero hops from that endpoint; a candidate
 //! path from a RENDEZVOUS is only probed, never used for traffic, until an authenticated
-//! packet confirms it. A path is *alive* while something authenticated arrived on it
+//! packet confirms it; so are the LAN endpoints a peer pushes itself (PushDirectPaths,
+//! see `control::paths`, which also keeps a relayed pair's candidates past
+//! [`CANDIDATE_EXPIRE`]). A path is *alive* while something authenticated arrived on it
 //! within [`PATH_ALIVE`]; it is forgotten after [`PATH_EXPIRE`].
 
 use std::collections::VecDeque;
@@ -20,8 +22,9 @@ pub const PATH_ALIVE: Duration = Duration::from_secs(30);
 pub const PATH_EXPIRE: Duration = Duration::from_secs(120);
 /// An unconfirmed candidate path is forgotten after this long.
 pub const CANDIDATE_EXPIRE: Duration = Duration::from_secs(30);
-/// At most this many paths per peer.
-pub const MAX_PATHS: usize = 4;
+/// At most this many paths per peer (a RENDEZVOUS endpoint, a few pushed LAN endpoints
+/// and the paths learned from traffic).
+pub const MAX_PATHS: usize = 8;
 /// At most this many messages wait for a session to a peer; older ones are dropped.
 pub const MAX_QUEUED: usize = 64;
 /// A peer that carried user traffic (frames, pings) within this long is *active*: it

@@ -5,14 +5,16 @@
 //! Identities come from a fixed pool of pre-generated test identities (generating one
 //! costs a proof of work), so meshes are cheap to build and every run is identical.
 //! Addresses: roots 198.51.100.1.., public nodes 198.51.100.101.., NAT public sides
-//! 203.0.113.1.., hosts behind NATs 192.0.2.2.
+//! 203.0.113.1.., hosts behind NATs 192.0.2.2 (several behind one shared NAT:
+//! 192.0.2.2, 192.0.2.3, ...).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::cores::NodeHost;
-use super::{AccessLink, HostId, NatKind, Sim};
+use super::{AccessLink, HostId, NatId, NatKind, Sim};
 use crate::controller::{Controller, RedbStore};
 use crate::crypto::identity::Identity;
 use crate::node::network::NetworkStatus;
@@ -57,6 +59,10 @@ pub enum Placement {
     Public,
     /// Behind its own NAT of this kind.
     Behind(NatKind),
+    /// Behind a NAT of this kind shared by every node placed with the same LAN number:
+    /// they form one LAN and reach each other by their private addresses (the NAT does
+    /// not hairpin). The first node placed on a LAN creates its NAT.
+    Lan(NatKind, u8),
 }
 
 /// A simulated mesh: the simulator plus which host is what.
@@ -70,6 +76,8 @@ pub struct Mesh {
     /// The planet.
     pub world: World,
     next_identity: usize,
+    /// Shared NATs by LAN number, with the last private address octet handed out.
+    lans: HashMap<u8, (NatId, u8)>,
 }
 
 impl Mesh {
@@ -109,6 +117,7 @@ impl Mesh {
             nodes: Vec::new(),
             world,
             next_identity,
+            lans: HashMap::new(),
         };
         for &p in nodes {
             mesh.add_node(p, link);
@@ -167,9 +176,33 @@ impl Mesh {
                 let private = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
                 self.sim.add_host(host, private, PORT, link, Some(nat))
             }
+            Placement::Lan(kind, lan) => {
+                let (nat, last) = match self.lans.get(&lan) {
+                    Some(&(nat, last)) => (nat, last + 1),
+                    None => {
+                        let public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1 + n as u8));
+                        (self.sim.add_nat(kind, public), 2)
+                    }
+                };
+                self.lans.insert(lan, (nat, last));
+                let private = IpAddr::V4(Ipv4Addr::new(192, 0, 2, last));
+                self.sim.add_host(host, private, PORT, link, Some(nat))
+            }
         };
         self.nodes.push(id);
         id
+    }
+
+    /// Tells every node its local endpoint, as the node driver does from the host's
+    /// interface addresses: its own (private, behind a NAT) address and port. Nodes then
+    /// push it to the peers they talk to (PushDirectPaths).
+    pub fn announce_local_endpoints(&mut self) {
+        for id in self.nodes.clone() {
+            let local = self.sim.endpoint(id);
+            self.sim.with_host::<NodeHost, _>(id, |h, now| {
+                h.node.set_local_endpoints(now, vec![local])
+            });
+        }
     }
 
     /// The node core of host `id`.

@@ -24,6 +24,8 @@ pub const ECHO_MAX_LEN: usize = 256;
 pub const MAX_LIST_LEN: usize = 255;
 /// Bytes of a Frame message before the Ethernet frame: verb 1 | network id 8 | flags 1.
 pub const FRAME_HEADER_LEN: usize = 10;
+/// Most endpoints one PushDirectPaths message may carry; a longer list is malformed.
+pub const MAX_PUSHED_PATHS: usize = 8;
 
 /// The verb byte that starts every inner message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,6 +54,8 @@ pub enum Verb {
     NetworkCredentials,
     /// 0x0c: reserved (a multicast frame).
     MulticastFrame,
+    /// 0x0d: a node tells a peer the endpoints it can be reached at on its own networks.
+    PushDirectPaths,
     /// Any other value.
     Unknown(u8),
 }
@@ -71,6 +75,7 @@ impl From<u8> for Verb {
             0x0a => Verb::NetworkConfig,
             0x0b => Verb::NetworkCredentials,
             0x0c => Verb::MulticastFrame,
+            0x0d => Verb::PushDirectPaths,
             other => Verb::Unknown(other),
         }
     }
@@ -91,6 +96,7 @@ impl From<Verb> for u8 {
             Verb::NetworkConfig => 0x0a,
             Verb::NetworkCredentials => 0x0b,
             Verb::MulticastFrame => 0x0c,
+            Verb::PushDirectPaths => 0x0d,
             Verb::Unknown(other) => other,
         }
     }
@@ -300,6 +306,14 @@ pub enum Message<'a> {
         /// The signed config bytes.
         config: &'a [u8],
     },
+    /// 0x0d PUSH_DIRECT_PATHS: node → peer, "I can also be reached at these endpoints"
+    /// (its interface addresses with its UDP port), so two nodes behind one NAT find
+    /// each other on their LAN. Candidates only: the receiver probes them, and one
+    /// carries traffic only after an authenticated packet arrived on it.
+    PushDirectPaths {
+        /// The sender's local endpoints (at most [`MAX_PUSHED_PATHS`]).
+        endpoints: Vec<Endpoint>,
+    },
     /// A reserved or unknown verb, body kept raw so it can be counted and skipped.
     Unknown {
         /// The verb.
@@ -391,6 +405,19 @@ impl<'a> Message<'a> {
                 network: parse_network(&mut r, "NetworkConfig network id")?,
                 config: r.rest(),
             }),
+            Verb::PushDirectPaths => {
+                let count = usize::from(r.u8("PushDirectPaths count")?);
+                if count > MAX_PUSHED_PATHS {
+                    return Err(WireError::BadLength(
+                        "PushDirectPaths carries more than 8 endpoints",
+                    ));
+                }
+                let mut endpoints = Vec::with_capacity(count);
+                for _ in 0..count {
+                    endpoints.push(read_endpoint(&mut r, "PushDirectPaths endpoint")?);
+                }
+                Ok(Message::PushDirectPaths { endpoints })
+            }
             Verb::MulticastLike
             | Verb::NetworkCredentials
             | Verb::MulticastFrame
@@ -413,6 +440,7 @@ impl<'a> Message<'a> {
             Message::Echo(_) => Verb::Echo,
             Message::NetworkConfigRequest { .. } => Verb::NetworkConfigRequest,
             Message::NetworkConfig { .. } => Verb::NetworkConfig,
+            Message::PushDirectPaths { .. } => Verb::PushDirectPaths,
             Message::Unknown { verb, .. } => *verb,
         }
     }
@@ -444,6 +472,12 @@ impl<'a> Message<'a> {
             Message::Echo(bytes) => echo_len(bytes),
             Message::NetworkConfigRequest { .. } => 16,
             Message::NetworkConfig { config, .. } => 8 + config.len(),
+            Message::PushDirectPaths { endpoints } => {
+                1 + endpoints[..pushed_len(endpoints.len())]
+                    .iter()
+                    .map(endpoint_len)
+                    .sum::<usize>()
+            }
             Message::Unknown { body, .. } => body.len(),
         }
     }
@@ -451,8 +485,9 @@ impl<'a> Message<'a> {
     /// Appends the message (verb first) to `out`, typically right after a Data prefix
     /// so it can be sealed in place.
     ///
-    /// Lists longer than [`MAX_LIST_LEN`] and echo bytes longer than [`ECHO_MAX_LEN`]
-    /// cannot be sent; `emit` writes only the first entries/bytes that fit (and
+    /// Lists longer than [`MAX_LIST_LEN`] (pushed paths: [`MAX_PUSHED_PATHS`]) and echo
+    /// bytes longer than [`ECHO_MAX_LEN`] cannot be sent; `emit` writes only the first
+    /// entries/bytes that fit (and
     /// asserts in debug builds, since building such a message is a caller bug).
     pub fn emit(&self, out: &mut Vec<u8>) {
         out.reserve(self.buffer_len());
@@ -529,6 +564,14 @@ impl<'a> Message<'a> {
             Message::NetworkConfig { network, config } => {
                 out.extend_from_slice(&network.value().to_be_bytes());
                 out.extend_from_slice(config);
+            }
+            Message::PushDirectPaths { endpoints } => {
+                let endpoints = &endpoints[..pushed_len(endpoints.len())];
+                // Cannot truncate: pushed_len caps at MAX_PUSHED_PATHS = 8.
+                out.push(endpoints.len() as u8);
+                for endpoint in endpoints {
+                    emit_endpoint(endpoint, out);
+                }
             }
             Message::Unknown { body, .. } => out.extend_from_slice(body),
         }
@@ -655,6 +698,14 @@ fn list_len(len: usize) -> usize {
 fn count_byte(len: usize) -> u8 {
     // Cannot truncate: list_len caps at MAX_LIST_LEN = u8::MAX.
     list_len(len) as u8
+}
+
+fn pushed_len(len: usize) -> usize {
+    debug_assert!(
+        len <= MAX_PUSHED_PATHS,
+        "a push of {len} endpoints cannot be sent"
+    );
+    len.min(MAX_PUSHED_PATHS)
 }
 
 fn echo_len(bytes: &[u8]) -> usize {
@@ -821,6 +872,20 @@ mod tests {
                 true,
             ),
             (
+                Message::PushDirectPaths {
+                    endpoints: vec![v4, v6],
+                },
+                1 + 1 + 7 + 19,
+                false,
+            ),
+            (
+                Message::PushDirectPaths {
+                    endpoints: Vec::new(),
+                },
+                2,
+                false,
+            ),
+            (
                 Message::Unknown {
                     verb: Verb::MulticastLike,
                     body: b"reserved",
@@ -956,7 +1021,7 @@ mod tests {
 
     #[test]
     fn reserved_and_unknown_verbs_keep_their_body() {
-        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a)) {
+        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a | 0x0d)) {
             let out = [n, 1, 2, 3];
             let message = Message::parse(&out).unwrap();
             assert_eq!(
@@ -985,6 +1050,40 @@ mod tests {
         }
         assert_eq!(Verb::from(0x0c), Verb::MulticastFrame);
         assert_eq!(ErrorCode::from(7), ErrorCode::NetworkAccessDenied);
+    }
+
+    #[test]
+    fn pushed_paths_are_bounded_and_checked() {
+        let v4: Endpoint = "192.0.2.10/9993".parse().unwrap();
+        let full = Message::PushDirectPaths {
+            endpoints: vec![v4; MAX_PUSHED_PATHS],
+        };
+        let mut out = emit(&full);
+        assert_eq!(&out[..2], &[0x0d, 8]);
+        assert_eq!(out.len(), 2 + 8 * 7);
+        assert_eq!(Message::parse(&out), Ok(full));
+        // A ninth endpoint is refused, even when its bytes are there.
+        out[1] = 9;
+        out.extend_from_within(2..9);
+        assert_eq!(
+            Message::parse(&out),
+            Err(WireError::BadLength(
+                "PushDirectPaths carries more than 8 endpoints"
+            ))
+        );
+        // A count that promises more than the body holds, and a bad family.
+        assert_eq!(
+            Message::parse(&[0x0d, 2, 4, 192, 0, 2, 10, 0x27, 0x09]),
+            Err(WireError::Truncated("PushDirectPaths endpoint"))
+        );
+        assert_eq!(
+            Message::parse(&[0x0d, 1, 5, 192, 0, 2, 10, 0x27, 0x09]),
+            Err(WireError::BadEndpointFamily(5))
+        );
+        assert_eq!(
+            Message::parse(&[0x0d]),
+            Err(WireError::Truncated("PushDirectPaths count"))
+        );
     }
 
     #[test]
@@ -1101,10 +1200,12 @@ mod tests {
                     frame,
                 }),
             arb_bytes(0..ECHO_MAX_LEN + 1).prop_map(Message::Echo),
+            proptest::collection::vec(arb_endpoint(), 0..MAX_PUSHED_PATHS + 1)
+                .prop_map(|endpoints| Message::PushDirectPaths { endpoints }),
             (0x08u8.., arb_bytes(0..64))
-                .prop_filter("0x09 and 0x0a are network verbs", |(v, _)| !matches!(
+                .prop_filter("0x09, 0x0a and 0x0d are known verbs", |(v, _)| !matches!(
                     v,
-                    0x09 | 0x0a
+                    0x09 | 0x0a | 0x0d
                 ))
                 .prop_map(|(v, body)| Message::Unknown {
                     verb: Verb::from(v),

@@ -114,6 +114,10 @@
 //!                              payload: network id 8)
 //! 0x0b  NetworkCredentials     reserved
 //! 0x0c  MulticastFrame         reserved
+//! 0x0d  PushDirectPaths        count 1 (≤ 8, more is malformed) | count × endpoint:
+//!                              the sender's own interface addresses with its UDP
+//!                              port. Candidates only (see `node::peer`): the receiver
+//!                              probes them, and rate-limits and filters pushes
 //! other                        `Verb::Unknown(n)`, body kept raw
 //!
 //! endpoint = family 1 (4 or 6) | ip (4 or 16) | port 2
@@ -149,8 +153,9 @@ pub use fragment::{
 };
 pub use message::{
     ECHO_MAX_LEN, ErrorCode, FRAME_FORWARDED, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,
-    IdentityBytes, MAX_LIST_LEN, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION,
-    SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
+    IdentityBytes, MAX_LIST_LEN, MAX_PUSHED_PATHS, Message, OkBody, PROTOCOL_VERSION,
+    SOFTWARE_VERSION, SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len,
+    parse_endpoint,
 };
 pub use packet::{
     COOKIE_LEN, COOKIE_NONCE_LEN, DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAC_LEN,

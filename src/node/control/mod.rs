@@ -40,6 +40,10 @@ pub(crate) mod network;
 mod paths;
 mod roots;
 
+pub use paths::{
+    PROBE_BACKOFF_MAX, PROBE_BURST, PUSH_ACCEPTED, PUSH_FIRST, PUSH_MAX, PUSH_RX_BURST,
+    PUSH_RX_WINDOW, usable_candidate,
+};
 pub use roots::{ROOT_ANSWER_TIMEOUT, ROOT_RETRY, RootReport};
 
 use std::collections::{HashMap, VecDeque};
@@ -115,6 +119,8 @@ pub struct Control {
     deliveries: VecDeque<Delivery>,
     /// Whether a root was alive at the last tick (to report changes once).
     was_online: bool,
+    /// Our local endpoints and the per-peer push and probe state (`paths`).
+    lan: paths::Lan,
 }
 
 impl Control {
@@ -162,6 +168,7 @@ impl Control {
             epochs: 0,
             deliveries: VecDeque::new(),
             was_online: false,
+            lan: paths::Lan::default(),
         }
     }
 
@@ -657,6 +664,7 @@ impl Control {
                 ..
             } => self.on_echo_reply(now, peer, from, direct, data),
             Message::Echo(data) => {
+                self.on_pinged(now, peer);
                 let reply = Message::Ok {
                     in_re_counter: counter,
                     body: OkBody::Echo(data),
@@ -672,6 +680,9 @@ impl Control {
                     return;
                 }
                 self.on_rendezvous(now, other, &endpoints);
+            }
+            Message::PushDirectPaths { endpoints } => {
+                self.on_push_direct_paths(now, peer, &endpoints)
             }
             Message::Frame {
                 network,
@@ -920,6 +931,9 @@ impl Control {
             self.hello_via(now, peer, None);
             self.probe_candidates(now, peer);
         }
+        if !self.roots.contains(&peer) {
+            self.paths_on_session_ready(now, peer);
+        }
     }
 
     fn flush_queue(&mut self, now: Time, peer: NodeAddress) {
@@ -1038,6 +1052,7 @@ impl Control {
             self.maintain_peer(now, peer);
         }
         self.forget_idle_peers(now);
+        self.forget_gone_paths();
         self.note_online(now);
     }
 
@@ -1062,7 +1077,7 @@ impl Control {
             self.start_handshake(now, peer);
         }
         if !self.roots.contains(&peer) {
-            self.probe_candidates(now, peer);
+            self.maintain_paths(now, peer);
         }
         // Keepalives on the direct path of active leaves.
         let keepalive_to = self.peers.get(&peer).and_then(|p| {
@@ -1076,7 +1091,7 @@ impl Control {
         let keep: Vec<Endpoint> = if self.roots.contains(&peer) {
             self.configured_endpoints(peer)
         } else {
-            Vec::new()
+            self.retained_candidates(now, peer)
         };
         if let Some(p) = self.peers.get_mut(&peer) {
             p.expire_paths(now, &keep);
