@@ -17,6 +17,13 @@
 //!                                                       per-port cut and loss)
 //! ```
 //!
+//! [`Lab::add_host_behind`] puts another host on an existing NAT host's private segment:
+//! the router's private side becomes a bridge (`lanbr`, 192.0.2.1/24) with one veth per
+//! host (`lan0`, `lan1`, ...), so the hosts reach each other directly on 192.0.2.0/24
+//! while sharing the router's public address. The routers do not hairpin: a packet
+//! from the private side to the router's public address reaches the router itself, not
+//! the other host.
+//!
 //! Invariants:
 //! - Every namespace name starts with the lab id `skl-<tag>-<pid>-<n>`, unique per lab
 //!   (process id plus a per-process counter), so labs of parallel tests and of other
@@ -60,6 +67,8 @@ const BRIDGE: &str = "br0";
 const HOST_IF: &str = "eth0";
 /// A NAT router's address on its private segment (the hosts' default gateway).
 pub const ROUTER_PRIVATE_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The bridge on a router's private side once it has more than one host.
+const LAN_BRIDGE: &str = "lanbr";
 /// How long spawned processes get between SIGTERM and SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
@@ -330,14 +339,8 @@ impl Lab {
         public_ip: Ipv4Addr,
         private_ip: Ipv4Addr,
     ) -> Result<LabHost, LabError> {
+        check_private_ip(private_ip)?;
         self.check_new_host(name, public_ip)?;
-        let [a, b, c, d] = private_ip.octets();
-        if [a, b, c] != [192, 0, 2] || matches!(d, 0 | 1 | 255) {
-            return Err(LabError::BadAddress {
-                ip: private_ip,
-                reason: "a private address must be in 192.0.2.2-192.0.2.254 (192.0.2.1 is the router)",
-            });
-        }
         let router = format!("{}.r.{name}", self.id);
         let netns = format!("{}.h.{name}", self.id);
         self.add_namespace(&router)?;
@@ -366,13 +369,7 @@ impl Lab {
         })?;
         netns::nft_in(&router, &nft::nat_ruleset(kind, public_ip))?;
 
-        // Host: private address, default route via the router.
-        let cidr = format!("{private_ip}/24");
-        let gateway = ROUTER_PRIVATE_IP.to_string();
-        netns::ip_in(&netns, &["addr", "add", &cidr, "dev", HOST_IF])?;
-        netns::ip_in(&netns, &["link", "set", HOST_IF, "up"])?;
-        netns::ip_in(&netns, &["link", "set", "lo", "up"])?;
-        netns::ip_in(&netns, &["route", "add", "default", "via", &gateway])?;
+        configure_private_host(&netns, private_ip)?;
 
         let host = LabHost {
             name: name.to_string(),
@@ -382,6 +379,76 @@ impl Lab {
             router_netns: Some(router),
             nat: Some(kind),
             port,
+        };
+        self.state().hosts.push(host.clone());
+        Ok(host)
+    }
+
+    /// Adds a host behind the NAT router of `neighbour` (a host made by
+    /// [`Lab::add_nat_host`] or by this method), on the same private segment with
+    /// `private_ip` (192.0.2.2-254, unused there). The hosts reach each other directly
+    /// on the segment and share the router's public address, NAT behaviour and backbone
+    /// port (so [`Lab::cut`] and [`Lab::set_loss`] on either act on the router). See the
+    /// module documentation for the layout.
+    pub fn add_host_behind(
+        &self,
+        name: &str,
+        neighbour: &LabHost,
+        private_ip: Ipv4Addr,
+    ) -> Result<LabHost, LabError> {
+        check_private_ip(private_ip)?;
+        check_name(name)?;
+        self.check_own_host(neighbour)?;
+        let (Some(router), Some(kind)) = (neighbour.router_netns.clone(), neighbour.nat) else {
+            return Err(LabError::BadName {
+                name: neighbour.name.clone(),
+                reason: "a host added behind another must share a NAT router; this one is public",
+            });
+        };
+        let lan_index = {
+            let state = self.state();
+            if state.hosts.iter().any(|h| h.name == name) {
+                return Err(LabError::DuplicateHost(name.to_string()));
+            }
+            let behind: Vec<&LabHost> = state
+                .hosts
+                .iter()
+                .filter(|h| h.router_netns.as_deref() == Some(router.as_str()))
+                .collect();
+            if behind.iter().any(|h| h.private_ip == Some(private_ip)) {
+                return Err(LabError::AddressInUse(private_ip));
+            }
+            behind.len()
+        };
+        if lan_index == 1 {
+            // The first extra host: the private side becomes a bridge holding the
+            // router's address, with the first host's veth on it.
+            let lan = format!("{ROUTER_PRIVATE_IP}/24");
+            netns::ip_in(&router, &["link", "add", LAN_BRIDGE, "type", "bridge"])?;
+            netns::ip_in(&router, &["addr", "del", &lan, "dev", LAN_IF])?;
+            netns::ip_in(&router, &["link", "set", LAN_IF, "master", LAN_BRIDGE])?;
+            netns::ip_in(&router, &["addr", "add", &lan, "dev", LAN_BRIDGE])?;
+            netns::ip_in(&router, &["link", "set", LAN_BRIDGE, "up"])?;
+        }
+        let netns = format!("{}.h.{name}", self.id);
+        self.add_namespace(&netns)?;
+        let veth = format!("lan{lan_index}");
+        netns::ip_in(
+            &router,
+            &[
+                "link", "add", &veth, "type", "veth", "peer", "name", HOST_IF, "netns", &netns,
+            ],
+        )?;
+        netns::ip_in(&router, &["link", "set", &veth, "master", LAN_BRIDGE, "up"])?;
+        configure_private_host(&netns, private_ip)?;
+        let host = LabHost {
+            name: name.to_string(),
+            netns,
+            ip: neighbour.ip,
+            private_ip: Some(private_ip),
+            router_netns: Some(router),
+            nat: Some(kind),
+            port: neighbour.port.clone(),
         };
         self.state().hosts.push(host.clone());
         Ok(host)
@@ -546,17 +613,7 @@ impl Lab {
     }
 
     fn check_new_host(&self, name: &str, public_ip: Ipv4Addr) -> Result<(), LabError> {
-        if name.is_empty()
-            || name.len() > 24
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            return Err(LabError::BadName {
-                name: name.to_string(),
-                reason: "a host name is 1 to 24 characters of A-Z, a-z, 0-9, _ and -",
-            });
-        }
+        check_name(name)?;
         let [a, b, c, d] = public_ip.octets();
         if [a, b, c] != [198, 51, 100] || matches!(d, 0 | 255) {
             return Err(LabError::BadAddress {
@@ -656,6 +713,45 @@ fn terminate(mut children: Vec<Child>, grace: Duration) -> Vec<(u32, std::io::Re
 }
 
 /// The tag and PID encoded in a lab namespace name (`skl-<tag>-<pid>-<n>.<kind>...`).
+/// A host name: 1–24 of `[A-Za-z0-9_-]`.
+fn check_name(name: &str) -> Result<(), LabError> {
+    if name.is_empty()
+        || name.len() > 24
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(LabError::BadName {
+            name: name.to_string(),
+            reason: "a host name is 1 to 24 characters of A-Z, a-z, 0-9, _ and -",
+        });
+    }
+    Ok(())
+}
+
+/// A host's address on a router's private segment: 192.0.2.2-254.
+fn check_private_ip(private_ip: Ipv4Addr) -> Result<(), LabError> {
+    let [a, b, c, d] = private_ip.octets();
+    if [a, b, c] != [192, 0, 2] || matches!(d, 0 | 1 | 255) {
+        return Err(LabError::BadAddress {
+            ip: private_ip,
+            reason: "a private address must be in 192.0.2.2-192.0.2.254 (192.0.2.1 is the router)",
+        });
+    }
+    Ok(())
+}
+
+/// A host behind a router: its private address, `lo` up, default route via the router.
+fn configure_private_host(netns: &str, private_ip: Ipv4Addr) -> Result<(), LabError> {
+    let cidr = format!("{private_ip}/24");
+    let gateway = ROUTER_PRIVATE_IP.to_string();
+    netns::ip_in(netns, &["addr", "add", &cidr, "dev", HOST_IF])?;
+    netns::ip_in(netns, &["link", "set", HOST_IF, "up"])?;
+    netns::ip_in(netns, &["link", "set", "lo", "up"])?;
+    netns::ip_in(netns, &["route", "add", "default", "via", &gateway])?;
+    Ok(())
+}
+
 fn lab_owner(netns: &str) -> Option<(&str, u32)> {
     let rest = netns.strip_prefix(LAB_PREFIX)?;
     let mut parts = rest.splitn(3, '-');
