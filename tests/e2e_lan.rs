@@ -1,8 +1,8 @@
 //! End to end in network namespaces: LAN paths. Two real `skylan` nodes behind one NAT
-//! router (port-restricted, no hairpinning) tell each other their interface addresses
-//! (PushDirectPaths) and go DIRECT over the LAN, with the peer's private 192.0.2.x
-//! address as the path; a third node behind a NAT elsewhere still reaches them, and
-//! never by their private addresses.
+//! router (port-restricted, no hairpinning), members of one network, tell each other
+//! their interface addresses (PushDirectPaths) and go DIRECT over the LAN, with the
+//! peer's private 192.0.2.x address as the path; a third member behind a NAT elsewhere
+//! still reaches them, and never by their private addresses.
 //!
 //! First the lab itself is checked: the two hosts reach each other on the private
 //! segment, and a datagram to the router's public address (the other host's NAT
@@ -16,6 +16,8 @@
 
 mod support;
 
+use support::networks::{authorized_network, managed_ip, ping_ip};
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -25,6 +27,7 @@ use skylan::lab::NatKind;
 use support::{Ping, Testbed, udp_socket};
 
 const ROOT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
+const CTRL_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
 const LAN_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 21);
 const C_PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 23);
 const A_PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -76,27 +79,37 @@ fn two_nodes_behind_one_nat_go_direct_over_their_lan() -> Result<()> {
     drop((a_sock, b_sock, watcher));
 
     let (_, planet) = tb.start_planet(&[("root", &r)])?;
+    let hctrl = tb.public_host("ctrl", CTRL_IP)?;
+    let ctrl = tb.start_node("ctrl", &hctrl, &planet, &["--controller"])?;
     let a = tb.start_node("a", &ha, &planet, &[])?;
     let b = tb.start_node("b", &hb, &planet, &[])?;
     let c = tb.start_node("c", &hc, &planet, &[])?;
-    for d in [&a, &b, &c] {
+    for d in [&ctrl, &a, &b, &c] {
         tb.wait_online(d, ONLINE)?;
     }
+    // Members of one network trust each other: they tell each other their endpoints.
+    let (_, entries) = authorized_network(
+        &tb,
+        &ctrl,
+        &[&a, &b, &c],
+        "198.18.0.10-198.18.0.50",
+        "198.18.0.0/24",
+    )?;
+    let b_overlay = managed_ip(&entries[1])?;
+    let authorized = Instant::now();
 
-    let start = Instant::now();
-    let (first, to_first) = tb.wait_ping(&a, &b, "first reply", FIRST_REPLY, |p| p.reply)?;
-    tb.note(format!("first reply: {first:?}"));
+    let first = tb.ping(&a, b.address)?;
+    tb.note(format!("first ping after the network is OK: {first:?}"));
     let b_lan = format!("{B_PRIVATE}/{}", b.port);
     let a_lan = format!("{A_PRIVATE}/{}", a.port);
     let (direct, took) = tb.wait_ping(&a, &b, "DIRECT on the LAN", GO_DIRECT, |p| {
         p.is_direct() && p.path.as_deref() == Some(b_lan.as_str())
     })?;
     tb.report(format!(
-        "time to DIRECT over the LAN: {} ms from the first ping (first reply {} after {} ms, \
-         DIRECT {} ms after that: {direct:?})",
-        start.elapsed().as_millis(),
-        first.link.as_deref().unwrap_or("?"),
-        to_first.as_millis(),
+        "time to DIRECT over the LAN: {} ms after the network was OK on every member \
+         (first ping {}, DIRECT reply after waiting {} ms: {direct:?})",
+        authorized.elapsed().as_millis(),
+        first.link.as_deref().unwrap_or("lost"),
         took.as_millis(),
     ));
     let (back, _) = tb.wait_ping(&b, &a, "DIRECT on the LAN", GO_DIRECT, |p| {
@@ -151,6 +164,16 @@ fn two_nodes_behind_one_nat_go_direct_over_their_lan() -> Result<()> {
     ensure!(
         after.is_direct() && after.path.as_deref() == Some(b_lan.as_str()),
         "{after:?}"
+    );
+    // Traffic on the network (a system ping over the TAP devices) goes the same way.
+    ensure!(
+        ping_ip(&tb, &a, &b_overlay)?,
+        "A pings B's managed address {b_overlay}"
+    );
+    let entry = tb.peer(&a, b.address)?.context("A lists B")?;
+    ensure!(
+        entry["link"] == "DIRECT",
+        "A's entry for B after the system ping: {entry}"
     );
 
     // The pushes and their receipt are counted where /metrics lists drops.

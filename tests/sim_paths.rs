@@ -1,13 +1,14 @@
 //! LAN and direct paths in the simulator (PushDirectPaths): nodes tell the peers they
-//! talk to their local endpoints, so two nodes behind one NAT that does not hairpin go
-//! direct over their LAN; pairs that cannot go direct stay relayed and keep trying
-//! without flooding; and pushes from strangers change nothing.
+//! trust (members of a shared network, or peers they send traffic to) their local
+//! endpoints, so two nodes behind one NAT that does not hairpin go direct over their
+//! LAN; pairs that cannot go direct stay relayed and keep trying without flooding; and
+//! pushes from strangers or unauthenticated sources change nothing.
 
 mod adversary;
 
 use std::time::Duration;
 
-use adversary::{Attacker, add_attacker, attacker_connects, ep, public_ip, stats};
+use adversary::{Attacker, add_attacker, attacker_connects, ep, join, public_ip, stats};
 use skylan::node::Link as Via;
 use skylan::node::control::PUSH_RX_BURST;
 use skylan::sim::HostId;
@@ -31,7 +32,8 @@ fn is_relayed(l: Option<(Duration, Via)>) -> bool {
 }
 
 /// A and B behind one port-restricted NAT (no hairpinning), C and D each behind a
-/// symmetric NAT of their own; every node knows its local endpoint.
+/// symmetric NAT of their own, all members of one network; with `announce`, every node
+/// knows its local endpoint.
 fn lan_mesh(seed: u64, announce: bool) -> Mesh {
     let mut m = Mesh::build(
         seed,
@@ -48,6 +50,9 @@ fn lan_mesh(seed: u64, announce: bool) -> Mesh {
         m.announce_local_endpoints();
     }
     m.settle();
+    for id in m.nodes.clone() {
+        join(&mut m, id);
+    }
     m
 }
 
@@ -151,6 +156,39 @@ fn nodes_behind_symmetric_nats_stay_relayed_and_keep_trying_without_flooding() {
     // plus the backoff: far below one per second per direction.
     assert!(probes > 10, "the pair keeps trying: {probes}");
     assert!(probes < 150, "the pair does not flood: {probes}");
+}
+
+#[test]
+fn a_node_that_only_pings_gets_no_push_taken() {
+    // No shared network: B only answers A's pings, so it does not trust A. A's pushes
+    // are refused and counted, B tells A nothing, and the pair stays relayed.
+    let mut m = lan_mesh(46, true);
+    let mut bare = Mesh::build(
+        46,
+        &[link()],
+        &[
+            Placement::Lan(NatKind::PortRestricted, 1),
+            Placement::Lan(NatKind::PortRestricted, 1),
+        ],
+        link(),
+    );
+    bare.announce_local_endpoints();
+    bare.settle();
+    let (a, b) = (bare.nodes[0], bare.nodes[1]);
+    for _ in 0..5 {
+        assert!(is_relayed(bare.ping(a, b, 5 * SECOND)));
+        bare.sim.run_for(5 * SECOND);
+    }
+    assert!(stats(&bare.sim, b).drop_push_not_peer >= 2);
+    assert_eq!(
+        stats(&bare.sim, a).drop_push_not_peer,
+        0,
+        "B pushed nothing"
+    );
+    // The same hosts as members of one network go direct.
+    let (a, b) = (m.nodes[0], m.nodes[1]);
+    let b_lan = m.sim.endpoint(b);
+    assert!(time_to_direct(&mut m, a, b, b_lan, 30 * SECOND).is_some());
 }
 
 #[test]

@@ -301,6 +301,10 @@ fn record() -> Scenario {
     p_core.join(start, network);
     p_core.set_network(network, 1, SwitchSettings::open(&members), None);
     let p = add_behind_nat(&mut sim, NodeHost::new(p_core), 2, link);
+    // P tells the peers it talks to its LAN endpoint (PushDirectPaths), which N probes
+    // in vain: N's own LAN has no 192.0.2.3.
+    let p_local = sim.endpoint(p);
+    sim.with_host::<NodeHost, _>(p, |h, now| h.node.set_local_endpoints(now, vec![p_local]));
     let n_address = node_identity.public().address();
 
     let mut frames = Vec::new();
@@ -376,6 +380,6 @@ fn add_behind_nat<H: Host>(sim: &mut Sim, host: H, n: u8, link: AccessLink) -> H
         NatKind::PortRestricted,
         IpAddr::V4(Ipv4Addr::new(203, 0, 113, n)),
     );
-    let private = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+    let private = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1 + n));
     sim.add_host(host, private, PORT, link, Some(nat))
 }

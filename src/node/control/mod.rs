@@ -664,7 +664,6 @@ impl Control {
                 ..
             } => self.on_echo_reply(now, peer, from, direct, data),
             Message::Echo(data) => {
-                self.on_pinged(now, peer);
                 let reply = Message::Ok {
                     in_re_counter: counter,
                     body: OkBody::Echo(data),

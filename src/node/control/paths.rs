@@ -5,9 +5,10 @@
 //!
 //! # Local endpoints and pushes (ZeroTier's PUSH_DIRECT_PATHS)
 //! The driver tells the node its own endpoints ([`Control::set_local_endpoints`]: each
-//! interface address with the node's UDP port). The node tells them to each leaf it
-//! talks to — one it exchanged user traffic with within `ACTIVE_FOR` (frames, or our
-//! pings), or that pinged us — over their session:
+//! interface address with the node's UDP port). The node tells them to each *trusted*
+//! leaf — one with a usable session that is on the roster of a network that is OK here,
+//! or that we exchanged user traffic with within `ACTIVE_FOR` (frames either way, or our
+//! pings; ZeroTier's "trust established") — over their session:
 //! - when the session becomes usable (the first tick it is, and after each handshake
 //!   we complete while the pair is relayed);
 //! - while the pair is relayed, again after [`PUSH_FIRST`], then twice as long each
@@ -16,9 +17,10 @@
 //! - at once when the local endpoints change.
 //!
 //! # Receiving a push
-//! Accepted only inside an authenticated Data packet from a leaf we exchange user
-//! traffic with (frames delivered from it or sent to it, or our pings to it); from
-//! anyone else it is dropped and counted (`drop_push_not_peer`). At most
+//! Accepted only inside an authenticated Data packet from a trusted leaf (as above);
+//! from anyone else (a root, a stranger that merely handshaked, a node that only pings
+//! us) it is dropped and counted (`drop_push_not_peer`), so nobody can make us send
+//! probes to addresses of their choosing, nor learn our LAN addresses by asking. At most
 //! [`PUSH_RX_BURST`] pushes per [`PUSH_RX_WINDOW`] per peer; the excess is dropped and
 //! counted (`drop_push_rate`). Of each push only endpoints that pass
 //! [`usable_candidate`] become candidates (at most [`PUSH_ACCEPTED`]): unicast, not
@@ -41,6 +43,7 @@ use std::time::Duration;
 
 use super::Control;
 use crate::node::PROBE_INTERVAL;
+use crate::node::network::NetworkStatus;
 use crate::node::peer::{self, Peer, Role};
 use crate::types::{Endpoint, NodeAddress, Time};
 use crate::wire::{MAX_PUSHED_PATHS, Message};
@@ -76,8 +79,6 @@ pub(super) struct Lan {
 struct PeerLan {
     /// Our pushes to the peer; `None` until the first one of this session.
     push: Option<PushSchedule>,
-    /// The peer's last ECHO (it pings us, so it may hear our endpoints).
-    pinged_us: Option<Time>,
     /// Receive budget: start of the current window and pushes taken in it.
     rx_window: Option<(Time, u32)>,
     /// Probes sent on each unconfirmed path since it was nominated or last alive.
@@ -202,7 +203,7 @@ impl Control {
         peer: NodeAddress,
         endpoints: &[Endpoint],
     ) {
-        if !self.exchanges_traffic(now, peer) {
+        if !self.trusted(now, peer) {
             self.stats.drop_push_not_peer += 1;
             return;
         }
@@ -222,15 +223,6 @@ impl Control {
             p.add_candidate(now, *ep);
         }
         self.probe_candidates(now, peer);
-    }
-
-    /// `peer` pinged us: it may hear our endpoints from now on.
-    pub(super) fn on_pinged(&mut self, now: Time, peer: NodeAddress) {
-        if self.roots.contains(&peer) || !self.peers.contains_key(&peer) {
-            return;
-        }
-        self.lan.peers.entry(peer).or_default().pinged_us = Some(now);
-        self.push_paths(now, peer);
     }
 
     /// A handshake we started completed: a relayed pair hears our endpoints again at
@@ -319,7 +311,7 @@ impl Control {
         if self.lan.local.is_empty() {
             return;
         }
-        if !self.hears_our_paths(now, peer) {
+        if !self.trusted(now, peer) {
             // The next usable session starts with a push again.
             if let Some(state) = self.lan.peers.get_mut(&peer) {
                 state.push = None;
@@ -370,32 +362,25 @@ impl Control {
             .is_some_and(|p| p.best_path(now).is_none())
     }
 
-    /// True for a leaf with a usable session that we exchange user traffic with: frames
-    /// delivered from it or sent to it, or our pings, within `ACTIVE_FOR`. Only such a
-    /// peer's pushes are taken.
-    fn exchanges_traffic(&self, now: Time, peer: NodeAddress) -> bool {
-        !self.roots.contains(&peer)
-            && self.table.tunnel(peer).is_some_and(|t| t.can_seal(now))
-            && self
-                .peers
-                .get(&peer)
-                .is_some_and(|p| p.role == Role::Leaf && p.active(now))
-    }
-
-    /// True for a peer we tell our endpoints: one we exchange user traffic with, or one
-    /// that pinged us within `ACTIVE_FOR` (so a pinging peer behind our NAT learns
-    /// where we are and can probe us).
-    fn hears_our_paths(&self, now: Time, peer: NodeAddress) -> bool {
-        let pinged = self
-            .lan
-            .peers
-            .get(&peer)
-            .and_then(|s| s.pinged_us)
-            .is_some_and(|t| now.since(t) < peer::ACTIVE_FOR);
-        let leaf_with_session = !self.roots.contains(&peer)
-            && peer != self.address()
-            && self.table.tunnel(peer).is_some_and(|t| t.can_seal(now));
-        leaf_with_session && (pinged || self.exchanges_traffic(now, peer))
+    /// True for a leaf with a usable session that is on the roster of a network that is
+    /// OK here, or that we exchanged user traffic with within `ACTIVE_FOR` (frames either
+    /// way, or our pings). Only such a peer hears our endpoints, and only its pushes are
+    /// taken.
+    fn trusted(&self, now: Time, peer: NodeAddress) -> bool {
+        if peer == self.address()
+            || self.roots.contains(&peer)
+            || !self.table.tunnel(peer).is_some_and(|t| t.can_seal(now))
+        {
+            return false;
+        }
+        let Some(p) = self.peers.get(&peer).filter(|p| p.role == Role::Leaf) else {
+            return false;
+        };
+        p.active(now)
+            || self.networks.values().any(|j| {
+                j.status == NetworkStatus::Ok
+                    && j.settings.members.iter().any(|m| m.address == peer)
+            })
     }
 }
 
