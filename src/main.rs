@@ -77,6 +77,9 @@ enum Command {
     /// List peers: role, latency, DIRECT or RELAY, path, MTU.
     #[command(visible_alias = "listpeers")]
     Peers,
+    /// Ask the roots how they see this node: its external endpoints, the kind of NAT in
+    /// front of it, IPv4/IPv6, which peers it can reach directly, each root's latency.
+    Netcheck,
     /// Ping a node through the overlay; one line per reply with path and round trip.
     Ping {
         /// The node's 10-digit address.
@@ -237,6 +240,7 @@ fn run(args: Args) -> anyhow::Result<String> {
         Command::Info => Ok(cli::info(&args.home, args.json)?),
         Command::Dump { log } => Ok(dump::dump(&args.home, log.as_deref())?),
         Command::Peers => Ok(cli::peers(&args.home, args.json)?),
+        Command::Netcheck => Ok(skylan::cli::netcheck::netcheck(&args.home, args.json)?),
         Command::Ping { address, count } => Ok(cli::ping(&args.home, &address, count, args.json)?),
         Command::Join { network } => Ok(cli::join(&args.home, &network, args.json)?),
         Command::Leave { network } => Ok(cli::leave(&args.home, &network, args.json)?),

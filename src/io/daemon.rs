@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rand_core::{OsRng, RngCore};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
+use super::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, RootsView, SetNetworkError};
 use super::home::{Home, HomeError};
 use super::http;
 use super::interfaces;
@@ -500,6 +500,15 @@ impl NodeDriver {
                 for a in &answers {
                     a.apply(&mut self.node, now);
                 }
+            }
+            NodeCommand::HelloRoots(tx) => {
+                let roots = self.node.roots_report(now);
+                self.node.hello_roots_now(now);
+                let _ = tx.send(RootsView { now, roots });
+            }
+            NodeCommand::Roots(tx) => {
+                let roots = self.node.roots_report(now);
+                let _ = tx.send(RootsView { now, roots });
             }
             NodeCommand::Ping(peer, tx) => match self.node.ping(now, peer) {
                 Ok(id) => {

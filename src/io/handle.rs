@@ -11,10 +11,10 @@ use tokio::sync::{mpsc, oneshot};
 use super::home::HomeError;
 use crate::controller::{Controller, NetworkConfig};
 use crate::node::network::{NetworkStatus, RuleKey};
-use crate::node::{Link, NodeStats, NodeStatus, PeerInfo};
+use crate::node::{Link, NodeStats, NodeStatus, PeerInfo, RootReport};
 use crate::service::member::Answer;
 use crate::service::optin::{Changes, NetworkSettings, Skipped};
-use crate::types::{Mac, NetworkId, NodeAddress};
+use crate::types::{Mac, NetworkId, NodeAddress, Time};
 
 /// The answer to a ping.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,20 @@ pub enum NodeCommand {
     RuleHits(oneshot::Sender<Vec<(NetworkId, RuleKey, u64)>>),
     /// (From the controller thread) configs and refusals to send to members.
     Answers(Vec<Answer>),
+    /// `netcheck`: sends every root a HELLO now; answers the roots as they were just
+    /// before.
+    HelloRoots(oneshot::Sender<RootsView>),
+    /// `netcheck`: every root as the node knows it now.
+    Roots(oneshot::Sender<RootsView>),
+}
+
+/// The node's roots at one moment of the driver's clock (`netcheck`).
+#[derive(Debug, Clone)]
+pub struct RootsView {
+    /// When the report was taken.
+    pub now: Time,
+    /// Every root, in world order.
+    pub roots: Vec<RootReport>,
 }
 
 /// What `networks` shows about one network.

@@ -1,6 +1,6 @@
 //! The node's endpoints of the local API: `GET /status`, `GET /peer`, `GET /peer/<addr>`,
 //! `POST /peer/<addr>/ping`, `GET /metrics` ([`super::metrics`]), `GET /moon`,
-//! `GET /network`, and `GET|POST|DELETE /network/<nwid>`.
+//! `GET /network`, `GET|POST|DELETE /network/<nwid>`, and `GET /netcheck`.
 //!
 //! **ZeroTier's service API, field for field.** Every field zerotier-one's
 //! `service/OneService.cpp` writes for these endpoints is here with the same JSON type,
@@ -25,6 +25,13 @@
 //! (the setting that would allow it, or `underlay` / `scope` for what nothing allows)
 //! and a `message`.
 //!
+//! `GET /netcheck` (skylan's own) sends every root a HELLO, waits until every root that
+//! was alive answered it (at most [`NETCHECK_WAIT`]), and answers what
+//! [`crate::service::netcheck::classify`] makes of the roots' view of this node (our
+//! endpoints, `mappingVariesByDestination`, the NAT in words, IPv4/IPv6, which peers
+//! can be reached directly, each root's latency), compared with the host's interface
+//! addresses.
+//!
 //! Every handler asks the node driver through its [`NodeHandle`] (a channel); none
 //! touches the node core directly.
 
@@ -42,7 +49,8 @@ use super::metrics::{self, NodeMetrics};
 use super::{ApiError, JsonObject, with_ignored};
 use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
 use crate::node::network::NetworkStatus;
-use crate::node::{Link, PeerInfo};
+use crate::node::{Link, PeerInfo, RootReport};
+use crate::service::netcheck::{self, NetcheckInput};
 use crate::service::optin::{Changes, Managed, Setting, Skipped};
 use crate::types::{NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;
@@ -64,6 +72,7 @@ pub fn routes(handle: NodeHandle) -> Router {
         .route("/peer/{address}/ping", post(ping))
         .route("/metrics", get(metrics))
         .route("/moon", get(moons))
+        .route("/netcheck", get(netcheck))
         .route("/network", get(networks))
         .route(
             "/network/{nwid}",
@@ -115,6 +124,77 @@ async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Api
 /// `signature`, `updatesMustBeSignedBy`, `roots`, `waiting`). A node orbits none yet.
 async fn moons() -> impl IntoResponse {
     axum::Json(json!([]))
+}
+
+/// How long `GET /netcheck` waits for the roots to answer its HELLOs.
+pub const NETCHECK_WAIT: Duration = Duration::from_secs(2);
+/// How often it looks whether they did.
+const NETCHECK_POLL: Duration = Duration::from_millis(20);
+
+/// `GET /netcheck`: see the module documentation.
+async fn netcheck(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
+    let before = node
+        .ask(NodeCommand::HelloRoots)
+        .await
+        .ok_or_else(stopped)?;
+    let awaited: Vec<NodeAddress> = before
+        .roots
+        .iter()
+        .filter(|r| r.alive)
+        .map(|r| r.address)
+        .collect();
+    let deadline = tokio::time::Instant::now() + NETCHECK_WAIT;
+    let roots = loop {
+        let view = node.ask(NodeCommand::Roots).await.ok_or_else(stopped)?;
+        let since_hello = view.now.since(before.now);
+        let answered = |r: &RootReport| r.last_answer.is_some_and(|ago| ago < since_hello);
+        let done = if awaited.is_empty() {
+            view.roots.iter().any(answered)
+        } else {
+            awaited
+                .iter()
+                .all(|a| view.roots.iter().any(|r| r.address == *a && answered(r)))
+        };
+        if done || tokio::time::Instant::now() >= deadline {
+            break view.roots;
+        }
+        tokio::time::sleep(NETCHECK_POLL).await;
+    };
+    let local = local_ipv4_addresses();
+    Ok(axum::Json(netcheck::classify(NetcheckInput {
+        roots: &roots,
+        local_port: node.udp_port,
+        local_addresses: &local,
+    })))
+}
+
+/// The IPv4 addresses of the host's interfaces (`getifaddrs`); empty when it fails.
+fn local_ipv4_addresses() -> Vec<std::net::Ipv4Addr> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `list` is a valid place for getifaddrs to store the head of the list it
+    // allocates; on failure it stores nothing and we return.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned, freed only below.
+        let ifa = unsafe { &*cur };
+        // SAFETY: a non-null `ifa_addr` points to a sockaddr whose `sa_family` says its
+        // type; an AF_INET one is a `sockaddr_in`.
+        let addr = (!ifa.ifa_addr.is_null()
+            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET)
+            .then(|| unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() });
+        if let Some(sin) = addr {
+            out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once; nothing borrowed from it
+    // outlives this call.
+    unsafe { libc::freeifaddrs(list) };
+    out
 }
 
 async fn peers(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
