@@ -6,8 +6,11 @@
 //! - two nodes behind different port-restricted NATs start relayed and then go DIRECT to
 //!   each other's public (NAT) endpoint;
 //! - two nodes behind symmetric NATs stay RELAY;
-//! - with two roots, killing the root the nodes relay through moves them to the other
-//!   (the failover time is printed, not asserted);
+//! - with two roots, killing the root the nodes relay through moves them to the other,
+//!   over several rounds (median and worst printed, not asserted); the dead root is
+//!   shown as such, and with every root gone `info` says OFFLINE and why;
+//! - a NAT rebinding (the router forgets its mappings and maps to new ports) brings
+//!   traffic back, then a direct path on the new mapping (times printed, not asserted);
 //! - a restarted node keeps its address and is reachable again;
 //! - a flood of garbage datagrams is dropped and counted, and the node keeps working.
 //!
@@ -47,8 +50,9 @@ const ONLINE: Duration = Duration::from_secs(30);
 const FIRST_REPLY: Duration = Duration::from_secs(30);
 /// RENDEZVOUS plus hole punching (probes every second).
 const GO_DIRECT: Duration = Duration::from_secs(40);
-/// Root failover: a root counts as dead 30 s after it was last heard.
-const FAILOVER: Duration = Duration::from_secs(60);
+/// Root failover: a root counts as dead within 9 s of its last answer (allowing for a
+/// loaded CI machine).
+const FAILOVER: Duration = Duration::from_secs(30);
 /// A restarted peer: a stale session is noticed after 20 s of silence.
 const RESTART: Duration = Duration::from_secs(60);
 
@@ -201,6 +205,41 @@ fn nodes_behind_symmetric_nats_stay_relayed() -> Result<()> {
     Ok(())
 }
 
+/// Rounds of a recovery measurement: the environment variable `var` (`SKYLAN_FAILOVER_ROUNDS`,
+/// `SKYLAN_REBIND_ROUNDS`), else `default`; the figures in the notes use 10.
+fn rounds(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .max(1)
+}
+
+/// Median and worst of `times`, in seconds.
+fn median_and_worst(mut times: Vec<Duration>) -> (f64, f64) {
+    times.sort();
+    (
+        times[times.len() / 2].as_secs_f64(),
+        times[times.len() - 1].as_secs_f64(),
+    )
+}
+
+/// Waits until `daemon` shows every root as an answering PLANET root.
+fn hears_all_roots(tb: &Testbed, daemon: &Daemon, roots: &[Daemon]) -> Result<()> {
+    support::wait_until("all roots answer", ONLINE, || {
+        for r in roots {
+            let p = peer_entry(tb, daemon, r.address)?;
+            ensure!(
+                p["role"] == "PLANET" && p["link"] == "DIRECT",
+                "{}: {p}",
+                r.name
+            );
+        }
+        Ok(())
+    })
+    .map(|_| ())
+}
+
 #[test]
 fn relayed_pings_fail_over_to_the_other_root() -> Result<()> {
     let Some(tb) = Testbed::new(
@@ -215,75 +254,138 @@ fn relayed_pings_fail_over_to_the_other_root() -> Result<()> {
     // Symmetric NATs keep the traffic on a root.
     let ha = tb.nat_host("a", NatKind::Symmetric, A_PUBLIC, A_PRIVATE)?;
     let hb = tb.nat_host("b", NatKind::Symmetric, B_PUBLIC, B_PRIVATE)?;
-    let (roots, planet) = tb.start_planet(&[("root1", &r1), ("root2", &r2)])?;
+    let (mut roots, planet) = tb.start_planet(&[("root1", &r1), ("root2", &r2)])?;
     let a = tb.start_node("a", &ha, &planet, &[])?;
     let b = tb.start_node("b", &hb, &planet, &[])?;
     tb.wait_online(&a, ONLINE)?;
     tb.wait_online(&b, ONLINE)?;
-    // Both roots answer HELLO before we judge which one is used.
-    support::wait_until("A hears both roots", ONLINE, || {
-        for r in &roots {
-            let p = peer_entry(&tb, &a, r.address)?;
+    tb.wait_ping(&a, &b, "a relayed reply", FIRST_REPLY, Ping::is_relay)?;
+
+    let mut times = Vec::new();
+    for round in 0..rounds("SKYLAN_FAILOVER_ROUNDS", 3) {
+        // Both roots answer before we judge which one is used.
+        hears_all_roots(&tb, &a, &roots)?;
+        hears_all_roots(&tb, &b, &roots)?;
+        // Each side sends through its own best root (lowest latency), so A and B may use
+        // different ones; the root A sends through is the one whose loss cuts A off.
+        let (p, _) = tb.wait_ping(&a, &b, "a relayed reply", FIRST_REPLY, Ping::is_relay)?;
+        let used = p.path.clone().context("a relayed reply names its root")?;
+        let dead = roots
+            .iter()
+            .position(|r| r.address.to_string() == used)
+            .with_context(|| format!("A relays through {used}, which is neither root"))?;
+        let other = roots[1 - dead].address.to_string();
+        tb.stop(&roots[dead])?;
+        // A reply names the root it came back through; the dead one cannot carry anything.
+        let (p, took) = tb.ping_recovery(&a, &b, Duration::from_millis(250), FAILOVER, |p| {
+            p.is_relay() && p.path.as_deref() == Some(other.as_str())
+        })?;
+        tb.note(format!(
+            "round {round}: through {} {:.1} s after {} was killed ({p:?})",
+            roots[1 - dead].name,
+            took.as_secs_f64(),
+            roots[dead].name,
+        ));
+        times.push(took);
+
+        let back = tb.ping(&b, a.address)?;
+        ensure!(
+            back.is_relay() && back.path.as_deref() == Some(other.as_str()),
+            "B -> A after failover: {back:?}"
+        );
+        // Truthful: the dead root is not DIRECT, and the node is still online.
+        support::wait_until("the dead root shown as such", ONLINE, || {
+            let p = peer_entry(&tb, &a, roots[dead].address)?;
+            let paths = p["paths"].as_array().context("paths")?;
             ensure!(
-                p["role"] == "PLANET" && p["latency"].as_f64().is_some_and(|l| l >= 0.0),
-                "{}: {p}",
-                r.name
+                p["link"] == "NONE" && paths.iter().all(|x| x["active"] == false),
+                "{p}"
             );
-        }
+            Ok(())
+        })?;
+        online(&tb, &a)?;
+        online(&tb, &b)?;
+        tb.start_again(&mut roots[dead])?;
+    }
+    let n = times.len();
+    let (median, worst) = median_and_worst(times);
+    tb.report(format!(
+        "FAILOVER over {n} rounds: relayed pings back through the other root after median {median:.1} s, worst {worst:.1} s"
+    ));
+
+    // With every root gone, the node says OFFLINE and why.
+    for r in &roots {
+        tb.stop(r)?;
+    }
+    support::wait_until("A offline with a reason", ONLINE, || {
+        let info = tb.info(&a)?;
+        ensure!(
+            info["online"] == false
+                && info["offlineReason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("no root has answered")),
+            "{info}"
+        );
         Ok(())
     })?;
+    let text = tb.cli(&a, &["info"])?;
+    ensure!(
+        text.stdout.contains("OFFLINE") && text.stdout.contains("no root has answered"),
+        "info: {text:?}"
+    );
+    tb.finish();
+    Ok(())
+}
 
-    // Each side sends through its own best root (lowest latency), so A and B may use
-    // different ones; the root A sends through is the one whose loss cuts A off.
-    tb.wait_ping(&a, &b, "a relayed reply", FIRST_REPLY, Ping::is_relay)?;
-    let pb = peer_entry(&tb, &a, b.address)?;
-    ensure!(pb["link"] == "RELAY", "A's entry for B: {pb}");
-    let used = pb["relay"]
-        .as_str()
-        .context("a RELAY entry names its root")?;
-    let pa = peer_entry(&tb, &b, a.address)?;
-    let (dead, survivor) = if roots[0].address.to_string() == used {
-        (&roots[0], &roots[1])
-    } else {
-        ensure!(
-            roots[1].address.to_string() == used,
-            "A relays through {used}, which is neither root"
-        );
-        (&roots[1], &roots[0])
+#[test]
+fn a_nat_rebinding_brings_traffic_back_and_then_the_direct_path() -> Result<()> {
+    let Some(tb) = Testbed::new(
+        "e2e_core::a_nat_rebinding_brings_traffic_back_and_then_the_direct_path",
+        "e2erebind",
+    )?
+    else {
+        return Ok(());
     };
-    tb.note(format!(
-        "A sends to B via {} ({used}); B sends to A via {}",
-        dead.name, pa["relay"]
-    ));
+    let r = tb.public_host("root", ROOT1_IP)?;
+    let ha = tb.nat_host("a", NatKind::PortRestricted, A_PUBLIC, A_PRIVATE)?;
+    let hb = tb.nat_host("b", NatKind::PortRestricted, B_PUBLIC, B_PRIVATE)?;
+    let (_roots, planet) = tb.start_planet(&[("root", &r)])?;
+    let a = tb.start_node("a", &ha, &planet, &[])?;
+    let b = tb.start_node("b", &hb, &planet, &[])?;
+    tb.wait_online(&a, ONLINE)?;
+    tb.wait_online(&b, ONLINE)?;
+    tb.wait_ping(&a, &b, "first reply", FIRST_REPLY, |p| p.reply)?;
 
-    tb.stop(dead)?;
-    let other = survivor.address.to_string();
-    // A reply names the root it came back through; the dead one cannot carry anything.
-    let (p, first_good) = tb.ping_recovery(&a, &b, Duration::from_secs(1), FAILOVER, |p| {
-        p.is_relay() && p.path.as_deref() == Some(other.as_str())
-    })?;
+    let (mut back, mut direct) = (Vec::new(), Vec::new());
+    for round in 0..rounds("SKYLAN_REBIND_ROUNDS", 2) {
+        let (before, _) = tb.wait_ping(&a, &b, "DIRECT", GO_DIRECT, Ping::is_direct)?;
+        // B's router forgets its mappings and maps to new ports: A's packets to the old
+        // one are dropped, and B's leave from a port A's router does not let in.
+        let start = std::time::Instant::now();
+        tb.lab().rebind_nat(&hb)?;
+        let every = Duration::from_millis(250);
+        let (_, t) = tb.ping_recovery(&a, &b, every, FIRST_REPLY, |p| p.reply)?;
+        back.push(t);
+        let (now, _) = tb.ping_recovery(&a, &b, every, GO_DIRECT, Ping::is_direct)?;
+        let t_direct = start.elapsed();
+        direct.push(t_direct);
+        ensure!(
+            now.path != before.path,
+            "round {round}: still direct on the old mapping {:?}",
+            before.path
+        );
+        tb.note(format!(
+            "round {round}: traffic back {t:.1?}, direct again on {:?} (was {:?}) after {t_direct:.1?}",
+            now.path, before.path
+        ));
+    }
+    let n = back.len();
+    let ((b_median, b_worst), (d_median, d_worst)) =
+        (median_and_worst(back), median_and_worst(direct));
     tb.report(format!(
-        "FAILOVER: pings from A reached B through {} {:.1} s after {} was killed ({p:?})",
-        survivor.name,
-        first_good.as_secs_f64(),
-        dead.name,
+        "REBINDING over {n} rounds: traffic back after median {b_median:.1} s, worst {b_worst:.1} s; \
+         direct again after median {d_median:.1} s, worst {d_worst:.1} s"
     ));
-
-    let pb = peer_entry(&tb, &a, b.address)?;
-    ensure!(
-        pb["link"] == "RELAY" && pb["relay"] == other.as_str(),
-        "after failover A's entry for B: {pb}"
-    );
-    let pa = peer_entry(&tb, &b, a.address)?;
-    ensure!(
-        pa["link"] == "RELAY" && pa["relay"] == other.as_str(),
-        "after failover B's entry for A: {pa}"
-    );
-    let back = tb.ping(&b, a.address)?;
-    ensure!(
-        back.is_relay() && back.path.as_deref() == Some(other.as_str()),
-        "B -> A after failover: {back:?}"
-    );
     online(&tb, &a)?;
     online(&tb, &b)?;
     tb.finish();

@@ -485,16 +485,19 @@ fn large_frames_are_fragmented_and_reassembled_relayed_and_direct() {
 
 #[test]
 fn loss_slows_but_does_not_stop_the_mesh() {
+    // 5 % loss on each of the two links a ping crosses each way loses about 18.5 % of
+    // round trips; 200 pings make 70 % answered a bound about four deviations away.
     let lossy = AccessLink::default().with_loss(0.05);
     let mut m = Mesh::build(12, &[lossy], &[Placement::Public, Placement::Public], lossy);
     m.settle();
     let (a, b) = (m.nodes[0], m.nodes[1]);
-    let answered = (0..40)
+    let answered = (0..200)
         .filter(|_| m.ping(a, b, 6 * SECOND).is_some())
         .count();
+    eprintln!("{answered}/200 pings answered at 5 % loss per link");
     assert!(
-        answered >= 30,
-        "{answered}/40 pings answered at 5 % loss per link"
+        answered >= 140,
+        "{answered}/200 pings answered at 5 % loss per link"
     );
 }
 

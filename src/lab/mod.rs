@@ -149,6 +149,14 @@ pub enum LabError {
     /// A loss percentage above 100.
     #[error("loss must be 0..=100 percent, got {0}")]
     BadLoss(u8),
+    /// [`Lab::rebind_nat`] on a host it cannot rebind.
+    #[error("cannot rebind the NAT of host {host:?}: {reason}")]
+    CannotRebind {
+        /// The host's name.
+        host: String,
+        /// Why not.
+        reason: &'static str,
+    },
 }
 
 /// The NAT behaviours a lab router can emulate (see RFC 4787 for the terms).
@@ -232,6 +240,8 @@ struct State {
     hosts: Vec<LabHost>,
     used_ips: HashSet<Ipv4Addr>,
     next_port: u32,
+    /// NAT rebindings so far (each moves the public port range).
+    rebinds: u16,
     /// Port rules as last set, so `cut` and `set_loss` compose.
     port_rules: Vec<(String, PortRule)>,
     /// Processes started by `spawn`; the only ones the lab will ever signal.
@@ -547,6 +557,40 @@ impl Lab {
             return Err(LabError::BadLoss(percent));
         }
         self.update_port(host, |r| r.loss = percent)
+    }
+
+    /// Makes the NAT router of `host` forget its mappings and hand out new public ports
+    /// (a router reboot, a carrier-grade NAT rebinding): the host's next datagrams
+    /// leave from other ports of the same public address, and what others still send to
+    /// the old ports is dropped. The router's `masquerade` moves to a port range it has
+    /// not used before (20000-20999, then 21000-21999, ...), and its conntrack table is
+    /// flushed by taking its public address away and giving it back (Linux forgets the
+    /// masqueraded flows of an address that goes away). For port-restricted and
+    /// symmetric routers; a full-cone router's `snat` is not rebound this way.
+    pub fn rebind_nat(&self, host: &LabHost) -> Result<(), LabError> {
+        let refuse = |reason| LabError::CannotRebind {
+            host: host.name.clone(),
+            reason,
+        };
+        let (Some(router), Some(kind)) = (&host.router_netns, host.nat) else {
+            return Err(refuse("it is not behind a NAT router"));
+        };
+        if kind == NatKind::EndpointIndependent {
+            return Err(refuse(
+                "only masquerading (port-restricted, symmetric) routers",
+            ));
+        }
+        let range = {
+            let mut state = self.state();
+            let first = 20_000 + (state.rebinds % 40) * 1_000;
+            state.rebinds += 1;
+            (first, first + 999)
+        };
+        netns::nft_in(router, &nft::rebind_outbound(kind, range))?;
+        let wan = format!("{}/24", host.ip);
+        netns::ip_in(router, &["addr", "del", &wan, "dev", WAN_IF])?;
+        netns::ip_in(router, &["addr", "add", &wan, "dev", WAN_IF])?;
+        Ok(())
     }
 
     /// Deletes the namespaces of labs tagged `tag` whose process has died (a test binary

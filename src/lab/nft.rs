@@ -126,6 +126,23 @@ pub(crate) fn nat_ruleset(kind: NatKind, public_ip: Ipv4Addr) -> String {
     s
 }
 
+/// Replaces a masquerading router's outbound rule with one that maps to public ports in
+/// `range` only (see `Lab::rebind_nat`).
+pub(crate) fn rebind_outbound(kind: NatKind, (first, last): (u16, u16)) -> String {
+    let random = if kind == NatKind::Symmetric {
+        " fully-random"
+    } else {
+        ""
+    };
+    // A port range needs a transport protocol match; everything else (ICMP) is
+    // masqueraded as before.
+    format!(
+        "flush chain ip {NAT_TABLE} postrouting\n\
+         add rule ip {NAT_TABLE} postrouting oifname \"{WAN_IF}\" meta l4proto {{ tcp, udp }} masquerade to :{first}-{last}{random}\n\
+         add rule ip {NAT_TABLE} postrouting oifname \"{WAN_IF}\" masquerade{random}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +170,24 @@ mod tests {
                 "router must stay stealthy: {r}"
             );
         }
+    }
+
+    #[test]
+    fn a_rebinding_keeps_the_kind_and_moves_the_ports() {
+        let pr = rebind_outbound(NatKind::PortRestricted, (20_000, 20_999));
+        assert!(
+            pr.starts_with("flush chain ip skylan_nat postrouting\n"),
+            "{pr}"
+        );
+        assert!(
+            pr.contains("{ tcp, udp } masquerade to :20000-20999\n"),
+            "{pr}"
+        );
+        let sym = rebind_outbound(NatKind::Symmetric, (21_000, 21_999));
+        assert!(
+            sym.contains("masquerade to :21000-21999 fully-random\n"),
+            "{sym}"
+        );
     }
 
     #[test]

@@ -20,6 +20,10 @@ use crate::types::{Endpoint, Time};
 pub const PATH_ALIVE: Duration = Duration::from_secs(30);
 /// A path is forgotten after this long without receiving.
 pub const PATH_EXPIRE: Duration = Duration::from_secs(120);
+/// A probe on a path (a HELLO sent after the path went quiet while we were sending on
+/// it) that waited this long for an answer makes the path dead until something
+/// authenticated arrives on it again.
+pub const PATH_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 /// An unconfirmed candidate path is forgotten after this long.
 pub const CANDIDATE_EXPIRE: Duration = Duration::from_secs(30);
 /// At most this many paths per peer (a RENDEZVOUS endpoint, a few pushed LAN endpoints
@@ -72,12 +76,34 @@ pub struct Path {
     pub nominated: Time,
     /// Smoothed round-trip time measured on it.
     pub latency: Option<Duration>,
+    /// When the first probe since the path last received was sent (see
+    /// `control::liveness`).
+    pub probe_since: Option<Time>,
+    /// When the path was given up for the peer's relayed traffic (see
+    /// `control::liveness`); alive again with the next packet received on it.
+    pub given_up: Option<Time>,
 }
 
 impl Path {
-    /// True when the path may carry traffic.
+    /// True when the path may carry traffic: it received within [`PATH_ALIVE`] and no
+    /// probe has waited longer than [`PATH_ANSWER_TIMEOUT`].
     pub fn alive(&self, now: Time) -> bool {
-        self.last_rx.is_some_and(|t| now.since(t) < PATH_ALIVE)
+        self.last_rx
+            .is_some_and(|t| now.since(t) < PATH_ALIVE && self.given_up.is_none_or(|g| t > g))
+            && self
+                .unanswered_probe()
+                .is_none_or(|since| now.since(since) < PATH_ANSWER_TIMEOUT)
+    }
+
+    /// Makes the path dead now, until something authenticated arrives on it again.
+    pub fn give_up(&mut self, now: Time) {
+        self.given_up = Some(now);
+    }
+
+    /// When the probe still waiting for an answer was sent, if one is.
+    pub fn unanswered_probe(&self) -> Option<Time> {
+        self.probe_since
+            .filter(|since| self.last_rx.is_none_or(|rx| rx < *since))
     }
 
     /// True when the path should be probed: not alive, but nominated recently.
@@ -97,6 +123,8 @@ pub struct Peer {
     pub queue: VecDeque<Vec<u8>>,
     /// Last authenticated packet from the peer, on any path.
     pub last_rx: Option<Time>,
+    /// Last authenticated packet from the peer that came through a root.
+    pub last_relayed_rx: Option<Time>,
     /// Last packet we sent to the peer.
     pub last_tx: Option<Time>,
     /// Last user traffic (frames, pings) in either direction.
@@ -128,6 +156,7 @@ impl Peer {
             paths: Vec::new(),
             queue: VecDeque::new(),
             last_rx: None,
+            last_relayed_rx: None,
             last_tx: None,
             last_activity: None,
             last_handshake: None,
@@ -171,6 +200,8 @@ impl Peer {
             last_tx: None,
             nominated: now,
             latency: None,
+            probe_since: None,
+            given_up: None,
         });
     }
 
@@ -187,6 +218,8 @@ impl Peer {
             last_tx: None,
             nominated: now,
             latency: None,
+            probe_since: None,
+            given_up: None,
         });
         true
     }
@@ -231,6 +264,7 @@ impl Peer {
         self.last_rx = later(self.last_rx, act.rx);
         self.last_tx = later(self.last_tx, act.tx);
         self.last_activity = later(self.last_activity, act.active);
+        self.last_relayed_rx = later(self.last_relayed_rx, act.relayed_rx);
         for p in &mut self.paths {
             if Some(p.endpoint) == path {
                 p.last_rx = later(p.last_rx, act.path_rx);

@@ -156,6 +156,19 @@ pub struct PeerActivity {
     active: AtomicU64,
     /// Last authenticated zero-hop packet on the published direct path.
     path_rx: AtomicU64,
+    /// Last authenticated packet that came through a root.
+    relayed_rx: AtomicU64,
+}
+
+/// How an authenticated packet from a peer arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Came {
+    /// Straight from the peer's published direct path.
+    OnPath,
+    /// Straight from another endpoint of the peer.
+    Elsewhere,
+    /// Through a root.
+    Relayed,
 }
 
 /// Frames and bytes carried to and from one peer since it was first seen.
@@ -178,15 +191,18 @@ pub(crate) struct Activity {
     pub(crate) tx: Option<Time>,
     pub(crate) active: Option<Time>,
     pub(crate) path_rx: Option<Time>,
+    pub(crate) relayed_rx: Option<Time>,
 }
 
 impl PeerActivity {
-    /// An authenticated packet arrived (on the published direct path if `on_path`).
-    pub(crate) fn received(&self, now: Time, on_path: bool) {
+    /// An authenticated packet arrived the way `came` says.
+    pub(crate) fn received(&self, now: Time, came: Came) {
         let t = stamp(now);
         self.rx.store(t, Ordering::Relaxed);
-        if on_path {
-            self.path_rx.store(t, Ordering::Relaxed);
+        match came {
+            Came::OnPath => self.path_rx.store(t, Ordering::Relaxed),
+            Came::Relayed => self.relayed_rx.store(t, Ordering::Relaxed),
+            Came::Elsewhere => {}
         }
     }
 
@@ -226,6 +242,7 @@ impl PeerActivity {
             tx: unstamp(self.tx.swap(0, Ordering::Relaxed)),
             active: unstamp(self.active.swap(0, Ordering::Relaxed)),
             path_rx: unstamp(self.path_rx.swap(0, Ordering::Relaxed)),
+            relayed_rx: unstamp(self.relayed_rx.swap(0, Ordering::Relaxed)),
         }
     }
 
@@ -236,6 +253,7 @@ impl PeerActivity {
             tx: unstamp(self.tx.load(Ordering::Relaxed)),
             active: unstamp(self.active.load(Ordering::Relaxed)),
             path_rx: unstamp(self.path_rx.load(Ordering::Relaxed)),
+            relayed_rx: unstamp(self.relayed_rx.load(Ordering::Relaxed)),
         }
     }
 }
@@ -262,7 +280,7 @@ mod tests {
         let a = PeerActivity::default();
         assert_eq!(a.take(), Activity::default(), "nothing reported yet");
         let t = Time::from_millis(1_000);
-        a.received(t, false);
+        a.received(t, Came::Elsewhere);
         a.sent(t);
         a.frame_sent(t, 100);
         a.frame_received(t, 60);
@@ -285,7 +303,7 @@ mod tests {
     #[test]
     fn time_zero_is_still_a_time() {
         let a = PeerActivity::default();
-        a.received(Time::from_micros(0), true);
+        a.received(Time::from_micros(0), Came::OnPath);
         assert_eq!(a.take().path_rx, Some(Time::from_micros(0)));
     }
 

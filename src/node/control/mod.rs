@@ -36,10 +36,12 @@
 //! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
 //!   nothing unauthenticated changes a path, a session or reaches the TAP.
 
+mod liveness;
 pub(crate) mod network;
 mod paths;
 mod roots;
 
+pub use liveness::PATH_QUIET;
 pub use paths::{
     PROBE_BACKOFF_MAX, PROBE_BURST, PUSH_ACCEPTED, PUSH_FIRST, PUSH_MAX, PUSH_RX_BURST,
     PUSH_RX_WINDOW, usable_candidate,
@@ -599,7 +601,12 @@ impl Control {
             p.last_rx = Some(now);
             if direct {
                 p.learn_path(now, from);
+            } else {
+                p.last_relayed_rx = Some(now);
             }
+        }
+        if !direct {
+            self.check_direct_path(now, peer);
         }
         self.note_link(now, peer);
         self.flush_queue(now, peer);
@@ -1077,6 +1084,7 @@ impl Control {
         }
         if !self.roots.contains(&peer) {
             self.maintain_paths(now, peer);
+            self.check_direct_path(now, peer);
         }
         // Keepalives on the direct path of active leaves.
         let keepalive_to = self.peers.get(&peer).and_then(|p| {

@@ -2,7 +2,7 @@
 
 use super::{DataPlane, ToControl};
 use crate::crypto::table::TableError;
-use crate::node::snapshot::{RxSession, Snapshot};
+use crate::node::snapshot::{Came, RxSession, Snapshot};
 use crate::types::{Endpoint, NodeAddress, Time};
 use crate::wire::{self, Arrival, Message, Outer};
 
@@ -146,7 +146,12 @@ impl DataPlane {
         };
         if let Some(p) = snap.peers.get(&peer) {
             let on_path = direct && p.direct == Some(from);
-            p.activity.received(now, on_path);
+            let came = match (direct, on_path) {
+                (false, _) => Came::Relayed,
+                (true, true) => Came::OnPath,
+                (true, false) => Came::Elsewhere,
+            };
+            p.activity.received(now, came);
             if direct && !on_path {
                 self.hand_to_control(ToControl::Seen { peer, from });
             }
