@@ -19,7 +19,8 @@ use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skylan::lab::NatKind;
 use support::networks::{
-    STEP, controller, create_network, managed_ip, network, ping_ip, set_rules, wait_status,
+    STEP, bulk_tcp, controller, create_network, managed_ip, network, ping_ip, set_rules,
+    wait_status,
 };
 use support::{Daemon, Testbed, wait_until};
 
@@ -374,50 +375,6 @@ fn a_member_whose_device_cannot_be_made_shows_a_port_error() -> Result<()> {
     );
     tb.finish();
     Ok(())
-}
-
-/// A deterministic byte pattern (so the receiver can check every byte).
-fn pattern(i: usize) -> u8 {
-    (i.wrapping_mul(2_654_435_761) >> 13) as u8
-}
-
-/// Sends `len` pattern bytes over TCP from `from`'s namespace to `to_ip`:`port`, where
-/// `to` listens; returns how many bytes arrived in order and intact.
-fn bulk_tcp(from: &Daemon, to: &Daemon, to_ip: &str, port: u16, len: usize) -> Result<usize> {
-    use std::io::{Read, Write};
-    let listener = to
-        .host
-        .run(move || std::net::TcpListener::bind(("0.0.0.0", port)))?
-        .context("bind the bulk receiver")?;
-    let receiver = std::thread::spawn(move || -> std::io::Result<usize> {
-        let (mut s, _) = listener.accept()?;
-        s.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let mut buf = vec![0u8; 1 << 16];
-        let mut good = 0;
-        loop {
-            let n = s.read(&mut buf)?;
-            if n == 0 {
-                return Ok(good);
-            }
-            for &b in &buf[..n] {
-                if b != pattern(good) {
-                    return Ok(good);
-                }
-                good += 1;
-            }
-        }
-    });
-    let addr: std::net::SocketAddr = format!("{to_ip}:{port}").parse()?;
-    from.host.run(move || -> std::io::Result<()> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-        let data: Vec<u8> = (0..len).map(pattern).collect();
-        s.write_all(&data)?;
-        s.shutdown(std::net::Shutdown::Write)
-    })??;
-    let good = receiver
-        .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
-    Ok(good)
 }
 
 /// Bulk TCP both ways: the kernel hands the TAP 64 KB segments (TSO), the sender cuts

@@ -77,6 +77,7 @@ fn node_metrics() -> NodeMetrics {
             frames_in: 4,
             bytes_in: 400,
         },
+        path_mtu: 1432,
     };
     NodeMetrics {
         counters: stats.iter().collect(),

@@ -66,7 +66,7 @@ pub fn peers(home: &Path, json: bool) -> Result<String, CliError> {
             text(&p["link"]),
             age(now, &p["lastSend"]),
             age(now, &p["lastReceive"]),
-            p["mtu"]
+            p["pathMtu"]
                 .as_u64()
                 .map(|m| m.to_string())
                 .unwrap_or_else(|| "-".into()),

@@ -5,7 +5,9 @@
 //!   thread's** tokio runtime, enlarges its buffers, and turns on UDP generic receive
 //!   offload (`UDP_GRO`) where the kernel has it. With `shared` it sets `SO_REUSEPORT`
 //!   before binding, so the packet workers of one node each bind the same port and the
-//!   kernel spreads remote endpoints over their sockets.
+//!   kernel spreads remote endpoints over their sockets. Datagrams leave with the
+//!   don't-fragment bit set and the kernel's path MTU ignored (`IP_PMTUDISC_PROBE`): the
+//!   node finds each route's MTU with its own probes.
 //! - [`UdpIo::try_recv_batch`] takes what is ready with one `recvmmsg` (up to
 //!   [`RECV_BATCH`] messages, each up to 64 KiB): a message the kernel coalesced is cut
 //!   back into its datagrams by the segment size the kernel reports, so callers always
@@ -91,6 +93,24 @@ impl UdpIo {
         set_socket_buffers(&socket);
         // Best effort: without GRO every datagram is its own message.
         let _ = set_int_option(&socket, libc::SOL_UDP, UDP_GRO, 1);
+        // Don't fragment, and never mind the kernel's path MTU: the node probes each
+        // route's MTU itself (`node::control::pmtu`) and cuts packets to fit, so a path
+        // that drops ICMP cannot hide its size, and no router fragments our datagrams.
+        let pmtu = match addr {
+            SocketAddr::V4(_) => (
+                libc::IPPROTO_IP,
+                libc::IP_MTU_DISCOVER,
+                libc::IP_PMTUDISC_PROBE,
+            ),
+            SocketAddr::V6(_) => (
+                libc::IPPROTO_IPV6,
+                libc::IPV6_MTU_DISCOVER,
+                libc::IPV6_PMTUDISC_PROBE,
+            ),
+        };
+        if set_int_option(&socket, pmtu.0, pmtu.1, pmtu.2).is_err() {
+            tracing::debug!("could not set the don't-fragment bit on the UDP socket");
+        }
         let local = Endpoint(socket.local_addr()?);
         Ok(UdpIo {
             socket,

@@ -105,6 +105,7 @@ mod tests {
             session: false,
             cipher: None,
             traffic: Default::default(),
+            path_mtu: 1432,
         }
     }
 

@@ -149,6 +149,9 @@ pub enum LabError {
     /// A loss percentage above 100.
     #[error("loss must be 0..=100 percent, got {0}")]
     BadLoss(u8),
+    /// An MTU [`Lab::black_hole`] cannot set.
+    #[error("MTU {0} is out of range; pick 68 to 1500")]
+    BadMtu(u16),
     /// [`Lab::rebind_nat`] on a host it cannot rebind.
     #[error("cannot rebind the NAT of host {host:?}: {reason}")]
     CannotRebind {
@@ -591,6 +594,36 @@ impl Lab {
         netns::ip_in(router, &["addr", "del", &wan, "dev", WAN_IF])?;
         netns::ip_in(router, &["addr", "add", &wan, "dev", WAN_IF])?;
         Ok(())
+    }
+
+    /// Makes the path through `host`'s NAT router a PMTU black hole: both of the router's
+    /// links carry IP packets of at most `mtu` bytes (68..1500), and the router's ICMP
+    /// "fragmentation needed" errors are dropped, so a packet too big for the path
+    /// vanishes in either direction and nobody says why (a tunnel whose operator filters
+    /// ICMP). The host's own interface keeps 1,500 bytes, so its kernel does not know
+    /// either. Hosts without a router are refused: their only link is their own.
+    pub fn black_hole(&self, host: &LabHost, mtu: u16) -> Result<(), LabError> {
+        self.check_own_host(host)?;
+        let Some(router) = &host.router_netns else {
+            return Err(LabError::BadName {
+                name: host.name.clone(),
+                reason: "a PMTU black hole needs a host behind a NAT router",
+            });
+        };
+        if !(68..=1500).contains(&mtu) {
+            return Err(LabError::BadMtu(mtu));
+        }
+        let mtu = mtu.to_string();
+        // A second host behind the router makes its private side a bridge.
+        let private = if netns::ip_in(router, &["link", "show", LAN_BRIDGE]).is_ok() {
+            LAN_BRIDGE
+        } else {
+            LAN_IF
+        };
+        for dev in [WAN_IF, private] {
+            netns::ip_in(router, &["link", "set", dev, "mtu", &mtu])?;
+        }
+        netns::nft_in(router, &nft::silence_pmtu_errors())
     }
 
     /// Deletes the namespaces of labs tagged `tag` whose process has died (a test binary

@@ -143,9 +143,35 @@ pub(crate) fn rebind_outbound(kind: NatKind, (first, last): (u16, u16)) -> Strin
     )
 }
 
+/// Name of the table that silences a router's "fragmentation needed" errors.
+pub(crate) const PMTU_TABLE: &str = "skylan_pmtu";
+
+/// Drops the ICMP errors a router sends when a packet with the don't-fragment bit is
+/// too big for the next link (IPv4 "fragmentation needed", IPv6 "packet too big"), so
+/// the sender never learns the path's MTU: a PMTU black hole (see `Lab::black_hole`).
+pub(crate) fn silence_pmtu_errors() -> String {
+    format!(
+        "table inet {PMTU_TABLE} {{\n\
+         \tchain output {{ type filter hook output priority filter; policy accept;\n\
+         \t\ticmp type destination-unreachable icmp code frag-needed drop\n\
+         \t\ticmpv6 type packet-too-big drop\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_black_hole_drops_only_the_mtu_errors() {
+        let s = silence_pmtu_errors();
+        assert!(s.contains("hook output"), "{s}");
+        assert!(s.contains("icmp code frag-needed drop"), "{s}");
+        assert!(s.contains("icmpv6 type packet-too-big drop"), "{s}");
+        assert!(s.contains("policy accept"), "{s}");
+    }
 
     const IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 21);
 

@@ -405,6 +405,9 @@ pub struct PeerInfo {
     pub cipher: Option<Cipher>,
     /// Frames and bytes each way.
     pub traffic: PeerTraffic,
+    /// Largest datagram (UDP payload) the current route carries: probed, or the floor
+    /// while it is not (see `control::pmtu`).
+    pub path_mtu: usize,
 }
 
 /// What `info` shows.

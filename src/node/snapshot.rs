@@ -6,7 +6,8 @@
 //! - A snapshot is never changed after it is built; the control core builds a new one
 //!   (and bumps [`Snapshot::version`]) only when something in it changes: a confirmed
 //!   session is installed, promoted, expires or goes away; a peer's route (its direct
-//!   endpoint, or the endpoint of the root that relays for it) changes; a peer appears or
+//!   endpoint, or the endpoint of the root that relays for it) or the route's path MTU
+//!   changes; a peer appears or
 //!   is forgotten; a network is joined or left, or its config, roster or rules change.
 //! - It holds only confirmed sessions (`current` and `previous`). An unconfirmed
 //!   responder session (`next`) stays with the control core: the first packet on it finds
@@ -31,8 +32,6 @@ pub struct Snapshot {
     pub(crate) version: u64,
     /// Our address.
     pub(crate) me: NodeAddress,
-    /// Largest datagram to send; larger packets are fragmented.
-    pub(crate) phys_mtu: usize,
     /// Receiver index → confirmed session (current or previous) and its peer.
     pub(crate) sessions: HashMap<u32, RxSession>,
     /// Every peer the control core tracks: how to seal and send to it.
@@ -43,11 +42,10 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// An empty snapshot (nothing published yet).
-    pub(crate) fn empty(me: NodeAddress, phys_mtu: usize) -> Self {
+    pub(crate) fn empty(me: NodeAddress) -> Self {
         Snapshot {
             version: 0,
             me,
-            phys_mtu,
             sessions: HashMap::new(),
             peers: HashMap::new(),
             networks: HashMap::new(),
@@ -102,7 +100,10 @@ impl TxPeer {
         };
         let same_route = match (&self.route, &other.route) {
             (Some(a), Some(b)) => {
-                a.to == b.to && a.relayed == b.relayed && Arc::ptr_eq(&a.via, &b.via)
+                a.to == b.to
+                    && a.relayed == b.relayed
+                    && a.mtu == b.mtu
+                    && Arc::ptr_eq(&a.via, &b.via)
             }
             (None, None) => true,
             _ => false,
@@ -120,6 +121,9 @@ pub(crate) struct Route {
     pub(crate) relayed: bool,
     /// Whose path `to` is (the peer's, or the root's): its send time is refreshed.
     pub(crate) via: Arc<PeerActivity>,
+    /// Largest datagram this route carries (its probed path MTU); larger packets are
+    /// fragmented.
+    pub(crate) mtu: usize,
 }
 
 /// One joined network as the data plane sees it.

@@ -56,6 +56,8 @@ pub enum Verb {
     MulticastFrame,
     /// 0x0d: a node tells a peer the endpoints it can be reached at on its own networks.
     PushDirectPaths,
+    /// 0x0e: a padded path MTU probe, answered by OK with its token.
+    PathProbe,
     /// Any other value.
     Unknown(u8),
 }
@@ -76,6 +78,7 @@ impl From<u8> for Verb {
             0x0b => Verb::NetworkCredentials,
             0x0c => Verb::MulticastFrame,
             0x0d => Verb::PushDirectPaths,
+            0x0e => Verb::PathProbe,
             other => Verb::Unknown(other),
         }
     }
@@ -97,6 +100,7 @@ impl From<Verb> for u8 {
             Verb::NetworkCredentials => 0x0b,
             Verb::MulticastFrame => 0x0c,
             Verb::PushDirectPaths => 0x0d,
+            Verb::PathProbe => 0x0e,
             Verb::Unknown(other) => other,
         }
     }
@@ -204,8 +208,14 @@ pub enum OkBody<'a> {
     Whois(Vec<IdentityBytes>),
     /// Answer to ECHO: the same bytes (at most 256).
     Echo(&'a [u8]),
+    /// Answer to PATH_PROBE: the probe's token (the padding is not sent back).
+    PathProbe {
+        /// The token of the probe that arrived.
+        token: u32,
+    },
     /// Answer to any other verb; body kept raw. Use the variants above for HELLO,
-    /// WHOIS and ECHO: bytes emitted here for those verbs parse as the typed body.
+    /// WHOIS, ECHO and PATH_PROBE: bytes emitted here for those verbs parse as the typed
+    /// body.
     Other {
         /// The verb being answered.
         in_re_verb: Verb,
@@ -221,6 +231,7 @@ impl OkBody<'_> {
             OkBody::Hello(_) => Verb::Hello,
             OkBody::Whois(_) => Verb::Whois,
             OkBody::Echo(_) => Verb::Echo,
+            OkBody::PathProbe { .. } => Verb::PathProbe,
             OkBody::Other { in_re_verb, .. } => *in_re_verb,
         }
     }
@@ -313,6 +324,16 @@ pub enum Message<'a> {
     PushDirectPaths {
         /// The sender's local endpoints (at most [`MAX_PUSHED_PATHS`]).
         endpoints: Vec<Endpoint>,
+    },
+    /// 0x0e PATH_PROBE: node → peer, a datagram padded to a chosen size on one path,
+    /// answered by OK with the token, so the sender learns that datagrams of this size
+    /// cross the path (path MTU discovery without ICMP; see `node::control::pmtu`).
+    PathProbe {
+        /// Chosen by the sender, echoed in the OK.
+        token: u32,
+        /// Zero bytes after the token that make the datagram the probed size; the
+        /// receiver ignores their content.
+        padding: usize,
     },
     /// A reserved or unknown verb, body kept raw so it can be counted and skipped.
     Unknown {
@@ -418,6 +439,10 @@ impl<'a> Message<'a> {
                 }
                 Ok(Message::PushDirectPaths { endpoints })
             }
+            Verb::PathProbe => Ok(Message::PathProbe {
+                token: r.u32("PathProbe token")?,
+                padding: r.rest().len(),
+            }),
             Verb::MulticastLike
             | Verb::NetworkCredentials
             | Verb::MulticastFrame
@@ -441,6 +466,7 @@ impl<'a> Message<'a> {
             Message::NetworkConfigRequest { .. } => Verb::NetworkConfigRequest,
             Message::NetworkConfig { .. } => Verb::NetworkConfig,
             Message::PushDirectPaths { .. } => Verb::PushDirectPaths,
+            Message::PathProbe { .. } => Verb::PathProbe,
             Message::Unknown { verb, .. } => *verb,
         }
     }
@@ -455,6 +481,7 @@ impl<'a> Message<'a> {
                     OkBody::Hello(ok) => 13 + endpoint_len(&ok.observed),
                     OkBody::Whois(ids) => 1 + list_len(ids.len()) * IDENTITY_LEN,
                     OkBody::Echo(bytes) => echo_len(bytes),
+                    OkBody::PathProbe { .. } => 4,
                     OkBody::Other { body, .. } => body.len(),
                 }
             }
@@ -478,6 +505,7 @@ impl<'a> Message<'a> {
                     .map(endpoint_len)
                     .sum::<usize>()
             }
+            Message::PathProbe { padding, .. } => 4 + padding,
             Message::Unknown { body, .. } => body.len(),
         }
     }
@@ -531,6 +559,7 @@ impl<'a> Message<'a> {
                         }
                     }
                     OkBody::Echo(bytes) => emit_echo(bytes, out),
+                    OkBody::PathProbe { token } => out.extend_from_slice(&token.to_be_bytes()),
                     OkBody::Other { body, .. } => out.extend_from_slice(body),
                 }
             }
@@ -572,6 +601,10 @@ impl<'a> Message<'a> {
                 for endpoint in endpoints {
                     emit_endpoint(endpoint, out);
                 }
+            }
+            Message::PathProbe { token, padding } => {
+                out.extend_from_slice(&token.to_be_bytes());
+                out.resize(out.len() + padding, 0);
             }
             Message::Unknown { body, .. } => out.extend_from_slice(body),
         }
@@ -662,6 +695,9 @@ fn parse_ok_body<'a>(in_re_verb: Verb, mut r: Reader<'a>) -> Result<OkBody<'a>, 
             }
             Ok(OkBody::Echo(bytes))
         }
+        Verb::PathProbe => Ok(OkBody::PathProbe {
+            token: r.u32("OK(PathProbe) token")?,
+        }),
         other => Ok(OkBody::Other {
             in_re_verb: other,
             body: r.rest(),
@@ -1021,7 +1057,7 @@ mod tests {
 
     #[test]
     fn reserved_and_unknown_verbs_keep_their_body() {
-        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a | 0x0d)) {
+        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a | 0x0d | 0x0e)) {
             let out = [n, 1, 2, 3];
             let message = Message::parse(&out).unwrap();
             assert_eq!(
@@ -1177,13 +1213,19 @@ mod tests {
                 in_re_counter: c,
                 body: OkBody::Echo(echo),
             }),
-            (any::<u64>(), 0x08u8.., arb_bytes(0..64)).prop_map(|(c, v, body)| Message::Ok {
+            (any::<u64>(), any::<u32>()).prop_map(|(c, token)| Message::Ok {
                 in_re_counter: c,
-                body: OkBody::Other {
-                    in_re_verb: Verb::from(v),
-                    body,
-                },
+                body: OkBody::PathProbe { token },
             }),
+            (any::<u64>(), 0x08u8.., arb_bytes(0..64))
+                .prop_filter("0x0e has a typed answer", |(_, v, _)| *v != 0x0e)
+                .prop_map(|(c, v, body)| Message::Ok {
+                    in_re_counter: c,
+                    body: OkBody::Other {
+                        in_re_verb: Verb::from(v),
+                        body,
+                    },
+                }),
             proptest::collection::vec(arb_addr(), 0..MAX_LIST_LEN + 1)
                 .prop_map(|addresses| Message::Whois { addresses }),
             (arb_addr(), proptest::collection::vec(arb_endpoint(), 0..20))
@@ -1202,11 +1244,12 @@ mod tests {
             arb_bytes(0..ECHO_MAX_LEN + 1).prop_map(Message::Echo),
             proptest::collection::vec(arb_endpoint(), 0..MAX_PUSHED_PATHS + 1)
                 .prop_map(|endpoints| Message::PushDirectPaths { endpoints }),
+            (any::<u32>(), 0usize..1500)
+                .prop_map(|(token, padding)| Message::PathProbe { token, padding }),
             (0x08u8.., arb_bytes(0..64))
-                .prop_filter("0x09, 0x0a and 0x0d are known verbs", |(v, _)| !matches!(
-                    v,
-                    0x09 | 0x0a | 0x0d
-                ))
+                .prop_filter("0x09, 0x0a, 0x0d and 0x0e are known verbs", |(v, _)| {
+                    !matches!(v, 0x09 | 0x0a | 0x0d | 0x0e)
+                })
                 .prop_map(|(v, body)| Message::Unknown {
                     verb: Verb::from(v),
                     body,

@@ -96,6 +96,7 @@
 //!                                Whois: count 1 | count × identity (69:
 //!                                       address 5 | ed25519 32 | x25519 32)
 //!                                Echo:  the echoed bytes (rest, ≤ 256)
+//!                                PathProbe: token 4
 //!                                other: raw bytes (rest)
 //! 0x04  Whois                  count 1 | count × node address 5
 //! 0x05  Rendezvous             peer address 5 | count 1 | count × endpoint
@@ -118,6 +119,10 @@
 //!                              the sender's own interface addresses with its UDP
 //!                              port. Candidates only (see `node::peer`): the receiver
 //!                              probes them, and rate-limits and filters pushes
+//! 0x0e  PathProbe              token 4 | zero padding (rest): sent straight on one
+//!                              path, never fragmented, padded so the datagram has
+//!                              the size being probed; answered by OK (token 4).
+//!                              Path MTU discovery without ICMP (`node::control::pmtu`)
 //! other                        `Verb::Unknown(n)`, body kept raw
 //!
 //! endpoint = family 1 (4 or 6) | ip (4 or 16) | port 2
@@ -390,6 +395,26 @@ mod tests {
             ),
             ("seed-data-frame", big),
             ("seed-data-echo", data_with(&Message::Echo(b"ping"), 10)),
+            (
+                "seed-data-path-probe",
+                data_with(
+                    &Message::PathProbe {
+                        token: 7,
+                        padding: 40,
+                    },
+                    12,
+                ),
+            ),
+            (
+                "seed-data-ok-path-probe",
+                data_with(
+                    &Message::Ok {
+                        in_re_counter: 12,
+                        body: OkBody::PathProbe { token: 7 },
+                    },
+                    13,
+                ),
+            ),
             (
                 "seed-data-reserved-verb",
                 data_with(

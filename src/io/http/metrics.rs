@@ -267,6 +267,14 @@ pub fn node_page(format: Format, m: &NodeMetrics) -> Page {
             page.sample(&[("peer", peer), ("role", role)], rtt.as_secs_f64());
         }
     }
+    page.family(
+        "skylan_peer_path_mtu_bytes",
+        Kind::Gauge,
+        "Largest datagram (UDP payload) the route to each peer carries, as probed.",
+    );
+    for (p, (peer, role)) in m.peers.iter().zip(&names) {
+        page.sample(&[("peer", peer), ("role", role)], p.path_mtu);
+    }
     type Traffic = fn(&PeerInfo) -> u64;
     let traffic: [(&str, &str, Traffic); 4] = [
         ("sent_frames", "Ethernet frames sent to each peer.", |p| {

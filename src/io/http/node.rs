@@ -13,7 +13,9 @@
 //! `0`; `softwareUpdate` is `"disable"`. A peer's `latency` is whole milliseconds (-1 when
 //! unknown), as ZeroTier's. `GET /moon` is `[]`: a node orbits no moons yet. `DELETE`
 //! answers `{"result": true}` (plus `id`). Skylan's own additions stay: a peer's `link`,
-//! `relay`, `session`, `cipher`, `mtu`, `lastSend`/`lastReceive`; status's top-level
+//! `relay`, `session`, `cipher`, `mtu` (the largest frame one datagram carries on the
+//! current route), `pathMtu` (the largest datagram the route carries, probed),
+//! `lastSend`/`lastReceive`; status's top-level
 //! `surfaceAddresses` and `offlineReason` (null while online); a network's `portErrorMessage` and `skipped`. Unlike ZeroTier, an
 //! unknown peer or network is a 404 rather than `{}`.
 //!
@@ -448,7 +450,8 @@ fn peer_json(p: &PeerInfo, now_ms: u64, local_port: u16) -> Value {
         "tunneled": false,
         "session": p.session,
         "cipher": p.cipher.map(|c| c.as_str()),
-        "mtu": crate::node::DEFAULT_PHYS_MTU - PER_FRAME_OVERHEAD,
+        "mtu": p.path_mtu.saturating_sub(PER_FRAME_OVERHEAD),
+        "pathMtu": p.path_mtu,
     })
 }
 

@@ -33,12 +33,16 @@
 //!   direct path makes it usable; traffic moves there. When it dies (no authenticated
 //!   packet for `PATH_ALIVE`, though keepalives go every [`KEEPALIVE`]), traffic
 //!   falls back to the relay.
+//! - Each route (a direct path, or the relaying root) carries datagrams of its probed
+//!   path MTU, at first [`pmtu::PATH_MTU_FLOOR`] (see [`pmtu`]); the control core's own
+//!   messages are always cut to that floor.
 //! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
 //!   nothing unauthenticated changes a path, a session or reaches the TAP.
 
 mod liveness;
 pub(crate) mod network;
 mod paths;
+pub mod pmtu;
 mod roots;
 
 pub use liveness::PATH_QUIET;
@@ -104,7 +108,8 @@ pub struct Control {
     pings: HashMap<u64, PendingPing>,
     links: HashMap<NodeAddress, Link>,
     networks: HashMap<NetworkId, Joined>,
-    phys_mtu: usize,
+    /// The path MTU of each route in use (`pmtu`).
+    pmtu: pmtu::PathMtus,
     surface: Option<Endpoint>,
     next_tick: Time,
     transmits: VecDeque<Transmit>,
@@ -159,13 +164,13 @@ impl Control {
             pings: HashMap::new(),
             links: HashMap::new(),
             networks: HashMap::new(),
-            phys_mtu: config.phys_mtu,
+            pmtu: pmtu::PathMtus::new(config.phys_mtu),
             surface: None,
             next_tick: now,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: NodeStats::default(),
-            snapshot: Arc::new(Snapshot::empty(me, config.phys_mtu)),
+            snapshot: Arc::new(Snapshot::empty(me)),
             dirty: true,
             epochs: 0,
             deliveries: VecDeque::new(),
@@ -323,6 +328,9 @@ impl Control {
                         .and_then(|t| t.current())
                         .map(|s| s.cipher()),
                     traffic: p.activity.traffic(),
+                    path_mtu: self
+                        .route_to(now, address)
+                        .map_or(self.pmtu.floor(), |(_, to)| self.pmtu.mtu(address, to)),
                 }
             })
             .collect();
@@ -392,7 +400,6 @@ impl Control {
         self.snapshot = Arc::new(Snapshot {
             version: self.snapshot.version + 1,
             me: self.address(),
-            phys_mtu: self.phys_mtu,
             sessions,
             peers,
             networks,
@@ -405,25 +412,14 @@ impl Control {
         self.peers
             .iter()
             .map(|(&addr, p)| {
-                let route = match self.link_for(now, addr) {
-                    Some(Link::Direct(to)) => Some(Route {
+                let route = self.route_to(now, addr).and_then(|(via, to)| {
+                    Some(Route {
                         to,
-                        relayed: false,
-                        via: Arc::clone(&p.activity),
-                    }),
-                    Some(Link::Relay(root)) => {
-                        let via = self.peers.get(&root).map(|r| Arc::clone(&r.activity));
-                        match (self.root_endpoint(now, root), via) {
-                            (Some(to), Some(via)) => Some(Route {
-                                to,
-                                relayed: true,
-                                via,
-                            }),
-                            _ => None,
-                        }
-                    }
-                    None => None,
-                };
+                        relayed: via != addr,
+                        via: Arc::clone(&self.peers.get(&via)?.activity),
+                        mtu: self.pmtu.mtu(addr, to),
+                    })
+                });
                 let tx = TxPeer {
                     session: self.table.tunnel(addr).and_then(|t| t.current().cloned()),
                     route,
@@ -676,6 +672,19 @@ impl Control {
                     body: OkBody::Echo(data),
                 };
                 self.reply(now, peer, from, direct, &reply);
+            }
+            Message::PathProbe { token, .. } => {
+                let reply = Message::Ok {
+                    in_re_counter: counter,
+                    body: OkBody::PathProbe { token },
+                };
+                self.reply(now, peer, from, direct, &reply);
+            }
+            Message::Ok {
+                body: OkBody::PathProbe { token },
+                ..
+            } => {
+                self.pmtu.on_answer(now, peer, token);
             }
             Message::Rendezvous {
                 peer: other,
@@ -975,21 +984,19 @@ impl Control {
         self.note_link(now, peer);
     }
 
-    /// Queues a datagram to `to`, fragmenting it when larger than the path MTU.
+    /// Queues a datagram to `to`, fragmenting it when larger than the path MTU floor
+    /// (control messages are few: they do not wait for a route's probed MTU).
     fn push_datagram(&mut self, now: Time, via: NodeAddress, to: Endpoint, packet: Vec<u8>) {
+        let mtu = self.pmtu.floor();
+        if packet.len() <= mtu {
+            self.push_whole(now, via, to, packet);
+            return;
+        }
         if let Some(p) = self.peers.get_mut(&via) {
             p.sent_on(now, to);
         }
-        if packet.len() <= self.phys_mtu {
-            self.stats.tx_datagrams += 1;
-            self.transmits.push_back(Transmit {
-                destination: to,
-                contents: packet,
-            });
-            return;
-        }
         let id = self.table.random_u64();
-        if let Ok(fragments) = wire::fragment(&packet, self.phys_mtu, id) {
+        if let Ok(fragments) = wire::fragment(&packet, mtu, id) {
             for contents in fragments {
                 self.stats.tx_datagrams += 1;
                 self.transmits.push_back(Transmit {
@@ -998,6 +1005,18 @@ impl Control {
                 });
             }
         }
+    }
+
+    /// Queues a datagram to `to` as it is, whatever its size (path MTU probes).
+    fn push_whole(&mut self, now: Time, via: NodeAddress, to: Endpoint, packet: Vec<u8>) {
+        if let Some(p) = self.peers.get_mut(&via) {
+            p.sent_on(now, to);
+        }
+        self.stats.tx_datagrams += 1;
+        self.transmits.push_back(Transmit {
+            destination: to,
+            contents: packet,
+        });
     }
 
     // ----- path selection -----------------------------------------------------------
@@ -1016,6 +1035,15 @@ impl Control {
             .map(Link::Relay)
     }
 
+    /// Where datagrams for `peer` go now: whose path it is (the peer's own, or the
+    /// relaying root's) and the endpoint.
+    fn route_to(&self, now: Time, peer: NodeAddress) -> Option<(NodeAddress, Endpoint)> {
+        match self.link_for(now, peer)? {
+            Link::Direct(ep) => Some((peer, ep)),
+            Link::Relay(root) => Some((root, self.root_endpoint(now, root)?)),
+        }
+    }
+
     fn note_link(&mut self, now: Time, peer: NodeAddress) {
         if self.roots.contains(&peer) {
             return;
@@ -1025,6 +1053,7 @@ impl Control {
         };
         if self.links.insert(peer, link) != Some(link) {
             self.event(Event::LinkChanged { peer, link });
+            self.probe_path_mtu(now, peer);
         }
     }
 
@@ -1046,6 +1075,7 @@ impl Control {
 
     fn housekeeping(&mut self, now: Time) {
         self.table.expire(now);
+        self.pmtu.expire(now);
         self.expire_pings(now);
         self.retry_whois(now);
         self.refresh_networks(now);
@@ -1085,6 +1115,9 @@ impl Control {
         if !self.roots.contains(&peer) {
             self.maintain_paths(now, peer);
             self.check_direct_path(now, peer);
+            if active {
+                self.probe_path_mtu(now, peer);
+            }
         }
         // Keepalives on the direct path of active leaves.
         let keepalive_to = self.peers.get(&peer).and_then(|p| {
@@ -1129,6 +1162,7 @@ impl Control {
             self.dirty = true;
             self.peers.remove(&a);
             self.links.remove(&a);
+            self.pmtu.forget(a);
             self.table.remove_peer(a);
         }
         // Tunnels nobody tracks as a peer (e.g. refused handshakes) go too.

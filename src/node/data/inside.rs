@@ -126,7 +126,7 @@ impl DataPlane {
         }
         activity.frame_sent(now, frame.len());
         route.via.sent(now);
-        self.push_datagram(route.to, buf, snap.phys_mtu);
+        self.push_datagram(route.to, buf, route.mtu);
     }
 
     /// Sends each observer its copy of `frame` (cut to the rule's length), flagged as
