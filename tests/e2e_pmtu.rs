@@ -115,10 +115,11 @@ fn tcp_does_not_stall_through_a_pmtu_black_hole_at_any_network_mtu() -> Result<(
             "network MTU {shown}: b→a {ba} of {LEN} bytes arrived intact"
         );
         tb.report(format!(
-            "PMTU black hole at {UNDERLAY_MTU} bytes, network MTU {shown}: {} MiB a→b in {:.2} s, b→a in {:.2} s (debug build)",
+            "PMTU black hole at {UNDERLAY_MTU} bytes, network MTU {shown}: {} MiB a→b in {:.2} s, b→a in {:.2} s ({} build)",
             LEN >> 20,
             ab_time.as_secs_f64(),
-            ba_time.as_secs_f64()
+            ba_time.as_secs_f64(),
+            if cfg!(debug_assertions) { "debug" } else { "release" }
         ));
     }
 
