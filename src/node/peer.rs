@@ -85,6 +85,20 @@ pub struct Path {
 }
 
 impl Path {
+    /// A path to `endpoint` nominated at `now`, that received at `last_rx` (`None` for a
+    /// candidate), with nothing sent, measured or probed yet.
+    fn new(endpoint: Endpoint, now: Time, last_rx: Option<Time>) -> Self {
+        Path {
+            endpoint,
+            last_rx,
+            last_tx: None,
+            nominated: now,
+            latency: None,
+            probe_since: None,
+            given_up: None,
+        }
+    }
+
     /// True when the path may carry traffic: it received within [`PATH_ALIVE`] and no
     /// probe has waited longer than [`PATH_ANSWER_TIMEOUT`].
     pub fn alive(&self, now: Time) -> bool {
@@ -194,15 +208,7 @@ impl Peer {
             p.last_rx = Some(now);
             return;
         }
-        self.insert_path(Path {
-            endpoint,
-            last_rx: Some(now),
-            last_tx: None,
-            nominated: now,
-            latency: None,
-            probe_since: None,
-            given_up: None,
-        });
+        self.insert_path(Path::new(endpoint, now, Some(now)));
     }
 
     /// Adds a candidate path to probe (from RENDEZVOUS or the world file), or
@@ -212,15 +218,7 @@ impl Peer {
             p.nominated = now;
             return false;
         }
-        self.insert_path(Path {
-            endpoint,
-            last_rx: None,
-            last_tx: None,
-            nominated: now,
-            latency: None,
-            probe_since: None,
-            given_up: None,
-        });
+        self.insert_path(Path::new(endpoint, now, None));
         true
     }
 

@@ -992,22 +992,16 @@ impl Control {
             self.push_whole(now, via, to, packet);
             return;
         }
-        if let Some(p) = self.peers.get_mut(&via) {
-            p.sent_on(now, to);
-        }
         let id = self.table.random_u64();
         if let Ok(fragments) = wire::fragment(&packet, mtu, id) {
             for contents in fragments {
-                self.stats.tx_datagrams += 1;
-                self.transmits.push_back(Transmit {
-                    destination: to,
-                    contents,
-                });
+                self.push_whole(now, via, to, contents);
             }
         }
     }
 
-    /// Queues a datagram to `to` as it is, whatever its size (path MTU probes).
+    /// Queues a datagram to `to` as it is, whatever its size (path MTU probes, and the
+    /// fragments [`push_datagram`](Self::push_datagram) cut).
     fn push_whole(&mut self, now: Time, via: NodeAddress, to: Endpoint, packet: Vec<u8>) {
         if let Some(p) = self.peers.get_mut(&via) {
             p.sent_on(now, to);
