@@ -26,6 +26,9 @@ pub const MAX_LIST_LEN: usize = 255;
 pub const FRAME_HEADER_LEN: usize = 10;
 /// Most endpoints one PushDirectPaths message may carry; a longer list is malformed.
 pub const MAX_PUSHED_PATHS: usize = 8;
+/// Most worlds one WorldRequest may name (the planet and moons a node holds); a longer
+/// list is malformed.
+pub const MAX_WORLDS_ASKED: usize = 32;
 
 /// The verb byte that starts every inner message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -58,6 +61,8 @@ pub enum Verb {
     PushDirectPaths,
     /// 0x0e: a padded path MTU probe, answered by OK with its token.
     PathProbe,
+    /// 0x0f: a node asks a root for newer revisions of worlds (planet, moons).
+    WorldRequest,
     /// Any other value.
     Unknown(u8),
 }
@@ -79,6 +84,7 @@ impl From<u8> for Verb {
             0x0c => Verb::MulticastFrame,
             0x0d => Verb::PushDirectPaths,
             0x0e => Verb::PathProbe,
+            0x0f => Verb::WorldRequest,
             other => Verb::Unknown(other),
         }
     }
@@ -101,6 +107,7 @@ impl From<Verb> for u8 {
             Verb::MulticastFrame => 0x0c,
             Verb::PushDirectPaths => 0x0d,
             Verb::PathProbe => 0x0e,
+            Verb::WorldRequest => 0x0f,
             Verb::Unknown(other) => other,
         }
     }
@@ -213,9 +220,12 @@ pub enum OkBody<'a> {
         /// The token of the probe that arrived.
         token: u32,
     },
+    /// Answer to WORLD_REQUEST: one signed world in its binary form (`world::World`
+    /// parses and verifies it); one OK per world sent.
+    World(&'a [u8]),
     /// Answer to any other verb; body kept raw. Use the variants above for HELLO,
-    /// WHOIS, ECHO and PATH_PROBE: bytes emitted here for those verbs parse as the typed
-    /// body.
+    /// WHOIS, ECHO, PATH_PROBE and WORLD_REQUEST: bytes emitted here for those verbs
+    /// parse as the typed body.
     Other {
         /// The verb being answered.
         in_re_verb: Verb,
@@ -232,6 +242,7 @@ impl OkBody<'_> {
             OkBody::Whois(_) => Verb::Whois,
             OkBody::Echo(_) => Verb::Echo,
             OkBody::PathProbe { .. } => Verb::PathProbe,
+            OkBody::World(_) => Verb::WorldRequest,
             OkBody::Other { in_re_verb, .. } => *in_re_verb,
         }
     }
@@ -334,6 +345,13 @@ pub enum Message<'a> {
         /// Zero bytes after the token that make the datagram the probed size; the
         /// receiver ignores their content.
         padding: usize,
+    },
+    /// 0x0f WORLD_REQUEST: node → root, "these are the worlds I hold, as (id,
+    /// timestamp); send me any newer revision you have". A timestamp of 0 asks for a
+    /// world the node does not hold yet (`orbit`). Answered by one OK per newer world.
+    WorldRequest {
+        /// (world id, revision timestamp held), at most [`MAX_WORLDS_ASKED`].
+        worlds: Vec<(u64, u64)>,
     },
     /// A reserved or unknown verb, body kept raw so it can be counted and skipped.
     Unknown {
@@ -443,6 +461,22 @@ impl<'a> Message<'a> {
                 token: r.u32("PathProbe token")?,
                 padding: r.rest().len(),
             }),
+            Verb::WorldRequest => {
+                let count = usize::from(r.u8("WorldRequest count")?);
+                if count > MAX_WORLDS_ASKED {
+                    return Err(WireError::BadLength(
+                        "WorldRequest names more than 32 worlds",
+                    ));
+                }
+                let mut worlds = Vec::with_capacity(count);
+                for _ in 0..count {
+                    worlds.push((
+                        r.u64("WorldRequest world id")?,
+                        r.u64("WorldRequest world timestamp")?,
+                    ));
+                }
+                Ok(Message::WorldRequest { worlds })
+            }
             Verb::MulticastLike
             | Verb::NetworkCredentials
             | Verb::MulticastFrame
@@ -467,6 +501,7 @@ impl<'a> Message<'a> {
             Message::NetworkConfig { .. } => Verb::NetworkConfig,
             Message::PushDirectPaths { .. } => Verb::PushDirectPaths,
             Message::PathProbe { .. } => Verb::PathProbe,
+            Message::WorldRequest { .. } => Verb::WorldRequest,
             Message::Unknown { verb, .. } => *verb,
         }
     }
@@ -482,6 +517,7 @@ impl<'a> Message<'a> {
                     OkBody::Whois(ids) => 1 + list_len(ids.len()) * IDENTITY_LEN,
                     OkBody::Echo(bytes) => echo_len(bytes),
                     OkBody::PathProbe { .. } => 4,
+                    OkBody::World(bytes) => bytes.len(),
                     OkBody::Other { body, .. } => body.len(),
                 }
             }
@@ -506,6 +542,7 @@ impl<'a> Message<'a> {
                     .sum::<usize>()
             }
             Message::PathProbe { padding, .. } => 4 + padding,
+            Message::WorldRequest { worlds } => 1 + asked_len(worlds.len()) * 16,
             Message::Unknown { body, .. } => body.len(),
         }
     }
@@ -560,6 +597,7 @@ impl<'a> Message<'a> {
                     }
                     OkBody::Echo(bytes) => emit_echo(bytes, out),
                     OkBody::PathProbe { token } => out.extend_from_slice(&token.to_be_bytes()),
+                    OkBody::World(bytes) => out.extend_from_slice(bytes),
                     OkBody::Other { body, .. } => out.extend_from_slice(body),
                 }
             }
@@ -606,9 +644,24 @@ impl<'a> Message<'a> {
                 out.extend_from_slice(&token.to_be_bytes());
                 out.resize(out.len() + padding, 0);
             }
+            Message::WorldRequest { worlds } => {
+                let worlds = &worlds[..asked_len(worlds.len())];
+                // Cannot truncate: asked_len caps at MAX_WORLDS_ASKED = 32.
+                out.push(worlds.len() as u8);
+                for (id, timestamp) in worlds {
+                    out.extend_from_slice(&id.to_be_bytes());
+                    out.extend_from_slice(&timestamp.to_be_bytes());
+                }
+            }
             Message::Unknown { body, .. } => out.extend_from_slice(body),
         }
     }
+}
+
+/// How many of `n` requested worlds fit in a WorldRequest.
+fn asked_len(n: usize) -> usize {
+    debug_assert!(n <= MAX_WORLDS_ASKED, "WorldRequest of {n} worlds");
+    n.min(MAX_WORLDS_ASKED)
 }
 
 fn parse_network(r: &mut Reader<'_>, what: &'static str) -> Result<NetworkId, WireError> {
@@ -698,6 +751,7 @@ fn parse_ok_body<'a>(in_re_verb: Verb, mut r: Reader<'a>) -> Result<OkBody<'a>, 
         Verb::PathProbe => Ok(OkBody::PathProbe {
             token: r.u32("OK(PathProbe) token")?,
         }),
+        Verb::WorldRequest => Ok(OkBody::World(r.rest())),
         other => Ok(OkBody::Other {
             in_re_verb: other,
             body: r.rest(),
@@ -922,6 +976,21 @@ mod tests {
                 false,
             ),
             (
+                Message::WorldRequest {
+                    worlds: vec![(7, 1_700_000_000_000), (0x8a1b2c3d4e, 0)],
+                },
+                1 + 1 + 32,
+                false,
+            ),
+            (
+                Message::Ok {
+                    in_re_counter: 5,
+                    body: OkBody::World(b"signed world"),
+                },
+                1 + 1 + 8,
+                true,
+            ),
+            (
                 Message::Unknown {
                     verb: Verb::MulticastLike,
                     body: b"reserved",
@@ -1057,7 +1126,7 @@ mod tests {
 
     #[test]
     fn reserved_and_unknown_verbs_keep_their_body() {
-        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a | 0x0d | 0x0e)) {
+        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a | 0x0d | 0x0e | 0x0f)) {
             let out = [n, 1, 2, 3];
             let message = Message::parse(&out).unwrap();
             assert_eq!(
@@ -1217,8 +1286,14 @@ mod tests {
                 in_re_counter: c,
                 body: OkBody::PathProbe { token },
             }),
+            (any::<u64>(), arb_bytes(0..600)).prop_map(|(c, world)| Message::Ok {
+                in_re_counter: c,
+                body: OkBody::World(world),
+            }),
             (any::<u64>(), 0x08u8.., arb_bytes(0..64))
-                .prop_filter("0x0e has a typed answer", |(_, v, _)| *v != 0x0e)
+                .prop_filter("0x0e and 0x0f have typed answers", |(_, v, _)| {
+                    !matches!(v, 0x0e | 0x0f)
+                })
                 .prop_map(|(c, v, body)| Message::Ok {
                     in_re_counter: c,
                     body: OkBody::Other {
@@ -1246,10 +1321,13 @@ mod tests {
                 .prop_map(|endpoints| Message::PushDirectPaths { endpoints }),
             (any::<u32>(), 0usize..1500)
                 .prop_map(|(token, padding)| Message::PathProbe { token, padding }),
+            proptest::collection::vec(any::<(u64, u64)>(), 0..MAX_WORLDS_ASKED + 1)
+                .prop_map(|worlds| Message::WorldRequest { worlds }),
             (0x08u8.., arb_bytes(0..64))
-                .prop_filter("0x09, 0x0a, 0x0d and 0x0e are known verbs", |(v, _)| {
-                    !matches!(v, 0x09 | 0x0a | 0x0d | 0x0e)
-                })
+                .prop_filter(
+                    "0x09, 0x0a, 0x0d, 0x0e and 0x0f are known verbs",
+                    |(v, _)| { !matches!(v, 0x09 | 0x0a | 0x0d | 0x0e | 0x0f) }
+                )
                 .prop_map(|(v, body)| Message::Unknown {
                     verb: Verb::from(v),
                     body,

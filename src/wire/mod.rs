@@ -97,6 +97,8 @@
 //!                                       address 5 | ed25519 32 | x25519 32)
 //!                                Echo:  the echoed bytes (rest, ≤ 256)
 //!                                PathProbe: token 4
+//!                                WorldRequest: one signed world (rest: `world`'s
+//!                                       binary form with its signature)
 //!                                other: raw bytes (rest)
 //! 0x04  Whois                  count 1 | count × node address 5
 //! 0x05  Rendezvous             peer address 5 | count 1 | count × endpoint
@@ -123,6 +125,11 @@
 //!                              path, never fragmented, padded so the datagram has
 //!                              the size being probed; answered by OK (token 4).
 //!                              Path MTU discovery without ICMP (`node::control::pmtu`)
+//! 0x0f  WorldRequest           count 1 (≤ 32, more is malformed) | count × (world id 8 |
+//!                              timestamp 8): the worlds the sender holds (0: wants
+//!                              it); a root answers one OK per world it holds in a
+//!                              newer revision. The receiver of an OK checks the
+//!                              signature and the update chain (`world`)
 //! other                        `Verb::Unknown(n)`, body kept raw
 //!
 //! endpoint = family 1 (4 or 6) | ip (4 or 16) | port 2
@@ -158,9 +165,9 @@ pub use fragment::{
 };
 pub use message::{
     ECHO_MAX_LEN, ErrorCode, FRAME_FORWARDED, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,
-    IdentityBytes, MAX_LIST_LEN, MAX_PUSHED_PATHS, Message, OkBody, PROTOCOL_VERSION,
-    SOFTWARE_VERSION, SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len,
-    parse_endpoint,
+    IdentityBytes, MAX_LIST_LEN, MAX_PUSHED_PATHS, MAX_WORLDS_ASKED, Message, OkBody,
+    PROTOCOL_VERSION, SOFTWARE_VERSION, SoftwareVersion, Verb, emit_endpoint, emit_frame_header,
+    endpoint_len, parse_endpoint,
 };
 pub use packet::{
     COOKIE_LEN, COOKIE_NONCE_LEN, DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAC_LEN,
@@ -413,6 +420,15 @@ mod tests {
                         body: OkBody::PathProbe { token: 7 },
                     },
                     13,
+                ),
+            ),
+            (
+                "seed-data-world-request",
+                data_with(
+                    &Message::WorldRequest {
+                        worlds: vec![(0x736b_796c_616e, 1_700_000_000_000), (0x8a1b2c3d4e, 0)],
+                    },
+                    14,
                 ),
             ),
             (
