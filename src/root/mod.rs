@@ -13,7 +13,15 @@
 //!   for anyone who forges a source. Packets with [`RELAY_HOP_LIMIT`] hops are dropped;
 //! - **RENDEZVOUS**: when it relays a packet that came straight from its source, it
 //!   sends both ends each other's endpoint (at most once per pair per
-//!   [`RENDEZVOUS_INTERVAL`]) so they can try a direct path.
+//!   [`RENDEZVOUS_INTERVAL`]) so they can try a direct path;
+//! - **worlds**: answers WORLD_REQUEST with each world it holds (its planet, the moons
+//!   it serves) in a newer revision than the node named, one OK per world, so moons are
+//!   fetched (`orbit`) and worlds updated in band.
+//!
+//! A moon root (one its planet does not list) also says hello to the planet's roots and
+//! hands them packets for nodes it does not know ([`upstream`]). A relayed packet (one
+//! hop or more) is accepted from a node that said hello from exactly that endpoint (a
+//! moon root handing it up), charged to that node's relay budget.
 //!
 //! A node's endpoint is learned only from authenticated packets that arrived with zero
 //! hops, so nobody can redirect another node's traffic by forging a source address.
@@ -21,12 +29,18 @@
 //! Driving order is the node core's: input, then drain `poll_transmit`, then sleep until
 //! `poll_timeout`.
 
+mod upstream;
+
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
+
+pub use upstream::UPSTREAM_HELLO;
+use upstream::Upstream;
 
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::{InitAnswer, LostSessionReplies, SessionTable, TableError};
 use crate::crypto::tunnel::TunnelError;
+use crate::node::control::pmtu::PATH_MTU_FLOOR;
 use crate::types::{Endpoint, NodeAddress, Time, TokenBucket, Transmit, UnixTime};
 use crate::wire::{self, Message, OkBody, Outer, Packet};
 use crate::world::World;
@@ -90,6 +104,10 @@ pub struct RootStats {
     pub drop_auth: u64,
     /// Messages a root does not handle.
     pub drop_unhandled: u64,
+    /// Packets for unknown nodes handed up to a planet root (moon roots).
+    pub forwarded_upstream: u64,
+    /// Worlds sent in answer to WORLD_REQUEST.
+    pub worlds_sent: u64,
 }
 
 impl RootStats {
@@ -114,6 +132,8 @@ impl RootStats {
             ("drop_replay", self.drop_replay),
             ("drop_auth", self.drop_auth),
             ("drop_unhandled", self.drop_unhandled),
+            ("forwarded_upstream", self.forwarded_upstream),
+            ("worlds_sent", self.worlds_sent),
         ]
         .into_iter()
     }
@@ -143,8 +163,14 @@ pub struct Root {
     /// Rate limit of SessionUnknown answers.
     lost_replies: LostSessionReplies,
     nodes: HashMap<NodeAddress, Known>,
+    /// Which node said hello from each endpoint (to accept packets moon roots hand up).
+    by_endpoint: HashMap<Endpoint, NodeAddress>,
+    /// The planet's roots, when this root is a moon root (`upstream`).
+    upstream: Vec<Upstream>,
     /// Public identities of the other roots, served to WHOIS.
     world_roots: Vec<PublicIdentity>,
+    /// The worlds this root holds (its planet, moons), served to WORLD_REQUEST.
+    worlds: Vec<World>,
     rendezvous_sent: HashMap<(NodeAddress, NodeAddress), Time>,
     next_tick: Time,
     transmits: VecDeque<Transmit>,
@@ -154,8 +180,17 @@ pub struct Root {
 
 impl Root {
     /// A root with `identity`; `world`, if given, lists its fellow roots.
+    /// A root that its planet does not list is a moon root: it says hello to the planet's
+    /// roots from its first timeout on (see [`upstream`]).
     pub fn new(identity: Identity, world: Option<&World>, seed: [u8; 32], now: Time) -> Self {
         let me = identity.public().address();
+        let mut table = SessionTable::new(identity, seed);
+        let upstream = Upstream::of_planet(world, me);
+        for r in world.iter().flat_map(|w| &w.roots) {
+            if upstream.iter().any(|u| u.address == r.identity.address()) {
+                table.add_peer(r.identity.clone());
+            }
+        }
         let world_roots = world
             .map(|w| {
                 w.roots
@@ -166,16 +201,33 @@ impl Root {
             })
             .unwrap_or_default();
         Self {
-            table: SessionTable::new(identity, seed),
+            table,
             lost_replies: LostSessionReplies::default(),
             nodes: HashMap::new(),
+            by_endpoint: HashMap::new(),
+            next_tick: if upstream.is_empty() { now + TICK } else { now },
+            upstream,
             world_roots,
+            worlds: world.into_iter().cloned().collect(),
             rendezvous_sent: HashMap::new(),
-            next_tick: now + TICK,
             transmits: VecDeque::new(),
             stats: RootStats::default(),
             scratch: Vec::with_capacity(2048),
         }
+    }
+
+    /// Adds a world this root holds besides its planet (a moon from `moons.d/`): its
+    /// roots are answered to WHOIS, and nodes asking for it (WORLD_REQUEST) get it.
+    pub fn add_world(&mut self, world: World) {
+        let me = self.address();
+        for r in &world.roots {
+            let a = r.identity.address();
+            if a != me && !self.world_roots.iter().any(|i| i.address() == a) {
+                self.world_roots.push(r.identity.clone());
+            }
+        }
+        self.worlds.retain(|w| w.id != world.id);
+        self.worlds.push(world);
     }
 
     /// Our address.
@@ -234,6 +286,35 @@ impl Root {
                     Err(e) => self.count(e),
                 }
             }
+            Outer::HandshakeResp {
+                sender_index,
+                receiver_index,
+                noise,
+            } => match self.table.on_handshake_resp(
+                now,
+                &header,
+                sender_index,
+                receiver_index,
+                noise,
+            ) {
+                Ok(peer) => self.upstream_ready(now, peer, from),
+                Err(e) => self.count(e),
+            },
+            Outer::CookieReply {
+                receiver_index,
+                nonce,
+                sealed,
+            } => match self
+                .table
+                .on_cookie_reply(now, &header, receiver_index, &nonce, &sealed)
+            {
+                Ok(peer) => {
+                    if let Ok(packet) = self.table.handshake_packet(now, peer) {
+                        self.send(from, packet);
+                    }
+                }
+                Err(e) => self.count(e),
+            },
             Outer::Data { receiver_index, .. } => {
                 if self.on_data(now, from, header.hops, data) == Err(TableError::UnknownIndex)
                     && self.lost_replies.allow(now, header.src)
@@ -262,13 +343,18 @@ impl Root {
         let stale: Vec<NodeAddress> = self
             .nodes
             .iter()
-            .filter(|(_, k)| now.since(k.last_rx) >= NODE_EXPIRE)
+            .filter(|(a, k)| now.since(k.last_rx) >= NODE_EXPIRE && !self.is_upstream(**a))
             .map(|(a, _)| *a)
             .collect();
         for a in stale {
-            self.nodes.remove(&a);
+            if let Some(ep) = self.nodes.remove(&a).and_then(|k| k.endpoint) {
+                if self.by_endpoint.get(&ep) == Some(&a) {
+                    self.by_endpoint.remove(&ep);
+                }
+            }
             self.table.remove_peer(a);
         }
+        self.greet_upstream(now);
         self.rendezvous_sent
             .retain(|_, t| now.since(*t) < RENDEZVOUS_INTERVAL);
     }
@@ -323,11 +409,23 @@ impl Root {
                 .nodes
                 .entry(peer)
                 .or_insert_with(|| Known::new(None, now));
-            known.endpoint = Some(from);
             known.last_rx = now;
+            if let Some(old) = known.endpoint.replace(from).filter(|old| *old != from) {
+                if self.by_endpoint.get(&old) == Some(&peer) {
+                    self.by_endpoint.remove(&old);
+                }
+            }
+            self.by_endpoint.insert(from, peer);
         }
+        let upstream = self.heard_upstream(now, peer);
         let reply = match Message::parse(plaintext) {
+            // A planet root's answers to our HELLOs and its introductions need nothing.
+            Ok(Message::Ok { .. } | Message::Rendezvous { .. }) if upstream => None,
             Ok(Message::Hello(hello)) => Some(Message::hello_ok(counter, &hello, from)),
+            Ok(Message::WorldRequest { worlds }) => {
+                self.send_worlds(now, peer, from, counter, &worlds);
+                None
+            }
             Ok(Message::Whois { mut addresses }) => {
                 // Bounded answer: the reply goes to an unverified source address, so it
                 // must not be an amplifier.
@@ -358,9 +456,53 @@ impl Root {
             }
         };
         if let Some(reply) = reply {
-            let mut out = Vec::new();
-            if self.table.seal(now, peer, &reply, &mut out).is_ok() {
-                self.send(from, out);
+            self.seal_and_send(now, peer, from, &reply);
+        }
+    }
+
+    /// Answers a WORLD_REQUEST: one OK per world we hold in a newer revision than asked.
+    fn send_worlds(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        to: Endpoint,
+        counter: u64,
+        asked: &[(u64, u64)],
+    ) {
+        let newer: Vec<Vec<u8>> = asked
+            .iter()
+            .filter_map(|(id, timestamp)| {
+                self.worlds
+                    .iter()
+                    .find(|w| w.id == *id && w.timestamp > *timestamp)
+            })
+            .map(World::to_bytes)
+            .collect();
+        for bytes in newer {
+            self.stats.worlds_sent += 1;
+            let ok = Message::Ok {
+                in_re_counter: counter,
+                body: OkBody::World(&bytes),
+            };
+            self.seal_and_send(now, peer, to, &ok);
+        }
+    }
+
+    /// Seals `msg` for `peer` and sends it to `to`, in fragments of at most
+    /// [`PATH_MTU_FLOOR`] bytes when larger (a world can be).
+    fn seal_and_send(&mut self, now: Time, peer: NodeAddress, to: Endpoint, msg: &Message<'_>) {
+        let mut out = Vec::new();
+        if self.table.seal(now, peer, msg, &mut out).is_err() {
+            return;
+        }
+        if out.len() <= PATH_MTU_FLOOR {
+            self.send(to, out);
+            return;
+        }
+        let id = self.table.random_u64();
+        if let Ok(fragments) = wire::fragment(&out, PATH_MTU_FLOOR, id) {
+            for f in fragments {
+                self.send(to, f);
             }
         }
     }
@@ -389,26 +531,30 @@ impl Root {
             return;
         }
         // The source said hello, from this address (the port may have changed since:
-        // a NAT rebinding), and has budget left.
-        let Some(source) = self
+        // a NAT rebinding); or a moon root hands the packet up from exactly the endpoint
+        // it said hello from. Whoever it is must have budget left.
+        let from_source = self
             .nodes
-            .get_mut(&src)
-            .filter(|k| k.endpoint.is_some_and(|e| e.0.ip() == from.0.ip()))
-        else {
+            .get(&src)
+            .is_some_and(|k| k.endpoint.is_some_and(|e| e.0.ip() == from.0.ip()));
+        let payer = if from_source {
+            Some(src)
+        } else if hops > 0 {
+            self.by_endpoint.get(&from).copied()
+        } else {
+            None
+        };
+        let Some(payer) = payer.and_then(|a| self.nodes.get_mut(&a)) else {
             self.stats.drop_unknown_src += 1;
             return;
         };
-        if !source
+        if !payer
             .relay_budget
             .take(now, RELAY_PER_SOURCE_PER_SEC, RELAY_PER_SOURCE_BURST)
         {
             self.stats.drop_relay_rate += 1;
             return;
         }
-        let Some(to) = self.nodes.get(&dest).and_then(|k| k.endpoint) else {
-            self.stats.drop_unknown_dest += 1;
-            return;
-        };
         let mut packet = data.to_vec();
         match Packet::new_checked(&mut packet[..]) {
             Ok(mut p) => p.set_hops(hops + 1),
@@ -417,6 +563,12 @@ impl Root {
                 return;
             }
         }
+        let Some(to) = self.nodes.get(&dest).and_then(|k| k.endpoint) else {
+            if !self.forward_upstream(now, packet, hops + 1) {
+                self.stats.drop_unknown_dest += 1;
+            }
+            return;
+        };
         self.stats.relayed += 1;
         self.send(to, packet);
         // Introduce the two ends when the packet came straight from its source.
