@@ -70,6 +70,7 @@ impl Pair {
                 NodeConfig {
                     identity: test_identity(i),
                     world: world.clone(),
+                    moons: Vec::new(),
                     seed: [seed; 32],
                     phys_mtu: node::DEFAULT_PHYS_MTU,
                 },

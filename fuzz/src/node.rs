@@ -369,6 +369,10 @@ impl Harness {
             | Event::NetworkStatus { .. } => {}
             // Whether a root answers says nothing about the input's authenticity.
             Event::Online { .. } | Event::Offline { .. } => {}
+            // Worlds are signed by keys the input does not hold: refusals are expected,
+            // an accepted world is a forgery that got through.
+            Event::WorldRefused { .. } => {}
+            Event::WorldUpdated(w) => panic!("accepted an unsigned world {:#x}", w.id),
         }
     }
 

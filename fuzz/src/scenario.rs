@@ -178,6 +178,7 @@ impl Scenario {
             NodeConfig {
                 identity: self.node_identity.clone(),
                 world: self.world.clone(),
+                moons: Vec::new(),
                 seed: NODE_SEED,
                 phys_mtu: node::DEFAULT_PHYS_MTU,
             },
@@ -281,6 +282,7 @@ fn record() -> Scenario {
     let node_config = |identity: &Identity, seed| NodeConfig {
         identity: identity.clone(),
         world: world.clone(),
+        moons: Vec::new(),
         seed,
         phys_mtu: node::DEFAULT_PHYS_MTU,
     };

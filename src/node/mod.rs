@@ -58,6 +58,7 @@ use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
 use crate::wire::{self, SoftwareVersion};
 use crate::world::World;
 use control::Control;
+pub use control::worlds::{MAX_MOONS, ORBIT_RETRY, WORLD_REFRESH, WorldInfo};
 pub use control::{ROOT_ANSWER_TIMEOUT, ROOT_RETRY, RootReport};
 pub use data::{DataPlane, ToControl};
 use network::{NetworkInfo, NetworkStatus, Policy, RuleKey};
@@ -96,8 +97,10 @@ pub const MAX_FRAME_LEN: usize = 10_000 + 18;
 pub struct NodeConfig {
     /// The node's identity.
     pub identity: Identity,
-    /// The planet (and later moons) whose roots the node uses.
+    /// The planet whose roots the node uses.
     pub world: World,
+    /// The moons it orbits (their roots are used alongside the planet's).
+    pub moons: Vec<World>,
     /// Seed of every random choice the node makes.
     pub seed: [u8; 32],
     /// Largest UDP payload to send; larger packets are fragmented.
@@ -162,6 +165,19 @@ pub enum Event {
         /// Why, in words (see [`NodeStatus::offline_reason`]).
         reason: String,
     },
+    /// A world was verified and is in use: a moon [`Node::orbit`] asked for, or a newer
+    /// revision of the planet or a moon (signed by the previous revision's update key).
+    /// The driver stores it (`planet`, `moons.d/<id>.moon`).
+    WorldUpdated(Box<World>),
+    /// A world (or update) was refused; nothing changed.
+    WorldRefused {
+        /// The world's id.
+        id: u64,
+        /// Who sent it.
+        from: NodeAddress,
+        /// What was wrong (signature, update chain, structure).
+        reason: String,
+    },
     /// (Controller) a member asks for a network's config; answer with
     /// [`Node::send_network_config`] or [`Node::send_network_error`].
     ConfigRequested {
@@ -210,6 +226,19 @@ pub enum NodeError {
     /// That is our own address.
     #[error("cannot send to ourselves")]
     SelfAddress,
+    /// `orbit` named the planet.
+    #[error("{0:016x} is the planet's id; orbit takes a moon's id")]
+    PlanetId(u64),
+    /// `orbit` named an id that cannot be a moon's (a moon's id is its first root's
+    /// address).
+    #[error(
+        "{0:016x} cannot be a moon id: a moon's id is the address of its first root \
+         (10 hex digits, shown as 16 with leading zeros)"
+    )]
+    NotAMoonId(u64),
+    /// `orbit` would exceed the most moons a node orbits.
+    #[error("already orbiting {0} moons; deorbit one first")]
+    TooManyMoons(usize),
 }
 
 /// Counters of everything dropped or refused, by reason, and of traffic.
@@ -239,6 +268,8 @@ pub struct NodeStats {
     pub drop_expired: u64,
     /// Control messages a leaf only accepts from roots, from someone else.
     pub drop_not_from_root: u64,
+    /// Worlds nobody asked for, not newer, or refused (signature, update chain).
+    pub drop_world: u64,
     /// PushDirectPaths from a root or from a node we exchange no user traffic with.
     pub drop_push_not_peer: u64,
     /// PushDirectPaths over the sending peer's rate limit.
@@ -296,6 +327,7 @@ impl NodeStats {
             ("drop_auth", self.drop_auth),
             ("drop_expired", self.drop_expired),
             ("drop_not_from_root", self.drop_not_from_root),
+            ("drop_world", self.drop_world),
             ("drop_push_not_peer", self.drop_push_not_peer),
             ("drop_push_rate", self.drop_push_rate),
             ("drop_not_joined", self.drop_not_joined),
@@ -342,6 +374,7 @@ impl NodeStats {
             drop_auth: self.drop_auth + o.drop_auth,
             drop_expired: self.drop_expired + o.drop_expired,
             drop_not_from_root: self.drop_not_from_root + o.drop_not_from_root,
+            drop_world: self.drop_world + o.drop_world,
             drop_push_not_peer: self.drop_push_not_peer + o.drop_push_not_peer,
             drop_push_rate: self.drop_push_rate + o.drop_push_rate,
             drop_not_joined: self.drop_not_joined + o.drop_not_joined,
@@ -590,6 +623,31 @@ impl Node {
         self.control.fold();
         self.control.hello_roots_now(now);
         self.run_control(now);
+    }
+
+    /// Starts orbiting moon `id`: asks `seed` (usually one of the moon's roots) for it;
+    /// [`Event::WorldUpdated`] follows when it arrives and verifies. See
+    /// [`control::worlds`].
+    pub fn orbit(&mut self, now: Time, id: u64, seed: NodeAddress) -> Result<(), NodeError> {
+        self.now = now;
+        self.control.fold();
+        let result = self.control.orbit(now, id, seed);
+        self.run_control(now);
+        result
+    }
+
+    /// Stops orbiting moon `id`; false when it was neither held nor waited for.
+    pub fn deorbit(&mut self, now: Time, id: u64) -> bool {
+        self.now = now;
+        self.control.fold();
+        let removed = self.control.deorbit(now, id);
+        self.run_control(now);
+        removed
+    }
+
+    /// The planet, the moons held and the orbits still waiting for their seed.
+    pub fn worlds(&self) -> Vec<WorldInfo> {
+        self.control.worlds()
     }
 
     /// Our own endpoints, as the driver finds them (each interface address with the

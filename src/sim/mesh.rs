@@ -78,6 +78,8 @@ pub struct Mesh {
     next_identity: usize,
     /// Shared NATs by LAN number, with the last private address octet handed out.
     lans: HashMap<u8, (NatId, u8)>,
+    /// Moon roots added so far.
+    moon_roots: u8,
 }
 
 impl Mesh {
@@ -118,11 +120,38 @@ impl Mesh {
             world,
             next_identity,
             lans: HashMap::new(),
+            moon_roots: 0,
         };
         for &p in nodes {
             mesh.add_node(p, link);
         }
         mesh
+    }
+
+    /// Adds a moon root on a public address (198.51.100.51..): a root the planet does not
+    /// list, serving a moon (revision 1, [`MOON_KEY`]) whose only root it is. Returns the
+    /// host and the moon; nodes start using it with `Node::orbit`.
+    pub fn add_moon_root(&mut self, link: AccessLink) -> (HostId, World) {
+        let identity = test_identity(self.next_identity);
+        self.next_identity += 1;
+        let n = self.moon_roots;
+        self.moon_roots += 1;
+        let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 51 + n));
+        let address = identity.public().address();
+        let moon = signed_world(
+            WorldKind::Moon,
+            address.value(),
+            vec![RootSpec {
+                identity: identity.public().clone(),
+                endpoints: vec![Endpoint((ip, PORT).into())],
+            }],
+            1,
+            MOON_KEY,
+        );
+        let seed = seed_bytes(self.sim.fork_seed());
+        let mut root = Root::new(identity, Some(&self.world), seed, self.sim.now());
+        root.add_world(moon.clone());
+        (self.sim.add_host(root, ip, PORT, link, None), moon)
     }
 
     /// Adds one more node.
@@ -147,6 +176,7 @@ impl Mesh {
             NodeConfig {
                 identity,
                 world: self.world.clone(),
+                moons: Vec::new(),
                 seed,
                 phys_mtu: node::DEFAULT_PHYS_MTU,
             },
@@ -430,16 +460,39 @@ impl Mesh {
 
 /// A planet listing `roots`, signed with a fixed test key.
 pub fn planet(roots: Vec<RootSpec>) -> World {
-    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([7u8; 32]);
+    signed_world(
+        WorldKind::Planet,
+        crate::world::DEFAULT_PLANET_ID,
+        roots,
+        1,
+        PLANET_KEY,
+    )
+}
+
+/// The seed of the test planet's signing (and update) key.
+pub const PLANET_KEY: u8 = 7;
+/// The seed of a test moon's signing (and update) key.
+pub const MOON_KEY: u8 = 8;
+
+/// A world signed at `timestamp` by the test key seeded with `key`, which is also the
+/// key its next revision must be signed by. A moon's id is its first root's address.
+pub fn signed_world(
+    kind: WorldKind,
+    id: u64,
+    roots: Vec<RootSpec>,
+    timestamp: u64,
+    key: u8,
+) -> World {
+    let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed([key; 32]);
     let key = crate::crypto::sign::UpdateKey::generate(&mut rng);
     WorldTemplate {
-        id: crate::world::DEFAULT_PLANET_ID,
-        kind: WorldKind::Planet,
+        id,
+        kind,
         roots,
         update_key: crate::crypto::sign::Signer::public_key(&key),
     }
-    .sign(1, &key)
-    .expect("a valid test planet")
+    .sign(timestamp, &key)
+    .expect("a valid test world")
 }
 
 fn seed_bytes(seed: u64) -> [u8; 32] {

@@ -179,6 +179,7 @@ pub fn node_config(identity: Identity, world: &World, seed: u8) -> NodeConfig {
     NodeConfig {
         identity,
         world: world.clone(),
+        moons: Vec::new(),
         seed: [seed; 32],
         phys_mtu: node::DEFAULT_PHYS_MTU,
     }

@@ -44,6 +44,7 @@ pub(crate) mod network;
 mod paths;
 pub mod pmtu;
 mod roots;
+pub mod worlds;
 
 pub use liveness::PATH_QUIET;
 pub use paths::{
@@ -68,7 +69,6 @@ use crate::crypto::table::{InitAnswer, LostSessionReplies, SessionTable, TableEr
 use crate::crypto::tunnel::REKEY_TIMEOUT;
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
 use crate::wire::{self, Hello, Message, OkBody, Outer, PROTOCOL_VERSION, SOFTWARE_VERSION, Verb};
-use crate::world::{World, WorldKind};
 use network::Joined;
 
 struct Whois {
@@ -101,7 +101,8 @@ pub struct Control {
     table: SessionTable,
     /// Rate limit of SessionUnknown answers.
     lost_replies: LostSessionReplies,
-    world: World,
+    /// The planet and moons (`worlds`).
+    worlds: worlds::Worlds,
     roots: Vec<NodeAddress>,
     peers: HashMap<NodeAddress, Peer>,
     whois: HashMap<NodeAddress, Whois>,
@@ -131,35 +132,16 @@ pub struct Control {
 }
 
 impl Control {
-    /// A node that will contact the roots of `config.world` at its first timeout.
+    /// A node that will contact the roots of its planet and moons at its first timeout.
     pub fn new(config: NodeConfig, now: Time) -> Self {
-        let mut table = SessionTable::new(config.identity, config.seed);
-        let mut peers = HashMap::new();
-        let mut roots = Vec::new();
+        let table = SessionTable::new(config.identity, config.seed);
         let me = table.address();
-        let role = match config.world.kind {
-            WorldKind::Planet => Role::Planet,
-            WorldKind::Moon => Role::Moon,
-        };
-        for root in &config.world.roots {
-            let address = root.identity.address();
-            if address == me {
-                continue;
-            }
-            table.add_peer(root.identity.clone());
-            let mut p = Peer::new(role);
-            for ep in &root.endpoints {
-                p.add_candidate(now, *ep);
-            }
-            peers.insert(address, p);
-            roots.push(address);
-        }
-        Self {
+        let mut control = Self {
             table,
             lost_replies: LostSessionReplies::default(),
-            world: config.world,
-            roots,
-            peers,
+            worlds: worlds::Worlds::new(config.world, config.moons),
+            roots: Vec::new(),
+            peers: HashMap::new(),
             whois: HashMap::new(),
             pings: HashMap::new(),
             links: HashMap::new(),
@@ -176,7 +158,9 @@ impl Control {
             deliveries: VecDeque::new(),
             was_online: false,
             lan: paths::Lan::default(),
-        }
+        };
+        control.rebuild_roots(now);
+        control
     }
 
     /// Our address.
@@ -724,7 +708,15 @@ impl Control {
                 payload,
                 ..
             } => self.on_network_error(peer, code, payload),
-            Message::Whois { .. } | Message::Error { .. } | Message::Ok { .. } => {}
+            Message::Ok {
+                body: OkBody::World(bytes),
+                ..
+            } => self.on_world(now, peer, bytes),
+            // Nodes serve no WHOIS and no worlds; other answers need no action.
+            Message::Whois { .. }
+            | Message::WorldRequest { .. }
+            | Message::Error { .. }
+            | Message::Ok { .. } => {}
             Message::Unknown { .. } => self.stats.drop_unknown += 1,
         }
     }
@@ -793,8 +785,8 @@ impl Control {
             proto_version: PROTOCOL_VERSION,
             version: SOFTWARE_VERSION,
             timestamp: now,
-            world_id: self.world.id,
-            world_timestamp: self.world.timestamp,
+            world_id: self.worlds.planet.id,
+            world_timestamp: self.worlds.planet.timestamp,
         })
     }
 
@@ -883,14 +875,37 @@ impl Control {
         if w.last_sent.is_some_and(|t| now.since(t) < WHOIS_RETRY) {
             return;
         }
+        let first = w.last_sent.is_none();
         w.last_sent = Some(now);
-        let Some(root) = self.best_root(now).or_else(|| self.roots.first().copied()) else {
-            return;
+        // The nearest root first; then every alive root (a moon root knows only the
+        // nodes that orbit its moon).
+        let alive: Vec<NodeAddress> = self
+            .roots
+            .iter()
+            .copied()
+            .filter(|r| self.peers.get(r).is_some_and(|p| roots::root_alive(p, now)))
+            .collect();
+        let best = self.best_root(now).or_else(|| self.roots.first().copied());
+        let ask = match best {
+            Some(root) if first || alive.is_empty() => {
+                // A moon root may not know the address: ask the nearest planet root too.
+                let planet = alive
+                    .iter()
+                    .copied()
+                    .filter(|r| self.peers.get(r).is_some_and(|p| p.role == Role::Planet))
+                    .min_by_key(|r| self.peers.get(r).and_then(|p| p.latency));
+                let mut ask = vec![root];
+                ask.extend(planet.filter(|p| *p != root));
+                ask
+            }
+            _ => alive,
         };
         let msg = Message::Whois {
             addresses: vec![peer],
         };
-        self.send_message(now, root, &msg);
+        for root in ask {
+            self.send_message(now, root, &msg);
+        }
     }
 
     fn start_handshake(&mut self, now: Time, peer: NodeAddress) {
@@ -939,6 +954,7 @@ impl Control {
                 p.last_hello = None;
             }
             self.hello_root(now, peer);
+            self.ask_root_for_worlds(now, peer, true);
         }
         if queued {
             self.flush_queue(now, peer);
@@ -1073,9 +1089,13 @@ impl Control {
         self.expire_pings(now);
         self.retry_whois(now);
         self.refresh_networks(now);
+        self.ask_seeds(now);
         let roots = self.roots.clone();
         for root in &roots {
             self.hello_root(now, *root);
+            if self.table.tunnel(*root).is_some_and(|t| t.can_seal(now)) {
+                self.ask_root_for_worlds(now, *root, false);
+            }
         }
         let addresses: Vec<NodeAddress> = self.peers.keys().copied().collect();
         for peer in addresses {

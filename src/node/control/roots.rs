@@ -68,7 +68,7 @@ impl Control {
             online: self.best_root(now).is_some(),
             offline_reason: self.offline_reason(now),
             surface: self.surface,
-            world: (self.world.id, self.world.timestamp),
+            world: (self.worlds.planet.id, self.worlds.planet.timestamp),
         }
     }
 
@@ -132,11 +132,11 @@ impl Control {
         }
     }
 
-    /// The endpoints the world file gives for `root`.
+    /// The endpoints the world files give for `root`.
     pub(super) fn configured_endpoints(&self, root: NodeAddress) -> Vec<Endpoint> {
-        self.world
-            .roots
-            .iter()
+        self.worlds
+            .all()
+            .flat_map(|w| &w.roots)
             .filter(|r| r.identity.address() == root)
             .flat_map(|r| r.endpoints.iter().copied())
             .collect()
