@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use skylan::cli::{client, controller as controller_cli, docs, dump, node as cli};
+use skylan::cli::{client, controller as controller_cli, docs, dump, moons, node as cli};
 use skylan::io::{daemon, home, local};
 
 #[derive(Parser)]
@@ -52,12 +52,14 @@ enum Command {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
         workers: u16,
     },
-    /// Run a root server (planet or moon member).
+    /// Run a root server (planet or moon member). It also serves every moon in
+    /// <home>/moons.d (`<16-hex-id>.moon`, from `idtool genmoon`).
     Root {
         /// UDP port [default: `primaryPort` in <home>/local.toml, else 9993].
         #[arg(long)]
         port: Option<u16>,
-        /// The world this root belongs to, to answer WHOIS for its fellow roots.
+        /// The planet: a planet root answers WHOIS for its fellow roots; a moon root says
+        /// hello to the planet's roots, so they can introduce it to nodes.
         #[arg(long)]
         planet: Option<PathBuf>,
         /// Local API TCP port on 127.0.0.1 (`/metrics`, `/health`), if not the UDP port
@@ -88,6 +90,28 @@ enum Command {
         #[arg(short = 'c', long, default_value_t = 4)]
         count: u32,
     },
+    /// Orbit a moon: use its roots too (relay through the nearest live root, keep
+    /// working through it when the planet's roots are gone). The moon is fetched from the
+    /// seed and kept in <home>/moons.d across restarts.
+    Orbit {
+        /// The moon's id (16 hex digits, or the 10 of its first root's address).
+        #[arg(value_name = "MOON-ID")]
+        moon: String,
+        /// A node that has the moon, usually one of its roots [default: the moon's first
+        /// root, whose address is the moon's id].
+        #[arg(value_name = "SEED-ADDRESS")]
+        seed: Option<String>,
+    },
+    /// Stop orbiting a moon (its file in <home>/moons.d is removed).
+    Deorbit {
+        /// The moon's id.
+        #[arg(value_name = "MOON-ID")]
+        moon: String,
+    },
+    /// List the moons orbited: id, revision time (or WAITING for the seed), seed, and
+    /// each root with its endpoints.
+    #[command(visible_alias = "listmoons")]
+    Moons,
     /// Join a network by its 16-digit ID.
     Join {
         /// The network ID.
@@ -245,6 +269,11 @@ fn run(args: Args) -> anyhow::Result<String> {
         Command::Join { network } => Ok(cli::join(&args.home, &network, args.json)?),
         Command::Leave { network } => Ok(cli::leave(&args.home, &network, args.json)?),
         Command::Networks => Ok(cli::networks(&args.home, args.json)?),
+        Command::Orbit { moon, seed } => {
+            Ok(moons::orbit(&args.home, &moon, seed.as_deref(), args.json)?)
+        }
+        Command::Deorbit { moon } => Ok(moons::deorbit(&args.home, &moon, args.json)?),
+        Command::Moons => Ok(moons::moons(&args.home, args.json)?),
         Command::Set { network, settings } => {
             Ok(cli::set(&args.home, &network, &settings, args.json)?)
         }

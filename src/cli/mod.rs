@@ -1,7 +1,8 @@
-//! The command-line clients: `info`, `peers`, `ping`, `join`, `networks`, `netcheck`
-//! and the controller commands talk to the local daemon's API over HTTP; `idtool` and
-//! `rules` work offline on files; `docs` makes shell completions and manual pages. Each
-//! returns the text to print (or the API's JSON) and an error that says what to check.
+//! The command-line clients: `info`, `peers`, `ping`, `join`, `networks`, `netcheck`,
+//! `orbit`, `deorbit`, `moons` and the controller commands talk to the local daemon's API
+//! over HTTP; `idtool` and `rules` work offline on files; `docs` makes shell completions
+//! and manual pages. Each returns the text to print (or the API's JSON) and an error that
+//! says what to check.
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod client;
@@ -9,6 +10,7 @@ pub mod controller;
 pub mod docs;
 pub mod dump;
 pub mod idtool;
+pub mod moons;
 pub mod netcheck;
 pub mod netfile;
 pub mod node;

@@ -148,7 +148,8 @@ fn age(now: u64, t: &Value) -> String {
     }
 }
 
-fn text(v: &Value) -> String {
+/// A JSON value as a table cell: a string as is, `null` as `-`.
+pub(super) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -156,7 +157,8 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn pretty(v: &Value) -> String {
+/// The API's JSON as `-j` prints it.
+pub(super) fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 

@@ -16,6 +16,13 @@
 //!
 //! Drain order after every batch (the cores' contract): transmits (one `sendmmsg`, with
 //! segmentation offload), TAP frames, events; repeated while events produce more.
+//!
+//! Worlds: at start the node orbits every moon of `<home>/moons.d` and the root serves
+//! every one (a file that does not load is skipped with a warning, see
+//! [`Home::load_moons`]). The node driver stores each world the core accepts
+//! (`Event::WorldUpdated`: a moon `orbit` asked for, a newer revision in band) with
+//! [`Home::save_world`], and removes a moon's file on `deorbit`, so what a node orbits
+//! survives restarts.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -150,6 +157,9 @@ pub struct NodeDriver {
     commands: mpsc::Receiver<NodeCommand>,
     pings: HashMap<u64, oneshot::Sender<PingResult>>,
     home: Home,
+    /// The planet file the node was started with: a newer revision accepted in band is
+    /// stored there.
+    planet: PathBuf,
     networks: Option<Networks>,
     /// The controller thread's queue, when this node runs one.
     controller: Option<std::sync::mpsc::Sender<ControllerWork>>,
@@ -181,6 +191,10 @@ impl NodeDriver {
             .clone()
             .unwrap_or_else(|| home.path("planet"));
         let world: World = super::home::load_world(&planet)?;
+        let moons = home.load_moons();
+        for moon in &moons {
+            tracing::info!(id = %hex_id(moon.id), roots = %describe_roots(moon), "orbiting moon (from {})", super::home::MOONS_DIR);
+        }
         let threads = options.workers.max(1);
         let udp = bind_udp(options.port, threads > 1).await?;
         let udp_port = udp.local().0.port();
@@ -191,6 +205,7 @@ impl NodeDriver {
             NodeConfig {
                 identity,
                 world,
+                moons,
                 seed: os_seed(),
                 phys_mtu: DEFAULT_PHYS_MTU,
             },
@@ -252,6 +267,7 @@ impl NodeDriver {
                 commands,
                 pings: HashMap::new(),
                 home,
+                planet,
                 networks: None,
                 controller: controller_work,
                 taps_generation: u64::MAX,
@@ -510,6 +526,23 @@ impl NodeDriver {
                 let roots = self.node.roots_report(now);
                 let _ = tx.send(RootsView { now, roots });
             }
+            NodeCommand::Orbit(id, seed, tx) => {
+                let result = self.node.orbit(now, id, seed).map_err(|e| e.to_string());
+                if result.is_ok() {
+                    tracing::info!(id = %hex_id(id), %seed, "orbit: asking the seed for the moon");
+                }
+                let _ = tx.send(result);
+            }
+            NodeCommand::Deorbit(id, tx) => {
+                let was = self.node.deorbit(now, id);
+                if was {
+                    self.forget_moon(id);
+                }
+                let _ = tx.send(was);
+            }
+            NodeCommand::Worlds(tx) => {
+                let _ = tx.send(self.node.worlds());
+            }
             NodeCommand::Ping(peer, tx) => match self.node.ping(now, peer) {
                 Ok(id) => {
                     self.pings.insert(id, tx);
@@ -589,8 +622,68 @@ impl NodeDriver {
             Event::Unreachable(peer) => tracing::info!(%peer, "no root knows this address"),
             Event::Online { root } => tracing::info!(%root, "online: a root answers"),
             Event::Offline { reason } => tracing::warn!("offline: {reason}"),
+            Event::WorldUpdated(world) => self.store_world(&world),
+            Event::WorldRefused { id, from, reason } => {
+                tracing::warn!(id = %hex_id(id), %from, "world refused: {reason}")
+            }
         }
     }
+
+    /// Stores a world the core accepted (a moon `orbit` asked for, or a newer revision
+    /// of the planet or a moon), so the node starts with it next time. A failure is
+    /// logged: the world stays in use until the node stops.
+    fn store_world(&self, world: &World) {
+        let id = hex_id(world.id);
+        match self.home.save_world(world, &self.planet) {
+            Ok(path) => tracing::info!(
+                %id,
+                kind = %world.kind,
+                revision = world.timestamp,
+                roots = %describe_roots(world),
+                file = %path.display(),
+                "world updated and stored"
+            ),
+            Err(e) => tracing::warn!(
+                %id,
+                kind = %world.kind,
+                "world updated and in use, but not stored (the node will start without this revision): {e}"
+            ),
+        }
+    }
+
+    /// Removes a deorbited moon's file, so it is not orbited again at the next start.
+    fn forget_moon(&self, id: u64) {
+        let id_text = hex_id(id);
+        match self.home.remove_moon(id) {
+            Ok(files) => {
+                for f in files {
+                    tracing::info!(id = %id_text, file = %f.display(), "deorbited; moon file removed");
+                }
+            }
+            Err(e) => tracing::warn!(
+                id = %id_text,
+                "deorbited, but the moon file stays (the node will orbit it again at the next start): {e}"
+            ),
+        }
+    }
+}
+
+/// A world id as shown everywhere: 16 hex digits.
+fn hex_id(id: u64) -> String {
+    format!("{id:016x}")
+}
+
+/// A world's roots for the log: `<address>@<endpoint>,<endpoint> ...`.
+fn describe_roots(world: &World) -> String {
+    world
+        .roots
+        .iter()
+        .map(|r| {
+            let endpoints: Vec<String> = r.endpoints.iter().map(ToString::to_string).collect();
+            format!("{}@{}", r.identity.address(), endpoints.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The controller thread: decides (which may write the store) and signs away from the
@@ -661,8 +754,18 @@ pub async fn run_root(
     let api = LocalApi::start(&home, api_port, http::root::routes(reports)).await?;
     tracing::info!(address = %identity.public().address(), %local, api = api_port, "root listening");
     let clock = Clock::start();
+    let me = identity.public().address();
     let mut root = Root::new(identity, world.as_ref(), os_seed(), clock.now());
     root.set_wall_origin(clock.wall_origin());
+    for moon in home.load_moons() {
+        let (id, roots) = (hex_id(moon.id), describe_roots(&moon));
+        if moon.roots.iter().any(|r| r.identity.address() == me) {
+            tracing::info!(%id, %roots, "serving moon");
+        } else {
+            tracing::warn!(%id, %roots, "serving moon, although this root ({me}) is not one of its roots");
+        }
+        root.add_world(moon);
+    }
     tokio::pin!(shutdown);
     let mut transmits = Vec::with_capacity(256);
     loop {

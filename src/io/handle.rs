@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::home::HomeError;
 use crate::controller::{Controller, NetworkConfig};
 use crate::node::network::{NetworkStatus, RuleKey};
-use crate::node::{Link, NodeStats, NodeStatus, PeerInfo, RootReport};
+use crate::node::{Link, NodeStats, NodeStatus, PeerInfo, RootReport, WorldInfo};
 use crate::service::member::Answer;
 use crate::service::optin::{Changes, NetworkSettings, Skipped};
 use crate::types::{Mac, NetworkId, NodeAddress, Time};
@@ -65,6 +65,13 @@ pub enum NodeCommand {
     HelloRoots(oneshot::Sender<RootsView>),
     /// `netcheck`: every root as the node knows it now.
     Roots(oneshot::Sender<RootsView>),
+    /// `orbit`: starts orbiting a moon (id) through a seed; the refusal in words.
+    Orbit(u64, NodeAddress, oneshot::Sender<Result<(), String>>),
+    /// `deorbit`: stops orbiting a moon and removes its file from `moons.d`; answers
+    /// false when the moon was neither held nor waited for.
+    Deorbit(u64, oneshot::Sender<bool>),
+    /// `moons`: the planet, the moons held and the orbits waiting, in that order.
+    Worlds(oneshot::Sender<Vec<WorldInfo>>),
 }
 
 /// The node's roots at one moment of the driver's clock (`netcheck`).

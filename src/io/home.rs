@@ -10,13 +10,16 @@
 //! | `authtoken.secret` | `io::http` (the local API token) | the CLI |
 //! | `skylan.port` | [`Home::write_port`] | the CLI ([`Home::read_port`]) |
 //! | `zerotier-one.port` | [`Home::write_port`] (the same port) | ZeroTier's `zerotier-cli -D<home>`, which looks for its port there |
-//! | `planet` | the operator (`skylan idtool mkplanet`) | the daemon ([`load_world`]) |
+//! | `planet` | the operator (`skylan idtool mkplanet`); the node, with a newer revision accepted in band ([`Home::save_world`]) | the daemon ([`load_world`]) |
+//! | `moons.d/<16 hex id>.moon` | the operator (`skylan idtool genmoon`); the node, for a moon it orbits or a newer revision ([`Home::save_world`]) | `skylan node` (the moons it orbits) and `skylan root` (the moons it serves), at start ([`Home::load_moons`]) |
 //! | `local.toml` | the operator | `skylan node` and `skylan root`, at start ([`super::local`]) |
 //! | `networks.d/` | `io::networks` | `io::networks`, at start |
 //! | `controller.d/` | the controller store | the controller store |
 //!
 //! World files are read here and only parsed and verified by `world`
-//! ([`load_world`], [`load_world_template`]).
+//! ([`load_world`], [`load_world_template`]). A moon file that does not load is skipped
+//! with a warning naming it: a bad moon never stops a daemon (the planet does, since a
+//! node without roots is useless). Worlds are written atomically, like every file here.
 //!
 //! **Damaged state is refused, never replaced.** A home directory that holds part of an
 //! identity is never given a new one: [`Home::load_or_create_identity`] creates an
@@ -39,7 +42,7 @@ use std::path::{Path, PathBuf};
 use rand_core::OsRng;
 
 use crate::crypto::identity::{Identity, PublicIdentity};
-use crate::world::{World, WorldError, WorldTemplate};
+use crate::world::{World, WorldError, WorldKind, WorldTemplate};
 
 /// Default home directory.
 pub const DEFAULT_HOME: &str = "/var/lib/skylan";
@@ -47,6 +50,11 @@ pub const DEFAULT_HOME: &str = "/var/lib/skylan";
 pub const IDENTITY_SECRET: &str = "identity.secret";
 /// The node's public identity, derived from the secret one.
 pub const IDENTITY_PUBLIC: &str = "identity.public";
+
+/// The directory of moon files (`<16 hex id>.moon`, the JSON of `World::to_json`).
+pub const MOONS_DIR: &str = "moons.d";
+/// The extension of a moon file.
+const MOON_EXTENSION: &str = "moon";
 
 /// What a reader of `identity.secret` could do, and the remedy (for [`protect_secret`]).
 const IDENTITY_EXPOSED: &str = "anyone who read it can act as this node; if that may have happened, give the node a new identity (move identity.secret and identity.public away, restart, and authorize the new address)";
@@ -162,6 +170,83 @@ impl Home {
             path,
             problem: format!("expected a port number, found {:?}", text.trim()),
         })
+    }
+}
+
+impl Home {
+    /// Every moon in `moons.d/*.moon`, in file-name order. A file that cannot be read or
+    /// does not verify, and a world that is not a moon, is skipped with a warning that
+    /// names the file and why; a missing directory holds no moons.
+    pub fn load_moons(&self) -> Vec<World> {
+        self.moon_files()
+            .into_iter()
+            .filter_map(|(path, loaded)| match loaded {
+                Ok(w) if w.kind == WorldKind::Moon => Some(w),
+                Ok(w) => {
+                    tracing::warn!(file = %path.display(), "skipped: a {} ({:016x}), not a moon", w.kind, w.id);
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), "skipped moon file: {e}");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Stores a world a node accepted, atomically: a moon as `moons.d/<16 hex id>.moon`
+    /// (the directory is made if missing), the planet at `planet` (the file the node was
+    /// started with). Returns the file written.
+    pub fn save_world(&self, world: &World, planet: &Path) -> Result<PathBuf, HomeError> {
+        let path = match world.kind {
+            WorldKind::Planet => planet.to_path_buf(),
+            WorldKind::Moon => {
+                let dir = self.path(MOONS_DIR);
+                fs::create_dir_all(&dir).map_err(|source| io_err(&dir, source))?;
+                dir.join(world.moon_file_name())
+            }
+        };
+        write_file(&path, world.to_json().as_bytes(), 0o644)?;
+        Ok(path)
+    }
+
+    /// Removes every file of `moons.d` that holds moon `id`, whatever its name (after a
+    /// deorbit, so the moon is not loaded again at the next start). Returns the files
+    /// removed.
+    pub fn remove_moon(&self, id: u64) -> Result<Vec<PathBuf>, HomeError> {
+        let mut removed = Vec::new();
+        for (path, loaded) in self.moon_files() {
+            if loaded.is_ok_and(|w| w.kind == WorldKind::Moon && w.id == id) {
+                fs::remove_file(&path).map_err(|source| io_err(&path, source))?;
+                removed.push(path);
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Each `moons.d/*.moon` file, in name order, with what loading it gave.
+    fn moon_files(&self) -> Vec<(PathBuf, Result<World, WorldError>)> {
+        let dir = self.path(MOONS_DIR);
+        let entries = match fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), "cannot list the moon files: {e}");
+                return Vec::new();
+            }
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == MOON_EXTENSION))
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let loaded = load_world(&p);
+                (p, loaded)
+            })
+            .collect()
     }
 }
 
@@ -292,6 +377,36 @@ fn io_err(path: &Path, source: std::io::Error) -> HomeError {
     }
 }
 
+/// (Tests of `io`) a moon of one root at 198.51.100.31/9993, revision `timestamp`, signed
+/// by its root's identity (made once per test binary: the proof of work takes a while).
+#[cfg(test)]
+pub(crate) fn test_moon(timestamp: u64) -> World {
+    test_world(WorldKind::Moon, timestamp)
+}
+
+/// [`test_moon`], or a planet of the same root.
+#[cfg(test)]
+pub(crate) fn test_world(kind: WorldKind, timestamp: u64) -> World {
+    use rand_core::SeedableRng;
+    static ROOT: std::sync::OnceLock<Identity> = std::sync::OnceLock::new();
+    let root =
+        ROOT.get_or_init(|| Identity::generate(&mut rand_chacha::ChaCha20Rng::from_seed([31; 32])));
+    WorldTemplate {
+        id: match kind {
+            WorldKind::Moon => root.public().address().value(),
+            WorldKind::Planet => crate::world::DEFAULT_PLANET_ID,
+        },
+        kind,
+        roots: vec![crate::world::RootSpec {
+            identity: root.public().clone(),
+            endpoints: vec!["198.51.100.31/9993".parse().expect("a valid endpoint")],
+        }],
+        update_key: *root.public().signing_key(),
+    }
+    .sign(timestamp, root)
+    .expect("a valid test moon")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +438,51 @@ mod tests {
         assert!(err.contains(&path.display().to_string()), "{err}");
         let err = load_world_template(&path).unwrap_err().to_string();
         assert!(err.contains(&path.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn moons_are_stored_loaded_and_removed_and_bad_files_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::create(dir.path()).unwrap();
+        assert!(home.load_moons().is_empty(), "no moons.d, no moons");
+
+        let moon = test_moon(1_700_000_000_000);
+        let planet = dir.path().join("planet");
+        let path = home.save_world(&moon, &planet).unwrap();
+        assert_eq!(path, home.path(MOONS_DIR).join(moon.moon_file_name()));
+        assert!(!planet.exists(), "a moon is not the planet");
+        assert_eq!(load_world(&path).unwrap(), moon);
+
+        // Damaged, foreign and unrelated files are skipped; the moon still loads.
+        let moons = home.path(MOONS_DIR);
+        fs::write(moons.join("broken.moon"), "{").unwrap();
+        let altered = moon
+            .to_json()
+            .replace("198.51.100.31/9993", "198.51.100.32/9993");
+        fs::write(moons.join("altered.moon"), &altered).unwrap();
+        fs::write(moons.join("notes.txt"), "not a moon").unwrap();
+        assert_eq!(home.load_moons(), vec![moon.clone()]);
+
+        // A newer revision replaces the file; removal takes every file of that moon.
+        let newer = test_moon(1_700_000_000_001);
+        home.save_world(&newer, &planet).unwrap();
+        assert_eq!(home.load_moons(), vec![newer.clone()]);
+        fs::copy(&path, moons.join("copy.moon")).unwrap();
+        let removed = home.remove_moon(moon.id).unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(home.load_moons().is_empty());
+        assert!(home.remove_moon(moon.id).unwrap().is_empty());
+        assert!(moons.join("broken.moon").exists(), "other files stay");
+
+        // A planet goes to the planet file the node was started with, and is not a moon.
+        let planet_world = test_world(WorldKind::Planet, 1_700_000_000_002);
+        assert_eq!(home.save_world(&planet_world, &planet).unwrap(), planet);
+        assert_eq!(fs::read_to_string(&planet).unwrap(), planet_world.to_json());
+        fs::copy(&planet, moons.join("planet.moon")).unwrap();
+        assert!(
+            home.load_moons().is_empty(),
+            "a planet in moons.d is skipped"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //!   a `{"error": "..."}` body; unknown paths and methods answer in the same shape.
 //!
 //! Endpoint groups are plain `axum::Router`s merged under [`router`]: the node's
-//! ([`node::routes`]: `/status`, `/peer`, `/network`, `/metrics`, ..., which ask the node
+//! ([`node::routes`]: `/status`, `/peer`, `/network`, `/moon`, `/metrics`, ..., which ask the node
 //! driver over its channel) and, on a node that runs a controller, the controller's
 //! ([`controller::routes`]). The daemon passes `node_routes.merge(controller_routes)` as
 //! `protected`.
@@ -31,6 +31,7 @@
 
 pub mod controller;
 pub mod metrics;
+pub mod moon;
 pub mod node;
 pub mod root;
 pub mod server;

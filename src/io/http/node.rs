@@ -1,6 +1,7 @@
 //! The node's endpoints of the local API: `GET /status`, `GET /peer`, `GET /peer/<addr>`,
-//! `POST /peer/<addr>/ping`, `GET /metrics` ([`super::metrics`]), `GET /moon`,
-//! `GET /network`, `GET|POST|DELETE /network/<nwid>`, and `GET /netcheck`.
+//! `POST /peer/<addr>/ping`, `GET /metrics` ([`super::metrics`]),
+//! `GET /moon`, `GET|POST|DELETE /moon/<id>` ([`super::moon`]), `GET /network`,
+//! `GET|POST|DELETE /network/<nwid>`, and `GET /netcheck`.
 //!
 //! **ZeroTier's service API, field for field.** Every field zerotier-one's
 //! `service/OneService.cpp` writes for these endpoints is here with the same JSON type,
@@ -11,7 +12,7 @@
 //! `portMappingEnabled` are `false`; a path's `trustedPathId` and `localSocket`,
 //! `versionBuild`, `secondaryPort`, `tertiaryPort` and a route's `flags` and `metric` are
 //! `0`; `softwareUpdate` is `"disable"`. A peer's `latency` is whole milliseconds (-1 when
-//! unknown), as ZeroTier's. `GET /moon` is `[]`: a node orbits no moons yet. `DELETE`
+//! unknown), as ZeroTier's. `DELETE`
 //! answers `{"result": true}` (plus `id`). Skylan's own additions stay: a peer's `link`,
 //! `relay`, `session`, `cipher`, `mtu` (the largest frame one datagram carries on the
 //! current route), `pathMtu` (the largest datagram the route carries, probed),
@@ -73,17 +74,18 @@ pub fn routes(handle: NodeHandle) -> Router {
         .route("/peer/{address}", get(peer))
         .route("/peer/{address}/ping", post(ping))
         .route("/metrics", get(metrics))
-        .route("/moon", get(moons))
         .route("/netcheck", get(netcheck))
         .route("/network", get(networks))
         .route(
             "/network/{nwid}",
             get(network).post(join).put(join).delete(leave),
         )
-        .with_state(handle)
+        .with_state(handle.clone())
+        .merge(super::moon::routes(handle))
 }
 
-fn stopped() -> ApiError {
+/// The error of a handler whose node driver has stopped.
+pub(super) fn stopped() -> ApiError {
     ApiError::Unavailable("the node is shutting down".into())
 }
 
@@ -120,12 +122,6 @@ async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Api
         "planetWorldId": s.world.0,
         "planetWorldTimestamp": s.world.1,
     })))
-}
-
-/// `GET /moon`: the moons this node orbits, in ZeroTier's shape (`id`, `timestamp`,
-/// `signature`, `updatesMustBeSignedBy`, `roots`, `waiting`). A node orbits none yet.
-async fn moons() -> impl IntoResponse {
-    axum::Json(json!([]))
 }
 
 /// How long `GET /netcheck` waits for the roots to answer its HELLOs.
