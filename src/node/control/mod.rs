@@ -489,9 +489,13 @@ impl Control {
     fn on_handshake_init(&mut self, now: Time, from: Endpoint, datagram: &[u8]) {
         match self.table.on_handshake_init(now, from, datagram) {
             Ok(InitAnswer::Session { peer, reply }) => {
+                // Heard from, authenticated by its static key: until its first Data packet
+                // confirms the session, this keeps housekeeping from forgetting the peer
+                // (and the session with it) as idle.
                 self.peers
                     .entry(peer)
-                    .or_insert_with(|| Peer::new(Role::Leaf));
+                    .or_insert_with(|| Peer::new(Role::Leaf))
+                    .last_rx = Some(now);
                 // Answer the way it came: directly, or through the relaying root.
                 self.push_datagram(now, peer, from, reply);
             }
