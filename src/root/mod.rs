@@ -40,9 +40,8 @@ use upstream::Upstream;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::{InitAnswer, LostSessionReplies, SessionTable, TableError};
 use crate::crypto::tunnel::TunnelError;
-use crate::node::control::pmtu::PATH_MTU_FLOOR;
 use crate::types::{Endpoint, NodeAddress, Time, TokenBucket, Transmit, UnixTime};
-use crate::wire::{self, Message, OkBody, Outer, Packet};
+use crate::wire::{self, Message, OkBody, Outer, PATH_MTU_FLOOR, Packet};
 use crate::world::World;
 
 /// Packets that already crossed this many relays are dropped by a root. Lower than the

@@ -56,6 +56,10 @@ use super::WireError;
 use super::packet::{HEADER_LEN, Header, Kind, Piece, check_fragment, field};
 use crate::types::{NodeAddress, Time};
 
+/// The UDP payload every path carries: 1,280 (IPv6's minimum link MTU) minus 40 bytes
+/// of IPv6 and 8 of UDP header. Routes start with it and fall back to it (the node's
+/// path MTU discovery), and roots cut what they send to it.
+pub const PATH_MTU_FLOOR: usize = 1232;
 /// Most fragments one packet may be cut into (the count is 2..=16).
 pub const MAX_FRAGMENTS: usize = 16;
 /// Bytes a Fragment packet adds around its chunk: header 12 | packet_id 8 | index 1 |

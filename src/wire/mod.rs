@@ -160,8 +160,8 @@ mod reader;
 
 pub use ethernet::{ETHERNET_HEADER_LEN, EthernetFrame};
 pub use fragment::{
-    Arrival, FRAGMENT_OVERHEAD, MAX_FRAGMENTS, Reassembler, ReassemblyLimits, ReassemblyStats,
-    fragment,
+    Arrival, FRAGMENT_OVERHEAD, MAX_FRAGMENTS, PATH_MTU_FLOOR, Reassembler, ReassemblyLimits,
+    ReassemblyStats, fragment,
 };
 pub use message::{
     ECHO_MAX_LEN, ErrorCode, FRAME_FORWARDED, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,

@@ -32,11 +32,9 @@ use std::time::Duration;
 
 use super::Control;
 use crate::types::{Endpoint, NodeAddress, Time};
+pub use crate::wire::PATH_MTU_FLOOR;
 use crate::wire::{self, Message};
 
-/// The size every route starts with and falls back to: 1,280 (IPv6's minimum link
-/// MTU) minus 40 bytes of IPv6 and 8 of UDP header.
-pub const PATH_MTU_FLOOR: usize = 1232;
 /// Sizes probed below the ceiling: the UDP payload under common underlay MTUs over
 /// IPv4 (1,392 for WireGuard's 1,420, 1,372 for 1,400, 1,252 for 1,280) and a few steps
 /// between.
