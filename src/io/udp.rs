@@ -1,13 +1,19 @@
 //! The node's and root's *outside*: one UDP socket, read and written in batches.
 //!
 //! Contract:
-//! - [`UdpIo::bind`] opens a non-blocking IPv4 socket registered with the **calling
+//! - [`UdpIo::bind`] opens a non-blocking socket registered with the **calling
 //!   thread's** tokio runtime, enlarges its buffers, and turns on UDP generic receive
 //!   offload (`UDP_GRO`) where the kernel has it. With `shared` it sets `SO_REUSEPORT`
 //!   before binding, so the packet workers of one node each bind the same port and the
 //!   kernel spreads remote endpoints over their sockets. Datagrams leave with the
 //!   don't-fragment bit set and the kernel's path MTU ignored (`IP_PMTUDISC_PROBE`): the
 //!   node finds each route's MTU with its own probes.
+//! - [`UdpIo::bind_port`] is what daemons use: one *dual-stack* socket on `[::]:port`
+//!   (`IPV6_V6ONLY` off), which speaks IPv4 and IPv6 through the same port, or an IPv4
+//!   socket on `0.0.0.0:port` when the host has no IPv6 at all. On a dual-stack socket
+//!   IPv4 peers appear to the kernel as IPv4-mapped addresses (`::ffff:a.b.c.d`); this
+//!   module translates both ways, so callers only ever see and use plain IPv4 and IPv6
+//!   endpoints.
 //! - [`UdpIo::try_recv_batch`] takes what is ready with one `recvmmsg` (up to
 //!   [`RECV_BATCH`] messages, each up to 64 KiB): a message the kernel coalesced is cut
 //!   back into its datagrams by the segment size the kernel reports, so callers always
@@ -70,6 +76,8 @@ pub struct UdpStats {
 pub struct UdpIo {
     socket: UdpSocket,
     local: Endpoint,
+    /// A dual-stack socket: IPv4 destinations are given to the kernel IPv4-mapped.
+    dual: bool,
     gso: bool,
     recv: RecvBuffers,
     stats: UdpStats,
@@ -78,12 +86,21 @@ pub struct UdpIo {
 impl UdpIo {
     /// Binds `addr` in the calling thread's runtime (with `SO_REUSEPORT` when `shared`),
     /// enlarges the buffers and enables GRO (both best effort).
+    /// An unspecified IPv6 address binds a dual-stack socket (see the module
+    /// documentation).
     pub async fn bind(addr: SocketAddr, shared: bool) -> io::Result<UdpIo> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
             socket2::Type::DGRAM,
             Some(socket2::Protocol::UDP),
         )?;
+        let dual = match addr {
+            SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                socket.set_only_v6(false)?;
+                true
+            }
+            _ => false,
+        };
         if shared {
             socket.set_reuse_port(true)?;
         }
@@ -96,29 +113,56 @@ impl UdpIo {
         // Don't fragment, and never mind the kernel's path MTU: the node probes each
         // route's MTU itself (`node::control::pmtu`) and cuts packets to fit, so a path
         // that drops ICMP cannot hide its size, and no router fragments our datagrams.
-        let pmtu = match addr {
-            SocketAddr::V4(_) => (
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                libc::IP_PMTUDISC_PROBE,
-            ),
-            SocketAddr::V6(_) => (
-                libc::IPPROTO_IPV6,
-                libc::IPV6_MTU_DISCOVER,
-                libc::IPV6_PMTUDISC_PROBE,
-            ),
+        // A dual-stack socket needs both: the IPv4 option governs its IPv4 traffic.
+        let v4 = (
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_PROBE,
+        );
+        let v6 = (
+            libc::IPPROTO_IPV6,
+            libc::IPV6_MTU_DISCOVER,
+            libc::IPV6_PMTUDISC_PROBE,
+        );
+        let options: &[_] = match (addr, dual) {
+            (SocketAddr::V4(_), _) => &[v4],
+            (SocketAddr::V6(_), false) => &[v6],
+            (SocketAddr::V6(_), true) => &[v4, v6],
         };
-        if set_int_option(&socket, pmtu.0, pmtu.1, pmtu.2).is_err() {
-            tracing::debug!("could not set the don't-fragment bit on the UDP socket");
+        for (level, name, value) in options {
+            if set_int_option(&socket, *level, *name, *value).is_err() {
+                tracing::debug!("could not set the don't-fragment bit on the UDP socket");
+            }
         }
         let local = Endpoint(socket.local_addr()?);
         Ok(UdpIo {
             socket,
             local,
+            dual,
             gso: true,
             recv: RecvBuffers::new(),
             stats: UdpStats::default(),
         })
+    }
+
+    /// Binds `port` on every address of both families: a dual-stack socket on
+    /// `[::]:port`, or `0.0.0.0:port` when the host cannot open an IPv6 socket (IPv6
+    /// disabled at boot). See [`bind`](Self::bind) for `shared`.
+    pub async fn bind_port(port: u16, shared: bool) -> io::Result<UdpIo> {
+        let any6 = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+        match UdpIo::bind(any6, shared).await {
+            Ok(udp) => Ok(udp),
+            Err(e) if no_ipv6(&e) => {
+                tracing::info!("no IPv6 on this host ({e}): binding IPv4 only");
+                UdpIo::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), shared).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when the socket speaks IPv6 (a dual-stack or IPv6 socket).
+    pub fn has_ipv6(&self) -> bool {
+        self.local.0.is_ipv6()
     }
 
     /// Sets the receive buffer to `bytes` (past the system limit when privileged), in
@@ -191,9 +235,9 @@ impl UdpIo {
         while start < queue.len() {
             let groups = plan_groups(&queue[start..], self.gso, SEND_BATCH);
             let fd = self.socket.as_raw_fd();
-            let gso = self.gso;
+            let (gso, dual) = (self.gso, self.dual);
             let result = self.socket.try_io(Interest::WRITABLE, || {
-                sendmmsg(fd, &queue[start..], &groups, gso)
+                sendmmsg(fd, &queue[start..], &groups, gso, dual)
             });
             match result {
                 Ok(sent_groups) => {
@@ -281,12 +325,26 @@ fn gso_refused(e: &io::Error) -> bool {
     )
 }
 
+/// True when `e` says the host has no IPv6 (the family or its addresses are missing).
+fn no_ipv6(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
+}
+
 /// Space for one `UDP_SEGMENT`/`UDP_GRO` control message (an int at most).
 const CMSG_LEN: usize = 32;
 
 /// Sends `groups` (taken in order from the head of `queue`) with one `sendmmsg`;
 /// returns how many groups the kernel took.
-fn sendmmsg(fd: i32, queue: &[Transmit], groups: &[Group], gso: bool) -> io::Result<usize> {
+fn sendmmsg(
+    fd: i32,
+    queue: &[Transmit],
+    groups: &[Group],
+    gso: bool,
+    dual: bool,
+) -> io::Result<usize> {
     let datagrams: usize = groups.iter().map(|g| g.count).sum();
     let mut iov: Vec<libc::iovec> = queue[..datagrams]
         .iter()
@@ -301,7 +359,7 @@ fn sendmmsg(fd: i32, queue: &[Transmit], groups: &[Group], gso: bool) -> io::Res
     let mut msgs: Vec<libc::mmsghdr> = (0..groups.len()).map(|_| unsafe { zeroed() }).collect();
     let mut first = 0;
     for (i, g) in groups.iter().enumerate() {
-        addrs.push(RawAddr::from(queue[first].destination.0));
+        addrs.push(RawAddr::new(queue[first].destination.0, dual));
         let hdr = &mut msgs[i].msg_hdr;
         hdr.msg_iov = iov[first..].as_mut_ptr();
         hdr.msg_iovlen = g.count as _;
@@ -349,10 +407,18 @@ impl RawAddr {
     }
 }
 
-impl From<SocketAddr> for RawAddr {
-    fn from(addr: SocketAddr) -> Self {
+impl RawAddr {
+    /// `addr` in the kernel's layout; for a dual-stack socket (`dual`) an IPv4 address
+    /// is written IPv4-mapped.
+    fn new(addr: SocketAddr, dual: bool) -> Self {
         // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
         let mut storage: libc::sockaddr_storage = unsafe { zeroed() };
+        let addr = match addr {
+            SocketAddr::V4(a) if dual => {
+                SocketAddr::V6(SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0))
+            }
+            other => other,
+        };
         let len = match addr {
             SocketAddr::V4(a) => {
                 let sin = libc::sockaddr_in {
@@ -405,9 +471,15 @@ fn endpoint_of(storage: &libc::sockaddr_storage) -> Option<Endpoint> {
         libc::AF_INET6 => {
             // SAFETY: the family says the storage holds a sockaddr_in6.
             let sin6 = unsafe { &*(ptr.cast::<libc::sockaddr_in6>()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            // An IPv4 peer of a dual-stack socket: we speak of it as IPv4.
+            if let Some(v4) = ip.to_ipv4_mapped() {
+                return Some(Endpoint(SocketAddr::V4(SocketAddrV4::new(v4, port))));
+            }
             Some(Endpoint(SocketAddr::V6(SocketAddrV6::new(
-                Ipv6Addr::from(sin6.sin6_addr.s6_addr),
-                u16::from_be(sin6.sin6_port),
+                ip,
+                port,
                 sin6.sin6_flowinfo,
                 sin6.sin6_scope_id,
             ))))
@@ -660,6 +732,61 @@ mod tests {
             }
             assert_eq!(got, expected);
             assert_eq!(a.stats().send_errors, 0);
+        });
+    }
+
+    /// A dual-stack socket talks to an IPv4 and an IPv6 peer through one port, and
+    /// names the IPv4 one as plain IPv4 both ways (never `::ffff:a.b.c.d`).
+    #[test]
+    fn a_dual_stack_socket_speaks_plain_ipv4_and_ipv6() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut dual = UdpIo::bind_port(0, false).await.unwrap();
+            assert!(dual.has_ipv6(), "this host has IPv6 loopback");
+            let port = dual.local().0.port();
+            let mut v4 = UdpIo::bind(SocketAddr::from(([127, 0, 0, 1], 0)), false)
+                .await
+                .unwrap();
+            let mut v6 = UdpIo::bind(SocketAddr::from((Ipv6Addr::LOCALHOST, 0)), false)
+                .await
+                .unwrap();
+            let to_dual_v4 = Endpoint(SocketAddr::from(([127, 0, 0, 1], port)));
+            let to_dual_v6 = Endpoint(SocketAddr::from((Ipv6Addr::LOCALHOST, port)));
+            for (peer, to, tag) in [(&mut v4, to_dual_v4, 4u8), (&mut v6, to_dual_v6, 6u8)] {
+                let mut q = vec![Transmit {
+                    destination: to,
+                    contents: vec![tag; 100],
+                }];
+                peer.send_batch(&mut q).await;
+            }
+            let mut from: Vec<(Endpoint, u8)> = Vec::new();
+            while from.len() < 2 {
+                dual.readable().await.unwrap();
+                let _ = dual.try_recv_batch(|f, d| from.push((f, d[0])));
+            }
+            from.sort_by_key(|(_, tag)| *tag);
+            assert_eq!(from, vec![(v4.local(), 4), (v6.local(), 6)]);
+            // And back, to the endpoints as they were reported.
+            let mut q: Vec<Transmit> = from
+                .iter()
+                .map(|(ep, tag)| Transmit {
+                    destination: *ep,
+                    contents: vec![*tag + 10; 50],
+                })
+                .collect();
+            dual.send_batch(&mut q).await;
+            assert_eq!(dual.stats().send_errors, 0);
+            for (peer, dual_at, want) in [(&mut v4, to_dual_v4, 14u8), (&mut v6, to_dual_v6, 16)] {
+                let mut got = None;
+                while got.is_none() {
+                    peer.readable().await.unwrap();
+                    let _ = peer.try_recv_batch(|f, d| got = Some((f, d[0])));
+                }
+                assert_eq!(got, Some((dual_at, want)));
+            }
         });
     }
 }
