@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use adversary::{frame, join, link, peer_info, send_frame};
 use skylan::node::Link as Via;
-use skylan::node::control::pmtu::{PATH_MTU_FLOOR, PROBE_ROUNDS, PROBE_WAIT, REVALIDATE};
+use skylan::node::control::pmtu::{PROBE_ROUNDS, PROBE_WAIT, REVALIDATE};
 use skylan::sim::HostId;
 use skylan::sim::NatKind;
 use skylan::sim::mesh::{Mesh, Placement};
+use skylan::wire::PATH_MTU_FLOOR;
 
 const TICK: Duration = Duration::from_millis(100);
 

@@ -85,9 +85,8 @@ pub struct UdpIo {
 
 impl UdpIo {
     /// Binds `addr` in the calling thread's runtime (with `SO_REUSEPORT` when `shared`),
-    /// enlarges the buffers and enables GRO (both best effort).
-    /// An unspecified IPv6 address binds a dual-stack socket (see the module
-    /// documentation).
+    /// enlarges the buffers and enables GRO (both best effort). An unspecified IPv6
+    /// address binds a dual-stack socket (see the module documentation).
     pub async fn bind(addr: SocketAddr, shared: bool) -> io::Result<UdpIo> {
         let socket = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -405,9 +404,7 @@ impl RawAddr {
             .cast_mut()
             .cast()
     }
-}
 
-impl RawAddr {
     /// `addr` in the kernel's layout; for a dual-stack socket (`dual`) an IPv4 address
     /// is written IPv4-mapped.
     fn new(addr: SocketAddr, dual: bool) -> Self {

@@ -34,7 +34,7 @@
 //!   packet for `PATH_ALIVE`, though keepalives go every [`KEEPALIVE`]), traffic
 //!   falls back to the relay.
 //! - Each route (a direct path, or the relaying root) carries datagrams of its probed
-//!   path MTU, at first [`pmtu::PATH_MTU_FLOOR`] (see [`pmtu`]); the control core's own
+//!   path MTU, at first [`wire::PATH_MTU_FLOOR`](crate::wire::PATH_MTU_FLOOR) (see [`pmtu`]); the control core's own
 //!   messages are always cut to that floor.
 //! - Every input packet that fails a check is dropped and counted in [`NodeStats`];
 //!   nothing unauthenticated changes a path, a session or reaches the TAP.

@@ -32,8 +32,7 @@ use std::time::Duration;
 
 use super::Control;
 use crate::types::{Endpoint, NodeAddress, Time};
-pub use crate::wire::PATH_MTU_FLOOR;
-use crate::wire::{self, Message};
+use crate::wire::{self, Message, PATH_MTU_FLOOR};
 
 /// Sizes probed below the ceiling: the UDP payload under common underlay MTUs over
 /// IPv4 (1,392 for WireGuard's 1,420, 1,372 for 1,400, 1,252 for 1,280) and a few steps
