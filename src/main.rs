@@ -66,6 +66,10 @@ enum Command {
         /// [default: `apiPort` in <home>/local.toml].
         #[arg(long)]
         api_port: Option<u16>,
+        /// TCP port of the fallback relay for nodes whose UDP is blocked (nodes try 443:
+        /// change it only behind a port forward; 0 turns the relay off).
+        #[arg(long, default_value_t = skylan::io::tcp::ROOT_TCP_PORT)]
+        tcp_port: u16,
     },
     /// Show this node's address, version and whether it reaches a root.
     Info,
@@ -249,6 +253,7 @@ fn run(args: Args) -> anyhow::Result<String> {
             port,
             planet,
             api_port,
+            tcp_port,
         } => {
             // As for the node; a root has no networks, so only [settings] matters.
             let local = local::LocalConfig::load(&args.home)?;
@@ -257,6 +262,7 @@ fn run(args: Args) -> anyhow::Result<String> {
                 port: port.or(local.port).unwrap_or(local::DEFAULT_PORT),
                 world: planet,
                 api_port: api_port.or(local.api_port),
+                tcp_port,
             };
             runtime.block_on(daemon::run_root(options, shutdown_signal()))?;
             Ok(String::new())

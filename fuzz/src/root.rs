@@ -31,9 +31,9 @@ use skylan::wire::{self, Kind};
 use super::ops::{self, Feed, Op};
 use super::scenario::{Input, Scenario, scenario};
 
-/// Largest RENDEZVOUS datagram: prefix 24, verb 1, address 5, count 1, one IPv6
-/// endpoint 19, tag 16.
-const MAX_RENDEZVOUS_LEN: usize = 24 + 1 + 5 + 1 + 19 + 16;
+/// Largest RENDEZVOUS datagram: prefix 24, verb 1, address 5, count 1, two endpoints
+/// (the peer's last one of each family, up to 19 bytes each), tag 16.
+const MAX_RENDEZVOUS_LEN: usize = 24 + 1 + 5 + 1 + 2 * 19 + 16;
 
 /// What one run did.
 #[derive(Debug, Clone, Default)]

@@ -50,13 +50,21 @@ pub fn render(v: &Value) -> String {
             text(&r["address"]),
             text(&r["role"]),
             latency,
-            text(&r["observed"]),
+            seen_at(r),
             or_none(strings(&r["endpoints"]).join(", ")),
         ]);
     }
     lines.push(String::new());
     lines.push(roots.render());
     lines.join("\n")
+}
+
+/// Our endpoint as a root sees it, over IPv4 and IPv6 when both answered.
+fn seen_at(r: &Value) -> String {
+    match (r["observed"].as_str(), r["observedIpv6"].as_str()) {
+        (Some(first), Some(v6)) if first != v6 => format!("{first}, {v6}"),
+        _ => text(&r["observed"]),
+    }
 }
 
 /// `preserved (9993)` or `not preserved (local 9993, seen 40001, 52002)`.
@@ -143,7 +151,7 @@ mod tests {
             "ipv4": true,
             "ipv4Reason": "roots a, b answered over IPv4",
             "ipv6": false,
-            "ipv6Reason": "the node does not bind IPv6 yet",
+            "ipv6Reason": "no root answered over IPv6",
             "directPeers": "only peers with a public address",
             "roots": [
                 {"address": "aaaaaaaaaa", "role": "PLANET", "alive": true, "latency": 1.234,
@@ -159,13 +167,22 @@ mod tests {
              mapping varies  yes, by destination\n\
              port            not preserved (local 9993, seen 40001, 52002)\n\
              IPv4            yes: roots a, b answered over IPv4\n\
-             IPv6            no: the node does not bind IPv6 yet\n\
+             IPv6            no: no root answered over IPv6\n\
              direct peers    only peers with a public address\n\
              \n\
              root        role    latency  sees us at           listens at\n\
              aaaaaaaaaa  PLANET  1.23 ms  198.51.100.21/40001  198.51.100.11/9993\n\
              bbbbbbbbbb  PLANET     dead  -                    198.51.100.12/9993"
         );
+    }
+
+    #[test]
+    fn a_root_answering_over_both_families_shows_both_views() {
+        let both = json!({"observed": "198.51.100.21/9993", "observedIpv6": "2001:db8::21/9993"});
+        assert_eq!(seen_at(&both), "198.51.100.21/9993, 2001:db8::21/9993");
+        let v6 = json!({"observed": "2001:db8::21/9993", "observedIpv6": "2001:db8::21/9993"});
+        assert_eq!(seen_at(&v6), "2001:db8::21/9993");
+        assert_eq!(seen_at(&json!({"observed": null})), "-");
     }
 
     #[test]

@@ -11,17 +11,19 @@ use super::table::Table;
 use crate::service::optin::parse_assignment;
 use crate::types::NetworkId;
 
-/// `skylan info`: `200 info <address> <version> ONLINE|OFFLINE`, and when offline a
-/// second line with the reason.
+/// `skylan info`: `200 info <address> <version> ONLINE|TUNNELED|OFFLINE` (TUNNELED:
+/// online through the TCP fallback, as ZeroTier says it), and a second line with the
+/// reason when offline or the TCP root when tunneled.
 pub fn info(home: &Path, json: bool) -> Result<String, CliError> {
     let status = ApiClient::for_home(home, None)?.get("/status")?;
     if json {
         return Ok(pretty(&status));
     }
-    let online = if status["online"].as_bool() == Some(true) {
-        "ONLINE"
-    } else {
-        "OFFLINE"
+    let tunneled = status["tcpFallbackActive"].as_bool() == Some(true);
+    let online = match status["online"].as_bool() == Some(true) {
+        true if tunneled => "TUNNELED",
+        true => "ONLINE",
+        false => "OFFLINE",
     };
     let mut out = format!(
         "200 info {} {} {online}",
@@ -30,6 +32,11 @@ pub fn info(home: &Path, json: bool) -> Result<String, CliError> {
     );
     if let Some(reason) = status["offlineReason"].as_str() {
         out.push_str(&format!("\n    {reason}"));
+    } else if tunneled {
+        out.push_str(&format!(
+            "\n    UDP to the roots is blocked: root traffic goes over TCP to {}",
+            text(&status["tcpFallbackRoot"])
+        ));
     }
     Ok(out)
 }
@@ -133,7 +140,10 @@ fn preferred_path(p: &Value) -> String {
         .into_iter()
         .flatten()
         .find(|x| x["preferred"].as_bool() == Some(true))
-        .map(|x| text(&x["address"]))
+        .map(|x| match x["transport"].as_str() {
+            Some("tcp") => format!("{} (TCP)", text(&x["address"])),
+            _ => text(&x["address"]),
+        })
         .unwrap_or_else(|| "-".into())
 }
 

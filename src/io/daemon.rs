@@ -43,6 +43,7 @@ use super::netdev;
 use super::networks::Networks;
 use super::packets::{PacketIo, TapCounters, received};
 use super::tap::Queues;
+use super::tcp::{self, Fallback, FallbackAction, TcpEvent, TcpLink};
 use super::udp::UdpIo;
 use super::workers::Workers;
 use crate::controller::Change;
@@ -51,7 +52,7 @@ use crate::node::network::NetworkStatus;
 use crate::node::{DEFAULT_PHYS_MTU, Event, Node, NodeConfig, NodeStats, ToControl};
 use crate::root::Root;
 use crate::service::member::{self, IdentitySigner, Serving};
-use crate::types::{Mac, NetworkId, Time, UnixTime};
+use crate::types::{Endpoint, Mac, NetworkId, Time, UnixTime};
 use crate::world::{World, WorldError};
 
 /// Errors that stop a daemon from starting or running.
@@ -174,10 +175,18 @@ pub struct NodeDriver {
     network_defaults: NetworkDefaults,
     /// Our UDP port, which local endpoints pair with interface addresses.
     udp_port: u16,
+    /// True when the UDP socket speaks IPv6 (its addresses are local endpoints too).
+    ipv6: bool,
     /// `interfacePrefixBlacklist` of `<home>/local.toml`.
     interface_blacklist: Vec<String>,
     /// When to look at the host's interfaces again ([`interfaces::REFRESH`]).
     next_interfaces: Instant,
+    /// When root traffic goes over TCP (see [`super::tcp`]).
+    fallback: Fallback,
+    /// What TCP connections report, and the sender they report with.
+    tcp_events: (mpsc::Sender<TcpEvent>, mpsc::Receiver<TcpEvent>),
+    /// The TCP root's endpoint while the fallback is on, for `info` and `peers`.
+    tcp_shown: watch::Sender<Option<Endpoint>>,
 }
 
 impl NodeDriver {
@@ -198,6 +207,7 @@ impl NodeDriver {
         let threads = options.workers.max(1);
         let udp = bind_udp(options.port, threads > 1).await?;
         let udp_port = udp.local().0.port();
+        let ipv6 = udp.has_ipv6();
         let public_identity = identity.public().to_string();
         let address = identity.public().address();
         let clock = Clock::start();
@@ -234,7 +244,8 @@ impl NodeDriver {
             (None, None)
         };
         let workers = if threads > 1 {
-            let local = SocketAddr::from((Ipv4Addr::UNSPECIFIED, udp_port));
+            // The same address as the driver's socket: dual-stack when it is.
+            let local = udp.local().0;
             let w = Workers::start(threads - 1, &mut node, local, clock)
                 .await
                 .map_err(|source| DaemonError::Bind {
@@ -251,11 +262,14 @@ impl NodeDriver {
         let interface_blacklist = super::local::LocalConfig::load(&options.home)
             .map(|l| l.interface_prefix_blacklist)
             .unwrap_or_default();
+        let (tcp_shown, tcp) = watch::channel(None);
         let handle = NodeHandle {
             tx,
             address,
             public_identity,
             udp_port,
+            ipv6,
+            tcp,
             home: home.dir().to_path_buf(),
             controller,
         };
@@ -275,8 +289,12 @@ impl NodeDriver {
                 threads,
                 network_defaults: options.network_defaults.clone(),
                 udp_port,
+                ipv6,
                 interface_blacklist,
                 next_interfaces: Instant::now(),
+                fallback: Fallback::default(),
+                tcp_events: mpsc::channel(1024),
+                tcp_shown,
             },
             handle,
         ))
@@ -322,6 +340,9 @@ impl NodeDriver {
             if let Some(n) = &mut self.networks {
                 n.watch_underlay(&self.node, self.clock.now()).await;
             }
+            if self.drive_fallback() {
+                self.flush().await;
+            }
             let deadline = self
                 .node
                 .poll_timeout()
@@ -333,6 +354,7 @@ impl NodeDriver {
                 item = next_item(&mut self.workers) => self.node.handle_control(self.clock.now(), item),
                 _ = tokio::time::sleep_until(deadline.into()) => self.node.handle_timeout(self.clock.now()),
                 Some(cmd) = self.commands.recv() => self.command(cmd).await,
+                Some(event) = self.tcp_events.1.recv() => self.on_tcp(event),
             }
             self.flush().await;
         }
@@ -346,6 +368,80 @@ impl NodeDriver {
         Ok(())
     }
 
+    /// Moves root traffic to TCP and back as [`Fallback`] says (see [`super::tcp`]).
+    /// True when the core may have something to send.
+    fn drive_fallback(&mut self) -> bool {
+        let now = self.clock.now();
+        if self.io.take_udp_from_tcp_root() && self.fallback.udp_answered() {
+            if let Some(link) = self.io.tcp() {
+                tracing::info!(root = %link.peer(), "UDP works again: TCP fallback off");
+            }
+            self.set_tcp(None);
+        }
+        match self.fallback.tick(now, self.node.online(now)) {
+            Some(FallbackAction::Connect(attempt)) => {
+                let endpoints: Vec<Endpoint> = self
+                    .node
+                    .roots_report(now)
+                    .iter()
+                    .flat_map(|r| r.endpoints.iter().copied())
+                    .filter(|e| self.ipv6 || e.0.is_ipv4())
+                    .collect();
+                match endpoints.get(attempt % endpoints.len().max(1)).copied() {
+                    Some(root) => {
+                        let addr = SocketAddr::new(root.0.ip(), tcp::ROOT_TCP_PORT);
+                        tracing::warn!(
+                            %root,
+                            "no root has answered over UDP for {} s: trying TCP to {addr}",
+                            tcp::FALLBACK_AFTER.as_secs()
+                        );
+                        tcp::connect(addr, root, self.tcp_events.0.clone());
+                    }
+                    None => self.fallback.lost(now),
+                }
+                false
+            }
+            Some(FallbackAction::ProbeUdp) => {
+                self.io.probe_udp_once();
+                self.node.hello_roots_now(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What a TCP connection reported.
+    fn on_tcp(&mut self, event: TcpEvent) {
+        let now = self.clock.now();
+        match event {
+            TcpEvent::Opened(link) if self.io.tcp().is_none() => {
+                tracing::info!(root = %link.peer(), "TCP fallback on: root traffic goes over TCP");
+                self.fallback.connected(now);
+                self.set_tcp(Some(link));
+                self.node.hello_roots_now(now);
+            }
+            // A connection nobody waits for any more.
+            TcpEvent::Opened(_) => {}
+            TcpEvent::Datagram(from, mut data) => {
+                self.io.tcp_datagram(&mut self.node, now, from, &mut data);
+            }
+            TcpEvent::Closed(root, why) => {
+                let ours = self.io.tcp().is_none_or(|l| l.peer() == root);
+                if ours {
+                    tracing::warn!(%root, "TCP to the root: {why}");
+                    self.set_tcp(None);
+                    self.fallback.lost(now);
+                }
+            }
+        }
+    }
+
+    fn set_tcp(&mut self, link: Option<TcpLink>) {
+        self.tcp_shown
+            .send_replace(link.as_ref().map(TcpLink::peer));
+        self.io.set_tcp(link);
+    }
+
     /// Tells the core the host's endpoints (interface addresses with our UDP port) at
     /// start and every [`interfaces::REFRESH`]; the core pushes them to peers when they
     /// changed. True when it looked.
@@ -354,7 +450,8 @@ impl NodeDriver {
             return false;
         }
         self.next_interfaces = Instant::now() + interfaces::REFRESH;
-        let endpoints = interfaces::local_endpoints(self.udp_port, &self.interface_blacklist);
+        let endpoints =
+            interfaces::local_endpoints(self.udp_port, self.ipv6, &self.interface_blacklist);
         self.node.set_local_endpoints(self.clock.now(), endpoints);
         true
     }
@@ -727,6 +824,8 @@ pub struct RootOptions {
     pub world: Option<PathBuf>,
     /// Local API TCP port (`/metrics`, `/health`), if not the UDP port.
     pub api_port: Option<u16>,
+    /// TCP port of the fallback relay ([`tcp::ROOT_TCP_PORT`]); 0 turns it off.
+    pub tcp_port: u16,
 }
 
 /// The receive buffer of a root's socket. Small on purpose: when more arrives than the
@@ -749,10 +848,23 @@ pub async fn run_root(
     let mut udp = bind_udp(options.port, false).await?;
     udp.set_receive_buffer(ROOT_RECEIVE_BUFFER);
     let local = udp.local();
+    // The TCP fallback: nodes that cannot use UDP connect here (see `tcp`).
+    let (tcp_tx, mut tcp_events) = mpsc::channel(4096);
+    let accepting = match options.tcp_port {
+        0 => None,
+        port => match tcp::listen(port).await {
+            Ok(listener) => Some(tcp::serve(listener, tcp_tx)),
+            Err(e) => {
+                tracing::warn!("TCP fallback relay off: cannot listen on TCP port {port}: {e}");
+                None
+            }
+        },
+    };
+    let mut links: HashMap<Endpoint, TcpLink> = HashMap::new();
     let (report, reports) = watch::channel(Default::default());
     let api_port = options.api_port.unwrap_or(local.0.port());
     let api = LocalApi::start(&home, api_port, http::root::routes(reports)).await?;
-    tracing::info!(address = %identity.public().address(), %local, api = api_port, "root listening");
+    tracing::info!(address = %identity.public().address(), %local, api = api_port, tcp = accepting.is_some().then_some(options.tcp_port), "root listening");
     let clock = Clock::start();
     let me = identity.public().address();
     let mut root = Root::new(identity, world.as_ref(), os_seed(), clock.now());
@@ -776,6 +888,7 @@ pub async fn run_root(
             while let Some(t) = root.poll_transmit() {
                 transmits.push(t);
             }
+            divert(&mut transmits, &mut links);
             udp.send_batch(&mut transmits).await;
             transmits.clear();
             if moved == 0 {
@@ -792,7 +905,26 @@ pub async fn run_root(
                 tracing::debug!("udp readiness: {e}");
             },
             _ = tokio::time::sleep_until(deadline.into()) => root.handle_timeout(clock.now()),
+            Some(event) = tcp_events.recv() => match event {
+                TcpEvent::Opened(link) if links.len() < tcp::MAX_CONNECTIONS => {
+                    tracing::debug!(peer = %link.peer(), "TCP fallback connection");
+                    links.insert(link.peer(), link);
+                }
+                TcpEvent::Opened(link) => {
+                    tracing::warn!(peer = %link.peer(), "TCP fallback connection refused: {} open", links.len());
+                }
+                TcpEvent::Datagram(from, data) => {
+                    root.handle_datagram(clock.now(), local, from, &data);
+                }
+                TcpEvent::Closed(peer, why) => {
+                    tracing::debug!(%peer, "TCP fallback connection closed: {why}");
+                    links.remove(&peer);
+                }
+            },
             _ = &mut shutdown => {
+                if let Some(a) = &accepting {
+                    a.abort();
+                }
                 api.stop().await;
                 return Ok(());
             }
@@ -800,20 +932,34 @@ pub async fn run_root(
         while let Some(t) = root.poll_transmit() {
             transmits.push(t);
         }
+        divert(&mut transmits, &mut links);
         udp.send_batch(&mut transmits).await;
         transmits.clear();
     }
 }
 
-/// Binds the UDP socket of a node or root on all IPv4 addresses (shared with the
-/// packet workers when `shared`).
+/// Moves the datagrams for endpoints of TCP fallback connections onto them.
+fn divert(transmits: &mut Vec<crate::types::Transmit>, links: &mut HashMap<Endpoint, TcpLink>) {
+    if links.is_empty() {
+        return;
+    }
+    transmits.retain_mut(|t| match links.get_mut(&t.destination) {
+        Some(link) => {
+            link.send(std::mem::take(&mut t.contents));
+            false
+        }
+        None => true,
+    });
+}
+
+/// Binds the UDP socket of a node or root on every address of both families (IPv4
+/// only on a host without IPv6; shared with the packet workers when `shared`).
 async fn bind_udp(port: u16, shared: bool) -> Result<UdpIo, DaemonError> {
-    let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-    UdpIo::bind(addr, shared)
+    UdpIo::bind_port(port, shared)
         .await
         .map_err(|source| DaemonError::Bind {
             what: "UDP",
-            addr,
+            addr: SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
             source,
         })
 }

@@ -127,6 +127,10 @@ pub struct NodeHandle {
     pub public_identity: String,
     /// The UDP port.
     pub udp_port: u16,
+    /// True when the UDP socket speaks IPv6 too (dual stack).
+    pub ipv6: bool,
+    /// The root's endpoint while the TCP fallback carries root traffic.
+    pub tcp: tokio::sync::watch::Receiver<Option<crate::types::Endpoint>>,
     /// The home directory (reported as `homeDir` in `GET /status`).
     pub home: std::path::PathBuf,
     /// The controller, when this node runs one.

@@ -1,6 +1,8 @@
-//! The host's own endpoints for the node core's LAN paths: every IPv4 address of the
-//! host's interfaces (`getifaddrs`), paired with the node's UDP port, that is worth
-//! telling peers (PushDirectPaths, see `node::control::paths`).
+//! The host's own endpoints for the node core's LAN paths: every address of the host's
+//! interfaces (`getifaddrs`), paired with the node's UDP port, that is worth telling
+//! peers (PushDirectPaths, see `node::control::paths`): IPv4 addresses, and IPv6 global
+//! and unique-local ones (link-local addresses need an interface to mean anything, and
+//! are left out), the IPv6 ones only when the node's socket speaks IPv6.
 //!
 //! Left out: interfaces that are down, loopback interfaces, skylan's own TAP devices
 //! (named `sky…`, [`netdev::INTERFACE_PREFIX`](super::netdev::INTERFACE_PREFIX)), those
@@ -11,7 +13,7 @@
 //!
 //! Called by the node driver at start and every [`REFRESH`].
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::types::Endpoint;
@@ -22,13 +24,13 @@ pub const REFRESH: Duration = Duration::from_secs(30);
 /// Interface name prefixes never used for peers' paths, whatever the configuration says.
 pub const ALWAYS_SKIPPED: [&str; 5] = [super::netdev::INTERFACE_PREFIX, "lo", "zt", "tun", "tap"];
 
-/// One IPv4 address of an interface.
+/// One address of an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InterfaceAddress {
     /// The interface's name.
     pub name: String,
     /// The address.
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// True for a loopback interface.
     pub loopback: bool,
     /// True when the interface is up.
@@ -36,9 +38,11 @@ pub struct InterfaceAddress {
 }
 
 /// The endpoints to tell peers: each usable address (see the module documentation)
-/// with `port`, in interface order, without duplicates.
-pub fn local_endpoints(port: u16, blacklist: &[String]) -> Vec<Endpoint> {
-    select(&interface_addresses(), port, blacklist)
+/// with `port`, in interface order, without duplicates; IPv6 ones only with `ipv6`.
+pub fn local_endpoints(port: u16, ipv6: bool, blacklist: &[String]) -> Vec<Endpoint> {
+    let mut all = interface_addresses();
+    all.retain(|a| ipv6 || a.ip.is_ipv4());
+    select(&all, port, blacklist)
 }
 
 /// The pure part of [`local_endpoints`]: which of `addresses` to use.
@@ -50,7 +54,20 @@ pub fn select(addresses: &[InterfaceAddress], port: u16, blacklist: &[String]) -
             .copied()
             .chain(blacklist.iter().map(String::as_str))
             .any(|prefix| !prefix.is_empty() && a.name.starts_with(prefix));
-        if skipped || a.loopback || !a.up || a.ip.is_loopback() || a.ip.is_unspecified() {
+        // IPv6 link-local (fe80::/10) and IPv4-mapped addresses are no path to offer.
+        let v6_unusable = match a.ip {
+            IpAddr::V6(ip) => {
+                (ip.segments()[0] & 0xffc0) == 0xfe80 || ip.to_ipv4_mapped().is_some()
+            }
+            IpAddr::V4(_) => false,
+        };
+        if skipped
+            || v6_unusable
+            || a.loopback
+            || !a.up
+            || a.ip.is_loopback()
+            || a.ip.is_unspecified()
+        {
             continue;
         }
         let ep = Endpoint((a.ip, port).into());
@@ -61,7 +78,8 @@ pub fn select(addresses: &[InterfaceAddress], port: u16, blacklist: &[String]) -
     out
 }
 
-/// Every IPv4 address of the host's interfaces (`getifaddrs`); empty when it fails.
+/// Every IPv4 and IPv6 address of the host's interfaces (`getifaddrs`); empty when it
+/// fails.
 pub fn interface_addresses() -> Vec<InterfaceAddress> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: `list` is a valid place for getifaddrs to store the head of the list it
@@ -79,12 +97,18 @@ pub fn interface_addresses() -> Vec<InterfaceAddress> {
             continue;
         }
         // SAFETY: a non-null `ifa_addr` points to a sockaddr whose `sa_family` says its
-        // type.
-        if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
-            continue;
-        }
-        // SAFETY: an AF_INET sockaddr is a `sockaddr_in`.
-        let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+        // type: an AF_INET one is a `sockaddr_in`, an AF_INET6 one a `sockaddr_in6`.
+        let ip = match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+            libc::AF_INET => {
+                let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            }
+            libc::AF_INET6 => {
+                let sin6 = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                IpAddr::from(sin6.sin6_addr.s6_addr)
+            }
+            _ => continue,
+        };
         // SAFETY: a non-null `ifa_name` is a NUL-terminated string owned by the list.
         let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }
             .to_string_lossy()
@@ -92,7 +116,7 @@ pub fn interface_addresses() -> Vec<InterfaceAddress> {
         let flags = ifa.ifa_flags;
         out.push(InterfaceAddress {
             name,
-            ip: Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)),
+            ip,
             loopback: flags & libc::IFF_LOOPBACK as u32 != 0,
             up: flags & libc::IFF_UP as u32 != 0,
         });
@@ -129,17 +153,26 @@ mod tests {
             addr("veth7", "203.0.113.7"),
             addr("eth1", "192.0.2.10"),
             addr("wlan0", "203.0.113.9"),
+            addr("eth0", "fe80::1"),
+            addr("eth0", "2001:db8:5::10"),
+            addr("eth0", "fd00:5::10"),
+            addr("eth0", "::ffff:192.0.2.99"),
             down,
         ];
         let blacklist = vec!["docker".to_string(), "veth".to_string(), String::new()];
         let got = select(&addresses, 9993, &blacklist);
-        let want: Vec<Endpoint> = ["192.0.2.10/9993", "203.0.113.9/9993"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
+        let want: Vec<Endpoint> = [
+            "192.0.2.10/9993",
+            "203.0.113.9/9993",
+            "2001:db8:5::10/9993",
+            "fd00:5::10/9993",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
         assert_eq!(got, want);
         // Without the blacklist, docker0 and veth7 count.
-        assert_eq!(select(&addresses, 9993, &[]).len(), 4);
+        assert_eq!(select(&addresses, 9993, &[]).len(), 6);
     }
 
     #[test]
@@ -150,7 +183,7 @@ mod tests {
             "{all:?}"
         );
         assert!(
-            local_endpoints(9993, &[])
+            local_endpoints(9993, true, &[])
                 .iter()
                 .all(|e| !e.0.ip().is_loopback())
         );

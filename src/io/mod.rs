@@ -15,6 +15,7 @@ pub mod networks;
 pub mod offload;
 pub mod packets;
 pub mod tap;
+pub mod tcp;
 pub mod udp;
 pub mod underlay;
 pub mod workers;

@@ -12,6 +12,10 @@
 //!   [`Coalescer`], to this thread's queue of the frame's network; a frame for a network
 //!   this thread has no queue of is dropped and counted, as a full switch port would.
 //! - [`PacketIo::readable`] is ready when the socket or any TAP queue may have input.
+//! - With a TCP link to a root set ([`PacketIo::set_tcp`], the TCP fallback, see
+//!   [`super::tcp`]), datagrams for that root's endpoint go over the link instead of
+//!   UDP (except in a flush after [`PacketIo::probe_udp_once`]), and what the link
+//!   delivers is fed in with [`PacketIo::tcp_datagram`] as if it came over UDP from there.
 //! - It never blocks and holds no locks; the TAP list is replaced by its owner
 //!   ([`PacketIo::set_taps`]), which must clear it before a device is removed.
 
@@ -21,6 +25,7 @@ use std::task::Poll;
 
 use super::offload::{self, Coalescer};
 use super::tap::{self, Tap};
+use super::tcp::TcpLink;
 use super::udp::UdpIo;
 use crate::node::snapshot::Snapshot;
 use crate::node::{DataPlane, MAX_FRAME_LEN, Node, TapFrame};
@@ -135,6 +140,12 @@ pub struct PacketIo {
     segment: Vec<u8>,
     coalescer: Coalescer,
     counters: TapCounters,
+    /// The TCP fallback's link to a root, while it is on.
+    tcp: Option<TcpLink>,
+    /// The next flush sends the TCP root's datagrams over UDP.
+    probe_udp: bool,
+    /// A datagram came over UDP from the TCP root's endpoint since last asked.
+    udp_from_tcp_root: bool,
 }
 
 impl PacketIo {
@@ -148,7 +159,42 @@ impl PacketIo {
             segment: Vec::with_capacity(MAX_FRAME_LEN),
             coalescer: Coalescer::new(),
             counters: TapCounters::default(),
+            tcp: None,
+            probe_udp: false,
+            udp_from_tcp_root: false,
         }
+    }
+
+    /// Sends the datagrams for `link`'s root over it from now on (`None`: UDP again).
+    pub fn set_tcp(&mut self, link: Option<TcpLink>) {
+        self.tcp = link;
+        self.udp_from_tcp_root = false;
+    }
+
+    /// The TCP link in use, if any.
+    pub fn tcp(&self) -> Option<&TcpLink> {
+        self.tcp.as_ref()
+    }
+
+    /// The next flush sends the TCP root's datagrams over UDP, to see whether UDP works.
+    pub fn probe_udp_once(&mut self) {
+        self.probe_udp = true;
+    }
+
+    /// True (once) when a datagram came over UDP from the TCP root's endpoint.
+    pub fn take_udp_from_tcp_root(&mut self) -> bool {
+        std::mem::take(&mut self.udp_from_tcp_root)
+    }
+
+    /// Feeds `path` a datagram the TCP link delivered from `from`.
+    pub fn tcp_datagram(
+        &mut self,
+        path: &mut impl FramePath,
+        now: Time,
+        from: Endpoint,
+        data: &mut [u8],
+    ) {
+        path.datagram(now, self.udp.local(), from, data);
     }
 
     /// The socket's bound address.
@@ -174,10 +220,12 @@ impl PacketIo {
     /// Feeds `path` one batch of ready datagrams; returns how many.
     pub fn pump_udp(&mut self, path: &mut impl FramePath, now: Time) -> usize {
         let local = self.udp.local();
-        received(
-            self.udp
-                .try_recv_batch(|from, data| path.datagram(now, local, from, data)),
-        )
+        let tcp_root = self.tcp.as_ref().map(TcpLink::peer);
+        let heard = &mut self.udp_from_tcp_root;
+        received(self.udp.try_recv_batch(|from, data| {
+            *heard |= Some(from) == tcp_root;
+            path.datagram(now, local, from, data)
+        }))
     }
 
     /// Feeds `path` up to [`TAP_BATCH`] ready messages of each TAP queue (a
@@ -216,6 +264,11 @@ impl PacketIo {
     pub async fn flush(&mut self, path: &mut impl FramePath) {
         while let Some(t) = path.poll_transmit() {
             self.transmits.push(t);
+        }
+        if let Some(link) = &mut self.tcp
+            && !std::mem::take(&mut self.probe_udp)
+        {
+            link.divert(&mut self.transmits);
         }
         if !self.transmits.is_empty() {
             self.udp.send_batch(&mut self.transmits).await;

@@ -49,7 +49,7 @@ mod nft;
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
@@ -123,7 +123,7 @@ pub enum LabError {
     #[error("address {ip} cannot be used: {reason}")]
     BadAddress {
         /// The rejected address.
-        ip: Ipv4Addr,
+        ip: IpAddr,
         /// Which range is allowed.
         reason: &'static str,
     },
@@ -596,6 +596,58 @@ impl Lab {
         Ok(())
     }
 
+    /// Gives a public host the IPv6 address `ip` (in the documentation prefix
+    /// 2001:db8::/32, as a /64 on its interface) besides its IPv4 one, with IPv6 switched
+    /// on in its namespace and duplicate address detection skipped (usable at once).
+    /// Hosts on one /64 reach each other over the backbone bridge.
+    pub fn add_ipv6(&self, host: &LabHost, ip: Ipv6Addr) -> Result<(), LabError> {
+        self.check_own_host(host)?;
+        if ip.segments()[..2] != [0x2001, 0x0db8] || host.router_netns.is_some() {
+            return Err(LabError::BadAddress {
+                ip: ip.into(),
+                reason: "an IPv6 address must be in 2001:db8::/32, on a public host",
+            });
+        }
+        host.run(|| {
+            for conf in ["all", "default", HOST_IF] {
+                let path = format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6");
+                std::fs::write(&path, "0").map_err(|source| LabError::Io {
+                    what: format!("switching IPv6 on ({path}); is IPv6 disabled at boot?"),
+                    source,
+                })?;
+            }
+            Ok(())
+        })??;
+        let cidr = format!("{ip}/64");
+        netns::ip_in(
+            &host.netns,
+            &["-6", "addr", "add", &cidr, "dev", HOST_IF, "nodad"],
+        )?;
+        Ok(())
+    }
+
+    /// Removes every IPv4 address of a public host's interface, so it speaks IPv6 only
+    /// (give it one with [`add_ipv6`](Self::add_ipv6)).
+    pub fn drop_ipv4(&self, host: &LabHost) -> Result<(), LabError> {
+        self.check_own_host(host)?;
+        netns::ip_in(&host.netns, &["-4", "addr", "flush", "dev", HOST_IF])?;
+        Ok(())
+    }
+
+    /// Blocks (or, with `false`, unblocks) every UDP packet `host` sends or receives, as
+    /// a firewall that lets only TCP out would (nftables in the host's own namespace).
+    pub fn block_udp(&self, host: &LabHost, blocked: bool) -> Result<(), LabError> {
+        self.check_own_host(host)?;
+        if blocked {
+            netns::nft_in(&host.netns, &nft::block_udp())
+        } else {
+            netns::nft_in(
+                &host.netns,
+                &format!("delete table inet {}\n", nft::UDP_BLOCK_TABLE),
+            )
+        }
+    }
+
     /// Makes the path through `host`'s NAT router a PMTU black hole: both of the router's
     /// links carry IP packets of at most `mtu` bytes (68..1500), and the router's ICMP
     /// "fragmentation needed" errors are dropped, so a packet too big for the path
@@ -694,7 +746,7 @@ impl Lab {
         let [a, b, c, d] = public_ip.octets();
         if [a, b, c] != [198, 51, 100] || matches!(d, 0 | 255) {
             return Err(LabError::BadAddress {
-                ip: public_ip,
+                ip: public_ip.into(),
                 reason: "a public address must be in 198.51.100.1-198.51.100.254",
             });
         }
@@ -811,7 +863,7 @@ fn check_private_ip(private_ip: Ipv4Addr) -> Result<(), LabError> {
     let [a, b, c, d] = private_ip.octets();
     if [a, b, c] != [192, 0, 2] || matches!(d, 0 | 1 | 255) {
         return Err(LabError::BadAddress {
-            ip: private_ip,
+            ip: private_ip.into(),
             reason: "a private address must be in 192.0.2.2-192.0.2.254 (192.0.2.1 is the router)",
         });
     }

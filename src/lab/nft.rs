@@ -160,9 +160,34 @@ pub(crate) fn silence_pmtu_errors() -> String {
     )
 }
 
+/// Name of the table that blocks UDP in a host's namespace (`Lab::block_udp`).
+pub(crate) const UDP_BLOCK_TABLE: &str = "skylan_block_udp";
+
+/// Drops every UDP packet a host sends or receives, both families (a firewall that lets
+/// only TCP through).
+pub(crate) fn block_udp() -> String {
+    format!(
+        "table inet {UDP_BLOCK_TABLE} {{\n\
+         \tchain output {{ type filter hook output priority filter; policy accept;\n\
+         \t\tmeta l4proto udp counter drop\n\
+         \t}}\n\
+         \tchain input {{ type filter hook input priority filter; policy accept;\n\
+         \t\tmeta l4proto udp counter drop\n\
+         \t}}\n\
+         }}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocking_udp_drops_it_both_ways() {
+        let s = block_udp();
+        assert_eq!(s.matches("meta l4proto udp counter drop").count(), 2, "{s}");
+        assert!(s.contains("hook output") && s.contains("hook input"), "{s}");
+    }
 
     #[test]
     fn a_black_hole_drops_only_the_mtu_errors() {

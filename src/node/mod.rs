@@ -601,6 +601,11 @@ impl Node {
         self.data.recycle(buf);
     }
 
+    /// True while a root answers.
+    pub fn online(&self, now: Time) -> bool {
+        self.control.online(now)
+    }
+
     /// What `info` shows.
     pub fn status(&self, now: Time) -> NodeStatus {
         self.control.status(now)

@@ -29,6 +29,9 @@ pub const CANDIDATE_EXPIRE: Duration = Duration::from_secs(30);
 /// At most this many paths per peer (a RENDEZVOUS endpoint, a few pushed LAN endpoints
 /// and the paths learned from traffic).
 pub const MAX_PATHS: usize = 8;
+/// IPv6 carries a peer's traffic unless its round trip is longer than IPv4's by more
+/// than this (and a quarter of IPv4's); see [`Peer::best_path_index`].
+pub const FAMILY_MARGIN: Duration = Duration::from_millis(5);
 /// At most this many messages wait for a session to a peer; older ones are dropped.
 pub const MAX_QUEUED: usize = 64;
 /// A peer that carried user traffic (frames, pings) within this long is *active*: it
@@ -82,6 +85,8 @@ pub struct Path {
     /// When the path was given up for the peer's relayed traffic (see
     /// `control::liveness`); alive again with the next packet received on it.
     pub given_up: Option<Time>,
+    /// Our endpoint as the peer saw it in its last HELLO answer on this path (roots).
+    pub observed: Option<Endpoint>,
 }
 
 impl Path {
@@ -96,6 +101,7 @@ impl Path {
             latency: None,
             probe_since: None,
             given_up: None,
+            observed: None,
         }
     }
 
@@ -152,8 +158,6 @@ pub struct Peer {
     /// When the first HELLO since the root last answered was sent (roots; see
     /// `control::roots` for how it decides liveness).
     pub probe_since: Option<Time>,
-    /// Our endpoint as this root saw it in its last HELLO answer (roots).
-    pub observed: Option<Endpoint>,
     /// Smoothed round-trip time, any path.
     pub latency: Option<Duration>,
     /// Software version the peer reported in HELLO.
@@ -177,7 +181,6 @@ impl Peer {
             last_lost_session: None,
             last_hello: None,
             probe_since: None,
-            observed: None,
             latency: None,
             version: None,
             activity: Arc::default(),
@@ -192,13 +195,33 @@ impl Peer {
                 .is_some_and(|t| now.since(t) < ACTIVE_FOR)
     }
 
-    /// The best alive path: for roots the one heard most recently, for leaves likewise
-    /// (the most recent authenticated source follows roaming and NAT rebinding).
+    /// The best alive path (see [`best_path_index`](Self::best_path_index)).
     pub fn best_path(&self, now: Time) -> Option<&Path> {
-        self.paths
-            .iter()
-            .filter(|p| p.alive(now))
-            .max_by_key(|p| p.last_rx)
+        self.best_path_index(now).map(|i| &self.paths[i])
+    }
+
+    /// Where in `paths` the best alive path is. Within each address family the path
+    /// heard from most recently wins (it follows roaming and NAT rebinding). Between the
+    /// families IPv6 wins (no NAT on the way, usually), unless both round trips are
+    /// measured and IPv6's is longer than IPv4's by more than [`FAMILY_MARGIN`] and a
+    /// quarter: so a dual-stack pair settles on one family on both sides and stays
+    /// there, instead of following whichever packet came last.
+    pub fn best_path_index(&self, now: Time) -> Option<usize> {
+        let newest = |v6: bool| {
+            self.paths
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.endpoint.0.is_ipv6() == v6 && p.alive(now))
+                .max_by_key(|(_, p)| p.last_rx)
+                .map(|(i, _)| i)
+        };
+        match (newest(false), newest(true)) {
+            (Some(v4), Some(v6)) => match (self.paths[v4].latency, self.paths[v6].latency) {
+                (Some(l4), Some(l6)) if l6 > l4 + FAMILY_MARGIN + l4 / 4 => Some(v4),
+                _ => Some(v6),
+            },
+            (v4, v6) => v6.or(v4),
+        }
     }
 
     /// Records an authenticated packet received directly from `endpoint`.
@@ -220,6 +243,11 @@ impl Peer {
         }
         self.insert_path(Path::new(endpoint, now, None));
         true
+    }
+
+    /// The path to `endpoint`, if it is one of ours.
+    pub fn path_mut(&mut self, endpoint: Endpoint) -> Option<&mut Path> {
+        self.paths.iter_mut().find(|p| p.endpoint == endpoint)
     }
 
     /// Notes a round-trip measurement (on `endpoint` if it is a known path).
@@ -344,6 +372,40 @@ mod tests {
         );
         p.expire_paths(t + PATH_EXPIRE + Duration::from_secs(1), &[]);
         assert!(p.paths.is_empty());
+    }
+
+    #[test]
+    fn ipv6_wins_unless_clearly_slower_whatever_came_last() {
+        let v6 = |port: u16| -> Endpoint { format!("2001:db8::1/{port}").parse().unwrap() };
+        let mut p = Peer::new(Role::Leaf);
+        let t = Time::from_millis(1000);
+        p.learn_path(t, v6(1));
+        p.learn_path(t + Duration::from_millis(1), ep(1));
+        let at = t + Duration::from_millis(2);
+        assert_eq!(p.best_path(at).unwrap().endpoint, v6(1), "v4 heard last");
+        p.learn_path(at, v6(1));
+        p.learn_path(at, ep(1));
+        // Similar round trips: IPv6 stays.
+        p.record_rtt(Some(ep(1)), Duration::from_millis(10));
+        p.record_rtt(Some(v6(1)), Duration::from_millis(14));
+        assert_eq!(p.best_path(at).unwrap().endpoint, v6(1));
+        // IPv6 much slower: IPv4 carries the traffic.
+        p.paths
+            .iter_mut()
+            .find(|x| x.endpoint == v6(1))
+            .unwrap()
+            .latency = Some(Duration::from_millis(40));
+        assert_eq!(p.best_path(at).unwrap().endpoint, ep(1));
+        // Within a family the most recent path still wins.
+        p.learn_path(at + Duration::from_millis(1), ep(2));
+        p.record_rtt(Some(ep(2)), Duration::from_millis(10));
+        assert_eq!(
+            p.best_path(at + Duration::from_millis(1)).unwrap().endpoint,
+            ep(2)
+        );
+        // A dead IPv4 leaves IPv6.
+        p.paths.retain(|x| x.endpoint.0.is_ipv6());
+        assert_eq!(p.best_path(at).unwrap().endpoint, v6(1));
     }
 
     #[test]

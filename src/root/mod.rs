@@ -138,21 +138,48 @@ impl RootStats {
     }
 }
 
+/// A dual-stack node's IPv6 endpoint stays where packets for it go while the node was
+/// heard over IPv6 at most this long before it was last heard over IPv4 (nodes say HELLO
+/// over both families every 5 s).
+pub const FAMILY_FRESH: Duration = Duration::from_secs(12);
+
 struct Known {
-    /// Last endpoint an authenticated zero-hop packet came from.
-    endpoint: Option<Endpoint>,
+    /// Last endpoint an authenticated zero-hop packet came from, per address family
+    /// (IPv4, IPv6), and when.
+    seen: [Option<(Endpoint, Time)>; 2],
     last_rx: Time,
     /// What the node may still have relayed.
     relay_budget: TokenBucket,
 }
 
 impl Known {
-    fn new(endpoint: Option<Endpoint>, now: Time) -> Self {
+    fn new(now: Time) -> Self {
         Self {
-            endpoint,
+            seen: [None, None],
             last_rx: now,
             relay_budget: TokenBucket::full(RELAY_PER_SOURCE_BURST, now),
         }
+    }
+
+    /// Notes an authenticated zero-hop packet from `from`; returns the endpoint of the
+    /// same family it replaces, if it differs.
+    fn learn(&mut self, now: Time, from: Endpoint) -> Option<Endpoint> {
+        let old = self.seen[usize::from(from.0.is_ipv6())].replace((from, now));
+        old.map(|(ep, _)| ep).filter(|ep| *ep != from)
+    }
+
+    /// Where packets for the node go: its IPv6 endpoint unless it went stale against
+    /// the IPv4 one ([`FAMILY_FRESH`]), else the IPv4 one.
+    fn endpoint(&self) -> Option<Endpoint> {
+        match self.seen {
+            [Some((v4, t4)), Some((_, t6))] if t4.since(t6) > FAMILY_FRESH => Some(v4),
+            [v4, v6] => v6.or(v4).map(|(ep, _)| ep),
+        }
+    }
+
+    /// Every endpoint the node was heard from (one per family).
+    fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        self.seen.iter().flatten().map(|(ep, _)| *ep)
     }
 }
 
@@ -278,7 +305,7 @@ impl Root {
                     Ok(InitAnswer::Session { peer, reply }) => {
                         // Tracked from the handshake on, so silent ones expire too; the
                         // endpoint is learned only from Data.
-                        let known = self.nodes.entry(peer).or_insert(Known::new(None, now));
+                        let known = self.nodes.entry(peer).or_insert_with(|| Known::new(now));
                         known.last_rx = now;
                         self.send(from, reply);
                     }
@@ -346,7 +373,7 @@ impl Root {
             .map(|(a, _)| *a)
             .collect();
         for a in stale {
-            if let Some(ep) = self.nodes.remove(&a).and_then(|k| k.endpoint) {
+            for ep in self.nodes.remove(&a).iter().flat_map(Known::endpoints) {
                 if self.by_endpoint.get(&ep) == Some(&a) {
                     self.by_endpoint.remove(&ep);
                 }
@@ -404,12 +431,9 @@ impl Root {
         plaintext: &[u8],
     ) {
         if hops == 0 && (self.nodes.len() < MAX_NODES || self.nodes.contains_key(&peer)) {
-            let known = self
-                .nodes
-                .entry(peer)
-                .or_insert_with(|| Known::new(None, now));
+            let known = self.nodes.entry(peer).or_insert_with(|| Known::new(now));
             known.last_rx = now;
-            if let Some(old) = known.endpoint.replace(from).filter(|old| *old != from) {
+            if let Some(old) = known.learn(now, from) {
                 if self.by_endpoint.get(&old) == Some(&peer) {
                     self.by_endpoint.remove(&old);
                 }
@@ -535,7 +559,7 @@ impl Root {
         let from_source = self
             .nodes
             .get(&src)
-            .is_some_and(|k| k.endpoint.is_some_and(|e| e.0.ip() == from.0.ip()));
+            .is_some_and(|k| k.endpoints().any(|e| e.0.ip() == from.0.ip()));
         let payer = if from_source {
             Some(src)
         } else if hops > 0 {
@@ -562,7 +586,7 @@ impl Root {
                 return;
             }
         }
-        let Some(to) = self.nodes.get(&dest).and_then(|k| k.endpoint) else {
+        let Some(to) = self.nodes.get(&dest).and_then(Known::endpoint) else {
             if !self.forward_upstream(now, packet, hops + 1) {
                 self.stats.drop_unknown_dest += 1;
             }
@@ -571,20 +595,18 @@ impl Root {
         self.stats.relayed += 1;
         self.send(to, packet);
         // Introduce the two ends when the packet came straight from its source.
-        let src_ep = self.nodes.get(&src).and_then(|k| k.endpoint);
-        if hops == 0 && src_ep == Some(from) {
-            self.rendezvous(now, src, from, dest, to);
+        let straight = self
+            .nodes
+            .get(&src)
+            .is_some_and(|k| k.endpoints().any(|e| e == from));
+        if hops == 0 && straight {
+            self.rendezvous(now, src, dest);
         }
     }
 
-    fn rendezvous(
-        &mut self,
-        now: Time,
-        a: NodeAddress,
-        a_ep: Endpoint,
-        b: NodeAddress,
-        b_ep: Endpoint,
-    ) {
+    /// Sends `a` and `b` each other's endpoints (both families), each at the endpoint
+    /// it is relayed to.
+    fn rendezvous(&mut self, now: Time, a: NodeAddress, b: NodeAddress) {
         let key = if a < b { (a, b) } else { (b, a) };
         if self
             .rendezvous_sent
@@ -594,10 +616,18 @@ impl Root {
             return;
         }
         self.rendezvous_sent.insert(key, now);
-        for (to, to_ep, other, other_ep) in [(a, a_ep, b, b_ep), (b, b_ep, a, a_ep)] {
+        for (to, other) in [(a, b), (b, a)] {
+            let Some(to_ep) = self.nodes.get(&to).and_then(Known::endpoint) else {
+                continue;
+            };
+            let endpoints: Vec<Endpoint> = self
+                .nodes
+                .get(&other)
+                .map(|k| k.endpoints().collect())
+                .unwrap_or_default();
             let msg = Message::Rendezvous {
                 peer: other,
-                endpoints: vec![other_ep],
+                endpoints,
             };
             let mut out = Vec::new();
             if self.table.seal(now, to, &msg, &mut out).is_ok() {
@@ -630,5 +660,37 @@ impl Root {
             _ => &mut self.stats.drop_unknown_session,
         };
         *counter += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(text: &str) -> Endpoint {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_dual_stack_node_is_reached_over_ipv6_until_it_goes_stale() {
+        let t = Time::from_millis(1_000);
+        let mut k = Known::new(t);
+        assert_eq!(k.learn(t, ep("198.51.100.7/9993")), None);
+        assert_eq!(k.endpoint(), Some(ep("198.51.100.7/9993")));
+        k.learn(t, ep("2001:db8::7/9993"));
+        // HELLOs over both families, IPv4 last: IPv6 stays.
+        let later = t + Duration::from_secs(5);
+        k.learn(later, ep("2001:db8::7/9993"));
+        k.learn(later, ep("198.51.100.7/9993"));
+        assert_eq!(k.endpoint(), Some(ep("2001:db8::7/9993")));
+        assert_eq!(k.endpoints().count(), 2);
+        // A NAT rebinding replaces the IPv4 endpoint and says which went.
+        assert_eq!(
+            k.learn(later, ep("198.51.100.7/40000")),
+            Some(ep("198.51.100.7/9993"))
+        );
+        // IPv6 silent while IPv4 goes on: IPv4 takes over.
+        k.learn(later + FAMILY_FRESH * 2, ep("198.51.100.7/40000"));
+        assert_eq!(k.endpoint(), Some(ep("198.51.100.7/40000")));
     }
 }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use super::{RELAY_HOP_LIMIT, Root};
+use super::{Known, RELAY_HOP_LIMIT, Root};
 use crate::crypto::tunnel::REKEY_TIMEOUT;
 use crate::types::{Endpoint, NodeAddress, Time};
 use crate::wire::{Hello, Message, PROTOCOL_VERSION, SOFTWARE_VERSION};
@@ -75,7 +75,7 @@ impl Root {
         for i in 0..self.upstream.len() {
             let u = &self.upstream[i];
             let address = u.address;
-            let known = self.nodes.get(&address).and_then(|k| k.endpoint);
+            let known = self.nodes.get(&address).and_then(Known::endpoint);
             let Some(to) = u.endpoint(known) else {
                 continue;
             };
@@ -155,7 +155,7 @@ impl Root {
             .upstream
             .iter()
             .filter(|u| u.alive(now))
-            .find_map(|u| self.nodes.get(&u.address).and_then(|k| k.endpoint))
+            .find_map(|u| self.nodes.get(&u.address).and_then(Known::endpoint))
         else {
             return false;
         };

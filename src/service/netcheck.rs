@@ -26,10 +26,13 @@
 //! `mappingVariesByDestination` is Tailscale's notion: `true` when two roots saw
 //! different endpoints, `false` when at least two saw the same one, `null` when fewer
 //! than two answered. The port is *preserved* when every root saw our local port.
-//! IPv4 is reachable when a root answered over IPv4 (its observation of us is an IPv4
-//! endpoint); the node binds IPv4 only, so IPv6 is always `false` with a reason.
+//!
+//! A node says HELLO to each root on one path of each address family it lists, so a root
+//! may answer over IPv4 and IPv6. The NAT is judged from the IPv4 answers (NATs are an
+//! IPv4 matter), or from the IPv6 answers when no root answered over IPv4 (an IPv6-only
+//! host; usually no NAT). IPv4 (IPv6) is reachable when a root answered over it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
@@ -37,8 +40,8 @@ use serde::{Serialize, Serializer};
 use crate::node::RootReport;
 use crate::types::{Endpoint, NodeAddress};
 
-/// Why IPv6 is not reachable (the node has no IPv6 socket).
-pub const IPV6_REASON: &str = "the node does not bind IPv6 yet";
+/// Why IPv6 is not reachable when the node could not open an IPv6 socket.
+pub const NO_IPV6_SOCKET: &str = "this host has no IPv6: the node listens on IPv4 only";
 
 /// What [`classify`] works from: the driver gathers it.
 #[derive(Debug, Clone, Copy)]
@@ -48,8 +51,10 @@ pub struct NetcheckInput<'a> {
     pub roots: &'a [RootReport],
     /// The node's UDP port.
     pub local_port: u16,
-    /// The IPv4 addresses of the host's interfaces (the node binds all of them).
-    pub local_addresses: &'a [Ipv4Addr],
+    /// The addresses of the host's interfaces (the node binds all of them).
+    pub local_addresses: &'a [IpAddr],
+    /// True when the node's socket speaks IPv6.
+    pub ipv6_socket: bool,
 }
 
 /// The NAT in front of the node, as far as its roots can tell.
@@ -133,15 +138,15 @@ pub struct Netcheck {
     /// The node's UDP port.
     pub local_port: u16,
     /// The host's interface addresses the check compared the endpoints with.
-    pub local_addresses: Vec<Ipv4Addr>,
+    pub local_addresses: Vec<IpAddr>,
     /// A root answered over IPv4.
     pub ipv4: bool,
     /// Why IPv4 is (not) reachable.
     pub ipv4_reason: String,
-    /// Always false for now.
+    /// A root answered over IPv6.
     pub ipv6: bool,
-    /// Why IPv6 is not reachable.
-    pub ipv6_reason: &'static str,
+    /// Why IPv6 is (not) reachable.
+    pub ipv6_reason: String,
     /// Which peers the node expects to reach directly.
     pub direct_peers: &'static str,
     /// Every root, answering or not.
@@ -167,9 +172,12 @@ pub struct RootCheck {
     /// Round trip of its HELLOs in milliseconds (two decimals).
     #[serde(serialize_with = "millis")]
     pub latency: Option<Duration>,
-    /// Our endpoint as it saw us in its last answer.
+    /// Our endpoint as it saw us in its last answer: over IPv4, else over IPv6.
     #[serde(serialize_with = "display_option")]
     pub observed: Option<Endpoint>,
+    /// Our endpoint as it saw us in its last answer over IPv6.
+    #[serde(serialize_with = "display_option")]
+    pub observed_ipv6: Option<Endpoint>,
     /// Milliseconds since its last answer.
     #[serde(serialize_with = "whole_millis")]
     pub last_answer: Option<Duration>,
@@ -178,42 +186,58 @@ pub struct RootCheck {
 /// Classifies the node's NAT from what its roots saw (see the module documentation).
 pub fn classify(input: NetcheckInput<'_>) -> Netcheck {
     let roots: Vec<RootCheck> = input.roots.iter().map(root_check).collect();
-    let seen: Vec<(NodeAddress, Endpoint)> = roots
+    let answered = |r: &&RootReport| r.alive;
+    let seen_v4: Vec<(NodeAddress, Endpoint)> = input
+        .roots
         .iter()
-        .filter(|r| r.answered)
-        .filter_map(|r| Some((r.address, r.observed?)))
+        .filter(answered)
+        .filter_map(|r| Some((r.address, r.observed_ipv4?)))
         .collect();
-    let mut endpoints: Vec<Endpoint> = Vec::new();
-    for (_, ep) in &seen {
-        if !endpoints.contains(ep) {
-            endpoints.push(*ep);
-        }
-    }
-    let mapping_varies_by_destination = (seen.len() >= 2).then_some(endpoints.len() > 1);
-    let ours = |ep: &Endpoint| {
-        ep.0.port() == input.local_port
-            && matches!(ep.0.ip(), IpAddr::V4(ip) if input.local_addresses.contains(&ip))
+    let seen_v6: Vec<(NodeAddress, Endpoint)> = input
+        .roots
+        .iter()
+        .filter(answered)
+        .filter_map(|r| Some((r.address, r.observed_ipv6?)))
+        .collect();
+    let judged = if seen_v4.is_empty() {
+        &seen_v6
+    } else {
+        &seen_v4
     };
-    let nat = match (endpoints.as_slice(), seen.len()) {
+    let distinct = |seen: &[(NodeAddress, Endpoint)]| {
+        let mut out: Vec<Endpoint> = Vec::new();
+        for (_, ep) in seen {
+            if !out.contains(ep) {
+                out.push(*ep);
+            }
+        }
+        out
+    };
+    let judged_endpoints = distinct(judged);
+    let mapping_varies_by_destination = (judged.len() >= 2).then_some(judged_endpoints.len() > 1);
+    let ours = |ep: &Endpoint| {
+        ep.0.port() == input.local_port && input.local_addresses.contains(&ep.0.ip())
+    };
+    let nat = match (judged_endpoints.as_slice(), judged.len()) {
         ([], _) => Nat::Unknown,
         ([ep], _) if ours(ep) => Nat::None,
         ([_], 1) => Nat::UnknownMapping,
         ([_], _) => Nat::EndpointIndependent,
         _ => Nat::Symmetric,
     };
-    let port_preserved =
-        (!endpoints.is_empty()).then(|| endpoints.iter().all(|e| e.0.port() == input.local_port));
-    let over_ipv4: Vec<String> = seen
-        .iter()
-        .filter(|(_, ep)| ep.0.is_ipv4())
-        .map(|(root, _)| root.to_string())
-        .collect();
-    let ipv4_reason = match over_ipv4.as_slice() {
-        [] if seen.is_empty() => "no root answered".to_string(),
-        [] => "no root answered over IPv4".to_string(),
-        [one] => format!("root {one} answered over IPv4"),
-        many => format!("roots {} answered over IPv4", many.join(", ")),
+    let port_preserved = (!judged_endpoints.is_empty()).then(|| {
+        judged_endpoints
+            .iter()
+            .all(|e| e.0.port() == input.local_port)
+    });
+    let nobody = seen_v4.is_empty() && seen_v6.is_empty();
+    let ipv4_reason = reachability("IPv4", &seen_v4, nobody);
+    let ipv6_reason = match input.ipv6_socket {
+        false => NO_IPV6_SOCKET.to_string(),
+        true => reachability("IPv6", &seen_v6, nobody),
     };
+    let mut endpoints = distinct(&seen_v4);
+    endpoints.extend(distinct(&seen_v6));
     Netcheck {
         endpoints,
         mapping_varies_by_destination,
@@ -222,12 +246,23 @@ pub fn classify(input: NetcheckInput<'_>) -> Netcheck {
         port_preserved,
         local_port: input.local_port,
         local_addresses: input.local_addresses.to_vec(),
-        ipv4: !over_ipv4.is_empty(),
+        ipv4: !seen_v4.is_empty(),
         ipv4_reason,
-        ipv6: false,
-        ipv6_reason: IPV6_REASON,
+        ipv6: !seen_v6.is_empty() && input.ipv6_socket,
+        ipv6_reason,
         direct_peers: nat.direct_peers(),
         roots,
+    }
+}
+
+/// Why `family` is (not) reachable, from the roots that answered over it.
+fn reachability(family: &str, seen: &[(NodeAddress, Endpoint)], nobody: bool) -> String {
+    let names: Vec<String> = seen.iter().map(|(root, _)| root.to_string()).collect();
+    match names.as_slice() {
+        [] if nobody => "no root answered".to_string(),
+        [] => format!("no root answered over {family}"),
+        [one] => format!("root {one} answered over {family}"),
+        many => format!("roots {} answered over {family}", many.join(", ")),
     }
 }
 
@@ -237,9 +272,10 @@ fn root_check(r: &RootReport) -> RootCheck {
         role: r.role.as_str(),
         endpoints: r.endpoints.clone(),
         alive: r.alive,
-        answered: r.alive && r.observed.is_some(),
+        answered: r.alive && (r.observed_ipv4.is_some() || r.observed_ipv6.is_some()),
         latency: r.latency,
-        observed: r.observed,
+        observed: r.observed_ipv4.or(r.observed_ipv6),
+        observed_ipv6: r.observed_ipv6,
         last_answer: r.last_answer,
     }
 }
@@ -284,8 +320,9 @@ mod tests {
     use serde_json::json;
 
     const LOCAL_PORT: u16 = 9993;
-    const PRIVATE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
-    const PUBLIC: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 21);
+    const PRIVATE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 10));
+    const PUBLIC: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(198, 51, 100, 21));
+    const PUBLIC6: IpAddr = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, 0x21));
 
     fn ep(text: &str) -> Endpoint {
         text.parse().unwrap()
@@ -298,16 +335,18 @@ mod tests {
             endpoints: vec![ep(&format!("203.0.113.{n}/9993"))],
             alive: observed.is_some(),
             latency: observed.map(|_| Duration::from_micros(1_234 * n)),
-            observed: observed.map(ep),
+            observed_ipv4: observed.map(ep).filter(|e| e.0.is_ipv4()),
+            observed_ipv6: observed.map(ep).filter(|e| e.0.is_ipv6()),
             last_answer: observed.map(|_| Duration::from_millis(40)),
         }
     }
 
-    fn check(roots: &[RootReport], local: &[Ipv4Addr]) -> Netcheck {
+    fn check(roots: &[RootReport], local: &[IpAddr]) -> Netcheck {
         classify(NetcheckInput {
             roots,
             local_port: LOCAL_PORT,
             local_addresses: local,
+            ipv6_socket: true,
         })
     }
 
@@ -317,7 +356,7 @@ mod tests {
             root(1, Some("198.51.100.21/9993")),
             root(2, Some("198.51.100.21/9993")),
         ];
-        let n = check(&roots, &[Ipv4Addr::LOCALHOST, PUBLIC]);
+        let n = check(&roots, &[IpAddr::from([127, 0, 0, 1]), PUBLIC]);
         assert_eq!(n.nat, Nat::None);
         assert_eq!(n.mapping_varies_by_destination, Some(false));
         assert_eq!(n.port_preserved, Some(true));
@@ -417,10 +456,51 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_is_never_reachable_yet() {
-        let n = check(&[root(1, Some("198.51.100.21/9993"))], &[PUBLIC]);
+    fn an_ipv6_only_host_is_judged_from_its_ipv6_answers() {
+        let roots = [
+            root(1, Some("2001:db8:5::21/9993")),
+            root(2, Some("2001:db8:5::21/9993")),
+        ];
+        let n = check(&roots, &[PUBLIC6]);
+        assert_eq!(n.nat, Nat::None);
+        assert!(n.ipv6 && !n.ipv4, "{n:?}");
+        assert_eq!(n.ipv4_reason, "no root answered over IPv4");
+        assert!(
+            n.ipv6_reason.ends_with("answered over IPv6"),
+            "{}",
+            n.ipv6_reason
+        );
+        assert_eq!(n.roots[0].observed, Some(ep("2001:db8:5::21/9993")));
+    }
+
+    #[test]
+    fn a_dual_stack_host_is_judged_from_its_ipv4_answers() {
+        let mut both = root(1, Some("198.51.100.21/40001"));
+        both.observed_ipv6 = Some(ep("2001:db8:5::21/9993"));
+        let roots = [both, root(2, Some("198.51.100.21/52002"))];
+        let n = check(&roots, &[PRIVATE, PUBLIC6]);
+        assert_eq!(n.nat, Nat::Symmetric, "IPv4 decides");
+        assert!(n.ipv4 && n.ipv6);
+        assert_eq!(
+            n.ipv6_reason,
+            format!("root {} answered over IPv6", roots[0].address)
+        );
+        assert_eq!(n.endpoints.len(), 3, "v4 endpoints, then v6");
+        assert!(n.endpoints[2].0.is_ipv6());
+        assert_eq!(n.roots[0].observed, Some(ep("198.51.100.21/40001")));
+        assert_eq!(n.roots[0].observed_ipv6, Some(ep("2001:db8:5::21/9993")));
+    }
+
+    #[test]
+    fn without_an_ipv6_socket_ipv6_says_why() {
+        let n = classify(NetcheckInput {
+            roots: &[root(1, Some("198.51.100.21/9993"))],
+            local_port: LOCAL_PORT,
+            local_addresses: &[PUBLIC],
+            ipv6_socket: false,
+        });
         assert!(!n.ipv6);
-        assert_eq!(n.ipv6_reason, IPV6_REASON);
+        assert_eq!(n.ipv6_reason, NO_IPV6_SOCKET);
     }
 
     #[test]
@@ -441,13 +521,14 @@ mod tests {
         assert_eq!(v["localAddresses"], json!(["192.0.2.10"]));
         assert_eq!(v["ipv4"], json!(true));
         assert_eq!(v["ipv6"], json!(false));
-        assert_eq!(v["ipv6Reason"], json!(IPV6_REASON));
+        assert_eq!(v["ipv6Reason"], json!("no root answered over IPv6"));
         let r = &v["roots"][1];
         assert_eq!(r["address"], json!(roots[1].address.to_string()));
         assert_eq!(r["role"], json!("PLANET"));
         assert_eq!(r["endpoints"], json!(["203.0.113.2/9993"]));
         assert_eq!(r["latency"], json!(2.47));
         assert_eq!(r["observed"], json!("198.51.100.21/52002"));
+        assert_eq!(r["observedIpv6"], json!(null));
         assert_eq!(r["lastAnswer"], json!(40));
         assert_eq!(r["answered"], json!(true));
         let none = serde_json::to_value(check(&[root(1, None)], &[PRIVATE])).unwrap();

@@ -11,7 +11,9 @@
 //!
 //! Every UDP datagram starts with a 12-byte header sent in clear, so a root can relay
 //! a packet by looking only at the destination, without any key. All integers on the
-//! wire are big-endian.
+//! wire are big-endian. Over the TCP fallback (a node whose UDP is blocked, to a root's
+//! TCP port 443; `io::tcp`) the same datagrams travel as a 2-byte length followed by
+//! the datagram's bytes, nothing else added.
 //!
 //! ```text
 //! 0        1        2                                      7                                      12
@@ -102,6 +104,8 @@
 //!                                other: raw bytes (rest)
 //! 0x04  Whois                  count 1 | count × node address 5
 //! 0x05  Rendezvous             peer address 5 | count 1 | count × endpoint
+//!                              (a root sends the peer's last endpoint of each
+//!                              family it heard from: one or two)
 //! 0x06  Frame                  network id 8 | flags 1 | Ethernet frame (rest:
 //!                              dst mac 6 | src mac 6 | ethertype 2 | payload);
 //!                              flags bit 0: FRAME_FORWARDED (a rule's copy or

@@ -323,15 +323,24 @@ impl Testbed {
     /// Writes a signed planet naming `roots` at their hosts' addresses
     /// (`skylan idtool mkplanet`) and returns its path.
     pub fn make_planet(&self, roots: &[&RootSpec]) -> Result<PathBuf> {
+        let at: Vec<(&RootSpec, Vec<String>)> = roots
+            .iter()
+            .map(|r| (*r, vec![format!("{}/{}", r.host.ip, r.port)]))
+            .collect();
+        self.make_planet_at(&at)
+    }
+
+    /// Writes a signed planet naming each root at the given endpoints (`IP/PORT`, of
+    /// either family) and returns its path.
+    pub fn make_planet_at(&self, roots: &[(&RootSpec, Vec<String>)]) -> Result<PathBuf> {
         let out_path = self.dir().join("planet");
         let mut cmd = Command::new(skylan_bin());
         cmd.args(["idtool", "mkplanet"]);
-        for r in roots {
+        for (r, endpoints) in roots {
             let spec = format!(
-                "{}@{}/{}",
+                "{}@{}",
                 r.home.join("identity.public").display(),
-                r.host.ip,
-                r.port
+                endpoints.join(",")
             );
             cmd.arg("--root").arg(spec);
         }

@@ -278,6 +278,8 @@ mod tests {
             address: ME.parse().unwrap(),
             public_identity: String::new(),
             udp_port: 9993,
+            ipv6: false,
+            tcp: tokio::sync::watch::channel(None).1,
             home: std::path::PathBuf::new(),
             controller: None,
         }

@@ -51,11 +51,12 @@ use super::controller::wall_clock;
 use super::metrics::{self, NodeMetrics};
 use super::{ApiError, JsonObject, with_ignored};
 use crate::io::handle::{NetworkView, NodeCommand, NodeHandle, PingResult, SetNetworkError};
+use crate::io::interfaces;
 use crate::node::network::NetworkStatus;
 use crate::node::{Link, PeerInfo, RootReport};
 use crate::service::netcheck::{self, NetcheckInput};
 use crate::service::optin::{Changes, Managed, Setting, Skipped};
-use crate::types::{NetworkId, NodeAddress};
+use crate::types::{Endpoint, NetworkId, NodeAddress};
 use crate::wire::SoftwareVersion;
 
 /// Bytes a frame loses to headers when it travels in one datagram: Data prefix, tag,
@@ -93,12 +94,14 @@ async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Api
     let s = node.ask(NodeCommand::Status).await.ok_or_else(stopped)?;
     let v = crate::wire::SOFTWARE_VERSION;
     let surface: Vec<String> = s.surface.map(|e| vec![e.to_string()]).unwrap_or_default();
+    let tcp = *node.tcp.borrow();
     Ok(axum::Json(json!({
         "address": s.address.to_string(),
         "publicIdentity": node.public_identity,
         "online": s.online,
         "offlineReason": s.offline_reason,
-        "tcpFallbackActive": false,
+        "tcpFallbackActive": tcp.is_some(),
+        "tcpFallbackRoot": tcp.map(|e| e.to_string()),
         "version": version_string(v),
         "versionMajor": v.major,
         "versionMinor": v.minor,
@@ -113,7 +116,10 @@ async fn status(State(node): State<NodeHandle>) -> Result<impl IntoResponse, Api
             "forceTcpRelay": false,
             "portMappingEnabled": false,
             "homeDir": node.home.display().to_string(),
-            "listeningOn": [format!("0.0.0.0/{}", node.udp_port)],
+            "listeningOn": [match node.ipv6 {
+                true => format!("::/{}", node.udp_port),
+                false => format!("0.0.0.0/{}", node.udp_port),
+            }],
             "surfaceAddresses": surface,
             "softwareUpdate": "disable",
             "softwareUpdateChannel": "release",
@@ -158,41 +164,16 @@ async fn netcheck(State(node): State<NodeHandle>) -> Result<impl IntoResponse, A
         }
         tokio::time::sleep(NETCHECK_POLL).await;
     };
-    let local = local_ipv4_addresses();
+    let local: Vec<std::net::IpAddr> = interfaces::interface_addresses()
+        .into_iter()
+        .map(|a| a.ip)
+        .collect();
     Ok(axum::Json(netcheck::classify(NetcheckInput {
         roots: &roots,
         local_port: node.udp_port,
         local_addresses: &local,
+        ipv6_socket: node.ipv6,
     })))
-}
-
-/// The IPv4 addresses of the host's interfaces (`getifaddrs`); empty when it fails.
-fn local_ipv4_addresses() -> Vec<std::net::Ipv4Addr> {
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: `list` is a valid place for getifaddrs to store the head of the list it
-    // allocates; on failure it stores nothing and we return.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    let mut cur = list;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, freed only below.
-        let ifa = unsafe { &*cur };
-        // SAFETY: a non-null `ifa_addr` points to a sockaddr whose `sa_family` says its
-        // type; an AF_INET one is a `sockaddr_in`.
-        let addr = (!ifa.ifa_addr.is_null()
-            && i32::from(unsafe { (*ifa.ifa_addr).sa_family }) == libc::AF_INET)
-            .then(|| unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() });
-        if let Some(sin) = addr {
-            out.push(std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `list` came from getifaddrs and is freed once; nothing borrowed from it
-    // outlives this call.
-    unsafe { libc::freeifaddrs(list) };
-    out
 }
 
 async fn peers(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiError> {
@@ -200,7 +181,7 @@ async fn peers(State(node): State<NodeHandle>) -> Result<impl IntoResponse, ApiE
     let now = wall_clock().as_millis();
     Ok(axum::Json(Value::Array(
         list.iter()
-            .map(|p| peer_json(p, now, node.udp_port))
+            .map(|p| peer_json(p, now, node.udp_port, *node.tcp.borrow()))
             .collect(),
     )))
 }
@@ -214,7 +195,7 @@ async fn peer(
     let now = wall_clock().as_millis();
     list.iter()
         .find(|p| p.address == address)
-        .map(|p| axum::Json(peer_json(p, now, node.udp_port)))
+        .map(|p| axum::Json(peer_json(p, now, node.udp_port, *node.tcp.borrow())))
         .ok_or_else(|| ApiError::NotFound(format!("no peer {address}")))
 }
 
@@ -411,7 +392,9 @@ fn parse_address(text: &str) -> Result<NodeAddress, ApiError> {
 /// `role`, `isBonded`, `tunneled`, `paths[]` with `trustedPathId`, `localSocket`,
 /// `localPort`), plus `link`, `relay`, `session`, `cipher` and `mtu`. `local_port` is
 /// the node's UDP port: every path leaves from it.
-fn peer_json(p: &PeerInfo, now_ms: u64, local_port: u16) -> Value {
+/// One peer as `GET /peer` shows it; `tcp` is the root endpoint the TCP fallback
+/// carries, whose path is marked `"transport": "tcp"` (and its peer `tunneled`).
+fn peer_json(p: &PeerInfo, now_ms: u64, local_port: u16, tcp: Option<Endpoint>) -> Value {
     let (kind, via) = link_fields(p.link);
     let preferred = match p.link {
         Some(Link::Direct(ep)) => Some(ep),
@@ -439,11 +422,12 @@ fn peer_json(p: &PeerInfo, now_ms: u64, local_port: u16) -> Value {
             "trustedPathId": 0,
             "localSocket": 0,
             "localPort": local_port,
+            "transport": if Some(*ep) == tcp { "tcp" } else { "udp" },
         })).collect::<Vec<_>>(),
         "lastSend": ago(p.last_tx),
         "lastReceive": ago(p.last_rx),
         "isBonded": false,
-        "tunneled": false,
+        "tunneled": tcp.is_some_and(|t| p.paths.iter().any(|(ep, alive)| *alive && *ep == t)),
         "session": p.session,
         "cipher": p.cipher.map(|c| c.as_str()),
         "mtu": p.path_mtu.saturating_sub(PER_FRAME_OVERHEAD),

@@ -54,14 +54,10 @@ impl Control {
             self.hello_roots_now(now);
             return;
         }
-        let Some(path) = p
-            .paths
-            .iter_mut()
-            .filter(|x| x.alive(now))
-            .max_by_key(|x| x.last_rx)
-        else {
+        let Some(best) = p.best_path_index(now) else {
             return;
         };
+        let path = &mut p.paths[best];
         let quiet = path.last_rx.is_some_and(|rx| now.since(rx) >= PATH_QUIET);
         let sent_since = path.last_tx > path.last_rx;
         if quiet && sent_since && relayed_rx > path.last_rx {

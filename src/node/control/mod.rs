@@ -630,11 +630,13 @@ impl Control {
                 if let Some(p) = self.peers.get_mut(&peer) {
                     p.version = Some(ok.version);
                     p.record_rtt(direct.then_some(from), rtt);
-                    if from_root {
-                        p.observed = Some(ok.observed);
+                    if let Some(path) = p.path_mut(from).filter(|_| from_root && direct) {
+                        path.observed = Some(ok.observed);
                     }
                 }
-                if from_root && self.best_root(now) == Some(peer) {
+                // What `info` shows: how the best root sees us on the path we use.
+                let on_route = self.route_to(now, peer).is_some_and(|(_, ep)| ep == from);
+                if from_root && on_route && self.best_root(now) == Some(peer) {
                     self.surface = Some(ok.observed);
                 }
             }

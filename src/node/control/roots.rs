@@ -42,8 +42,11 @@ pub struct RootReport {
     pub alive: bool,
     /// Smoothed round-trip time of its HELLOs.
     pub latency: Option<Duration>,
-    /// Our endpoint as this root saw it in its last HELLO answer.
-    pub observed: Option<Endpoint>,
+    /// Our endpoint as this root saw it in its last HELLO answer over IPv4 (on a path
+    /// that is alive).
+    pub observed_ipv4: Option<Endpoint>,
+    /// Likewise over IPv6.
+    pub observed_ipv6: Option<Endpoint>,
     /// Time since it last answered.
     pub last_answer: Option<Duration>,
 }
@@ -52,6 +55,15 @@ pub struct RootReport {
 fn unanswered_probe(p: &Peer) -> Option<Time> {
     p.probe_since
         .filter(|since| p.last_rx.is_none_or(|rx| rx < *since))
+}
+
+/// Our endpoint as the root saw it on its alive path of one family.
+fn observed(p: &Peer, now: Time, ipv6: bool) -> Option<Endpoint> {
+    p.paths
+        .iter()
+        .filter(|x| x.endpoint.0.is_ipv6() == ipv6 && x.alive(now))
+        .max_by_key(|x| x.last_rx)?
+        .observed
 }
 
 /// True while the root answers (see the module documentation).
@@ -70,6 +82,11 @@ impl Control {
             surface: self.surface,
             world: (self.worlds.planet.id, self.worlds.planet.timestamp),
         }
+    }
+
+    /// True while a root answers.
+    pub fn online(&self, now: Time) -> bool {
+        self.best_root(now).is_some()
     }
 
     /// Why no root is alive, in words, or `None` while one is.
@@ -115,18 +132,21 @@ impl Control {
                     endpoints: self.configured_endpoints(address),
                     alive: root_alive(p, now),
                     latency: p.latency,
-                    observed: p.observed,
+                    observed_ipv4: observed(p, now, false),
+                    observed_ipv6: observed(p, now, true),
                     last_answer: p.last_rx.map(|t| now.since(t)),
                 })
             })
             .collect()
     }
 
-    /// Sends every root a HELLO now (for `netcheck`), whatever their schedule.
+    /// Sends every root a HELLO now (for `netcheck`, and when the TCP fallback opens),
+    /// whatever their schedule; a root without a session gets a new handshake at once.
     pub fn hello_roots_now(&mut self, now: Time) {
         for root in self.roots.clone() {
             if let Some(p) = self.peers.get_mut(&root) {
                 p.last_hello = None;
+                p.last_handshake = None;
             }
             self.hello_root(now, root);
         }
@@ -214,8 +234,36 @@ impl Control {
             self.start_handshake(now, root);
             return;
         }
+        let main = self.route_to(now, root).map(|(_, ep)| ep);
+        let other = main.and_then(|ep| self.other_family_path(now, root, ep));
+        for ep in main.into_iter().chain(other) {
+            if let Some(path) = self.peers.get_mut(&root).and_then(|p| p.path_mut(ep)) {
+                if path.unanswered_probe().is_none() {
+                    path.probe_since = Some(now);
+                }
+            }
+        }
         let hello = self.hello(now);
         self.send_message(now, root, &hello);
+        if let Some(ep) = other {
+            self.hello_via(now, root, Some(ep));
+        }
+    }
+
+    /// The root's path of the other address family than `main`'s, to say HELLO on as
+    /// well: the one heard from last, else the one tried least recently. So each family
+    /// keeps a measured path (and an observed endpoint, for `netcheck`), and traffic
+    /// moves to the other family when one stops answering.
+    fn other_family_path(&self, now: Time, root: NodeAddress, main: Endpoint) -> Option<Endpoint> {
+        let p = self.peers.get(&root)?;
+        let other = |x: &&Path| x.endpoint.0.is_ipv6() != main.0.is_ipv6();
+        p.paths
+            .iter()
+            .filter(other)
+            .filter(|x| x.alive(now))
+            .max_by_key(|x| x.last_rx)
+            .or_else(|| p.paths.iter().filter(other).min_by_key(|x| x.last_tx))
+            .map(|x| x.endpoint)
     }
 
     /// Reports going offline or back online, once each.
