@@ -29,9 +29,6 @@ pub const CANDIDATE_EXPIRE: Duration = Duration::from_secs(30);
 /// At most this many paths per peer (a RENDEZVOUS endpoint, a few pushed LAN endpoints
 /// and the paths learned from traffic).
 pub const MAX_PATHS: usize = 8;
-/// IPv6 carries a peer's traffic unless its round trip is longer than IPv4's by more
-/// than this (and a quarter of IPv4's); see [`Peer::best_path_index`].
-pub const FAMILY_MARGIN: Duration = Duration::from_millis(5);
 /// At most this many messages wait for a session to a peer; older ones are dropped.
 pub const MAX_QUEUED: usize = 64;
 /// A peer that carried user traffic (frames, pings) within this long is *active*: it
@@ -202,10 +199,14 @@ impl Peer {
 
     /// Where in `paths` the best alive path is. Within each address family the path
     /// heard from most recently wins (it follows roaming and NAT rebinding). Between the
-    /// families IPv6 wins (no NAT on the way, usually), unless both round trips are
-    /// measured and IPv6's is longer than IPv4's by more than [`FAMILY_MARGIN`] and a
-    /// quarter: so a dual-stack pair settles on one family on both sides and stays
-    /// there, instead of following whichever packet came last.
+    /// families an alive IPv6 path wins (no NAT on the way, usually; ZeroTier and Happy
+    /// Eyeballs prefer it too), so a dual-stack pair settles on one family on both sides
+    /// and stays there instead of following whichever packet came last; IPv4 carries the
+    /// traffic when IPv6 stops answering (`control::liveness` gives the path up).
+    ///
+    /// Round trips do not decide: the path not in use is not measured any more, so its
+    /// last sample (often the first, taken while the pair was still setting up) would
+    /// decide forever.
     pub fn best_path_index(&self, now: Time) -> Option<usize> {
         let newest = |v6: bool| {
             self.paths
@@ -215,13 +216,7 @@ impl Peer {
                 .max_by_key(|(_, p)| p.last_rx)
                 .map(|(i, _)| i)
         };
-        match (newest(false), newest(true)) {
-            (Some(v4), Some(v6)) => match (self.paths[v4].latency, self.paths[v6].latency) {
-                (Some(l4), Some(l6)) if l6 > l4 + FAMILY_MARGIN + l4 / 4 => Some(v4),
-                _ => Some(v6),
-            },
-            (v4, v6) => v6.or(v4),
-        }
+        newest(true).or_else(|| newest(false))
     }
 
     /// Records an authenticated packet received directly from `endpoint`.
@@ -375,7 +370,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_wins_unless_clearly_slower_whatever_came_last() {
+    fn an_alive_ipv6_path_wins_whatever_came_last() {
         let v6 = |port: u16| -> Endpoint { format!("2001:db8::1/{port}").parse().unwrap() };
         let mut p = Peer::new(Role::Leaf);
         let t = Time::from_millis(1000);
@@ -383,29 +378,20 @@ mod tests {
         p.learn_path(t + Duration::from_millis(1), ep(1));
         let at = t + Duration::from_millis(2);
         assert_eq!(p.best_path(at).unwrap().endpoint, v6(1), "v4 heard last");
-        p.learn_path(at, v6(1));
-        p.learn_path(at, ep(1));
-        // Similar round trips: IPv6 stays.
+        // A slow sample on IPv6 does not move it.
         p.record_rtt(Some(ep(1)), Duration::from_millis(10));
-        p.record_rtt(Some(v6(1)), Duration::from_millis(14));
+        p.record_rtt(Some(v6(1)), Duration::from_millis(400));
         assert_eq!(p.best_path(at).unwrap().endpoint, v6(1));
-        // IPv6 much slower: IPv4 carries the traffic.
-        p.paths
-            .iter_mut()
-            .find(|x| x.endpoint == v6(1))
-            .unwrap()
-            .latency = Some(Duration::from_millis(40));
-        assert_eq!(p.best_path(at).unwrap().endpoint, ep(1));
-        // Within a family the most recent path still wins.
-        p.learn_path(at + Duration::from_millis(1), ep(2));
-        p.record_rtt(Some(ep(2)), Duration::from_millis(10));
-        assert_eq!(
-            p.best_path(at + Duration::from_millis(1)).unwrap().endpoint,
-            ep(2)
-        );
-        // A dead IPv4 leaves IPv6.
-        p.paths.retain(|x| x.endpoint.0.is_ipv6());
-        assert_eq!(p.best_path(at).unwrap().endpoint, v6(1));
+        // IPv6 given up (unanswered probes): IPv4 carries the traffic, and within a
+        // family the most recent path wins.
+        p.path_mut(v6(1)).unwrap().give_up(at);
+        let later = at + Duration::from_millis(1);
+        p.learn_path(later, ep(2));
+        assert_eq!(p.best_path(later).unwrap().endpoint, ep(2));
+        // IPv6 heard again: back to it.
+        let again = later + Duration::from_millis(1);
+        p.learn_path(again, v6(1));
+        assert_eq!(p.best_path(again).unwrap().endpoint, v6(1));
     }
 
     #[test]

@@ -6,10 +6,11 @@
 //! costs a proof of work), so meshes are cheap to build and every run is identical.
 //! Addresses: roots 198.51.100.1.., public nodes 198.51.100.101.., NAT public sides
 //! 203.0.113.1.., hosts behind NATs 192.0.2.2 (several behind one shared NAT:
-//! 192.0.2.2, 192.0.2.3, ...).
+//! 192.0.2.2, 192.0.2.3, ...). Dual-stack hosts also have 2001:db8:5::<the same last
+//! number> ([`Mesh::build_dual_stack`], [`Placement::DualStack`]).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -26,6 +27,11 @@ use crate::world::{RootSpec, World, WorldKind, WorldTemplate};
 
 /// The UDP port every simulated host uses.
 pub const PORT: u16 = 9993;
+
+/// A dual-stack host's IPv6 address: 2001:db8:5::`last`.
+pub fn ipv6_of(last: u8) -> IpAddr {
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 5, 0, 0, 0, 0, u16::from(last)))
+}
 
 static POOL: &str = include_str!("test_identities.txt");
 
@@ -57,6 +63,8 @@ pub fn test_identity(i: usize) -> Identity {
 pub enum Placement {
     /// A public address.
     Public,
+    /// A public IPv4 address and a public IPv6 address.
+    DualStack,
     /// Behind its own NAT of this kind.
     Behind(NatKind),
     /// Behind a NAT of this kind shared by every node placed with the same LAN number:
@@ -91,6 +99,26 @@ impl Mesh {
         nodes: &[Placement],
         link: AccessLink,
     ) -> Mesh {
+        Mesh::build_inner(seed, root_links, nodes, link, false)
+    }
+
+    /// [`Mesh::build`] with roots on IPv4 and IPv6, each listed in the planet at both.
+    pub fn build_dual_stack(
+        seed: u64,
+        root_links: &[AccessLink],
+        nodes: &[Placement],
+        link: AccessLink,
+    ) -> Mesh {
+        Mesh::build_inner(seed, root_links, nodes, link, true)
+    }
+
+    fn build_inner(
+        seed: u64,
+        root_links: &[AccessLink],
+        nodes: &[Placement],
+        link: AccessLink,
+        dual_stack: bool,
+    ) -> Mesh {
         let mut sim = Sim::new(seed);
         let mut next_identity = 0;
         let mut specs = Vec::new();
@@ -99,9 +127,13 @@ impl Mesh {
             let identity = test_identity(next_identity);
             next_identity += 1;
             let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1 + i as u8));
+            let mut endpoints = vec![Endpoint((ip, PORT).into())];
+            if dual_stack {
+                endpoints.push(Endpoint((ipv6_of(1 + i as u8), PORT).into()));
+            }
             specs.push(RootSpec {
                 identity: identity.public().clone(),
-                endpoints: vec![Endpoint((ip, PORT).into())],
+                endpoints,
             });
             root_ids.push(identity);
         }
@@ -111,7 +143,11 @@ impl Mesh {
             let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1 + i as u8));
             let seed = seed_bytes(sim.fork_seed());
             let root = Root::new(identity, Some(&world), seed, sim.now());
-            roots.push(sim.add_host(root, ip, PORT, *rl, None));
+            let id = sim.add_host(root, ip, PORT, *rl, None);
+            if dual_stack {
+                sim.add_ipv6(id, ipv6_of(1 + i as u8));
+            }
+            roots.push(id);
         }
         let mut mesh = Mesh {
             sim,
@@ -200,6 +236,12 @@ impl Mesh {
                 let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 101 + n as u8));
                 self.sim.add_host(host, ip, PORT, link, None)
             }
+            Placement::DualStack => {
+                let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 101 + n as u8));
+                let id = self.sim.add_host(host, ip, PORT, link, None);
+                self.sim.add_ipv6(id, ipv6_of(101 + n as u8));
+                id
+            }
             Placement::Behind(kind) => {
                 let public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1 + n as u8));
                 let nat = self.sim.add_nat(kind, public);
@@ -228,10 +270,10 @@ impl Mesh {
     /// push it to the peers they talk to (PushDirectPaths).
     pub fn announce_local_endpoints(&mut self) {
         for id in self.nodes.clone() {
-            let local = self.sim.endpoint(id);
-            self.sim.with_host::<NodeHost, _>(id, |h, now| {
-                h.node.set_local_endpoints(now, vec![local])
-            });
+            let mut local = vec![self.sim.endpoint(id)];
+            local.extend(self.sim.endpoint_v6(id));
+            self.sim
+                .with_host::<NodeHost, _>(id, |h, now| h.node.set_local_endpoints(now, local));
         }
     }
 

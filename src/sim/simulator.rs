@@ -11,7 +11,11 @@
 //!   so its transmits are always drained and its timer re-read before the next event.
 //! - Each host has at most one valid timer event: the one at the host's `timer_at`.
 //!   Other timer entries in the heap are stale and skipped when they pop.
-//! - The socket registry holds exactly one entry per host, keyed by (realm, address).
+//! - The socket registry holds one entry per host, keyed by (realm, address), and one
+//!   more for a public host's IPv6 socket ([`Sim::add_ipv6`]).
+//! - A dual-stack host sends from the socket of the destination's family (as a kernel
+//!   picks the source address); a datagram to an IPv6 endpoint from a host without one
+//!   is unroutable.
 
 use std::any::Any;
 use std::fmt;
@@ -75,6 +79,10 @@ struct Slot {
     timer_at: Option<Time>,
     /// Bumped when the host moves, so datagrams addressed to its old socket are dropped.
     epoch: u32,
+    /// A public host's second socket, on an IPv6 address (dual stack).
+    v6: Option<SocketAddr>,
+    /// False while the host's IPv6 is cut (nothing in or out over it).
+    v6_up: bool,
     stats: HostStats,
 }
 
@@ -158,10 +166,39 @@ impl Sim {
             dirty: false,
             timer_at: None,
             epoch: 0,
+            v6: None,
+            v6_up: true,
             stats: HostStats::default(),
         });
         self.mark_dirty(id);
         id
+    }
+
+    /// Gives the public host `id` a second socket at `ip` (IPv6) and its port: it then
+    /// speaks both families (see the module invariants).
+    ///
+    /// # Panics
+    /// If the host is behind a NAT, already has one, `ip` is not IPv6, or it is taken.
+    pub fn add_ipv6(&mut self, id: HostId, ip: IpAddr) {
+        let slot = self.slot(id);
+        assert!(
+            ip.is_ipv6() && slot.behind.is_none() && slot.v6.is_none() && slot.addr.is_ipv4(),
+            "{id}: only a public IPv4 host gets one IPv6 address ({ip})"
+        );
+        let addr = SocketAddr::new(ip, slot.addr.port());
+        self.register(id, addr, None);
+        self.slot_mut(id).v6 = Some(addr);
+    }
+
+    /// The host's IPv6 socket, if it has one.
+    pub fn endpoint_v6(&self, id: HostId) -> Option<Endpoint> {
+        self.slot(id).v6.map(Endpoint)
+    }
+
+    /// Cuts (`false`) or restores (`true`) the host's IPv6: datagrams over it, both ways
+    /// and already in flight, are dropped (counted as partitioned). IPv4 is untouched.
+    pub fn set_ipv6_up(&mut self, id: HostId, up: bool) {
+        self.slot_mut(id).v6_up = up;
     }
 
     /// The host `id`, as its concrete type.
@@ -557,11 +594,25 @@ impl Sim {
         self.stats.sent += 1;
         let slot = &mut self.hosts[id.index()];
         slot.stats.sent += 1;
-        let (src, link, behind, up) = (slot.addr, slot.link, slot.behind, slot.up);
+        let (mut src, link, behind, up) = (slot.addr, slot.link, slot.behind, slot.up);
         let Transmit {
             destination: to,
             contents: bytes,
         } = transmit;
+        if to.0.is_ipv6() != src.is_ipv6() {
+            match slot.v6.filter(|_| to.0.is_ipv6()) {
+                Some(_) if !slot.v6_up => {
+                    self.stats.partitioned += 1;
+                    return;
+                }
+                Some(v6) => src = v6,
+                None => {
+                    self.stats.unroutable += 1;
+                    tracing::trace!(target: "skylan::sim", %id, %to, "dropped: no address of that family");
+                    return;
+                }
+            }
+        }
         if !up {
             self.stats.down_dropped += 1;
             tracing::trace!(target: "skylan::sim", %id, %to, "dropped: sender is down");
@@ -695,12 +746,16 @@ impl Sim {
             !self.partitions.is_empty()
                 && self.partitions.contains(&(sender.min(id), sender.max(id)))
         });
-        if cut {
+        let v6_cut = datagram.to.0.is_ipv6() && !slot.addr.is_ipv6() && !slot.v6_up;
+        if cut || v6_cut {
             self.stats.partitioned += 1;
             return;
         }
         self.stats.delivered += 1;
-        let local = Endpoint(slot.addr);
+        let local = match slot.v6 {
+            Some(v6) if datagram.to.0.is_ipv6() => Endpoint(v6),
+            _ => Endpoint(slot.addr),
+        };
         self.trace = trace_delivery(self.trace, now, id, &datagram);
         let slot = &mut self.hosts[id.index()];
         slot.stats.received += 1;
