@@ -187,6 +187,8 @@ pub struct NodeDriver {
     tcp_events: (mpsc::Sender<TcpEvent>, mpsc::Receiver<TcpEvent>),
     /// The TCP root's endpoint while the fallback is on, for `info` and `peers`.
     tcp_shown: watch::Sender<Option<Endpoint>>,
+    /// The TCP fallback's connection while it is on.
+    tcp_link: Option<TcpLink>,
 }
 
 impl NodeDriver {
@@ -295,6 +297,7 @@ impl NodeDriver {
                 fallback: Fallback::default(),
                 tcp_events: mpsc::channel(1024),
                 tcp_shown,
+                tcp_link: None,
             },
             handle,
         ))
@@ -373,7 +376,7 @@ impl NodeDriver {
     fn drive_fallback(&mut self) -> bool {
         let now = self.clock.now();
         if self.io.take_udp_from_tcp_root() && self.fallback.udp_answered() {
-            if let Some(link) = self.io.tcp() {
+            if let Some(link) = &self.tcp_link {
                 tracing::info!(root = %link.peer(), "UDP works again: TCP fallback off");
             }
             self.set_tcp(None);
@@ -414,7 +417,7 @@ impl NodeDriver {
     fn on_tcp(&mut self, event: TcpEvent) {
         let now = self.clock.now();
         match event {
-            TcpEvent::Opened(link) if self.io.tcp().is_none() => {
+            TcpEvent::Opened(link) if self.tcp_link.is_none() => {
                 tracing::info!(root = %link.peer(), "TCP fallback on: root traffic goes over TCP");
                 self.fallback.connected(now);
                 self.set_tcp(Some(link));
@@ -426,7 +429,7 @@ impl NodeDriver {
                 self.io.tcp_datagram(&mut self.node, now, from, &mut data);
             }
             TcpEvent::Closed(root, why) => {
-                let ours = self.io.tcp().is_none_or(|l| l.peer() == root);
+                let ours = self.tcp_link.as_ref().is_none_or(|l| l.peer() == root);
                 if ours {
                     tracing::warn!(%root, "TCP to the root: {why}");
                     self.set_tcp(None);
@@ -436,10 +439,16 @@ impl NodeDriver {
         }
     }
 
+    /// Puts `link` in use for root traffic on every packet thread (`None`: UDP again).
     fn set_tcp(&mut self, link: Option<TcpLink>) {
         self.tcp_shown
             .send_replace(link.as_ref().map(TcpLink::peer));
-        self.io.set_tcp(link);
+        let sender = link.as_ref().map(TcpLink::sender);
+        if let Some(w) = &mut self.workers {
+            w.set_tcp(sender.clone());
+        }
+        self.io.set_tcp(sender);
+        self.tcp_link = link;
     }
 
     /// Tells the core the host's endpoints (interface addresses with our UDP port) at

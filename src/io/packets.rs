@@ -25,7 +25,7 @@ use std::task::Poll;
 
 use super::offload::{self, Coalescer};
 use super::tap::{self, Tap};
-use super::tcp::TcpLink;
+use super::tcp::TcpSender;
 use super::udp::UdpIo;
 use crate::node::snapshot::Snapshot;
 use crate::node::{DataPlane, MAX_FRAME_LEN, Node, TapFrame};
@@ -141,7 +141,7 @@ pub struct PacketIo {
     coalescer: Coalescer,
     counters: TapCounters,
     /// The TCP fallback's link to a root, while it is on.
-    tcp: Option<TcpLink>,
+    tcp: Option<TcpSender>,
     /// The next flush sends the TCP root's datagrams over UDP.
     probe_udp: bool,
     /// A datagram came over UDP from the TCP root's endpoint since last asked.
@@ -166,14 +166,9 @@ impl PacketIo {
     }
 
     /// Sends the datagrams for `link`'s root over it from now on (`None`: UDP again).
-    pub fn set_tcp(&mut self, link: Option<TcpLink>) {
+    pub fn set_tcp(&mut self, link: Option<TcpSender>) {
         self.tcp = link;
         self.udp_from_tcp_root = false;
-    }
-
-    /// The TCP link in use, if any.
-    pub fn tcp(&self) -> Option<&TcpLink> {
-        self.tcp.as_ref()
     }
 
     /// The next flush sends the TCP root's datagrams over UDP, to see whether UDP works.
@@ -220,7 +215,7 @@ impl PacketIo {
     /// Feeds `path` one batch of ready datagrams; returns how many.
     pub fn pump_udp(&mut self, path: &mut impl FramePath, now: Time) -> usize {
         let local = self.udp.local();
-        let tcp_root = self.tcp.as_ref().map(TcpLink::peer);
+        let tcp_root = self.tcp.as_ref().map(TcpSender::peer);
         let heard = &mut self.udp_from_tcp_root;
         received(self.udp.try_recv_batch(|from, data| {
             *heard |= Some(from) == tcp_root;

@@ -104,13 +104,53 @@ pub enum TcpEvent {
     Closed(Endpoint, String),
 }
 
-/// One TCP connection carrying datagrams. See the module documentation.
+/// One TCP connection carrying datagrams. See the module documentation. Dropping it
+/// closes the connection.
 #[derive(Debug)]
 pub struct TcpLink {
+    sender: TcpSender,
+    tasks: [JoinHandle<()>; 2],
+}
+
+/// The sending side of a [`TcpLink`], for any thread (the node's packet workers divert
+/// their datagrams for the TCP root through a clone). Sends go nowhere once the link is
+/// dropped.
+#[derive(Debug, Clone)]
+pub struct TcpSender {
     peer: Endpoint,
     queue: mpsc::Sender<Vec<u8>>,
-    tasks: [JoinHandle<()>; 2],
     dropped: u64,
+}
+
+impl TcpSender {
+    /// The endpoint at the other end (as the cores know it).
+    pub fn peer(&self) -> Endpoint {
+        self.peer
+    }
+
+    /// Queues `datagram`; drops it (counted) when the queue is full.
+    pub fn send(&mut self, datagram: Vec<u8>) {
+        if self.queue.try_send(datagram).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    /// Moves the datagrams of `transmits` addressed to this link's peer onto it, keeping
+    /// the order of the rest.
+    pub fn divert(&mut self, transmits: &mut Vec<Transmit>) {
+        transmits.retain_mut(|t| {
+            if t.destination != self.peer {
+                return true;
+            }
+            self.send(std::mem::take(&mut t.contents));
+            false
+        });
+    }
+
+    /// Datagrams this sender dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
 }
 
 impl TcpLink {
@@ -164,40 +204,28 @@ impl TcpLink {
             }
         });
         TcpLink {
-            peer,
-            queue,
+            sender: TcpSender {
+                peer,
+                queue,
+                dropped: 0,
+            },
             tasks: [read, write],
-            dropped: 0,
         }
     }
 
     /// The endpoint at the other end (as the cores know it).
     pub fn peer(&self) -> Endpoint {
-        self.peer
+        self.sender.peer
     }
 
     /// Queues `datagram`; drops it (counted) when the queue is full.
     pub fn send(&mut self, datagram: Vec<u8>) {
-        if self.queue.try_send(datagram).is_err() {
-            self.dropped += 1;
-        }
+        self.sender.send(datagram);
     }
 
-    /// Moves the datagrams of `transmits` addressed to this link's peer onto it, keeping
-    /// the order of the rest.
-    pub fn divert(&mut self, transmits: &mut Vec<Transmit>) {
-        transmits.retain_mut(|t| {
-            if t.destination != self.peer {
-                return true;
-            }
-            self.send(std::mem::take(&mut t.contents));
-            false
-        });
-    }
-
-    /// Datagrams dropped because the queue was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped
+    /// A sender for other threads.
+    pub fn sender(&self) -> TcpSender {
+        self.sender.clone()
     }
 }
 

@@ -21,6 +21,9 @@
 //! - what a worker's data plane hands to control ([`ToControl`]) comes back through a
 //!   bounded queue ([`Workers::next_item`]); when it is full the item is dropped and
 //!   counted under `drop_queue_full`, as a full switch port would;
+//! - while the TCP fallback is on, it publishes the link's sender
+//!   ([`Workers::set_tcp`]); a worker sends its datagrams for the TCP root through it
+//!   instead of its socket;
 //! - each worker reports its counters and rule hits when it goes idle (and at least
 //!   every [`REPORT_EVERY`] while busy), for `/metrics` ([`Workers::stats`]).
 //!
@@ -38,6 +41,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::daemon::Clock;
 use super::packets::{PacketIo, TapCounters, WorkerPath};
 use super::tap::Tap;
+use super::tcp::TcpSender;
 use super::udp::UdpIo;
 use crate::node::network::RuleKey;
 use crate::node::snapshot::Snapshot;
@@ -85,6 +89,8 @@ pub struct Workers {
     shared: Vec<Arc<Shared>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     stop: watch::Sender<bool>,
+    /// The TCP fallback's sender, numbered so a worker sees each new one.
+    tcp: watch::Sender<(u64, Option<TcpSender>)>,
 }
 
 impl Workers {
@@ -105,6 +111,7 @@ impl Workers {
             taps: Vec::new(),
         }));
         let (stop, _) = watch::channel(false);
+        let (tcp, _) = watch::channel((0, None));
         let (items_tx, items) = mpsc::channel(HANDOVER_QUEUE);
         let mut workers = Workers {
             snapshot: snapshot_tx,
@@ -115,6 +122,7 @@ impl Workers {
             shared: Vec::new(),
             threads: Vec::new(),
             stop,
+            tcp,
         };
         for n in 1..=count {
             let shared = Arc::new(Shared::default());
@@ -127,6 +135,8 @@ impl Workers {
                 snapshots: workers.snapshot.subscribe(),
                 tap_sets: workers.taps.subscribe(),
                 stop: workers.stop.subscribe(),
+                tcp: workers.tcp.subscribe(),
+                tcp_taken: 0,
                 items: items_tx.clone(),
                 shared: shared.clone(),
                 clock,
@@ -164,6 +174,14 @@ impl Workers {
             self.published = snapshot.version();
             self.snapshot.send_replace(snapshot);
         }
+    }
+
+    /// Publishes the TCP fallback's sender (`None`: the workers send over UDP again).
+    pub fn set_tcp(&mut self, sender: Option<TcpSender>) {
+        self.tcp.send_modify(|(n, s)| {
+            *n += 1;
+            *s = sender;
+        });
     }
 
     /// Publishes the TAP devices the workers should have queues of.
@@ -260,6 +278,9 @@ struct Worker {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     tap_sets: watch::Receiver<Arc<TapSet>>,
     stop: watch::Receiver<bool>,
+    tcp: watch::Receiver<(u64, Option<TcpSender>)>,
+    /// The number of the TCP sender in use.
+    tcp_taken: u64,
     items: mpsc::Sender<ToControl>,
     shared: Arc<Shared>,
     clock: Clock,
@@ -299,6 +320,7 @@ impl Worker {
         let mut last_housekeeping = last_report;
         loop {
             self.take_taps(&mut io);
+            self.take_tcp(&mut io);
             loop {
                 self.take_snapshot();
                 let now = self.clock.now();
@@ -331,12 +353,24 @@ impl Worker {
                 r = self.tap_sets.changed() => if r.is_err() {
                     break;
                 },
+                r = self.tcp.changed() => if r.is_err() {
+                    break;
+                },
                 _ = tokio::time::sleep(HOUSEKEEPING) => {}
             }
         }
         io.set_taps(Vec::new());
         self.queues.clear();
         self.report(&io);
+    }
+
+    /// Takes the newest TCP fallback sender, if one was published.
+    fn take_tcp(&mut self, io: &mut PacketIo) {
+        let current = self.tcp.borrow_and_update();
+        if current.0 != self.tcp_taken {
+            self.tcp_taken = current.0;
+            io.set_tcp(current.1.clone());
+        }
     }
 
     /// Takes the newest snapshot, if one was published. (Versions are compared rather
