@@ -11,7 +11,9 @@
 //!
 //! With packet workers (`--workers 2` on the blocked node), frames that the workers seal
 //! go over the TCP link too: a network's members ping each other by managed address and
-//! carry a 4-stream TCP transfer (flows spread over both packet threads).
+//! carry a 4-stream TCP transfer (flows spread over both packet threads), and the node
+//! goes back to UDP when the block is lifted, whichever thread's socket the root's
+//! answers land on.
 //!
 //! Needs root (namespaces, nftables); skips loudly otherwise.
 
@@ -204,6 +206,16 @@ fn packet_workers_send_over_the_tcp_link_too() -> Result<()> {
     tb.report(format!(
         "4 TCP streams b -> a through the TCP fallback (b with 2 packet threads): {:.0} Mbit/s (not asserted)",
         rate / 1e6
+    ));
+    // The root's answers over UDP may land on either thread's socket: b must notice.
+    tb.lab().block_udp(&hb, false)?;
+    let ((), back) = wait_until("b with workers back on UDP", UDP_RETRY + SLACK, || {
+        let info = tb.info(&b)?;
+        ensure!(info["tcpFallbackActive"] == false, "info says {info}");
+        Ok(())
+    })?;
+    tb.report(format!(
+        "b (2 packet threads) back on UDP {back:.1?} after the block was lifted"
     ));
     tb.finish();
     Ok(())

@@ -375,7 +375,13 @@ impl NodeDriver {
     /// True when the core may have something to send.
     fn drive_fallback(&mut self) -> bool {
         let now = self.clock.now();
-        if self.io.take_udp_from_tcp_root() && self.fallback.udp_answered() {
+        // An authenticated datagram from the TCP root came over UDP, on any thread.
+        let heard = self.io.take_udp_from_tcp_root()
+            | self
+                .workers
+                .as_ref()
+                .is_some_and(Workers::take_udp_from_tcp_root);
+        if heard && self.fallback.udp_answered() {
             if let Some(link) = &self.tcp_link {
                 tracing::info!(root = %link.peer(), "UDP works again: TCP fallback off");
             }
@@ -417,22 +423,29 @@ impl NodeDriver {
     fn on_tcp(&mut self, event: TcpEvent) {
         let now = self.clock.now();
         match event {
-            TcpEvent::Opened(link) if self.tcp_link.is_none() => {
+            TcpEvent::Opened(mut link) if self.fallback.connecting() => {
                 tracing::info!(root = %link.peer(), "TCP fallback on: root traffic goes over TCP");
                 self.fallback.connected(now);
+                link.start();
                 self.set_tcp(Some(link));
-                self.node.hello_roots_now(now);
+                // The handshake started over UDP waits out its backoff otherwise.
+                self.node.handshake_roots_now(now);
             }
-            // A connection nobody waits for any more.
+            // A connection nobody waits for any more (UDP came back meanwhile).
             TcpEvent::Opened(_) => {}
             TcpEvent::Datagram(from, mut data) => {
                 self.io.tcp_datagram(&mut self.node, now, from, &mut data);
             }
-            TcpEvent::Closed(root, why) => {
-                let ours = self.tcp_link.as_ref().is_none_or(|l| l.peer() == root);
-                if ours {
-                    tracing::warn!(%root, "TCP to the root: {why}");
+            TcpEvent::Closed { id, peer, why } => {
+                if self.tcp_link.as_ref().is_some_and(|l| l.id() == id) {
+                    tracing::warn!(root = %peer, "TCP to the root: {why}");
                     self.set_tcp(None);
+                    self.fallback.lost(now);
+                }
+            }
+            TcpEvent::Failed(root, why) => {
+                if self.fallback.connecting() {
+                    tracing::warn!(%root, "TCP fallback: {why}");
                     self.fallback.lost(now);
                 }
             }
@@ -915,20 +928,28 @@ pub async fn run_root(
             },
             _ = tokio::time::sleep_until(deadline.into()) => root.handle_timeout(clock.now()),
             Some(event) = tcp_events.recv() => match event {
-                TcpEvent::Opened(link) if links.len() < tcp::MAX_CONNECTIONS => {
-                    tracing::debug!(peer = %link.peer(), "TCP fallback connection");
-                    links.insert(link.peer(), link);
-                }
-                TcpEvent::Opened(link) => {
-                    tracing::warn!(peer = %link.peer(), "TCP fallback connection refused: {} open", links.len());
+                TcpEvent::Opened(mut link) => {
+                    let peer = link.peer();
+                    let from_there = links.keys().filter(|e| e.0.ip() == peer.0.ip()).count();
+                    if links.len() >= tcp::MAX_CONNECTIONS || from_there >= tcp::MAX_PER_ADDRESS {
+                        tracing::debug!(%peer, "TCP fallback connection refused: {} open, {from_there} from its address", links.len());
+                    } else {
+                        tracing::debug!(%peer, "TCP fallback connection");
+                        link.start();
+                        links.insert(peer, link);
+                    }
                 }
                 TcpEvent::Datagram(from, data) => {
                     root.handle_datagram(clock.now(), local, from, &data);
                 }
-                TcpEvent::Closed(peer, why) => {
-                    tracing::debug!(%peer, "TCP fallback connection closed: {why}");
-                    links.remove(&peer);
+                TcpEvent::Closed { id, peer, why } => {
+                    if links.get(&peer).is_some_and(|l| l.id() == id) {
+                        tracing::debug!(%peer, "TCP fallback connection closed: {why}");
+                        links.remove(&peer);
+                    }
                 }
+                // Only a node's own connects fail.
+                TcpEvent::Failed(..) => {}
             },
             _ = &mut shutdown => {
                 if let Some(a) = &accepting {

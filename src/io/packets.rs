@@ -46,6 +46,8 @@ pub trait FramePath {
     fn poll_tap(&mut self) -> Option<TapFrame>;
     /// A buffer handed out earlier, written and given back.
     fn recycle(&mut self, buf: Vec<u8>);
+    /// Packets authenticated so far (see [`Node::authenticated`]).
+    fn authenticated(&self) -> u64;
 }
 
 impl FramePath for Node {
@@ -64,6 +66,9 @@ impl FramePath for Node {
     }
     fn recycle(&mut self, buf: Vec<u8>) {
         Node::recycle(self, buf);
+    }
+    fn authenticated(&self) -> u64 {
+        Node::authenticated(self)
     }
 }
 
@@ -90,6 +95,9 @@ impl FramePath for WorkerPath {
     }
     fn recycle(&mut self, buf: Vec<u8>) {
         self.data.recycle(buf);
+    }
+    fn authenticated(&self) -> u64 {
+        self.data.authenticated()
     }
 }
 
@@ -144,7 +152,7 @@ pub struct PacketIo {
     tcp: Option<TcpSender>,
     /// The next flush sends the TCP root's datagrams over UDP.
     probe_udp: bool,
-    /// A datagram came over UDP from the TCP root's endpoint since last asked.
+    /// An authenticated datagram came over UDP from the TCP root since last asked.
     udp_from_tcp_root: bool,
 }
 
@@ -176,7 +184,7 @@ impl PacketIo {
         self.probe_udp = true;
     }
 
-    /// True (once) when a datagram came over UDP from the TCP root's endpoint.
+    /// True (once) when an authenticated datagram came over UDP from the TCP root.
     pub fn take_udp_from_tcp_root(&mut self) -> bool {
         std::mem::take(&mut self.udp_from_tcp_root)
     }
@@ -218,8 +226,11 @@ impl PacketIo {
         let tcp_root = self.tcp.as_ref().map(TcpSender::peer);
         let heard = &mut self.udp_from_tcp_root;
         received(self.udp.try_recv_batch(|from, data| {
-            *heard |= Some(from) == tcp_root;
-            path.datagram(now, local, from, data)
+            // Only an authenticated datagram from the TCP root says UDP works again (a
+            // forged one must not turn the fallback off).
+            let before = (Some(from) == tcp_root).then(|| path.authenticated());
+            path.datagram(now, local, from, data);
+            *heard |= before.is_some_and(|b| path.authenticated() > b);
         }))
     }
 

@@ -10,13 +10,15 @@
 //!
 //! # Contract
 //! - [`Deframer`] cuts a byte stream into datagrams (pure).
-//! - [`TcpLink::spawn`] runs one connection as two tasks in the calling runtime: what
-//!   arrives goes to the owner's channel as [`TcpEvent::Datagram`] (tagged with the
-//!   peer's endpoint); [`TcpLink::send`] queues a datagram (dropped and counted when
-//!   [`SEND_QUEUE`] are waiting: a congested connection behaves like a lossy path, and
-//!   the overlay's own TCP flows back off). A connection that closes, errs, sends a bad
-//!   frame or stays silent for [`IDLE`] reports [`TcpEvent::Closed`] once. Dropping the
-//!   link ends both tasks.
+//! - [`TcpLink::spawn`] runs one connection as two tasks in the calling runtime; once
+//!   its owner [`start`](TcpLink::start)s it, what arrives goes to the owner's channel
+//!   as [`TcpEvent::Datagram`] (tagged with the peer's endpoint). [`TcpLink::send`]
+//!   queues a datagram, dropped and counted when [`QUEUE_BYTES`] are waiting (a
+//!   congested connection behaves like a lossy path, and the overlay's own TCP flows
+//!   back off). A connection that closes, errs, sends a bad frame, stays silent for
+//!   [`IDLE`] or cannot write for [`WRITE_TIMEOUT`] reports [`TcpEvent::Closed`] with its
+//!   number. Dropping the link ends both tasks. Memory per connection is bounded: one
+//!   read chunk, one partial frame, [`QUEUE_BYTES`] queued and one write batch.
 //! - [`Fallback`] decides when a node goes to TCP and back (pure, time in): after
 //!   [`FALLBACK_AFTER`] without any root answering, connect to a root over TCP (the next
 //!   root endpoint on each attempt); while on TCP, try UDP every [`UDP_RETRY`] (the
@@ -24,19 +26,26 @@
 //!   UDP as soon as the root answers over it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::types::{Endpoint, Time, Transmit};
 
-/// The largest datagram a frame carries (the length field's range).
-pub const MAX_TCP_DATAGRAM: usize = u16::MAX as usize;
-/// Datagrams waiting to be written to one connection before new ones are dropped.
-pub const SEND_QUEUE: usize = 2048;
+/// The largest datagram a frame may carry: more than any datagram a node sends (a
+/// fragment on a 9,000-byte jumbo path). A longer frame ends the connection.
+pub const MAX_TCP_DATAGRAM: usize = 16_384;
+/// Bytes of datagrams waiting to be written to one connection before new ones are
+/// dropped (a congested connection behaves like a lossy path).
+pub const QUEUE_BYTES: usize = 256 * 1024;
+/// A write that cannot finish this long (the other side stopped reading) ends the
+/// connection.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection that received nothing for this long is closed (nodes say HELLO every
 /// 5 s).
 pub const IDLE: Duration = Duration::from_secs(60);
@@ -46,6 +55,15 @@ pub const FALLBACK_AFTER: Duration = Duration::from_secs(10);
 pub const UDP_RETRY: Duration = Duration::from_secs(10);
 /// How long a node waits for a TCP connection to a root.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The TCP port nodes connect to on a root's address (what firewalls that block UDP
+/// still let out); `skylan root --tcp-port` changes where a root listens.
+pub const ROOT_TCP_PORT: u16 = 443;
+/// At most this many TCP fallback connections per root...
+pub const MAX_CONNECTIONS: usize = 1024;
+/// ... and this many from one IP address.
+pub const MAX_PER_ADDRESS: usize = 8;
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
 
 /// Cuts a byte stream into datagrams. See the module documentation for the framing.
 #[derive(Debug, Default)]
@@ -53,19 +71,21 @@ pub struct Deframer {
     buf: Vec<u8>,
 }
 
-/// A frame whose length is zero: the stream is not ours (or is corrupt).
+/// A frame whose length is zero or over [`MAX_TCP_DATAGRAM`]: the stream is not ours
+/// (or is corrupt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a TCP frame of length 0: the stream does not carry skylan datagrams")]
+#[error("a TCP frame of length 0 or over 16,384 bytes: the stream does not carry skylan datagrams")]
 pub struct BadFrame;
 
 impl Deframer {
-    /// Takes `bytes` from the stream and calls `each` with every datagram completed.
+    /// Takes `bytes` from the stream and calls `each` with every datagram completed
+    /// (those before a bad frame too). Holds at most one incomplete frame.
     pub fn push(&mut self, bytes: &[u8], mut each: impl FnMut(&[u8])) -> Result<(), BadFrame> {
         self.buf.extend_from_slice(bytes);
         let mut at = 0;
         while let Some(head) = self.buf.get(at..at + 2) {
             let len = usize::from(u16::from_be_bytes([head[0], head[1]]));
-            if len == 0 {
+            if len == 0 || len > MAX_TCP_DATAGRAM {
                 return Err(BadFrame);
             }
             let Some(datagram) = self.buf.get(at + 2..at + 2 + len) else {
@@ -82,13 +102,11 @@ impl Deframer {
 /// Appends `datagram` to `out` as one frame; false (nothing appended) when it is empty
 /// or longer than [`MAX_TCP_DATAGRAM`].
 pub fn frame(datagram: &[u8], out: &mut Vec<u8>) -> bool {
-    let Ok(len) = u16::try_from(datagram.len()) else {
-        return false;
-    };
-    if len == 0 {
+    if datagram.is_empty() || datagram.len() > MAX_TCP_DATAGRAM {
         return false;
     }
-    out.extend_from_slice(&len.to_be_bytes());
+    // Invariant: at most MAX_TCP_DATAGRAM (16,384), which fits a u16.
+    out.extend_from_slice(&(datagram.len() as u16).to_be_bytes());
     out.extend_from_slice(datagram);
     true
 }
@@ -96,19 +114,35 @@ pub fn frame(datagram: &[u8], out: &mut Vec<u8>) -> bool {
 /// What a connection tells its owner.
 #[derive(Debug)]
 pub enum TcpEvent {
-    /// A connection is ready (a root accepted one, or a node's connect succeeded).
+    /// A connection is ready (a root accepted one, or a node's connect succeeded). It
+    /// reads nothing until the owner calls [`TcpLink::start`].
     Opened(TcpLink),
     /// A datagram arrived from `peer`.
     Datagram(Endpoint, Vec<u8>),
-    /// The connection to `peer` ended (or could not be made), and why.
-    Closed(Endpoint, String),
+    /// The connection numbered `id` to `peer` ended, and why (reported once or twice:
+    /// by its reader and its writer; the owner goes by `id`).
+    Closed {
+        /// [`TcpLink::id`].
+        id: u64,
+        /// Its peer.
+        peer: Endpoint,
+        /// Why, in words.
+        why: String,
+    },
+    /// A node's connection to `peer` could not be made, and why.
+    Failed(Endpoint, String),
 }
+
+/// Numbers connections, so a close is never taken for a newer connection's.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One TCP connection carrying datagrams. See the module documentation. Dropping it
 /// closes the connection.
 #[derive(Debug)]
 pub struct TcpLink {
     sender: TcpSender,
+    id: u64,
+    start: Option<oneshot::Sender<()>>,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -118,8 +152,11 @@ pub struct TcpLink {
 #[derive(Debug, Clone)]
 pub struct TcpSender {
     peer: Endpoint,
-    queue: mpsc::Sender<Vec<u8>>,
-    dropped: u64,
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    /// Bytes waiting in `queue` (at most [`QUEUE_BYTES`]).
+    queued: Arc<AtomicUsize>,
+    /// Datagrams dropped for a full queue, by every clone.
+    dropped: Arc<AtomicU64>,
 }
 
 impl TcpSender {
@@ -128,16 +165,19 @@ impl TcpSender {
         self.peer
     }
 
-    /// Queues `datagram`; drops it (counted) when the queue is full.
-    pub fn send(&mut self, datagram: Vec<u8>) {
-        if self.queue.try_send(datagram).is_err() {
-            self.dropped += 1;
+    /// Queues `datagram`; drops it (counted) when [`QUEUE_BYTES`] are waiting.
+    pub fn send(&self, datagram: Vec<u8>) {
+        let len = datagram.len();
+        let before = self.queued.fetch_add(len, Ordering::Relaxed);
+        if before + len > QUEUE_BYTES || self.queue.send(datagram).is_err() {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Moves the datagrams of `transmits` addressed to this link's peer onto it, keeping
     /// the order of the rest.
-    pub fn divert(&mut self, transmits: &mut Vec<Transmit>) {
+    pub fn divert(&self, transmits: &mut Vec<Transmit>) {
         transmits.retain_mut(|t| {
             if t.destination != self.peer {
                 return true;
@@ -147,23 +187,31 @@ impl TcpSender {
         });
     }
 
-    /// Datagrams this sender dropped because the queue was full.
+    /// Datagrams dropped because the queue was full.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.dropped.load(Ordering::Relaxed)
     }
 }
 
 impl TcpLink {
-    /// Runs `stream` (connected to `peer`) in the calling runtime; datagrams and the close
-    /// go to `events`.
+    /// Takes `stream` (connected to `peer`) into the calling runtime; once
+    /// [`start`](Self::start)ed, datagrams and the close go to `events`.
     pub fn spawn(stream: TcpStream, peer: Endpoint, events: mpsc::Sender<TcpEvent>) -> TcpLink {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let (mut reader, mut writer) = stream.into_split();
-        let (queue, mut outgoing) = mpsc::channel::<Vec<u8>>(SEND_QUEUE);
+        let (queue, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let (start, started) = oneshot::channel::<()>();
         let closed = events.clone();
+        let writer_events = events.clone();
+        let read_events = events;
         let read = tokio::spawn(async move {
+            if started.await.is_err() {
+                return;
+            }
             let mut deframer = Deframer::default();
-            let mut buf = vec![0u8; 64 * 1024];
+            let mut buf = vec![0u8; READ_CHUNK];
             let why = loop {
                 let n = match tokio::time::timeout(IDLE, reader.read(&mut buf)).await {
                     Err(_) => break format!("nothing received for {} s", IDLE.as_secs()),
@@ -172,45 +220,71 @@ impl TcpLink {
                     Ok(Ok(n)) => n,
                 };
                 let mut datagrams = Vec::new();
-                if let Err(e) = deframer.push(&buf[..n], |d| datagrams.push(d.to_vec())) {
-                    break e.to_string();
-                }
+                let cut = deframer.push(&buf[..n], |d| datagrams.push(d.to_vec()));
                 for d in datagrams {
-                    if events.send(TcpEvent::Datagram(peer, d)).await.is_err() {
+                    if read_events.send(TcpEvent::Datagram(peer, d)).await.is_err() {
                         return;
                     }
                 }
+                if let Err(e) = cut {
+                    break e.to_string();
+                }
             };
-            let _ = closed.send(TcpEvent::Closed(peer, why)).await;
+            let _ = closed.send(TcpEvent::Closed { id, peer, why }).await;
         });
+        let waiting = queued.clone();
         let write = tokio::spawn(async move {
-            let mut out = Vec::with_capacity(64 * 1024);
+            let mut out = Vec::new();
             while let Some(first) = outgoing.recv().await {
                 out.clear();
-                frame(&first, &mut out);
+                let take = |d: Vec<u8>, out: &mut Vec<u8>| {
+                    waiting.fetch_sub(d.len(), Ordering::Relaxed);
+                    frame(&d, out);
+                };
+                take(first, &mut out);
                 // Whatever else is waiting goes in the same write.
                 while out.len() < 60 * 1024 {
                     match outgoing.try_recv() {
-                        Ok(d) => {
-                            frame(&d, &mut out);
-                        }
+                        Ok(d) => take(d, &mut out),
                         Err(_) => break,
                     }
                 }
-                if writer.write_all(&out).await.is_err() {
-                    // The reader sees the broken connection and reports it.
-                    return;
-                }
+                let why = match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&out)).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!(
+                        "the other side read nothing for {} s",
+                        WRITE_TIMEOUT.as_secs()
+                    ),
+                };
+                let _ = writer_events.send(TcpEvent::Closed { id, peer, why }).await;
+                return;
             }
         });
         TcpLink {
             sender: TcpSender {
                 peer,
                 queue,
-                dropped: 0,
+                queued,
+                dropped: Arc::default(),
             },
+            id,
+            start: Some(start),
             tasks: [read, write],
         }
+    }
+
+    /// Lets the link read: datagrams go to its owner from now on. (A root puts the link
+    /// in its table first, so its answers to the first datagram go back over it.)
+    pub fn start(&mut self) {
+        if let Some(start) = self.start.take() {
+            let _ = start.send(());
+        }
+    }
+
+    /// This connection's number (see [`TcpEvent::Closed`]).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The endpoint at the other end (as the cores know it).
@@ -218,8 +292,8 @@ impl TcpLink {
         self.sender.peer
     }
 
-    /// Queues `datagram`; drops it (counted) when the queue is full.
-    pub fn send(&mut self, datagram: Vec<u8>) {
+    /// Queues `datagram` (see [`TcpSender::send`]).
+    pub fn send(&self, datagram: Vec<u8>) {
         self.sender.send(datagram);
     }
 
@@ -236,12 +310,6 @@ impl Drop for TcpLink {
         }
     }
 }
-
-/// The TCP port nodes connect to on a root's address (what firewalls that block UDP
-/// still let out); `skylan root --tcp-port` changes where a root listens.
-pub const ROOT_TCP_PORT: u16 = 443;
-/// At most this many TCP fallback connections per root.
-pub const MAX_CONNECTIONS: usize = 4096;
 
 /// A root's TCP listener on `port`, dual-stack like its UDP socket (IPv4 only on a host
 /// without IPv6).
@@ -271,7 +339,7 @@ pub async fn listen(port: u16) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections on `listener` until aborted, each reported as
-/// [`TcpEvent::Opened`] on `events` (its datagrams and close follow there).
+/// [`TcpEvent::Opened`] on `events` (its datagrams and close follow once started).
 pub fn serve(listener: TcpListener, events: mpsc::Sender<TcpEvent>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -295,16 +363,19 @@ pub fn serve(listener: TcpListener, events: mpsc::Sender<TcpEvent>) -> JoinHandl
 /// Connects to `addr` over TCP in the background, for the root the cores know at `root`
 /// (its UDP endpoint: the link's datagrams are tagged with it, and the driver diverts
 /// datagrams for it onto the link); the outcome arrives on `events` as
-/// [`TcpEvent::Opened`] or [`TcpEvent::Closed`].
+/// [`TcpEvent::Opened`] or [`TcpEvent::Failed`].
 pub fn connect(addr: SocketAddr, root: Endpoint, events: mpsc::Sender<TcpEvent>) {
     tokio::spawn(async move {
         let outcome = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
         let event = match outcome {
             Ok(Ok(stream)) => TcpEvent::Opened(TcpLink::spawn(stream, root, events.clone())),
-            Ok(Err(e)) => TcpEvent::Closed(root, format!("connect: {e}")),
-            Err(_) => TcpEvent::Closed(
+            Ok(Err(e)) => TcpEvent::Failed(root, format!("connect to {addr}: {e}")),
+            Err(_) => TcpEvent::Failed(
                 root,
-                format!("connect: no answer in {} s", CONNECT_TIMEOUT.as_secs()),
+                format!(
+                    "connect to {addr}: no answer in {} s",
+                    CONNECT_TIMEOUT.as_secs()
+                ),
             ),
         };
         let _ = events.send(event).await;
@@ -381,6 +452,12 @@ impl Fallback {
                 self.attempts += 1;
                 Some(FallbackAction::Connect(self.attempts - 1))
             }
+            // UDP came back while connecting: the connection is not needed.
+            State::Connecting if online => {
+                self.state = State::Udp;
+                self.offline_since = None;
+                None
+            }
             State::Connecting => None,
             State::Tcp if now >= self.next_probe => {
                 self.next_probe = now + UDP_RETRY;
@@ -413,6 +490,11 @@ impl Fallback {
         was_tcp
     }
 
+    /// True while a connection is being made (an opened one is wanted).
+    pub fn connecting(&self) -> bool {
+        self.state == State::Connecting
+    }
+
     /// True while the node's root traffic goes over TCP.
     pub fn active(&self) -> bool {
         self.state == State::Tcp
@@ -443,11 +525,13 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_length_frame_ends_the_stream() {
+    fn a_zero_length_or_oversized_frame_ends_the_stream() {
         let mut d = Deframer::default();
         let mut n = 0;
         assert_eq!(d.push(&[0, 1, 9, 0, 0], |_| n += 1), Err(BadFrame));
         assert_eq!(n, 1, "the datagram before it still counts");
+        let too_long = u16::try_from(MAX_TCP_DATAGRAM + 1).unwrap().to_be_bytes();
+        assert_eq!(Deframer::default().push(&too_long, |_| ()), Err(BadFrame));
     }
 
     #[test]
@@ -489,6 +573,16 @@ mod tests {
             "one probe per interval"
         );
         assert!(f.udp_answered(), "close TCP");
+        // UDP back while a connection is being made: it is not wanted any more.
+        let mut g = Fallback::default();
+        assert_eq!(g.tick(t(0), false), None);
+        assert_eq!(
+            g.tick(t(0) + FALLBACK_AFTER, false),
+            Some(FallbackAction::Connect(0))
+        );
+        assert!(g.connecting());
+        assert_eq!(g.tick(t(11), true), None);
+        assert!(!g.connecting() && !g.active());
         assert!(!f.active());
         assert!(!f.udp_answered(), "already on UDP");
         assert_eq!(f.tick(t(60), true), None);

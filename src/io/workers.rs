@@ -77,6 +77,8 @@ struct Shared {
     report: Mutex<Report>,
     /// The TAP list generation this worker has taken in.
     taken: AtomicU64,
+    /// An authenticated datagram from the TCP fallback's root came in over UDP.
+    udp_from_tcp_root: std::sync::atomic::AtomicBool,
 }
 
 /// The control thread's side of the workers. See the module documentation.
@@ -174,6 +176,15 @@ impl Workers {
             self.published = snapshot.version();
             self.snapshot.send_replace(snapshot);
         }
+    }
+
+    /// True (once) when a worker received an authenticated datagram from the TCP
+    /// fallback's root over UDP (the kernel may hand the root's datagrams to any
+    /// worker's socket).
+    pub fn take_udp_from_tcp_root(&self) -> bool {
+        self.shared
+            .iter()
+            .any(|s| s.udp_from_tcp_root.swap(false, Ordering::Relaxed))
     }
 
     /// Publishes the TCP fallback's sender (`None`: the workers send over UDP again).
@@ -327,6 +338,9 @@ impl Worker {
                 let moved = io.pump_udp(&mut self.path, now) + io.pump_taps(&mut self.path, now);
                 io.flush(&mut self.path).await;
                 self.hand_over();
+                if io.take_udp_from_tcp_root() {
+                    self.shared.udp_from_tcp_root.store(true, Ordering::Relaxed);
+                }
                 if moved == 0 {
                     break;
                 }

@@ -601,6 +601,12 @@ impl Node {
         self.data.recycle(buf);
     }
 
+    /// Packets this node has authenticated so far (data plane and control core): the
+    /// driver compares it around a datagram to tell a genuine one from a forged one.
+    pub fn authenticated(&self) -> u64 {
+        self.data.authenticated() + self.control.authenticated()
+    }
+
     /// True while a root answers.
     pub fn online(&self, now: Time) -> bool {
         self.control.online(now)
@@ -619,6 +625,14 @@ impl Node {
     /// Every root with its liveness, latency and our endpoint as it saw us (`netcheck`).
     pub fn roots_report(&self, now: Time) -> Vec<RootReport> {
         self.control.roots_report(now)
+    }
+
+    /// [`hello_roots_now`](Self::hello_roots_now), and a root without a session gets
+    /// a new handshake at once, whatever the backoff of the pending one (a new way to
+    /// the roots just opened: the TCP fallback).
+    pub fn handshake_roots_now(&mut self, now: Time) {
+        self.control.forget_root_handshakes();
+        self.hello_roots_now(now);
     }
 
     /// Sends every root a HELLO now, so a [`Node::roots_report`] taken a moment later

@@ -99,6 +99,8 @@ pub struct Delivery {
 /// The control core. See the module documentation.
 pub struct Control {
     table: SessionTable,
+    /// Packets ever opened (authenticated) by the control core itself.
+    authenticated: u64,
     /// Rate limit of SessionUnknown answers.
     lost_replies: LostSessionReplies,
     /// The planet and moons (`worlds`).
@@ -138,6 +140,7 @@ impl Control {
         let me = table.address();
         let mut control = Self {
             table,
+            authenticated: 0,
             lost_replies: LostSessionReplies::default(),
             worlds: worlds::Worlds::new(config.world, config.moons),
             roots: Vec::new(),
@@ -522,6 +525,7 @@ impl Control {
         // Decrypted in place in the buffer the data plane handed over.
         match self.table.open(now, data) {
             Ok(o) => {
+                self.authenticated += 1;
                 self.on_plaintext(now, from, direct, o.peer, o.counter, o.plaintext);
                 Ok(())
             }

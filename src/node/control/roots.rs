@@ -84,6 +84,11 @@ impl Control {
         }
     }
 
+    /// Packets the control core has opened (authenticated) itself so far.
+    pub fn authenticated(&self) -> u64 {
+        self.authenticated
+    }
+
     /// True while a root answers.
     pub fn online(&self, now: Time) -> bool {
         self.best_root(now).is_some()
@@ -140,13 +145,21 @@ impl Control {
             .collect()
     }
 
-    /// Sends every root a HELLO now (for `netcheck`, and when the TCP fallback opens),
-    /// whatever their schedule; a root without a session gets a new handshake at once.
+    /// Lets the next HELLO to each root start a new handshake at once when the pending
+    /// one has not finished (see `Node::handshake_roots_now`).
+    pub fn forget_root_handshakes(&mut self) {
+        for root in &self.roots {
+            if let Some(p) = self.peers.get_mut(root) {
+                p.last_handshake = None;
+            }
+        }
+    }
+
+    /// Sends every root a HELLO now (for `netcheck`), whatever their schedule.
     pub fn hello_roots_now(&mut self, now: Time) {
         for root in self.roots.clone() {
             if let Some(p) = self.peers.get_mut(&root) {
                 p.last_hello = None;
-                p.last_handshake = None;
             }
             self.hello_root(now, root);
         }

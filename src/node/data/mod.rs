@@ -142,6 +142,8 @@ pub struct DataPlane {
     control: VecDeque<ToControl>,
     /// Items ever handed to control (0 per frame in steady state).
     handed_over: u64,
+    /// Packets ever opened (authenticated) here.
+    authenticated: u64,
     pool: Vec<Vec<u8>>,
     /// Where a shared-slice datagram is copied to be opened in place.
     scratch: Vec<u8>,
@@ -151,6 +153,12 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
+    /// Packets this data plane has opened (authenticated) so far; the driver compares
+    /// it before and after a datagram to tell whether that datagram was genuine.
+    pub fn authenticated(&self) -> u64 {
+        self.authenticated
+    }
+
     /// A data plane whose random choices come from `seed` (drawn from the control
     /// core's seeded RNG, so the simulator stays deterministic).
     pub fn new(seed: u64) -> Self {
@@ -162,6 +170,7 @@ impl DataPlane {
             tap: VecDeque::new(),
             control: VecDeque::new(),
             handed_over: 0,
+            authenticated: 0,
             pool: Vec::new(),
             scratch: Vec::with_capacity(BUFFER_CAPACITY),
             stats: NodeStats::default(),

@@ -122,7 +122,10 @@ impl DataPlane {
         }
         let counter = data.counter;
         let plaintext = match rx.session.open(now, counter, &data.aad, data.ciphertext) {
-            Ok(p) => p,
+            Ok(p) => {
+                self.authenticated += 1;
+                p
+            }
             Err(e) => {
                 self.stats.count(TableError::Tunnel(e));
                 return;
