@@ -5,7 +5,8 @@
 //!   change after it settled), and each root reports our endpoint over both families.
 //! - When one node's IPv6 is cut, pings go on over IPv4 (median and worst over ten seeds
 //!   reported; at most 5 s); the roots still answer over IPv4.
-//! - Mixed: a dual-stack node and an IPv4-only node go DIRECT over IPv4.
+//! - Mixed: a dual-stack node and an IPv4-only node go DIRECT over IPv4, and the
+//!   IPv4-only node sends nothing to IPv6 endpoints.
 
 use std::time::Duration;
 
@@ -152,4 +153,8 @@ fn a_dual_stack_node_reaches_an_ipv4_only_node_over_ipv4() {
     let (a, b) = (m.nodes[0], m.nodes[1]);
     until(&mut m, a, b, 10 * SECOND, direct_v4).expect("A -> B DIRECT over IPv4");
     until(&mut m, b, a, 10 * SECOND, direct_v4).expect("B -> A DIRECT over IPv4");
+    // The IPv4-only node never sends to an IPv6 endpoint (the root's, A's): nothing
+    // unroutable over a minute of HELLOs and probes.
+    m.sim.run_for(60 * SECOND);
+    assert_eq!(m.sim.stats().unroutable, 0, "{:?}", m.sim.stats());
 }

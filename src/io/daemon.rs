@@ -474,6 +474,8 @@ impl NodeDriver {
         self.next_interfaces = Instant::now() + interfaces::REFRESH;
         let endpoints =
             interfaces::local_endpoints(self.udp_port, self.ipv6, &self.interface_blacklist);
+        // IPv6 is worth trying only with a global or unique-local address to send from.
+        self.node.set_ipv6(endpoints.iter().any(|e| e.0.is_ipv6()));
         self.node.set_local_endpoints(self.clock.now(), endpoints);
         true
     }

@@ -601,6 +601,13 @@ impl Node {
         self.data.recycle(buf);
     }
 
+    /// Whether the host has an IPv6 address to send from (the driver looks at its
+    /// interfaces). Without one, IPv6 endpoints of roots and peers are not tried, so an
+    /// IPv4-only host does not send HELLOs and probes that can only fail. True at first.
+    pub fn set_ipv6(&mut self, usable: bool) {
+        self.control.set_ipv6(usable);
+    }
+
     /// Packets this node has authenticated so far (data plane and control core): the
     /// driver compares it around a datagram to tell a genuine one from a forged one.
     pub fn authenticated(&self) -> u64 {

@@ -181,6 +181,17 @@ impl Known {
     fn endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
         self.seen.iter().flatten().map(|(ep, _)| *ep)
     }
+
+    /// The endpoints worth introducing the node at: each family's, unless it went
+    /// silent for [`FAMILY_FRESH`] while the other was heard.
+    fn fresh_endpoints(&self) -> impl Iterator<Item = Endpoint> + '_ {
+        let newest = self.seen.iter().flatten().map(|(_, t)| *t).max();
+        self.seen
+            .iter()
+            .flatten()
+            .filter(move |(_, t)| newest.is_some_and(|n| n.since(*t) <= FAMILY_FRESH))
+            .map(|(ep, _)| *ep)
+    }
 }
 
 /// The root core. See the module documentation.
@@ -623,7 +634,7 @@ impl Root {
             let endpoints: Vec<Endpoint> = self
                 .nodes
                 .get(&other)
-                .map(|k| k.endpoints().collect())
+                .map(|k| k.fresh_endpoints().collect())
                 .unwrap_or_default();
             let msg = Message::Rendezvous {
                 peer: other,
@@ -689,8 +700,11 @@ mod tests {
             k.learn(later, ep("198.51.100.7/40000")),
             Some(ep("198.51.100.7/9993"))
         );
-        // IPv6 silent while IPv4 goes on: IPv4 takes over.
+        assert_eq!(k.fresh_endpoints().count(), 2);
+        // IPv6 silent while IPv4 goes on: IPv4 takes over, and only it is introduced.
         k.learn(later + FAMILY_FRESH * 2, ep("198.51.100.7/40000"));
         assert_eq!(k.endpoint(), Some(ep("198.51.100.7/40000")));
+        let fresh: Vec<Endpoint> = k.fresh_endpoints().collect();
+        assert_eq!(fresh, vec![ep("198.51.100.7/40000")]);
     }
 }

@@ -261,6 +261,11 @@ impl Mesh {
                 self.sim.add_host(host, private, PORT, link, Some(nat))
             }
         };
+        if placement != Placement::DualStack {
+            // As the daemon does on a host without an IPv6 address.
+            self.sim
+                .with_host::<NodeHost, _>(id, |h, _| h.node.set_ipv6(false));
+        }
         self.nodes.push(id);
         id
     }

@@ -101,6 +101,9 @@ pub struct Control {
     table: SessionTable,
     /// Packets ever opened (authenticated) by the control core itself.
     authenticated: u64,
+    /// False when the host has no IPv6 address to send from: IPv6 endpoints of roots and
+    /// peers are then not tried (see `Node::set_ipv6`).
+    ipv6: bool,
     /// Rate limit of SessionUnknown answers.
     lost_replies: LostSessionReplies,
     /// The planet and moons (`worlds`).
@@ -141,6 +144,7 @@ impl Control {
         let mut control = Self {
             table,
             authenticated: 0,
+            ipv6: true,
             lost_replies: LostSessionReplies::default(),
             worlds: worlds::Worlds::new(config.world, config.moons),
             roots: Vec::new(),

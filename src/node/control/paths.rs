@@ -285,6 +285,7 @@ impl Control {
             .paths
             .iter()
             .filter(|x| x.wants_probe(now) || (relayed && x.last_rx.is_none() && !x.alive(now)))
+            .filter(|x| self.ipv6 || x.endpoint.0.is_ipv4())
             .filter(|x| {
                 let Some(sent) = x.last_tx else {
                     return true;

@@ -84,6 +84,16 @@ impl Control {
         }
     }
 
+    /// Whether the host can send over IPv6 (see `Node::set_ipv6`).
+    pub fn set_ipv6(&mut self, usable: bool) {
+        self.ipv6 = usable;
+    }
+
+    /// True when `endpoint` is of a family this host can send from.
+    pub(super) fn reachable_family(&self, endpoint: &Endpoint) -> bool {
+        self.ipv6 || endpoint.0.is_ipv4()
+    }
+
     /// Packets the control core has opened (authenticated) itself so far.
     pub fn authenticated(&self) -> u64 {
         self.authenticated
@@ -185,9 +195,11 @@ impl Control {
                 return Some(path.endpoint);
             }
         }
+        // Endpoints of a family we cannot send from come last (a root listed only at
+        // those is still tried: the host may have gained the family since).
         p.paths
             .iter()
-            .min_by_key(|x| x.last_tx)
+            .min_by_key(|x| (!self.reachable_family(&x.endpoint), x.last_tx))
             .map(|x: &Path| x.endpoint)
     }
 
@@ -269,7 +281,9 @@ impl Control {
     /// moves to the other family when one stops answering.
     fn other_family_path(&self, now: Time, root: NodeAddress, main: Endpoint) -> Option<Endpoint> {
         let p = self.peers.get(&root)?;
-        let other = |x: &&Path| x.endpoint.0.is_ipv6() != main.0.is_ipv6();
+        let other = |x: &&Path| {
+            x.endpoint.0.is_ipv6() != main.0.is_ipv6() && self.reachable_family(&x.endpoint)
+        };
         p.paths
             .iter()
             .filter(other)
