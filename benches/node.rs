@@ -24,7 +24,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use skylan::node::switch::{MemberInfo, SwitchSettings};
+use skylan::node::switch::{Admission, MemberInfo, SwitchSettings};
 use skylan::node::{self, Link, Node, NodeConfig};
 use skylan::root::Root;
 use skylan::sim::mesh::{PORT, planet, test_identity};
@@ -98,9 +98,10 @@ impl Pair {
                 multicast_limit: 0,
                 members: members.clone(),
                 bridges: Vec::new(),
+                admission: Admission::Listed,
             };
             n.join(now, network);
-            n.set_network(network, 1, settings, None);
+            n.set_network(network, 1, settings, None, None);
         }
         let b = pair.b.address();
         // Reach the root, look B up and ping it (relayed), let the RENDEZVOUS work,

@@ -218,6 +218,53 @@ impl Mac {
     }
 }
 
+/// A multicast group on a network: a group MAC plus ZeroTier's "additional
+/// distinguishing information". For an ARP request the ADI is the IPv4 address asked
+/// about (so only its owner subscribes); for every other group it is 0.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+pub struct MulticastGroup {
+    /// The group MAC (multicast bit set; ff:ff:ff:ff:ff:ff for broadcast).
+    pub mac: Mac,
+    /// Additional distinguishing information.
+    pub adi: u32,
+}
+
+impl MulticastGroup {
+    /// Plain broadcast (ADI 0): every member that takes broadcast frames.
+    pub const BROADCAST: MulticastGroup = MulticastGroup {
+        mac: Mac::BROADCAST,
+        adi: 0,
+    };
+
+    /// The group of ARP requests for `ip`: broadcast with the address as ADI.
+    pub fn arp(ip: std::net::Ipv4Addr) -> Self {
+        MulticastGroup {
+            mac: Mac::BROADCAST,
+            adi: u32::from(ip),
+        }
+    }
+
+    /// The IPv6 solicited-node group of `ip` (33:33:ff + its low 24 bits), where
+    /// neighbour solicitations for it go.
+    pub fn solicited_node(ip: std::net::Ipv6Addr) -> Self {
+        let o = ip.octets();
+        MulticastGroup {
+            mac: Mac([0x33, 0x33, 0xff, o[13], o[14], o[15]]),
+            adi: 0,
+        }
+    }
+}
+
+impl fmt::Display for MulticastGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.adi == 0 {
+            write!(f, "{}", self.mac)
+        } else {
+            write!(f, "{}/{:08x}", self.mac, self.adi)
+        }
+    }
+}
+
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
@@ -453,6 +500,16 @@ fn parse_hex(s: &str, digits: usize, what: &'static str) -> Result<u64, IdError>
         return Err(bad());
     }
     u64::from_str_radix(s, 16).map_err(|_| bad())
+}
+
+/// One step of SplitMix64 on `state`: a tiny, fast, seedable generator, plenty for
+/// rule draws, fragment IDs and random subsets (never for keys).
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]

@@ -83,7 +83,7 @@ fn direct_pair() -> (Mesh, HostId, HostId) {
         m.sim.with_host::<NodeHost, _>(h, |h, now| {
             h.node.join(now, network());
             h.node
-                .set_network(network(), 1, SwitchSettings::open(&members), None)
+                .set_network(network(), 1, SwitchSettings::open(&members), None, None)
         });
     }
     for _ in 0..5 {

@@ -59,12 +59,11 @@ fn authorized_pair(l: &mut Lab) {
     for h in [a, b] {
         assert!(l.m.wait_status(h, nw, NetworkStatus::Ok, 10 * SECOND));
     }
-    roster_settles(l);
+    configs_settle(l);
 }
 
-/// Lets the controller's pushes reach every member, so each one's switch knows the
-/// other (frames enter through the sender's switch, which refuses unknown members).
-fn roster_settles(l: &mut Lab) {
+/// Lets the controller's pushes and the members' announcements to the roots settle.
+fn configs_settle(l: &mut Lab) {
     l.m.sim.run_for(SECOND);
 }
 
@@ -96,7 +95,7 @@ fn a_private_network_needs_authorization_then_carries_frames() {
     l.m.set_member(ctrl, nw, b, json!({"authorized": true}));
     assert!(l.m.wait_status(a, nw, NetworkStatus::Ok, 10 * SECOND));
     assert!(l.m.wait_status(b, nw, NetworkStatus::Ok, 10 * SECOND));
-    roster_settles(&mut l);
+    configs_settle(&mut l);
     assert_eq!(frames_between(&mut l, 5), 5);
     // Both got distinct pool addresses.
     let ips: Vec<_> = [a, b]
@@ -117,7 +116,7 @@ fn a_private_network_needs_authorization_then_carries_frames() {
 #[test]
 fn deauthorizing_a_member_stops_its_frames_within_five_seconds() {
     let mut l = lab(22);
-    let (a, b, nw, ctrl) = (l.a, l.b, l.nw, l.ctrl);
+    let (a, nw, ctrl) = (l.a, l.nw, l.ctrl);
     authorized_pair(&mut l);
     assert_eq!(frames_between(&mut l, 3), 3);
     let start = l.m.sim.now();
@@ -134,7 +133,8 @@ fn deauthorizing_a_member_stops_its_frames_within_five_seconds() {
     eprintln!("revocation took effect after {took:?} (simulated)");
     assert!(took <= 5 * SECOND, "revocation took {took:?}");
     assert!(l.m.wait_status(a, nw, NetworkStatus::AccessDenied, 5 * SECOND));
-    assert!(l.m.node(b).node.stats().drop_not_member > 0);
+    // A revoked member that never hears of it, and keeps sending, is refused by its
+    // peers: `sim_membership.rs`.
 }
 
 #[test]
@@ -168,6 +168,6 @@ fn a_public_network_admits_members_without_authorization() {
     l.m.join(l.b, nw);
     assert!(l.m.wait_status(l.a, nw, NetworkStatus::Ok, 20 * SECOND));
     assert!(l.m.wait_status(l.b, nw, NetworkStatus::Ok, 20 * SECOND));
-    roster_settles(&mut l);
+    configs_settle(&mut l);
     assert_eq!(frames_between(&mut l, 4), 4);
 }

@@ -112,21 +112,25 @@ fn ssh_is_allowed_only_from_the_tagged_member() {
 #[test]
 fn a_modified_sender_cannot_bypass_the_receivers_rules() {
     let (mut m, _ctrl, a, b, nw) = setup();
-    // b drops its own rules (a config no controller signed, at a revision nothing
-    // replaces) and sends the frame through its switch alone.
+    // a has b's credential (from an accepted frame); then b drops its own rules (a
+    // config no controller signed, at a revision nothing replaces) and sends the frame
+    // through its switch alone.
+    assert!(through_tap(&mut m, b, a, nw, 80));
     let f = syn(&m, b, a, nw, 22);
     let members = [m.address(a), m.address(b)];
     let dropped = m.node(a).node.stats().drop_rules;
+    let delivered = m.node(a).tap.len();
     m.sim.with_host::<NodeHost, _>(b, |h, _| {
         h.node
-            .set_network(nw, u64::MAX, SwitchSettings::open(&members), None)
+            .set_network(nw, u64::MAX, SwitchSettings::open(&members), None, None)
     });
     m.sim
         .with_host::<NodeHost, _>(b, |h, now| h.node.handle_tap_frame(now, nw, &f))
         .unwrap();
     m.sim.run_for(SECOND);
-    assert!(
-        m.node(a).tap.is_empty(),
+    assert_eq!(
+        m.node(a).tap.len(),
+        delivered,
         "the receiver's copy of the rules dropped it"
     );
     assert_eq!(m.node(a).node.stats().drop_rules, dropped + 1);
@@ -268,7 +272,7 @@ fn members_cannot_send_from_addresses_they_were_not_given() {
     let members = [m.address(a), m.address(b)];
     m.sim.with_host::<NodeHost, _>(b, |h, _| {
         h.node
-            .set_network(nw, u64::MAX, SwitchSettings::open(&members), None)
+            .set_network(nw, u64::MAX, SwitchSettings::open(&members), None, None)
     });
     let dropped = m.node(a).node.stats().drop_rules;
     let f = syn_from(&m, b, a, nw, 80, [198, 18, 0, 3]);

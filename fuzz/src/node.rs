@@ -216,7 +216,7 @@ impl Harness {
                 self.node.join(self.now, network);
                 let members = [self.s.node_address(), self.s.peer];
                 self.node
-                    .set_network(network, 1, SwitchSettings::open(&members), None);
+                    .set_network(network, 1, SwitchSettings::open(&members), None, None);
                 self.joined.insert(network);
             }
             _ => {

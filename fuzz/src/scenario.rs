@@ -186,7 +186,13 @@ impl Scenario {
         );
         node.join(self.start, self.network());
         let members = [self.node_address(), self.peer];
-        node.set_network(self.network(), 1, SwitchSettings::open(&members), None);
+        node.set_network(
+            self.network(),
+            1,
+            SwitchSettings::open(&members),
+            None,
+            None,
+        );
         node
     }
 
@@ -289,7 +295,7 @@ fn record() -> Scenario {
     let mut n_core = Node::new(node_config(&node_identity, NODE_SEED), start);
     n_core.join(start, network);
     let members = [node_identity.public().address(), peer];
-    n_core.set_network(network, 1, SwitchSettings::open(&members), None);
+    n_core.set_network(network, 1, SwitchSettings::open(&members), None, None);
     let n = add_behind_nat(
         &mut sim,
         Recorder {
@@ -301,7 +307,7 @@ fn record() -> Scenario {
     );
     let mut p_core = Node::new(node_config(&peer_identity, PEER_SEED), start);
     p_core.join(start, network);
-    p_core.set_network(network, 1, SwitchSettings::open(&members), None);
+    p_core.set_network(network, 1, SwitchSettings::open(&members), None, None);
     let p = add_behind_nat(&mut sim, NodeHost::new(p_core), 2, link);
     // P tells the peers it talks to its LAN endpoint (PushDirectPaths), which N probes
     // in vain: N's own LAN has no 192.0.2.3.

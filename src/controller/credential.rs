@@ -2,23 +2,10 @@
 //!
 //! ## Membership credential
 //!
-//! A member presents its [`MembershipCredential`] to peers before they accept its
-//! frames on a private network (ZeroTier's certificate of membership, reduced to what
-//! we need). Binary form, all integers big-endian, 102 bytes:
-//!
-//! ```text
-//!  0    1          9           14          22          30          38          102
-//! +----+----------+-----------+-----------+-----------+-----------+-----------+
-//! | v1 |  nwid 8  | member 5  | timestamp | max_delta | revision  | signature |
-//! +----+----------+-----------+-----------+-----------+-----------+-----------+
-//!  timestamp, max_delta: microseconds (controller Unix time); signature: Ed25519 by
-//!  the controller over "skylan/membership-credential/v1" || bytes 0..38
-//! ```
-//!
-//! Agreement ([`MembershipCredential::agrees_with`]): my credential accepts yours when
-//! both are for the same network, yours is not from an older membership revision than
-//! mine, and our timestamps are within *my* `max_delta`. Timestamps are all controller
-//! time, so no clock synchronisation between members is needed.
+//! Each config carries the member's [`MembershipCredential`] (defined, with its binary
+//! form, in [`crate::crypto::membership`]): its address, managed addresses, tags and
+//! capability IDs, signed by the controller. Members show it to each other peer to
+//! peer, so a config never lists the network's other members.
 //!
 //! ## Timing, and how revocation takes effect
 //!
@@ -29,15 +16,14 @@
 //!   reach (or that missed every push) falls out of agreement at most 5 minutes after
 //!   its last refresh. This is the bound when the controller is unreachable.
 //! - With the controller reachable, revocation is immediate: deauthorizing or deleting
-//!   an authorized member increments the network's `membershipRevision`, the controller
-//!   emits a change notification, and the node driver pushes fresh configs (carrying the
-//!   new revision) to every online member within [`REVOCATION_PUSH_DEADLINE`] (5 s,
-//!   including retransmissions). A member holding revision R refuses credentials with a
-//!   revision below R, so the revoked member's credential stops agreeing everywhere as
-//!   soon as the push lands. A member that missed the push is refused by updated peers
-//!   too, notices (NeedMembershipCertificate), re-requests its config and heals.
-//!   On installing a config with a higher revision, a node must drop the peer
-//!   credentials it had accepted and ask for fresh ones.
+//!   an authorized member records a [`Revocation`] (the member, and the controller time
+//!   of the revocation), and the controller pushes fresh configs, whose `revocations`
+//!   list it, to every online member within [`REVOCATION_PUSH_DEADLINE`] (5 s,
+//!   including retransmissions). A member refuses every credential of a revoked member
+//!   issued at or before the revocation, and forgets any it had accepted. The list holds
+//!   only revocations younger than [`REVOCATION_KEEP`]: an older one names credentials
+//!   that no longer agree with anyone's anyway, so its size is the number of members
+//!   revoked lately, not the number of members.
 //!
 //! ## Network config
 //!
@@ -62,6 +48,7 @@ use serde_json::Value;
 
 use super::model::{CapabilityDef, Dns, Route, hex_network_id, hex_node_address};
 use crate::crypto::Signer;
+pub use crate::crypto::membership::{CredentialFacts, MembershipCredential};
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// How often members re-request their network config.
@@ -70,6 +57,10 @@ pub const CONFIG_REFRESH_INTERVAL: Duration = Duration::from_secs(60);
 pub const CREDENTIAL_MAX_DELTA: Duration = Duration::from_secs(5 * 60);
 /// How long the node driver may take to push fresh configs after a revocation.
 pub const REVOCATION_PUSH_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a revocation stays listed in configs: past this, every credential it names
+/// has fallen out of agreement with every live member's.
+pub const REVOCATION_KEEP: Duration =
+    Duration::from_secs(CREDENTIAL_MAX_DELTA.as_secs() + CONFIG_REFRESH_INTERVAL.as_secs());
 
 /// Why a credential or config was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -96,150 +87,8 @@ pub enum CredentialError {
     Inconsistent(String),
 }
 
-const CREDENTIAL_DOMAIN: &[u8] = b"skylan/membership-credential/v1";
 const CONFIG_DOMAIN: &[u8] = b"skylan/network-config/v1";
 const VERSION: u8 = 1;
-
-/// A controller-signed statement that `member` belongs to `nwid` (see the module docs).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct MembershipCredential {
-    /// The network.
-    pub nwid: NetworkId,
-    /// The member it was issued to.
-    pub member: NodeAddress,
-    /// Controller time of issue.
-    pub timestamp: UnixTime,
-    /// Largest timestamp difference this credential's holder accepts.
-    pub max_delta: Duration,
-    /// The network's membership revision at issue.
-    pub revision: u64,
-    /// Ed25519 signature by the controller.
-    pub signature: [u8; 64],
-}
-
-impl MembershipCredential {
-    /// Length of the signed part.
-    pub const BODY_LEN: usize = 38;
-    /// Length of the binary form.
-    pub const LEN: usize = Self::BODY_LEN + 64;
-
-    /// Issues a credential signed by `signer`.
-    pub fn issue(
-        signer: &dyn Signer,
-        nwid: NetworkId,
-        member: NodeAddress,
-        timestamp: UnixTime,
-        max_delta: Duration,
-        revision: u64,
-    ) -> Self {
-        let mut c = MembershipCredential {
-            nwid,
-            member,
-            timestamp,
-            max_delta,
-            revision,
-            signature: [0; 64],
-        };
-        c.signature = signer.sign_message(&c.signed_message());
-        c
-    }
-
-    fn body(&self) -> [u8; Self::BODY_LEN] {
-        let mut b = [0u8; Self::BODY_LEN];
-        b[0] = VERSION;
-        b[1..9].copy_from_slice(&self.nwid.value().to_be_bytes());
-        b[9..14].copy_from_slice(&self.member.to_bytes());
-        b[14..22].copy_from_slice(&self.timestamp.as_micros().to_be_bytes());
-        let delta = u64::try_from(self.max_delta.as_micros()).unwrap_or(u64::MAX);
-        b[22..30].copy_from_slice(&delta.to_be_bytes());
-        b[30..38].copy_from_slice(&self.revision.to_be_bytes());
-        b
-    }
-
-    fn signed_message(&self) -> Vec<u8> {
-        [CREDENTIAL_DOMAIN, &self.body()].concat()
-    }
-
-    /// The 102-byte binary form.
-    pub fn to_bytes(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        out[..Self::BODY_LEN].copy_from_slice(&self.body());
-        out[Self::BODY_LEN..].copy_from_slice(&self.signature);
-        out
-    }
-
-    /// Parses the binary form. Does not verify the signature: call [`Self::verify`].
-    pub fn from_bytes(b: &[u8]) -> Result<Self, CredentialError> {
-        let malformed = |why: String| CredentialError::Malformed {
-            what: "membership credential",
-            why,
-        };
-        if b.len() != Self::LEN {
-            return Err(malformed(format!(
-                "{} bytes, expected {}",
-                b.len(),
-                Self::LEN
-            )));
-        }
-        if b[0] != VERSION {
-            return Err(malformed(format!("unknown version {}", b[0])));
-        }
-        let u64_at = |i: usize| {
-            let mut x = [0u8; 8];
-            x.copy_from_slice(&b[i..i + 8]);
-            u64::from_be_bytes(x)
-        };
-        let nwid = NetworkId::from_u64(u64_at(1)).map_err(|e| malformed(e.to_string()))?;
-        let mut a = [0u8; 5];
-        a.copy_from_slice(&b[9..14]);
-        let member = NodeAddress::from_bytes(&a).map_err(|e| malformed(e.to_string()))?;
-        let mut signature = [0u8; 64];
-        signature.copy_from_slice(&b[Self::BODY_LEN..]);
-        Ok(MembershipCredential {
-            nwid,
-            member,
-            timestamp: UnixTime::from_micros(u64_at(14)),
-            max_delta: Duration::from_micros(u64_at(22)),
-            revision: u64_at(30),
-            signature,
-        })
-    }
-
-    /// Checks the controller's signature.
-    pub fn verify(&self, controller_signing_key: &[u8; 32]) -> Result<(), CredentialError> {
-        verify_sig(
-            controller_signing_key,
-            &self.signed_message(),
-            &self.signature,
-            "membership credential",
-        )
-    }
-
-    /// Whether the holder of `self` accepts `other` (both already verified): same
-    /// network, `other` not from an older membership revision, and timestamps within
-    /// `self.max_delta`.
-    pub fn agrees_with(&self, other: &MembershipCredential) -> bool {
-        self.nwid == other.nwid
-            && other.revision >= self.revision
-            && self
-                .timestamp
-                .since(other.timestamp)
-                .max(other.timestamp.since(self.timestamp))
-                <= self.max_delta
-    }
-}
-
-impl fmt::Debug for MembershipCredential {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MembershipCredential")
-            .field("nwid", &self.nwid)
-            .field("member", &self.member)
-            .field("timestamp", &self.timestamp)
-            .field("max_delta", &self.max_delta)
-            .field("revision", &self.revision)
-            .finish_non_exhaustive()
-    }
-}
 
 impl Serialize for MembershipCredential {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -254,6 +103,18 @@ impl<'de> Deserialize<'de> for MembershipCredential {
         let bytes = hex::decode(s.as_bytes()).map_err(D::Error::custom)?;
         MembershipCredential::from_bytes(&bytes).map_err(D::Error::custom)
     }
+}
+
+/// A member's credentials up to `before` (controller time) are refused: it was
+/// deauthorized or deleted then.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revocation {
+    /// The revoked member.
+    #[serde(with = "hex_node_address")]
+    pub member: NodeAddress,
+    /// Credentials issued at or before this time are refused.
+    #[serde(with = "micros")]
+    pub before: UnixTime,
 }
 
 /// Everything a member needs to take part in a network, as issued by the controller.
@@ -298,25 +159,9 @@ pub struct NetworkConfig {
     pub active_bridges: Vec<NodeAddress>,
     /// The member's signed membership credential.
     pub credential: MembershipCredential,
-    /// The network's members and their managed addresses (see `Controller::roster`).
+    /// Members revoked within [`REVOCATION_KEEP`] (see the module docs).
     #[serde(default)]
-    pub members: Vec<RosterEntry>,
-}
-
-/// One member as listed in a config.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RosterEntry {
-    /// The member.
-    #[serde(with = "hex_node_address")]
-    pub address: NodeAddress,
-    /// Its managed addresses.
-    pub ips: Vec<IpAddr>,
-    /// Its tags (network defaults filled in), for the receiver's rule evaluation.
-    #[serde(default)]
-    pub tags: Vec<(u32, u32)>,
-    /// The capability IDs it holds.
-    #[serde(default)]
-    pub capabilities: Vec<u32>,
+    pub revocations: Vec<Revocation>,
 }
 
 impl NetworkConfig {
@@ -413,17 +258,27 @@ impl SignedNetworkConfig {
                 what: "network config",
                 why: e.to_string(),
             })?;
-        config.credential.verify(controller_signing_key)?;
+        config
+            .credential
+            .verify(controller_signing_key)
+            .map_err(|_| CredentialError::BadSignature {
+                what: "membership credential",
+            })?;
         if config.nwid.controller() != self.signer {
             return Err(CredentialError::Inconsistent(format!(
                 "network {} is not served by signer {}",
                 config.nwid, self.signer
             )));
         }
-        if config.credential.nwid != config.nwid || config.credential.member != config.issued_to {
+        if config.credential.facts.nwid != config.nwid
+            || config.credential.facts.member != config.issued_to
+        {
             return Err(CredentialError::Inconsistent(format!(
                 "credential is for {} in {}, config for {} in {}",
-                config.credential.member, config.credential.nwid, config.issued_to, config.nwid
+                config.credential.facts.member,
+                config.credential.facts.nwid,
+                config.issued_to,
+                config.nwid
             )));
         }
         Ok(config)
@@ -506,72 +361,31 @@ mod tests {
         "89e92ceee5000001".parse().unwrap()
     }
 
-    fn cred(member: &str, ts_ms: u64, revision: u64) -> MembershipCredential {
+    fn cred(s: &UpdateKey, member: &str, ts_ms: u64) -> MembershipCredential {
         MembershipCredential::issue(
-            &signer(),
-            nwid(),
-            member.parse().unwrap(),
-            UnixTime::from_millis(ts_ms),
-            CREDENTIAL_MAX_DELTA,
-            revision,
+            s,
+            CredentialFacts {
+                nwid: nwid(),
+                member: member.parse().unwrap(),
+                timestamp: UnixTime::from_millis(ts_ms),
+                max_delta: CREDENTIAL_MAX_DELTA,
+                ips: vec!["198.18.0.5".parse().unwrap()],
+                tags: vec![(1, 2)],
+                capabilities: vec![],
+            },
         )
     }
 
     #[test]
-    fn credential_round_trips_and_verifies() {
-        let s = signer();
-        let c = cred("0123456789", 1_000, 3);
-        let bytes = c.to_bytes();
-        assert_eq!(bytes.len(), 102);
-        let back = MembershipCredential::from_bytes(&bytes).unwrap();
-        assert_eq!(back, c);
-        back.verify(&s.public_key()).unwrap();
+    fn credential_travels_in_json_as_hex() {
+        let c = cred(&signer(), "0123456789", 1_000);
         let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(json, format!("\"{}\"", hex::encode(c.to_bytes())));
         assert_eq!(
             serde_json::from_str::<MembershipCredential>(&json).unwrap(),
             c
         );
-    }
-
-    #[test]
-    fn tampered_or_foreign_credentials_are_rejected() {
-        let s = signer();
-        let c = cred("0123456789", 1_000, 3);
-        for i in 0..MembershipCredential::LEN {
-            let mut bytes = c.to_bytes();
-            bytes[i] ^= 0x01;
-            let ok = MembershipCredential::from_bytes(&bytes)
-                .and_then(|c| c.verify(&s.public_key()))
-                .is_ok();
-            assert!(!ok, "flipping byte {i} went unnoticed");
-        }
-        let other = key(8);
-        assert_eq!(
-            c.verify(&other.public_key()),
-            Err(CredentialError::BadSignature {
-                what: "membership credential"
-            })
-        );
-        assert!(MembershipCredential::from_bytes(&c.to_bytes()[..101]).is_err());
-    }
-
-    #[test]
-    fn agreement_uses_window_and_revision() {
-        let a = cred("0123456789", 1_000_000, 3);
-        let near = cred("0123456788", 1_000_000 + 299_000, 3);
-        let far = cred("0123456788", 1_000_000 + 301_000, 3);
-        assert!(a.agrees_with(&near) && near.agrees_with(&a));
-        assert!(!a.agrees_with(&far) && !far.agrees_with(&a));
-        let older = cred("0123456788", 1_000_000, 2);
-        let newer = cred("0123456788", 1_000_000, 4);
-        assert!(
-            !a.agrees_with(&older),
-            "a revoked-era credential is refused"
-        );
-        assert!(a.agrees_with(&newer), "a fresher revision is accepted");
-        let mut other_net = cred("0123456788", 1_000_000, 3);
-        other_net.nwid = "89e92ceee5000002".parse().unwrap();
-        assert!(!a.agrees_with(&other_net));
+        assert!(serde_json::from_str::<MembershipCredential>("\"0201\"").is_err());
     }
 
     fn config(s: &UpdateKey) -> NetworkConfig {
@@ -595,19 +409,10 @@ mod tests {
             tags: vec![(1, 2)],
             capabilities: vec![],
             active_bridges: vec![],
-            credential: MembershipCredential::issue(
-                s,
-                nwid(),
-                "0123456789".parse().unwrap(),
-                UnixTime::from_millis(9),
-                CREDENTIAL_MAX_DELTA,
-                0,
-            ),
-            members: vec![RosterEntry {
-                address: "0123456789".parse().unwrap(),
-                ips: vec!["198.18.0.5".parse().unwrap()],
-                tags: vec![(1, 2)],
-                capabilities: vec![],
+            credential: cred(s, "0123456789", 9),
+            revocations: vec![Revocation {
+                member: "0123456788".parse().unwrap(),
+                before: UnixTime::from_millis(5),
             }],
         }
     }

@@ -171,6 +171,7 @@ const BOOKKEEPING: &[&str] = &[
     "revision",
     "creationTime",
     "membershipRevision",
+    "revocations",
     "identity",
     "lastAuthorizedTime",
     "lastDeauthorizedTime",

@@ -55,8 +55,8 @@ use serde_json::{Map, Value};
 pub mod rules;
 
 pub use credential::{
-    CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, MembershipCredential,
-    NetworkConfig, RosterEntry, SignedNetworkConfig,
+    CONFIG_REFRESH_INTERVAL, CREDENTIAL_MAX_DELTA, CredentialError, CredentialFacts,
+    MembershipCredential, NetworkConfig, Revocation, SignedNetworkConfig,
 };
 pub use error::ControllerError;
 pub use model::{Member, Network};
@@ -416,55 +416,9 @@ impl Controller {
     /// updating its record), assigns missing pool addresses, and decides. The returned
     /// config is unsigned; its credential is signed with `signer`. Reads only when the
     /// record needs no change, so the periodic re-requests of every member cost no disk
-    /// writes.
+    /// writes; reads one network and one member whatever the network's size (a config
+    /// lists no other members).
     pub fn request(
-        &self,
-        req: &ConfigRequest,
-        now: UnixTime,
-        signer: &dyn Signer,
-    ) -> Result<Decision, ControllerError> {
-        let mut decision = self.decide(req, now, signer)?;
-        if let Decision::Config(cfg) = &mut decision {
-            cfg.members = self.roster(req.nwid)?;
-        }
-        Ok(decision)
-    }
-
-    /// The members a config lists: every authorized member (every member of a public
-    /// network) with its managed addresses. Peers admit frames only from listed members,
-    /// and a deauthorized member drops off the list in the next config pushed.
-    pub fn roster(&self, nwid: NetworkId) -> Result<Vec<RosterEntry>, ControllerError> {
-        let network = self.store.network(nwid)?;
-        let private = network.as_ref().is_none_or(|n| n.private);
-        let tag_defs = network.map(|n| n.tags).unwrap_or_default();
-        let mut out: Vec<RosterEntry> = self
-            .store
-            .members(nwid)?
-            .into_iter()
-            .filter(|m| m.authorized || !private)
-            .map(|m| {
-                let mut tags = m.tags.clone();
-                for def in &tag_defs {
-                    if let Some(default) = def.default {
-                        if !tags.iter().any(|(id, _)| *id == def.id) {
-                            tags.push((def.id, default));
-                        }
-                    }
-                }
-                RosterEntry {
-                    address: m.address,
-                    ips: m.ip_assignments.clone(),
-                    tags,
-                    capabilities: m.capabilities.clone(),
-                }
-            })
-            .collect();
-        out.sort_by_key(|e| e.address);
-        Ok(out)
-    }
-
-    /// Internal: the decision without the roster. Answers a node's config request (see [`request`]): admits the member (creating or
-    fn decide(
         &self,
         req: &ConfigRequest,
         now: UnixTime,
@@ -734,6 +688,7 @@ fn write_member(
         txn.put_member(&mut member)?;
         if patched.deauthorized {
             net.membership_revision += 1;
+            net.revoke(address, now);
             txn.put_network(&mut net)?;
         }
         let before = existing.as_ref().map(Member::to_api_json);
@@ -764,6 +719,7 @@ fn remove_member(
         .ok_or_else(|| not_found_member(nwid, address))?;
     if member.authorized {
         net.membership_revision += 1;
+        net.revoke(address, who.now);
         txn.put_network(&mut net)?;
     }
     who.record(

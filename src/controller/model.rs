@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::credential::{REVOCATION_KEEP, Revocation};
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// Default MTU of a new network: the largest whose full frames travel as exactly two
@@ -94,9 +95,12 @@ pub struct Network {
     /// Incremented by the store on every save.
     pub revision: u64,
     /// Incremented whenever a member loses access (deauthorized or deleted while
-    /// authorized). Membership credentials carry it, and members refuse credentials
-    /// older than their own, so a push of fresh configs revokes at once.
+    /// authorized), so operators can see that access changed; the revocation itself
+    /// travels as an entry in `revocations`.
     pub membership_revision: u64,
+    /// Members revoked lately (see [`Network::revoke`]); configs list them.
+    #[serde(default)]
+    pub revocations: Vec<Revocation>,
 }
 
 impl Network {
@@ -123,7 +127,29 @@ impl Network {
             creation_time: now.as_millis(),
             revision: 0,
             membership_revision: 0,
+            revocations: Vec::new(),
         }
+    }
+
+    /// Records that `member` lost access at `now`: its credentials up to then are
+    /// refused. Revocations older than [`REVOCATION_KEEP`] are dropped, so the list
+    /// holds only members revoked lately.
+    pub fn revoke(&mut self, member: NodeAddress, now: UnixTime) {
+        self.revocations.retain(|r| r.member != member);
+        self.revocations.push(Revocation {
+            member,
+            before: now,
+        });
+        self.revocations = self.revocations_at(now);
+    }
+
+    /// The revocations a config issued at `now` lists.
+    pub fn revocations_at(&self, now: UnixTime) -> Vec<Revocation> {
+        self.revocations
+            .iter()
+            .copied()
+            .filter(|r| now.since(r.before) < REVOCATION_KEEP)
+            .collect()
     }
 
     /// The JSON the API returns: the record plus `nwid` and `objtype`.

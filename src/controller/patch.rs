@@ -107,6 +107,7 @@ const NETWORK_READ_ONLY: &[&str] = &[
     "creationTime",
     "revision",
     "membershipRevision",
+    "revocations",
 ];
 
 /// Member fields that cannot be set through the API (silently ignored).

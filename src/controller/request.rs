@@ -18,7 +18,11 @@
 //! (`ipam::assign_missing`) and saves the record in one store transaction. No clock is
 //! read here: `now` (controller Unix time) is a parameter.
 
-use super::credential::{CREDENTIAL_MAX_DELTA, MembershipCredential, NetworkConfig};
+use std::net::IpAddr;
+
+use super::credential::{
+    CREDENTIAL_MAX_DELTA, CredentialFacts, MembershipCredential, NetworkConfig,
+};
 use super::ipam;
 use super::model::{Member, Network, Route};
 use crate::crypto::Signer;
@@ -209,6 +213,15 @@ fn build_config(
     bridges.sort_unstable();
     bridges.dedup();
 
+    // The credential names every address the member owns, routed or not (`ipauth`
+    // and ARP scoping judge by ownership; the config installs only routed ones).
+    let mut managed_ips: Vec<IpAddr> = member.ip_assignments.clone();
+    for net in &assigned {
+        if !managed_ips.contains(&net.addr()) {
+            managed_ips.push(net.addr());
+        }
+    }
+    let tags_for_credential = tags.clone();
     NetworkConfig {
         nwid: network.id,
         name: network.name.clone(),
@@ -228,14 +241,17 @@ fn build_config(
         active_bridges: bridges,
         credential: MembershipCredential::issue(
             signer,
-            network.id,
-            member.address,
-            now,
-            CREDENTIAL_MAX_DELTA,
-            network.membership_revision,
+            CredentialFacts {
+                nwid: network.id,
+                member: member.address,
+                timestamp: now,
+                max_delta: CREDENTIAL_MAX_DELTA,
+                ips: managed_ips,
+                tags: tags_for_credential,
+                capabilities: member.capabilities.clone(),
+            },
         ),
-        // Filled in by `Controller::request`, which can read every member.
-        members: Vec::new(),
+        revocations: network.revocations_at(now),
     }
 }
 
@@ -303,7 +319,7 @@ mod tests {
     #[test]
     fn authorized_member_gets_a_config_with_a_valid_credential() {
         let mut n = network(true);
-        n.membership_revision = 3;
+        n.revoke("0123456788".parse().unwrap(), UnixTime::from_millis(1));
         let s = signer();
         let mut m = new_member(&n, "0123456789".parse().unwrap(), UnixTime::EPOCH);
         m.authorized = true;
@@ -326,8 +342,13 @@ mod tests {
             vec!["198.18.0.9/24".parse::<IpNet>().unwrap()]
         );
         assert_eq!(c.issued_to, m.address);
-        assert_eq!(c.credential.revision, 3);
-        assert_eq!(c.credential.timestamp, UnixTime::from_millis(7));
+        assert_eq!(c.credential.facts.timestamp, UnixTime::from_millis(7));
+        assert_eq!(
+            c.credential.facts.ips,
+            ["198.18.0.9", "203.0.113.5"].map(|a| a.parse::<IpAddr>().unwrap()),
+            "the credential names every address the member owns, routed or not"
+        );
+        assert_eq!(c.revocations.len(), 1, "a fresh revocation is listed");
         c.credential.verify(&s.public_key()).unwrap();
         let signed = c.sign(&s);
         assert_eq!(signed.verify(&s.public_key()).unwrap(), *c);

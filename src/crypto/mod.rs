@@ -9,6 +9,7 @@
 //!   ChaCha20-Poly1305, counter nonces).
 //! - [`replay`]: the RFC 6479 sliding window that rejects replayed counters.
 //! - [`sign`]: bare Ed25519 keys (world update keys) and signature checks.
+//! - [`membership`]: the controller-signed credentials members show each other.
 //!
 //! Invariants: no clock, no OS randomness and no I/O in here; callers pass seeds and
 //! RNGs. Secret key material is wiped on drop where the underlying crate allows it and
@@ -23,6 +24,7 @@
 mod fuzz_memo;
 pub mod guard;
 pub mod identity;
+pub mod membership;
 pub mod replay;
 pub mod session;
 pub mod sign;
@@ -81,4 +83,7 @@ pub enum CryptoError {
     /// identity that does not match its static key.
     #[error("handshake failed: {0}")]
     Handshake(&'static str),
+    /// A membership credential is not in the expected shape.
+    #[error("malformed membership credential: {0}")]
+    MalformedCredential(&'static str),
 }

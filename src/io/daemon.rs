@@ -167,6 +167,8 @@ pub struct NodeDriver {
     /// The TAPs in `io` (and published to the workers) are those of
     /// `Networks::generation() == taps_generation`.
     taps_generation: u64,
+    /// Bridge-loop drops already reported, and when to look again.
+    bridge_loops: (u64, Instant),
     /// The other packet threads, with `--workers` above one.
     workers: Option<Workers>,
     /// How many packet threads in all.
@@ -287,6 +289,7 @@ impl NodeDriver {
                 networks: None,
                 controller: controller_work,
                 taps_generation: u64::MAX,
+                bridge_loops: (0, Instant::now()),
                 workers,
                 threads,
                 network_defaults: options.network_defaults.clone(),
@@ -342,7 +345,9 @@ impl NodeDriver {
             }
             if let Some(n) = &mut self.networks {
                 n.watch_underlay(&self.node, self.clock.now()).await;
+                n.watch_groups(&mut self.node);
             }
+            self.warn_on_bridge_loops();
             if self.drive_fallback() {
                 self.flush().await;
             }
@@ -522,6 +527,25 @@ impl NodeDriver {
             w.set_taps(taps.clone());
         }
         self.io.set_taps(taps);
+    }
+
+    /// Every few seconds: says so when this bridge dropped frames that came back to
+    /// its own segment through another bridge.
+    fn warn_on_bridge_loops(&mut self) {
+        let (reported, next) = self.bridge_loops;
+        if Instant::now() < next {
+            return;
+        }
+        let loops = self.counters().0.drop_bridge_loop;
+        if loops > reported {
+            tracing::warn!(
+                "{} frames of this bridge's own segment came back through another active \
+                 bridge and were dropped: two active bridges share a LAN segment; make only \
+                 one of them an active bridge (`activeBridge`)",
+                loops - reported
+            );
+        }
+        self.bridge_loops = (loops, Instant::now() + Duration::from_secs(5));
     }
 
     /// Counters of the core and every packet thread.

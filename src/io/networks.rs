@@ -57,10 +57,12 @@ use crate::service::member;
 use crate::service::optin::{
     self, Managed, NetworkSettings, Setting, SkipReason, Skipped, Underlay,
 };
-use crate::types::{NetworkId, NodeAddress, Time};
+use crate::types::{MulticastGroup, NetworkId, NodeAddress, Time};
 
 /// How often [`Networks::watch_underlay`] looks at the node's paths and the host's routes.
 pub const UNDERLAY_CHECK: Duration = Duration::from_secs(5);
+/// How often [`Networks::watch_groups`] reads the devices' multicast groups.
+pub const GROUP_CHECK: Duration = Duration::from_secs(2);
 
 /// See the module documentation.
 pub struct Networks {
@@ -86,6 +88,8 @@ pub struct Networks {
     underlay: Vec<Underlay>,
     /// When [`watch_underlay`](Self::watch_underlay) looks next.
     next_check: Instant,
+    /// When [`watch_groups`](Self::watch_groups) looks next.
+    next_group_check: Instant,
     /// The opt-ins of a network without a `.local.conf` (from `local.toml`).
     defaults: NetworkDefaults,
     /// DNS settings given to the host's resolver.
@@ -119,6 +123,7 @@ impl Networks {
             endpoints: Endpoints::default(),
             underlay: Vec::new(),
             next_check: Instant::now(),
+            next_group_check: Instant::now(),
             defaults,
             dns: HostDns::detect(),
         }
@@ -239,6 +244,26 @@ impl Networks {
             .collect();
         for (network, config) in configs {
             self.configure_with(network, config, &underlay).await;
+        }
+    }
+
+    /// Every [`GROUP_CHECK`]: tells `node` the multicast groups each network's device
+    /// joined (read from `/proc/net/dev_mcast`), which it announces to the roots so
+    /// frames for IPv6 link-local neighbour discovery, mDNS and other groups reach us.
+    pub fn watch_groups(&mut self, node: &mut Node) {
+        let at = Instant::now();
+        if at < self.next_group_check || self.devices.is_empty() {
+            return;
+        }
+        self.next_group_check = at + GROUP_CHECK;
+        let mut groups = super::netdev::multicast_groups();
+        for (network, device) in &self.devices {
+            let macs = groups.remove(device.name()).unwrap_or_default();
+            let joined = macs
+                .into_iter()
+                .map(|mac| MulticastGroup { mac, adi: 0 })
+                .collect();
+            node.set_multicast_groups(*network, joined);
         }
     }
 

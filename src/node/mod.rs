@@ -54,14 +54,19 @@ use crate::crypto::Cipher;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::crypto::table::TableError;
 use crate::crypto::tunnel::TunnelError;
-use crate::types::{Endpoint, NetworkId, NodeAddress, Time, Transmit};
+use crate::types::{Endpoint, MulticastGroup, NetworkId, NodeAddress, Time, Transmit};
 use crate::wire::{self, SoftwareVersion};
 use crate::world::World;
 use control::Control;
+pub use control::membership::{HOLD_MAX, HOLD_PER_PEER, HOLD_TIME, SHOW_INTERVAL};
+pub use control::multicast::{
+    GATHER_HOLD, GATHER_REFRESH, GATHER_REFRESH_EMPTY, GATHER_TIMEOUT, GATHERING_MAX, GROUP_IDLE,
+    LIKE_PERIOD,
+};
 pub use control::worlds::{MAX_MOONS, ORBIT_RETRY, WORLD_REFRESH, WorldInfo};
 pub use control::{ROOT_ANSWER_TIMEOUT, ROOT_RETRY, RootReport};
 pub use data::{DataPlane, ToControl};
-use network::{NetworkInfo, NetworkStatus, Policy, RuleKey};
+use network::{Credentials, NetworkInfo, NetworkStatus, Policy, RuleKey};
 use peer::Role;
 pub use snapshot::{PeerTraffic, Snapshot};
 use switch::{DropReason, SwitchSettings, SwitchStats};
@@ -276,9 +281,18 @@ pub struct NodeStats {
     pub drop_push_rate: u64,
     /// Frames for networks we have not joined.
     pub drop_not_joined: u64,
-    /// Frames refused by a network's switch (sender not on the roster, wrong MAC, ...),
-    /// or for a network that is not OK.
+    /// Frames refused by a network's switch (sender not admitted, wrong MAC, ...), for a
+    /// network that is not OK, or from a peer whose credential did not come in time.
     pub drop_not_member: u64,
+    /// Membership credentials refused (malformed, forged, revoked, out of date).
+    pub drop_credential: u64,
+    /// Membership credentials accepted (new, or renewed).
+    pub credentials_accepted: u64,
+    /// Frames a bridge refused because they came back to their own segment through
+    /// another bridge (two bridges share a segment).
+    pub drop_bridge_loop: u64,
+    /// Group frames over a network's storm limit (either way).
+    pub drop_storm: u64,
     /// Network configs or errors that did not come from the network's controller.
     pub drop_not_from_controller: u64,
     /// Frames the network's flow rules dropped (sending or receiving side).
@@ -332,6 +346,10 @@ impl NodeStats {
             ("drop_push_rate", self.drop_push_rate),
             ("drop_not_joined", self.drop_not_joined),
             ("drop_not_member", self.drop_not_member),
+            ("drop_credential", self.drop_credential),
+            ("credentials_accepted", self.credentials_accepted),
+            ("drop_bridge_loop", self.drop_bridge_loop),
+            ("drop_storm", self.drop_storm),
             ("drop_not_from_controller", self.drop_not_from_controller),
             ("drop_rules", self.drop_rules),
             ("drop_queue_full", self.drop_queue_full),
@@ -379,6 +397,10 @@ impl NodeStats {
             drop_push_rate: self.drop_push_rate + o.drop_push_rate,
             drop_not_joined: self.drop_not_joined + o.drop_not_joined,
             drop_not_member: self.drop_not_member + o.drop_not_member,
+            drop_credential: self.drop_credential + o.drop_credential,
+            credentials_accepted: self.credentials_accepted + o.credentials_accepted,
+            drop_bridge_loop: self.drop_bridge_loop + o.drop_bridge_loop,
+            drop_storm: self.drop_storm + o.drop_storm,
             drop_not_from_controller: self.drop_not_from_controller + o.drop_not_from_controller,
             drop_rules: self.drop_rules + o.drop_rules,
             drop_queue_full: self.drop_queue_full + o.drop_queue_full,
@@ -713,21 +735,36 @@ impl Node {
         self.control.networks()
     }
 
-    /// Applies a verified config: the roster and switch settings at `revision`. Older
-    /// revisions than the one in force are ignored (no rollback by replaying an old
-    /// config). Returns false when ignored or the network is not joined.
+    /// Applies a verified config: the switch settings, rules and our membership
+    /// credential at `revision` (`credentials` is `None` for a network without a
+    /// controller, whose settings list its members). Older revisions than the one in
+    /// force are ignored (no rollback by replaying an old config). Returns false when
+    /// ignored or the network is not joined.
     pub fn set_network(
         &mut self,
         network: NetworkId,
         revision: u64,
         settings: SwitchSettings,
         policy: Option<Policy>,
+        credentials: Option<Credentials>,
     ) -> bool {
-        let applied = self
-            .control
-            .set_network(network, revision, settings, policy);
-        self.run_control(self.now);
+        let now = self.now;
+        let applied =
+            self.control
+                .set_network(now, network, revision, settings, policy, credentials);
+        self.run_control(now);
         applied
+    }
+
+    /// The multicast groups our TAP of `network` joined (the driver reads them from
+    /// the OS); announced to the roots so group frames reach us.
+    pub fn set_multicast_groups(&mut self, network: NetworkId, groups: Vec<MulticastGroup>) {
+        self.control.set_multicast_groups(network, groups);
+    }
+
+    /// The groups we announce for `network`.
+    pub fn multicast_subscriptions(&self, network: NetworkId) -> Vec<MulticastGroup> {
+        self.control.multicast_subscriptions(network)
     }
 
     /// Sends (or, for ourselves, applies) a signed config to `member`: the answer to
@@ -836,7 +873,15 @@ impl Node {
                     d.network,
                     d.flags,
                     &d.frame,
+                    d.retried,
                 );
+            }
+            while let Some((network, frame)) = self.control.poll_reinject() {
+                // Dropped frames were counted by the switch.
+                let _ = self
+                    .data
+                    .inside(self.control.snapshot(), now, network, &frame);
+                self.data.recycle(frame);
             }
             if !self.data.has_control() {
                 break;

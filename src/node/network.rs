@@ -9,8 +9,11 @@
 //!    [`CONFIG_REFRESH`] as a backstop to pushes.
 //! 2. A NETWORK_CONFIG from the network's controller (and only from it) becomes
 //!    [`Event::ConfigReceived`](super::Event::ConfigReceived) with the controller's signing key. The driver verifies
-//!    and decodes it, then calls [`Node::set_network`](super::Node::set_network) with the member roster and
-//!    switch settings. Only then does the network carry frames (status OK).
+//!    and decodes it, then calls [`Node::set_network`](super::Node::set_network) with the switch settings,
+//!    the rules and our membership credential. Only then does the network carry
+//!    frames (status OK). No config lists the other members: on a private network
+//!    members show each other their credentials (`control::membership`), and group
+//!    frames go to the subscribers a root gathers (`control::multicast`).
 //! 3. An ERROR (access denied / not found) from the controller sets the status and
 //!    stops all frames of that network at once.
 //! 4. As controller: a NETWORK_CONFIG_REQUEST becomes [`Event::ConfigRequested`](super::Event::ConfigRequested); the
@@ -21,16 +24,18 @@
 //! [`NetworkSwitch`](super::switch::NetworkSwitch) (source MAC
 //! must be ours, destination resolved to members) before sealing; a received FRAME is
 //! delivered to `poll_tap` only if the network is OK and the switch admits it (the
-//! sender is on the current roster and uses its own MAC, or is a bridge). A member
-//! removed from the roster is refused from the moment the new settings are applied.
+//! sender showed a credential we accept, or is listed, and uses its own MAC, or is a
+//! bridge). A member the controller revokes is refused from the moment the config
+//! listing the revocation is applied.
 
 use std::time::Duration;
 
 use std::collections::HashMap;
 
 use super::switch::NetworkSwitch;
+use crate::crypto::membership::MembershipCredential;
 use crate::rules::{Copies, DecidedBy, Direction, FrameContext, PeerTags, RuleSet, Verdict};
-use crate::types::{NetworkId, NodeAddress};
+use crate::types::{NetworkId, NodeAddress, UnixTime};
 use crate::wire::EthernetFrame;
 
 /// Ask again this often while a network has no config.
@@ -64,7 +69,8 @@ impl NetworkStatus {
 }
 
 /// A network's flow rules as this member applies them: the compiled rule set, our own
-/// tags and capabilities, and every member's (for the receiving side's evaluation).
+/// tags and capabilities, and, on a network without a controller, every member's (for
+/// the receiving side's evaluation; with a controller they come from credentials).
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// The rule set.
@@ -73,8 +79,21 @@ pub struct Policy {
     pub tags: Vec<(u32, u32)>,
     /// Our capability IDs.
     pub capabilities: Vec<u32>,
-    /// Each member's tags and capability IDs.
+    /// Each member's tags and capability IDs (networks without a controller).
     pub members: HashMap<NodeAddress, MemberPolicy>,
+}
+
+/// What a member of a network with a controller needs to show and check membership
+/// credentials (taken from its verified config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The controller's Ed25519 key, which signs every member's credential.
+    pub controller_key: [u8; 32],
+    /// Our own credential.
+    pub own: MembershipCredential,
+    /// Members revoked lately: their credentials issued at or before the time are
+    /// refused.
+    pub revoked: Vec<(NodeAddress, UnixTime)>,
 }
 
 /// What the rules need to know about one member.
@@ -135,15 +154,32 @@ pub(crate) fn judge(
             copies: Copies::default(),
         };
     };
-    let none = MemberPolicy::default();
+    // A member's tags and capabilities: from its accepted credential, else from the
+    // policy's own list (networks without a controller).
+    let lookup = |n: NodeAddress| {
+        switch
+            .facts(n)
+            .map(|f| (f.tags.as_slice(), f.capabilities.as_slice()))
+            .or_else(|| {
+                p.members
+                    .get(&n)
+                    .map(|m| (m.tags.as_slice(), m.capabilities.as_slice()))
+            })
+    };
     let (sender_tags, sender_caps, receiver_tags) = match direction {
         Direction::Outbound => {
-            let receiver = p.members.get(&dest).unwrap_or(&none);
-            (&p.tags, &p.capabilities, &receiver.tags)
+            // A receiver that has not shown its credential yet: its own rules judge
+            // its tags.
+            let receiver = match lookup(dest) {
+                Some((tags, _)) => PeerTags::Known(tags),
+                None if switch.needs_credentials() => PeerTags::Unknown,
+                None => PeerTags::Known(&[]),
+            };
+            (p.tags.as_slice(), p.capabilities.as_slice(), receiver)
         }
         Direction::Inbound => {
-            let sender = p.members.get(&src).unwrap_or(&none);
-            (&sender.tags, &sender.capabilities, &p.tags)
+            let (tags, caps) = lookup(src).unwrap_or((&[], &[]));
+            (tags, caps, PeerTags::Known(p.tags.as_slice()))
         }
     };
     let (ip_authenticated, mac_authenticated) = switch.ownership(src, frame.eth.as_ref());
@@ -153,7 +189,7 @@ pub(crate) fn judge(
         ztdest: Some(dest),
         frame: frame.bytes,
         sender_tags: PeerTags::Known(sender_tags),
-        receiver_tags: PeerTags::Known(receiver_tags),
+        receiver_tags,
         sender_capabilities: sender_caps,
         ip_authenticated,
         mac_authenticated,

@@ -8,7 +8,8 @@
 //!   session is installed, promoted, expires or goes away; a peer's route (its direct
 //!   endpoint, or the endpoint of the root that relays for it) or the route's path MTU
 //!   changes; a peer appears or
-//!   is forgotten; a network is joined or left, or its config, roster or rules change.
+//!   is forgotten; a network is joined or left, or its config or rules change, a
+//!   member's credential is accepted or dropped, or a group's subscribers are gathered.
 //! - It holds only confirmed sessions (`current` and `previous`). An unconfirmed
 //!   responder session (`next`) stays with the control core: the first packet on it finds
 //!   no index here and goes to control, which promotes the session and publishes again.
@@ -21,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::network::Policy;
-use super::switch::SwitchSettings;
+use super::switch::{GroupCache, Members, SwitchSettings};
 use crate::crypto::tunnel::SessionState;
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time};
 
@@ -138,6 +139,10 @@ pub(crate) struct NetworkView {
     pub(crate) settings: Arc<SwitchSettings>,
     /// Flow rules; `None` carries every frame the switch admits.
     pub(crate) policy: Option<Arc<Policy>>,
+    /// Members admitted by credential (a new `Arc` whenever one is added or removed).
+    pub(crate) members: Arc<Members>,
+    /// Gathered multicast group subscribers (a new `Arc` whenever one changes).
+    pub(crate) groups: Arc<GroupCache>,
 }
 
 /// Per-frame facts about one peer, written by the data plane with plain atomic stores

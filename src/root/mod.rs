@@ -16,7 +16,11 @@
 //!   [`RENDEZVOUS_INTERVAL`]) so they can try a direct path;
 //! - **worlds**: answers WORLD_REQUEST with each world it holds (its planet, the moons
 //!   it serves) in a newer revision than the node named, one OK per world, so moons are
-//!   fetched (`orbit`) and worlds updated in band.
+//!   fetched (`orbit`) and worlds updated in band;
+//! - **multicast directory**: keeps the groups nodes announce (MULTICAST_LIKE) and
+//!   answers MULTICAST_GATHER with their subscribers ([`multicast`]), which is how
+//!   members find each other's addresses and group frames find their receivers
+//!   without any roster.
 //!
 //! A moon root (one its planet does not list) also says hello to the planet's roots and
 //! hands them packets for nodes it does not know ([`upstream`]). A relayed packet (one
@@ -29,6 +33,7 @@
 //! Driving order is the node core's: input, then drain `poll_transmit`, then sleep until
 //! `poll_timeout`.
 
+pub mod multicast;
 mod upstream;
 
 use std::collections::{HashMap, VecDeque};
@@ -107,6 +112,10 @@ pub struct RootStats {
     pub forwarded_upstream: u64,
     /// Worlds sent in answer to WORLD_REQUEST.
     pub worlds_sent: u64,
+    /// Multicast subscriptions refused (over a bound, or not a group).
+    pub drop_subscription: u64,
+    /// MULTICAST_GATHER requests answered.
+    pub gathers: u64,
 }
 
 impl RootStats {
@@ -133,6 +142,8 @@ impl RootStats {
             ("drop_unhandled", self.drop_unhandled),
             ("forwarded_upstream", self.forwarded_upstream),
             ("worlds_sent", self.worlds_sent),
+            ("drop_subscription", self.drop_subscription),
+            ("gathers", self.gathers),
         ]
         .into_iter()
     }
@@ -209,6 +220,8 @@ pub struct Root {
     /// The worlds this root holds (its planet, moons), served to WORLD_REQUEST.
     worlds: Vec<World>,
     rendezvous_sent: HashMap<(NodeAddress, NodeAddress), Time>,
+    /// Multicast subscriptions (`multicast`).
+    directory: multicast::Directory,
     next_tick: Time,
     transmits: VecDeque<Transmit>,
     stats: RootStats,
@@ -221,6 +234,9 @@ impl Root {
     /// roots from its first timeout on (see [`upstream`]).
     pub fn new(identity: Identity, world: Option<&World>, seed: [u8; 32], now: Time) -> Self {
         let me = identity.public().address();
+        let directory_seed = u64::from_be_bytes([
+            seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
+        ]) ^ 0x6d75_6c74_6963_6173;
         let mut table = SessionTable::new(identity, seed);
         let upstream = Upstream::of_planet(world, me);
         for r in world.iter().flat_map(|w| &w.roots) {
@@ -247,6 +263,7 @@ impl Root {
             world_roots,
             worlds: world.into_iter().cloned().collect(),
             rendezvous_sent: HashMap::new(),
+            directory: multicast::Directory::new(directory_seed),
             transmits: VecDeque::new(),
             stats: RootStats::default(),
             scratch: Vec::with_capacity(2048),
@@ -286,6 +303,11 @@ impl Root {
     /// Number of nodes currently known.
     pub fn node_count(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// Number of multicast subscriptions held.
+    pub fn subscription_count(&self) -> usize {
+        self.directory.len()
     }
 
     /// A datagram arrived from `from`.
@@ -392,6 +414,7 @@ impl Root {
             self.table.remove_peer(a);
         }
         self.greet_upstream(now);
+        self.directory.expire(now);
         self.rendezvous_sent
             .retain(|_, t| now.since(*t) < RENDEZVOUS_INTERVAL);
     }
@@ -480,6 +503,23 @@ impl Root {
                 in_re_counter: counter,
                 body: OkBody::Echo(data),
             }),
+            Ok(Message::MulticastLike { subscriptions }) => {
+                let refused = self.directory.like(now, peer, &subscriptions);
+                self.stats.drop_subscription += refused as u64;
+                None
+            }
+            Ok(Message::MulticastGather {
+                network,
+                group,
+                limit,
+            }) => {
+                self.stats.gathers += 1;
+                let gathered = self.directory.gather(peer, network, group, limit);
+                Some(Message::Ok {
+                    in_re_counter: counter,
+                    body: OkBody::Gather(gathered),
+                })
+            }
             Ok(_) => {
                 self.stats.drop_unhandled += 1;
                 None

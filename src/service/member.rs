@@ -4,15 +4,15 @@
 //! - [`apply_config`]: a member received a signed config from its controller
 //!   ([`Event::ConfigReceived`](crate::node::Event::ConfigReceived)): verify the
 //!   signature with the controller's key, check it is for this node and network, and
-//!   hand the roster and switch settings to the node core.
+//!   hand the switch settings, rules and our credential to the node core.
 //! - [`decide_request`]: this node is the controller and a member asked
 //!   ([`Event::ConfigRequested`](crate::node::Event::ConfigRequested)): decide and sign
 //!   the config, or refuse, as an [`Answer`] that [`Answer::apply`] sends through the
 //!   node core. Deciding may write the controller's store and signs: the daemon does
 //!   it off its packet thread.
 //! - [`Serving`]: remembers who asked, answers, and after a change answers every member
-//!   that asked with a fresh config (or a refusal), so revocation takes effect without
-//!   waiting for a refresh.
+//!   that asked with a fresh config (or a refusal), so a revocation (listed in every
+//!   fresh config) takes effect without waiting for a refresh.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -26,8 +26,8 @@ use crate::controller::{
 use crate::crypto::Signer;
 use crate::crypto::identity::{Identity, PublicIdentity};
 use crate::node::Node;
-use crate::node::network::{MemberPolicy, NetworkStatus, Policy};
-use crate::node::switch::{MemberInfo, SwitchSettings};
+use crate::node::network::{Credentials, NetworkStatus, Policy};
+use crate::node::switch::{Admission, SwitchSettings};
 use crate::rules::RuleSet;
 use crate::types::{NetworkId, NodeAddress, Time, UnixTime};
 
@@ -71,11 +71,21 @@ pub fn apply_config(
         });
     }
     let policy = policy(&config)?;
+    let credentials = Credentials {
+        controller_key: *controller_key,
+        own: config.credential.clone(),
+        revoked: config
+            .revocations
+            .iter()
+            .map(|r| (r.member, r.before))
+            .collect(),
+    };
     node.set_network(
         network,
         config.revision_key(),
         switch_settings(&config),
         Some(policy),
+        Some(credentials),
     );
     Ok(config)
 }
@@ -90,45 +100,28 @@ pub fn policy(config: &NetworkConfig) -> Result<Policy, CredentialError> {
                 why: e.to_string(),
             }
         })?;
-    let me = config.issued_to;
-    let capabilities_held = config
-        .members
-        .iter()
-        .find(|m| m.address == me)
-        .map(|m| m.capabilities.clone())
-        .unwrap_or_default();
+    // Other members' tags and capabilities come with their credentials.
     Ok(Policy {
         rules,
         tags: config.tags.clone(),
-        capabilities: capabilities_held,
-        members: config
-            .members
-            .iter()
-            .map(|m| {
-                let policy = MemberPolicy {
-                    tags: m.tags.clone(),
-                    capabilities: m.capabilities.clone(),
-                };
-                (m.address, policy)
-            })
-            .collect(),
+        capabilities: config.credential.facts.capabilities.clone(),
+        members: HashMap::new(),
     })
 }
 
-/// The switch settings a config implies.
+/// The switch settings a config implies: no member list (members show credentials on
+/// a private network; anyone is admitted on a public one).
 pub fn switch_settings(config: &NetworkConfig) -> SwitchSettings {
     SwitchSettings {
         enable_broadcast: config.enable_broadcast,
         multicast_limit: config.multicast_limit as usize,
-        members: config
-            .members
-            .iter()
-            .map(|m| MemberInfo {
-                address: m.address,
-                ips: m.ips.clone(),
-            })
-            .collect(),
+        members: Vec::new(),
         bridges: config.active_bridges.clone(),
+        admission: if config.private {
+            Admission::Credentials
+        } else {
+            Admission::Anyone
+        },
     }
 }
 
@@ -222,31 +215,25 @@ impl Serving {
         }
     }
 
-    /// The answers to a member's request: its own, or, when the member is new to this
-    /// network, one for every member that asked (their rosters must list the newcomer).
+    /// The answer to a member's request (a config lists no other members, so a new
+    /// member changes nobody else's).
     pub fn answers_for_request(
         &mut self,
         wall: UnixTime,
         network: NetworkId,
         member: &PublicIdentity,
     ) -> Result<Vec<Answer>, ControllerError> {
-        let new = self
-            .askers
+        self.askers
             .entry(network)
             .or_default()
-            .insert(member.address(), member.clone())
-            .is_none();
-        if new {
-            self.answers_for_push(wall, network)
-        } else {
-            Ok(vec![decide_request(
-                &self.controller,
-                &self.signer,
-                wall,
-                network,
-                member,
-            )?])
-        }
+            .insert(member.address(), member.clone());
+        Ok(vec![decide_request(
+            &self.controller,
+            &self.signer,
+            wall,
+            network,
+            member,
+        )?])
     }
 
     /// A fresh config or refusal for every member that asked for `network`.

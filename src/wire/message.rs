@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use super::WireError;
 use super::ethernet::ETHERNET_HEADER_LEN;
 use super::reader::Reader;
-use crate::types::{Endpoint, NetworkId, NodeAddress, Time};
+use crate::types::{Endpoint, Mac, MulticastGroup, NetworkId, NodeAddress, Time};
 
 /// Length of a public identity on the wire: address 5 | ed25519 32 | x25519 32.
 pub const IDENTITY_LEN: usize = 69;
@@ -29,6 +29,12 @@ pub const MAX_PUSHED_PATHS: usize = 8;
 /// Most worlds one WorldRequest may name (the planet and moons a node holds); a longer
 /// list is malformed.
 pub const MAX_WORLDS_ASKED: usize = 32;
+/// Most members one OK(MulticastGather) lists; a longer list is malformed.
+pub const MAX_GATHERED: usize = 1024;
+/// Bytes of one subscription in a MulticastLike: network id 8 | mac 6 | adi 4.
+pub const SUBSCRIPTION_LEN: usize = 18;
+/// NETWORK_CREDENTIALS flag: the sender asks for the receiver's credential in return.
+pub const CREDENTIALS_ASK: u8 = 0x01;
 
 /// The verb byte that starts every inner message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,13 +53,13 @@ pub enum Verb {
     Frame,
     /// 0x07: a liveness probe, answered by OK with the same bytes.
     Echo,
-    /// 0x08: reserved (multicast group subscription).
+    /// 0x08: a node subscribes to multicast groups at a root.
     MulticastLike,
     /// 0x09: reserved (ask a controller for a network config).
     NetworkConfigRequest,
     /// 0x0a: reserved (a network config).
     NetworkConfig,
-    /// 0x0b: reserved (membership credentials).
+    /// 0x0b: a member shows a peer its membership credential.
     NetworkCredentials,
     /// 0x0c: reserved (a multicast frame).
     MulticastFrame,
@@ -63,6 +69,8 @@ pub enum Verb {
     PathProbe,
     /// 0x0f: a node asks a root for newer revisions of worlds (planet, moons).
     WorldRequest,
+    /// 0x10: a node asks a root who subscribes to a multicast group.
+    MulticastGather,
     /// Any other value.
     Unknown(u8),
 }
@@ -85,6 +93,7 @@ impl From<u8> for Verb {
             0x0d => Verb::PushDirectPaths,
             0x0e => Verb::PathProbe,
             0x0f => Verb::WorldRequest,
+            0x10 => Verb::MulticastGather,
             other => Verb::Unknown(other),
         }
     }
@@ -108,6 +117,7 @@ impl From<Verb> for u8 {
             Verb::PushDirectPaths => 0x0d,
             Verb::PathProbe => 0x0e,
             Verb::WorldRequest => 0x0f,
+            Verb::MulticastGather => 0x10,
             Verb::Unknown(other) => other,
         }
     }
@@ -223,6 +233,8 @@ pub enum OkBody<'a> {
     /// Answer to WORLD_REQUEST: one signed world in its binary form (`world::World`
     /// parses and verifies it); one OK per world sent.
     World(&'a [u8]),
+    /// Answer to MULTICAST_GATHER: members subscribed to the group.
+    Gather(Gathered),
     /// Answer to any other verb; body kept raw. Use the variants above for HELLO,
     /// WHOIS, ECHO, PATH_PROBE and WORLD_REQUEST: bytes emitted here for those verbs
     /// parse as the typed body.
@@ -243,9 +255,24 @@ impl OkBody<'_> {
             OkBody::Echo(_) => Verb::Echo,
             OkBody::PathProbe { .. } => Verb::PathProbe,
             OkBody::World(_) => Verb::WorldRequest,
+            OkBody::Gather(_) => Verb::MulticastGather,
             OkBody::Other { in_re_verb, .. } => *in_re_verb,
         }
     }
+}
+
+/// What a root knows of a multicast group's subscribers (the body of an
+/// OK(MulticastGather)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gathered {
+    /// The network.
+    pub network: NetworkId,
+    /// The group.
+    pub group: MulticastGroup,
+    /// How many members the root knows in the group (may exceed `members.len()`).
+    pub total: u32,
+    /// Subscribers, at most the gather's limit and [`MAX_GATHERED`].
+    pub members: Vec<NodeAddress>,
 }
 
 /// Protocol version carried in HELLO.
@@ -311,6 +338,13 @@ pub enum Message<'a> {
     },
     /// 0x07 ECHO: bytes to send back in an OK (at most 256).
     Echo(&'a [u8]),
+    /// 0x08 MULTICAST_LIKE: node → root, "I listen to these groups" (at most 255). A
+    /// root keeps a subscription until it expires (`root::multicast`); nodes repeat
+    /// them while they hold.
+    MulticastLike {
+        /// (network, group) pairs.
+        subscriptions: Vec<(NetworkId, MulticastGroup)>,
+    },
     /// 0x09 NETWORK_CONFIG_REQUEST: member → controller, "send me the config of this
     /// network"; `revision` is the revision the member holds (0 for none).
     NetworkConfigRequest {
@@ -327,6 +361,18 @@ pub enum Message<'a> {
         network: NetworkId,
         /// The signed config bytes.
         config: &'a [u8],
+    },
+    /// 0x0b NETWORK_CREDENTIALS: member → peer, "here is my membership credential on
+    /// this network" (`crypto::membership` parses and verifies it), so the peer
+    /// accepts my frames there. With [`CREDENTIALS_ASK`] the sender also wants the
+    /// receiver's credential (the receiver answers with its own NETWORK_CREDENTIALS).
+    NetworkCredentials {
+        /// The network.
+        network: NetworkId,
+        /// [`CREDENTIALS_ASK`]; other bits reserved (sent 0, ignored).
+        flags: u8,
+        /// The credential's binary form; empty when the sender only asks.
+        credential: &'a [u8],
     },
     /// 0x0d PUSH_DIRECT_PATHS: node → peer, "I can also be reached at these endpoints"
     /// (its interface addresses with its UDP port), so two nodes behind one NAT find
@@ -352,6 +398,16 @@ pub enum Message<'a> {
     WorldRequest {
         /// (world id, revision timestamp held), at most [`MAX_WORLDS_ASKED`].
         worlds: Vec<(u64, u64)>,
+    },
+    /// 0x10 MULTICAST_GATHER: node → root, "who subscribes to this group?"; answered
+    /// by OK with a [`Gathered`] of at most `limit` members.
+    MulticastGather {
+        /// The network.
+        network: NetworkId,
+        /// The group.
+        group: MulticastGroup,
+        /// Most members wanted (at most [`MAX_GATHERED`] are sent).
+        limit: u16,
     },
     /// A reserved or unknown verb, body kept raw so it can be counted and skipped.
     Unknown {
@@ -477,10 +533,26 @@ impl<'a> Message<'a> {
                 }
                 Ok(Message::WorldRequest { worlds })
             }
-            Verb::MulticastLike
-            | Verb::NetworkCredentials
-            | Verb::MulticastFrame
-            | Verb::Unknown(_) => Ok(Message::Unknown {
+            Verb::MulticastLike => {
+                let count = r.u8("MulticastLike count")?;
+                let mut subscriptions = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let network = parse_network(&mut r, "MulticastLike network id")?;
+                    subscriptions.push((network, read_group(&mut r, "MulticastLike group")?));
+                }
+                Ok(Message::MulticastLike { subscriptions })
+            }
+            Verb::NetworkCredentials => Ok(Message::NetworkCredentials {
+                network: parse_network(&mut r, "NetworkCredentials network id")?,
+                flags: r.u8("NetworkCredentials flags")?,
+                credential: r.rest(),
+            }),
+            Verb::MulticastGather => Ok(Message::MulticastGather {
+                network: parse_network(&mut r, "MulticastGather network id")?,
+                group: read_group(&mut r, "MulticastGather group")?,
+                limit: r.u16("MulticastGather limit")?,
+            }),
+            Verb::MulticastFrame | Verb::Unknown(_) => Ok(Message::Unknown {
                 verb,
                 body: r.rest(),
             }),
@@ -502,6 +574,9 @@ impl<'a> Message<'a> {
             Message::PushDirectPaths { .. } => Verb::PushDirectPaths,
             Message::PathProbe { .. } => Verb::PathProbe,
             Message::WorldRequest { .. } => Verb::WorldRequest,
+            Message::MulticastLike { .. } => Verb::MulticastLike,
+            Message::NetworkCredentials { .. } => Verb::NetworkCredentials,
+            Message::MulticastGather { .. } => Verb::MulticastGather,
             Message::Unknown { verb, .. } => *verb,
         }
     }
@@ -518,6 +593,7 @@ impl<'a> Message<'a> {
                     OkBody::Echo(bytes) => echo_len(bytes),
                     OkBody::PathProbe { .. } => 4,
                     OkBody::World(bytes) => bytes.len(),
+                    OkBody::Gather(g) => 8 + 10 + 4 + 2 + gathered_len(g.members.len()) * 5,
                     OkBody::Other { body, .. } => body.len(),
                 }
             }
@@ -543,6 +619,11 @@ impl<'a> Message<'a> {
             }
             Message::PathProbe { padding, .. } => 4 + padding,
             Message::WorldRequest { worlds } => 1 + asked_len(worlds.len()) * 16,
+            Message::MulticastLike { subscriptions } => {
+                1 + list_len(subscriptions.len()) * SUBSCRIPTION_LEN
+            }
+            Message::NetworkCredentials { credential, .. } => 9 + credential.len(),
+            Message::MulticastGather { .. } => 8 + 10 + 2,
             Message::Unknown { body, .. } => body.len(),
         }
     }
@@ -598,6 +679,17 @@ impl<'a> Message<'a> {
                     OkBody::Echo(bytes) => emit_echo(bytes, out),
                     OkBody::PathProbe { token } => out.extend_from_slice(&token.to_be_bytes()),
                     OkBody::World(bytes) => out.extend_from_slice(bytes),
+                    OkBody::Gather(g) => {
+                        out.extend_from_slice(&g.network.value().to_be_bytes());
+                        emit_group(g.group, out);
+                        out.extend_from_slice(&g.total.to_be_bytes());
+                        let members = &g.members[..gathered_len(g.members.len())];
+                        // Cannot truncate: gathered_len caps at MAX_GATHERED = 1024.
+                        out.extend_from_slice(&(members.len() as u16).to_be_bytes());
+                        for m in members {
+                            out.extend_from_slice(&m.to_bytes());
+                        }
+                    }
                     OkBody::Other { body, .. } => out.extend_from_slice(body),
                 }
             }
@@ -653,9 +745,52 @@ impl<'a> Message<'a> {
                     out.extend_from_slice(&timestamp.to_be_bytes());
                 }
             }
+            Message::MulticastLike { subscriptions } => {
+                out.push(count_byte(subscriptions.len()));
+                for (network, group) in subscriptions.iter().take(MAX_LIST_LEN) {
+                    out.extend_from_slice(&network.value().to_be_bytes());
+                    emit_group(*group, out);
+                }
+            }
+            Message::NetworkCredentials {
+                network,
+                flags,
+                credential,
+            } => {
+                out.extend_from_slice(&network.value().to_be_bytes());
+                out.push(*flags);
+                out.extend_from_slice(credential);
+            }
+            Message::MulticastGather {
+                network,
+                group,
+                limit,
+            } => {
+                out.extend_from_slice(&network.value().to_be_bytes());
+                emit_group(*group, out);
+                out.extend_from_slice(&limit.to_be_bytes());
+            }
             Message::Unknown { body, .. } => out.extend_from_slice(body),
         }
     }
+}
+
+/// How many of `n` gathered members fit in an OK(MulticastGather).
+fn gathered_len(n: usize) -> usize {
+    debug_assert!(n <= MAX_GATHERED, "OK(MulticastGather) of {n} members");
+    n.min(MAX_GATHERED)
+}
+
+fn emit_group(group: MulticastGroup, out: &mut Vec<u8>) {
+    out.extend_from_slice(&group.mac.0);
+    out.extend_from_slice(&group.adi.to_be_bytes());
+}
+
+fn read_group(r: &mut Reader<'_>, what: &'static str) -> Result<MulticastGroup, WireError> {
+    Ok(MulticastGroup {
+        mac: Mac(r.array::<6>(what)?),
+        adi: r.u32(what)?,
+    })
 }
 
 /// How many of `n` requested worlds fit in a WorldRequest.
@@ -752,6 +887,27 @@ fn parse_ok_body<'a>(in_re_verb: Verb, mut r: Reader<'a>) -> Result<OkBody<'a>, 
             token: r.u32("OK(PathProbe) token")?,
         }),
         Verb::WorldRequest => Ok(OkBody::World(r.rest())),
+        Verb::MulticastGather => {
+            let network = parse_network(&mut r, "OK(MulticastGather) network id")?;
+            let group = read_group(&mut r, "OK(MulticastGather) group")?;
+            let total = r.u32("OK(MulticastGather) total")?;
+            let count = usize::from(r.u16("OK(MulticastGather) count")?);
+            if count > MAX_GATHERED {
+                return Err(WireError::BadLength(
+                    "OK(MulticastGather) lists more than 1024 members",
+                ));
+            }
+            let mut members = Vec::with_capacity(count);
+            for _ in 0..count {
+                members.push(parse_address(&mut r, "OK(MulticastGather) member")?);
+            }
+            Ok(OkBody::Gather(Gathered {
+                network,
+                group,
+                total,
+                members,
+            }))
+        }
         other => Ok(OkBody::Other {
             in_re_verb: other,
             body: r.rest(),
@@ -808,548 +964,5 @@ fn emit_echo(bytes: &[u8], out: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use std::net::SocketAddrV6;
-
-    fn addr(v: u64) -> NodeAddress {
-        NodeAddress::new(v).expect("test address is valid")
-    }
-
-    fn network() -> NetworkId {
-        NetworkId::new(addr(0x89e92ceee5), 7)
-    }
-
-    const FRAME: &[u8] = &[
-        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 8, 0,
-    ];
-
-    /// One message per verb (and per OK body), with the length of its fixed part and
-    /// whether its last field takes the rest of the buffer.
-    fn samples() -> Vec<(Message<'static>, usize, bool)> {
-        let v4: Endpoint = "198.51.100.7/9993".parse().unwrap();
-        let v6: Endpoint = "[2001:db8::1]:9994".parse().unwrap();
-        let version = SoftwareVersion {
-            major: 1,
-            minor: 2,
-            patch: 300,
-        };
-        vec![
-            (
-                Message::Hello(Hello {
-                    proto_version: 1,
-                    version,
-                    timestamp: Time::from_micros(123_456_789),
-                    world_id: 0x1122_3344_5566_7788,
-                    world_timestamp: 99,
-                }),
-                30,
-                false,
-            ),
-            (
-                Message::Error {
-                    in_re_verb: Verb::Whois,
-                    in_re_counter: 5,
-                    code: ErrorCode::ObjNotFound,
-                    payload: b"\x01\x02",
-                },
-                11,
-                true,
-            ),
-            (
-                Message::Error {
-                    in_re_verb: Verb::Unknown(0x55),
-                    in_re_counter: 5,
-                    code: ErrorCode::Unknown(200),
-                    payload: b"",
-                },
-                11,
-                true,
-            ),
-            (
-                Message::Ok {
-                    in_re_counter: 77,
-                    body: OkBody::Hello(HelloOk {
-                        timestamp: Time::from_micros(123_456_789),
-                        proto_version: 1,
-                        version,
-                        observed: v4,
-                    }),
-                },
-                10 + 13 + 7,
-                false,
-            ),
-            (
-                Message::Ok {
-                    in_re_counter: 77,
-                    body: OkBody::Hello(HelloOk {
-                        timestamp: Time::ZERO,
-                        proto_version: 1,
-                        version,
-                        observed: v6,
-                    }),
-                },
-                10 + 13 + 19,
-                false,
-            ),
-            (
-                Message::Ok {
-                    in_re_counter: 78,
-                    body: OkBody::Whois(vec![[3; IDENTITY_LEN], [4; IDENTITY_LEN]]),
-                },
-                10 + 1 + 2 * IDENTITY_LEN,
-                false,
-            ),
-            (
-                Message::Ok {
-                    in_re_counter: 79,
-                    body: OkBody::Echo(b"ping"),
-                },
-                10,
-                true,
-            ),
-            (
-                Message::Ok {
-                    in_re_counter: 80,
-                    body: OkBody::Other {
-                        in_re_verb: Verb::NetworkConfigRequest,
-                        body: b"config",
-                    },
-                },
-                10,
-                true,
-            ),
-            (
-                Message::Whois {
-                    addresses: vec![addr(1), addr(0x12_3456_789a)],
-                },
-                1 + 1 + 10,
-                false,
-            ),
-            (
-                Message::Rendezvous {
-                    peer: addr(0x0102030405),
-                    endpoints: vec![v4, v6],
-                },
-                1 + 5 + 1 + 7 + 19,
-                false,
-            ),
-            (
-                Message::Frame {
-                    network: network(),
-                    flags: 0,
-                    frame: FRAME,
-                },
-                FRAME_HEADER_LEN + ETHERNET_HEADER_LEN,
-                true,
-            ),
-            (Message::Echo(b"hello"), 1, true),
-            (
-                Message::NetworkConfigRequest {
-                    network: "8056c2e21c000001".parse().unwrap(),
-                    revision: 9,
-                },
-                17,
-                false,
-            ),
-            (
-                Message::NetworkConfig {
-                    network: "8056c2e21c000001".parse().unwrap(),
-                    config: b"signed config",
-                },
-                9,
-                true,
-            ),
-            (
-                Message::PushDirectPaths {
-                    endpoints: vec![v4, v6],
-                },
-                1 + 1 + 7 + 19,
-                false,
-            ),
-            (
-                Message::PushDirectPaths {
-                    endpoints: Vec::new(),
-                },
-                2,
-                false,
-            ),
-            (
-                Message::WorldRequest {
-                    worlds: vec![(7, 1_700_000_000_000), (0x8a1b2c3d4e, 0)],
-                },
-                1 + 1 + 32,
-                false,
-            ),
-            (
-                Message::Ok {
-                    in_re_counter: 5,
-                    body: OkBody::World(b"signed world"),
-                },
-                1 + 1 + 8,
-                true,
-            ),
-            (
-                Message::Unknown {
-                    verb: Verb::MulticastLike,
-                    body: b"reserved",
-                },
-                1,
-                true,
-            ),
-            (
-                Message::Unknown {
-                    verb: Verb::Unknown(0xee),
-                    body: b"",
-                },
-                1,
-                true,
-            ),
-        ]
-    }
-
-    fn emit(m: &Message<'_>) -> Vec<u8> {
-        let mut out = Vec::new();
-        m.emit(&mut out);
-        out
-    }
-
-    #[test]
-    fn every_verb_round_trips() {
-        for (message, fixed, _) in samples() {
-            let out = emit(&message);
-            assert_eq!(out.len(), message.buffer_len(), "{message:?}");
-            assert_eq!(out[0], u8::from(message.verb()));
-            assert_eq!(Message::parse(&out), Ok(message.clone()));
-            assert!(out.len() >= fixed);
-        }
-    }
-
-    #[test]
-    fn truncations_are_errors_and_never_panic() {
-        for (message, fixed, rest_field) in samples() {
-            let out = emit(&message);
-            for len in 0..out.len() {
-                let result = Message::parse(&out[..len]);
-                if len < fixed || !rest_field {
-                    assert!(
-                        result.is_err(),
-                        "{message:?} cut to {len} parsed: {result:?}"
-                    );
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn hello_layout_matches_the_spec() {
-        let hello = Message::Hello(Hello {
-            proto_version: 1,
-            version: SoftwareVersion {
-                major: 2,
-                minor: 3,
-                patch: 0x0405,
-            },
-            timestamp: Time::from_micros(0x0607),
-            world_id: 0x08,
-            world_timestamp: 0x09,
-        });
-        let mut expected = vec![0x01, 1, 2, 3, 4, 5];
-        expected.extend_from_slice(&0x0607u64.to_be_bytes());
-        expected.extend_from_slice(&8u64.to_be_bytes());
-        expected.extend_from_slice(&9u64.to_be_bytes());
-        assert_eq!(emit(&hello), expected);
-    }
-
-    #[test]
-    fn endpoints_encode_family_ip_port() {
-        let mut out = Vec::new();
-        let v4: Endpoint = "198.51.100.7/9993".parse().unwrap();
-        emit_endpoint(&v4, &mut out);
-        assert_eq!(out, [4, 198, 51, 100, 7, 0x27, 0x09]);
-        assert_eq!(parse_endpoint(&out), Ok((v4, 7)));
-        out[0] = 5;
-        assert_eq!(parse_endpoint(&out), Err(WireError::BadEndpointFamily(5)));
-        let v6: Endpoint = "[2001:db8::1]:1".parse().unwrap();
-        out.clear();
-        emit_endpoint(&v6, &mut out);
-        out.push(0xaa);
-        assert_eq!(out.len(), endpoint_len(&v6) + 1);
-        assert_eq!(parse_endpoint(&out), Ok((v6, 19)));
-    }
-
-    #[test]
-    fn invalid_contents_are_rejected() {
-        let mut whois = emit(&Message::Whois {
-            addresses: vec![addr(1)],
-        });
-        whois[2..7].fill(0);
-        assert_eq!(
-            Message::parse(&whois),
-            Err(WireError::ReservedAddress("Whois address"))
-        );
-
-        let mut frame = emit(&Message::Frame {
-            network: network(),
-            flags: 0,
-            frame: FRAME,
-        });
-        frame[1..9].fill(0);
-        assert_eq!(Message::parse(&frame), Err(WireError::BadNetworkId));
-
-        let long = [0u8; ECHO_MAX_LEN + 1];
-        let mut echo = vec![u8::from(Verb::Echo)];
-        echo.extend_from_slice(&long);
-        assert!(matches!(
-            Message::parse(&echo),
-            Err(WireError::BadLength(_))
-        ));
-        assert_eq!(
-            Message::parse(&echo[..=ECHO_MAX_LEN]),
-            Ok(Message::Echo(&long[..ECHO_MAX_LEN]))
-        );
-
-        assert_eq!(
-            Message::parse(&[]),
-            Err(WireError::Truncated("message verb"))
-        );
-    }
-
-    #[test]
-    fn trailing_bytes_after_fixed_layouts_are_ignored() {
-        let (hello, _, _) = samples().remove(0);
-        let mut out = emit(&hello);
-        out.extend_from_slice(b"future field");
-        assert_eq!(Message::parse(&out), Ok(hello));
-    }
-
-    #[test]
-    fn reserved_and_unknown_verbs_keep_their_body() {
-        for n in (0x08..=0xffu8).filter(|n| !matches!(n, 0x09 | 0x0a | 0x0d | 0x0e | 0x0f)) {
-            let out = [n, 1, 2, 3];
-            let message = Message::parse(&out).unwrap();
-            assert_eq!(
-                message,
-                Message::Unknown {
-                    verb: Verb::from(n),
-                    body: &[1, 2, 3]
-                }
-            );
-            assert_eq!(emit(&message), out);
-        }
-        assert!(matches!(
-            Message::parse(&[0]),
-            Ok(Message::Unknown {
-                verb: Verb::Unknown(0),
-                ..
-            })
-        ));
-    }
-
-    #[test]
-    fn verb_and_code_numbers_round_trip() {
-        for n in 0..=255u8 {
-            assert_eq!(u8::from(Verb::from(n)), n);
-            assert_eq!(u8::from(ErrorCode::from(n)), n);
-        }
-        assert_eq!(Verb::from(0x0c), Verb::MulticastFrame);
-        assert_eq!(ErrorCode::from(7), ErrorCode::NetworkAccessDenied);
-    }
-
-    #[test]
-    fn pushed_paths_are_bounded_and_checked() {
-        let v4: Endpoint = "192.0.2.10/9993".parse().unwrap();
-        let full = Message::PushDirectPaths {
-            endpoints: vec![v4; MAX_PUSHED_PATHS],
-        };
-        let mut out = emit(&full);
-        assert_eq!(&out[..2], &[0x0d, 8]);
-        assert_eq!(out.len(), 2 + 8 * 7);
-        assert_eq!(Message::parse(&out), Ok(full));
-        // A ninth endpoint is refused, even when its bytes are there.
-        out[1] = 9;
-        out.extend_from_within(2..9);
-        assert_eq!(
-            Message::parse(&out),
-            Err(WireError::BadLength(
-                "PushDirectPaths carries more than 8 endpoints"
-            ))
-        );
-        // A count that promises more than the body holds, and a bad family.
-        assert_eq!(
-            Message::parse(&[0x0d, 2, 4, 192, 0, 2, 10, 0x27, 0x09]),
-            Err(WireError::Truncated("PushDirectPaths endpoint"))
-        );
-        assert_eq!(
-            Message::parse(&[0x0d, 1, 5, 192, 0, 2, 10, 0x27, 0x09]),
-            Err(WireError::BadEndpointFamily(5))
-        );
-        assert_eq!(
-            Message::parse(&[0x0d]),
-            Err(WireError::Truncated("PushDirectPaths count"))
-        );
-    }
-
-    #[test]
-    fn frame_header_helper_matches_emit() {
-        let mut out = Vec::new();
-        emit_frame_header(network(), 0, &mut out);
-        assert_eq!(out.len(), FRAME_HEADER_LEN);
-        out.extend_from_slice(FRAME);
-        let message = Message::Frame {
-            network: network(),
-            flags: 0,
-            frame: FRAME,
-        };
-        assert_eq!(out, emit(&message));
-    }
-
-    fn arb_addr() -> impl Strategy<Value = NodeAddress> {
-        (1u64..0xff_0000_0000).prop_map(addr)
-    }
-
-    fn arb_endpoint() -> impl Strategy<Value = Endpoint> {
-        prop_oneof![
-            (any::<[u8; 4]>(), any::<u16>())
-                .prop_map(|(ip, port)| Endpoint(SocketAddr::new(Ipv4Addr::from(ip).into(), port))),
-            (any::<[u8; 16]>(), any::<u16>()).prop_map(|(ip, port)| Endpoint(SocketAddr::V6(
-                SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0)
-            ))),
-        ]
-    }
-
-    fn arb_version() -> impl Strategy<Value = SoftwareVersion> {
-        any::<(u8, u8, u16)>().prop_map(|(major, minor, patch)| SoftwareVersion {
-            major,
-            minor,
-            patch,
-        })
-    }
-
-    /// Byte payloads for generated messages. Proptest values must own their data and
-    /// messages borrow, so the bytes are leaked: at most a few KB per test case.
-    fn arb_bytes(range: std::ops::Range<usize>) -> impl Strategy<Value = &'static [u8]> {
-        proptest::collection::vec(any::<u8>(), range).prop_map(|v| &*v.leak())
-    }
-
-    fn arb_message() -> impl Strategy<Value = Message<'static>> {
-        prop_oneof![
-            (any::<u8>(), arb_version(), any::<(u64, u64, u64)>()).prop_map(
-                |(proto_version, version, (t, world_id, world_timestamp))| {
-                    Message::Hello(Hello {
-                        proto_version,
-                        version,
-                        timestamp: Time::from_micros(t),
-                        world_id,
-                        world_timestamp,
-                    })
-                }
-            ),
-            (any::<u8>(), any::<u64>(), any::<u8>(), arb_bytes(0..64)).prop_map(
-                |(v, c, code, payload)| Message::Error {
-                    in_re_verb: Verb::from(v),
-                    in_re_counter: c,
-                    code: ErrorCode::from(code),
-                    payload,
-                }
-            ),
-            (
-                any::<u64>(),
-                any::<u8>(),
-                arb_version(),
-                arb_endpoint(),
-                any::<u64>()
-            )
-                .prop_map(|(c, proto_version, version, observed, t)| Message::Ok {
-                    in_re_counter: c,
-                    body: OkBody::Hello(HelloOk {
-                        timestamp: Time::from_micros(t),
-                        proto_version,
-                        version,
-                        observed,
-                    }),
-                }),
-            (
-                any::<u64>(),
-                proptest::collection::vec(any::<[u8; IDENTITY_LEN]>(), 0..4)
-            )
-                .prop_map(|(c, ids)| Message::Ok {
-                    in_re_counter: c,
-                    body: OkBody::Whois(ids),
-                }),
-            (any::<u64>(), arb_bytes(0..ECHO_MAX_LEN + 1)).prop_map(|(c, echo)| Message::Ok {
-                in_re_counter: c,
-                body: OkBody::Echo(echo),
-            }),
-            (any::<u64>(), any::<u32>()).prop_map(|(c, token)| Message::Ok {
-                in_re_counter: c,
-                body: OkBody::PathProbe { token },
-            }),
-            (any::<u64>(), arb_bytes(0..600)).prop_map(|(c, world)| Message::Ok {
-                in_re_counter: c,
-                body: OkBody::World(world),
-            }),
-            (any::<u64>(), 0x08u8.., arb_bytes(0..64))
-                .prop_filter("0x0e and 0x0f have typed answers", |(_, v, _)| {
-                    !matches!(v, 0x0e | 0x0f)
-                })
-                .prop_map(|(c, v, body)| Message::Ok {
-                    in_re_counter: c,
-                    body: OkBody::Other {
-                        in_re_verb: Verb::from(v),
-                        body,
-                    },
-                }),
-            proptest::collection::vec(arb_addr(), 0..MAX_LIST_LEN + 1)
-                .prop_map(|addresses| Message::Whois { addresses }),
-            (arb_addr(), proptest::collection::vec(arb_endpoint(), 0..20))
-                .prop_map(|(peer, endpoints)| Message::Rendezvous { peer, endpoints }),
-            (
-                1u64..0xff_0000_0000,
-                any::<u32>(),
-                any::<u8>(),
-                arb_bytes(ETHERNET_HEADER_LEN..1500)
-            )
-                .prop_map(|(c, n, flags, frame)| Message::Frame {
-                    network: NetworkId::new(addr(c), n),
-                    flags,
-                    frame,
-                }),
-            arb_bytes(0..ECHO_MAX_LEN + 1).prop_map(Message::Echo),
-            proptest::collection::vec(arb_endpoint(), 0..MAX_PUSHED_PATHS + 1)
-                .prop_map(|endpoints| Message::PushDirectPaths { endpoints }),
-            (any::<u32>(), 0usize..1500)
-                .prop_map(|(token, padding)| Message::PathProbe { token, padding }),
-            proptest::collection::vec(any::<(u64, u64)>(), 0..MAX_WORLDS_ASKED + 1)
-                .prop_map(|worlds| Message::WorldRequest { worlds }),
-            (0x08u8.., arb_bytes(0..64))
-                .prop_filter(
-                    "0x09, 0x0a, 0x0d, 0x0e and 0x0f are known verbs",
-                    |(v, _)| { !matches!(v, 0x09 | 0x0a | 0x0d | 0x0e | 0x0f) }
-                )
-                .prop_map(|(v, body)| Message::Unknown {
-                    verb: Verb::from(v),
-                    body,
-                }),
-        ]
-    }
-
-    proptest! {
-        #[test]
-        fn prop_round_trip(message in arb_message()) {
-            let out = emit(&message);
-            prop_assert_eq!(out.len(), message.buffer_len());
-            prop_assert_eq!(Message::parse(&out), Ok(message));
-        }
-
-        #[test]
-        fn prop_arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            if let Ok(message) = Message::parse(&bytes) {
-                // Whatever parses re-emits to something that parses to the same value.
-                let out = emit(&message);
-                prop_assert_eq!(Message::parse(&out), Ok(message));
-            }
-        }
-    }
-}
+#[path = "message_tests.rs"]
+mod tests;

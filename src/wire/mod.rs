@@ -101,6 +101,9 @@
 //!                                PathProbe: token 4
 //!                                WorldRequest: one signed world (rest: `world`'s
 //!                                       binary form with its signature)
+//!                                MulticastGather: network id 8 | group 10 |
+//!                                       total 4 | count 2 (≤ 1024) |
+//!                                       count × node address 5
 //!                                other: raw bytes (rest)
 //! 0x04  Whois                  count 1 | count × node address 5
 //! 0x05  Rendezvous             peer address 5 | count 1 | count × endpoint
@@ -111,7 +114,10 @@
 //!                              flags bit 0: FRAME_FORWARDED (a rule's copy or
 //!                              redirection), other bits 0
 //! 0x07  Echo                   bytes (rest, ≤ 256)
-//! 0x08  MulticastLike          reserved
+//! 0x08  MulticastLike          count 1 | count × (network id 8 | group 10): node →
+//!                              root, "my TAP listens to these groups"; kept by the
+//!                              root until it expires (`root::multicast`), so nodes
+//!                              repeat them
 //! 0x09  NetworkConfigRequest   network id 8 | revision 8 (the config the member holds,
 //!                              0 for none)
 //! 0x0a  NetworkConfig          network id 8 | signed config (rest, opaque here:
@@ -119,7 +125,13 @@
 //!                              request, and pushed when the config changes. A refusal
 //!                              is an Error in re NetworkConfigRequest (code 3 or 7,
 //!                              payload: network id 8)
-//! 0x0b  NetworkCredentials     reserved
+//! 0x0b  NetworkCredentials     network id 8 | flags 1 | credential (rest; empty
+//!                              when only asking): member → peer, its controller-
+//!                              signed membership credential (`crypto::membership`
+//!                              has its layout); flags bit 0: CREDENTIALS_ASK, send
+//!                              me yours. Peers accept frames of a private network
+//!                              only from members whose credential they hold
+//!                              (`node::control::membership`)
 //! 0x0c  MulticastFrame         reserved
 //! 0x0d  PushDirectPaths        count 1 (≤ 8, more is malformed) | count × endpoint:
 //!                              the sender's own interface addresses with its UDP
@@ -134,9 +146,12 @@
 //!                              it); a root answers one OK per world it holds in a
 //!                              newer revision. The receiver of an OK checks the
 //!                              signature and the update chain (`world`)
+//! 0x10  MulticastGather        network id 8 | group 10 | limit 2: node → root, "who
+//!                              subscribes to this group?"; answered by OK
 //! other                        `Verb::Unknown(n)`, body kept raw
 //!
 //! endpoint = family 1 (4 or 6) | ip (4 or 16) | port 2
+//! group = mac 6 | adi 4 (for an ARP request the IPv4 address asked about, else 0)
 //! error codes: 1 InvalidRequest  2 BadProtocolVersion  3 ObjNotFound
 //!              4 IdentityCollision  5 UnsupportedOperation
 //!              6 NeedMembershipCertificate  7 NetworkAccessDenied
@@ -168,10 +183,10 @@ pub use fragment::{
     ReassemblyStats, fragment,
 };
 pub use message::{
-    ECHO_MAX_LEN, ErrorCode, FRAME_FORWARDED, FRAME_HEADER_LEN, Hello, HelloOk, IDENTITY_LEN,
-    IdentityBytes, MAX_LIST_LEN, MAX_PUSHED_PATHS, MAX_WORLDS_ASKED, Message, OkBody,
-    PROTOCOL_VERSION, SOFTWARE_VERSION, SoftwareVersion, Verb, emit_endpoint, emit_frame_header,
-    endpoint_len, parse_endpoint,
+    CREDENTIALS_ASK, ECHO_MAX_LEN, ErrorCode, FRAME_FORWARDED, FRAME_HEADER_LEN, Gathered, Hello,
+    HelloOk, IDENTITY_LEN, IdentityBytes, MAX_GATHERED, MAX_LIST_LEN, MAX_PUSHED_PATHS,
+    MAX_WORLDS_ASKED, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION, SUBSCRIPTION_LEN,
+    SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
 };
 pub use packet::{
     COOKIE_LEN, COOKIE_NONCE_LEN, DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAC_LEN,
@@ -436,10 +451,47 @@ mod tests {
                 ),
             ),
             (
+                "seed-data-multicast-like",
+                data_with(
+                    &Message::MulticastLike {
+                        subscriptions: vec![
+                            (network, crate::types::MulticastGroup::BROADCAST),
+                            (
+                                network,
+                                crate::types::MulticastGroup::arp([198, 18, 0, 9].into()),
+                            ),
+                        ],
+                    },
+                    15,
+                ),
+            ),
+            (
+                "seed-data-network-credentials",
+                data_with(
+                    &Message::NetworkCredentials {
+                        network,
+                        flags: CREDENTIALS_ASK,
+                        credential: &[2; 40],
+                    },
+                    16,
+                ),
+            ),
+            (
+                "seed-data-multicast-gather",
+                data_with(
+                    &Message::MulticastGather {
+                        network,
+                        group: crate::types::MulticastGroup::BROADCAST,
+                        limit: 32,
+                    },
+                    17,
+                ),
+            ),
+            (
                 "seed-data-reserved-verb",
                 data_with(
                     &Message::Unknown {
-                        verb: Verb::MulticastLike,
+                        verb: Verb::MulticastFrame,
                         body: b"later",
                     },
                     11,

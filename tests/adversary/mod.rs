@@ -7,7 +7,7 @@
 
 use skylan::crypto::identity::{Identity, PublicIdentity};
 use skylan::crypto::table::{InitAnswer, SessionTable};
-use skylan::node::switch::{MemberInfo, SwitchSettings};
+use skylan::node::switch::{Admission, MemberInfo, SwitchSettings};
 use skylan::node::{self, Event, Link as Via, Node, NodeConfig};
 use skylan::sim::cores::NodeHost;
 #[allow(unused_imports)] // not every test binary forges handshakes
@@ -169,7 +169,9 @@ pub fn join(m: &mut Mesh, id: HostId) {
                 multicast_limit: 32,
                 members,
                 bridges: Vec::new(),
+                admission: Admission::Listed,
             },
+            None,
             None,
         );
     });

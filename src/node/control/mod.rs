@@ -40,6 +40,8 @@
 //!   nothing unauthenticated changes a path, a session or reaches the TAP.
 
 mod liveness;
+pub mod membership;
+pub mod multicast;
 pub(crate) mod network;
 mod paths;
 pub mod pmtu;
@@ -94,6 +96,9 @@ pub struct Delivery {
     pub flags: u8,
     /// The Ethernet frame.
     pub frame: Vec<u8>,
+    /// True for a frame that waited for its sender's credential: if the switch still
+    /// refuses it, it is dropped (not handed back again).
+    pub retried: bool,
 }
 
 /// The control core. See the module documentation.
@@ -130,6 +135,9 @@ pub struct Control {
     /// Frames from opened messages control handled (the first packet on a new
     /// session), for the data plane's inbound checks: (peer, network, frame).
     deliveries: VecDeque<Delivery>,
+    /// Frames from our TAP that waited for a gather, to go through the data plane's
+    /// switch again: (network, frame).
+    reinject: VecDeque<(NetworkId, Vec<u8>)>,
     /// Whether a root was alive at the last tick (to report changes once).
     was_online: bool,
     /// Our local endpoints and the per-peer push and probe state (`paths`).
@@ -163,6 +171,7 @@ impl Control {
             dirty: true,
             epochs: 0,
             deliveries: VecDeque::new(),
+            reinject: VecDeque::new(),
             was_online: false,
             lan: paths::Lan::default(),
         };
@@ -244,8 +253,12 @@ impl Control {
                 peer,
                 flags,
                 frame,
+                introduce,
             } => {
                 self.touch_activity(now, *peer);
+                if *introduce {
+                    self.on_introduce(now, *network, *peer);
+                }
                 let msg = Message::Frame {
                     network: *network,
                     flags: *flags,
@@ -253,6 +266,17 @@ impl Control {
                 };
                 self.send_message(now, *peer, &msg);
             }
+            ToControl::Stranger {
+                network,
+                peer,
+                flags,
+                frame,
+            } => self.on_stranger(now, *network, *peer, *flags, std::mem::take(frame)),
+            ToControl::Gather {
+                network,
+                group,
+                frame,
+            } => self.on_gather_needed(now, *network, *group, std::mem::take(frame)),
         }
     }
 
@@ -284,6 +308,12 @@ impl Control {
     /// plane's inbound checks: (sender, network, frame).
     pub fn poll_delivery(&mut self) -> Option<Delivery> {
         self.deliveries.pop_front()
+    }
+
+    /// The next frame from our TAP to run through the data plane again (its group's
+    /// subscribers were gathered): (network, frame).
+    pub fn poll_reinject(&mut self) -> Option<(NetworkId, Vec<u8>)> {
+        self.reinject.pop_front()
     }
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
@@ -384,6 +414,8 @@ impl Control {
                     ok: j.status == NetworkStatus::Ok,
                     settings: Arc::clone(&j.settings),
                     policy: j.policy.clone(),
+                    members: j.members(),
+                    groups: Arc::clone(&j.multicast.cache),
                 };
                 (id, view)
             })
@@ -708,8 +740,18 @@ impl Control {
                     network,
                     flags,
                     frame: frame.to_vec(),
+                    retried: false,
                 });
             }
+            Message::NetworkCredentials {
+                network,
+                flags,
+                credential,
+            } => self.on_credentials(now, peer, network, flags, credential),
+            Message::Ok {
+                body: OkBody::Gather(gathered),
+                ..
+            } => self.on_gathered(now, peer, gathered),
             Message::NetworkConfigRequest { network, revision } => {
                 self.on_config_request(now, peer, network, revision)
             }
@@ -726,9 +768,12 @@ impl Control {
                 body: OkBody::World(bytes),
                 ..
             } => self.on_world(now, peer, bytes),
-            // Nodes serve no WHOIS and no worlds; other answers need no action.
+            // Nodes serve no WHOIS, worlds or multicast directory; other answers need
+            // no action.
             Message::Whois { .. }
             | Message::WorldRequest { .. }
+            | Message::MulticastLike { .. }
+            | Message::MulticastGather { .. }
             | Message::Error { .. }
             | Message::Ok { .. } => {}
             Message::Unknown { .. } => self.stats.drop_unknown += 1,
@@ -1103,6 +1148,8 @@ impl Control {
         self.expire_pings(now);
         self.retry_whois(now);
         self.refresh_networks(now);
+        self.expire_held_frames(now);
+        self.multicast_housekeeping(now);
         self.ask_seeds(now);
         let roots = self.roots.clone();
         for root in &roots {

@@ -7,11 +7,16 @@
 use std::sync::Arc;
 
 use super::Control;
+use super::membership::{Book, Offered};
+use super::multicast::Multicast;
 use crate::node::Event;
-use crate::node::network::{CONFIG_REFRESH, CONFIG_RETRY, NetworkInfo, NetworkStatus, Policy};
-use crate::node::switch::SwitchSettings;
+use crate::node::control::Delivery;
+use crate::node::network::{
+    CONFIG_REFRESH, CONFIG_RETRY, Credentials, NetworkInfo, NetworkStatus, Policy,
+};
+use crate::node::switch::{Members, SwitchSettings};
 use crate::types::{NetworkId, NodeAddress, Time};
-use crate::wire::{ErrorCode, Message, Verb};
+use crate::wire::{CREDENTIALS_ASK, ErrorCode, Message, Verb};
 
 /// A joined network as the control core keeps it.
 pub(crate) struct Joined {
@@ -26,6 +31,20 @@ pub(crate) struct Joined {
     pub(crate) epoch: u64,
     /// Bumped with every change of `settings` or `policy`.
     pub(crate) config: u64,
+    /// Membership credentials (networks with a controller).
+    pub(crate) book: Option<Book>,
+    /// Subscriptions and gathered groups (networks with a controller).
+    pub(crate) multicast: Multicast,
+}
+
+impl Joined {
+    /// What the data plane admits by credential.
+    pub(crate) fn members(&self) -> Arc<Members> {
+        self.book
+            .as_ref()
+            .map(|b| Arc::clone(b.members()))
+            .unwrap_or_default()
+    }
 }
 
 impl Control {
@@ -44,6 +63,8 @@ impl Control {
                     policy: None,
                     epoch: self.epochs,
                     config: 0,
+                    book: None,
+                    multicast: Multicast::default(),
                 },
             );
             self.dirty = true;
@@ -71,16 +92,21 @@ impl Control {
         out
     }
 
-    /// Applies a verified config: the roster and switch settings at `revision`. Older
-    /// revisions than the one in force are ignored (no rollback by replaying an old
-    /// config). Returns false when ignored or the network is not joined.
+    /// Applies a verified config: the switch settings, rules and our membership
+    /// credential at `revision` (`credentials` is `None` for a network without a
+    /// controller). Older revisions than the one in force are ignored (no rollback by
+    /// replaying an old config). Returns false when ignored or the network is not
+    /// joined.
     pub fn set_network(
         &mut self,
+        now: Time,
         network: NetworkId,
         revision: u64,
         settings: SwitchSettings,
         policy: Option<Policy>,
+        credentials: Option<Credentials>,
     ) -> bool {
+        let me = self.address();
         let Some(j) = self.networks.get_mut(&network) else {
             return false;
         };
@@ -91,8 +117,24 @@ impl Control {
         j.settings = Arc::new(settings);
         j.policy = policy.map(Arc::new);
         j.config += 1;
+        let renewed = match (credentials, &mut j.book) {
+            (Some(c), Some(book)) => book.update(c),
+            (Some(c), None) => {
+                j.book = Some(Book::new(network, me, c));
+                Vec::new()
+            }
+            (None, _) => {
+                j.book = None;
+                Vec::new()
+            }
+        };
         self.dirty = true;
         self.set_status(network, NetworkStatus::Ok);
+        for peer in renewed {
+            self.show_credential(now, network, peer, false);
+        }
+        // New addresses mean new subscriptions: announce them now, not at the next tick.
+        self.multicast_housekeeping(now);
         true
     }
 
@@ -230,9 +272,12 @@ impl Control {
             _ => return,
         };
         if let Some(j) = self.networks.get_mut(&network) {
-            // Forget the roster: nothing flows until a new config is applied.
+            // Forget the settings and credentials: nothing flows until a new config is
+            // applied.
             j.settings = Arc::new(empty_settings());
             j.policy = None;
+            j.book = None;
+            j.multicast = Multicast::default();
             j.revision = 0;
             j.config += 1;
             self.dirty = true;
@@ -283,10 +328,121 @@ impl Control {
 }
 
 fn empty_settings() -> SwitchSettings {
-    SwitchSettings {
-        enable_broadcast: false,
-        multicast_limit: 0,
-        members: Vec::new(),
-        bridges: Vec::new(),
+    SwitchSettings::default()
+}
+
+// ----- membership credentials (see `membership`) -----------------------------------
+
+impl Control {
+    /// Sends our credential on `network` to `peer` (asking for theirs when `ask`), if
+    /// we have one and did not send it within the show interval.
+    pub(crate) fn show_credential(
+        &mut self,
+        now: Time,
+        network: NetworkId,
+        peer: NodeAddress,
+        ask: bool,
+    ) {
+        let Some(book) = self
+            .networks
+            .get_mut(&network)
+            .and_then(|j| j.book.as_mut())
+        else {
+            return;
+        };
+        if !book.should_show(now, peer) {
+            return;
+        }
+        let credential = book.own_bytes().to_vec();
+        let flags = if ask { CREDENTIALS_ASK } else { 0 };
+        let msg = Message::NetworkCredentials {
+            network,
+            flags,
+            credential: &credential,
+        };
+        self.send_message(now, peer, &msg);
+    }
+
+    /// NETWORK_CREDENTIALS from `peer`.
+    pub(crate) fn on_credentials(
+        &mut self,
+        now: Time,
+        peer: NodeAddress,
+        network: NetworkId,
+        flags: u8,
+        credential: &[u8],
+    ) {
+        let Some(book) = self
+            .networks
+            .get_mut(&network)
+            .and_then(|j| j.book.as_mut())
+        else {
+            return;
+        };
+        if !credential.is_empty() {
+            match book.offer(peer, credential) {
+                Ok(Offered::Accepted) => {
+                    self.stats.credentials_accepted += 1;
+                    self.dirty = true;
+                    for held in book.release(peer) {
+                        self.deliveries.push_back(Delivery {
+                            peer: held.peer,
+                            network,
+                            flags: held.flags,
+                            frame: held.frame,
+                            retried: true,
+                        });
+                    }
+                }
+                Ok(Offered::Known) => {}
+                // Refused; still answer an ask below: whether it accepts ours is its
+                // own judgement.
+                Err(_) => self.stats.drop_credential += 1,
+            }
+        }
+        let theirs_known = book.knows(peer);
+        // Answer an ask, and a credential we accepted, with ours (at most once per
+        // show interval, so two members refusing each other do not ping-pong).
+        if flags & CREDENTIALS_ASK != 0 || theirs_known {
+            self.show_credential(now, network, peer, !theirs_known);
+        }
+    }
+
+    /// A frame the data plane would send to `peer`, whose credential we lack: ours
+    /// goes first.
+    pub(crate) fn on_introduce(&mut self, now: Time, network: NetworkId, peer: NodeAddress) {
+        self.show_credential(now, network, peer, true);
+    }
+
+    /// A frame from `peer`, whose credential we lack: it waits, and we ask.
+    pub(crate) fn on_stranger(
+        &mut self,
+        now: Time,
+        network: NetworkId,
+        peer: NodeAddress,
+        flags: u8,
+        frame: Vec<u8>,
+    ) {
+        let Some(book) = self
+            .networks
+            .get_mut(&network)
+            .and_then(|j| j.book.as_mut())
+        else {
+            self.stats.drop_not_member += 1;
+            return;
+        };
+        if !book.hold(now, peer, flags, frame) {
+            self.stats.drop_not_member += 1;
+        }
+        self.show_credential(now, network, peer, true);
+    }
+
+    /// Drops frames that waited too long for a credential (every tick).
+    pub(crate) fn expire_held_frames(&mut self, now: Time) {
+        for j in self.networks.values_mut() {
+            if let Some(book) = j.book.as_mut() {
+                self.stats.drop_not_member += book.expire(now) as u64;
+            }
+        }
     }
 }

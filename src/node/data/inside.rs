@@ -9,7 +9,7 @@
 //! sender is a member and applies its own rules, and never copies or redirects them
 //! again (so two members' rules cannot bounce a frame between them).
 
-use super::{DataPlane, ToControl};
+use super::{DataPlane, STORM_IN, STORM_OUT, ToControl};
 use crate::node::network::{ParsedFrame, judge};
 use crate::node::snapshot::Snapshot;
 use crate::node::switch::{DropReason, Outbound};
@@ -41,12 +41,39 @@ impl DataPlane {
         }
         // One parse of the header for the switch and the rules.
         let parsed = ParsedFrame::parse(frame);
+        let group_frame = parsed
+            .eth
+            .as_ref()
+            .is_some_and(|e| e.dst_mac().is_multicast());
+        if group_frame && !net.storm[STORM_OUT].spend(now) {
+            net.switch.count_storm_drop();
+            self.stats.drop_storm += 1;
+            return Err(DropReason::StormLimited);
+        }
         let outbound = net.switch.outbound_parsed(parsed.eth.as_ref());
         let peers = match &outbound {
             Outbound::Unicast(peer) => std::slice::from_ref(peer),
             Outbound::Multicast(peers) => peers.as_slice(),
+            Outbound::Gather(group) => {
+                let frame = self.buffer_from(frame);
+                self.hand_to_control(ToControl::Gather {
+                    network,
+                    group: *group,
+                    frame,
+                });
+                return Ok(());
+            }
             Outbound::Drop(reason) => return Err(*reason),
         };
+        if group_frame && let Some(eth) = &parsed.eth {
+            let group = crate::types::MulticastGroup {
+                mac: eth.dst_mac(),
+                adi: eth.arp_request_target().map_or(0, u32::from),
+            };
+            if let Some(entry) = net.switch.group(&group) {
+                entry.touch(now);
+            }
+        }
         for (i, &peer) in peers.iter().enumerate() {
             let random = if i == 0 { random } else { self.random() as u32 };
             let Some(net) = self.nets.get_mut(&network) else {
@@ -75,7 +102,8 @@ impl DataPlane {
     }
 
     /// Seals one frame for `peer` with its current session and queues the datagram(s)
-    /// on its published route; hands it to control when either is missing.
+    /// on its published route; hands it to control when either is missing, or when the
+    /// network needs credentials and `peer` has not shown its own yet.
     pub(crate) fn send_frame(
         &mut self,
         snap: &Snapshot,
@@ -89,17 +117,22 @@ impl DataPlane {
             return;
         }
         self.stats.frames_out += 1;
+        let introduce = self
+            .nets
+            .get(&network)
+            .is_some_and(|n| n.switch.needs_credentials() && !n.switch.admits(peer));
         let target = snap.peers.get(&peer).and_then(|p| {
             let session = p.session.as_ref().filter(|s| s.usable(now))?;
             Some((session, p.route.as_ref()?, &p.activity))
         });
-        let Some((session, route, activity)) = target else {
+        let (Some((session, route, activity)), false) = (target, introduce) else {
             let frame = self.buffer_from(frame);
             self.hand_to_control(ToControl::Frame {
                 network,
                 peer,
                 flags,
                 frame,
+                introduce,
             });
             return;
         };
@@ -121,6 +154,7 @@ impl DataPlane {
                 peer,
                 flags,
                 frame: buf,
+                introduce: false,
             });
             return;
         }
@@ -162,6 +196,10 @@ impl DataPlane {
     /// forwards it where those rules redirect or copy it. A frame with
     /// [`FRAME_FORWARDED`] (another member's copy or redirection) needs only its sender
     /// to be a member and our rules to accept it, and goes nowhere else.
+    ///
+    /// A frame from a peer that has not shown its credential on a private network goes
+    /// to control to wait for it, unless it `retried` (waited already).
+    #[allow(clippy::too_many_arguments)] // one received frame's whole context
     pub(crate) fn deliver(
         &mut self,
         snap: &Snapshot,
@@ -170,6 +208,7 @@ impl DataPlane {
         network: NetworkId,
         flags: u8,
         frame: &[u8],
+        retried: bool,
     ) {
         self.sync(snap);
         let random = self.random() as u32;
@@ -177,16 +216,47 @@ impl DataPlane {
             self.stats.drop_not_joined += 1;
             return;
         };
+        if net.ok && !retried && net.switch.needs_credentials() && !net.switch.admits(peer) {
+            let frame = self.buffer_from(frame);
+            self.hand_to_control(ToControl::Stranger {
+                network,
+                peer,
+                flags,
+                frame,
+            });
+            return;
+        }
         let parsed = ParsedFrame::parse(frame);
+        if parsed
+            .eth
+            .as_ref()
+            .is_some_and(|e| e.dst_mac().is_multicast())
+            && !net.storm[STORM_IN].spend(now)
+        {
+            net.switch.count_storm_drop();
+            self.stats.drop_storm += 1;
+            return;
+        }
         let forwarded = flags & FRAME_FORWARDED != 0;
         let admitted = if forwarded {
             net.switch.inbound_forwarded(peer, parsed.eth.as_ref())
         } else {
             net.switch.inbound_parsed(peer, parsed.eth.as_ref())
         };
-        if !net.ok || admitted.is_err() {
-            self.stats.drop_not_member += 1;
-            return;
+        match admitted {
+            Err(DropReason::BridgeLoop) => {
+                self.stats.drop_bridge_loop += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.drop_not_member += 1;
+                return;
+            }
+            Ok(()) if !net.ok => {
+                self.stats.drop_not_member += 1;
+                return;
+            }
+            Ok(()) => {}
         }
         // The receiver's own copy of the rules: a modified sender cannot bypass them.
         let judged = judge(

@@ -50,9 +50,9 @@ use std::sync::Arc;
 
 use super::network::{Policy, RuleKey};
 use super::snapshot::Snapshot;
-use super::switch::{NetworkSwitch, SwitchStats};
+use super::switch::{GROUP_FRAMES_PER_SECOND, NetworkSwitch, SwitchStats};
 use super::{MAX_PENDING_OUTPUT, NodeStats, TapFrame};
-use crate::types::{Endpoint, NetworkId, NodeAddress, Transmit};
+use crate::types::{Endpoint, MulticastGroup, NetworkId, NodeAddress, Time, Transmit};
 use crate::wire::{self, FRAGMENT_OVERHEAD, HEADER_LEN, Kind, MAX_FRAGMENTS, Reassembler};
 
 /// At most this many spare buffers are kept for reuse.
@@ -95,7 +95,8 @@ pub enum ToControl {
         /// The endpoint it came from.
         from: Endpoint,
     },
-    /// A frame the switch and rules let out, for a peer with no usable session or route.
+    /// A frame the switch and rules let out, for a peer with no usable session or
+    /// route, or one that has not shown its membership credential yet.
     Frame {
         /// Its network.
         network: NetworkId,
@@ -103,6 +104,31 @@ pub enum ToControl {
         peer: NodeAddress,
         /// FRAME flags ([`wire::FRAME_FORWARDED`] for a rule's copy or redirection).
         flags: u8,
+        /// The Ethernet frame.
+        frame: Vec<u8>,
+        /// The recipient has not shown its credential: control shows ours first.
+        introduce: bool,
+    },
+    /// A frame from a peer that has not shown its membership credential on a private
+    /// network: control keeps it until the credential comes (`control::membership`).
+    Stranger {
+        /// Its network.
+        network: NetworkId,
+        /// The authenticated sender.
+        peer: NodeAddress,
+        /// Its FRAME flags.
+        flags: u8,
+        /// The Ethernet frame.
+        frame: Vec<u8>,
+    },
+    /// A group frame from our TAP whose group's subscribers are not known yet: control
+    /// gathers them and sends the frame through the switch again
+    /// (`control::multicast`).
+    Gather {
+        /// Its network.
+        network: NetworkId,
+        /// The group.
+        group: MulticastGroup,
         /// The Ethernet frame.
         frame: Vec<u8>,
     },
@@ -114,7 +140,9 @@ impl ToControl {
         match self {
             ToControl::Datagram { packet: b, .. }
             | ToControl::Opened { plaintext: b, .. }
-            | ToControl::Frame { frame: b, .. } => Some(b),
+            | ToControl::Frame { frame: b, .. }
+            | ToControl::Stranger { frame: b, .. }
+            | ToControl::Gather { frame: b, .. } => Some(b),
             ToControl::Seen { .. } => None,
         }
     }
@@ -129,7 +157,33 @@ struct NetState {
     policy: Option<Arc<Policy>>,
     switch: NetworkSwitch,
     hits: HashMap<RuleKey, u64>,
+    /// Group frames left this second, each way (the storm limit).
+    storm: [StormBudget; 2],
 }
+
+/// A budget of [`GROUP_FRAMES_PER_SECOND`] group frames per second.
+#[derive(Debug, Default, Clone, Copy)]
+struct StormBudget {
+    second: u64,
+    spent: u32,
+}
+
+impl StormBudget {
+    /// Spends one frame at `now`; false when this second's budget is gone.
+    fn spend(&mut self, now: Time) -> bool {
+        let second = now.as_micros() / 1_000_000;
+        if second != self.second {
+            self.second = second;
+            self.spent = 0;
+        }
+        self.spent += 1;
+        self.spent <= GROUP_FRAMES_PER_SECOND
+    }
+}
+
+/// Which [`NetState::storm`] budget a frame spends.
+const STORM_OUT: usize = 0;
+const STORM_IN: usize = 1;
 
 /// The per-frame path. See the module documentation.
 pub struct DataPlane {
@@ -255,10 +309,14 @@ impl DataPlane {
         out
     }
 
-    /// Periodic work: forgets partial packets that timed out.
-    pub fn housekeeping(&mut self, now: crate::types::Time) {
+    /// Periodic work (about once a second): forgets partial packets that timed out,
+    /// and ages what bridges remember of their own segment.
+    pub fn housekeeping(&mut self, now: Time) {
         self.reassembler.expire(now);
         self.stats.fragments = self.reassembler.stats();
+        for net in self.nets.values_mut() {
+            net.switch.tick();
+        }
     }
 
     /// Takes in a new snapshot's networks (a no-op when already synced with it): a
@@ -281,6 +339,8 @@ impl DataPlane {
                         n.switch.update(view.settings.as_ref().clone());
                         n.config = view.config;
                     }
+                    n.switch.set_members(&view.members);
+                    n.switch.set_groups(&view.groups);
                     n.ok = view.ok;
                     // Rule numbers name rules of one rule set: counts start again with
                     // a new one (tags, members or other settings changing keep them).
@@ -290,7 +350,10 @@ impl DataPlane {
                     n.policy = view.policy.clone();
                 }
                 None => {
-                    let switch = NetworkSwitch::new(id, snap.me, view.settings.as_ref().clone());
+                    let mut switch =
+                        NetworkSwitch::new(id, snap.me, view.settings.as_ref().clone());
+                    switch.set_members(&view.members);
+                    switch.set_groups(&view.groups);
                     self.nets.insert(
                         id,
                         NetState {
@@ -300,6 +363,7 @@ impl DataPlane {
                             policy: view.policy.clone(),
                             switch,
                             hits: HashMap::new(),
+                            storm: Default::default(),
                         },
                     );
                 }
@@ -322,12 +386,7 @@ impl DataPlane {
     }
 
     fn random(&mut self) -> u64 {
-        // SplitMix64: tiny, fast, and plenty for rule draws and fragment IDs.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        crate::types::splitmix64(&mut self.rng)
     }
 
     fn tap_push(&mut self, frame: TapFrame) {

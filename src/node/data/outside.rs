@@ -159,7 +159,7 @@ impl DataPlane {
                 self.hand_to_control(ToControl::Seen { peer, from });
             }
         }
-        self.deliver(snap, now, peer, network, flags, frame);
+        self.deliver(snap, now, peer, network, flags, frame, false);
     }
 }
 
