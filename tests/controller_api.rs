@@ -544,6 +544,48 @@ fn members_list_maps_addresses_to_revisions() {
 }
 
 #[test]
+fn members_are_listed_a_page_at_a_time() {
+    let s = Server::start();
+    let nwid = new_network(&s, json!({}));
+    let addrs: Vec<String> = (1..=7).map(member_addr).collect();
+    for a in &addrs {
+        s.ok(
+            "POST",
+            &format!("/controller/network/{nwid}/member/{a}"),
+            Some(json!({})),
+        );
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10 {
+        let path = match &after {
+            None => format!("/controller/network/{nwid}/member?limit=3"),
+            Some(a) => format!("/controller/network/{nwid}/member?limit=3&after={a}"),
+        };
+        let r = s.req("GET", &path, None);
+        assert_eq!(r.status, 200);
+        let page = json_of(&r);
+        let keys: Vec<String> = page.as_object().unwrap().keys().cloned().collect();
+        assert!(keys.len() <= 3, "{page}");
+        seen.extend(keys);
+        after = r.header("x-next-after").map(str::to_string);
+        if after.is_none() {
+            break;
+        }
+        assert_eq!(after.as_deref(), seen.last().map(String::as_str));
+    }
+    let mut all = addrs.clone();
+    all.sort();
+    assert_eq!(seen, all, "every member once, in address order");
+    let bad = s.req(
+        "GET",
+        &format!("/controller/network/{nwid}/member?limit=3&after=xyz"),
+        None,
+    );
+    assert_eq!(bad.status, 400);
+}
+
+#[test]
 fn pool_allocation_is_unique_across_200_members() {
     let s = Server::start();
     let nwid = new_network(

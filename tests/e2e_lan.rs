@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
 use skylan::lab::NatKind;
-use support::{Ping, Testbed, udp_socket};
+use support::{Ping, Testbed, udp_socket, wait_until};
 
 const ROOT_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 11);
 const CTRL_IP: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 12);
@@ -98,6 +98,12 @@ fn two_nodes_behind_one_nat_go_direct_over_their_lan() -> Result<()> {
     let b_overlay = managed_ip(&entries[1])?;
     let authorized = Instant::now();
 
+    // Members trust each other once they showed each other their credentials, which
+    // their first frames do.
+    wait_until("A reaches B's managed address", GO_DIRECT, || {
+        ensure!(ping_ip(&tb, &a, &b_overlay)?, "no reply");
+        Ok(())
+    })?;
     let first = tb.ping(&a, b.address)?;
     tb.note(format!("first ping after the network is OK: {first:?}"));
     let b_lan = format!("{B_PRIVATE}/{}", b.port);

@@ -187,6 +187,18 @@ impl Controller {
         self.store.members(nwid)
     }
 
+    /// One page of a network's members: at most `limit` with addresses above `after`,
+    /// by address; `NotFound` if the network is missing.
+    pub fn members_after(
+        &self,
+        nwid: NetworkId,
+        after: Option<NodeAddress>,
+        limit: usize,
+    ) -> Result<Vec<Member>, ControllerError> {
+        self.network(nwid)?;
+        self.store.members_after(nwid, after, limit)
+    }
+
     /// One member; `NotFound` if the network or the member is missing.
     pub fn member(&self, nwid: NetworkId, address: NodeAddress) -> Result<Member, ControllerError> {
         self.network(nwid)?;

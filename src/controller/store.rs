@@ -105,6 +105,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<Member>, ControllerError>;
     /// All members of a network, by address.
     fn members(&self, nwid: NetworkId) -> Result<Vec<Member>, ControllerError>;
+    /// At most `limit` members of a network with addresses above `after`, by address
+    /// (one page of a listing; reads only what it returns).
+    fn members_after(
+        &self,
+        nwid: NetworkId,
+        after: Option<NodeAddress>,
+        limit: usize,
+    ) -> Result<Vec<Member>, ControllerError>;
     /// Authorized active bridges of a network.
     fn active_bridges(&self, nwid: NetworkId) -> Result<Vec<NodeAddress>, ControllerError>;
     /// Audit entries with `seq > after`, oldest first, at most `limit`.
@@ -351,10 +359,23 @@ fn list_members(
     t: &impl ReadableTable<(u64, u64), &'static [u8]>,
     nwid: NetworkId,
 ) -> Result<Vec<Member>, ControllerError> {
+    list_members_after(t, nwid, None, usize::MAX)
+}
+
+fn list_members_after(
+    t: &impl ReadableTable<(u64, u64), &'static [u8]>,
+    nwid: NetworkId,
+    after: Option<NodeAddress>,
+    limit: usize,
+) -> Result<Vec<Member>, ControllerError> {
     let ctx = "listing members";
     let n = nwid.value();
+    let start = after.map_or(0, |a| a.value().saturating_add(1));
     let mut out = Vec::new();
-    for item in t.range((n, 0u64)..=(n, u64::MAX)).ctx(ctx)? {
+    for item in t.range((n, start)..=(n, u64::MAX)).ctx(ctx)? {
+        if out.len() >= limit {
+            break;
+        }
         let (k, v) = item.ctx(ctx)?;
         let what = format!("member {:010x} of {nwid}", k.value().1);
         out.push(decode(&what, v.value())?);
@@ -403,6 +424,17 @@ impl Store for RedbStore {
     fn members(&self, nwid: NetworkId) -> Result<Vec<Member>, ControllerError> {
         let r = self.db.begin_read().ctx("listing members")?;
         list_members(&r.open_table(MEMBERS).ctx("listing members")?, nwid)
+    }
+
+    fn members_after(
+        &self,
+        nwid: NetworkId,
+        after: Option<NodeAddress>,
+        limit: usize,
+    ) -> Result<Vec<Member>, ControllerError> {
+        let r = self.db.begin_read().ctx("listing members")?;
+        let t = r.open_table(MEMBERS).ctx("listing members")?;
+        list_members_after(&t, nwid, after, limit)
     }
 
     fn active_bridges(&self, nwid: NetworkId) -> Result<Vec<NodeAddress>, ControllerError> {

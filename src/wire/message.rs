@@ -275,8 +275,11 @@ pub struct Gathered {
     pub members: Vec<NodeAddress>,
 }
 
-/// Protocol version carried in HELLO.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// Protocol version carried in HELLO. 3: members of a private network admit each
+/// other by NETWORK_CREDENTIALS, and group frames go to the subscribers a root
+/// gathers (MULTICAST_LIKE, MULTICAST_GATHER); a node of version 2 cannot take part
+/// in a network with version-3 members.
+pub const PROTOCOL_VERSION: u8 = 3;
 
 /// Software version reported in HELLO.
 pub const SOFTWARE_VERSION: SoftwareVersion = SoftwareVersion {

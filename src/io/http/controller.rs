@@ -50,7 +50,7 @@ use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, TextBody, with_ignored};
 use crate::controller::declare::Desired;
-use crate::controller::{Controller, ControllerError, Deliberate, RedbStore};
+use crate::controller::{Controller, ControllerError, Deliberate, Member, RedbStore};
 use crate::io::home;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
@@ -393,18 +393,50 @@ async fn delete_network(
     Ok(json_response(net.to_api_json()))
 }
 
+#[derive(Deserialize)]
+struct MembersQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Most members one page of `GET .../member?limit=` lists.
+const MAX_MEMBER_PAGE: usize = 10_000;
+
+/// ZeroTier's `{address: revision}` map of a network's members. With `?limit=N` (and
+/// `&after=ADDRESS` for the next page) it lists one page, by address, and names the
+/// last address in `X-Next-After` when more follow.
 async fn list_members(
     State(ctx): State<Ctx>,
     UrlPath(nwid): UrlPath<String>,
+    Query(q): Query<MembersQuery>,
 ) -> Result<Response, ApiError> {
     let nwid = parse_nwid(&nwid)?;
+    let after = q.after.as_deref().map(parse_address).transpose()?;
     let c = ctx.controller.clone();
-    let members = blocking(move || c.members(nwid)).await?;
+    let Some(limit) = q.limit else {
+        let members = blocking(move || c.members_after(nwid, after, usize::MAX)).await?;
+        return Ok(json_response(member_map(&members)));
+    };
+    let limit = limit.clamp(1, MAX_MEMBER_PAGE);
+    // One more than asked tells whether another page follows.
+    let mut members = blocking(move || c.members_after(nwid, after, limit + 1)).await?;
+    let more = members.len() > limit;
+    members.truncate(limit);
+    let mut resp = json_response(member_map(&members));
+    if let Some(last) = members.last().filter(|_| more)
+        && let Ok(v) = last.address.to_string().parse()
+    {
+        resp.headers_mut().insert("x-next-after", v);
+    }
+    Ok(resp)
+}
+
+fn member_map(members: &[Member]) -> Value {
     let map: BTreeMap<String, u64> = members
         .iter()
         .map(|m| (m.address.to_string(), m.revision))
         .collect();
-    Ok(json_response(json!(map)))
+    json!(map)
 }
 
 async fn get_member(

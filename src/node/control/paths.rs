@@ -6,9 +6,10 @@
 //! # Local endpoints and pushes (ZeroTier's PUSH_DIRECT_PATHS)
 //! The driver tells the node its own endpoints ([`Control::set_local_endpoints`]: each
 //! interface address with the node's UDP port). The node tells them to each *trusted*
-//! leaf — one with a usable session that is on the roster of a network that is OK here,
-//! or that we exchanged user traffic with within `ACTIVE_FOR` (frames either way, or our
-//! pings; ZeroTier's "trust established") — over their session:
+//! leaf — one with a usable session that is a member of a network that is OK here (on
+//! its list, or its credential accepted), or that we exchanged user traffic with within
+//! `ACTIVE_FOR` (frames either way, or our pings; ZeroTier's "trust established") — over
+//! their session:
 //! - when the session becomes usable (the first tick it is, and after each handshake
 //!   we complete while the pair is relayed);
 //! - while the pair is relayed, again after [`PUSH_FIRST`], then twice as long each
@@ -363,9 +364,9 @@ impl Control {
             .is_some_and(|p| p.best_path(now).is_none())
     }
 
-    /// True for a leaf with a usable session that is on the roster of a network that is
-    /// OK here, or that we exchanged user traffic with within `ACTIVE_FOR` (frames either
-    /// way, or our pings). Only such a peer hears our endpoints, and only its pushes are
+    /// True for a leaf with a usable session that is a member of a network that is OK
+    /// here (listed, or its credential accepted), or that we exchanged user traffic with
+    /// within `ACTIVE_FOR` (frames either way, or our pings). Only such a peer hears our endpoints, and only its pushes are
     /// taken.
     fn trusted(&self, now: Time, peer: NodeAddress) -> bool {
         if peer == self.address()
@@ -380,7 +381,8 @@ impl Control {
         p.active(now)
             || self.networks.values().any(|j| {
                 j.status == NetworkStatus::Ok
-                    && j.settings.members.iter().any(|m| m.address == peer)
+                    && (j.settings.members.iter().any(|m| m.address == peer)
+                        || j.book.as_ref().is_some_and(|b| b.knows(peer)))
             })
     }
 }

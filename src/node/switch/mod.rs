@@ -90,7 +90,8 @@ use index::{LearnedMacs, LocalMacs, MemberIndex};
 /// At most this many MACs behind bridges are remembered; the oldest is forgotten first.
 pub const LEARNED_MACS_MAX: usize = 4096;
 /// Group frames (multicast and broadcast) one network carries per second in each
-/// direction; more are dropped and counted ([`DropReason::StormLimited`]).
+/// direction, per data plane (packet thread); more are dropped and counted
+/// ([`DropReason::StormLimited`]).
 pub const GROUP_FRAMES_PER_SECOND: u32 = 2_000;
 
 /// First three bytes of a solicited-node multicast MAC (33:33 + ff02::1:ffXX:XXXX).
