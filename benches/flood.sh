@@ -134,8 +134,7 @@ snapshot() {
     s="${s##*) }"
     set -- $s
     printf "time %s\nutime %s\nstime %s\n" "$(now)" "${12}" "${13}"
-    ip netns exec "$NS_ROOT" cat /proc/net/snmp | awk '$1 == "Udp:" {
-        if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else for (i = 2; i <= NF; i++) print "udp_" n[i], $i }'
+    udp_counters "$NS_ROOT"
     ip netns exec "$NS_FL" nft -j list counters table inet skf |
         jq -r '.nftables[].counter? | select(.) | "\(.name)_packets \(.packets)\n\(.name)_bytes \(.bytes)"'
     api_counters "$NS_ROOT" "$H_ROOT" skylan_root | sed 's/^/root_/'

@@ -310,6 +310,12 @@ api_counters() { # NETNS HOME PREFIX
             n = substr($1, length(p) + 2); sub(/_total$/, "", n); print n, $2 }' || true
 }
 
+# The UDP counters of a namespace's kernel (/proc/net/snmp) as "udp_NAME value" lines.
+udp_counters() { # NETNS
+    ip netns exec "$1" cat /proc/net/snmp | awk '$1 == "Udp:" {
+        if (!h) { for (i = 2; i <= NF; i++) n[i] = $i; h = 1 } else for (i = 2; i <= NF; i++) print "udp_" n[i], $i }'
+}
+
 # ----- numbers ----------------------------------------------------------------------
 
 # The median of the numbers on stdin (one a line); "-" when there are none.
