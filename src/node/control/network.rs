@@ -431,6 +431,17 @@ impl Control {
             self.stats.drop_not_member += 1;
             return;
         };
+        if book.knows(peer) {
+            // Accepted since the data plane's snapshot was taken: deliver it now.
+            self.deliveries.push_back(Delivery {
+                peer,
+                network,
+                flags,
+                frame,
+                retried: true,
+            });
+            return;
+        }
         if !book.hold(now, peer, flags, frame) {
             self.stats.drop_not_member += 1;
         }
