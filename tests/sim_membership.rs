@@ -35,7 +35,8 @@ fn lab(seed: u64, n: usize, multicast_limit: u32) -> Lab {
     );
     let ctrl = m.add_controller(Placement::Public, AccessLink::default());
     m.settle();
-    let members = m.nodes.clone();
+    // `nodes` lists the controller's host too: it is no member.
+    let members: Vec<HostId> = m.nodes.iter().copied().filter(|&h| h != ctrl).collect();
     let authorized: Vec<(HostId, serde_json::Value)> = members
         .iter()
         .map(|&h| (h, json!({"authorized": true})))
@@ -274,4 +275,29 @@ fn a_broadcast_storm_is_bounded() {
         "{got} group frames in one second"
     );
     assert!(got > 0);
+}
+
+#[test]
+fn a_member_that_left_drops_out_of_the_gathered_subscribers() {
+    let mut l = lab(67, 3, 32);
+    let (a, c) = (l.members[0], l.members[2]);
+    let frame = broadcast(&l, a, 5);
+    let recipients = |l: &mut Lab| {
+        let before = l.m.node(a).node.stats().frames_out;
+        inject(l, a, &frame);
+        l.m.sim.run_for(2 * SECOND);
+        l.m.node(a).node.stats().frames_out - before
+    };
+    recipients(&mut l); // gathers, and introduces A to B and C
+    assert_eq!(recipients(&mut l), 2, "B and C subscribe");
+    let nw = l.nw;
+    l.m.sim
+        .with_host::<skylan::sim::cores::NodeHost, _>(c, |h, _| h.node.leave(nw));
+    // C no longer announces; the roots forget it after three announcement periods, and
+    // A, sending to the group all along, gathers again every 30 s.
+    for _ in 0..24 {
+        recipients(&mut l);
+        l.m.sim.run_for(8 * SECOND);
+    }
+    assert_eq!(recipients(&mut l), 1, "only B is left");
 }

@@ -12,14 +12,15 @@
 //!
 //! # Gathering
 //! A group frame for a group the snapshot has no subscribers of arrives here
-//! ([`ToControl::Gather`]). We ask every root (MULTICAST_GATHER; answers add up, since
-//! a moon's roots know only the members that orbit it) and keep the frame
-//! (at most [`GATHER_HOLD`] per group, [`GATHERING_MAX`] groups at once). The answer
-//! becomes the group's entry in the snapshot and the frames go through the data plane
-//! again, which now sends them to the subscribers. Without an answer in
-//! [`GATHER_TIMEOUT`] the group gets an empty entry (the frames go to the bridges only,
-//! or nowhere), so a silent root costs each frame no more than that wait. Entries in
-//! use are gathered again every [`GATHER_REFRESH`] (an empty one every
+//! ([`ToControl::Gather`]). We ask every root (MULTICAST_GATHER) and keep the frame
+//! (at most [`GATHER_HOLD`] per group, [`GATHERING_MAX`] groups at once). The first
+//! answer becomes the group's entry in the snapshot and the frames go through the data
+//! plane again, which now sends them to the subscribers; answers of the same round
+//! (until [`GATHER_TIMEOUT`]) add up, since a moon's roots know only the members that
+//! orbit it, and a later round replaces the entry, so members that left drop out. A
+//! round nobody answers leaves the entry as it was, or an empty one (the frames go to
+//! the bridges only, or nowhere), so a silent root costs each frame no more than that
+//! wait. Entries in use are gathered again every [`GATHER_REFRESH`] (an empty one every
 //! [`GATHER_REFRESH_EMPTY`], so an address whose owner comes online later is found),
 //! and entries unused for [`GROUP_IDLE`] are forgotten.
 
@@ -164,11 +165,12 @@ impl Control {
             return;
         };
         let mut members: Vec<NodeAddress> = g.members.into_iter().filter(|&m| m != me).collect();
-        // Every root is asked: answers to one gather add up (roots of a moon know the
-        // members that orbit it, the planet's roots every member).
-        let answering = j.multicast.gathering.contains_key(&g.group);
+        // Every root is asked: the answers of one round add up (roots of a moon know the
+        // members that orbit it, the planet's roots every member); a new round replaces
+        // what an earlier one found, so members that left drop out.
+        let round = j.multicast.gathering.get(&g.group).map(|(asked, _)| *asked);
         if let Some(old) = j.multicast.cache.get(&g.group)
-            && (answering || now.since(old.at) < GATHER_TIMEOUT)
+            && round.map_or(now.since(old.at) < GATHER_TIMEOUT, |asked| old.at >= asked)
         {
             for &m in &old.members {
                 if !members.contains(&m) {
@@ -180,8 +182,9 @@ impl Control {
         j.multicast
             .set_entry(g.group, GroupEntry::new(members, now));
         self.dirty = true;
-        if let Some((_, frames)) = j.multicast.gathering.remove(&g.group) {
-            for frame in frames {
+        // The round stays open for the other roots' answers; its frames go now.
+        if let Some((_, frames)) = j.multicast.gathering.get_mut(&g.group) {
+            for frame in frames.drain(..) {
                 self.reinject.push_back((g.network, frame));
             }
         }
@@ -207,17 +210,20 @@ impl Control {
             }
             likes.extend(subs.iter().map(|g| (id, *g)));
             m.announced = subs;
-            // Gathers nobody answered: an empty entry, and the frames go on.
-            let timed_out: Vec<MulticastGroup> = m
+            // Rounds end after GATHER_TIMEOUT. One nobody answered leaves the entry an
+            // earlier round made, or an empty one, and its frames go on.
+            let ended: Vec<MulticastGroup> = m
                 .gathering
                 .iter()
                 .filter(|(_, (asked, _))| now.since(*asked) >= GATHER_TIMEOUT)
                 .map(|(g, _)| *g)
                 .collect();
-            for group in timed_out {
+            for group in ended {
                 if let Some((_, frames)) = m.gathering.remove(&group) {
-                    m.set_entry(group, GroupEntry::new(Vec::new(), now));
-                    self.dirty = true;
+                    if !m.cache.contains_key(&group) {
+                        m.set_entry(group, GroupEntry::new(Vec::new(), now));
+                        self.dirty = true;
+                    }
                     self.reinject.extend(frames.into_iter().map(|f| (id, f)));
                 }
             }
