@@ -171,3 +171,28 @@ fn a_public_network_admits_members_without_authorization() {
     configs_settle(&mut l);
     assert_eq!(frames_between(&mut l, 4), 4);
 }
+
+#[test]
+fn a_member_change_is_answered_for_that_member_alone() {
+    let mut l = lab(26);
+    authorized_pair(&mut l);
+    let (a, nw, ctrl) = (l.a, l.nw, l.ctrl);
+    let wall = skylan::sim::wall(l.m.sim.now());
+    let serving = l.m.node(ctrl).controller.as_ref().expect("a controller");
+    let one = serving
+        .answers_for_member(wall, nw, l.m.address(a))
+        .unwrap();
+    assert_eq!(
+        one.len(),
+        1,
+        "a config lists no other member: only A's changes"
+    );
+    let stranger = skylan::types::NodeAddress::new(0x3a_0000_0001).unwrap();
+    assert!(
+        serving
+            .answers_for_member(wall, nw, stranger)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(serving.answers_for_push(wall, nw).unwrap().len(), 2);
+}

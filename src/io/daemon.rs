@@ -52,7 +52,7 @@ use crate::node::network::NetworkStatus;
 use crate::node::{DEFAULT_PHYS_MTU, Event, Node, NodeConfig, NodeStats, ToControl};
 use crate::root::Root;
 use crate::service::member::{self, IdentitySigner, Serving};
-use crate::types::{Endpoint, Mac, NetworkId, Time, UnixTime};
+use crate::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, UnixTime};
 use crate::world::{World, WorldError};
 
 /// Errors that stop a daemon from starting or running.
@@ -143,8 +143,9 @@ pub struct NodeOptions {
 enum ControllerWork {
     /// A member asked for a network's config.
     Asked(NetworkId, Box<PublicIdentity>),
-    /// A network or member changed: answer everyone who asked again.
-    Changed(NetworkId),
+    /// A network changed, or a member lost access: answer everyone who asked again
+    /// (`None`), or only the member that changed (a config lists no other members).
+    Changed(NetworkId, Option<NodeAddress>),
 }
 
 /// Items handed over by workers that one turn of the control thread takes.
@@ -237,7 +238,8 @@ impl NodeDriver {
             let changed = work.clone();
             c.subscribe(Arc::new(move |change: &Change| {
                 // A stopped controller thread only means nobody needs pushing.
-                let _ = changed.send(ControllerWork::Changed(change.nwid));
+                let only = change.member.filter(|_| !change.revoked);
+                let _ = changed.send(ControllerWork::Changed(change.nwid, only));
             }));
             let answers = tx.clone();
             std::thread::Builder::new()
@@ -845,9 +847,13 @@ fn run_controller(
                 *network,
                 serving.answers_for_request(wall, *network, member),
             ),
-            ControllerWork::Changed(network) => {
+            ControllerWork::Changed(network, None) => {
                 (*network, serving.answers_for_push(wall, *network))
             }
+            ControllerWork::Changed(network, Some(member)) => (
+                *network,
+                serving.answers_for_member(wall, *network, *member),
+            ),
         };
         match decided {
             Ok(a) if a.is_empty() => {}

@@ -267,6 +267,26 @@ impl Serving {
         Ok(())
     }
 
+    /// A fresh config or refusal for `member` alone, if it asked for `network` (what a
+    /// change of one member's record needs: no other member's config names it).
+    pub fn answers_for_member(
+        &self,
+        wall: UnixTime,
+        network: NetworkId,
+        member: NodeAddress,
+    ) -> Result<Vec<Answer>, ControllerError> {
+        let Some(identity) = self.askers.get(&network).and_then(|m| m.get(&member)) else {
+            return Ok(Vec::new());
+        };
+        Ok(vec![decide_request(
+            &self.controller,
+            &self.signer,
+            wall,
+            network,
+            identity,
+        )?])
+    }
+
     /// [`answers_for_push`](Self::answers_for_push), sent at once through `node`.
     /// `wall` is a [`UnixTime`] (the simulator's `Time` converts into one).
     pub fn push(
