@@ -10,9 +10,10 @@
 //!   the config, or refuse, as an [`Answer`] that [`Answer::apply`] sends through the
 //!   node core. Deciding may write the controller's store and signs: the daemon does
 //!   it off its packet thread.
-//! - [`Serving`]: remembers who asked, answers, and after a change answers every member
-//!   that asked with a fresh config (or a refusal), so a revocation (listed in every
-//!   fresh config) takes effect without waiting for a refresh.
+//! - [`Serving`]: remembers who asked and answers; after a change of the network or a
+//!   revocation it answers every member that asked with a fresh config (or a refusal),
+//!   so a revocation (listed in every fresh config) takes effect without waiting for a
+//!   refresh; after a change of one member's record, that member alone.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
