@@ -167,12 +167,7 @@ if [[ " $PATHS " == *" vpncloud "* ]]; then
 fi
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SKY="${SKYLAN_BIN:-$REPO/target/release/skylan}"
-if [ ! -x "$SKY" ]; then
-    [ -z "${SKYLAN_BIN:-}" ] || die "SKYLAN_BIN=$SKYLAN_BIN is not an executable file"
-    echo "== building $SKY (release; takes a few minutes the first time)"
-    (cd "$REPO" && cargo build --release --bin skylan) || die "the release build failed"
-fi
+release_binary SKY SKYLAN_BIN "$REPO/target/release/skylan" --bin skylan
 SKY="$(cd "$(dirname "$SKY")" && pwd)/$(basename "$SKY")"
 CLK_TCK="$(getconf CLK_TCK)"
 

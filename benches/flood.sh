@@ -91,17 +91,10 @@ for tool in ip ping nft jq timeout; do command -v "$tool" >/dev/null 2>&1 || mis
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing: skylan needs TUN/TAP (modprobe tun)"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SKY="${SKYLAN_BIN:-$REPO/target/release/skylan}"
+release_binary SKY SKYLAN_BIN "$REPO/target/release/skylan" --bin skylan
 FLOOD="${FLOOD_BIN:-$REPO/target/release/examples/handshake_flood}"
-if [ ! -x "$SKY" ]; then
-    [ -z "${SKYLAN_BIN:-}" ] || die "SKYLAN_BIN=$SKYLAN_BIN is not an executable file"
-    echo "== building $SKY (release)"
-    (cd "$REPO" && cargo build --release --bin skylan) || die "the release build failed"
-fi
-if [ ! -x "$FLOOD" ] && [ -n "${RATES//[0 ]/}" ]; then
-    [ -z "${FLOOD_BIN:-}" ] || die "FLOOD_BIN=$FLOOD_BIN is not an executable file"
-    echo "== building $FLOOD (release)"
-    (cd "$REPO" && cargo build --release --examples) || die "the release build of the examples failed"
+if [ -n "${RATES//[0 ]/}" ]; then  # rate 0 alone sends nothing: no flooder needed
+    release_binary FLOOD FLOOD_BIN "$FLOOD" --example handshake_flood
 fi
 CLK_TCK="$(getconf CLK_TCK)"
 

@@ -180,6 +180,24 @@ lab_check_sealed() {
     [ -z "$(ip -n "$BB" route show)" ] || die "the backbone namespace $BB has routes"
 }
 
+# ----- binaries ---------------------------------------------------------------------
+
+# release_binary VAR ENV DEFAULT CARGO-ARGS...: sets VAR to the program to run: the one
+# the environment variable ENV names (it must be executable), else DEFAULT under the
+# repository ($REPO), built with `cargo build --release CARGO-ARGS` when missing.
+release_binary() {
+    local var="$1" env="$2" path="$3"
+    shift 3
+    if [ -n "${!env:-}" ]; then
+        [ -x "${!env}" ] || die "$env=${!env} is not an executable file"
+        path="${!env}"
+    elif [ ! -x "$path" ]; then
+        echo "== building $path (release; takes a few minutes the first time)"
+        (cd "$REPO" && cargo build --release "$@") || die "the release build of $path failed"
+    fi
+    printf -v "$var" '%s' "$path"
+}
+
 # ----- processes and CLI ------------------------------------------------------------
 
 # start NAME NETNS PROGRAM ARGS...: runs PROGRAM in NETNS in the background with its

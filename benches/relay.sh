@@ -72,18 +72,8 @@ done
 [ -c /dev/net/tun ] || die "/dev/net/tun is missing: skylan needs TUN/TAP (modprobe tun)"
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-SKY="${SKYLAN_BIN:-$REPO/target/release/skylan}"
-LOAD="${LOAD_BIN:-$REPO/target/release/examples/relay_load}"
-if [ ! -x "$SKY" ]; then
-    [ -z "${SKYLAN_BIN:-}" ] || die "SKYLAN_BIN=$SKYLAN_BIN is not an executable file"
-    echo "== building $SKY (release)"
-    (cd "$REPO" && cargo build --release --bin skylan) || die "the release build failed"
-fi
-if [ ! -x "$LOAD" ]; then
-    [ -z "${LOAD_BIN:-}" ] || die "LOAD_BIN=$LOAD_BIN is not an executable file"
-    echo "== building $LOAD (release)"
-    (cd "$REPO" && cargo build --release --example relay_load) || die "the release build of the sender failed"
-fi
+release_binary SKY SKYLAN_BIN "$REPO/target/release/skylan" --bin skylan
+release_binary LOAD LOAD_BIN "$REPO/target/release/examples/relay_load" --example relay_load
 CLK_TCK="$(getconf CLK_TCK)"
 
 lab_begin skr
