@@ -101,6 +101,24 @@ pub struct Delivery {
     pub retried: bool,
 }
 
+impl Delivery {
+    /// A frame that waited for its sender's credential (see `retried`).
+    pub(crate) fn retried(
+        peer: NodeAddress,
+        network: NetworkId,
+        flags: u8,
+        frame: Vec<u8>,
+    ) -> Self {
+        Delivery {
+            peer,
+            network,
+            flags,
+            frame,
+            retried: true,
+        }
+    }
+}
+
 /// The control core. See the module documentation.
 pub struct Control {
     table: SessionTable,

@@ -4,6 +4,7 @@
 //! leave, new settings or rules, status) is published in the next snapshot, which is
 //! where the data plane's switch and rules take it from.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::Control;
@@ -333,6 +334,12 @@ fn empty_settings() -> SwitchSettings {
 
 // ----- membership credentials (see `membership`) -----------------------------------
 
+/// The credentials of a joined network with a controller. A free function so that the
+/// caller may still use the control core's other fields while it holds the book.
+fn book_of(networks: &mut HashMap<NetworkId, Joined>, network: NetworkId) -> Option<&mut Book> {
+    networks.get_mut(&network).and_then(|j| j.book.as_mut())
+}
+
 impl Control {
     /// Sends our credential on `network` to `peer` (asking for theirs when `ask`), if
     /// we have one and did not send it within the show interval.
@@ -343,11 +350,7 @@ impl Control {
         peer: NodeAddress,
         ask: bool,
     ) {
-        let Some(book) = self
-            .networks
-            .get_mut(&network)
-            .and_then(|j| j.book.as_mut())
-        else {
+        let Some(book) = book_of(&mut self.networks, network) else {
             return;
         };
         if !book.should_show(now, peer) {
@@ -372,11 +375,7 @@ impl Control {
         flags: u8,
         credential: &[u8],
     ) {
-        let Some(book) = self
-            .networks
-            .get_mut(&network)
-            .and_then(|j| j.book.as_mut())
-        else {
+        let Some(book) = book_of(&mut self.networks, network) else {
             return;
         };
         if !credential.is_empty() {
@@ -385,13 +384,8 @@ impl Control {
                     self.stats.credentials_accepted += 1;
                     self.dirty = true;
                     for held in book.release(peer) {
-                        self.deliveries.push_back(Delivery {
-                            peer: held.peer,
-                            network,
-                            flags: held.flags,
-                            frame: held.frame,
-                            retried: true,
-                        });
+                        let d = Delivery::retried(held.peer, network, held.flags, held.frame);
+                        self.deliveries.push_back(d);
                     }
                 }
                 Ok(Offered::Known) => {}
@@ -423,23 +417,14 @@ impl Control {
         flags: u8,
         frame: Vec<u8>,
     ) {
-        let Some(book) = self
-            .networks
-            .get_mut(&network)
-            .and_then(|j| j.book.as_mut())
-        else {
+        let Some(book) = book_of(&mut self.networks, network) else {
             self.stats.drop_not_member += 1;
             return;
         };
         if book.knows(peer) {
             // Accepted since the data plane's snapshot was taken: deliver it now.
-            self.deliveries.push_back(Delivery {
-                peer,
-                network,
-                flags,
-                frame,
-                retried: true,
-            });
+            self.deliveries
+                .push_back(Delivery::retried(peer, network, flags, frame));
             return;
         }
         if !book.hold(now, peer, flags, frame) {

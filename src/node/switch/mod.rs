@@ -393,9 +393,13 @@ impl NetworkSwitch {
         self.reindex();
     }
 
-    /// Replaces the members admitted by credential (a no-op for the same table).
+    /// Replaces the members admitted by credential (a no-op for the same table, or
+    /// for an empty one while none are admitted).
     pub fn set_members(&mut self, members: &Arc<Members>) {
-        if !Arc::ptr_eq(&self.members, members) {
+        // A network without credentials publishes a fresh empty table every time.
+        let same =
+            Arc::ptr_eq(&self.members, members) || (members.is_empty() && self.members.is_empty());
+        if !same {
             self.members = Arc::clone(members);
             self.reindex();
         }
