@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use clap::{CommandFactory, Parser, Subcommand};
 
 use skylan::cli::{client, controller as controller_cli, docs, dump, moons, node as cli};
+use skylan::io::http::controller::ControllerDb;
 use skylan::io::{daemon, home, local};
 
 #[derive(Parser)]
@@ -47,6 +48,13 @@ enum Command {
         /// Also run the network controller (network IDs start with this node's address).
         #[arg(long)]
         controller: bool,
+        /// Keep the controller's networks and members in PostgreSQL instead of
+        /// <home>/controller.d (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE). Several
+        /// controllers with the same identity may share one database: one serves, the
+        /// others stand by and take over when it stops.
+        #[arg(long, env = "SKYLAN_CONTROLLER_DB", value_name = "URL", requires = "controller",
+              hide_env_values = true, value_parser = skylan::io::postgres::parse_url)]
+        controller_db: Option<String>,
         /// Packet threads: each moves datagrams and frames on a socket and TAP queue of
         /// its own (peers spread over them); one also runs the control work.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -233,6 +241,7 @@ fn run(args: Args) -> anyhow::Result<String> {
             planet,
             api_port,
             controller,
+            controller_db,
             workers,
         } => {
             // Flags win over <home>/local.toml, which wins over the built-in defaults.
@@ -243,6 +252,7 @@ fn run(args: Args) -> anyhow::Result<String> {
                 planet,
                 api_port: api_port.or(local.api_port),
                 controller,
+                controller_db: controller_db.map_or(ControllerDb::Embedded, ControllerDb::Postgres),
                 workers: usize::from(workers),
                 network_defaults: local.networks,
             };

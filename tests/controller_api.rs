@@ -35,8 +35,12 @@ impl Server {
     fn start_with_limit(body_limit: usize) -> Server {
         let home = tempfile::tempdir().unwrap();
         let token = http::load_or_create_token(home.path()).unwrap();
-        let controller =
-            http::controller::open(home.path(), CTRL.parse::<NodeAddress>().unwrap()).unwrap();
+        let controller = http::controller::open(
+            home.path(),
+            CTRL.parse::<NodeAddress>().unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let mut config = ApiConfig::new(token.clone());

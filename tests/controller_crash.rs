@@ -111,8 +111,12 @@ fn run_child(home: &Path) -> ! {
         .unwrap();
     rt.block_on(async {
         let token = http::load_or_create_token(home).unwrap();
-        let controller =
-            http::controller::open(home, CTRL.parse::<NodeAddress>().unwrap()).unwrap();
+        let controller = http::controller::open(
+            home,
+            CTRL.parse::<NodeAddress>().unwrap(),
+            &Default::default(),
+        )
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         println!("{PORT_LINE}{}", listener.local_addr().unwrap().port());
         let routes =

@@ -283,6 +283,23 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> ControllerError {
     }
 }
 
+/// The addresses `old` held that `new` gives up (their allocation entries are freed).
+pub fn released_ips<'a>(
+    old: Option<&'a Member>,
+    new: &'a Member,
+) -> impl Iterator<Item = &'a IpAddr> + 'a {
+    old.into_iter()
+        .flat_map(|o| o.ip_assignments.iter())
+        .filter(|ip| !new.ip_assignments.contains(ip))
+}
+
+/// The error for saving a member with an address that `owner` holds.
+pub fn ip_conflict(ip: IpAddr, owner: NodeAddress, nwid: NetworkId) -> ControllerError {
+    ControllerError::Conflict(format!(
+        "{ip} is already assigned to member {owner} of network {nwid}; remove it there first"
+    ))
+}
+
 /// Maps any database error to `ControllerError::Storage` with a context.
 trait StorageContext<T> {
     fn ctx(self, context: &'static str) -> Result<T, ControllerError>;
@@ -565,16 +582,9 @@ impl StoreTxn for RedbTxn<'_> {
             });
         }
         let old = self.member(nwid, member.address)?;
-        let old_ips = old
-            .as_ref()
-            .map(|o| o.ip_assignments.clone())
-            .unwrap_or_default();
         {
             let mut index = self.txn.open_table(IP_INDEX).ctx(ctx)?;
-            for ip in old_ips
-                .iter()
-                .filter(|ip| !member.ip_assignments.contains(ip))
-            {
+            for ip in released_ips(old.as_ref(), member) {
                 let key = ip_key(nwid, *ip);
                 let owner = index.get(key).ctx(ctx)?.map(|v| v.value());
                 if owner == Some(member.address.value()) {
@@ -586,10 +596,7 @@ impl StoreTxn for RedbTxn<'_> {
                 let owner = index.get(key).ctx(ctx)?.map(|v| v.value());
                 match owner {
                     Some(o) if o != member.address.value() => {
-                        return Err(ControllerError::Conflict(format!(
-                            "{ip} is already assigned to member {:010x} of network {nwid}; remove it there first",
-                            o
-                        )));
+                        return Err(ip_conflict(*ip, address(o)?, nwid));
                     }
                     Some(_) => {}
                     None => {

@@ -132,6 +132,8 @@ pub struct NodeOptions {
     pub api_port: Option<u16>,
     /// Also run the network controller (its endpoints join the local API).
     pub controller: bool,
+    /// Where the controller keeps its data.
+    pub controller_db: http::controller::ControllerDb,
     /// Packet threads (at least one; the first also runs the control work).
     pub workers: usize,
     /// The opt-ins a network starts with when joined (from `<home>/local.toml`).
@@ -229,10 +231,14 @@ impl NodeDriver {
         node.set_wall_origin(clock.wall_origin());
         let (tx, commands) = mpsc::channel(64);
         let (controller, controller_work) = if options.controller {
-            let c = Arc::new(
-                http::controller::open(home.dir(), address)
-                    .map_err(|e| DaemonError::Controller(e.to_string()))?,
-            );
+            // Blocking: a PostgreSQL standby waits here until the serving process stops.
+            let (dir, database) = (home.dir().to_path_buf(), options.controller_db.clone());
+            let opened = tokio::task::spawn_blocking(move || {
+                http::controller::open(&dir, address, &database)
+            })
+            .await
+            .map_err(|e| DaemonError::Controller(format!("opening the controller: {e}")))?;
+            let c = Arc::new(opened.map_err(|e| DaemonError::Controller(e.to_string()))?);
             let serving = Serving::new(c.clone(), IdentitySigner(home.load_or_create_identity()?));
             let (work, queue) = std::sync::mpsc::channel();
             let changed = work.clone();

@@ -14,6 +14,7 @@ pub mod netdev;
 pub mod networks;
 pub mod offload;
 pub mod packets;
+pub mod postgres;
 pub mod tap;
 pub mod tcp;
 pub mod udp;

@@ -45,6 +45,7 @@
 #![allow(clippy::disallowed_methods, clippy::disallowed_types)]
 
 pub mod networks;
+pub mod postgres;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;

@@ -50,8 +50,9 @@ use serde_json::{Value, json};
 
 use super::{ApiError, JsonObject, TextBody, with_ignored};
 use crate::controller::declare::Desired;
-use crate::controller::{Controller, ControllerError, Deliberate, Member, RedbStore};
+use crate::controller::{Controller, ControllerError, Deliberate, Member, RedbStore, Store};
 use crate::io::home;
+use crate::io::postgres::PgStore;
 use crate::types::{NetworkId, NodeAddress, UnixTime};
 
 /// The API version `GET /controller` reports (ZeroTier's current one).
@@ -70,6 +71,18 @@ pub fn wall_clock() -> UnixTime {
     UnixTime::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
+/// Where the controller keeps its networks and members.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ControllerDb {
+    /// The embedded database in `<home>/controller.d/` (the default).
+    #[default]
+    Embedded,
+    /// A PostgreSQL database (`--controller-db postgres://...`), which several
+    /// controller processes with the same identity can share: one serves, the others
+    /// stand by (see [`crate::io::postgres`]).
+    Postgres(String),
+}
+
 /// Opens the controller of node `address` with its database in
 /// `home/controller.d/controller.redb`, seeding its network-number RNG from the OS.
 ///
@@ -80,19 +93,32 @@ pub fn wall_clock() -> UnixTime {
 ///   left as it is and never replaced by an empty controller.
 /// - A database file with a wider mode than 0600 is tightened with a warning
 ///   ([`home::protect_secret`]).
-pub fn open(home: &Path, address: NodeAddress) -> Result<Controller, ControllerError> {
+///
+/// With `database` = [`ControllerDb::Postgres`] the store is PostgreSQL instead
+/// ([`PgStore::open`]): this blocks until this process holds the controller's lock
+/// there, so call it on a blocking thread.
+pub fn open(
+    home: &Path,
+    address: NodeAddress,
+    database: &ControllerDb,
+) -> Result<Controller, ControllerError> {
     use rand_core::{OsRng, RngCore};
-    let dir = home.join(CONTROLLER_DIR);
-    create_private_dir(&dir).map_err(|e| {
-        ControllerError::storage(
-            "creating the controller directory",
-            format!("{}: {e}", dir.display()),
-        )
-    })?;
-    let store = open_store(&dir.join(RedbStore::FILE_NAME))?;
+    let store: Box<dyn Store> = match database {
+        ControllerDb::Embedded => {
+            let dir = home.join(CONTROLLER_DIR);
+            create_private_dir(&dir).map_err(|e| {
+                ControllerError::storage(
+                    "creating the controller directory",
+                    format!("{}: {e}", dir.display()),
+                )
+            })?;
+            Box::new(open_store(&dir.join(RedbStore::FILE_NAME))?)
+        }
+        ControllerDb::Postgres(url) => Box::new(PgStore::open(url, address)?),
+    };
     let mut seed = [0u8; 32];
     OsRng.fill_bytes(&mut seed);
-    let controller = Controller::new(Box::new(store), address, seed);
+    let controller = Controller::new(store, address, seed);
     controller.set_rules_compiler(Arc::new(crate::controller::rules::RulesLanguage));
     Ok(controller)
 }
@@ -634,7 +660,7 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let db = home.path().join(CONTROLLER_DIR).join(RedbStore::FILE_NAME);
         {
-            let c = open(home.path(), ctrl()).unwrap();
+            let c = open(home.path(), ctrl(), &ControllerDb::Embedded).unwrap();
             c.create_network(&Map::new(), "test", UnixTime::EPOCH)
                 .unwrap();
         }
@@ -644,14 +670,20 @@ mod tests {
         // A database others can read is made private again, and still opens.
         std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert_eq!(
-            open(home.path(), ctrl()).unwrap().networks().unwrap().len(),
+            open(home.path(), ctrl(), &ControllerDb::Embedded)
+                .unwrap()
+                .networks()
+                .unwrap()
+                .len(),
             1
         );
         assert_eq!(mode(&db), 0o600);
 
         for (what, bytes) in [("empty", &b""[..]), ("foreign", &b"not a database"[..])] {
             std::fs::write(&db, bytes).unwrap();
-            let err = open(home.path(), ctrl()).err().expect(what);
+            let err = open(home.path(), ctrl(), &ControllerDb::Embedded)
+                .err()
+                .expect(what);
             assert!(
                 matches!(err, ControllerError::DamagedDatabase { .. }),
                 "{what}: {err}"
