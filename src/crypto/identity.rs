@@ -105,10 +105,18 @@ impl Identity {
     /// Generates a new identity, grinding the X25519 key until the address proof of
     /// work passes. Takes about 0.5 s of one core (see the module docs).
     pub fn generate(rng: &mut (impl RngCore + CryptoRng)) -> Identity {
+        Self::generate_counting(rng).0
+    }
+
+    /// [`Identity::generate`], also returning how many X25519 keys it drew (the last
+    /// one passed), which [`Identity::regenerate`] takes to rebuild it cheaply.
+    pub fn generate_counting(rng: &mut (impl RngCore + CryptoRng)) -> (Identity, u32) {
         let signing = SigningKey::generate(rng);
         let signing_public = signing.verifying_key();
+        let mut drawn = 0u32;
         with_pow_memory(|memory| {
             loop {
+                drawn += 1;
                 let agreement = StaticSecret::random_from_rng(&mut *rng);
                 let agreement_public = PublicKey::from(&agreement);
                 let hash = pow_hash(
@@ -117,7 +125,7 @@ impl Identity {
                     memory,
                 );
                 if let Ok(address) = address_from_hash(&hash) {
-                    return Identity {
+                    let identity = Identity {
                         public: PublicIdentity {
                             address,
                             signing: signing_public,
@@ -126,8 +134,37 @@ impl Identity {
                         signing,
                         agreement,
                     };
+                    return (identity, drawn);
                 }
             }
+        })
+    }
+
+    /// The identity [`Identity::generate_counting`] made from an RNG in the same state
+    /// after drawing `drawn` keys, rebuilt with one proof-of-work evaluation instead of
+    /// ~256 (the simulator keeps large pools of test identities as draw counts). Fails
+    /// if the key it arrives at does not pass the proof of work.
+    pub fn regenerate(
+        rng: &mut (impl RngCore + CryptoRng),
+        drawn: u32,
+    ) -> Result<Identity, CryptoError> {
+        let signing = SigningKey::generate(rng);
+        for _ in 1..drawn {
+            drop(StaticSecret::random_from_rng(&mut *rng));
+        }
+        let agreement = StaticSecret::random_from_rng(&mut *rng);
+        let signing_public = signing.verifying_key();
+        let agreement_public = PublicKey::from(&agreement);
+        let hash = address_hash(signing_public.as_bytes(), agreement_public.as_bytes());
+        let public = PublicIdentity {
+            address: address_from_hash(&hash)?,
+            signing: signing_public,
+            agreement: agreement_public,
+        };
+        Ok(Identity {
+            public,
+            signing,
+            agreement,
         })
     }
 

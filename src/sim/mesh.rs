@@ -58,6 +58,48 @@ pub fn test_identity(i: usize) -> Identity {
     line.parse().expect("test identity pool entry is valid")
 }
 
+/// Identity `i` of a mesh: the small pool first, then the large one
+/// ([`super::pool`]), so a mesh can hold thousands of nodes.
+fn mesh_identity(i: usize) -> Identity {
+    let small = test_pool_size();
+    if i < small {
+        test_identity(i)
+    } else {
+        super::pool::large_test_identity(i - small)
+    }
+}
+
+/// How many identities the small pool holds.
+pub fn test_pool_size() -> usize {
+    POOL.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+/// The `n`-th node's own public address: 198.51.100.101.. for the first 154, then
+/// 198.18.0.0/16 (a mesh of thousands).
+fn public_ip(n: usize) -> IpAddr {
+    match u8::try_from(101 + n) {
+        Ok(last) => IpAddr::V4(Ipv4Addr::new(198, 51, 100, last)),
+        Err(_) => large_ip(18, n),
+    }
+}
+
+/// The public address of the `n`-th node's own NAT: 203.0.113.1.. for the first 254,
+/// then 198.19.0.0/16.
+fn nat_ip(n: usize) -> IpAddr {
+    match u8::try_from(1 + n) {
+        Ok(last) if last < 255 => IpAddr::V4(Ipv4Addr::new(203, 0, 113, last)),
+        _ => large_ip(19, n),
+    }
+}
+
+fn large_ip(second: u8, n: usize) -> IpAddr {
+    let [_, _, hi, lo] = u32::try_from(n).unwrap_or(u32::MAX).to_be_bytes();
+    IpAddr::V4(Ipv4Addr::new(198, second, hi, lo))
+}
+
 /// Where a node sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -205,7 +247,7 @@ impl Mesh {
     fn make_node(&mut self, controller: bool) -> NodeHost {
         let index = self.next_identity;
         self.next_identity += 1;
-        let identity = test_identity(index);
+        let identity = mesh_identity(index);
         let address = identity.public().address();
         let seed = seed_bytes(self.sim.fork_seed());
         let node = Node::new(
@@ -226,35 +268,28 @@ impl Mesh {
         let store = RedbStore::open_in_memory().expect("in-memory controller store");
         let c = Controller::new(Box::new(store), address, seed_bytes(self.sim.fork_seed()));
         c.set_rules_compiler(std::sync::Arc::new(crate::controller::rules::RulesLanguage));
-        host.with_controller(c, IdentitySigner(test_identity(index)))
+        host.with_controller(c, IdentitySigner(mesh_identity(index)))
     }
 
     fn place(&mut self, host: NodeHost, placement: Placement, link: AccessLink) -> HostId {
         let n = self.nodes.len();
         let id = match placement {
-            Placement::Public => {
-                let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 101 + n as u8));
-                self.sim.add_host(host, ip, PORT, link, None)
-            }
+            Placement::Public => self.sim.add_host(host, public_ip(n), PORT, link, None),
             Placement::DualStack => {
-                let ip = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 101 + n as u8));
+                let ip = public_ip(n);
                 let id = self.sim.add_host(host, ip, PORT, link, None);
                 self.sim.add_ipv6(id, ipv6_of(101 + n as u8));
                 id
             }
             Placement::Behind(kind) => {
-                let public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1 + n as u8));
-                let nat = self.sim.add_nat(kind, public);
+                let nat = self.sim.add_nat(kind, nat_ip(n));
                 let private = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
                 self.sim.add_host(host, private, PORT, link, Some(nat))
             }
             Placement::Lan(kind, lan) => {
                 let (nat, last) = match self.lans.get(&lan) {
                     Some(&(nat, last)) => (nat, last + 1),
-                    None => {
-                        let public = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1 + n as u8));
-                        (self.sim.add_nat(kind, public), 2)
-                    }
+                    None => (self.sim.add_nat(kind, nat_ip(n)), 2),
                 };
                 self.lans.insert(lan, (nat, last));
                 let private = IpAddr::V4(Ipv4Addr::new(192, 0, 2, last));

@@ -131,6 +131,7 @@ pub mod forge;
 mod hash;
 pub mod mesh;
 mod nat;
+pub mod pool;
 mod queue;
 mod rng;
 mod simulator;
@@ -280,6 +281,9 @@ pub struct HostStats {
     pub sent: u64,
     /// Datagrams handed to the host.
     pub received: u64,
+    /// Real (wall-clock) time spent inside the host's calls, measured only after
+    /// [`Sim::enable_timing`]; it never feeds back into the run.
+    pub busy: std::time::Duration,
 }
 
 /// A delivered datagram, recorded when capture is on ([`Sim::enable_capture`]).

@@ -53,6 +53,8 @@ pub struct Sim {
     scratch: Vec<Transmit>,
     stats: SimStats,
     capture: Option<Vec<Captured>>,
+    /// Measure the real time each host's calls take ([`Sim::enable_timing`]).
+    timing: bool,
     trace: u64,
     livelock_limit: u64,
     /// Real events processed at `now` so far.
@@ -118,6 +120,7 @@ impl Sim {
             scratch: Vec::new(),
             stats: SimStats::default(),
             capture: None,
+            timing: false,
             trace: TRACE_SEED,
             livelock_limit: DEFAULT_LIVELOCK_LIMIT,
             same_instant: 0,
@@ -490,6 +493,13 @@ impl Sim {
         }
     }
 
+    /// Starts measuring the real time each host's calls take
+    /// ([`HostStats::busy`](super::HostStats::busy)), for scale measurements. The run
+    /// itself stays the same.
+    pub fn enable_timing(&mut self) {
+        self.timing = true;
+    }
+
     /// Starts recording every delivered datagram (see [`Sim::captured`]).
     pub fn enable_capture(&mut self) {
         self.capture.get_or_insert_with(Vec::new);
@@ -580,7 +590,9 @@ impl Sim {
                 self.stats.timeouts += 1;
                 let span = host_span(id, now);
                 let _entered = span.enter();
+                let started = Stopwatch::start(self.timing);
                 slot.host.handle_timeout(now);
+                slot.stats.busy += started.elapsed();
                 self.after_call(id);
             }
             _ => self.refresh_timer(id),
@@ -762,8 +774,10 @@ impl Sim {
         {
             let span = host_span(id, now);
             let _entered = span.enter();
+            let started = Stopwatch::start(self.timing);
             slot.host
                 .handle_datagram(now, local, datagram.from, &datagram.bytes);
+            slot.stats.busy += started.elapsed();
         }
         if let Some(capture) = &mut self.capture {
             capture.push(Captured {
@@ -959,4 +973,20 @@ fn trace_delivery(mut h: u64, now: Time, receiver: HostId, d: &Datagram) -> u64 
     tail[..words.remainder().len()].copy_from_slice(words.remainder());
     mix(u64::from_le_bytes(tail));
     h
+}
+
+/// Measures a host call's real time when timing is on (and reads no clock otherwise).
+struct Stopwatch(Option<std::time::Instant>);
+
+impl Stopwatch {
+    // The one clock read in the simulator: a measurement for reports, never an input.
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    fn start(on: bool) -> Stopwatch {
+        Stopwatch(on.then(std::time::Instant::now))
+    }
+
+    #[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+    fn elapsed(&self) -> std::time::Duration {
+        self.0.map(|t| t.elapsed()).unwrap_or_default()
+    }
 }
