@@ -17,11 +17,14 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use skylan::node::Event;
+use skylan::node::network::NetworkStatus;
 use skylan::sim::cores::NodeHost;
 use skylan::sim::mesh::{Mesh, Placement, test_pool_size};
 use skylan::sim::pool::large_pool_size;
 use skylan::sim::{AccessLink, HostId, NatKind};
+use skylan::types::Time;
 
 /// Counts live heap bytes.
 struct Counting;
@@ -63,6 +66,9 @@ struct Row {
     nodes: usize,
     online: Duration,
     pairs: Duration,
+    joined: Duration,
+    pushed: Duration,
+    controller_cpu: Duration,
     heap_per_node: usize,
     root_cpu_up: Duration,
     root_cpu_minute: Duration,
@@ -85,18 +91,79 @@ fn placements(n: usize) -> Vec<Placement> {
         .collect()
 }
 
-fn all_online(mesh: &Mesh) -> bool {
-    let now = mesh.sim.now();
-    mesh.nodes
-        .iter()
-        .all(|&n| mesh.sim.host::<NodeHost>(n).node.online(now))
-}
-
 fn root_busy(mesh: &Mesh) -> Duration {
     mesh.roots
         .iter()
         .map(|&r| mesh.sim.host_stats(r).busy)
         .sum()
+}
+
+/// Runs slices of virtual time until `done` holds for every node (panics after
+/// [`LIMIT`]); returns how long it took.
+fn until_every_node(
+    mesh: &mut Mesh,
+    what: &str,
+    done: impl Fn(&NodeHost, Time) -> bool,
+) -> Duration {
+    let t0 = mesh.sim.now();
+    while mesh.sim.now().since(t0) < LIMIT {
+        mesh.sim.run_for(SLICE);
+        let now = mesh.sim.now();
+        if mesh
+            .nodes
+            .iter()
+            .all(|&n| done(mesh.sim.host::<NodeHost>(n), now))
+        {
+            return mesh.sim.now().since(t0);
+        }
+    }
+    panic!(
+        "{} nodes: not every node {what} within {LIMIT:?}",
+        mesh.nodes.len()
+    );
+}
+
+/// Adds a controller, has every node join one public network, then changes its rules:
+/// the time until every member is OK, the time until every member holds the new
+/// rules, and the controller's real CPU time for both.
+fn network_of_everyone(mesh: &mut Mesh) -> (Duration, Duration, Duration) {
+    let members = mesh.nodes.clone();
+    let ctrl = mesh.add_controller(Placement::Public, link());
+    mesh.sim.run_for(Duration::from_secs(1));
+    let nwid = mesh.create_network(ctrl, json!({"name": "everyone", "private": false}));
+    for &id in &members {
+        mesh.join(id, nwid);
+    }
+    let has = |h: &NodeHost, status: NetworkStatus, after: u64| {
+        h.node
+            .networks()
+            .iter()
+            .any(|i| i.id == nwid && i.status == status && i.revision > after)
+    };
+    // `add_controller` made the controller a node too; it joins nothing.
+    mesh.nodes.pop();
+    let joined = until_every_node(mesh, "joined", |h, _| has(h, NetworkStatus::Ok, 0));
+    let revision = mesh
+        .controller(ctrl)
+        .network(nwid)
+        .expect("the network")
+        .revision;
+    mesh.sim.run_for(Duration::from_secs(2));
+    let busy = mesh.sim.host_stats(ctrl).busy;
+    // Saving the change and signing every member's config happen in this call.
+    let change = Instant::now();
+    mesh.update_network(
+        ctrl,
+        nwid,
+        json!({"rulesSource": "drop ethertype 0x88cc;\naccept;"}),
+    );
+    let change = change.elapsed();
+    let pushed = until_every_node(mesh, "got the new rules", |h, _| {
+        has(h, NetworkStatus::Ok, revision)
+    });
+    let controller_cpu = mesh.sim.host_stats(ctrl).busy;
+    mesh.nodes = members;
+    (joined, pushed, change + controller_cpu - busy)
 }
 
 /// Runs one mesh of `n` nodes.
@@ -110,17 +177,7 @@ fn measure(n: usize) -> Row {
         link(),
     );
     mesh.sim.enable_timing();
-    let t0 = mesh.sim.now();
-
-    let mut online = None;
-    while mesh.sim.now().since(t0) < LIMIT {
-        mesh.sim.run_for(SLICE);
-        if all_online(&mesh) {
-            online = Some(mesh.sim.now().since(t0));
-            break;
-        }
-    }
-    let online = online.unwrap_or_else(|| panic!("{n} nodes: not all online within {LIMIT:?}"));
+    let online = until_every_node(&mut mesh, "online", |h, now| h.node.online(now));
     let root_cpu_up = root_busy(&mesh);
 
     // Pairs spread over the mesh, none a node with itself.
@@ -167,16 +224,20 @@ fn measure(n: usize) -> Row {
         waiting.len()
     );
     let pairs_time = mesh.sim.now().since(t1);
+    let heap_per_node = LIVE.load(Ordering::Relaxed).saturating_sub(heap_before) / n;
+    let (joined, pushed, controller_cpu) = network_of_everyone(&mut mesh);
 
     // A minute of steady state: keepalives, re-HELLOs, path checks.
     let before = root_busy(&mesh);
     mesh.sim.run_for(Duration::from_secs(60));
     let root_cpu_minute = root_busy(&mesh) - before;
-    let heap_per_node = LIVE.load(Ordering::Relaxed).saturating_sub(heap_before) / n;
     Row {
         nodes: n,
         online,
         pairs: pairs_time,
+        joined,
+        pushed,
+        controller_cpu,
         heap_per_node,
         root_cpu_up,
         root_cpu_minute,
@@ -186,16 +247,19 @@ fn measure(n: usize) -> Row {
 
 fn report(rows: &[Row]) {
     println!(
-        "| nodes | all online | {PAIRS} new pairs answered | heap per node | root CPU per node (coming up) | root CPU per node-minute (steady) | real time |"
+        "| nodes | all online | {PAIRS} new pairs answered | all joined one network | new rules at every member | controller CPU for the rule change | heap per node | root CPU per node (coming up) | root CPU per node-minute (steady) | real time |"
     );
-    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for r in rows {
         let per_node = |d: Duration| d.as_secs_f64() * 1e6 / r.nodes as f64 / 2.0;
         println!(
-            "| {} | {:.1} s | {:.2} s | {:.1} KiB | {:.0} µs | {:.1} µs | {:.1} s |",
+            "| {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.1} KiB | {:.0} µs | {:.1} µs | {:.1} s |",
             r.nodes,
             r.online.as_secs_f64(),
             r.pairs.as_secs_f64(),
+            r.joined.as_secs_f64(),
+            r.pushed.as_secs_f64(),
+            r.controller_cpu.as_secs_f64(),
             r.heap_per_node as f64 / 1024.0,
             per_node(r.root_cpu_up),
             per_node(r.root_cpu_minute),
