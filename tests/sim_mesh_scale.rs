@@ -143,6 +143,15 @@ fn network_of_everyone(mesh: &mut Mesh) -> (Duration, Duration, Duration) {
     // `add_controller` made the controller a node too; it joins nothing.
     mesh.nodes.pop();
     let joined = until_every_node(mesh, "joined", |h, _| has(h, NetworkStatus::Ok, 0));
+    let st = mesh.node(ctrl).node.stats();
+    println!(
+        "controller after {} joins: handshakes {}, cookie replies {}, dropped over the handshake rate {}, over the cookie rate {}",
+        members.len(),
+        st.handshakes,
+        st.cookie_replies,
+        st.drop_handshake_rate,
+        st.drop_cookie_rate
+    );
     let revision = mesh
         .controller(ctrl)
         .network(nwid)

@@ -19,7 +19,8 @@
 //! a CookieReply instead of an answer: a cookie
 //!
 //! ```text
-//! cookie = BLAKE2s-128(key = secret (random, new every COOKIE_SECRET_LIFE), source IP ‖ port)
+//! cookie = BLAKE2s-128(key = secret (random, new every COOKIE_SECRET_LIFE),
+//!                      source IP ‖ port [‖ source node address, when relayed])
 //! ```
 //!
 //! sealed with XChaCha20-Poly1305 under `BLAKE2s-256("skylan-cookie--" ‖ responder
@@ -28,6 +29,17 @@
 //! HandshakeInit with mac2 keyed by the cookie. A sender that forges its source address
 //! never sees the cookie, so under load only real source addresses get through, and
 //! each of those is held to a per-address budget ([`PER_ADDRESS_PER_SEC`]).
+//!
+//! A HandshakeInit that a root relayed arrives from the root's address, like those of
+//! every other node behind that root: one address's budgets would then be shared by
+//! every node that reaches the responder through it (a controller that thousands of
+//! members reach at once would admit 20 per second per root). So the caller says when
+//! a datagram came from one of its roots with a hop count above zero
+//! ([`Source::relayed`]); such a source is the root's address *and* the node address
+//! the header names, both for the budgets and inside the cookie. A root relays only
+//! packets whose source node said hello from the sending IP address, so a node behind
+//! a root can spend only its own budget, and each further address costs an attacker an
+//! identity (a proof of work) and a handshake with the root.
 //!
 //! Cookie replies are budgeted too, so a flood of forged HandshakeInits does not make
 //! the responder send one datagram per datagram it gets: each source address gets at
@@ -55,7 +67,7 @@ use chacha20poly1305::aead::{AeadInPlace, generic_array::GenericArray};
 use chacha20poly1305::{XChaCha20Poly1305, consts::U16};
 use subtle::ConstantTimeEq;
 
-use crate::types::{Endpoint, Time, TokenBucket};
+use crate::types::{Endpoint, NodeAddress, Time, TokenBucket};
 use crate::wire::{self, COOKIE_LEN, COOKIE_NONCE_LEN, MAC_LEN};
 
 /// Handshakes a responder answers per second before it counts as under load.
@@ -201,11 +213,53 @@ pub enum Verdict {
     Withheld,
 }
 
-/// Token buckets for source addresses, at most [`MAX_ADDRESSES`] of them.
+/// Where a HandshakeInit came from, as the guard tells sources apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// The datagram's source endpoint.
+    pub from: Endpoint,
+    /// The node a root relayed it for (the header's source address), when it came
+    /// through one of the responder's roots.
+    pub relayed_for: Option<NodeAddress>,
+}
+
+impl Source {
+    /// A datagram that came straight from `from`.
+    pub fn direct(from: Endpoint) -> Source {
+        Source {
+            from,
+            relayed_for: None,
+        }
+    }
+
+    /// A datagram one of our roots (at `root`) relayed for node `node`.
+    pub fn relayed(root: Endpoint, node: NodeAddress) -> Source {
+        Source {
+            from: root,
+            relayed_for: Some(node),
+        }
+    }
+
+    /// The key of its budgets.
+    fn key(self) -> BudgetKey {
+        (self.from.0.ip(), self.relayed_for)
+    }
+}
+
+impl From<Endpoint> for Source {
+    fn from(from: Endpoint) -> Source {
+        Source::direct(from)
+    }
+}
+
+/// A source's budget key: its IP address, and the relayed node if any.
+type BudgetKey = (IpAddr, Option<NodeAddress>);
+
+/// Token buckets for sources, at most [`MAX_ADDRESSES`] of them.
 struct AddressBudgets {
     rate: u32,
     burst: u32,
-    buckets: HashMap<IpAddr, TokenBucket>,
+    buckets: HashMap<BudgetKey, TokenBucket>,
     last_sweep: Option<Time>,
 }
 
@@ -221,7 +275,7 @@ impl AddressBudgets {
 
     /// Takes a token of `ip`'s budget; `None` when `ip` has none and there is no room
     /// for it.
-    fn take(&mut self, now: Time, ip: IpAddr) -> Option<bool> {
+    fn take(&mut self, now: Time, ip: BudgetKey) -> Option<bool> {
         let (rate, burst) = (self.rate, self.burst);
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_ADDRESSES {
             if self
@@ -280,15 +334,17 @@ impl Guard {
         self.loaded_until.is_some_and(|t| now < t)
     }
 
-    /// Checks one HandshakeInit datagram that arrived from `from`. `fresh_secret` is
-    /// called (for 32 random bytes) when the cookie secret is due to change.
+    /// Checks one HandshakeInit datagram that arrived from `from` (an endpoint, or a
+    /// [`Source`] saying which node a root relayed it for). `fresh_secret` is called
+    /// (for 32 random bytes) when the cookie secret is due to change.
     pub fn check(
         &mut self,
         now: Time,
-        from: Endpoint,
+        from: impl Into<Source>,
         packet: &[u8],
         fresh_secret: impl FnOnce() -> [u8; 32],
     ) -> Verdict {
+        let from = from.into();
         let Some((at1, at2)) = mac_offsets(packet) else {
             return Verdict::BadMac;
         };
@@ -311,14 +367,14 @@ impl Guard {
         if !valid_mac2 {
             // The address's own budget first: a flood from a few addresses must not
             // spend the total one that everybody else shares.
-            let own = self.cookies.take(now, from.0.ip()) != Some(false);
+            let own = self.cookies.take(now, from.key()) != Some(false);
             return if own && self.all_cookies.take(now, COOKIES_PER_SEC, COOKIES_PER_SEC) {
                 Verdict::Cookie { mac1 }
             } else {
                 Verdict::Withheld
             };
         }
-        if self.handshakes.take(now, from.0.ip()) == Some(true) {
+        if self.handshakes.take(now, from.key()) == Some(true) {
             Verdict::Admit
         } else {
             Verdict::RateLimited
@@ -328,10 +384,11 @@ impl Guard {
     /// Seals the cookie for `from` into the body of a CookieReply: (nonce, sealed).
     pub fn cookie_reply(
         &self,
-        from: Endpoint,
+        from: impl Into<Source>,
         mac1: &[u8; MAC_LEN],
         nonce: [u8; COOKIE_NONCE_LEN],
     ) -> [u8; COOKIE_LEN] {
+        let from = from.into();
         let aead = XChaCha20Poly1305::new(GenericArray::from_slice(&self.keys.cookie));
         let mut sealed = [0u8; COOKIE_LEN];
         let cookie = cookie_for(&self.secret, from);
@@ -367,12 +424,14 @@ impl Guard {
     }
 }
 
-/// The cookie a source endpoint gets under `secret`.
-fn cookie_for(secret: &[u8; 32], from: Endpoint) -> [u8; MAC_LEN] {
-    let port = from.0.port().to_be_bytes();
-    match from.0.ip() {
-        IpAddr::V4(ip) => mac(secret, &[&ip.octets(), &port]),
-        IpAddr::V6(ip) => mac(secret, &[&ip.octets(), &port]),
+/// The cookie a source gets under `secret`.
+fn cookie_for(secret: &[u8; 32], from: Source) -> [u8; MAC_LEN] {
+    let port = from.from.0.port().to_be_bytes();
+    let relayed = from.relayed_for.map(NodeAddress::to_bytes);
+    let node: &[u8] = relayed.as_ref().map_or(&[], |b| b.as_slice());
+    match from.from.0.ip() {
+        IpAddr::V4(ip) => mac(secret, &[&ip.octets(), &port, node]),
+        IpAddr::V6(ip) => mac(secret, &[&ip.octets(), &port, node]),
     }
 }
 
@@ -468,6 +527,58 @@ mod tests {
     }
 
     #[test]
+    fn nodes_behind_one_root_each_have_their_own_budget_and_cookie() {
+        let keys = MacKeys::for_responder(&KEY);
+        let mut g = Guard::new(&KEY);
+        let t = Time::from_millis(5);
+        let root = ep("198.51.100.1:9993");
+        let node = |i: u64| NodeAddress::new(0x02_0000_0000 + i).unwrap();
+        let mut p = packet(214);
+        write_macs(&mut p, &keys, None);
+        for _ in 0..HANDSHAKES_PER_SEC {
+            assert_eq!(g.check(t, root, &p, || [3; 32]), Verdict::Admit);
+        }
+        // Under load, a thousand nodes behind the root each get a cookie and, with it,
+        // a handshake: far beyond one address's budgets.
+        for i in 0..1000 {
+            let from = Source::relayed(root, node(i));
+            let Verdict::Cookie { mac1 } = g.check(t, from, &p, || [3; 32]) else {
+                panic!("node {i} got no cookie");
+            };
+            let sealed = g.cookie_reply(from, &mac1, [9; 24]);
+            let cookie = open_cookie(&keys, &mac1, &[9; 24], &sealed).unwrap();
+            let mut q = packet(214);
+            write_macs(&mut q, &keys, Some(&cookie));
+            assert_eq!(g.check(t, from, &q, || [3; 32]), Verdict::Admit, "node {i}");
+            // The cookie is the node's own: not another's behind the same root, nor
+            // the root's own address.
+            let other = Source::relayed(root, node(i + 5000));
+            assert!(matches!(
+                g.check(t, other, &q, || [3; 32]),
+                Verdict::Cookie { .. }
+            ));
+        }
+        // One node still meets its own budget.
+        let from = Source::relayed(root, node(1));
+        let Verdict::Cookie { mac1 } = g.check(t, from, &p, || [3; 32]) else {
+            panic!("no cookie");
+        };
+        let sealed = g.cookie_reply(from, &mac1, [9; 24]);
+        let cookie = open_cookie(&keys, &mac1, &[9; 24], &sealed).unwrap();
+        let mut q = packet(214);
+        write_macs(&mut q, &keys, Some(&cookie));
+        let admitted = (0..100)
+            .filter(|_| g.check(t, from, &q, || [3; 32]) == Verdict::Admit)
+            .count();
+        assert_eq!(admitted, PER_ADDRESS_BURST as usize - 1);
+        // Direct senders sharing an address still share its budget.
+        assert!(matches!(
+            g.check(t, Source::direct(root), &q, || [3; 32]),
+            Verdict::Cookie { .. }
+        ));
+    }
+
+    #[test]
     fn cookies_outlive_one_secret_rotation_but_not_two() {
         let keys = MacKeys::for_responder(&KEY);
         let mut g = Guard::new(&KEY);
@@ -522,7 +633,7 @@ mod tests {
         for i in 0..(MAX_ADDRESSES as u32 + 10) {
             let ip = std::net::Ipv4Addr::from(0xc633_0000 + i);
             let from = Endpoint(std::net::SocketAddr::new(IpAddr::V4(ip), 1));
-            let cookie = cookie_for(&g.secret, from);
+            let cookie = cookie_for(&g.secret, from.into());
             write_macs(&mut p, &keys, Some(&cookie));
             g.check(t, from, &p, || [0; 32]);
         }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
-use super::guard::{self, Guard, MacKeys, Verdict};
+use super::guard::{self, Guard, MacKeys, Source, Verdict};
 use super::identity::{Identity, IdentityCache, PublicIdentity};
 use super::session::{self, HandshakeTimestamp};
 use super::tunnel::{Tunnel, TunnelError};
@@ -249,6 +249,19 @@ impl SessionTable {
         from: Endpoint,
         datagram: &[u8],
     ) -> Result<InitAnswer, TableError> {
+        self.on_handshake_init_from(now, from, false, datagram)
+    }
+
+    /// [`SessionTable::on_handshake_init`] for a caller that knows whether `from` is
+    /// one of its roots: a datagram a root relayed (hop count above zero) is then held
+    /// to the budgets of the node it names, not to the root's (see `guard`).
+    pub fn on_handshake_init_from(
+        &mut self,
+        now: Time,
+        from: Endpoint,
+        from_root: bool,
+        datagram: &[u8],
+    ) -> Result<InitAnswer, TableError> {
         let Ok((
             header,
             Outer::HandshakeInit {
@@ -260,8 +273,13 @@ impl SessionTable {
         else {
             return Err(TableError::Malformed);
         };
+        let source = if from_root && header.hops > 0 {
+            Source::relayed(from, header.src)
+        } else {
+            Source::direct(from)
+        };
         let rng = &mut self.rng;
-        match self.guard.check(now, from, datagram, || {
+        match self.guard.check(now, source, datagram, || {
             let mut secret = [0u8; 32];
             rng.fill_bytes(&mut secret);
             secret
@@ -273,7 +291,7 @@ impl SessionTable {
             Verdict::Cookie { mac1 } => {
                 let mut nonce = [0u8; wire::COOKIE_NONCE_LEN];
                 self.rng.fill_bytes(&mut nonce);
-                let sealed = self.guard.cookie_reply(from, &mac1, nonce);
+                let sealed = self.guard.cookie_reply(source, &mac1, nonce);
                 let mut out = Vec::with_capacity(wire::HEADER_LEN + 60);
                 Outer::CookieReply {
                     receiver_index: sender_index,

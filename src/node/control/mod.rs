@@ -544,7 +544,11 @@ impl Control {
     }
 
     fn on_handshake_init(&mut self, now: Time, from: Endpoint, datagram: &[u8]) {
-        match self.table.on_handshake_init(now, from, datagram) {
+        let from_root = self.is_root_endpoint(from);
+        match self
+            .table
+            .on_handshake_init_from(now, from, from_root, datagram)
+        {
             Ok(InitAnswer::Session { peer, reply }) => {
                 // Heard from, authenticated by its static key: until its first Data packet
                 // confirms the session, this keeps housekeeping from forgetting the peer
@@ -1060,6 +1064,15 @@ impl Control {
                 self.route(now, peer, out);
             }
         }
+    }
+
+    /// True when `from` is an endpoint of one of our roots (planet or moon).
+    fn is_root_endpoint(&self, from: Endpoint) -> bool {
+        self.roots.iter().any(|r| {
+            self.peers
+                .get(r)
+                .is_some_and(|p| p.paths.iter().any(|path| path.endpoint == from))
+        })
     }
 
     /// Sends a finished packet to `peer` over its current link.
