@@ -51,7 +51,7 @@ use crate::crypto::identity::PublicIdentity;
 use crate::node::network::NetworkStatus;
 use crate::node::{DEFAULT_PHYS_MTU, Event, Node, NodeConfig, NodeStats, ToControl};
 use crate::root::Root;
-use crate::service::member::{self, IdentitySigner, Serving};
+use crate::service::member::{self, Answer, IdentitySigner, Serving};
 use crate::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, UnixTime};
 use crate::world::{World, WorldError};
 
@@ -665,11 +665,7 @@ impl NodeDriver {
                 };
                 let _ = tx.send(result);
             }
-            NodeCommand::Answers(answers) => {
-                for a in &answers {
-                    a.apply(&mut self.node, now);
-                }
-            }
+            NodeCommand::Answers(answers) => Answer::apply_all(&answers, &mut self.node, now),
             NodeCommand::HelloRoots(tx) => {
                 let roots = self.node.roots_report(now);
                 self.node.hello_roots_now(now);

@@ -783,6 +783,30 @@ impl Node {
         self.run_control(now);
     }
 
+    /// Sends a controller's answers to many members at once, each as
+    /// [`Node::send_network_config`] (`Ok(config)`) or [`Node::send_network_error`]
+    /// (`Err(status)`) would, but runs the control work and republishes the snapshot
+    /// once at the end: a push to N members costs one pass over the peers, not N.
+    pub fn send_network_answers<'a>(
+        &mut self,
+        now: Time,
+        answers: impl IntoIterator<Item = (NodeAddress, NetworkId, Result<&'a [u8], NetworkStatus>)>,
+    ) {
+        self.now = now;
+        self.control.fold();
+        for (member, network, reply) in answers {
+            match reply {
+                Ok(config) => self
+                    .control
+                    .send_network_config(now, member, network, config),
+                Err(status) => self
+                    .control
+                    .send_network_error(now, member, network, status),
+            }
+        }
+        self.run_control(now);
+    }
+
     /// Tells `member` it may not have `network`'s config (`AccessDenied`) or that there is
     /// no such network (`NotFound`).
     pub fn send_network_error(

@@ -157,14 +157,19 @@ pub enum Reply {
 }
 
 impl Answer {
-    /// Sends the answer through the controller's own node.
-    pub fn apply(&self, node: &mut Node, now: Time) {
-        match &self.reply {
-            Reply::Config(bytes) => node.send_network_config(now, self.member, self.network, bytes),
-            Reply::Refused(status) => {
-                node.send_network_error(now, self.member, self.network, *status)
-            }
-        }
+    /// Sends answers through the controller's own node, all in one pass of its control
+    /// core ([`Node::send_network_answers`]).
+    pub fn apply_all(answers: &[Answer], node: &mut Node, now: Time) {
+        node.send_network_answers(
+            now,
+            answers.iter().map(|a| {
+                let reply = match &a.reply {
+                    Reply::Config(bytes) => Ok(bytes.as_slice()),
+                    Reply::Refused(status) => Err(*status),
+                };
+                (a.member, a.network, reply)
+            }),
+        );
     }
 }
 
@@ -262,9 +267,7 @@ impl Serving {
         network: NetworkId,
         member: &PublicIdentity,
     ) -> Result<(), ControllerError> {
-        for a in self.answers_for_request(wall, network, member)? {
-            a.apply(node, now);
-        }
+        Answer::apply_all(&self.answers_for_request(wall, network, member)?, node, now);
         Ok(())
     }
 
@@ -297,9 +300,7 @@ impl Serving {
         wall: UnixTime,
         network: NetworkId,
     ) -> Result<(), ControllerError> {
-        for a in self.answers_for_push(wall, network)? {
-            a.apply(node, now);
-        }
+        Answer::apply_all(&self.answers_for_push(wall, network)?, node, now);
         Ok(())
     }
 }
