@@ -234,7 +234,14 @@ fn measure(n: usize) -> Row {
     );
     let pairs_time = mesh.sim.now().since(t1);
     let heap_per_node = LIVE.load(Ordering::Relaxed).saturating_sub(heap_before) / n;
-    let (joined, pushed, controller_cpu) = network_of_everyone(&mut mesh);
+    // `SKYLAN_MESH_NETWORK=0` leaves the controller out (its node's cost grows with its
+    // peers per event; see docs/performance.md).
+    let with_network = !matches!(std::env::var("SKYLAN_MESH_NETWORK").as_deref(), Ok("0"));
+    let (joined, pushed, controller_cpu) = if with_network {
+        network_of_everyone(&mut mesh)
+    } else {
+        Default::default()
+    };
 
     // A minute of steady state: keepalives, re-HELLOs, path checks.
     let before = root_busy(&mesh);
@@ -254,6 +261,15 @@ fn measure(n: usize) -> Row {
     }
 }
 
+/// Seconds with two decimals, or a dash for a phase that did not run.
+fn seconds(d: Duration) -> String {
+    if d.is_zero() {
+        "–".to_string()
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
 fn report(rows: &[Row]) {
     println!(
         "| nodes | all online | {PAIRS} new pairs answered | all joined one network | new rules at every member | controller CPU for the rule change | heap per node | root CPU per node (coming up) | root CPU per node-minute (steady) | real time |"
@@ -262,13 +278,13 @@ fn report(rows: &[Row]) {
     for r in rows {
         let per_node = |d: Duration| d.as_secs_f64() * 1e6 / r.nodes as f64 / 2.0;
         println!(
-            "| {} | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.2} s | {:.1} KiB | {:.0} µs | {:.1} µs | {:.1} s |",
+            "| {} | {:.2} s | {:.2} s | {} | {} | {} | {:.1} KiB | {:.0} µs | {:.1} µs | {:.1} s |",
             r.nodes,
             r.online.as_secs_f64(),
             r.pairs.as_secs_f64(),
-            r.joined.as_secs_f64(),
-            r.pushed.as_secs_f64(),
-            r.controller_cpu.as_secs_f64(),
+            seconds(r.joined),
+            seconds(r.pushed),
+            seconds(r.controller_cpu),
             r.heap_per_node as f64 / 1024.0,
             per_node(r.root_cpu_up),
             per_node(r.root_cpu_minute),
