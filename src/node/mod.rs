@@ -776,11 +776,7 @@ impl Node {
         network: NetworkId,
         config: &[u8],
     ) {
-        self.now = now;
-        self.control.fold();
-        self.control
-            .send_network_config(now, member, network, config);
-        self.run_control(now);
+        self.send_network_answers(now, [(member, network, Ok(config))]);
     }
 
     /// Sends a controller's answers to many members at once, each as
@@ -816,11 +812,7 @@ impl Node {
         network: NetworkId,
         status: NetworkStatus,
     ) {
-        self.now = now;
-        self.control.fold();
-        self.control
-            .send_network_error(now, member, network, status);
-        self.run_control(now);
+        self.send_network_answers(now, [(member, network, Err(status))]);
     }
 
     /// Rule hit counters of a joined network: ((capability ID or `u32::MAX` for the base

@@ -18,7 +18,8 @@
 //!    stops all frames of that network at once.
 //! 4. As controller: a NETWORK_CONFIG_REQUEST becomes [`Event::ConfigRequested`](super::Event::ConfigRequested); the
 //!    driver decides and answers with [`Node::send_network_config`](super::Node::send_network_config) or
-//!    [`Node::send_network_error`](super::Node::send_network_error). Pushes use the same calls.
+//!    [`Node::send_network_error`](super::Node::send_network_error). Pushes send many answers
+//!    in one pass with [`Node::send_network_answers`](super::Node::send_network_answers).
 //!
 //! Frames: [`Node::handle_tap_frame`](super::Node::handle_tap_frame) runs the network's
 //! [`NetworkSwitch`](super::switch::NetworkSwitch) (source MAC

@@ -21,13 +21,18 @@ static DRAWS: &str = include_str!("test_identity_draws.txt");
 /// Identity `i` of the pool is made from this seed plus `i`.
 const SEED_BASE: u64 = 1 << 32;
 
+/// The entries of a checked-in pool file: its lines, trimmed, without blank lines and
+/// `#` comments.
+pub(crate) fn entries(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
 fn draws() -> &'static [u32] {
     static PARSED: OnceLock<Vec<u32>> = OnceLock::new();
     PARSED.get_or_init(|| {
-        DRAWS
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        entries(DRAWS)
             // Invariant: the file is written by `extend_large_pool` only.
             .map(|l| l.parse().expect("a draw count"))
             .collect()
@@ -76,10 +81,7 @@ mod tests {
             "/src/sim/test_identity_draws.txt"
         );
         let text = std::fs::read_to_string(path).unwrap();
-        let mut have = text
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-            .count();
+        let mut have = entries(&text).count();
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
         while have < want {

@@ -26,6 +26,8 @@ pub const PG_PORT: u16 = 5432;
 
 /// A running PostgreSQL server.
 pub struct PgServer {
+    /// The server's programs (`initdb`, `postgres`, `psql`).
+    bin: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
     host: Option<LabHost>,
@@ -79,6 +81,7 @@ impl PgServer {
             .stderr(std::fs::File::create(dir.path().join("server.log"))?);
         let child = cmd.spawn().context("starting postgres")?;
         let mut server = PgServer {
+            bin,
             dir,
             child: Some(child),
             host: host.cloned(),
@@ -111,7 +114,7 @@ impl PgServer {
     /// Runs one SQL statement in `database` over the Unix socket; returns psql's output
     /// (unaligned, tuples only).
     pub fn sql(&self, database: &str, statement: &str) -> Result<String> {
-        let out = Command::new(bin_dir()?.join("psql"))
+        let out = Command::new(self.bin.join("psql"))
             .env("PGPASSWORD", PASSWORD)
             .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .arg("-h")
