@@ -102,9 +102,10 @@ pub struct SessionTable {
     /// Wall-clock time at `Time::ZERO`, for our handshake timestamps.
     wall_origin: UnixTime,
     last_timestamp: Option<HandshakeTimestamp>,
-    /// Set whenever a confirmed session appears, is promoted, expires or goes away;
-    /// see [`SessionTable::take_changed`].
-    changed: bool,
+    /// Peers whose confirmed sessions appeared, were promoted, expired or went away
+    /// (perhaps listed more than once), when the owner asked for them with
+    /// [`SessionTable::report_changes`]; see [`SessionTable::take_changed`].
+    changed: Option<Vec<NodeAddress>>,
 }
 
 impl SessionTable {
@@ -119,7 +120,7 @@ impl SessionTable {
             tunnels: HashMap::new(),
             indices: HashMap::new(),
             identities: IdentityCache::new(4096),
-            changed: false,
+            changed: None,
         }
     }
 
@@ -161,11 +162,6 @@ impl SessionTable {
         self.tunnels.get(&peer)
     }
 
-    /// Mutable access to the tunnel to `peer`.
-    pub fn tunnel_mut(&mut self, peer: NodeAddress) -> Option<&mut Tunnel> {
-        self.tunnels.get_mut(&peer)
-    }
-
     /// Remembers a verified identity (no-op if known).
     pub fn add_peer(&mut self, identity: PublicIdentity) {
         self.tunnels
@@ -191,7 +187,7 @@ impl SessionTable {
     /// Forgets a peer and all its sessions.
     pub fn remove_peer(&mut self, peer: NodeAddress) {
         if let Some(t) = self.tunnels.remove(&peer) {
-            self.changed = true;
+            self.note_changed(peer);
             for i in t.indices() {
                 self.indices.remove(&i);
             }
@@ -396,7 +392,9 @@ impl SessionTable {
         let tunnel = self.tunnels.get_mut(&peer).ok_or(TableError::UnknownPeer)?;
         let generation = tunnel.generation();
         let result = tunnel.complete(&self.local, receiver_index, sender_index, noise, now);
-        self.changed |= tunnel.generation() != generation;
+        if tunnel.generation() != generation {
+            self.note_changed(peer);
+        }
         self.collect_freed(peer);
         result?;
         Ok(peer)
@@ -422,7 +420,9 @@ impl SessionTable {
             &data.aad,
             data.ciphertext,
         );
-        self.changed |= tunnel.generation() != generation;
+        if tunnel.generation() != generation {
+            self.note_changed(peer);
+        }
         self.collect_freed(peer);
         Ok(Opened {
             peer,
@@ -485,7 +485,9 @@ impl SessionTable {
         if !tunnel.peer_lost(remote_index) {
             return false;
         }
-        self.changed = true;
+        if let Some(changed) = &mut self.changed {
+            changed.push(peer);
+        }
         for i in tunnel.take_freed() {
             self.indices.remove(&i);
         }
@@ -494,20 +496,43 @@ impl SessionTable {
 
     /// Expires old sessions of every tunnel and forgets their indices.
     pub fn expire(&mut self, now: Time) {
-        for tunnel in self.tunnels.values_mut() {
+        for (&peer, tunnel) in self.tunnels.iter_mut() {
             let generation = tunnel.generation();
             tunnel.expire(now);
-            self.changed |= tunnel.generation() != generation;
+            if let Some(changed) = self
+                .changed
+                .as_mut()
+                .filter(|_| tunnel.generation() != generation)
+            {
+                changed.push(peer);
+            }
             for i in tunnel.take_freed() {
                 self.indices.remove(&i);
             }
         }
     }
 
-    /// True (once) if a confirmed session appeared, was promoted, expired or went away
-    /// since the last call: the signal to publish sessions again.
-    pub fn take_changed(&mut self) -> bool {
-        std::mem::take(&mut self.changed)
+    /// The peers (each perhaps more than once) of which a confirmed session appeared,
+    /// was promoted, expired or went away since the last call: the signal to publish
+    /// their sessions again. Empty unless [`report_changes`](Self::report_changes) was called.
+    pub fn take_changed(&mut self) -> Vec<NodeAddress> {
+        self.changed
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// From now on, remember which peers' confirmed sessions change, for
+    /// [`take_changed`](Self::take_changed) (an owner that never takes them, a root,
+    /// does not call this, so the list cannot grow).
+    pub fn report_changes(&mut self) {
+        self.changed.get_or_insert_with(Vec::new);
+    }
+
+    fn note_changed(&mut self, peer: NodeAddress) {
+        if let Some(changed) = &mut self.changed {
+            changed.push(peer);
+        }
     }
 
     /// Every tunnel, by peer address.

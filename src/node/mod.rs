@@ -44,6 +44,7 @@ pub mod control;
 pub mod data;
 pub mod network;
 pub mod peer;
+mod shards;
 pub mod snapshot;
 pub mod switch;
 
@@ -789,8 +790,8 @@ impl Node {
         answers: impl IntoIterator<Item = (NodeAddress, NetworkId, Result<&'a [u8], NetworkStatus>)>,
     ) {
         self.now = now;
-        self.control.fold();
         for (member, network, reply) in answers {
+            self.control.fold_around(Some(member));
             match reply {
                 Ok(config) => self
                     .control
@@ -847,7 +848,6 @@ impl Node {
     /// Work a worker's data plane handed over ([`DataPlane::poll_control`]).
     pub fn handle_control(&mut self, now: Time, mut item: ToControl) {
         self.now = now;
-        self.control.fold();
         self.control.handle(now, &mut item);
         if let Some(buf) = item.into_buffer() {
             self.data.recycle(buf);
@@ -855,12 +855,17 @@ impl Node {
         self.run_control(now);
     }
 
+    /// See [`Control::check_snapshot`] (for tests).
+    #[doc(hidden)]
+    pub fn check_snapshot(&self) -> Result<(), String> {
+        self.control.check_snapshot()
+    }
+
     // ----- internals --------------------------------------------------------------------
 
     /// After a data-plane input: the control core runs only if it has work.
     fn after_data(&mut self, now: Time) {
         if self.data.has_control() {
-            self.control.fold();
             self.run_control(now);
         } else {
             self.stats = self.control.stats().merged(self.data.stats());
@@ -902,7 +907,6 @@ impl Node {
             if !self.data.has_control() {
                 break;
             }
-            self.control.fold();
         }
         self.stats = self.control.stats().merged(self.data.stats());
     }

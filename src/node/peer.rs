@@ -9,12 +9,13 @@
 //! [`CANDIDATE_EXPIRE`]). A path is *alive* while something authenticated arrived on it
 //! within [`PATH_ALIVE`]; it is forgotten after [`PATH_EXPIRE`].
 
-use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::snapshot::{Activity, PeerActivity, later};
-use crate::types::{Endpoint, Time};
+use crate::types::{Endpoint, NodeAddress, Time};
 
 /// A path is used for traffic while it received something within this long.
 pub const PATH_ALIVE: Duration = Duration::from_secs(30);
@@ -328,6 +329,84 @@ fn smooth(old: Option<Duration>, sample: Duration) -> Duration {
     match old {
         None => sample,
         Some(old) => (old * 3 + sample) / 4,
+    }
+}
+
+/// The control core's peers, remembering which ones changed since the last
+/// publication: every mutable access ([`get_mut`](Self::get_mut),
+/// [`entry`](Self::entry), [`remove`](Self::remove)) marks the peer, and
+/// [`touch_all`](Self::touch_all) marks every one. Reads go through `Deref` to the map.
+/// The control core re-derives what it publishes for marked peers only.
+#[derive(Debug, Default)]
+pub(crate) struct PeerBook {
+    map: HashMap<NodeAddress, Peer>,
+    touched: HashSet<NodeAddress>,
+    all: bool,
+}
+
+/// What changed since [`PeerBook::take_touched`] was last called.
+pub(crate) enum Touched {
+    /// Anything may have: look at every peer.
+    All,
+    /// These peers (present or gone).
+    Some(HashSet<NodeAddress>),
+}
+
+impl std::ops::Deref for PeerBook {
+    type Target = HashMap<NodeAddress, Peer>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl PeerBook {
+    /// The peer, marked as changed.
+    pub(crate) fn get_mut(&mut self, peer: &NodeAddress) -> Option<&mut Peer> {
+        let p = self.map.get_mut(peer)?;
+        if !self.all {
+            self.touched.insert(*peer);
+        }
+        Some(p)
+    }
+
+    /// The peer's entry, marked as changed.
+    pub(crate) fn entry(&mut self, peer: NodeAddress) -> Entry<'_, NodeAddress, Peer> {
+        if !self.all {
+            self.touched.insert(peer);
+        }
+        self.map.entry(peer)
+    }
+
+    /// Forgets the peer.
+    pub(crate) fn remove(&mut self, peer: &NodeAddress) -> Option<Peer> {
+        let p = self.map.remove(peer)?;
+        if !self.all {
+            self.touched.insert(*peer);
+        }
+        Some(p)
+    }
+
+    /// Marks the peer as changed (something outside it that its publication reads did).
+    pub(crate) fn touch(&mut self, peer: NodeAddress) {
+        if !self.all {
+            self.touched.insert(peer);
+        }
+    }
+
+    /// Marks every peer (time passed, or something all of them depend on changed).
+    pub(crate) fn touch_all(&mut self) {
+        self.all = true;
+        self.touched.clear();
+    }
+
+    /// What was marked since the last call.
+    pub(crate) fn take_touched(&mut self) -> Touched {
+        if std::mem::take(&mut self.all) {
+            Touched::All
+        } else {
+            Touched::Some(std::mem::take(&mut self.touched))
+        }
     }
 }
 

@@ -10,18 +10,22 @@
 //!   changes; a peer appears or
 //!   is forgotten; a network is joined or left, or its config or rules change, a
 //!   member's credential is accepted or dropped, or a group's subscribers are gathered.
+//!   The peer and session tables are [`ShardMap`]s: a new snapshot shares every part
+//!   of them the change did not touch, so publishing after one peer's change does not
+//!   cost a copy of every peer.
 //! - It holds only confirmed sessions (`current` and `previous`). An unconfirmed
 //!   responder session (`next`) stays with the control core: the first packet on it finds
 //!   no index here and goes to control, which promotes the session and publishes again.
 //! - The data plane reads it without locks (`Send + Sync`; a worker keeps an `Arc`), and
 //!   reports per-frame facts only through [`PeerActivity`] atomics, which the control
-//!   core folds into its peer table on every tick and before each decision.
+//!   core folds into its peer table on every tick and before each input about the peer.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::network::Policy;
+use super::shards::ShardMap;
 use super::switch::{GroupCache, Members, SwitchSettings};
 use crate::crypto::tunnel::SessionState;
 use crate::types::{Endpoint, NetworkId, NodeAddress, Time};
@@ -34,9 +38,9 @@ pub struct Snapshot {
     /// Our address.
     pub(crate) me: NodeAddress,
     /// Receiver index → confirmed session (current or previous) and its peer.
-    pub(crate) sessions: HashMap<u32, RxSession>,
+    pub(crate) sessions: ShardMap<u32, RxSession>,
     /// Every peer the control core tracks: how to seal and send to it.
-    pub(crate) peers: HashMap<NodeAddress, TxPeer>,
+    pub(crate) peers: ShardMap<NodeAddress, TxPeer>,
     /// Joined networks: status, switch settings and rules.
     pub(crate) networks: HashMap<NetworkId, NetworkView>,
 }
@@ -47,8 +51,8 @@ impl Snapshot {
         Snapshot {
             version: 0,
             me,
-            sessions: HashMap::new(),
-            peers: HashMap::new(),
+            sessions: ShardMap::default(),
+            peers: ShardMap::default(),
             networks: HashMap::new(),
         }
     }
@@ -92,7 +96,8 @@ pub(crate) struct TxPeer {
 }
 
 impl TxPeer {
-    /// Same session, route and direct path (what decides whether to publish again).
+    /// Same session, route, direct path and counters (what decides whether to publish
+    /// again).
     pub(crate) fn same_as(&self, other: &TxPeer) -> bool {
         let same_session = match (&self.session, &other.session) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
@@ -109,7 +114,10 @@ impl TxPeer {
             (None, None) => true,
             _ => false,
         };
-        same_session && same_route && self.direct == other.direct
+        same_session
+            && same_route
+            && self.direct == other.direct
+            && Arc::ptr_eq(&self.activity, &other.activity)
     }
 }
 

@@ -71,6 +71,12 @@ impl NodeHost {
     }
 
     fn collect(&mut self) {
+        // The control core publishes incrementally: check after every input that
+        // nothing it must publish was missed.
+        #[cfg(debug_assertions)]
+        if let Err(e) = self.node.check_snapshot() {
+            panic!("{}: {e}", self.node.address());
+        }
         while let Some(f) = self.node.poll_tap() {
             self.tap.push(f);
         }

@@ -8,10 +8,14 @@
 //! [`Snapshot`] when (and only when) something in it changed: a confirmed session
 //! installed, promoted, expired or removed; a peer's route or direct path; a peer
 //! appearing or forgotten; a network joined, left, reconfigured or its status changed.
-//! Before publishing, and before each decision (the node calls [`Control::fold`] ahead
-//! of every control input and tick), it folds in the data plane's
-//! [`PeerActivity`](super::snapshot::PeerActivity) counters, so path liveness,
-//! keepalives, rekeys and idle-peer expiry see the traffic the data plane carried.
+//! It derives again only what may have changed (peers changed since the last
+//! publication, all of them once per tick), so an input costs the same with 10 peers
+//! as with 10,000.
+//! It folds in the data plane's [`PeerActivity`](super::snapshot::PeerActivity)
+//! counters, so path liveness, keepalives, rekeys and idle-peer expiry see the traffic
+//! the data plane carried: for every peer on each tick and before commands
+//! ([`Control::fold`]), for the peer an input concerns and the roots before that input
+//! ([`Control::fold_around`]), and for a peer whose route changes before publishing.
 //!
 //! # What it receives
 //! Datagrams and messages the data plane does not handle ([`ToControl`]), and the
@@ -60,7 +64,7 @@ use std::sync::Arc;
 
 use super::data::ToControl;
 use super::network::NetworkStatus;
-use super::peer::{self, Peer, Role};
+use super::peer::{self, Peer, PeerBook, Role, Touched};
 use super::snapshot::{Activity, NetworkView, Route, RxSession, Snapshot, TxPeer, later};
 use super::{
     Event, KEEPALIVE, Link, MAX_PENDING_OUTPUT, NodeConfig, NodeError, NodeStats, PEER_FORGET,
@@ -132,7 +136,8 @@ pub struct Control {
     /// The planet and moons (`worlds`).
     worlds: worlds::Worlds,
     roots: Vec<NodeAddress>,
-    peers: HashMap<NodeAddress, Peer>,
+    /// Every peer, with the ones changed since the last publication marked.
+    peers: PeerBook,
     whois: HashMap<NodeAddress, Whois>,
     pings: HashMap<u64, PendingPing>,
     links: HashMap<NodeAddress, Link>,
@@ -146,6 +151,10 @@ pub struct Control {
     stats: NodeStats,
     /// What the data plane reads; replaced (never changed) by [`Control::settle`].
     snapshot: Arc<Snapshot>,
+    /// The receiver indices of each peer's sessions in the snapshot.
+    published_indices: HashMap<NodeAddress, Vec<u32>>,
+    /// The relay (root and its endpoint) the snapshot's relayed routes use.
+    published_relay: Option<(NodeAddress, Endpoint)>,
     /// Something published changed (a network, a peer forgotten); publish again.
     dirty: bool,
     /// Join counter, so a network left and joined again gets a fresh switch.
@@ -165,7 +174,8 @@ pub struct Control {
 impl Control {
     /// A node that will contact the roots of its planet and moons at its first timeout.
     pub fn new(config: NodeConfig, now: Time) -> Self {
-        let table = SessionTable::new(config.identity, config.seed);
+        let mut table = SessionTable::new(config.identity, config.seed);
+        table.report_changes();
         let me = table.address();
         let mut control = Self {
             table,
@@ -174,7 +184,7 @@ impl Control {
             lost_replies: LostSessionReplies::default(),
             worlds: worlds::Worlds::new(config.world, config.moons),
             roots: Vec::new(),
-            peers: HashMap::new(),
+            peers: PeerBook::default(),
             whois: HashMap::new(),
             pings: HashMap::new(),
             links: HashMap::new(),
@@ -186,6 +196,8 @@ impl Control {
             events: VecDeque::new(),
             stats: NodeStats::default(),
             snapshot: Arc::new(Snapshot::empty(me)),
+            published_indices: HashMap::new(),
+            published_relay: None,
             dirty: true,
             epochs: 0,
             deliveries: VecDeque::new(),
@@ -244,8 +256,18 @@ impl Control {
         Ok(id)
     }
 
-    /// Work the data plane handed over (see [`ToControl`]).
+    /// Work the data plane handed over (see [`ToControl`]). What the data plane reported
+    /// about the peer it concerns, and about the roots, is folded in first.
     pub fn handle(&mut self, now: Time, item: &mut ToControl) {
+        let peer = match item {
+            ToControl::Datagram { packet, .. } => wire::Header::parse(packet).ok().map(|h| h.src),
+            ToControl::Opened { peer, .. }
+            | ToControl::Seen { peer, .. }
+            | ToControl::Frame { peer, .. }
+            | ToControl::Stranger { peer, .. } => Some(*peer),
+            ToControl::Gather { .. } => None,
+        };
+        self.fold_around(peer);
         match item {
             ToControl::Datagram {
                 from,
@@ -379,47 +401,119 @@ impl Control {
 
     // ----- publishing -----------------------------------------------------------------
 
-    /// Folds what the data plane reported (receive and send times, activity) into the
-    /// peer table. Called before every decision and on every tick.
+    /// Folds what the data plane reported (receive and send times, activity) for every
+    /// peer into the peer table: on every tick and before commands that may look at
+    /// any peer. Inputs about one peer fold that peer and the roots
+    /// ([`fold_around`](Self::fold_around)).
     pub fn fold(&mut self) {
         let snapshot = Arc::clone(&self.snapshot);
-        for (addr, tx) in &snapshot.peers {
-            let Some(p) = self.peers.get_mut(addr) else {
-                continue;
-            };
-            let act = tx.activity.take();
-            if act == Activity::default() {
-                continue;
-            }
-            let sent_on = tx.route.as_ref().filter(|r| !r.relayed).map(|r| r.to);
-            p.fold(act, tx.direct, sent_on);
+        for (addr, tx) in snapshot.peers.iter() {
+            self.fold_from(*addr, tx);
         }
     }
 
+    /// Folds what the data plane reported for `peer` (if any) and for the roots, whose
+    /// liveness every relayed route depends on.
+    pub fn fold_around(&mut self, peer: Option<NodeAddress>) {
+        for addr in peer.into_iter().chain(self.roots.clone()) {
+            self.fold_peer(addr);
+        }
+    }
+
+    fn fold_peer(&mut self, addr: NodeAddress) {
+        let snapshot = Arc::clone(&self.snapshot);
+        if let Some(tx) = snapshot.peers.get(&addr) {
+            self.fold_from(addr, tx);
+        }
+    }
+
+    fn fold_from(&mut self, addr: NodeAddress, tx: &TxPeer) {
+        let act = tx.activity.take();
+        if act == Activity::default() {
+            return;
+        }
+        let Some(p) = self.peers.get_mut(&addr) else {
+            return;
+        };
+        let sent_on = tx.route.as_ref().filter(|r| !r.relayed).map(|r| r.to);
+        p.fold(act, tx.direct, sent_on);
+    }
+
     /// Publishes a new snapshot if anything in it changed; returns true if it did.
+    ///
+    /// Only what may have changed is derived again: the peers marked in the peer book
+    /// (every change to a peer marks it; each tick marks all, since paths age), the
+    /// sessions of peers the session table reports, and every relayed route when the
+    /// relay (the best root, or its endpoint) changed.
     pub fn settle(&mut self, now: Time) -> bool {
-        let sessions_changed = self.table.take_changed();
-        let peers = self.published_peers(now);
-        let peers_changed = peers.len() != self.snapshot.peers.len()
-            || peers
-                .iter()
-                .any(|(a, p)| self.snapshot.peers.get(a).is_none_or(|old| !old.same_as(p)));
-        if !(self.dirty || sessions_changed || peers_changed) {
+        let mut session_peers = self.table.take_changed();
+        session_peers.sort_unstable();
+        session_peers.dedup();
+        for peer in &session_peers {
+            self.peers.touch(*peer);
+        }
+        let relay = self.relay(now);
+        if relay != self.published_relay {
+            self.published_relay = relay;
+            self.peers.touch_all();
+        }
+        let touched: Vec<NodeAddress> = match self.peers.take_touched() {
+            Touched::All => self
+                .peers
+                .keys()
+                .chain(self.snapshot.peers.iter().map(|(a, _)| a))
+                .copied()
+                .collect::<std::collections::HashSet<_>>()
+                .into_iter()
+                .collect(),
+            Touched::Some(set) => set.into_iter().collect(),
+        };
+        let changed: Vec<(NodeAddress, Option<TxPeer>)> = touched
+            .into_iter()
+            .filter_map(|addr| {
+                let new = self
+                    .peers
+                    .get(&addr)
+                    .map(|p| self.published_peer(now, addr, p));
+                let same = match (self.snapshot.peers.get(&addr), &new) {
+                    (Some(old), Some(new)) => old.same_as(new),
+                    (None, None) => true,
+                    _ => false,
+                };
+                (!same).then_some((addr, new))
+            })
+            .collect();
+        if !(self.dirty || !session_peers.is_empty() || !changed.is_empty()) {
             return false;
         }
         // What the data plane reported on the old routes belongs to the old snapshot.
-        self.fold();
+        for (addr, _) in &changed {
+            self.fold_peer(*addr);
+        }
         self.dirty = false;
-        let mut sessions = HashMap::new();
-        for (peer, tunnel) in self.table.tunnels() {
+        let mut peers = self.snapshot.peers.clone();
+        for (addr, tx) in changed {
+            match tx {
+                Some(tx) => peers.insert(addr, tx),
+                None => peers.remove(&addr),
+            };
+        }
+        let mut sessions = self.snapshot.sessions.clone();
+        for peer in session_peers {
+            for index in self.published_indices.remove(&peer).unwrap_or_default() {
+                sessions.remove(&index);
+            }
+            let Some(tunnel) = self.table.tunnel(peer) else {
+                continue;
+            };
+            let mut indices = Vec::new();
             for s in tunnel.confirmed() {
-                sessions.insert(
-                    s.local_index(),
-                    RxSession {
-                        peer,
-                        session: Arc::clone(s),
-                    },
-                );
+                indices.push(s.local_index());
+                let session = Arc::clone(s);
+                sessions.insert(s.local_index(), RxSession { peer, session });
+            }
+            if !indices.is_empty() {
+                self.published_indices.insert(peer, indices);
             }
         }
         let networks = self
@@ -448,28 +542,76 @@ impl Control {
         true
     }
 
-    /// How the data plane should reach each peer now.
-    fn published_peers(&self, now: Time) -> HashMap<NodeAddress, TxPeer> {
-        self.peers
-            .iter()
-            .map(|(&addr, p)| {
-                let route = self.route_to(now, addr).and_then(|(via, to)| {
-                    Some(Route {
-                        to,
-                        relayed: via != addr,
-                        via: Arc::clone(&self.peers.get(&via)?.activity),
-                        mtu: self.pmtu.mtu(addr, to),
-                    })
-                });
-                let tx = TxPeer {
-                    session: self.table.tunnel(addr).and_then(|t| t.current().cloned()),
-                    route,
-                    direct: p.best_path(now).map(|x| x.endpoint),
-                    activity: Arc::clone(&p.activity),
-                };
-                (addr, tx)
+    /// Checks what publication must keep true after every input, however little it
+    /// derives again: the snapshot holds exactly the session table's confirmed sessions
+    /// and exactly our peers, each with its current session and its own counters.
+    /// (Routes may lag their paths' ageing by up to a tick.) The simulator calls it
+    /// after every input in debug builds.
+    pub fn check_snapshot(&self) -> Result<(), String> {
+        let snap = &self.snapshot;
+        let mut confirmed = 0;
+        for (peer, tunnel) in self.table.tunnels() {
+            for s in tunnel.confirmed() {
+                confirmed += 1;
+                let index = s.local_index();
+                match snap.sessions.get(&index) {
+                    Some(rx) if rx.peer == peer && Arc::ptr_eq(&rx.session, s) => {}
+                    _ => return Err(format!("session {index} of {peer} is not published")),
+                }
+            }
+        }
+        if snap.sessions.len() != confirmed {
+            let published = snap.sessions.len();
+            return Err(format!("{published} sessions published, {confirmed} confirmed"));
+        }
+        if snap.peers.len() != self.peers.len() {
+            let (published, known) = (snap.peers.len(), self.peers.len());
+            return Err(format!("{published} peers published, {known} known"));
+        }
+        for (addr, p) in self.peers.iter() {
+            let Some(tx) = snap.peers.get(addr) else {
+                return Err(format!("peer {addr} is not published"));
+            };
+            let current = self.table.tunnel(*addr).and_then(|t| t.current());
+            let same_session = match (&tx.session, current) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same_session {
+                return Err(format!("peer {addr} is published with another session"));
+            }
+            if !Arc::ptr_eq(&tx.activity, &p.activity) {
+                return Err(format!("peer {addr} is published with another's counters"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The root that relays for peers without a direct path, and its endpoint.
+    fn relay(&self, now: Time) -> Option<(NodeAddress, Endpoint)> {
+        let root = self
+            .best_root(now)
+            .or_else(|| self.roots.first().copied())?;
+        Some((root, self.root_endpoint(now, root)?))
+    }
+
+    /// How the data plane should reach `addr` now.
+    fn published_peer(&self, now: Time, addr: NodeAddress, p: &Peer) -> TxPeer {
+        let route = self.route_to(now, addr).and_then(|(via, to)| {
+            Some(Route {
+                to,
+                relayed: via != addr,
+                via: Arc::clone(&self.peers.get(&via)?.activity),
+                mtu: self.pmtu.mtu(addr, to),
             })
-            .collect()
+        });
+        TxPeer {
+            session: self.table.tunnel(addr).and_then(|t| t.current().cloned()),
+            route,
+            direct: p.best_path(now).map(|x| x.endpoint),
+            activity: Arc::clone(&p.activity),
+        }
     }
 
     // ----- input processing -------------------------------------------------------
@@ -737,6 +879,7 @@ impl Control {
                 ..
             } => {
                 self.pmtu.on_answer(now, peer, token);
+                self.peers.touch(peer);
             }
             Message::Rendezvous {
                 peer: other,
@@ -1174,6 +1317,8 @@ impl Control {
     // ----- timers -------------------------------------------------------------------
 
     fn housekeeping(&mut self, now: Time) {
+        // Paths and roots age with time: look at every peer's route again.
+        self.peers.touch_all();
         self.table.expire(now);
         self.pmtu.expire(now);
         self.expire_pings(now);

@@ -87,6 +87,7 @@ impl Control {
     /// Whether the host can send over IPv6 (see `Node::set_ipv6`).
     pub fn set_ipv6(&mut self, usable: bool) {
         self.ipv6 = usable;
+        self.peers.touch_all();
     }
 
     /// True when `endpoint` is of a family this host can send from.

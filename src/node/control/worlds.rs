@@ -238,6 +238,7 @@ impl Control {
             }
         }
         self.roots = roots.into_iter().map(|(a, _)| a).collect();
+        self.peers.touch_all();
         self.dirty = true;
     }
 
