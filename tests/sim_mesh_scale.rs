@@ -144,8 +144,13 @@ fn network_of_everyone(mesh: &mut Mesh) -> (Duration, Duration, Duration) {
     mesh.nodes.pop();
     let joined = until_every_node(mesh, "joined", |h, _| has(h, NetworkStatus::Ok, 0));
     let st = mesh.node(ctrl).node.stats();
+    let relay_drops: u64 = mesh
+        .roots
+        .iter()
+        .map(|&r| mesh.root(r).stats().drop_relay_rate)
+        .sum();
     println!(
-        "controller after {} joins: handshakes {}, cookie replies {}, dropped over the handshake rate {}, over the cookie rate {}",
+        "controller after {} joins: handshakes {}, cookie replies {}, dropped over the handshake rate {}, over the cookie rate {}; roots dropped {relay_drops} packets over a source's relay rate",
         members.len(),
         st.handshakes,
         st.cookie_replies,

@@ -64,8 +64,11 @@ pub const MAX_WHOIS_ANSWERS: usize = 2;
 /// Packets per second a root relays for one source node (a burst of
 /// [`RELAY_PER_SOURCE_BURST`]); about 560 Mbit/s of 1,400-byte packets.
 pub const RELAY_PER_SOURCE_PER_SEC: u32 = 50_000;
-/// See [`RELAY_PER_SOURCE_PER_SEC`].
-pub const RELAY_PER_SOURCE_BURST: u32 = 5_000;
+/// See [`RELAY_PER_SOURCE_PER_SEC`]: a second's worth, so a node that answers thousands
+/// of peers at once (a controller that 10,000 members join together sends each a
+/// cookie, a handshake answer and a config through the roots within ~0.3 s) is not
+/// cut, while a sustained flood still is.
+pub const RELAY_PER_SOURCE_BURST: u32 = 50_000;
 /// Housekeeping period.
 pub const TICK: Duration = Duration::from_secs(5);
 
