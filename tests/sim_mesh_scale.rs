@@ -239,8 +239,7 @@ fn measure(n: usize) -> Row {
     );
     let pairs_time = mesh.sim.now().since(t1);
     let heap_per_node = LIVE.load(Ordering::Relaxed).saturating_sub(heap_before) / n;
-    // `SKYLAN_MESH_NETWORK=0` leaves the controller out (its node's cost grows with its
-    // peers per event; see docs/performance.md).
+    // `SKYLAN_MESH_NETWORK=0` leaves the controller phase out (to time the mesh alone).
     let with_network = !matches!(std::env::var("SKYLAN_MESH_NETWORK").as_deref(), Ok("0"));
     let (joined, pushed, controller_cpu) = if with_network {
         network_of_everyone(&mut mesh)

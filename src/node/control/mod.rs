@@ -562,7 +562,9 @@ impl Control {
         }
         if snap.sessions.len() != confirmed {
             let published = snap.sessions.len();
-            return Err(format!("{published} sessions published, {confirmed} confirmed"));
+            return Err(format!(
+                "{published} sessions published, {confirmed} confirmed"
+            ));
         }
         if snap.peers.len() != self.peers.len() {
             let (published, known) = (snap.peers.len(), self.peers.len());
