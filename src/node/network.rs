@@ -141,7 +141,7 @@ pub(crate) struct Judgement {
 #[allow(clippy::too_many_arguments)] // one frame's whole context, read in one place
 pub(crate) fn judge(
     policy: Option<&Policy>,
-    hits: &mut HashMap<RuleKey, u64>,
+    hits: &mut foldhash::HashMap<RuleKey, u64>,
     switch: &NetworkSwitch,
     direction: Direction,
     src: NodeAddress,

@@ -11,7 +11,7 @@
 //! - A lookup is one multiply to pick the shard, then an ordinary hash-map lookup.
 //! - Iteration order is unspecified (shard by shard).
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::hash::Hash;
 use std::sync::Arc;
 

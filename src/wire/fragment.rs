@@ -48,7 +48,7 @@
 //! use the hop count of the fragments. A fragment arriving after its packet completed
 //! starts a new partial packet that times out.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 use std::time::Duration;
 

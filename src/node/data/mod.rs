@@ -45,7 +45,9 @@
 mod inside;
 mod outside;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 
 use super::network::{Policy, RuleKey};

@@ -3,7 +3,9 @@
 //! lookups), MACs learned behind bridges, and, on a bridge, the MACs of its own segment.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashMapExt, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::{Admission, LEARNED_MACS_MAX, Members, SwitchSettings};
