@@ -2,8 +2,8 @@
 //! the settings or the admitted members change, so the frame path only does hash
 //! lookups), MACs learned behind bridges, and, on a bridge, the MACs of its own segment.
 
-use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
+use std::collections::hash_map::Entry;
 
 use foldhash::{HashMap, HashMapExt, HashSet};
 use std::net::{IpAddr, Ipv6Addr};
