@@ -51,7 +51,8 @@ enum Command {
         /// Keep the controller's networks and members in PostgreSQL instead of
         /// <home>/controller.d (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE). Several
         /// controllers with the same identity may share one database: one serves, the
-        /// others stand by and take over when it stops.
+        /// others stand by and take over when it stops. TLS, with the server's
+        /// certificate checked: add ?sslmode=verify-full[&sslrootcert=CA.pem].
         #[arg(long, env = "SKYLAN_CONTROLLER_DB", value_name = "URL", requires = "controller",
               hide_env_values = true, value_parser = skylan::io::postgres::parse_url)]
         controller_db: Option<String>,

@@ -38,8 +38,15 @@
 //! | `skylan_audit` | `seq` | `body`: `AuditEntry` |
 //! | `skylan_meta` | `name` | `value`: `schema_version`, `audit_seq` |
 //!
-//! Connections are plain TCP or a Unix socket (`host=/run/postgresql`); TLS is not
-//! offered yet, so keep the database on a private network.
+//! # Connections
+//! Plain TCP, a Unix socket (`host=/run/postgresql`), or TLS (rustls): with
+//! `sslmode=require`, `verify-ca` or `verify-full` in the connection string the
+//! connection is encrypted and the server's certificate is always checked, chain and
+//! name (the host name or IP address in the string), against the CA certificates in
+//! the PEM file `sslrootcert=PATH` names, or the system's roots without it (libpq's
+//! `require` alone would not check; here every TLS mode is `verify-full`). `prefer`
+//! (the default) and `disable` connect without TLS. A server that does not offer TLS,
+//! or a certificate that does not check out, fails the connection with the reason.
 //!
 //! Calls block: the controller's callers run them on blocking threads (the API's
 //! blocking pool, the controller thread), never on an async worker.
@@ -50,8 +57,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::types::Json;
 use postgres::{Client, Config, GenericClient, NoTls, Row};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::controller::store::{AUDIT_RETAIN, SCHEMA_VERSION, ip_conflict, released_ips};
 use crate::controller::{AuditEntry, ControllerError, Member, Network, Store, StoreTxn};
@@ -70,15 +81,113 @@ pub fn lock_key(address: NodeAddress) -> i64 {
 }
 
 /// Checks a `--controller-db` value: a `postgres://` or `postgresql://` URL (or
-/// libpq's `key=value` form) that the client can use. Returns it unchanged.
+/// libpq's `key=value` form) that the client can use, its CA file included. Returns
+/// it unchanged.
 pub fn parse_url(url: &str) -> Result<String, String> {
-    let config: Config = url.parse().map_err(|e| {
+    target(url)?;
+    Ok(url.to_string())
+}
+
+/// Where to connect and how: the client's settings, and the TLS connector when the
+/// connection string asks for TLS (see the module documentation).
+struct Target {
+    config: Config,
+    tls: Option<MakeRustlsConnect>,
+}
+
+/// Reads a connection string. `sslrootcert` and the `verify-ca`/`verify-full` modes,
+/// which the client library does not know, are taken out first.
+fn target(url: &str) -> Result<Target, String> {
+    let (rest, root_file, verify) = take_tls_options(url);
+    let config: Config = rest.parse().map_err(|e| {
         format!("not a PostgreSQL connection string ({e}); expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
     })?;
     if config.get_hosts().is_empty() {
         return Err("the connection string names no host; add @HOST (or host=/run/postgresql for a local socket)".into());
     }
-    Ok(url.to_string())
+    let wants_tls = verify || config.get_ssl_mode() == SslMode::Require;
+    if root_file.is_some() && !wants_tls {
+        return Err(
+            "sslrootcert is given but TLS is not asked for; add sslmode=verify-full".into(),
+        );
+    }
+    let tls = wants_tls
+        .then(|| tls_connector(root_file.as_deref()))
+        .transpose()?;
+    Ok(Target { config, tls })
+}
+
+/// Splits `sslrootcert=PATH` off a connection string (URL query or `key=value` form)
+/// and turns `sslmode=verify-ca|verify-full` into `sslmode=require`; returns the rest,
+/// the path and whether a verify mode was named.
+fn take_tls_options(url: &str) -> (String, Option<String>, bool) {
+    let mut root_file = None;
+    let mut verify = false;
+    let mut keep = |option: &str| -> bool {
+        match option.split_once('=') {
+            Some(("sslrootcert", path)) => {
+                root_file = Some(path.to_string());
+                false
+            }
+            Some(("sslmode", "verify-ca" | "verify-full")) => {
+                verify = true;
+                false
+            }
+            _ => true,
+        }
+    };
+    let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let kept: Vec<&str> = query.split('&').filter(|o| keep(o)).collect();
+                match (kept.is_empty(), verify) {
+                    (true, false) => base.to_string(),
+                    (true, true) => format!("{base}?sslmode=require"),
+                    (false, false) => format!("{base}?{}", kept.join("&")),
+                    (false, true) => format!("{base}?{}&sslmode=require", kept.join("&")),
+                }
+            }
+            None => url.to_string(),
+        }
+    } else {
+        let mut kept: Vec<&str> = url.split_whitespace().filter(|o| keep(o)).collect();
+        if verify {
+            kept.push("sslmode=require");
+        }
+        kept.join(" ")
+    };
+    (rest, root_file, verify)
+}
+
+/// A TLS connector that checks the server against the CA certificates in `root_file`
+/// (PEM), or the system's roots.
+fn tls_connector(root_file: Option<&str>) -> Result<MakeRustlsConnect, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match root_file {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("reading the CA certificates in sslrootcert={path}: {e}"))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!(
+                    "sslrootcert={path} holds no usable CA certificate (PEM, BEGIN CERTIFICATE)"
+                ));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err("TLS was asked for, but the system has no CA certificates to check the server with; name the database's CA with sslrootcert=PATH".into());
+            }
+        }
+    }
+    // The crate's one provider (ring, built without a C toolchain for aws-lc).
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
 }
 
 /// The connection string without its password, for logs and errors.
@@ -107,6 +216,8 @@ pub struct PgStore {
 
 struct Shared {
     config: Config,
+    /// The TLS connector, when the connection string asks for TLS.
+    tls: Option<MakeRustlsConnect>,
     /// `postgres://user@host:port/db`, for messages.
     shown: String,
     key: i64,
@@ -124,9 +235,8 @@ impl PgStore {
     /// creates the tables when they are missing and checks the schema version, then
     /// starts the thread that watches the lock. Blocks; run it on a blocking thread.
     pub fn open(url: &str, address: NodeAddress) -> Result<PgStore, ControllerError> {
-        let mut config: Config = url
-            .parse()
-            .map_err(|e| ControllerError::storage("reading --controller-db", e))?;
+        let Target { mut config, tls } =
+            target(url).map_err(|e| ControllerError::storage("reading --controller-db", e))?;
         config
             .connect_timeout(CONNECT_TIMEOUT)
             .keepalives(true)
@@ -134,8 +244,13 @@ impl PgStore {
             .keepalives_interval(Duration::from_secs(2))
             .keepalives_retries(2);
         let shared = Arc::new(Shared {
-            shown: describe(&config),
+            shown: format!(
+                "{}{}",
+                describe(&config),
+                if tls.is_some() { " (TLS)" } else { "" }
+            ),
             config,
+            tls,
             key: lock_key(address),
             writer: Mutex::new(None),
             reader: Mutex::new(None),
@@ -162,8 +277,16 @@ impl PgStore {
 impl Shared {
     /// A new connection with the session settings every connection uses.
     fn connect(&self) -> Result<Client, ControllerError> {
-        let mut client = self.config.connect(NoTls).map_err(|e| {
-            ControllerError::storage("connecting to the controller database", pg(&e))
+        let connected = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(NoTls),
+        };
+        let mut client = connected.map_err(|e| {
+            let what = match self.tls {
+                Some(_) => "connecting to the controller database over TLS",
+                None => "connecting to the controller database",
+            };
+            ControllerError::storage(what, pg(&e))
         })?;
         // Acknowledged means on disk whatever the server's default; a dead client's
         // session (and lock) ends after ~9 s of silence.
@@ -750,5 +873,66 @@ impl StoreTxn for PgTxn<'_, '_> {
             &[&(seq - retain)],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_options_are_taken_out_of_both_forms() {
+        let (rest, root, verify) = take_tls_options(
+            "postgres://u:p@db.example/skylan?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=x",
+        );
+        assert_eq!(
+            rest,
+            "postgres://u:p@db.example/skylan?application_name=x&sslmode=require"
+        );
+        assert_eq!((root.as_deref(), verify), (Some("/etc/ca.pem"), true));
+        let (rest, root, verify) = take_tls_options("postgres://u@db/skylan?sslrootcert=/ca.pem");
+        assert_eq!(
+            (rest.as_str(), root.as_deref(), verify),
+            ("postgres://u@db/skylan", Some("/ca.pem"), false)
+        );
+        let (rest, root, verify) =
+            take_tls_options("host=db user=u sslmode=verify-ca sslrootcert=/ca.pem dbname=s");
+        assert_eq!(rest, "host=db user=u dbname=s sslmode=require");
+        assert_eq!((root.as_deref(), verify), (Some("/ca.pem"), true));
+        let plain = "postgres://u@db/skylan?sslmode=disable";
+        assert_eq!(take_tls_options(plain), (plain.to_string(), None, false));
+    }
+
+    #[test]
+    fn connection_strings_say_what_is_wrong() {
+        let no_tls = target("postgres://u@db/skylan?sslrootcert=/ca.pem")
+            .err()
+            .unwrap();
+        assert!(no_tls.contains("sslmode=verify-full"), "{no_tls}");
+        let missing =
+            target("postgres://u@db/skylan?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")
+                .err()
+                .unwrap();
+        assert!(
+            missing.contains("sslrootcert=/nonexistent/ca.pem"),
+            "{missing}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let junk = dir.path().join("ca.pem");
+        std::fs::write(&junk, "not a certificate\n").unwrap();
+        let url = format!(
+            "postgres://u@db/skylan?sslmode=require&sslrootcert={}",
+            junk.display()
+        );
+        let empty = target(&url).err().unwrap();
+        assert!(empty.contains("no usable CA certificate"), "{empty}");
+        let plain = target("postgres://u@db/skylan").unwrap();
+        assert!(plain.tls.is_none());
+        assert!(
+            target("postgres://u@/skylan")
+                .err()
+                .unwrap()
+                .contains("names no host")
+        );
     }
 }

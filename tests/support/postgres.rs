@@ -5,8 +5,10 @@
 //!
 //! The server listens on a Unix socket in its directory, and on a lab host's address
 //! when given one (it then runs inside that host's network namespace, so other hosts of
-//! the lab reach it and nothing outside does). Login is `skylan` with a password
-//! (SCRAM), database `skylan`.
+//! the lab reach it and nothing outside does). Over TCP it takes TLS connections only
+//! (`hostssl`), with a certificate for the host's address from a CA made for the run
+//! ([`PgServer::tls_url`] names it). Login is `skylan` with a password (SCRAM), database
+//! `skylan`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -55,12 +57,24 @@ impl PgServer {
             .args(["-U", USER, "-A", "scram-sha-256", "--no-sync", "--pwfile"])
             .arg(&pwfile))?;
         let listen = host.map_or(String::new(), |h| h.ip.to_string());
-        if host.is_some() {
-            // The lab's hosts (and only they) may log in over TCP, with the password.
+        let mut tls_settings = Vec::new();
+        if let Some(h) = host {
+            // The lab's hosts (and only they) may log in over TCP, over TLS, with the
+            // password.
             let mut hba = std::fs::OpenOptions::new()
                 .append(true)
                 .open(data.join("pg_hba.conf"))?;
-            std::io::Write::write_all(&mut hba, b"host all all 198.51.100.0/24 scram-sha-256\n")?;
+            std::io::Write::write_all(
+                &mut hba,
+                b"hostssl all all 198.51.100.0/24 scram-sha-256\n",
+            )?;
+            make_certificates(dir.path(), &h.ip.to_string())?;
+            let file = |name: &str| dir.path().join(name).display().to_string();
+            tls_settings = vec![
+                "ssl=on".to_string(),
+                format!("ssl_cert_file={}", file("server.pem")),
+                format!("ssl_key_file={}", file("server.key")),
+            ];
         }
         let mut cmd = match host {
             Some(h) => {
@@ -76,6 +90,7 @@ impl PgServer {
             .arg(dir.path())
             .args(["-p", &PG_PORT.to_string()])
             .args(["-c", &format!("listen_addresses={listen}")])
+            .args(tls_settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("server.log"))?);
@@ -109,6 +124,21 @@ impl PgServer {
             "postgres://{USER}:{PASSWORD}@{}:{PG_PORT}/{USER}",
             host.ip
         ))
+    }
+
+    /// The connection string over TLS to the lab host's address, checking the server
+    /// against the run's CA.
+    pub fn tls_url(&self) -> Result<String> {
+        Ok(format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            self.tcp_url()?,
+            self.dir.path().join("ca.pem").display()
+        ))
+    }
+
+    /// A CA certificate that did not sign the server's (for refusals).
+    pub fn other_ca_file(&self) -> PathBuf {
+        self.dir.path().join("other-ca.pem")
     }
 
     /// Runs one SQL statement in `database` over the Unix socket; returns psql's output
@@ -202,6 +232,75 @@ fn bin_dir() -> Result<PathBuf> {
             bail!("no PostgreSQL server under /usr/lib/postgresql (apt-get install postgresql)")
         }
     }
+}
+
+/// Makes `ca.pem` (a CA for this run), `server.pem`/`server.key` (signed by it, for
+/// `ip`, the key readable by `postgres` only) and `other-ca.pem` (an unrelated CA) in
+/// `dir`, with the `openssl` command.
+fn make_certificates(dir: &Path, ip: &str) -> Result<()> {
+    let openssl =
+        |args: &[&str]| -> Result<()> { run(Command::new("openssl").current_dir(dir).args(args)) };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for (name, cn) in [("ca", "skylan test CA"), ("other-ca", "another CA")] {
+        let (key, pem, subject) = (
+            format!("{name}.key"),
+            format!("{name}.pem"),
+            format!("/CN={cn}"),
+        );
+        let mut args = vec![
+            "req", "-x509", "-days", "2", "-subj", &subject, "-keyout", &key, "-out", &pem,
+        ];
+        args.extend(ec);
+        openssl(&args)?;
+    }
+    let subject = format!("/CN={ip}");
+    let mut args = vec![
+        "req",
+        "-subj",
+        &subject,
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ];
+    args.extend(ec);
+    openssl(&args)?;
+    std::fs::write(
+        dir.join("server.ext"),
+        format!("subjectAltName=IP:{ip}\nextendedKeyUsage=serverAuth\n"),
+    )?;
+    openssl(&[
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ])?;
+    run(Command::new("chown")
+        .arg("postgres:postgres")
+        .arg(dir.join("server.key"))
+        .arg(dir.join("server.pem")))?;
+    std::fs::set_permissions(
+        dir.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )?;
+    Ok(())
 }
 
 /// `setpriv` arguments that become the `postgres` user.
