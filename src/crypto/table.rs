@@ -187,7 +187,7 @@ impl SessionTable {
     /// Forgets a peer and all its sessions.
     pub fn remove_peer(&mut self, peer: NodeAddress) {
         if let Some(t) = self.tunnels.remove(&peer) {
-            self.note_changed(peer);
+            note_changed(&mut self.changed, peer);
             for i in t.indices() {
                 self.indices.remove(&i);
             }
@@ -393,7 +393,7 @@ impl SessionTable {
         let generation = tunnel.generation();
         let result = tunnel.complete(&self.local, receiver_index, sender_index, noise, now);
         if tunnel.generation() != generation {
-            self.note_changed(peer);
+            note_changed(&mut self.changed, peer);
         }
         self.collect_freed(peer);
         result?;
@@ -421,7 +421,7 @@ impl SessionTable {
             data.ciphertext,
         );
         if tunnel.generation() != generation {
-            self.note_changed(peer);
+            note_changed(&mut self.changed, peer);
         }
         self.collect_freed(peer);
         Ok(Opened {
@@ -485,9 +485,7 @@ impl SessionTable {
         if !tunnel.peer_lost(remote_index) {
             return false;
         }
-        if let Some(changed) = &mut self.changed {
-            changed.push(peer);
-        }
+        note_changed(&mut self.changed, peer);
         for i in tunnel.take_freed() {
             self.indices.remove(&i);
         }
@@ -499,12 +497,8 @@ impl SessionTable {
         for (&peer, tunnel) in self.tunnels.iter_mut() {
             let generation = tunnel.generation();
             tunnel.expire(now);
-            if let Some(changed) = self
-                .changed
-                .as_mut()
-                .filter(|_| tunnel.generation() != generation)
-            {
-                changed.push(peer);
+            if tunnel.generation() != generation {
+                note_changed(&mut self.changed, peer);
             }
             for i in tunnel.take_freed() {
                 self.indices.remove(&i);
@@ -527,12 +521,6 @@ impl SessionTable {
     /// does not call this, so the list cannot grow).
     pub fn report_changes(&mut self) {
         self.changed.get_or_insert_with(Vec::new);
-    }
-
-    fn note_changed(&mut self, peer: NodeAddress) {
-        if let Some(changed) = &mut self.changed {
-            changed.push(peer);
-        }
     }
 
     /// Every tunnel, by peer address.
@@ -589,6 +577,14 @@ impl SessionTable {
                 self.indices.remove(&i);
             }
         }
+    }
+}
+
+/// Lists `peer` in a table's changed peers, when its owner asked for them (a free
+/// function, so it works while a tunnel of the table is borrowed).
+fn note_changed(changed: &mut Option<Vec<NodeAddress>>, peer: NodeAddress) {
+    if let Some(changed) = changed {
+        changed.push(peer);
     }
 }
 

@@ -139,12 +139,14 @@ fn take_tls_options(url: &str) -> (String, Option<String>, bool) {
     let rest = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         match url.split_once('?') {
             Some((base, query)) => {
-                let kept: Vec<&str> = query.split('&').filter(|o| keep(o)).collect();
-                match (kept.is_empty(), verify) {
-                    (true, false) => base.to_string(),
-                    (true, true) => format!("{base}?sslmode=require"),
-                    (false, false) => format!("{base}?{}", kept.join("&")),
-                    (false, true) => format!("{base}?{}&sslmode=require", kept.join("&")),
+                let mut kept: Vec<&str> = query.split('&').filter(|o| keep(o)).collect();
+                if verify {
+                    kept.push("sslmode=require");
+                }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
                 }
             }
             None => url.to_string(),

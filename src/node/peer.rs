@@ -361,30 +361,23 @@ impl std::ops::Deref for PeerBook {
 }
 
 impl PeerBook {
-    /// The peer, marked as changed.
+    /// The peer, marked as changed (marking an unknown one is harmless: publication
+    /// finds it neither here nor published).
     pub(crate) fn get_mut(&mut self, peer: &NodeAddress) -> Option<&mut Peer> {
-        let p = self.map.get_mut(peer)?;
-        if !self.all {
-            self.touched.insert(*peer);
-        }
-        Some(p)
+        self.touch(*peer);
+        self.map.get_mut(peer)
     }
 
     /// The peer's entry, marked as changed.
     pub(crate) fn entry(&mut self, peer: NodeAddress) -> Entry<'_, NodeAddress, Peer> {
-        if !self.all {
-            self.touched.insert(peer);
-        }
+        self.touch(peer);
         self.map.entry(peer)
     }
 
     /// Forgets the peer.
     pub(crate) fn remove(&mut self, peer: &NodeAddress) -> Option<Peer> {
-        let p = self.map.remove(peer)?;
-        if !self.all {
-            self.touched.insert(*peer);
-        }
-        Some(p)
+        self.touch(*peer);
+        self.map.remove(peer)
     }
 
     /// Marks the peer as changed (something outside it that its publication reads did).

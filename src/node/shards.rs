@@ -11,9 +11,10 @@
 //! - A lookup is one multiply to pick the shard, then an ordinary hash-map lookup.
 //! - Iteration order is unspecified (shard by shard).
 
-use foldhash::{HashMap, HashMapExt};
 use std::hash::Hash;
 use std::sync::Arc;
+
+use foldhash::{HashMap, HashMapExt};
 
 use crate::types::NodeAddress;
 

@@ -99,25 +99,26 @@ impl TxPeer {
     /// Same session, route, direct path and counters (what decides whether to publish
     /// again).
     pub(crate) fn same_as(&self, other: &TxPeer) -> bool {
-        let same_session = match (&self.session, &other.session) {
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-            (None, None) => true,
-            _ => false,
+        let same_route = |a: &Route, b: &Route| {
+            a.to == b.to && a.relayed == b.relayed && a.mtu == b.mtu && Arc::ptr_eq(&a.via, &b.via)
         };
-        let same_route = match (&self.route, &other.route) {
-            (Some(a), Some(b)) => {
-                a.to == b.to
-                    && a.relayed == b.relayed
-                    && a.mtu == b.mtu
-                    && Arc::ptr_eq(&a.via, &b.via)
-            }
-            (None, None) => true,
-            _ => false,
-        };
-        same_session
-            && same_route
+        both_or_neither(self.session.as_ref(), other.session.as_ref(), Arc::ptr_eq)
+            && both_or_neither(self.route.as_ref(), other.route.as_ref(), same_route)
             && self.direct == other.direct
             && Arc::ptr_eq(&self.activity, &other.activity)
+    }
+}
+
+/// True when both are absent, or both present and `same`.
+pub(crate) fn both_or_neither<T>(
+    a: Option<&T>,
+    b: Option<&T>,
+    same: impl FnOnce(&T, &T) -> bool,
+) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 

@@ -70,13 +70,17 @@ impl NodeHost {
         self.collect();
     }
 
-    fn collect(&mut self) {
-        // The control core publishes incrementally: check after every input that
-        // nothing it must publish was missed.
+    /// The control core publishes incrementally: after every input, checks that nothing
+    /// it must publish was missed (debug builds). A miss stays until the next check, so
+    /// commands between inputs are covered by the input after them.
+    fn check(&self) {
         #[cfg(debug_assertions)]
         if let Err(e) = self.node.check_snapshot() {
             panic!("{}: {e}", self.node.address());
         }
+    }
+
+    fn collect(&mut self) {
         while let Some(f) = self.node.poll_tap() {
             self.tap.push(f);
         }
@@ -115,11 +119,13 @@ impl Host for NodeHost {
     fn handle_datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &[u8]) {
         self.now = now;
         self.node.handle_datagram(now, local, from, data);
+        self.check();
         self.collect();
     }
     fn handle_timeout(&mut self, now: Time) {
         self.now = now;
         self.node.handle_timeout(now);
+        self.check();
         self.collect();
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {

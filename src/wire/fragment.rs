@@ -48,9 +48,10 @@
 //! use the hop count of the fragments. A fragment arriving after its packet completed
 //! starts a new partial packet that times out.
 
-use foldhash::{HashMap, HashMapExt};
 use std::net::IpAddr;
 use std::time::Duration;
+
+use foldhash::{HashMap, HashMapExt};
 
 use super::WireError;
 use super::packet::{HEADER_LEN, Header, Kind, Piece, check_fragment, field};

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use super::Control;
 use crate::node::network::NetworkStatus;
 use crate::node::peer::{Peer, Touched};
-use crate::node::snapshot::{Activity, NetworkView, Route, RxSession, Snapshot, TxPeer};
+use crate::node::snapshot::{
+    Activity, NetworkView, Route, RxSession, Snapshot, TxPeer, both_or_neither,
+};
 use crate::types::{Endpoint, NodeAddress, Time};
 
 impl Control {
@@ -26,13 +28,16 @@ impl Control {
     /// Folds what the data plane reported for `peer` (if any) and for the roots, whose
     /// liveness every relayed route depends on.
     pub fn fold_around(&mut self, peer: Option<NodeAddress>) {
-        for addr in peer.into_iter().chain(self.roots.clone()) {
-            self.fold_peer(addr);
+        let snapshot = Arc::clone(&self.snapshot);
+        for i in 0..self.roots.len() {
+            self.fold_in(&snapshot, self.roots[i]);
+        }
+        if let Some(addr) = peer {
+            self.fold_in(&snapshot, addr);
         }
     }
 
-    fn fold_peer(&mut self, addr: NodeAddress) {
-        let snapshot = Arc::clone(&self.snapshot);
+    fn fold_in(&mut self, snapshot: &Snapshot, addr: NodeAddress) {
         if let Some(tx) = snapshot.peers.get(&addr) {
             self.fold_from(addr, tx);
         }
@@ -68,16 +73,14 @@ impl Control {
             self.published_relay = relay;
             self.peers.touch_all();
         }
-        let touched: Vec<NodeAddress> = match self.peers.take_touched() {
+        let touched: HashSet<NodeAddress> = match self.peers.take_touched() {
             Touched::All => self
                 .peers
                 .keys()
                 .chain(self.snapshot.peers.iter().map(|(a, _)| a))
                 .copied()
-                .collect::<HashSet<_>>()
-                .into_iter()
                 .collect(),
-            Touched::Some(set) => set.into_iter().collect(),
+            Touched::Some(set) => set,
         };
         let changed: Vec<(NodeAddress, Option<TxPeer>)> = touched
             .into_iter()
@@ -86,11 +89,11 @@ impl Control {
                     .peers
                     .get(&addr)
                     .map(|p| self.published_peer(now, addr, p));
-                let same = match (self.snapshot.peers.get(&addr), &new) {
-                    (Some(old), Some(new)) => old.same_as(new),
-                    (None, None) => true,
-                    _ => false,
-                };
+                let same = both_or_neither(
+                    self.snapshot.peers.get(&addr),
+                    new.as_ref(),
+                    TxPeer::same_as,
+                );
                 (!same).then_some((addr, new))
             })
             .collect();
@@ -98,8 +101,9 @@ impl Control {
             return false;
         }
         // What the data plane reported on the old routes belongs to the old snapshot.
+        let old = Arc::clone(&self.snapshot);
         for (addr, _) in &changed {
-            self.fold_peer(*addr);
+            self.fold_in(&old, *addr);
         }
         self.dirty = false;
         let mut peers = self.snapshot.peers.clone();
@@ -186,12 +190,7 @@ impl Control {
                 return Err(format!("peer {addr} is not published"));
             };
             let current = self.table.tunnel(*addr).and_then(|t| t.current());
-            let same_session = match (&tx.session, current) {
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same_session {
+            if !both_or_neither(tx.session.as_ref(), current, Arc::ptr_eq) {
                 return Err(format!("peer {addr} is published with another session"));
             }
             if !Arc::ptr_eq(&tx.activity, &p.activity) {

@@ -46,9 +46,9 @@ mod inside;
 mod outside;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt};
-use std::sync::Arc;
 
 use super::network::{Policy, RuleKey};
 use super::snapshot::Snapshot;

@@ -4,9 +4,9 @@
 
 use std::collections::VecDeque;
 use std::collections::hash_map::Entry;
+use std::net::{IpAddr, Ipv6Addr};
 
 use foldhash::{HashMap, HashMapExt, HashSet};
-use std::net::{IpAddr, Ipv6Addr};
 
 use super::{Admission, LEARNED_MACS_MAX, Members, SwitchSettings};
 use crate::types::{Mac, NodeAddress};
