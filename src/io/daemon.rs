@@ -334,9 +334,9 @@ impl NodeDriver {
             // Everything ready, in bounded batches, flushing after each.
             loop {
                 let now = self.clock.now();
-                let moved = self.io.pump_udp(&mut self.node, now)
-                    + self.io.pump_taps(&mut self.node, now)
-                    + self.pump_workers(now);
+                let mut moved = self.io.pump_udp(&mut self.node, now) + self.pump_workers(now);
+                self.flush().await;
+                moved += self.io.pump_taps(&mut self.node, now);
                 self.flush().await;
                 if moved == 0 {
                     break;

@@ -385,7 +385,8 @@ fn to_io(e: rtnetlink::Error) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::tap::{Queues, Tap};
+    use crate::io::offload;
+    use crate::io::tap::{self, Queues, Tap};
     use crate::lab::{Lab, require_root, run_in};
     use std::process::Command;
     use std::time::Duration;
@@ -536,6 +537,28 @@ mod tests {
                 "ping did not get our echo reply: {status}"
             );
 
+            // What the host answers while a frame is being written is there to read at
+            // once, before the runtime hears of it: the peer asks for our address.
+            let mut message = offload::PLAIN.to_vec();
+            message.extend_from_slice(&arp_request(TAP_IP));
+            tap.try_write_message(&message).unwrap();
+            let mut buf = vec![0u8; tap::MESSAGE_LEN];
+            let answer = async {
+                loop {
+                    match tap.read_message_now(&mut buf) {
+                        Ok(n) if is_arp_reply_to_peer(&buf[offload::VNET_HDR_LEN..n]) => break,
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            tokio::task::yield_now().await
+                        }
+                        Err(e) => panic!("reading the TAP at once: {e}"),
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(10), answer)
+                .await
+                .expect("no ARP reply read from the TAP");
+
             nc.del_route(via_target, Some(gw), idx).await.unwrap();
             nc.del_route(onlink, None, idx).await.unwrap();
             let again = nc.del_route(onlink, None, idx).await.unwrap_err();
@@ -616,6 +639,27 @@ mod tests {
         r.extend_from_slice(&req[22..28]); // asker's MAC
         r.extend_from_slice(&req[28..32]); // asker's IP
         r
+    }
+
+    /// An ARP request from the peer for `ip`.
+    fn arp_request(ip: [u8; 4]) -> Vec<u8> {
+        let mut r = Vec::with_capacity(42);
+        r.extend_from_slice(&[0xff; 6]);
+        r.extend_from_slice(&PEER_MAC);
+        r.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        r.extend_from_slice(&PEER_MAC);
+        r.extend_from_slice(&PEER_IP);
+        r.extend_from_slice(&[0; 6]);
+        r.extend_from_slice(&ip);
+        r
+    }
+
+    fn is_arp_reply_to_peer(f: &[u8]) -> bool {
+        f.len() >= 42
+            && f[0..6] == PEER_MAC
+            && f[12..14] == [0x08, 0x06]
+            && f[20..22] == [0, 2]
+            && f[28..32] == TAP_IP
     }
 
     fn is_echo_request(f: &[u8]) -> bool {

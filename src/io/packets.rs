@@ -7,6 +7,11 @@
 //! Contract:
 //! - [`PacketIo::pump_udp`] and [`PacketIo::pump_taps`] feed one batch each and say how
 //!   much they moved; a TAP message is cut into frames first ([`offload::split_read`]).
+//!   After a flush wrote to a TAP queue, the next `pump_taps` reads that queue once
+//!   even when the runtime has not reported it readable: what the host answered while
+//!   the frame was being written (an echo reply, a TCP ACK) goes out in the same turn
+//!   instead of after another trip through the poller. Callers flush between
+//!   `pump_udp` and `pump_taps` for that.
 //! - [`PacketIo::flush`] sends the path's datagrams (one `sendmmsg`, buffers recycled)
 //!   and writes its TAP frames, each flow's consecutive TCP segments merged by the
 //!   [`Coalescer`], to this thread's queue of the frame's network; a frame for a network
@@ -140,6 +145,8 @@ impl TapCounters {
 pub struct PacketIo {
     udp: UdpIo,
     taps: Vec<(NetworkId, Arc<Tap>)>,
+    /// Per TAP queue (as `taps`): written since it was last read.
+    written: Vec<bool>,
     /// Datagrams the path produced, sent together.
     transmits: Vec<Transmit>,
     /// One message read from a TAP (virtio header and a frame of up to 64 KiB).
@@ -162,6 +169,7 @@ impl PacketIo {
         PacketIo {
             udp,
             taps: Vec::new(),
+            written: Vec::new(),
             transmits: Vec::with_capacity(256),
             message: vec![0; tap::MESSAGE_LEN],
             segment: Vec::with_capacity(MAX_FRAME_LEN),
@@ -212,6 +220,7 @@ impl PacketIo {
 
     /// The TAP queues read and written from now on (an empty list lets go of them all).
     pub fn set_taps(&mut self, taps: Vec<(NetworkId, Arc<Tap>)>) {
+        self.written = vec![false; taps.len()];
         self.taps = taps;
     }
 
@@ -238,9 +247,17 @@ impl PacketIo {
     /// segmentation message cut into its frames first); returns how many messages.
     pub fn pump_taps(&mut self, path: &mut impl FramePath, now: Time) -> usize {
         let mut moved = 0;
-        for (network, tap) in &self.taps {
+        for ((network, tap), written) in self.taps.iter().zip(&mut self.written) {
+            let mut unheard = std::mem::take(written);
             for _ in 0..TAP_BATCH {
-                let len = match tap.try_read_message(&mut self.message) {
+                let read = match tap.try_read_message(&mut self.message) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && unheard => {
+                        unheard = false;
+                        tap.read_message_now(&mut self.message)
+                    }
+                    read => read,
+                };
+                let len = match read {
                     Ok(len) => len,
                     Err(e) => {
                         if e.kind() != std::io::ErrorKind::WouldBlock {
@@ -315,11 +332,11 @@ impl PacketIo {
         let Some(network) = network else {
             return;
         };
-        let tap = self
-            .taps
-            .iter()
-            .find(|(id, _)| *id == network)
-            .map(|(_, t)| t);
+        let index = self.taps.iter().position(|(id, _)| *id == network);
+        let tap = index.map(|i| &self.taps[i].1);
+        if let Some(i) = index {
+            self.written[i] = true;
+        }
         let counters = &mut self.counters;
         let mut write = |message: &[u8], frames: usize| {
             if frames > 1 {

@@ -205,6 +205,16 @@ impl Tap {
         self.dev.try_recv(buf)
     }
 
+    /// Reads one message at once, without asking the runtime whether one is ready:
+    /// for what the host queued while this thread was writing to the device (a reply or
+    /// an ACK the kernel produced before the write returned, of which the runtime has not
+    /// heard yet). `WouldBlock` when none is; the runtime's readiness is left as it was.
+    pub fn read_message_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the fd is open while `self` lives, and `buf` is valid for its length.
+        let n = unsafe { libc::read(self.dev.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    }
+
     /// Ready when a message may be waiting.
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.dev.poll_readable(cx)

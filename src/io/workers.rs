@@ -335,7 +335,9 @@ impl Worker {
             loop {
                 self.take_snapshot();
                 let now = self.clock.now();
-                let moved = io.pump_udp(&mut self.path, now) + io.pump_taps(&mut self.path, now);
+                let mut moved = io.pump_udp(&mut self.path, now);
+                io.flush(&mut self.path).await;
+                moved += io.pump_taps(&mut self.path, now);
                 io.flush(&mut self.path).await;
                 self.hand_over();
                 if io.take_udp_from_tcp_root() {
