@@ -25,6 +25,13 @@
 //!   When the kernel refuses segmentation offload the socket falls back to one message
 //!   per datagram for the rest of its life. Datagrams a destination refuses (no route,
 //!   ...) are dropped and counted, as a lossy network would.
+//! - The socket is registered with the runtime for readability only: a send that frees
+//!   buffer space wakes nobody (a socket registered for writability too gets an event
+//!   for every datagram the kernel lets go of). A batch shorter than [`RECV_BATCH`]
+//!   emptied the queue, so the readiness is cleared at once instead of by another
+//!   `recvmmsg` that would find nothing. Only when the send buffer is full does a
+//!   send wait for writability, on a duplicate of the descriptor registered for that
+//!   wait alone.
 //! - Nothing here parses or authenticates: it moves bytes. The caller (a driver) owns
 //!   the socket; it is not shared between threads.
 
@@ -33,8 +40,9 @@ use std::mem::{MaybeUninit, size_of, zeroed};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
+use futures::FutureExt;
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 
 use crate::types::{Endpoint, Transmit};
 
@@ -74,7 +82,7 @@ pub struct UdpStats {
 
 /// A UDP socket with batched, offloaded receive and send. See the module documentation.
 pub struct UdpIo {
-    socket: UdpSocket,
+    socket: AsyncFd<std::net::UdpSocket>,
     local: Endpoint,
     /// A dual-stack socket: IPv4 destinations are given to the kernel IPv4-mapped.
     dual: bool,
@@ -105,7 +113,7 @@ impl UdpIo {
         }
         socket.set_nonblocking(true)?;
         socket.bind(&addr.into())?;
-        let socket = UdpSocket::from_std(socket.into())?;
+        let socket: std::net::UdpSocket = socket.into();
         set_socket_buffers(&socket);
         // Best effort: without GRO every datagram is its own message.
         let _ = set_int_option(&socket, libc::SOL_UDP, UDP_GRO, 1);
@@ -135,7 +143,7 @@ impl UdpIo {
         }
         let local = Endpoint(socket.local_addr()?);
         Ok(UdpIo {
-            socket,
+            socket: register(socket, Interest::READABLE)?,
             local,
             dual,
             gso: true,
@@ -188,12 +196,12 @@ impl UdpIo {
         &self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        self.socket.poll_recv_ready(cx)
+        self.socket.poll_read_ready(cx).map_ok(|_| ())
     }
 
     /// Waits until a datagram may be ready (then call [`try_recv_batch`](Self::try_recv_batch)).
     pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+        self.socket.readable().await.map(|_| ())
     }
 
     /// Receives what is ready (one `recvmmsg`) and calls `each` with every datagram and
@@ -203,11 +211,19 @@ impl UdpIo {
         &mut self,
         mut each: impl FnMut(Endpoint, &mut [u8]),
     ) -> io::Result<usize> {
-        let fd = self.socket.as_raw_fd();
         let bufs = &mut self.recv;
-        let got = self
-            .socket
-            .try_io(Interest::READABLE, || bufs.recvmmsg(fd))?;
+        let Some(ready) = self.socket.readable().now_or_never() else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let mut ready = ready?;
+        let Ok(got) = ready.try_io(|s| bufs.recvmmsg(s.as_raw_fd())) else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        let got = got?;
+        if got < RECV_BATCH {
+            // The queue is empty; a datagram arriving from now on is a new event.
+            ready.clear_ready();
+        }
         self.stats.syscalls += 1;
         let mut delivered = 0;
         for i in 0..got {
@@ -226,6 +242,13 @@ impl UdpIo {
         Ok(delivered)
     }
 
+    /// Waits until the send buffer has room, on a duplicate of the socket registered for
+    /// writability while it waits (see the module documentation).
+    async fn writable(&self) -> io::Result<()> {
+        let dup = register(self.socket.get_ref().try_clone()?, Interest::WRITABLE)?;
+        dup.writable().await.map(|_| ())
+    }
+
     /// Sends every transmit in `queue`, batching and segmenting where it can; waits
     /// while the socket buffer is full. `queue` keeps the (sent or dropped) transmits so
     /// the caller can reuse their buffers; it must drain it before the next call.
@@ -234,10 +257,7 @@ impl UdpIo {
         while start < queue.len() {
             let groups = plan_groups(&queue[start..], self.gso, SEND_BATCH);
             let fd = self.socket.as_raw_fd();
-            let (gso, dual) = (self.gso, self.dual);
-            let result = self.socket.try_io(Interest::WRITABLE, || {
-                sendmmsg(fd, &queue[start..], &groups, gso, dual)
-            });
+            let result = sendmmsg(fd, &queue[start..], &groups, self.gso, self.dual);
             match result {
                 Ok(sent_groups) => {
                     self.stats.syscalls += 1;
@@ -249,7 +269,8 @@ impl UdpIo {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if self.socket.writable().await.is_err() {
+                    if let Err(e) = self.writable().await {
+                        tracing::debug!("waiting to send: {e}");
                         break;
                     }
                 }
@@ -586,8 +607,18 @@ fn gro_segment(hdr: &libc::msghdr) -> Option<usize> {
     None
 }
 
+/// Registers `socket` with the calling thread's runtime for `interest`.
+fn register(
+    socket: std::net::UdpSocket,
+    interest: Interest,
+) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    // SAFETY: the `UdpSocket` owns its descriptor, which stays open and the same for as
+    // long as the `AsyncFd` owns the socket.
+    unsafe { AsyncFd::register_with_interest(socket, interest) }.map_err(|e| e.into_parts().1)
+}
+
 fn set_int_option(
-    socket: &UdpSocket,
+    socket: &impl AsRawFd,
     level: libc::c_int,
     option: libc::c_int,
     value: libc::c_int,
@@ -610,7 +641,7 @@ fn set_int_option(
 
 /// Enlarges the socket's buffers: past the system limit when privileged
 /// (`SO_RCVBUFFORCE`), up to it otherwise. Failures only cost throughput.
-fn set_socket_buffers(socket: &UdpSocket) {
+fn set_socket_buffers(socket: &impl AsRawFd) {
     for buffer in [
         (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
         (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
@@ -624,7 +655,7 @@ fn set_socket_buffers(socket: &UdpSocket) {
 /// Sets one buffer size with its (privileged, past the system limit) `force` option,
 /// or with the `plain` one (up to the limit).
 fn set_buffer(
-    socket: &UdpSocket,
+    socket: &impl AsRawFd,
     (force, plain): (libc::c_int, libc::c_int),
     bytes: usize,
 ) -> io::Result<()> {
@@ -729,6 +760,28 @@ mod tests {
             }
             assert_eq!(got, expected);
             assert_eq!(a.stats().send_errors, 0);
+        });
+    }
+
+    /// The wait a full send buffer takes (on a duplicate descriptor registered for
+    /// writability) ends as soon as there is room: at once on an idle socket, and more
+    /// than once in a row.
+    #[test]
+    fn waiting_for_room_to_send_ends_when_there_is_room() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let udp = UdpIo::bind(SocketAddr::from(([127, 0, 0, 1], 0)), false)
+                .await
+                .unwrap();
+            for _ in 0..3 {
+                tokio::time::timeout(std::time::Duration::from_secs(5), udp.writable())
+                    .await
+                    .expect("an idle socket has room")
+                    .unwrap();
+            }
         });
     }
 
