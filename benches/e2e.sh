@@ -24,7 +24,8 @@
 #                  skylan's UDP runs on)
 #        skylan    a -> b over the overlay (TAP, skylan, UDP on the underlay, skylan, TAP)
 #        vpncloud  vca -> vcb over vpncloud's overlay (TAP, vpncloud, UDP, vpncloud, TAP)
-#      it pings (idle RTT) and runs iperf3 TCP with 1 and 4 streams, recording Mbit/s,
+#      it pings (idle RTT, 0.2 s apart; then 500 back to back, 1 ms apart, for the RTT
+#      while the threads are awake) and runs iperf3 TCP with 1 and 4 streams, recording Mbit/s,
 #      TCP retransmits, iperf3's CPU time (from its JSON) and, for skylan and vpncloud,
 #      the two daemons' CPU time (/proc); for skylan also per thread with context
 #      switches, the daemons' counters (/metrics), UDP receive-buffer drops and TAP
@@ -188,12 +189,14 @@ RESULTS="$WORK/raw/results.tsv"    # path streams round mbps retrans bytes secs 
 THREADS="$WORK/raw/threads.tsv"    # streams round node role cpu_s voluntary_cs involuntary_cs
 COUNTERS="$WORK/raw/counters.tsv"  # streams round node counter change
 PINGS="$WORK/raw/pings.tsv"        # path rtt_ms|lost
+BUSY_PINGS="$WORK/raw/busy-pings.tsv"  # path avg_rtt_ms (one line per round)
 RATIOS="$WORK/raw/ratios.tsv"      # path base streams round ratio (throughput, within one round)
 : >"$RESULTS"
 : >"$RATIOS"
 : >"$THREADS"
 : >"$COUNTERS"
 : >"$PINGS"
+: >"$BUSY_PINGS"
 
 # ----- namespaces -------------------------------------------------------------------
 
@@ -407,6 +410,9 @@ ping_path() {
     got="$(sed -n 's/.*time=\([0-9.]*\) ms.*/\1/p' <<<"$out")"
     for rtt in $got; do echo "$path $rtt" >>"$PINGS"; done
     for ((i = $(wc -w <<<"$got"); i < PING_COUNT; i++)); do echo "$path lost" >>"$PINGS"; done
+    out="$(ip netns exec "$(path_ns "$path")" ping -n -q -c 500 -i 0.001 -W 1 "$(path_target "$path")" || true)"
+    got="$(sed -n 's|^rtt [^=]*= [0-9.]*/\([0-9.]*\)/.*|\1|p' <<<"$out")"
+    if [ -n "$got" ]; then echo "$path $got" >>"$BUSY_PINGS"; fi
 }
 
 # iperf_run PATH STREAMS ROUND: one iperf3 run from a (or va) to b (or vb); appends a
@@ -629,6 +635,13 @@ for path in $PATHS; do
     lost="$(awk -v p="$path" '$1 == p && $2 == "lost"' "$PINGS" | wc -l)"
     printf "   %-8s median %-7s min-max %-13s p90 %-7s lost %s\n" "$path" "$(median <<<"$rtts")" \
         "$(range <<<"$rtts")" "$(p90 <<<"$rtts")" "$lost"
+done
+
+echo
+echo "== ping RTT, back to back: 500 pings 1 ms apart x $ROUNDS rounds per path (ms; the median of each round's average)"
+for path in $PATHS; do
+    avgs="$(awk -v p="$path" '$1 == p { print $2 }' "$BUSY_PINGS")"
+    printf "   %-8s median %-7s min-max %s\n" "$path" "$(median <<<"$avgs")" "$(range <<<"$avgs")"
 done
 
 if has_path skylan && [ -s "$COUNTERS" ]; then

@@ -23,7 +23,8 @@
 //!   address management is compiled out).
 //!
 //! Callers: the node driver (one owner, which reads with `poll_readable`/`try_recv` and
-//! writes with `try_send` on its packet thread), and the namespace tests.
+//! writes with `try_send` on its packet thread, and reads once with `read_message_now` right
+//! after writing), and the namespace tests.
 
 use std::io;
 use std::task::{Context, Poll};
