@@ -2,10 +2,11 @@
 //! session, driven by hand (each one's `poll_transmit` output handed to the other's
 //! `handle_datagram`; a root only introduces them during setup).
 //!
-//! - `inside`: `handle_tap_frame` → `poll_transmit` (TAP frame through the switch and
-//!   rules, sealed, fragmented: the data plane's inside path);
-//! - `outside`: `handle_datagram` → `poll_tap` (datagrams reassembled, opened, switched:
-//!   the data plane's outside path);
+//! - `inside`: `handle_tap_buffer` → `poll_transmit` (a TAP frame copied into a read
+//!   buffer, through the switch and rules, sealed where it lies, fragmented: the data
+//!   plane's inside path as the packet threads drive it);
+//! - `outside`: `handle_datagram_in_place` → `poll_tap_at` (datagrams reassembled,
+//!   opened, switched, the frame left where it was opened: the outside path);
 //! - `round trip`: both, one frame from A's TAP to B's.
 //!
 //! Buffers go back with `recycle`, as a driver gives them back, and reassembly reuses
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use skylan::node::switch::{Admission, MemberInfo, SwitchSettings};
-use skylan::node::{self, Link, Node, NodeConfig};
+use skylan::node::{self, FRAME_HEADROOM, Link, Node, NodeConfig};
 use skylan::root::Root;
 use skylan::sim::mesh::{PORT, planet, test_identity};
 use skylan::types::{Endpoint, Mac, NetworkId, NodeAddress, Time, Transmit};
@@ -51,6 +52,8 @@ struct Pair {
     b: Node,
     now: Time,
     network: NetworkId,
+    /// A's TAP read buffer (the seal may take it and leave another).
+    read: Vec<u8>,
 }
 
 impl Pair {
@@ -84,6 +87,7 @@ impl Pair {
             b: node(2, 2),
             now,
             network,
+            read: Vec::new(),
         };
         let members: Vec<MemberInfo> = [pair.a.address(), pair.b.address()]
             .into_iter()
@@ -171,10 +175,15 @@ impl Pair {
         }
     }
 
-    /// A's TAP hands it `frame` (for B); returns the datagrams.
+    /// A's TAP hands it `frame` (for B) as the packet threads do: copied into a read
+    /// buffer with room before it, sealed there; returns the datagrams.
     fn inside(&mut self, frame: &[u8], out: &mut Vec<Vec<u8>>) {
+        let read = &mut self.read;
+        read.clear();
+        read.resize(FRAME_HEADROOM, 0);
+        read.extend_from_slice(frame);
         self.a
-            .handle_tap_frame(self.now, self.network, frame)
+            .handle_tap_buffer(self.now, self.network, read)
             .expect("frame accepted");
         while let Some(t) = self.a.poll_transmit() {
             out.push(t.contents);
@@ -188,14 +197,15 @@ impl Pair {
         }
     }
 
-    /// B receives A's datagrams; returns the length of the frame they carried.
-    fn outside(&mut self, datagrams: &[Vec<u8>]) -> usize {
+    /// B receives A's datagrams, opened where they lie as the packet threads do;
+    /// returns the length of the frame they carried.
+    fn outside(&mut self, datagrams: &mut [Vec<u8>]) -> usize {
         for d in datagrams {
             self.b
-                .handle_datagram(self.now, endpoint(Self::B), endpoint(Self::A), d);
+                .handle_datagram_in_place(self.now, endpoint(Self::B), endpoint(Self::A), d);
         }
-        let frame = self.b.poll_tap().expect("the frame arrived");
-        let len = frame.frame.len();
+        let (frame, start) = self.b.poll_tap_at().expect("the frame arrived");
+        let len = frame.frame.len() - start;
         self.b.recycle(frame.frame);
         len
     }
@@ -228,12 +238,16 @@ fn frame_path(c: &mut Criterion) {
         let sizes: Vec<usize> = probe.iter().map(Vec::len).collect();
         println!("{name}: travels as datagrams of {sizes:?} bytes");
         assert_eq!(probe.len(), datagrams);
-        assert_eq!(pair.outside(&probe), len, "the probe frame went through");
+        assert_eq!(
+            pair.outside(&mut probe),
+            len,
+            "the probe frame went through"
+        );
         pair.sent(&mut probe);
         let handed = [&mut pair.a, &mut pair.b].map(|n| n.data_plane().handed_over());
         for _ in 0..10 {
             pair.inside(&f, &mut probe);
-            pair.outside(&probe);
+            pair.outside(&mut probe);
             pair.sent(&mut probe);
         }
         let after = [&mut pair.a, &mut pair.b].map(|n| n.data_plane().handed_over());
@@ -242,7 +256,7 @@ fn frame_path(c: &mut Criterion) {
         let mut group = c.benchmark_group(format!("node frame path/{name}"));
         group.throughput(Throughput::Bytes(len as u64));
         let mut out = Vec::with_capacity(4);
-        group.bench_function("inside: handle_tap_frame → poll_transmit", |bench| {
+        group.bench_function("inside: handle_tap_buffer → poll_transmit", |bench| {
             bench.iter(|| {
                 pair.inside(black_box(&f), &mut out);
                 black_box(out.len());
@@ -252,26 +266,29 @@ fn frame_path(c: &mut Criterion) {
         // Every datagram opens once (replay protection), so A seals a fresh one for
         // each iteration, outside the measurement.
         let shared = RefCell::new(&mut pair);
-        group.bench_function("outside: handle_datagram → poll_tap", |bench| {
-            bench.iter_batched(
-                || {
-                    let mut d = Vec::with_capacity(4);
-                    shared.borrow_mut().inside(&f, &mut d);
-                    d
-                },
-                |mut d| {
-                    let mut pair = shared.borrow_mut();
-                    black_box(pair.outside(&d));
-                    pair.sent(&mut d);
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        group.bench_function(
+            "outside: handle_datagram_in_place → poll_tap_at",
+            |bench| {
+                bench.iter_batched(
+                    || {
+                        let mut d = Vec::with_capacity(4);
+                        shared.borrow_mut().inside(&f, &mut d);
+                        d
+                    },
+                    |mut d| {
+                        let mut pair = shared.borrow_mut();
+                        black_box(pair.outside(&mut d));
+                        pair.sent(&mut d);
+                    },
+                    BatchSize::SmallInput,
+                )
+            },
+        );
         let pair = shared.into_inner();
         group.bench_function("round trip: A's TAP → B's TAP", |bench| {
             bench.iter(|| {
                 pair.inside(black_box(&f), &mut out);
-                black_box(pair.outside(&out));
+                black_box(pair.outside(&mut out));
                 pair.sent(&mut out);
             })
         });

@@ -52,7 +52,7 @@ fn tso_message() -> Vec<u8> {
 fn bench_offload(c: &mut Criterion) {
     let message = tso_message();
     let mut frames: Vec<Vec<u8>> = Vec::new();
-    split_read(&mut message.clone(), &mut Vec::new(), |f| {
+    split_read(&mut message.clone(), &mut Vec::new(), 0, |f| {
         frames.push(f.to_vec())
     })
     .expect("a valid segmentation message");
@@ -66,7 +66,7 @@ fn bench_offload(c: &mut Criterion) {
         b.iter(|| {
             work.copy_from_slice(&message);
             let mut n = 0;
-            split_read(black_box(&mut work), &mut scratch, |f| n += f.len()).unwrap();
+            split_read(black_box(&mut work), &mut scratch, 0, |f| n += f.len()).unwrap();
             black_box(n)
         })
     });

@@ -108,12 +108,14 @@ impl VnetHdr {
 pub const PLAIN: [u8; VNET_HDR_LEN] = [F_DATA_VALID, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
 /// Turns one message read from the TAP (header and frame) into Ethernet frames with
-/// valid checksums and calls `each` with every one, in order. `scratch` is reused for
-/// segments. Returns how many frames it produced.
+/// valid checksums and calls `each` with every one, in order, at `scratch[headroom..]`
+/// (the bytes before it are zero; `each` may write there, or take the buffer and leave
+/// another in its place). Returns how many frames it produced.
 pub fn split_read(
     msg: &mut [u8],
     scratch: &mut Vec<u8>,
-    mut each: impl FnMut(&[u8]),
+    headroom: usize,
+    mut each: impl FnMut(&mut Vec<u8>),
 ) -> Result<usize, OffloadError> {
     let hdr = VnetHdr::parse(msg).ok_or(OffloadError::Truncated)?;
     let frame = &mut msg[VNET_HDR_LEN..];
@@ -122,12 +124,20 @@ pub fn split_read(
             if hdr.flags & F_NEEDS_CSUM != 0 {
                 complete_checksum(frame, hdr.csum_start.into(), hdr.csum_offset.into())?;
             }
-            each(frame);
+            start_frame(scratch, headroom, frame);
+            each(scratch);
             Ok(1)
         }
-        GSO_TCPV4 | GSO_TCPV6 => segment_tcp(frame, hdr, scratch, each),
+        GSO_TCPV4 | GSO_TCPV6 => segment_tcp(frame, hdr, scratch, headroom, each),
         _ => Err(OffloadError::Unsupported("segmentation other than TCP")),
     }
+}
+
+/// Empties `scratch` and writes `headroom` zero bytes and then `bytes` to it.
+fn start_frame(scratch: &mut Vec<u8>, headroom: usize, bytes: &[u8]) {
+    scratch.clear();
+    scratch.resize(headroom, 0);
+    scratch.extend_from_slice(bytes);
 }
 
 /// Writes the checksum the kernel left to us: the one's complement of the sum from
@@ -250,7 +260,8 @@ fn segment_tcp(
     frame: &[u8],
     hdr: VnetHdr,
     scratch: &mut Vec<u8>,
-    mut each: impl FnMut(&[u8]),
+    headroom: usize,
+    mut each: impl FnMut(&mut Vec<u8>),
 ) -> Result<usize, OffloadError> {
     let t = TcpFrame::parse(frame).ok_or(OffloadError::Unsupported(
         "a TCP segmentation frame that is not plain TCP/IP",
@@ -271,10 +282,9 @@ fn segment_tcp(
     let flags = t.flags(frame);
     let count = payload.len().div_ceil(mss).max(1);
     for (i, chunk) in payload.chunks(mss).enumerate() {
-        scratch.clear();
-        scratch.extend_from_slice(headers);
+        start_frame(scratch, headroom, headers);
         scratch.extend_from_slice(chunk);
-        let seg = scratch.as_mut_slice();
+        let seg = &mut scratch[headroom..];
         let seq = seq0.wrapping_add((i * mss) as u32);
         seg[t.l4 + 4..t.l4 + 8].copy_from_slice(&seq.to_be_bytes());
         let mut f = flags;
@@ -288,16 +298,15 @@ fn segment_tcp(
         let len = seg.len();
         t.set_ip(seg, len, t.v4.then(|| id0.wrapping_add(i as u16)));
         t.set_tcp_checksum(seg);
-        each(seg);
+        each(scratch);
     }
     if payload.is_empty() {
-        scratch.clear();
-        scratch.extend_from_slice(headers);
-        let seg = scratch.as_mut_slice();
+        start_frame(scratch, headroom, headers);
+        let seg = &mut scratch[headroom..];
         let len = seg.len();
         t.set_ip(seg, len, None);
         t.set_tcp_checksum(seg);
-        each(seg);
+        each(scratch);
     }
     Ok(count)
 }
@@ -648,7 +657,7 @@ mod tests {
         let mut scratch = Vec::new();
         let mut got = Vec::new();
         let mut m = with_hdr(VnetHdr::default(), &f);
-        split_read(&mut m, &mut scratch, |x| got.push(x.to_vec())).unwrap();
+        split_read(&mut m, &mut scratch, 0, |x| got.push(x.to_vec())).unwrap();
         assert_eq!(got, vec![f.clone()]);
         // The kernel leaves the pseudo-header sum in the field and asks us to finish.
         let t = TcpFrame::parse(&f).unwrap();
@@ -663,7 +672,7 @@ mod tests {
         };
         let mut m = with_hdr(hdr, &partial);
         got.clear();
-        split_read(&mut m, &mut scratch, |x| got.push(x.to_vec())).unwrap();
+        split_read(&mut m, &mut scratch, 0, |x| got.push(x.to_vec())).unwrap();
         assert_eq!(got, vec![f]);
         assert!(checksums_ok(&got[0]));
     }
@@ -680,8 +689,18 @@ mod tests {
         };
         let mut m = with_hdr(hdr, big);
         let mut got = Vec::new();
-        let n = split_read(&mut m, &mut Vec::new(), |x| got.push(x.to_vec())).unwrap();
+        let n = split_read(&mut m.clone(), &mut Vec::new(), 0, |x| got.push(x.to_vec())).unwrap();
         assert_eq!(n, got.len());
+        // With headroom, taking each buffer as the data plane does: the same frames,
+        // after zeroed room.
+        let mut taken = Vec::new();
+        split_read(&mut m, &mut Vec::new(), 56, |x| {
+            taken.push(std::mem::take(x))
+        })
+        .unwrap();
+        assert!(taken.iter().all(|t| t[..56].iter().all(|&b| b == 0)));
+        let frames: Vec<&[u8]> = taken.iter().map(|t| &t[56..]).collect();
+        assert_eq!(frames, got);
         got
     }
 
@@ -721,7 +740,7 @@ mod tests {
             gso_size: 1000,
             ..VnetHdr::default()
         };
-        assert!(split_read(&mut with_hdr(hdr, &big), &mut Vec::new(), |_| {}).is_err());
+        assert!(split_read(&mut with_hdr(hdr, &big), &mut Vec::new(), 0, |_| {}).is_err());
         // A TCPV4 request on an IPv6 frame.
         let hdr = VnetHdr {
             gso_type: GSO_TCPV4,
@@ -729,15 +748,15 @@ mod tests {
             ..VnetHdr::default()
         };
         let v6 = tcp6(1, TCP_ACK, &payload(3000));
-        assert!(split_read(&mut with_hdr(hdr, &v6), &mut Vec::new(), |_| {}).is_err());
-        assert!(split_read(&mut [0u8; 4], &mut Vec::new(), |_| {}).is_err());
+        assert!(split_read(&mut with_hdr(hdr, &v6), &mut Vec::new(), 0, |_| {}).is_err());
+        assert!(split_read(&mut [0u8; 4], &mut Vec::new(), 0, |_| {}).is_err());
         let hdr = VnetHdr {
             flags: F_NEEDS_CSUM,
             csum_start: 60,
             csum_offset: 16,
             ..VnetHdr::default()
         };
-        assert!(split_read(&mut with_hdr(hdr, &[0u8; 40]), &mut Vec::new(), |_| {}).is_err());
+        assert!(split_read(&mut with_hdr(hdr, &[0u8; 40]), &mut Vec::new(), 0, |_| {}).is_err());
     }
 
     /// Coalesces `frames` as the driver does and returns the messages written.
@@ -778,7 +797,7 @@ mod tests {
             // IPv4 IDs, which segmentation numbers from the first.
             let mut m = out[0].clone();
             let mut back = Vec::new();
-            split_read(&mut m, &mut Vec::new(), |x| back.push(x.to_vec())).unwrap();
+            split_read(&mut m, &mut Vec::new(), 0, |x| back.push(x.to_vec())).unwrap();
             assert_eq!(back.len(), frames.len());
             for (b, f) in back.iter().zip(&frames) {
                 assert!(checksums_ok(b));
@@ -853,7 +872,7 @@ mod tests {
         let mut back = Vec::new();
         for m in &out {
             let mut m = m.clone();
-            split_read(&mut m, &mut Vec::new(), |x| back.push(x.to_vec())).unwrap();
+            split_read(&mut m, &mut Vec::new(), 0, |x| back.push(x.to_vec())).unwrap();
         }
         let seqs = |dst: u8| -> Vec<u32> {
             back.iter()

@@ -6,7 +6,9 @@
 //!
 //! Contract:
 //! - [`PacketIo::pump_udp`] and [`PacketIo::pump_taps`] feed one batch each and say how
-//!   much they moved; a TAP message is cut into frames first ([`offload::split_read`]).
+//!   much they moved; a TAP message is cut into frames first ([`offload::split_read`]),
+//!   each laid out with [`FRAME_HEADROOM`] bytes before it so the path can seal it in
+//!   the buffer it was cut into.
 //!   After a flush wrote to a TAP queue, the next `pump_taps` reads that queue once
 //!   even when the runtime has not reported it readable: what the host answered while
 //!   the frame was being written (an echo reply, a TCP ACK) goes out in the same turn
@@ -33,7 +35,7 @@ use super::tap::{self, Tap};
 use super::tcp::TcpSender;
 use super::udp::UdpIo;
 use crate::node::snapshot::Snapshot;
-use crate::node::{DataPlane, MAX_FRAME_LEN, Node, TapFrame};
+use crate::node::{DataPlane, FRAME_HEADROOM, MAX_FRAME_LEN, Node, TapFrame};
 use crate::types::{Endpoint, NetworkId, Time, Transmit};
 
 /// Frames read from one TAP before the loop turns to the socket again.
@@ -43,12 +45,13 @@ pub const TAP_BATCH: usize = 64;
 pub trait FramePath {
     /// A datagram arrived (decrypted in place: `data` is unspecified afterwards).
     fn datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &mut [u8]);
-    /// A frame was read from `network`'s TAP.
-    fn tap_frame(&mut self, now: Time, network: NetworkId, frame: &[u8]);
+    /// A frame was read from `network`'s TAP; it lies at `buf[FRAME_HEADROOM..]`, and
+    /// the path may seal it there (taking the buffer and leaving another).
+    fn tap_frame(&mut self, now: Time, network: NetworkId, buf: &mut Vec<u8>);
     /// The next datagram to send.
     fn poll_transmit(&mut self) -> Option<Transmit>;
-    /// The next frame for a TAP.
-    fn poll_tap(&mut self) -> Option<TapFrame>;
+    /// The next frame for a TAP: `frame[start..]` of what comes back with `start`.
+    fn poll_tap(&mut self) -> Option<(TapFrame, usize)>;
     /// A buffer handed out earlier, written and given back.
     fn recycle(&mut self, buf: Vec<u8>);
     /// Packets authenticated so far (see [`Node::authenticated`]).
@@ -59,15 +62,15 @@ impl FramePath for Node {
     fn datagram(&mut self, now: Time, local: Endpoint, from: Endpoint, data: &mut [u8]) {
         self.handle_datagram_in_place(now, local, from, data);
     }
-    fn tap_frame(&mut self, now: Time, network: NetworkId, frame: &[u8]) {
+    fn tap_frame(&mut self, now: Time, network: NetworkId, buf: &mut Vec<u8>) {
         // A frame the switch drops is counted there.
-        let _ = self.handle_tap_frame(now, network, frame);
+        let _ = self.handle_tap_buffer(now, network, buf);
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         Node::poll_transmit(self)
     }
-    fn poll_tap(&mut self) -> Option<TapFrame> {
-        Node::poll_tap(self)
+    fn poll_tap(&mut self) -> Option<(TapFrame, usize)> {
+        Node::poll_tap_at(self)
     }
     fn recycle(&mut self, buf: Vec<u8>) {
         Node::recycle(self, buf);
@@ -89,14 +92,14 @@ impl FramePath for WorkerPath {
     fn datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &mut [u8]) {
         self.data.outside_in_place(&self.snapshot, now, from, data);
     }
-    fn tap_frame(&mut self, now: Time, network: NetworkId, frame: &[u8]) {
-        let _ = self.data.inside(&self.snapshot, now, network, frame);
+    fn tap_frame(&mut self, now: Time, network: NetworkId, buf: &mut Vec<u8>) {
+        let _ = self.data.inside_buffer(&self.snapshot, now, network, buf);
     }
     fn poll_transmit(&mut self) -> Option<Transmit> {
         self.data.poll_transmit()
     }
-    fn poll_tap(&mut self) -> Option<TapFrame> {
-        self.data.poll_tap()
+    fn poll_tap(&mut self) -> Option<(TapFrame, usize)> {
+        self.data.poll_tap_at()
     }
     fn recycle(&mut self, buf: Vec<u8>) {
         self.data.recycle(buf);
@@ -151,7 +154,7 @@ pub struct PacketIo {
     transmits: Vec<Transmit>,
     /// One message read from a TAP (virtio header and a frame of up to 64 KiB).
     message: Vec<u8>,
-    /// Where a segmentation frame is cut into frames.
+    /// Where each frame of a message is laid out to be sealed (the path may take it).
     segment: Vec<u8>,
     coalescer: Coalescer,
     counters: TapCounters,
@@ -172,7 +175,7 @@ impl PacketIo {
             written: Vec::new(),
             transmits: Vec::with_capacity(256),
             message: vec![0; tap::MESSAGE_LEN],
-            segment: Vec::with_capacity(MAX_FRAME_LEN),
+            segment: Vec::with_capacity(FRAME_HEADROOM + MAX_FRAME_LEN),
             coalescer: Coalescer::new(),
             counters: TapCounters::default(),
             tcp: None,
@@ -266,7 +269,8 @@ impl PacketIo {
                         break;
                     }
                 };
-                let split = offload::split_read(&mut self.message[..len], &mut self.segment, |f| {
+                let message = &mut self.message[..len];
+                let split = offload::split_read(message, &mut self.segment, FRAME_HEADROOM, |f| {
                     path.tap_frame(now, *network, f)
                 });
                 match split {
@@ -300,12 +304,12 @@ impl PacketIo {
             }
         }
         let mut current: Option<NetworkId> = None;
-        while let Some(f) = path.poll_tap() {
+        while let Some((f, start)) = path.poll_tap() {
             if current != Some(f.network) {
                 self.write_merged(current, None);
                 current = Some(f.network);
             }
-            self.write_merged(current, Some(&f.frame));
+            self.write_merged(current, Some(f.frame.get(start..).unwrap_or_default()));
             path.recycle(f.frame);
         }
         self.write_merged(current, None);

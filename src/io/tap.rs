@@ -287,7 +287,7 @@ fn plain_frame(buf: &mut [u8], n: usize) -> io::Result<usize> {
     if hdr.flags & offload::F_NEEDS_CSUM != 0 && hdr.gso_type == offload::GSO_NONE {
         // Completing the checksum is what split_read does for a single frame.
         let mut len = 0;
-        offload::split_read(&mut buf[..n], &mut Vec::new(), |f| len = f.len()).map_err(bad)?;
+        offload::split_read(&mut buf[..n], &mut Vec::new(), 0, |f| len = f.len()).map_err(bad)?;
     }
     buf.copy_within(offload::VNET_HDR_LEN..n, 0);
     Ok(n - offload::VNET_HDR_LEN)

@@ -66,7 +66,7 @@ pub use control::multicast::{
 };
 pub use control::worlds::{MAX_MOONS, ORBIT_RETRY, WORLD_REFRESH, WorldInfo};
 pub use control::{ROOT_ANSWER_TIMEOUT, ROOT_RETRY, RootReport};
-pub use data::{DataPlane, ToControl};
+pub use data::{DataPlane, FRAME_HEADROOM, ToControl};
 use network::{Credentials, NetworkInfo, NetworkStatus, Policy, RuleKey};
 use peer::Role;
 pub use snapshot::{PeerTraffic, Snapshot};
@@ -584,6 +584,23 @@ impl Node {
         verdict
     }
 
+    /// [`handle_tap_frame`](Self::handle_tap_frame) for a frame at
+    /// `buf[FRAME_HEADROOM..]`, sealed where it lies when it can be (see
+    /// [`DataPlane::inside_buffer`]; `buf` may come back as another, empty buffer).
+    pub fn handle_tap_buffer(
+        &mut self,
+        now: Time,
+        network: NetworkId,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
+        self.now = now;
+        let verdict = self
+            .data
+            .inside_buffer(self.control.snapshot(), now, network, buf);
+        self.after_data(now);
+        verdict
+    }
+
     /// The time from [`poll_timeout`](Self::poll_timeout) has come.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
@@ -606,6 +623,12 @@ impl Node {
     /// The next frame for a TAP device.
     pub fn poll_tap(&mut self) -> Option<TapFrame> {
         self.data.poll_tap()
+    }
+
+    /// [`poll_tap`](Self::poll_tap) without moving the frame to the start of its
+    /// buffer: the frame is `frame[start..]` (see [`DataPlane::poll_tap_at`]).
+    pub fn poll_tap_at(&mut self) -> Option<(TapFrame, usize)> {
+        self.data.poll_tap_at()
     }
 
     /// The next event.

@@ -809,9 +809,16 @@ fn parse_network(r: &mut Reader<'_>, what: &'static str) -> Result<NetworkId, Wi
 /// Appends the [`FRAME_HEADER_LEN`] bytes that start a Frame message, so a driver can
 /// read or copy the Ethernet frame straight after them (one copy on the send path).
 pub fn emit_frame_header(network: NetworkId, flags: u8, out: &mut Vec<u8>) {
-    out.push(Verb::Frame.into());
-    out.extend_from_slice(&network.value().to_be_bytes());
-    out.push(flags);
+    out.extend_from_slice(&frame_header(network, flags));
+}
+
+/// The bytes [`emit_frame_header`] appends, for a caller that writes them in place.
+pub fn frame_header(network: NetworkId, flags: u8) -> [u8; FRAME_HEADER_LEN] {
+    let mut head = [0u8; FRAME_HEADER_LEN];
+    head[0] = Verb::Frame.into();
+    head[1..9].copy_from_slice(&network.value().to_be_bytes());
+    head[9] = flags;
+    head
 }
 
 /// Encoded length of an endpoint: 7 for IPv4, 19 for IPv6.

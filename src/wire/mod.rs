@@ -186,11 +186,12 @@ pub use message::{
     CREDENTIALS_ASK, ECHO_MAX_LEN, ErrorCode, FRAME_FORWARDED, FRAME_HEADER_LEN, Gathered, Hello,
     HelloOk, IDENTITY_LEN, IdentityBytes, MAX_GATHERED, MAX_LIST_LEN, MAX_PUSHED_PATHS,
     MAX_WORLDS_ASKED, Message, OkBody, PROTOCOL_VERSION, SOFTWARE_VERSION, SUBSCRIPTION_LEN,
-    SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, parse_endpoint,
+    SoftwareVersion, Verb, emit_endpoint, emit_frame_header, endpoint_len, frame_header,
+    parse_endpoint,
 };
 pub use packet::{
     COOKIE_LEN, COOKIE_NONCE_LEN, DATA_PREFIX_LEN, DataMut, HEADER_LEN, Header, Kind, MAC_LEN,
-    MAX_HOPS, Outer, Packet, Piece, TAG_LEN, data_aad, emit_data_prefix, field, parse,
+    MAX_HOPS, Outer, Packet, Piece, TAG_LEN, data_aad, data_prefix, emit_data_prefix, field, parse,
     parse_data_mut,
 };
 

@@ -622,11 +622,22 @@ pub fn emit_data_prefix(
     counter: u64,
     out: &mut Vec<u8>,
 ) -> [u8; DATA_PREFIX_LEN] {
+    let prefix = data_prefix(dest, src, receiver_index, counter);
+    out.extend_from_slice(&prefix);
+    prefix
+}
+
+/// The prefix [`emit_data_prefix`] appends, for a caller that writes it in place.
+pub fn data_prefix(
+    dest: NodeAddress,
+    src: NodeAddress,
+    receiver_index: u32,
+    counter: u64,
+) -> [u8; DATA_PREFIX_LEN] {
     let mut prefix = [0u8; DATA_PREFIX_LEN];
     prefix[..HEADER_LEN].copy_from_slice(&Header::new(Kind::Data, dest, src).to_bytes());
     prefix[field::DATA_RECEIVER_INDEX].copy_from_slice(&receiver_index.to_be_bytes());
     prefix[field::DATA_COUNTER].copy_from_slice(&counter.to_be_bytes());
-    out.extend_from_slice(&prefix);
     prefix
 }
 

@@ -9,14 +9,33 @@
 //! sender is a member and applies its own rules, and never copies or redirects them
 //! again (so two members' rules cannot bounce a frame between them).
 
-use super::{DataPlane, STORM_IN, STORM_OUT, ToControl};
+use super::{DataPlane, FRAME_HEADROOM, STORM_IN, STORM_OUT, ToControl};
 use crate::node::network::{ParsedFrame, judge};
 use crate::node::snapshot::Snapshot;
 use crate::node::switch::{DropReason, Outbound};
 use crate::node::{MAX_FRAME_LEN, TapFrame};
 use crate::rules::{Copies, Direction, Verdict};
 use crate::types::{NetworkId, NodeAddress, Time};
-use crate::wire::{self, FRAME_FORWARDED};
+use crate::wire::{
+    self, DATA_PREFIX_LEN, FRAGMENT_OVERHEAD, FRAME_FORWARDED, FRAME_HEADER_LEN, TAG_LEN,
+};
+
+/// A frame on its way: borrowed (copied when it is sealed or delivered), or at
+/// `buf[at..]` in a buffer the seal or the delivery may take, leaving an empty one from
+/// the pool in its place.
+pub(super) enum Held<'a> {
+    Slice(&'a [u8]),
+    Buffer { buf: &'a mut Vec<u8>, at: usize },
+}
+
+impl Held<'_> {
+    pub(super) fn bytes(&self) -> &[u8] {
+        match self {
+            Held::Slice(frame) => frame,
+            Held::Buffer { buf, at } => buf.get(*at..).unwrap_or_default(),
+        }
+    }
+}
 
 impl DataPlane {
     /// A frame read from the TAP of `network`: switched to its member(s), filtered by
@@ -31,6 +50,25 @@ impl DataPlane {
         network: NetworkId,
         frame: &[u8],
     ) -> Result<(), DropReason> {
+        let mut buf = self.buffer();
+        buf.resize(FRAME_HEADROOM, 0);
+        buf.extend_from_slice(frame);
+        let result = self.inside_buffer(snap, now, network, &mut buf);
+        self.recycle(buf);
+        result
+    }
+
+    /// [`inside`](Self::inside) for a frame at `buf[FRAME_HEADROOM..]` (what lies before
+    /// it is overwritten): the last recipient's packet is sealed where the frame lies,
+    /// saving a copy. The buffer may be taken for that; `buf` is then an empty buffer
+    /// from the pool.
+    pub fn inside_buffer(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        network: NetworkId,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), DropReason> {
         self.sync(snap);
         let random = self.random() as u32;
         let Some(net) = self.nets.get_mut(&network) else {
@@ -39,6 +77,7 @@ impl DataPlane {
         if !net.ok {
             return Err(DropReason::NotAMember);
         }
+        let frame = buf.get(FRAME_HEADROOM..).unwrap_or_default();
         // One parse of the header for the switch and the rules.
         let parsed = ParsedFrame::parse(frame);
         let group_frame = parsed
@@ -74,6 +113,8 @@ impl DataPlane {
                 entry.touch(now);
             }
         }
+        // The last recipient, when no copy of the frame follows it, gets the buffer.
+        let mut in_place = None;
         for (i, &peer) in peers.iter().enumerate() {
             let random = if i == 0 { random } else { self.random() as u32 };
             let Some(net) = self.nets.get_mut(&network) else {
@@ -89,14 +130,31 @@ impl DataPlane {
                 &parsed,
                 random,
             );
-            match judged.verdict {
-                Verdict::Accept => self.send_frame(snap, now, network, peer, 0, frame),
-                Verdict::Redirect { to } => {
-                    self.send_frame(snap, now, network, to, FRAME_FORWARDED, frame)
+            let to = match judged.verdict {
+                Verdict::Accept => Some((peer, 0)),
+                Verdict::Redirect { to } => Some((to, FRAME_FORWARDED)),
+                Verdict::Drop => {
+                    self.stats.drop_rules += 1;
+                    None
                 }
-                Verdict::Drop => self.stats.drop_rules += 1,
+            };
+            match to {
+                Some(to) if i + 1 == peers.len() && judged.copies.is_empty() => {
+                    in_place = Some(to);
+                }
+                Some((to, flags)) => {
+                    self.send(snap, now, network, to, flags, Held::Slice(frame));
+                }
+                None => {}
             }
             self.send_copies(snap, now, network, &judged.copies, &parsed);
+        }
+        if let Some((to, flags)) = in_place {
+            let held = Held::Buffer {
+                buf,
+                at: FRAME_HEADROOM,
+            };
+            self.send(snap, now, network, to, flags, held);
         }
         Ok(())
     }
@@ -104,16 +162,17 @@ impl DataPlane {
     /// Seals one frame for `peer` with its current session and queues the datagram(s)
     /// on its published route; hands it to control when either is missing, or when the
     /// network needs credentials and `peer` has not shown its own yet.
-    pub(crate) fn send_frame(
+    fn send(
         &mut self,
         snap: &Snapshot,
         now: Time,
         network: NetworkId,
         peer: NodeAddress,
         flags: u8,
-        frame: &[u8],
+        frame: Held<'_>,
     ) {
-        if peer == snap.me || frame.len() > MAX_FRAME_LEN {
+        let frame_len = frame.bytes().len();
+        if peer == snap.me || frame_len > MAX_FRAME_LEN {
             return;
         }
         self.stats.frames_out += 1;
@@ -126,7 +185,7 @@ impl DataPlane {
             Some((session, p.route.as_ref()?, &p.activity))
         });
         let (Some((session, route, activity)), false) = (target, introduce) else {
-            let frame = self.buffer_from(frame);
+            let frame = self.buffer_from(frame.bytes());
             self.hand_to_control(ToControl::Frame {
                 network,
                 peer,
@@ -136,19 +195,45 @@ impl DataPlane {
             });
             return;
         };
-        let mut buf = self.buffer();
+        // Where the packet starts: after room for a fragment header when it will be cut.
+        let sealed_len = DATA_PREFIX_LEN + FRAME_HEADER_LEN + frame_len + TAG_LEN;
+        let at = if sealed_len > route.mtu {
+            FRAGMENT_OVERHEAD
+        } else {
+            0
+        };
+        let plain = at + DATA_PREFIX_LEN + FRAME_HEADER_LEN;
+        let mut buf = match frame {
+            Held::Buffer {
+                buf: held,
+                at: from,
+            } => {
+                let mut buf = std::mem::replace(held, self.buffer());
+                if plain != from {
+                    buf.resize(buf.len().max(plain + frame_len), 0);
+                    buf.copy_within(from..from + frame_len, plain);
+                    buf.truncate(plain + frame_len);
+                }
+                buf
+            }
+            Held::Slice(frame) => {
+                let mut buf = self.buffer();
+                buf.resize(plain, 0);
+                buf.extend_from_slice(frame);
+                buf
+            }
+        };
         let me = snap.me;
         let sealed = session.seal(now, &mut buf, |info, b| {
-            let aad = wire::emit_data_prefix(peer, me, info.receiver_index, info.counter, b);
-            let start = b.len();
-            wire::emit_frame_header(network, flags, b);
-            b.extend_from_slice(frame);
-            (aad, start)
+            let aad = wire::data_prefix(peer, me, info.receiver_index, info.counter);
+            b[at..at + DATA_PREFIX_LEN].copy_from_slice(&aad);
+            b[at + DATA_PREFIX_LEN..plain].copy_from_slice(&wire::frame_header(network, flags));
+            (aad, at + DATA_PREFIX_LEN)
         });
         if sealed.is_err() {
             // Used up between the check and the seal (another worker): control rekeys.
-            buf.clear();
-            buf.extend_from_slice(frame);
+            // The seal failed before writing anything: the frame is still plaintext.
+            buf.drain(..plain);
             self.hand_to_control(ToControl::Frame {
                 network,
                 peer,
@@ -158,9 +243,9 @@ impl DataPlane {
             });
             return;
         }
-        activity.frame_sent(now, frame.len());
+        activity.frame_sent(now, frame_len);
         route.via.sent(now);
-        self.push_datagram(route.to, buf, route.mtu);
+        self.push_packet(route.to, buf, at, route.mtu);
     }
 
     /// Sends each observer its copy of `frame` (cut to the rule's length), flagged as
@@ -180,14 +265,8 @@ impl DataPlane {
         for copy in copies.iter() {
             let len = header + copy.payload_len.min(eth.payload.len());
             self.stats.frames_copied += 1;
-            self.send_frame(
-                snap,
-                now,
-                network,
-                copy.to,
-                FRAME_FORWARDED,
-                &frame.bytes[..len],
-            );
+            let cut = Held::Slice(&frame.bytes[..len]);
+            self.send(snap, now, network, copy.to, FRAME_FORWARDED, cut);
         }
     }
 
@@ -210,6 +289,24 @@ impl DataPlane {
         frame: &[u8],
         retried: bool,
     ) {
+        let held = Held::Slice(frame);
+        self.deliver_held(snap, now, peer, network, flags, held, retried);
+    }
+
+    /// [`deliver`](Self::deliver) of a frame that may lie in a buffer the TAP queue
+    /// can take as it is (a packet reassembled or copied here).
+    #[allow(clippy::too_many_arguments)] // as deliver
+    pub(super) fn deliver_held(
+        &mut self,
+        snap: &Snapshot,
+        now: Time,
+        peer: NodeAddress,
+        network: NetworkId,
+        flags: u8,
+        held: Held<'_>,
+        retried: bool,
+    ) {
+        let frame = held.bytes();
         self.sync(snap);
         let random = self.random() as u32;
         let Some(net) = self.nets.get_mut(&network) else {
@@ -275,7 +372,7 @@ impl DataPlane {
         match judged.verdict {
             Verdict::Accept => {}
             Verdict::Redirect { to } if !forwarded => {
-                self.send_frame(snap, now, network, to, FRAME_FORWARDED, frame);
+                self.send(snap, now, network, to, FRAME_FORWARDED, Held::Slice(frame));
                 return;
             }
             Verdict::Redirect { .. } | Verdict::Drop => {
@@ -287,11 +384,15 @@ impl DataPlane {
             p.activity.frame_received(now, frame.len());
         }
         self.stats.frames_in += 1;
-        let frame = self.buffer_from(frame);
-        self.tap_push(TapFrame {
+        let (frame, start) = match held {
+            Held::Slice(frame) => (self.buffer_from(frame), 0),
+            Held::Buffer { buf, at } => (std::mem::replace(buf, self.buffer()), at),
+        };
+        let frame = TapFrame {
             network,
             from: peer,
             frame,
-        });
+        };
+        self.tap_push(frame, start);
     }
 }

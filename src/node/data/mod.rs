@@ -28,6 +28,14 @@
 //! It never reads a clock or OS randomness (`now` comes with every input, its RNG is
 //! seeded by the control core), and allocates nothing per frame in steady state:
 //! datagrams and TAP frames are drawn from a pool that [`DataPlane::recycle`] refills.
+//!
+//! It copies a frame as little as it can. A frame the driver lays out with
+//! [`FRAME_HEADROOM`] free bytes before it ([`DataPlane::inside_buffer`]) is sealed
+//! where it lies for its last recipient, and the first fragment of a packet cut to the
+//! path MTU is that same buffer (only the later fragments are copied). A frame opened in
+//! a buffer of its own (reassembled from fragments, or copied by
+//! [`DataPlane::outside`]) goes to the TAP queue in that buffer, with where it starts
+//! ([`DataPlane::poll_tap_at`]).
 //! It is `Send`, so a driver may run one per worker thread on a shared `Arc<Snapshot>`.
 //!
 //! Every drop is counted in its own [`NodeStats`] (the node merges them with the
@@ -55,12 +63,19 @@ use super::snapshot::Snapshot;
 use super::switch::{GROUP_FRAMES_PER_SECOND, NetworkSwitch, SwitchStats};
 use super::{MAX_PENDING_OUTPUT, NodeStats, TapFrame};
 use crate::types::{Endpoint, MulticastGroup, NetworkId, NodeAddress, Time, Transmit};
-use crate::wire::{self, FRAGMENT_OVERHEAD, HEADER_LEN, Kind, MAX_FRAGMENTS, Reassembler};
+use crate::wire::{
+    self, DATA_PREFIX_LEN, FRAGMENT_OVERHEAD, FRAME_HEADER_LEN, HEADER_LEN, Kind, MAX_FRAGMENTS,
+    Reassembler,
+};
 
 /// At most this many spare buffers are kept for reuse.
 pub const POOL_MAX: usize = 1024;
-/// Capacity of a fresh buffer: a full default-MTU datagram or a 1,500-byte frame fit.
-const BUFFER_CAPACITY: usize = 2048;
+/// Capacity of a fresh buffer: a full frame of the default MTU (2,756) with the room
+/// to seal it where it lies fits, so buffers do not grow (and copy) on the frame path.
+const BUFFER_CAPACITY: usize = 4096;
+/// Bytes a frame handed to [`DataPlane::inside_buffer`] has free before it, so that it
+/// can be sealed where it lies: a Fragment header, the Data prefix and the Frame header.
+pub const FRAME_HEADROOM: usize = FRAGMENT_OVERHEAD + DATA_PREFIX_LEN + FRAME_HEADER_LEN;
 
 /// Work the data plane hands to the control core (see the module documentation).
 #[derive(Debug)]
@@ -194,7 +209,8 @@ pub struct DataPlane {
     nets: HashMap<NetworkId, NetState>,
     reassembler: Reassembler,
     transmits: VecDeque<Transmit>,
-    tap: VecDeque<TapFrame>,
+    /// Frames for the TAP, each with where it starts in its buffer.
+    tap: VecDeque<(TapFrame, usize)>,
     control: VecDeque<ToControl>,
     /// Items ever handed to control (0 per frame in steady state).
     handed_over: u64,
@@ -241,6 +257,14 @@ impl DataPlane {
 
     /// The next frame for the TAP.
     pub fn poll_tap(&mut self) -> Option<TapFrame> {
+        let (mut frame, start) = self.tap.pop_front()?;
+        frame.frame.drain(..start);
+        Some(frame)
+    }
+
+    /// [`poll_tap`](Self::poll_tap) without moving the frame to the start of its
+    /// buffer: the frame is `frame[start..]` of what comes back with `start`.
+    pub fn poll_tap_at(&mut self) -> Option<(TapFrame, usize)> {
         self.tap.pop_front()
     }
 
@@ -391,24 +415,33 @@ impl DataPlane {
         crate::types::splitmix64(&mut self.rng)
     }
 
-    fn tap_push(&mut self, frame: TapFrame) {
+    /// Queues a frame for the TAP: `frame.frame[start..]`.
+    fn tap_push(&mut self, frame: TapFrame, start: usize) {
         if self.tap.len() >= MAX_PENDING_OUTPUT {
-            if let Some(old) = self.tap.pop_front() {
+            if let Some((old, _)) = self.tap.pop_front() {
                 self.recycle(old.frame);
             }
             self.stats.drop_queue_full += 1;
         }
-        self.tap.push_back(frame);
+        self.tap.push_back((frame, start));
     }
 
-    /// Queues a sealed packet to `to`, cut into Fragment datagrams (from the pool) when
-    /// it is larger than `mtu`, the way [`wire::fragment`] cuts it.
-    fn push_datagram(&mut self, to: Endpoint, packet: Vec<u8>, mtu: usize) {
-        if packet.len() <= mtu {
+    /// Queues a sealed packet to `to`: `buf[at..]`, where `at` is 0 or
+    /// [`FRAGMENT_OVERHEAD`]. A packet larger than `mtu` is cut into Fragment datagrams
+    /// the way [`wire::fragment`] cuts it; the first is made where the packet lies (its
+    /// fragment header written into the `at` bytes before it), the others are copied
+    /// into buffers from the pool. With `at` 0, a packet larger than `mtu` is copied
+    /// whole.
+    fn push_packet(&mut self, to: Endpoint, mut buf: Vec<u8>, at: usize, mtu: usize) {
+        let len = buf.len().saturating_sub(at);
+        if len <= mtu {
+            if at > 0 {
+                buf.drain(..at);
+            }
             self.stats.tx_datagrams += 1;
             self.transmits.push_back(Transmit {
                 destination: to,
-                contents: packet,
+                contents: buf,
             });
             return;
         }
@@ -416,32 +449,54 @@ impl DataPlane {
         let count = if room == 0 {
             usize::MAX
         } else {
-            packet.len().div_ceil(room)
+            len.div_ceil(room)
         };
-        if count > MAX_FRAGMENTS || packet.len() < HEADER_LEN {
-            self.recycle(packet);
+        if count > MAX_FRAGMENTS || len < HEADER_LEN {
+            self.recycle(buf);
             return;
         }
         let id = self.random();
-        let chunk_len = packet.len().div_ceil(count);
-        let mut head = [0u8; HEADER_LEN];
-        head.copy_from_slice(&packet[..HEADER_LEN]);
+        let chunk_len = len.div_ceil(count);
+        let chunks = len.div_ceil(chunk_len) as u8; // <= count <= MAX_FRAGMENTS
+        let mut head = [0u8; FRAGMENT_OVERHEAD];
+        head[..HEADER_LEN].copy_from_slice(&buf[at..at + HEADER_LEN]);
         head[wire::field::KIND] = Kind::Fragment.into();
-        let chunks = packet.len().div_ceil(chunk_len);
-        for (index, chunk) in packet.chunks(chunk_len).enumerate() {
+        head[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&id.to_be_bytes());
+        head[FRAGMENT_OVERHEAD - 1] = chunks;
+        // The first fragment keeps its place in the queue; the others follow it.
+        let first = self.transmits.len();
+        for index in 1..chunks {
+            let chunk_at = at + usize::from(index) * chunk_len;
+            let chunk = &buf[chunk_at..(chunk_at + chunk_len).min(buf.len())];
             let mut datagram = self.buffer();
+            head[FRAGMENT_OVERHEAD - 2] = index;
             datagram.extend_from_slice(&head);
-            datagram.extend_from_slice(&id.to_be_bytes());
-            datagram.push(index as u8); // index < count <= MAX_FRAGMENTS
-            datagram.push(chunks as u8);
             datagram.extend_from_slice(chunk);
-            self.stats.tx_datagrams += 1;
             self.transmits.push_back(Transmit {
                 destination: to,
                 contents: datagram,
             });
         }
-        self.recycle(packet);
+        head[FRAGMENT_OVERHEAD - 2] = 0;
+        let start = if at == FRAGMENT_OVERHEAD {
+            buf.truncate(at + chunk_len);
+            buf[..at].copy_from_slice(&head);
+            buf
+        } else {
+            let mut datagram = self.buffer();
+            datagram.extend_from_slice(&head);
+            datagram.extend_from_slice(&buf[at..at + chunk_len]);
+            self.recycle(buf);
+            datagram
+        };
+        self.transmits.insert(
+            first,
+            Transmit {
+                destination: to,
+                contents: start,
+            },
+        );
+        self.stats.tx_datagrams += u64::from(chunks);
     }
 }
 
@@ -492,13 +547,22 @@ mod tests {
         wire::emit_data_prefix(peer, me, 9, 3, &mut packet);
         packet.extend((0..2_900u32).map(|i| i as u8));
         let to: Endpoint = "198.51.100.7/9993".parse().unwrap();
-        d.push_datagram(to, packet.clone(), 1432);
-        let ours: Vec<Vec<u8>> = std::iter::from_fn(|| d.poll_transmit())
-            .map(|t| t.contents)
-            .collect();
-        let id = u64::from_be_bytes(ours[0][12..20].try_into().unwrap());
-        let theirs = wire::fragment(&packet, 1432, id).unwrap();
-        assert_eq!(ours, theirs);
-        assert_eq!(d.stats().tx_datagrams, theirs.len() as u64);
+        // Laid out in place (room for a fragment header before it) and in a plain
+        // buffer, cut into 3 fragments, into 2, or not at all.
+        for mtu in [1100, 1432, 4000] {
+            for at in [FRAGMENT_OVERHEAD, 0] {
+                let mut buf = vec![0xee; at];
+                buf.extend_from_slice(&packet);
+                let before = d.stats().tx_datagrams;
+                d.push_packet(to, buf, at, mtu);
+                let ours: Vec<Vec<u8>> = std::iter::from_fn(|| d.poll_transmit())
+                    .map(|t| t.contents)
+                    .collect();
+                let id = u64::from_be_bytes(ours[0][12..20].try_into().unwrap());
+                let theirs = wire::fragment(&packet, mtu, id).unwrap();
+                assert_eq!(ours, theirs, "mtu {mtu}, at {at}");
+                assert_eq!(d.stats().tx_datagrams - before, theirs.len() as u64);
+            }
+        }
     }
 }

@@ -1,10 +1,11 @@
 //! Outside → inside: a datagram becomes a frame for the TAP (or work for control).
 
+use super::inside::Held;
 use super::{DataPlane, ToControl};
 use crate::crypto::table::TableError;
 use crate::node::snapshot::{Came, RxSession, Snapshot};
 use crate::types::{Endpoint, NodeAddress, Time};
-use crate::wire::{self, Arrival, Message, Outer};
+use crate::wire::{self, Arrival, DATA_PREFIX_LEN, FRAME_HEADER_LEN, Message, Outer};
 
 impl DataPlane {
     /// A datagram from `from`. A Data packet on a confirmed session is copied into a
@@ -22,7 +23,8 @@ impl DataPlane {
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         buf.extend_from_slice(datagram);
-        self.open(snap, now, from, direct, rx, &mut buf);
+        // A delivered frame may keep the buffer; the next datagram gets another.
+        self.open(snap, now, from, direct, rx, Packet::Ours(&mut buf));
         self.scratch = buf;
     }
 
@@ -38,7 +40,7 @@ impl DataPlane {
         self.stats.rx_datagrams += 1;
         self.sync(snap);
         if let Some((rx, direct)) = self.classify(snap, now, from, datagram, None) {
-            self.open(snap, now, from, direct, rx, datagram);
+            self.open(snap, now, from, direct, rx, Packet::Callers(datagram));
         }
     }
 
@@ -75,7 +77,7 @@ impl DataPlane {
                 let mut whole = whole?;
                 let relayed = Some(header.hops > 0);
                 if let Some((rx, direct)) = self.classify(snap, now, from, &whole, relayed) {
-                    self.open(snap, now, from, direct, rx, &mut whole);
+                    self.open(snap, now, from, direct, rx, Packet::Ours(&mut whole));
                 }
                 self.reassembler.recycle(whole);
                 return None;
@@ -109,8 +111,12 @@ impl DataPlane {
         from: Endpoint,
         direct: bool,
         rx: &RxSession,
-        datagram: &mut [u8],
+        mut packet: Packet<'_>,
     ) {
+        let datagram = match &mut packet {
+            Packet::Callers(datagram) => &mut **datagram,
+            Packet::Ours(buf) => buf.as_mut_slice(),
+        };
         let Ok(data) = wire::parse_data_mut(datagram) else {
             self.stats.drop_malformed += 1;
             return;
@@ -159,8 +165,26 @@ impl DataPlane {
                 self.hand_to_control(ToControl::Seen { peer, from });
             }
         }
-        self.deliver(snap, now, peer, network, flags, frame, false);
+        // The frame lies right after the Data prefix and the Frame header.
+        let (len, frame_ptr) = (frame.len(), frame.as_ptr());
+        let at = DATA_PREFIX_LEN + FRAME_HEADER_LEN;
+        let held = match packet {
+            Packet::Callers(datagram) => Held::Slice(&datagram[at..at + len]),
+            Packet::Ours(buf) => {
+                buf.truncate(at + len);
+                Held::Buffer { buf, at }
+            }
+        };
+        debug_assert_eq!(held.bytes().as_ptr(), frame_ptr);
+        self.deliver_held(snap, now, peer, network, flags, held, false);
     }
+}
+
+/// Where an arriving packet lies: in the caller's receive buffer (which it keeps), or
+/// in one of ours that a delivered frame may take as it is.
+enum Packet<'a> {
+    Callers(&'a mut [u8]),
+    Ours(&'a mut Vec<u8>),
 }
 
 /// How a fragment claiming to come from `src` reached us: on a path the control core
