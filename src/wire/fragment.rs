@@ -419,24 +419,30 @@ impl Reassembler {
             return None;
         }
 
-        let partial = self.remove(slot, None)?;
         // Fragments usually arrive in order, and then the chunks already lie in order.
+        // The partial stays in its slot until its data is out (it is a few hundred
+        // bytes: moving it costs more than reading it in place).
         let in_order = partial
             .chunks
             .iter()
             .flatten()
             .try_fold(0, |next, &(at, len)| (at == next).then_some(at + len))
             .is_some();
-        let packet = if in_order {
-            partial.data
-        } else {
+        let reordered = (!in_order).then(|| {
             let mut packet = self.spare.pop().unwrap_or_default();
             packet.clear();
             for &(at, len) in partial.chunks.iter().flatten() {
                 packet.extend_from_slice(&partial.data[at..at + len]);
             }
-            self.recycle(partial.data);
             packet
+        });
+        let data = self.remove(slot, None)?;
+        let packet = match reordered {
+            Some(packet) => {
+                self.recycle(data);
+                packet
+            }
+            None => data,
         };
         match Header::parse(&packet) {
             Ok(header) if header.kind != Kind::Fragment && header.src == src => {
@@ -583,25 +589,29 @@ impl Reassembler {
 
     /// Removes a partial packet and keeps its buffer for reuse.
     fn discard(&mut self, slot: usize, reason: Option<Removal>) {
-        if let Some(partial) = self.remove(slot, reason) {
-            self.recycle(partial.data);
+        if let Some(data) = self.remove(slot, reason) {
+            self.recycle(data);
         }
     }
 
-    /// Removes a partial packet from every index, counting `reason` if it is a drop.
-    fn remove(&mut self, slot: usize, reason: Option<Removal>) -> Option<Partial> {
-        let partial = self.slots.get_mut(slot)?.take()?;
+    /// Removes a partial packet from every index, counting `reason` if it is a drop;
+    /// returns its data.
+    fn remove(&mut self, slot: usize, reason: Option<Removal>) -> Option<Vec<u8>> {
+        let partial = self.slots.get_mut(slot)?.as_mut()?;
+        let data = std::mem::take(&mut partial.data);
+        let key = (partial.owner, partial.src, partial.packet_id);
+        self.slots[slot] = None;
         self.free.push(slot);
         self.live -= 1;
-        self.by_id
-            .remove(&(partial.owner, partial.src, partial.packet_id));
-        if let Some(n) = self.per_owner.get_mut(&partial.owner) {
+        self.by_id.remove(&key);
+        let owner = key.0;
+        if let Some(n) = self.per_owner.get_mut(&owner) {
             *n -= 1;
             if *n == 0 {
-                self.per_owner.remove(&partial.owner);
+                self.per_owner.remove(&owner);
             }
         }
-        self.bytes -= partial.data.len();
+        self.bytes -= data.len();
         let counter = match reason {
             None => None,
             Some(Removal::Inconsistent) => Some(&mut self.stats.inconsistent),
@@ -613,7 +623,7 @@ impl Reassembler {
         if let Some(counter) = counter {
             *counter += 1;
         }
-        Some(partial)
+        Some(data)
     }
 }
 

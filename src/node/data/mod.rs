@@ -463,8 +463,12 @@ impl DataPlane {
         head[wire::field::KIND] = Kind::Fragment.into();
         head[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&id.to_be_bytes());
         head[FRAGMENT_OVERHEAD - 1] = chunks;
-        // The first fragment keeps its place in the queue; the others follow it.
+        // The first fragment's place in the queue; the others follow it.
         let first = self.transmits.len();
+        self.transmits.push_back(Transmit {
+            destination: to,
+            contents: Vec::new(),
+        });
         for index in 1..chunks {
             let chunk_at = at + usize::from(index) * chunk_len;
             let chunk = &buf[chunk_at..(chunk_at + chunk_len).min(buf.len())];
@@ -489,13 +493,7 @@ impl DataPlane {
             self.recycle(buf);
             datagram
         };
-        self.transmits.insert(
-            first,
-            Transmit {
-                destination: to,
-                contents: start,
-            },
-        );
+        self.transmits[first].contents = start;
         self.stats.tx_datagrams += u64::from(chunks);
     }
 }
