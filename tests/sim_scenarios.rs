@@ -243,7 +243,7 @@ fn forged_and_bit_flipped_packets_are_dropped_and_counted() {
     let (mut m, b, genuine) = captured_frame(6, 300);
     let a = m.nodes[0];
     let to_b = genuine.to;
-    let before = *m.node(b).node.stats();
+    let before = m.node(b).node.stats();
     let from = genuine.from;
     // Every single-bit flip of the genuine packet (outside the hop bits, which relays
     // may change) must be rejected.
@@ -278,7 +278,7 @@ fn forged_and_bit_flipped_packets_are_dropped_and_counted() {
         );
     }
     m.sim.run_for(5 * SECOND);
-    let after = *m.node(b).node.stats();
+    let after = m.node(b).node.stats();
     assert_eq!(m.node(b).tap.len(), 1, "nothing forged reached the TAP");
     assert!(
         after.dropped() - before.dropped() >= flips + 300,

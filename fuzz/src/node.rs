@@ -72,7 +72,7 @@ pub fn run_ops(ops: &[Op]) -> Outcome {
     for op in ops {
         h.apply(op);
     }
-    h.outcome.stats = *h.node.stats();
+    h.outcome.stats = h.node.stats();
     h.outcome
 }
 
@@ -236,9 +236,9 @@ impl Harness {
             self.inits_left -= 1;
         }
         self.allowed.insert(from);
-        let before = *self.node.stats();
+        let before = self.node.stats();
         self.node.handle_datagram(self.now, local, from, bytes);
-        let after = *self.node.stats();
+        let after = self.node.stats();
         let unauthenticated =
             wire::parse(bytes).is_err() || pre_auth_drops(&after) > pre_auth_drops(&before);
         self.drain(unauthenticated.then_some((bytes, from)));

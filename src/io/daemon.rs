@@ -585,7 +585,7 @@ impl NodeDriver {
                 let _ = tx.send(named);
             }
             NodeCommand::Threads(tx) => {
-                let mut threads = vec![*self.node.stats()];
+                let mut threads = vec![self.node.stats()];
                 threads.extend(self.workers.iter().flat_map(Workers::per_worker));
                 let _ = tx.send(threads);
             }

@@ -485,8 +485,6 @@ pub struct NodeStatus {
 pub struct Node {
     control: Control,
     data: DataPlane,
-    /// The control core's and the data plane's counters, merged after every input.
-    stats: NodeStats,
     /// The latest `now` of any input, for commands that do not take one.
     now: Time,
 }
@@ -496,12 +494,7 @@ impl Node {
     pub fn new(config: NodeConfig, now: Time) -> Self {
         let mut control = Control::new(config, now);
         let data = DataPlane::new(control.data_seed());
-        let mut node = Node {
-            control,
-            data,
-            stats: NodeStats::default(),
-            now,
-        };
+        let mut node = Node { control, data, now };
         node.run_control(now);
         node
     }
@@ -523,9 +516,10 @@ impl Node {
         self.control.peer_identity(peer)
     }
 
-    /// Drop and traffic counters (control core and data plane together).
-    pub fn stats(&self) -> &NodeStats {
-        &self.stats
+    /// Drop and traffic counters (control core and data plane together), summed
+    /// when asked (not per frame).
+    pub fn stats(&self) -> NodeStats {
+        self.control.stats().merged(self.data.stats())
     }
 
     /// Fragment reassembly counters.
@@ -890,8 +884,6 @@ impl Node {
     fn after_data(&mut self, now: Time) {
         if self.data.has_control() {
             self.run_control(now);
-        } else {
-            self.stats = self.control.stats().merged(self.data.stats());
         }
     }
 
@@ -931,6 +923,5 @@ impl Node {
                 break;
             }
         }
-        self.stats = self.control.stats().merged(self.data.stats());
     }
 }

@@ -62,7 +62,7 @@ pub fn is_kind(c: &Captured, kind: Kind, src: NodeAddress, dest: NodeAddress) ->
 }
 
 pub fn stats(sim: &Sim, id: HostId) -> node::NodeStats {
-    *sim.host::<NodeHost>(id).node.stats()
+    sim.host::<NodeHost>(id).node.stats()
 }
 
 pub fn peer_info(sim: &Sim, id: HostId, peer: NodeAddress) -> Option<node::PeerInfo> {
