@@ -541,9 +541,7 @@ impl Node {
     /// into a reused buffer to be opened in place; see
     /// [`handle_datagram_in_place`](Self::handle_datagram_in_place) to skip the copy.
     pub fn handle_datagram(&mut self, now: Time, _local: Endpoint, from: Endpoint, data: &[u8]) {
-        self.now = now;
-        self.data.outside(self.control.snapshot(), now, from, data);
-        self.after_data(now);
+        self.on_data(now, |d, snap| d.outside(snap, now, from, data));
     }
 
     /// [`handle_datagram`](Self::handle_datagram) without the copy: the datagram is
@@ -555,27 +553,20 @@ impl Node {
         from: Endpoint,
         data: &mut [u8],
     ) {
-        self.now = now;
-        self.data
-            .outside_in_place(self.control.snapshot(), now, from, data);
-        self.after_data(now);
+        self.on_data(now, |d, snap| d.outside_in_place(snap, now, from, data));
     }
 
     /// A frame read from the TAP of `network`: switched to its member(s), filtered by the
     /// rules, sealed and queued; or dropped with the switch's reason (counted by the
-    /// switch). The only way a frame enters the node.
+    /// switch). With [`handle_tap_buffer`](Self::handle_tap_buffer), the only way a frame
+    /// enters the node.
     pub fn handle_tap_frame(
         &mut self,
         now: Time,
         network: NetworkId,
         frame: &[u8],
     ) -> Result<(), DropReason> {
-        self.now = now;
-        let verdict = self
-            .data
-            .inside(self.control.snapshot(), now, network, frame);
-        self.after_data(now);
-        verdict
+        self.on_data(now, |d, snap| d.inside(snap, now, network, frame))
     }
 
     /// [`handle_tap_frame`](Self::handle_tap_frame) for a frame at
@@ -587,12 +578,7 @@ impl Node {
         network: NetworkId,
         buf: &mut Vec<u8>,
     ) -> Result<(), DropReason> {
-        self.now = now;
-        let verdict = self
-            .data
-            .inside_buffer(self.control.snapshot(), now, network, buf);
-        self.after_data(now);
-        verdict
+        self.on_data(now, |d, snap| d.inside_buffer(snap, now, network, buf))
     }
 
     /// The time from [`poll_timeout`](Self::poll_timeout) has come.
@@ -881,10 +867,15 @@ impl Node {
     // ----- internals --------------------------------------------------------------------
 
     /// After a data-plane input: the control core runs only if it has work.
-    fn after_data(&mut self, now: Time) {
+    /// Runs one input through the data plane with the current snapshot, then lets the
+    /// control core handle what it handed over.
+    fn on_data<R>(&mut self, now: Time, input: impl FnOnce(&mut DataPlane, &Snapshot) -> R) -> R {
+        self.now = now;
+        let out = input(&mut self.data, self.control.snapshot());
         if self.data.has_control() {
             self.run_control(now);
         }
+        out
     }
 
     /// Lets the control core handle what the data plane handed over, republishes the
@@ -908,7 +899,7 @@ impl Node {
                     d.peer,
                     d.network,
                     d.flags,
-                    &d.frame,
+                    data::Held::Slice(&d.frame),
                     d.retried,
                 );
             }

@@ -22,14 +22,15 @@ use crate::wire::{
 
 /// A frame on its way: borrowed (copied when it is sealed or delivered), or at
 /// `buf[at..]` in a buffer the seal or the delivery may take, leaving an empty one from
-/// the pool in its place.
-pub(super) enum Held<'a> {
+/// the pool in its place (a frame reassembled or copied here can go to the TAP queue as
+/// it is).
+pub(crate) enum Held<'a> {
     Slice(&'a [u8]),
     Buffer { buf: &'a mut Vec<u8>, at: usize },
 }
 
 impl Held<'_> {
-    pub(super) fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Held::Slice(frame) => frame,
             Held::Buffer { buf, at } => buf.get(*at..).unwrap_or_default(),
@@ -245,7 +246,11 @@ impl DataPlane {
         }
         activity.frame_sent(now, frame_len);
         route.via.sent(now);
-        self.push_packet(route.to, buf, at, route.mtu);
+        if at == 0 {
+            self.push_transmit(route.to, buf);
+        } else {
+            self.push_fragments(route.to, buf, route.mtu);
+        }
     }
 
     /// Sends each observer its copy of `frame` (cut to the rule's length), flagged as
@@ -280,23 +285,6 @@ impl DataPlane {
     /// to control to wait for it, unless it `retried` (waited already).
     #[allow(clippy::too_many_arguments)] // one received frame's whole context
     pub(crate) fn deliver(
-        &mut self,
-        snap: &Snapshot,
-        now: Time,
-        peer: NodeAddress,
-        network: NetworkId,
-        flags: u8,
-        frame: &[u8],
-        retried: bool,
-    ) {
-        let held = Held::Slice(frame);
-        self.deliver_held(snap, now, peer, network, flags, held, retried);
-    }
-
-    /// [`deliver`](Self::deliver) of a frame that may lie in a buffer the TAP queue
-    /// can take as it is (a packet reassembled or copied here).
-    #[allow(clippy::too_many_arguments)] // as deliver
-    pub(super) fn deliver_held(
         &mut self,
         snap: &Snapshot,
         now: Time,

@@ -28,6 +28,7 @@
 //! It never reads a clock or OS randomness (`now` comes with every input, its RNG is
 //! seeded by the control core), and allocates nothing per frame in steady state:
 //! datagrams and TAP frames are drawn from a pool that [`DataPlane::recycle`] refills.
+//! It is `Send`, so a driver may run one per worker thread on a shared `Arc<Snapshot>`.
 //!
 //! It copies a frame as little as it can. A frame the driver lays out with
 //! [`FRAME_HEADROOM`] free bytes before it ([`DataPlane::inside_buffer`]) is sealed
@@ -36,7 +37,6 @@
 //! a buffer of its own (reassembled from fragments, or copied by
 //! [`DataPlane::outside`]) goes to the TAP queue in that buffer, with where it starts
 //! ([`DataPlane::poll_tap_at`]).
-//! It is `Send`, so a driver may run one per worker thread on a shared `Arc<Snapshot>`.
 //!
 //! Every drop is counted in its own [`NodeStats`] (the node merges them with the
 //! control core's), under the same counter the single core used for the same input.
@@ -52,6 +52,8 @@
 
 mod inside;
 mod outside;
+
+pub(crate) use inside::Held;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -426,25 +428,22 @@ impl DataPlane {
         self.tap.push_back((frame, start));
     }
 
-    /// Queues a sealed packet to `to`: `buf[at..]`, where `at` is 0 or
-    /// [`FRAGMENT_OVERHEAD`]. A packet larger than `mtu` is cut into Fragment datagrams
-    /// the way [`wire::fragment`] cuts it; the first is made where the packet lies (its
-    /// fragment header written into the `at` bytes before it), the others are copied
-    /// into buffers from the pool. With `at` 0, a packet larger than `mtu` is copied
-    /// whole.
-    fn push_packet(&mut self, to: Endpoint, mut buf: Vec<u8>, at: usize, mtu: usize) {
+    /// Queues one datagram to `to`.
+    fn push_transmit(&mut self, to: Endpoint, datagram: Vec<u8>) {
+        self.stats.tx_datagrams += 1;
+        self.transmits.push_back(Transmit {
+            destination: to,
+            contents: datagram,
+        });
+    }
+
+    /// Queues a sealed packet larger than `mtu`, `buf[FRAGMENT_OVERHEAD..]`, cut into
+    /// Fragment datagrams the way [`wire::fragment`] cuts it. The first is made where the
+    /// packet lies (its fragment header written into the room before it); the others
+    /// are copied into buffers from the pool.
+    fn push_fragments(&mut self, to: Endpoint, mut buf: Vec<u8>, mtu: usize) {
+        let at = FRAGMENT_OVERHEAD;
         let len = buf.len().saturating_sub(at);
-        if len <= mtu {
-            if at > 0 {
-                buf.drain(..at);
-            }
-            self.stats.tx_datagrams += 1;
-            self.transmits.push_back(Transmit {
-                destination: to,
-                contents: buf,
-            });
-            return;
-        }
         let room = mtu.saturating_sub(FRAGMENT_OVERHEAD);
         let count = if room == 0 {
             usize::MAX
@@ -482,18 +481,9 @@ impl DataPlane {
             });
         }
         head[FRAGMENT_OVERHEAD - 2] = 0;
-        let start = if at == FRAGMENT_OVERHEAD {
-            buf.truncate(at + chunk_len);
-            buf[..at].copy_from_slice(&head);
-            buf
-        } else {
-            let mut datagram = self.buffer();
-            datagram.extend_from_slice(&head);
-            datagram.extend_from_slice(&buf[at..at + chunk_len]);
-            self.recycle(buf);
-            datagram
-        };
-        self.transmits[first].contents = start;
+        buf.truncate(at + chunk_len);
+        buf[..at].copy_from_slice(&head);
+        self.transmits[first].contents = buf;
         self.stats.tx_datagrams += u64::from(chunks);
     }
 }
@@ -545,22 +535,19 @@ mod tests {
         wire::emit_data_prefix(peer, me, 9, 3, &mut packet);
         packet.extend((0..2_900u32).map(|i| i as u8));
         let to: Endpoint = "198.51.100.7/9993".parse().unwrap();
-        // Laid out in place (room for a fragment header before it) and in a plain
-        // buffer, cut into 3 fragments, into 2, or not at all.
-        for mtu in [1100, 1432, 4000] {
-            for at in [FRAGMENT_OVERHEAD, 0] {
-                let mut buf = vec![0xee; at];
-                buf.extend_from_slice(&packet);
-                let before = d.stats().tx_datagrams;
-                d.push_packet(to, buf, at, mtu);
-                let ours: Vec<Vec<u8>> = std::iter::from_fn(|| d.poll_transmit())
-                    .map(|t| t.contents)
-                    .collect();
-                let id = u64::from_be_bytes(ours[0][12..20].try_into().unwrap());
-                let theirs = wire::fragment(&packet, mtu, id).unwrap();
-                assert_eq!(ours, theirs, "mtu {mtu}, at {at}");
-                assert_eq!(d.stats().tx_datagrams - before, theirs.len() as u64);
-            }
+        // Laid out with room for a fragment header before it, cut into 3 fragments or 2.
+        for mtu in [1100, 1432] {
+            let mut buf = vec![0xee; FRAGMENT_OVERHEAD];
+            buf.extend_from_slice(&packet);
+            let before = d.stats().tx_datagrams;
+            d.push_fragments(to, buf, mtu);
+            let ours: Vec<Vec<u8>> = std::iter::from_fn(|| d.poll_transmit())
+                .map(|t| t.contents)
+                .collect();
+            let id = u64::from_be_bytes(ours[0][12..20].try_into().unwrap());
+            let theirs = wire::fragment(&packet, mtu, id).unwrap();
+            assert_eq!(ours, theirs, "mtu {mtu}");
+            assert_eq!(d.stats().tx_datagrams - before, theirs.len() as u64);
         }
     }
 }

@@ -176,7 +176,7 @@ impl DataPlane {
             }
         };
         debug_assert_eq!(held.bytes().as_ptr(), frame_ptr);
-        self.deliver_held(snap, now, peer, network, flags, held, false);
+        self.deliver(snap, now, peer, network, flags, held, false);
     }
 }
 
